@@ -1,0 +1,3 @@
+from memstudy.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,272 @@
+"""The engine's core: `Node` (an op's context), `apply` (the one door in), `backward` (the one way out).
+
+Memory rules this file enforces (see DESIGN.md):
+- a node holds edges to its inputs (their nodes, or leaf tensors), never the output tensor nor the
+  inputs' arrays, so an intermediate that no op saved dies as soon as Python drops it;
+- everything backward needs is stored by `Node.save`, the one door the ledger and `saved_buffers` read;
+- after a node's backward its saved arrays are released (unless `retain_graph=True`);
+- an instrument (the memory ledger), when attached, is called from here only, never from an op.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+
+
+class _State:
+    """Process-wide engine state; plain attributes so the hot path reads them cheaply."""
+
+    grad_enabled: bool = True
+    instrument: Any = None  # the memory ledger while one is attached, else None
+    layer: int | None = None  # layer index set by models through `layer_scope`
+    phase: str = "forward"  # forward | backward | recompute | optimizer
+
+
+STATE = _State()
+
+
+class Node:
+    """One recorded op: its function, edges to its inputs, and what it saved for backward.
+
+    Plain numbers (axes, shapes, scalars) go on the node as attributes; arrays go through `save`.
+    """
+
+    __slots__ = ("fn", "parents", "needs_input_grad", "saved", "saved_roles", "layer", "released", "__dict__")
+
+    def __init__(self, fn: type, parents: tuple | None, needs_input_grad: tuple[bool, ...], layer: int | None):
+        self.fn = fn
+        self.parents = parents  # None when no graph is recorded (no_grad or no input needs grad)
+        self.needs_input_grad = needs_input_grad
+        self.saved: tuple = ()
+        self.saved_roles: tuple[str, ...] = ()
+        self.layer = layer
+        self.released = False
+
+    def save(self, **arrays: np.ndarray | None) -> None:
+        """The one door for saved state: keyword = role, value = array (None if not needed)."""
+        if self.parents is None:  # nothing is saved when no graph is recorded
+            return
+        self.saved_roles = tuple(arrays)
+        self.saved = tuple(arrays.values())
+
+    def release(self) -> None:
+        self.saved = ()
+        self.released = True
+
+    def __repr__(self) -> str:
+        return f"<Node {self.fn.name} layer={self.layer}>"
+
+
+class Function:
+    """Base of every primitive: `forward(ctx, *arrays, **consts)` and `backward(ctx, grad)` on raw ndarrays.
+
+    `backward` returns one gradient (or None) per positional input, and never writes into `grad`.
+    """
+
+    name = "function"
+
+    @staticmethod
+    def forward(ctx: Node, *args: Any, **kwargs: Any) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx: Node, grad: np.ndarray) -> tuple:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def _edge(value: Any) -> Any:
+    """What a node keeps of one input: its node, the leaf tensor itself, or None (no grad flows)."""
+    from .tensor import Tensor
+
+    if type(value) is not Tensor or not value.requires_grad:
+        return None
+    node = value._node
+    return node if node is not None else value
+
+
+def apply(fn: type, *inputs: Any, **consts: Any):
+    """Run `fn` forward on the inputs' arrays, record a node if any input requires grad, wrap the result."""
+    from .tensor import Tensor
+
+    arrays = tuple(x.data if type(x) is Tensor else x for x in inputs)
+    record = False
+    if STATE.grad_enabled:
+        for x in inputs:
+            if type(x) is Tensor and x.requires_grad:
+                record = True
+                break
+    if record:
+        parents = tuple(_edge(x) for x in inputs)
+        ctx = Node(fn, parents, tuple(p is not None for p in parents), STATE.layer)
+    else:
+        ctx = Node(fn, None, (False,) * len(inputs), STATE.layer)
+    out = fn.forward(ctx, *arrays, **consts)
+    instrument = STATE.instrument
+    if instrument is not None:
+        instrument.on_forward(ctx, out)
+    result = Tensor(out, requires_grad=record)
+    if record:
+        result._node = ctx
+    return result
+
+
+def topological_order(root: Node) -> list[Node]:
+    """Nodes reachable from `root`, root first, each after every node that consumes it.
+
+    Iterative depth-first post-order (no recursion limit), parents visited in input order, so the
+    order is deterministic for a given graph.
+    """
+    order: list[Node] = []
+    visited: set[int] = set()
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        for parent in reversed(node.parents):
+            if type(parent) is Node and id(parent) not in visited:
+                stack.append((parent, False))
+    order.reverse()
+    return order
+
+
+def _accumulate_leaf(leaf: Any, grad: np.ndarray) -> None:
+    """Add `grad` into a leaf's `.grad`; a leaf's gradient always owns a writeable buffer of its dtype."""
+    if leaf.grad is None:
+        if grad.base is not None or not grad.flags.writeable or grad.dtype != leaf.data.dtype:
+            grad = np.array(grad, dtype=leaf.data.dtype)  # never hand out a view of another buffer
+        leaf.grad = grad
+    else:
+        leaf.grad = leaf.grad + grad  # not in place: the old buffer may be shared with the caller
+    instrument = STATE.instrument
+    if instrument is not None:
+        instrument.on_leaf_grad(leaf, leaf.grad)
+
+
+def backward(root: Any, grad: np.ndarray | None = None, retain_graph: bool = False) -> None:
+    """Reverse-mode pass from `root`; gradients accumulate into the `.grad` of leaves that require grad."""
+    if not root.requires_grad:
+        raise RuntimeError("backward() on a tensor that does not require grad")
+    if grad is None:
+        if root.data.size != 1:
+            raise RuntimeError("backward() without a gradient needs a single-element output")
+        seed = np.ones_like(root.data)
+    else:
+        seed = np.asarray(grad, dtype=root.data.dtype)
+        if seed.shape != root.data.shape:
+            raise ValueError(f"gradient shape {seed.shape} does not match output shape {root.data.shape}")
+    instrument = STATE.instrument
+    previous_phase = STATE.phase
+    STATE.phase = "backward"
+    try:
+        if instrument is not None:
+            instrument.on_new(seed, "backward_seed", None)
+        root_node = root._node
+        if root_node is None:
+            _accumulate_leaf(root, seed)
+            return
+        _run_backward(root_node, seed, retain_graph, instrument)
+    finally:
+        STATE.phase = previous_phase
+
+
+def _run_backward(root_node: Node, seed: np.ndarray, retain_graph: bool, instrument: Any) -> None:
+    pending: dict[int, np.ndarray] = {id(root_node): seed}
+    del seed
+    for node in topological_order(root_node):
+        grad = pending.pop(id(node), None)
+        if grad is None:  # no gradient reached this node (e.g. every consumer returned None)
+            continue
+        if node.released:
+            raise RuntimeError(
+                "backward through a graph whose saved arrays were released; use backward(retain_graph=True)"
+            )
+        input_grads = node.fn.backward(node, grad)
+        del grad  # the incoming gradient dies here unless an input grad aliases it
+        if instrument is not None:
+            instrument.on_backward(node, input_grads)
+        if not retain_graph:
+            node.release()
+        for parent, input_grad in zip(node.parents, input_grads):
+            if parent is None or input_grad is None:
+                continue
+            if type(parent) is Node:
+                key = id(parent)
+                previous = pending.get(key)
+                if previous is None:
+                    pending[key] = input_grad
+                else:
+                    total = previous + input_grad  # a value that fed several ops: gradients add up
+                    del previous
+                    if instrument is not None:
+                        instrument.on_new(total, "accumulate", parent.layer)
+                    pending[key] = total
+                    del total
+            else:
+                _accumulate_leaf(parent, input_grad)
+        # drop this iteration's references now, or they would outlive their use by one node
+        input_grads = input_grad = parent = None
+
+
+class no_grad:
+    """Context manager (and decorator-free): inside it no graph is recorded and nothing is saved."""
+
+    def __enter__(self) -> "no_grad":
+        self._previous = STATE.grad_enabled
+        STATE.grad_enabled = False
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        STATE.grad_enabled = self._previous
+
+
+class enable_grad(no_grad):
+    def __enter__(self) -> "enable_grad":
+        self._previous = STATE.grad_enabled
+        STATE.grad_enabled = True
+        return self
+
+
+class layer_scope:
+    """Tags the nodes created inside it with a layer index (read by the ledger and by `saved_buffers`)."""
+
+    __slots__ = ("layer", "_previous")
+
+    def __init__(self, layer: int | None):
+        self.layer = layer
+
+    def __enter__(self) -> None:
+        self._previous = STATE.layer
+        STATE.layer = self.layer
+
+    def __exit__(self, *exc: Any) -> None:
+        STATE.layer = self._previous
+
+
+class phase_scope:
+    """Names the phase (forward, recompute, optimizer, ...) that ledger events are attributed to."""
+
+    __slots__ = ("phase", "_previous")
+
+    def __init__(self, phase: str):
+        self.phase = phase
+
+    def __enter__(self) -> None:
+        self._previous = STATE.phase
+        STATE.phase = self.phase
+
+    def __exit__(self, *exc: Any) -> None:
+        STATE.phase = self._previous
+
+
+def walk(root: Any) -> Iterator[Node]:
+    """Every node of the graph behind a tensor, in backward order."""
+    if root._node is None:
+        return iter(())
+    return iter(topological_order(root._node))

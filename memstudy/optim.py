@@ -1,0 +1,134 @@
+"""Optimisers that update parameters in place.
+
+Updates run over chunks of at most `CHUNK_ELEMENTS` elements: numpy has no fused a·x + y, so
+`p -= lr * g` on a whole array would allocate a hidden parameter-sized temporary that the ledger cannot
+see. Chunking bounds every hidden temporary at CHUNK_ELEMENTS × itemsize (128 KiB in float64).
+"""
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .autograd import Tensor, phase_scope
+
+CHUNK_ELEMENTS = 1 << 14
+OPTIMIZERS = ("sgd", "momentum", "adam")
+
+
+def _chunks(*arrays: np.ndarray) -> Iterator[tuple[np.ndarray, ...]]:
+    flats = [a.reshape(-1) for a in arrays]  # views: parameters and state are contiguous
+    size = flats[0].size
+    for start in range(0, size, CHUNK_ELEMENTS):
+        stop = start + CHUNK_ELEMENTS
+        yield tuple(f[start:stop] for f in flats)
+
+
+class Optimizer:
+    def __init__(self, params: Iterable[Tensor], lr: float):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError("optimizer got an empty parameter list")
+        for p in self.params:
+            if not p.data.flags.c_contiguous:
+                raise ValueError("optimizer parameters must be C-contiguous arrays")
+        self.lr = lr
+
+    def zero_grad(self) -> None:
+        """Gradients become None (their buffers are freed), as the measured step expects."""
+        for p in self.params:
+            p.grad = None
+
+    def state_arrays(self) -> list[np.ndarray]:
+        """Every buffer the optimiser keeps between steps."""
+        return []
+
+    def state_nbytes(self) -> int:
+        return sum(a.nbytes for a in self.state_arrays())
+
+    def step(self) -> None:
+        with phase_scope("optimizer"):
+            for i, p in enumerate(self.params):
+                if p.grad is not None:
+                    self._update(i, p.data, p.grad)
+
+    def _update(self, index: int, param: np.ndarray, grad: np.ndarray) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """p ← p − lr·g. No state."""
+
+    def __init__(self, params: Iterable[Tensor], lr: float = 0.01):
+        super().__init__(params, lr)
+
+    def _update(self, index: int, param: np.ndarray, grad: np.ndarray) -> None:
+        for p, g in _chunks(param, grad):
+            p -= self.lr * g
+
+
+class Momentum(Optimizer):
+    """v ← μ·v + g; p ← p − lr·v. State: one velocity per parameter (1× parameter bytes)."""
+
+    def __init__(self, params: Iterable[Tensor], lr: float = 0.01, momentum: float = 0.9):
+        super().__init__(params, lr)
+        self.momentum = momentum
+        self.velocity: list[np.ndarray | None] = [None] * len(self.params)
+
+    def state_arrays(self) -> list[np.ndarray]:
+        return [v for v in self.velocity if v is not None]
+
+    def _update(self, index: int, param: np.ndarray, grad: np.ndarray) -> None:
+        v = self.velocity[index]
+        if v is None:
+            v = self.velocity[index] = np.zeros_like(param)
+        v *= self.momentum
+        v += grad
+        for p, vc in _chunks(param, v):
+            p -= self.lr * vc
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba). State: first and second moments per parameter (2× parameter bytes)."""
+
+    def __init__(self, params: Iterable[Tensor], lr: float = 0.001, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8):
+        super().__init__(params, lr)
+        self.beta1, self.beta2 = betas
+        self.eps = eps
+        self.steps = 0
+        self.first_moment: list[np.ndarray | None] = [None] * len(self.params)
+        self.second_moment: list[np.ndarray | None] = [None] * len(self.params)
+
+    def state_arrays(self) -> list[np.ndarray]:
+        return [a for a in self.first_moment + self.second_moment if a is not None]
+
+    def step(self) -> None:
+        self.steps += 1
+        super().step()
+
+    def _update(self, index: int, param: np.ndarray, grad: np.ndarray) -> None:
+        m, v = self.first_moment[index], self.second_moment[index]
+        if m is None:
+            m = self.first_moment[index] = np.zeros_like(param)
+            v = self.second_moment[index] = np.zeros_like(param)
+        b1, b2 = self.beta1, self.beta2
+        step_size = self.lr / (1 - b1 ** self.steps)
+        root_correction = np.sqrt(1 - b2 ** self.steps)
+        for p, g, mc, vc in _chunks(param, grad, m, v):
+            mc *= b1
+            mc += (1 - b1) * g
+            vc *= b2
+            vc += (1 - b2) * np.square(g)
+            denom = np.sqrt(vc)
+            denom /= root_correction
+            denom += self.eps
+            p -= step_size * mc / denom
+
+
+def make(name: str, params: Iterable[Tensor], lr: float | None = None) -> Optimizer:
+    """An optimiser by name (sgd, momentum, adam) with its default learning rate unless `lr` is given."""
+    classes = {"sgd": SGD, "momentum": Momentum, "adam": Adam}
+    if name not in classes:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+    return classes[name](params) if lr is None else classes[name](params, lr=lr)
