@@ -171,14 +171,14 @@ def backward(root: Any, grad: np.ndarray | None = None, retain_graph: bool = Fal
         if root_node is None:
             _accumulate_leaf(root, seed)
             return
-        _run_backward(root_node, seed, retain_graph, instrument)
+        pending = {id(root_node): seed}  # gradients waiting for their node, popped once used
+        del seed
+        _run_backward(root_node, pending, retain_graph, instrument)
     finally:
         STATE.phase = previous_phase
 
 
-def _run_backward(root_node: Node, seed: np.ndarray, retain_graph: bool, instrument: Any) -> None:
-    pending: dict[int, np.ndarray] = {id(root_node): seed}
-    del seed
+def _run_backward(root_node: Node, pending: dict[int, np.ndarray], retain_graph: bool, instrument: Any) -> None:
     for node in topological_order(root_node):
         grad = pending.pop(id(node), None)
         if grad is None:  # no gradient reached this node (e.g. every consumer returned None)
@@ -188,9 +188,9 @@ def _run_backward(root_node: Node, seed: np.ndarray, retain_graph: bool, instrum
                 "backward through a graph whose saved arrays were released; use backward(retain_graph=True)"
             )
         input_grads = node.fn.backward(node, grad)
-        del grad  # the incoming gradient dies here unless an input grad aliases it
-        if instrument is not None:
+        if instrument is not None:  # before `del grad`: the new gradients were made while it lived
             instrument.on_backward(node, input_grads)
+        del grad  # the incoming gradient dies here unless an input grad aliases it
         if not retain_graph:
             node.release()
         for parent, input_grad in zip(node.parents, input_grads):

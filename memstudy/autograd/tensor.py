@@ -14,6 +14,9 @@ class Tensor:
     """Wraps an ndarray. Float arrays keep their dtype; `grad` is an ndarray or None."""
 
     __slots__ = ("data", "grad", "requires_grad", "name", "_node", "__weakref__")
+    # numpy defers to Tensor's reflected operators: `ndarray + Tensor` and `ndarray @ Tensor` call
+    # Tensor.__radd__ / __rmatmul__ instead of building an object array of Tensors (or failing)
+    __array_ufunc__ = None
 
     def __init__(self, data: Any, requires_grad: bool = False, name: str | None = None):
         array = data if type(data) is np.ndarray else np.asarray(data)

@@ -1,0 +1,151 @@
+"""The `memstudy` command: argument parsing only; each command is a thin call into the packages.
+
+Bad input of any kind (a flag, a spec field, a size over the budget) ends with one line
+`error: ...` on stderr and exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, NoReturn
+
+USAGE_EXIT = 2
+FAILURE_EXIT = 1
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"error: {message}\n")
+        raise SystemExit(USAGE_EXIT)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def _add_model_flags(parser: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
+    from .study.fields import CHOICES
+
+    group = parser.add_argument_group("model and step")
+    group.add_argument("--depth", type=_positive_int, default=2, help="hidden Linear+activation layers (2)")
+    group.add_argument("--width", type=_positive_int, default=256, help="hidden width (256)")
+    group.add_argument("--in-features", type=_positive_int, default=None, help="input features (default: width)")
+    group.add_argument("--classes", type=_positive_int, default=10, help="output classes (10)")
+    group.add_argument("--batch", type=_positive_int, default=64, help="batch size (64)")
+    group.add_argument("--activation", choices=CHOICES["activation"], default="relu")
+    group.add_argument("--dtype", choices=CHOICES["dtype"], default="float32")
+    group.add_argument("--bias", action=argparse.BooleanOptionalAction, default=True, help="Linear biases (on)")
+    group.add_argument("--mode", choices=modes, default="train")
+    group.add_argument("--optimizer", choices=CHOICES["optimizer"], default="sgd")
+    group.add_argument("--seed", type=_non_negative_int, default=0)
+
+
+def _config(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "depth": args.depth, "width": args.width, "in_features": args.in_features,
+        "out_features": args.classes, "batch_size": args.batch, "activation": args.activation,
+        "bias": args.bias, "dtype": args.dtype, "optimizer": args.optimizer, "seed": args.seed,
+    }
+
+
+def _budget(text: str) -> int:
+    from .units import parse_bytes
+
+    try:
+        return parse_bytes(text, "--budget")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="memstudy", description="Why training needs more memory than inference, measured.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    run = commands.add_parser("run", help="measure one training or inference step, four probes and the prediction")
+    _add_model_flags(run, ("train", "inference", "both"))
+    run.add_argument("--repeats", type=_positive_int, default=1, help="measured steps (1)")
+    run.add_argument("--budget", default="75%", help="refuse sizes whose predicted peak exceeds this (75%% of "
+                                                     "available memory; or e.g. 4GiB)")
+    run.add_argument("--json", action="store_true", help="one JSON row per repeat, one per line")
+    run.add_argument("--by-layer", action="store_true", help="bytes held for backward, parameters and "
+                                                              "gradients per layer")
+    run.add_argument("--timeline", metavar="FILE.csv", help="write the ledger's event timeline of the first step")
+    run.set_defaults(handler=_cmd_run)
+
+    predict = commands.add_parser("predict", help="predict a step's memory without running it")
+    _add_model_flags(predict, ("train", "inference"))
+    predict.add_argument("--json", action="store_true", help="print the prediction as JSON")
+    predict.set_defaults(handler=_cmd_predict)
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .study.single import run_modes
+    from .study.tables import run_report
+
+    modes = ["train", "inference"] if args.mode == "both" else [args.mode]
+    results = run_modes(_config(args), modes, args.repeats, _budget(args.budget), args.timeline, args.by_layer)
+    if args.json:
+        for rows in results.values():
+            for row in rows:
+                print(json.dumps(row))
+    else:
+        print(run_report(results, by_layer=args.by_layer))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .config import normalize
+    from .memory.predict import predict
+    from .study.tables import predict_report
+
+    config = normalize({**_config(args), "mode": args.mode})
+    prediction = predict(config)
+    if args.json:
+        print(json.dumps({**config, **prediction}))
+    else:
+        print(predict_report(config, prediction))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import ConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (UsageError, ConfigError) as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return USAGE_EXIT
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        return 130
+    except Exception as exc:  # a failure of the tool, not of the input: still one line, exit 1
+        sys.stderr.write(f"error: {type(exc).__name__}: {exc}\n")
+        return FAILURE_EXIT
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

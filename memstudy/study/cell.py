@@ -1,0 +1,177 @@
+"""One cell: build a model, warm it up, and measure one step with the ledger, each probe and a clock.
+
+Run as `python -m memstudy.study.cell` with a JSON object on stdin (the config fields plus `repeats`,
+and optionally `timeline_path` and `by_layer`); it prints one JSON row per repeat. It imports no pandas,
+so a fresh cell process starts fast and its memory baseline is clean.
+
+A measured step is a steady-state step: the optimiser state exists (one warm-up step ran), gradients
+are None, and the baseline is taken just before the step. Each probe measures its own step, so no
+probe's bookkeeping (tracemalloc's traces, the ledger's events) inflates another's figure.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import nn, optim
+from ..autograd import Tensor, no_grad
+from ..config import normalize
+from ..memory import probes
+from ..memory.ledger import Ledger, StepAccount
+from ..memory.predict import predict
+from .fields import CONFIG_FIELDS, ROW_FIELDS
+
+TEST_RAISE_ENV = "MEMSTUDY_TEST_RAISE_IN_CELL"  # "field=value": a matching cell raises (for sweep tests)
+MIN_TIMED_STEPS = 3
+MAX_TIMED_STEPS = 20
+TIMING_BUDGET_SECONDS = 0.25
+
+
+class Workload:
+    """The model, optimiser and batch of one configuration, and its step as a callable."""
+
+    def __init__(self, config: dict[str, Any]):
+        self.config = config
+        self.train = config["mode"] == "train"
+        self.model = nn.MLP(config["in_features"], config["width"], config["depth"], config["out_features"],
+                            activation=config["activation"], bias=config["bias"], dtype=config["dtype"],
+                            seed=config["seed"])
+        rng = np.random.default_rng(config["seed"] + 1)
+        batch = config["batch_size"]
+        self.x = Tensor(rng.standard_normal((batch, config["in_features"])).astype(config["dtype"]))
+        self.y = rng.integers(0, config["out_features"], size=batch)
+        self.optimizer = optim.make(config["optimizer"], self.model.parameters())
+
+    def step(self) -> Tensor:
+        """One training step (forward, loss, backward, optimiser step) or one inference forward."""
+        if not self.train:
+            with no_grad():
+                return self.model(self.x)
+        loss = nn.cross_entropy(self.model(self.x), self.y)
+        loss.backward()
+        self.optimizer.step()
+        return loss
+
+    def reset(self) -> None:
+        """Back to the baseline: gradients None, garbage collected."""
+        self.optimizer.zero_grad()
+        gc.collect()
+
+    def ledger_step(self) -> StepAccount:
+        ledger = Ledger()
+        layers = [i for i, linear in enumerate(self.model.linears) for _ in linear.parameters()]
+        ledger.register_model(self.model.parameters(), layers)
+        if self.train:
+            for array in self.optimizer.state_arrays():
+                ledger.register(array, "optimizer_state")
+        ledger.register(self.x.data, "input", role="x")
+        if self.train:
+            ledger.register(self.y, "input", role="labels")
+        ledger.start()
+        try:
+            output = self.step()
+            account = ledger.finish()  # while `output` is alive: it counts as the step's output
+        finally:
+            ledger.stop()
+        del output
+        return account
+
+
+def _median_step_seconds(step: Callable[[], Any], reset: Callable[[], None]) -> float:
+    timings: list[float] = []
+    while len(timings) < MIN_TIMED_STEPS or (sum(timings) < TIMING_BUDGET_SECONDS and len(timings) < MAX_TIMED_STEPS):
+        reset()
+        start = time.perf_counter()
+        step()
+        timings.append(time.perf_counter() - start)
+    return statistics.median(timings)
+
+
+def _raise_if_test_hook(config: dict[str, Any]) -> None:
+    hook = os.environ.get(TEST_RAISE_ENV)
+    if not hook:
+        return
+    name, _, value = hook.partition("=")
+    if str(config.get(name)) == value:
+        raise RuntimeError(f"test hook {TEST_RAISE_ENV}={hook} raised inside the cell")
+
+
+def measure(raw_config: dict[str, Any], repeats: int = 1, timeline_path: str | None = None,
+            by_layer: bool = False) -> list[dict[str, Any]]:
+    """Rows (dicts with every ROW_FIELDS key) for `repeats` measured steps of one configuration."""
+    config = normalize(raw_config)
+    _raise_if_test_hook(config)
+    prediction = predict(config)
+    work = Workload(config)
+    work.step()  # warm-up: optimiser state now exists, caches are warm
+    rows = []
+    for repeat in range(repeats):
+        work.reset()
+        account = work.ledger_step()
+        if timeline_path and repeat == 0:
+            account.write_timeline(timeline_path)
+        work.reset()
+        tracemalloc_bytes = probes.tracemalloc_step_peak_bytes(work.step)
+        work.reset()
+        rss_bytes, _rss_method = probes.rss_step_peak_bytes(work.step)
+        hwm = probes.hwm_bytes()
+        work.reset()
+        mprof_bytes = probes.mprof_step_peak_bytes(work.step)
+        step_seconds = _median_step_seconds(work.step, work.reset)
+        row: dict[str, Any] = {name: config.get(name) for name in CONFIG_FIELDS}
+        row["repeat"] = repeat
+        peak = account.peak_by_category
+        row.update(
+            parameter_bytes=account.registered_bytes["parameter"],
+            optimizer_state_bytes=account.registered_bytes["optimizer_state"],
+            input_bytes=account.registered_bytes["input"],
+            peak_bytes=account.peak_bytes,
+            step_peak_bytes=account.step_peak_bytes,
+            activation_bytes=account.activation_bytes,
+            saved_tensors=account.saved_tensors,
+            **{f"peak_{c}_bytes": peak[c] for c in peak},
+            predicted_peak_bytes=prediction["predicted_peak_bytes"],
+            predicted_step_peak_bytes=prediction["predicted_step_peak_bytes"],
+            predicted_activation_bytes=prediction["predicted_activation_bytes"],
+            tracemalloc_step_peak_bytes=tracemalloc_bytes,
+            rss_step_peak_bytes=rss_bytes,
+            mprof_step_peak_bytes=mprof_bytes,
+            hwm_bytes=hwm,
+            step_seconds=step_seconds,
+            status="ok",
+            error="",
+        )
+        missing = [f for f in ROW_FIELDS if f not in row]
+        assert not missing, f"row lacks {missing}"
+        if by_layer:
+            row["by_layer"] = account.by_layer()
+        rows.append(row)
+        work.reset()
+    return rows
+
+
+def main() -> int:
+    try:
+        request = json.loads(sys.stdin.read())
+        repeats = int(request.pop("repeats", 1))
+        timeline_path = request.pop("timeline_path", None)
+        by_layer = bool(request.pop("by_layer", False))
+        request.pop("repeat", None)
+        for row in measure(request, repeats, timeline_path, by_layer):
+            sys.stdout.write(json.dumps(row) + "\n")
+            sys.stdout.flush()
+    except Exception as exc:  # the parent records the last stderr line as the failure's reason
+        sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

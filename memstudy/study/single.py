@@ -1,0 +1,49 @@
+"""`memstudy run` and `memstudy predict` for one configuration: check it, budget it, measure it."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..config import ConfigError, normalize
+from ..memory.predict import predict
+from ..units import format_bytes
+from .cellproc import run_cell
+
+
+class RunError(Exception):
+    """The measurement itself failed (not bad input)."""
+
+
+def check_budget(config: dict[str, Any], budget_bytes: int) -> dict[str, Any]:
+    """The prediction, or ConfigError when its total peak exceeds the budget."""
+    prediction = predict(config)
+    if prediction["predicted_peak_bytes"] > budget_bytes:
+        raise ConfigError(
+            f"predicted peak {format_bytes(prediction['predicted_peak_bytes'])} exceeds the budget "
+            f"{format_bytes(budget_bytes)} (--budget)"
+        )
+    return prediction
+
+
+def run_modes(config: dict[str, Any], modes: list[str], repeats: int, budget_bytes: int,
+              timeline_path: str | None = None, by_layer: bool = False) -> dict[str, list[dict[str, Any]]]:
+    """Measured rows per mode, each mode in its own fresh cell process."""
+    if repeats < 1:
+        raise ConfigError(f"repeats must be at least 1, got {repeats}")
+    if timeline_path:
+        folder = os.path.dirname(os.path.abspath(timeline_path))
+        if not os.path.isdir(folder):
+            raise ConfigError(f"--timeline folder {folder} does not exist")
+    configs = {mode: normalize({**config, "mode": mode}) for mode in modes}
+    for mode_config in configs.values():
+        check_budget(mode_config, budget_bytes)
+    results = {}
+    for index, (mode, mode_config) in enumerate(configs.items()):
+        request = {**mode_config, "repeats": repeats, "by_layer": by_layer}
+        if timeline_path and index == 0:
+            request["timeline_path"] = os.path.abspath(timeline_path)
+        outcome = run_cell(request)
+        if outcome.error:
+            raise RunError(f"the {mode} cell failed: {outcome.error}")
+        results[mode] = outcome.rows
+    return results
