@@ -98,7 +98,96 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flags(predict, ("train", "inference"))
     predict.add_argument("--json", action="store_true", help="print the prediction as JSON")
     predict.set_defaults(handler=_cmd_predict)
+
+    sweep = commands.add_parser("sweep", help="run a study's grid, each cell in a fresh process, into runs.csv")
+    sweep.add_argument("spec", metavar="SPEC.toml")
+    _add_sweep_flags(sweep, out_default=None)
+    sweep.set_defaults(handler=_cmd_sweep)
+
+    report = commands.add_parser("report", help="summary.csv, report.md and plots from a sweep's folder")
+    report.add_argument("results_dir", metavar="DIR")
+    report.add_argument("--no-figures", action="store_true", help="skip the PNG plots")
+    report.set_defaults(handler=_cmd_report)
+
+    study = commands.add_parser("study", help="sweep experiments/default.toml into results/default, then report")
+    study.add_argument("--spec", default=DEFAULT_SPEC, metavar="SPEC.toml", help=f"({DEFAULT_SPEC})")
+    _add_sweep_flags(study, out_default=None)
+    study.set_defaults(handler=_cmd_study)
+
+    graph = commands.add_parser("graph", help="the forward pass's computational graph and saved buffers as DOT")
+    _add_model_flags(graph, ("train",))
+    graph.add_argument("--out", default="graph.dot", metavar="FILE", help="DOT file (graph.dot); a PNG "
+                                                                         "is written beside it when `dot` exists")
+    graph.set_defaults(handler=_cmd_graph)
     return parser
+
+
+DEFAULT_SPEC = "experiments/default.toml"
+
+
+def _add_sweep_flags(parser: argparse.ArgumentParser, out_default: str | None) -> None:
+    parser.add_argument("--out", default=out_default, metavar="DIR", help="results folder (results/<study name>)")
+    parser.add_argument("--jobs", type=_positive_int, default=None, help="cells at once (the spec's [run] jobs)")
+    parser.add_argument("--fresh", action="store_true", help="discard earlier results in DIR and start over")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _sweep(spec_path: str, args: argparse.Namespace) -> str:
+    import os
+
+    from .study.spec import SpecError, load_spec
+    from .study.sweep import SweepError, run_sweep
+
+    if not os.path.isfile(spec_path):
+        raise UsageError(f"spec file {spec_path} not found")
+    try:
+        spec = load_spec(spec_path)
+        out = args.out or os.path.join("results", spec.name)
+        outcome = run_sweep(spec, out, jobs=args.jobs, fresh=args.fresh, progress=not args.no_progress)
+    except (SpecError, SweepError) as exc:
+        raise UsageError(str(exc)) from None
+    for warning in outcome.warnings:
+        sys.stderr.write(f"warning: {warning}\n")
+    print(f"{spec.name}: {outcome.cells} cells ({outcome.resumed} already done): {outcome.ok} ok, "
+          f"{outcome.skipped} skipped, {outcome.failed} failed -> {outcome.runs_csv}")
+    return out
+
+
+def _report(results_dir: str, figures: bool = True) -> None:
+    from .study.report import ReportError, write_report
+
+    try:
+        written = write_report(results_dir, figures=figures)
+    except ReportError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"report: {len(written)} files in {results_dir} ({', '.join(p.name for p in written)})")
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    _sweep(args.spec, args)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    _report(args.results_dir, figures=not args.no_figures)
+    return 0
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    _report(_sweep(args.spec, args))
+    return 0
+
+
+def _cmd_graph(args: argparse.Namespace) -> int:
+    from .config import normalize
+    from .study.graphviz import GraphError, write_graph
+
+    try:
+        written = write_graph(normalize({**_config(args), "mode": "train"}), args.out)
+    except GraphError as exc:
+        raise UsageError(str(exc)) from None
+    print("graph: " + ", ".join(str(p) for p in written))
+    return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -1,8 +1,9 @@
 """Optimisers that update parameters in place.
 
-Updates run over chunks of at most `CHUNK_ELEMENTS` elements: numpy has no fused a·x + y, so
-`p -= lr * g` on a whole array would allocate a hidden parameter-sized temporary that the ledger cannot
-see. Chunking bounds every hidden temporary at CHUNK_ELEMENTS × itemsize (128 KiB in float64).
+numpy has no fused a·x + y, so `p -= lr * g` on a whole array would allocate a hidden temporary the size
+of the parameter. Instead each step allocates one scratch buffer of at most `CHUNK_ELEMENTS` elements
+(64 KiB in float32), computes every intermediate of the update into it chunk by chunk, and reports it to
+the ledger as the optimiser's one temporary: no hidden allocation remains.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .autograd import Tensor, phase_scope
+from .autograd import STATE, Tensor, phase_scope
 
 CHUNK_ELEMENTS = 1 << 14
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -48,12 +49,26 @@ class Optimizer:
 
     def step(self) -> None:
         with phase_scope("optimizer"):
+            scratch = self._scratch()
             for i, p in enumerate(self.params):
                 if p.grad is not None:
-                    self._update(i, p.data, p.grad)
+                    self._update(i, p.data, p.grad, scratch[p.data.dtype])
+            del scratch  # freed here, inside the optimizer phase
 
-    def _update(self, index: int, param: np.ndarray, grad: np.ndarray) -> None:  # pragma: no cover
-        raise NotImplementedError
+    def _scratch(self) -> dict[np.dtype, np.ndarray]:
+        """One scratch buffer per parameter dtype, as long as the largest chunk; reported to the ledger."""
+        sizes: dict[np.dtype, int] = {}
+        for p in self.params:
+            sizes[p.data.dtype] = max(sizes.get(p.data.dtype, 0), min(p.data.size, CHUNK_ELEMENTS))
+        scratch = {dtype: np.empty(size, dtype=dtype) for dtype, size in sizes.items()}
+        instrument = STATE.instrument
+        if instrument is not None:
+            for buffer in scratch.values():
+                instrument.on_new(buffer, "optimizer_scratch", None)
+        return scratch
+
+    def _update(self, index: int, param: np.ndarray, grad: np.ndarray, scratch: np.ndarray) -> None:
+        raise NotImplementedError  # pragma: no cover
 
 
 class SGD(Optimizer):
@@ -62,9 +77,11 @@ class SGD(Optimizer):
     def __init__(self, params: Iterable[Tensor], lr: float = 0.01):
         super().__init__(params, lr)
 
-    def _update(self, index: int, param: np.ndarray, grad: np.ndarray) -> None:
+    def _update(self, index: int, param: np.ndarray, grad: np.ndarray, scratch: np.ndarray) -> None:
         for p, g in _chunks(param, grad):
-            p -= self.lr * g
+            step = scratch[: p.size]
+            np.multiply(g, self.lr, out=step)
+            p -= step
 
 
 class Momentum(Optimizer):
@@ -78,14 +95,16 @@ class Momentum(Optimizer):
     def state_arrays(self) -> list[np.ndarray]:
         return [v for v in self.velocity if v is not None]
 
-    def _update(self, index: int, param: np.ndarray, grad: np.ndarray) -> None:
+    def _update(self, index: int, param: np.ndarray, grad: np.ndarray, scratch: np.ndarray) -> None:
         v = self.velocity[index]
         if v is None:
             v = self.velocity[index] = np.zeros_like(param)
         v *= self.momentum
         v += grad
         for p, vc in _chunks(param, v):
-            p -= self.lr * vc
+            step = scratch[: p.size]
+            np.multiply(vc, self.lr, out=step)
+            p -= step
 
 
 class Adam(Optimizer):
@@ -107,7 +126,7 @@ class Adam(Optimizer):
         self.steps += 1
         super().step()
 
-    def _update(self, index: int, param: np.ndarray, grad: np.ndarray) -> None:
+    def _update(self, index: int, param: np.ndarray, grad: np.ndarray, scratch: np.ndarray) -> None:
         m, v = self.first_moment[index], self.second_moment[index]
         if m is None:
             m = self.first_moment[index] = np.zeros_like(param)
@@ -116,14 +135,20 @@ class Adam(Optimizer):
         step_size = self.lr / (1 - b1 ** self.steps)
         root_correction = np.sqrt(1 - b2 ** self.steps)
         for p, g, mc, vc in _chunks(param, grad, m, v):
-            mc *= b1
-            mc += (1 - b1) * g
-            vc *= b2
-            vc += (1 - b2) * np.square(g)
-            denom = np.sqrt(vc)
-            denom /= root_correction
-            denom += self.eps
-            p -= step_size * mc / denom
+            s = scratch[: p.size]
+            mc *= b1  # m ← β1·m + (1−β1)·g
+            np.multiply(g, 1 - b1, out=s)
+            mc += s
+            vc *= b2  # v ← β2·v + (1−β2)·g²
+            np.multiply(g, g, out=s)
+            s *= 1 - b2
+            vc += s
+            np.sqrt(vc, out=s)  # p ← p − lr/(1−β1ᵗ) · m / (√v/√(1−β2ᵗ) + ε)
+            s /= root_correction
+            s += self.eps
+            np.divide(mc, s, out=s)
+            s *= step_size
+            p -= s
 
 
 def make(name: str, params: Iterable[Tensor], lr: float | None = None) -> Optimizer:

@@ -85,6 +85,11 @@ def _edge(value: Any) -> Any:
     return node if node is not None else value
 
 
+def _as_array(value: Any) -> np.ndarray:
+    """numpy arithmetic on 0-d arrays returns numpy scalars; the instrument and tensors get ndarrays."""
+    return value if type(value) is np.ndarray else np.asarray(value)
+
+
 def apply(fn: type, *inputs: Any, **consts: Any):
     """Run `fn` forward on the inputs' arrays, record a node if any input requires grad, wrap the result."""
     from .tensor import Tensor
@@ -101,7 +106,7 @@ def apply(fn: type, *inputs: Any, **consts: Any):
         ctx = Node(fn, parents, tuple(p is not None for p in parents), STATE.layer)
     else:
         ctx = Node(fn, None, (False,) * len(inputs), STATE.layer)
-    out = fn.forward(ctx, *arrays, **consts)
+    out = _as_array(fn.forward(ctx, *arrays, **consts))
     instrument = STATE.instrument
     if instrument is not None:
         instrument.on_forward(ctx, out)
@@ -187,7 +192,7 @@ def _run_backward(root_node: Node, pending: dict[int, np.ndarray], retain_graph:
             raise RuntimeError(
                 "backward through a graph whose saved arrays were released; use backward(retain_graph=True)"
             )
-        input_grads = node.fn.backward(node, grad)
+        input_grads = tuple(None if g is None else _as_array(g) for g in node.fn.backward(node, grad))
         if instrument is not None:  # before `del grad`: the new gradients were made while it lived
             instrument.on_backward(node, input_grads)
         del grad  # the incoming gradient dies here unless an input grad aliases it
@@ -202,7 +207,7 @@ def _run_backward(root_node: Node, pending: dict[int, np.ndarray], retain_graph:
                 if previous is None:
                     pending[key] = input_grad
                 else:
-                    total = previous + input_grad  # a value that fed several ops: gradients add up
+                    total = _as_array(previous + input_grad)  # a value that fed several ops: gradients add up
                     del previous
                     if instrument is not None:
                         instrument.on_new(total, "accumulate", parent.layer)

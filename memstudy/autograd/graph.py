@@ -7,6 +7,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .engine import Node, walk
+from .tensor import Tensor
 
 
 def base_buffer(array: np.ndarray) -> np.ndarray:
@@ -34,7 +35,9 @@ def saved_buffers(output: Any, inputs: Iterable[Any] = ()) -> list[SavedBuffer]:
     A buffer saved by two ops (ReLU's output is also the next Linear's input) or through a view is
     listed once. `inputs` (tensors or arrays) are labelled `input` rather than `activation`.
     """
-    input_ids = {id(base_buffer(x.data if hasattr(x, "data") else np.asarray(x))) for x in inputs}
+    # a Tensor's array, or the array itself (ndarrays have a `.data` too: a memoryview, not what we want)
+    inputs = [x.data if isinstance(x, Tensor) else x for x in inputs]
+    input_ids = {id(base_buffer(np.asarray(x))) for x in inputs}
     nodes = list(walk(output))
     leaf_ids = {
         id(base_buffer(parent.data))

@@ -66,6 +66,9 @@ class Linear(Function):
         x, weight = ctx.saved
         needs = ctx.needs_input_grad
         grad_x = grad @ weight if needs[0] else None
+        if grad.ndim != 2:  # one example (1-d x) or extra leading axes: fold them into one batch axis
+            grad = grad.reshape(-1, grad.shape[-1])
+            x = x.reshape(-1, x.shape[-1]) if x is not None else None
         grad_w = grad.T @ x if needs[1] else None
         if len(needs) == 2:
             return grad_x, grad_w
@@ -195,7 +198,8 @@ class Transpose(Function):
 
     @staticmethod
     def forward(ctx: Node, x: np.ndarray, *, axes=None) -> np.ndarray:
-        ctx.axes = axes
+        # non-negative axes: argsort of e.g. (-1, 0, 1) would not invert the permutation
+        ctx.axes = None if axes is None else tuple(a % x.ndim for a in axes)
         return np.transpose(x, axes)
 
     @staticmethod

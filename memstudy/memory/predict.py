@@ -6,9 +6,8 @@ and tracks live bytes per ledger category. So its activation, parameter, gradien
 bytes equal the ledger's exactly, and its peak equals the ledger's tracked peak.
 
 Where the real process peak (tracemalloc) differs: arrays an op allocates and drops inside itself
-(softmax's row maxima and shifted logits, batch × classes; reductions' scratch) and the optimisers'
-chunk temporaries (at most `optim.CHUNK_ELEMENTS` elements) are not buffers the ledger sees, so they
-are not predicted either; they add at most a few hundred kB above the tracked peak.
+(softmax's row maxima and shifted logits, batch × classes; reductions' scratch) are not buffers the
+ledger sees, so they are not predicted either; they add a few kB to tens of kB above the tracked peak.
 """
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..config import normalize
-from ..optim import OPTIMIZERS
+from ..optim import CHUNK_ELEMENTS, OPTIMIZERS
 
 CATEGORIES = ("parameter", "optimizer_state", "input", "gradient", "activation", "temporary", "output")
 LABEL_ITEMSIZE = np.dtype(np.int64).itemsize  # integer class labels
@@ -121,7 +120,9 @@ def _train_step(replay: _Replay, config: dict, shapes: list, itemsize: int, hidd
             replay.alloc(out_features * itemsize, "gradient")
         replay.free(grad)
         grad = new
-    # the optimiser updates in place: no tracked buffer appears
+    # the optimiser updates in place through one scratch buffer of at most CHUNK_ELEMENTS elements
+    largest = max(out * inp for out, inp in shapes)
+    replay.free(replay.alloc(min(largest, CHUNK_ELEMENTS) * itemsize, "temporary"))
 
 
 def _inference_step(replay: _Replay, config: dict, hidden: int, logits: int) -> None:

@@ -120,8 +120,10 @@ def measure(raw_config: dict[str, Any], repeats: int = 1, timeline_path: str | N
         work.reset()
         tracemalloc_bytes = probes.tracemalloc_step_peak_bytes(work.step)
         work.reset()
-        rss_bytes, _rss_method = probes.rss_step_peak_bytes(work.step)
+        # the process's absolute high-water mark so far (warm-up and the probes' steps included);
+        # read before the RSS probe, whose VmHWM reset also clears ru_maxrss
         hwm = probes.hwm_bytes()
+        rss_bytes, rss_method = probes.rss_step_peak_bytes(work.step)
         work.reset()
         mprof_bytes = probes.mprof_step_peak_bytes(work.step)
         step_seconds = _median_step_seconds(work.step, work.reset)
@@ -144,6 +146,7 @@ def measure(raw_config: dict[str, Any], repeats: int = 1, timeline_path: str | N
             rss_step_peak_bytes=rss_bytes,
             mprof_step_peak_bytes=mprof_bytes,
             hwm_bytes=hwm,
+            rss_method=rss_method,
             step_seconds=step_seconds,
             status="ok",
             error="",

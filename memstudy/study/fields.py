@@ -34,7 +34,10 @@ LEDGER_FIELDS = (
     "peak_activation_bytes", "peak_temporary_bytes", "peak_output_bytes",
 )
 PREDICTED_FIELDS = ("predicted_peak_bytes", "predicted_step_peak_bytes", "predicted_activation_bytes")
-PROBE_FIELDS = ("tracemalloc_step_peak_bytes", "rss_step_peak_bytes", "mprof_step_peak_bytes", "hwm_bytes")
+# rss_method says how the RSS figure was taken: "vmhwm" (exact reset), "sampled" (psutil thread) or
+# "unavailable"; hwm_bytes is the cell process's absolute VmHWM before the RSS probe resets it.
+PROBE_FIELDS = ("tracemalloc_step_peak_bytes", "rss_step_peak_bytes", "rss_method", "mprof_step_peak_bytes",
+                "hwm_bytes")
 OUTCOME_FIELDS = ("step_seconds", "status", "error")
 
 ROW_FIELDS: tuple[str, ...] = (

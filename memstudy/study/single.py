@@ -34,6 +34,8 @@ def run_modes(config: dict[str, Any], modes: list[str], repeats: int, budget_byt
         folder = os.path.dirname(os.path.abspath(timeline_path))
         if not os.path.isdir(folder):
             raise ConfigError(f"--timeline folder {folder} does not exist")
+        if os.path.isdir(timeline_path):
+            raise ConfigError(f"--timeline {timeline_path} is a folder, not a file")
     configs = {mode: normalize({**config, "mode": mode}) for mode in modes}
     for mode_config in configs.values():
         check_budget(mode_config, budget_bytes)

@@ -20,7 +20,7 @@ PROBES = (
     ("ledger", "step_peak_bytes"),
     ("predicted", "predicted_step_peak_bytes"),
     ("tracemalloc", "tracemalloc_step_peak_bytes"),
-    ("RSS (VmHWM reset)", "rss_step_peak_bytes"),
+    ("RSS", "rss_step_peak_bytes"),
     ("memory_profiler (sampled)", "mprof_step_peak_bytes"),
 )
 
@@ -58,7 +58,8 @@ def run_report(results: dict[str, list[dict[str, Any]]], by_layer: bool = False)
     body.append(["  distinct buffers held"] + [f"{_median(results[m], 'saved_tensors'):.0f}" for m in modes])
     out += ["", _table(["breakdown at the peak (ledger)"] + modes, body)]
     body = [[label] + [format_bytes(_median(results[m], field)) for m in modes] for label, field in PROBES]
-    body.append(["process VmHWM (absolute)"] + [format_bytes(_median(results[m], "hwm_bytes")) for m in modes])
+    body.append(["RSS method"] + [str(results[m][0].get("rss_method")) for m in modes])
+    body.append(["cell process VmHWM (absolute)"] + [format_bytes(_median(results[m], "hwm_bytes")) for m in modes])
     body.append(["step time, median"] + [f"{1000 * _median(results[m], 'step_seconds'):.2f} ms" for m in modes])
     out += ["", _table(["step peak over baseline, by probe"] + modes, body)]
     if "train" in results and "inference" in results:

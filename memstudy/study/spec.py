@@ -1,0 +1,208 @@
+"""Experiment specs: a TOML file -> a checked grid of cells.
+
+    [study]  name, description
+    [grid]   any config field (see fields.CONFIG_FIELDS, but `repeat`) as a value or a list of values;
+             the cells are the cartesian product, in the order the keys appear
+    [run]    repeats, budget, timeout_seconds, jobs
+
+TOML has no null: leave `in_features` out of the grid to mean "as many input features as `width`".
+
+Every error is a `SpecError` whose one-line message names the offending key (e.g. `grid.depth`).
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError, normalize
+from ..units import parse_bytes
+from .fields import CHOICES, CONFIG_DEFAULTS, CONFIG_FIELDS
+
+GRID_FIELDS: tuple[str, ...] = tuple(f for f in CONFIG_FIELDS if f != "repeat")
+STUDY_KEYS = ("name", "description")
+RUN_KEYS = ("repeats", "budget", "timeout_seconds", "jobs")
+RUN_DEFAULTS: dict[str, Any] = {"repeats": 3, "budget": "75%", "timeout_seconds": 600.0, "jobs": 1}
+
+
+
+class SpecError(ValueError):
+    """A spec is unreadable or refused; the message is one line and names the offending key."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    description: str
+    grid: dict[str, tuple]  # field -> its values (a scalar in the TOML becomes a 1-tuple), in file order
+    repeats: int
+    budget: str | int  # as written: bytes, "4GiB", "500MB" or "75%"
+    timeout_seconds: float | None
+    jobs: int
+    path: Path | None = None
+    text: str = ""  # the TOML source, copied next to the results
+    hash: str = field(default="")
+
+    def cells(self) -> list[dict[str, Any]]:
+        """One normalised config per grid point (defaults filled in, in_features resolved), grid order."""
+        keys = list(self.grid)
+        out = []
+        for values in itertools.product(*(self.grid[k] for k in keys)):
+            raw = {**CONFIG_DEFAULTS, **dict(zip(keys, values))}
+            try:
+                out.append(normalize(raw))
+            except ConfigError as exc:  # values were checked one by one; this catches combinations
+                raise SpecError(f"grid: {exc}") from None
+        return out
+
+    def varying(self) -> list[str]:
+        """The grid fields with more than one value."""
+        return [k for k, v in self.grid.items() if len(v) > 1]
+
+    def budget_bytes(self, available_bytes: int | None = None) -> int:
+        """The budget in bytes; a percentage is of `available_bytes` (default: psutil's available memory)."""
+        return parse_budget(self.budget, available_bytes)
+
+
+def cell_id(config: dict[str, Any]) -> str:
+    """A stable short name built from a normalised config's values, e.g. d8-w256-i256-o10-b64-relu-bias-..."""
+    in_features = config.get("in_features") or config["width"]
+    return "-".join([
+        f"d{config['depth']}", f"w{config['width']}", f"i{in_features}", f"o{config['out_features']}",
+        f"b{config['batch_size']}", str(config["activation"]), "bias" if config["bias"] else "nobias",
+        str(config["dtype"]), str(config["mode"]), str(config["optimizer"]), str(config["checkpoint"]),
+        str(config["policy"]), f"s{config['seed']}",
+    ])
+
+
+def parse_budget(budget: str | int, available_bytes: int | None = None) -> int:
+    """Bytes from an int, "4GiB", "500MB", "1.5 GB" or "75%" (of `available_bytes`, default psutil's)."""
+    text = budget.strip() if isinstance(budget, str) else budget
+    if available_bytes is not None and isinstance(text, str) and text.endswith("%"):
+        text = text[:-1].strip()
+        try:
+            number = float(text)
+        except ValueError:
+            raise SpecError(f"run.budget must be a size like 4GiB, 500MB or 75%, got {budget!r}") from None
+        if not 0 < number <= 100:
+            raise SpecError(f"run.budget percentage must be in (0, 100], got {budget!r}")
+        return int(available_bytes * number / 100)
+    try:
+        return parse_bytes(text, "run.budget")
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
+
+
+def _check_table(data: dict, table: str, allowed: tuple[str, ...]) -> dict:
+    value = data.get(table, {})
+    if not isinstance(value, dict):
+        raise SpecError(f"{table}: must be a table [{table}], got {type(value).__name__}")
+    for key in value:
+        if key not in allowed:
+            hint = " (repeats go in [run])" if table == "grid" and key == "repeat" else ""
+            raise SpecError(f"{table}.{key}: unknown key{hint}; allowed: {', '.join(allowed)}")
+    return value
+
+
+def _check_grid_value(key: str, value: Any) -> None:
+    try:
+        normalize({key: value})
+    except ConfigError as exc:
+        raise SpecError(f"grid.{key}: {exc}") from None
+
+
+def parse_spec(data: dict[str, Any], *, name: str = "study", path: Path | None = None, text: str = "") -> Spec:
+    """A checked Spec from parsed TOML (a dict); `name` is used when [study] has none."""
+    for table in data:
+        if table not in ("study", "grid", "run"):
+            raise SpecError(f"{table}: unknown table or key; a spec has [study], [grid] and [run]")
+    study = _check_table(data, "study", STUDY_KEYS)
+    grid_raw = _check_table(data, "grid", GRID_FIELDS)
+    run = {**RUN_DEFAULTS, **_check_table(data, "run", RUN_KEYS)}
+
+    for key in STUDY_KEYS:
+        if key in study and not isinstance(study[key], str):
+            raise SpecError(f"study.{key} must be a string, got {study[key]!r}")
+    study_name = study.get("name", name)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", study_name):
+        raise SpecError(f"study.name must be a short name of letters, digits, '_', '-', '.', got {study_name!r}")
+
+    if "grid" not in data or not grid_raw:
+        raise SpecError("grid: empty; give at least one field, e.g. depth = [1, 2, 4]")
+    grid: dict[str, tuple] = {}
+    for key, value in grid_raw.items():
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise SpecError(f"grid.{key}: empty list, the grid would have no cells")
+        for v in values:
+            if isinstance(v, (list, dict)):
+                raise SpecError(f"grid.{key}: values must be plain numbers, strings or booleans, got {v!r}")
+            _check_grid_value(key, v)
+        seen = []
+        for v in values:
+            if any(v == s and type(v) is type(s) for s in seen):
+                raise SpecError(f"grid.{key}: duplicate value {v!r}")
+            seen.append(v)
+        grid[key] = tuple(values)
+
+    repeats = run["repeats"]
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise SpecError(f"run.repeats must be an integer >= 1, got {repeats!r}")
+    jobs = run["jobs"]
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise SpecError(f"run.jobs must be an integer >= 1, got {jobs!r}")
+    timeout = run["timeout_seconds"]
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise SpecError(f"run.timeout_seconds must be a positive number of seconds, got {timeout!r}")
+    budget = run["budget"]
+    if isinstance(budget, float) and budget.is_integer():
+        budget = int(budget)
+    parse_budget(budget, available_bytes=1 << 30)  # checks the form now; a percentage is resolved at sweep time
+
+    spec = Spec(
+        name=study_name, description=study.get("description", ""), grid=grid, repeats=repeats,
+        budget=budget, timeout_seconds=float(timeout), jobs=jobs, path=path, text=text,
+    )
+    ids = [cell_id(c) for c in spec.cells()]  # combinations are checked here, once
+    if len(set(ids)) != len(ids):
+        duplicate = next(i for i in ids if ids.count(i) > 1)
+        raise SpecError(f"grid: two grid points make the same cell {duplicate}")
+    return _with_hash(spec)
+
+
+def spec_hash(spec: Spec) -> str:
+    """Hash of what decides the rows (name, grid, repeats, budget, timeout); not jobs or description."""
+    canonical = json.dumps(
+        {"name": spec.name, "grid": {k: list(v) for k, v in spec.grid.items()}, "repeats": spec.repeats,
+         "budget": spec.budget, "timeout_seconds": spec.timeout_seconds},
+        sort_keys=True, separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _with_hash(spec: Spec) -> Spec:
+    object.__setattr__(spec, "hash", spec_hash(spec))
+    return spec
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and check a spec file; raises SpecError (one line, naming the key) on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: invalid TOML: {exc}") from None
+    return parse_spec(data, name=path.stem, path=path, text=text)
+
+
+__all__ = ["CHOICES", "GRID_FIELDS", "Spec", "SpecError", "cell_id", "load_spec", "parse_budget", "parse_spec",
+           "spec_hash"]

@@ -1,0 +1,511 @@
+"""Run a spec's cells, each in a fresh Python process, into `DIR/runs.csv`; resumable and crash-safe.
+
+- A cell is `python -m memstudy.study.cell` fed one JSON config on stdin; it prints one JSON row per
+  repeat. Its environment gets MALLOC_MMAP_THRESHOLD_=65536 unless the variable is already set.
+- A cell whose predicted total peak exceeds the budget is not started (`skipped`); one that raises, is
+  killed or passes its timeout is `failed` with the reason in `error`. Either way the cell gets one row
+  per repeat, and the sweep goes on.
+- A cell's rows are appended in one write of complete lines, then flushed and fsynced. On the next run
+  a torn trailing line or an incomplete cell is dropped, and cells already in runs.csv are not rerun.
+- `DIR/env.json` records the provenance and the spec's hash; a different spec in the same DIR is refused
+  unless `fresh=True`.
+
+Cells may run concurrently (`jobs`): a thread pool in which each thread waits on its subprocess. Cells
+only start while the sum of running cells' predicted peaks stays within the budget.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import csv
+import datetime
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..units import format_bytes
+from .cellproc import MMAP_THRESHOLD_BYTES, MMAP_THRESHOLD_ENV
+from .fields import ROW_FIELDS
+from .provenance import collect_env, project_root, read_env, write_json
+from .spec import Spec, cell_id
+
+CSV_COLUMNS: tuple[str, ...] = ("experiment", "cell") + ROW_FIELDS
+PREDICTED_KEYS = ("predicted_peak_bytes", "predicted_step_peak_bytes", "predicted_activation_bytes")
+CELL_ENV_DEFAULTS = {MMAP_THRESHOLD_ENV: MMAP_THRESHOLD_BYTES}  # RSS follows live memory
+SWEEP_FILES = ("runs.csv", "env.json", "spec.toml", "timeline.csv", "timeline.csv.tmp")
+TIMELINE_BATCH = 256
+MAX_ERROR_CHARS = 400
+
+
+class SweepError(RuntimeError):
+    """The sweep refuses to start (e.g. DIR holds results of a different spec); one-line message."""
+
+
+@dataclass
+class SweepOutcome:
+    out_dir: Path
+    runs_csv: Path
+    env_json: Path
+    cells: int  # in the spec
+    resumed: int  # already in runs.csv before this run
+    ok: int = 0  # cells run now whose every repeat is ok
+    skipped: int = 0
+    failed: int = 0
+    timeline: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def done(self) -> int:
+        return self.resumed + self.ok + self.skipped + self.failed
+
+
+@dataclass
+class _CellResult:
+    cid: str
+    rows: list[dict[str, Any]]
+    status: str  # ok | skipped | failed (failed if any repeat failed)
+
+
+def default_cell_command() -> list[str]:
+    return [sys.executable, "-m", "memstudy.study.cell"]
+
+
+def cell_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a cell process gets: ours, plus the allocator setting, plus memstudy importable."""
+    env = dict(os.environ if base is None else base)
+    for key, value in CELL_ENV_DEFAULTS.items():
+        env.setdefault(key, value)
+    root = str(project_root())
+    paths = env.get("PYTHONPATH", "")
+    if root not in paths.split(os.pathsep):
+        env["PYTHONPATH"] = root + (os.pathsep + paths if paths else "")
+    return env
+
+
+# --- runs.csv --------------------------------------------------------------------------------------
+
+def _one_line(value: Any) -> str:
+    text = " ".join(str(value).split())
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return " ".join(value.split()) if ("\n" in value or "\r" in value) else value
+    return value
+
+
+def format_rows(rows: Sequence[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    for row in rows:
+        writer.writerow([_csv_value(row.get(col)) for col in CSV_COLUMNS])
+    return buf.getvalue()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def append_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Append complete lines in one write call, then fsync: a crash leaves whole rows or a torn last line."""
+    data = format_rows(rows).encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _rewrite(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def header_line() -> str:
+    return ",".join(CSV_COLUMNS) + "\n"
+
+
+def load_done(path: Path, repeats: int) -> dict[str, list[dict[str, str]]]:
+    """Cells complete in runs.csv (cell id -> its rows), repairing the file first.
+
+    A torn trailing line is cut; a cell without exactly one row per repeat is removed (only the last
+    cell written can be incomplete, and only after a crash), and so is any duplicate row.
+    """
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        raw = raw[: raw.rfind(b"\n") + 1]
+    text = raw.decode("utf-8", errors="replace")
+    lines = text.splitlines(keepends=True)
+    if not lines:
+        _rewrite(path, header_line())
+        return {}
+    if lines[0] != header_line():
+        raise SweepError(f"{path}: its columns differ from this memstudy's runs.csv columns; use --fresh")
+    by_cell: dict[str, list[tuple[str, dict[str, str]]]] = {}
+    order: list[str] = []
+    for line in lines[1:]:
+        try:
+            values = next(csv.reader([line]))
+        except (csv.Error, StopIteration):
+            continue
+        if len(values) != len(CSV_COLUMNS):
+            continue
+        row = dict(zip(CSV_COLUMNS, values))
+        if row["cell"] not in by_cell:
+            by_cell[row["cell"]] = []
+            order.append(row["cell"])
+        by_cell[row["cell"]].append((line, row))
+    done: dict[str, list[dict[str, str]]] = {}
+    kept: list[str] = []
+    changed = len(lines) - 1 != sum(len(v) for v in by_cell.values()) or len(raw) != path.stat().st_size
+    for cid in order:
+        entries, seen, unique = by_cell[cid], set(), []
+        for line, row in entries:
+            if row["repeat"] not in seen:
+                seen.add(row["repeat"])
+                unique.append((line, row))
+        if seen == {str(r) for r in range(repeats)}:
+            done[cid] = [row for _, row in unique]
+            kept.extend(line for line, _ in unique)
+            changed |= len(unique) != len(entries)
+        else:
+            changed = True
+    if changed:
+        _rewrite(path, header_line() + "".join(kept))
+    return done
+
+
+# --- one cell ---------------------------------------------------------------------------------------
+
+class _MemoryGate:
+    """Admit a cell while the running cells' predicted peaks sum to at most the budget (one always runs)."""
+
+    def __init__(self, budget: int):
+        self.budget, self.in_use, self.running = budget, 0, 0
+        self.cond = threading.Condition()
+
+    def acquire(self, need: int) -> None:
+        with self.cond:
+            while self.running and self.in_use + need > self.budget:
+                self.cond.wait()
+            self.in_use += need
+            self.running += 1
+
+    def release(self, need: int) -> None:
+        with self.cond:
+            self.in_use -= need
+            self.running -= 1
+            self.cond.notify_all()
+
+
+def _config_row(spec: Spec, cid: str, config: dict[str, Any], repeat: int) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(CSV_COLUMNS)
+    row.update({k: v for k, v in config.items() if k in ROW_FIELDS})
+    row.update(experiment=spec.name, cell=cid, repeat=repeat)
+    return row
+
+
+def _placeholder_rows(spec, cid, config, repeats, status, error, predicted=None) -> list[dict[str, Any]]:
+    rows = []
+    for repeat in repeats:
+        row = _config_row(spec, cid, config, repeat)
+        for key in PREDICTED_KEYS:
+            if predicted and key in predicted:
+                row[key] = predicted[key]
+        row.update(status=status, error=_one_line(error))
+        rows.append(row)
+    return rows
+
+
+def _describe_exit(returncode: int, stderr: str) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = " (out of memory?)" if -returncode == signal.SIGKILL else ""
+        return f"cell process killed by {name}{hint}"
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    last = lines[-1].strip() if lines else ""
+    return f"cell exited with status {returncode}" + (f": {last}" if last else "")
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the cell and anything it started (it leads its own process group)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        try:
+            proc.kill()
+        except ProcessLookupError:
+            pass
+
+
+def _run_cell(spec: Spec, cid: str, config: dict[str, Any], *, command: Sequence[str], env: dict[str, str],
+              timeout: float | None, timeline_path: Path | None, live: set, live_lock: threading.Lock,
+              stopping: threading.Event, predicted: dict[str, Any] | None) -> _CellResult | None:
+    payload = {k: v for k, v in config.items() if k != "repeat"}
+    payload["repeats"] = spec.repeats
+    if timeline_path is not None:
+        payload["timeline_path"] = str(timeline_path)
+    with live_lock:  # start and register atomically, so an interrupt can kill every cell that started
+        if stopping.is_set():
+            return None
+        proc = subprocess.Popen(
+            list(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+            text=True, start_new_session=True,
+        )
+        live.add(proc)
+    reason = None
+    try:
+        try:
+            stdout, stderr = proc.communicate(json.dumps(payload) + "\n", timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            stdout, stderr = proc.communicate()
+            reason = f"timed out after {timeout:g} s"
+    finally:
+        with live_lock:
+            live.discard(proc)
+    rows: list[dict[str, Any]] = []
+    for line in (stdout or "").splitlines():
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            reason = reason or f"cell printed a line that is not JSON: {line[:80]!r}"
+            break
+        if not isinstance(obj, dict):
+            reason = reason or "cell printed JSON that is not an object"
+            break
+        row = _config_row(spec, cid, config, len(rows))
+        row.update({k: v for k, v in obj.items() if k in ROW_FIELDS})
+        row.update(experiment=spec.name, cell=cid, repeat=len(rows))
+        row["status"] = row.get("status") or "ok"
+        rows.append(row)
+    if reason is None and proc.returncode != 0:
+        reason = _describe_exit(proc.returncode, stderr or "")
+    if reason is None and len(rows) != spec.repeats:
+        reason = f"cell printed {len(rows)} rows for {spec.repeats} repeats"
+    rows = rows[: spec.repeats]
+    if reason is not None:
+        rows += _placeholder_rows(spec, cid, config, range(len(rows), spec.repeats), "failed", reason, predicted)
+    status = "ok" if all(r["status"] == "ok" for r in rows) else "failed"
+    return _CellResult(cid, rows, status)
+
+
+# --- the sweep --------------------------------------------------------------------------------------
+
+def _postfix(outcome: SweepOutcome) -> str:
+    resumed = f"resumed={outcome.resumed} " if outcome.resumed else ""
+    return f"{resumed}ok={outcome.ok} skipped={outcome.skipped} failed={outcome.failed}"
+
+
+def choose_timeline_cell(cells: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """A training cell of the middle depth and the batch nearest 256 (the report's timeline)."""
+    train = [c for c in cells if c["mode"] == "train"]
+    if not train:
+        return None
+    depths = sorted({c["depth"] for c in train})
+    depth = depths[len(depths) // 2]
+    at_depth = [c for c in train if c["depth"] == depth]
+    batch = min({c["batch_size"] for c in at_depth}, key=lambda b: (abs(b - TIMELINE_BATCH), b))
+    return next(c for c in at_depth if c["batch_size"] == batch)
+
+
+def _default_predictor() -> Callable[[dict], dict] | None:
+    try:
+        from ..memory.predict import predict
+    except ImportError:
+        return None
+    return predict
+
+
+_DEFAULT = object()
+
+
+def run_sweep(spec: Spec, out_dir: str | Path, jobs: int | None = None, fresh: bool = False, progress: bool = True,
+              cell_command: Sequence[str] | None = None, predictor: Any = _DEFAULT,
+              available_bytes: int | None = None) -> SweepOutcome:
+    """Run every cell of `spec` not yet in `out_dir/runs.csv`; see the module docstring.
+
+    `cell_command` (default: this Python, `-m memstudy.study.cell`) and `predictor` (default:
+    memstudy.memory.predict.predict; None disables the budget check) are injectable for tests.
+    Raises SweepError when `out_dir` holds results of a different spec (unless `fresh`).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = out / "runs.csv"
+    env_path = out / "env.json"
+    jobs = spec.jobs if jobs is None else jobs
+    if jobs < 1:
+        raise SweepError(f"jobs must be at least 1, got {jobs}")
+    if fresh:
+        for name in SWEEP_FILES:
+            (out / name).unlink(missing_ok=True)
+
+    previous_env = read_env(out)
+    if runs.exists() and runs.stat().st_size > 0:
+        stored = (previous_env or {}).get("spec", {}).get("hash")
+        if stored is None:
+            raise SweepError(f"{out} holds a runs.csv but no readable env.json with a spec hash; use --fresh or "
+                             "another --out")
+        if stored != spec.hash:
+            raise SweepError(f"{out} holds results of a different spec (hash {stored}, this spec {spec.hash}); "
+                             "use --fresh to start over or choose another --out")
+    else:
+        previous_env = None
+
+    warnings: list[str] = []
+    predict = _default_predictor() if predictor is _DEFAULT else predictor
+    if predict is None:
+        warnings.append("budget not checked: no predictor (memstudy.memory.predict) available")
+    budget = spec.budget_bytes(available_bytes)
+    cell_env = cell_environment()
+    command = list(cell_command) if cell_command is not None else default_cell_command()
+
+    done = load_done(runs, spec.repeats) if runs.exists() and runs.stat().st_size > 0 else {}
+
+    cells = [(cell_id(c), c) for c in spec.cells()]
+    pending = [(cid, c) for cid, c in cells if cid not in done]
+    outcome = SweepOutcome(out, runs, env_path, cells=len(cells), resumed=len(cells) - len(pending),
+                           warnings=warnings)
+
+    # budget check first: skipped cells cost nothing and must not distort the ETA
+    to_run: list[tuple[str, dict, dict | None]] = []
+    finished: list[_CellResult] = []
+    for cid, config in pending:
+        predicted = None
+        if predict is not None:
+            try:
+                predicted = predict(config)
+            except Exception as exc:  # a predictor bug must not stop the sweep, nor run an unchecked cell
+                finished.append(_CellResult(cid, _placeholder_rows(
+                    spec, cid, config, range(spec.repeats), "failed", f"prediction failed: {exc}"), "failed"))
+                continue
+            peak = predicted.get("predicted_peak_bytes")
+            if peak is not None and peak > budget:
+                reason = (f"predicted peak {format_bytes(peak)} exceeds the budget {format_bytes(budget)} "
+                          f"(budget {spec.budget!r})")
+                finished.append(_CellResult(cid, _placeholder_rows(
+                    spec, cid, config, range(spec.repeats), "skipped", reason, predicted), "skipped"))
+                continue
+        to_run.append((cid, config, predicted))
+
+    timeline_final = out / "timeline.csv"
+    timeline_tmp = out / "timeline.csv.tmp"
+    timeline_cid = None
+    if not timeline_final.exists():
+        chosen = choose_timeline_cell([c for _, c, _ in to_run])
+        timeline_cid = cell_id(chosen) if chosen is not None else None
+
+    session = {"jobs": jobs, "budget_bytes": budget, "cell_command": command, "timeline_cell": timeline_cid}
+    env = collect_env(spec, cell_environment=cell_env, extra={"sweep": session})
+    if previous_env is None:
+        env["sessions"] = []
+    else:  # a resume keeps the first record and notes what this session ran with
+        env = {**previous_env, "sessions": list(previous_env.get("sessions", []))}
+    env["sessions"].append({
+        "recorded_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "resumed": previous_env is not None, **session,
+    })
+    write_json(env_path, env)
+    if spec.text:
+        (out / "spec.toml").write_text(spec.text, encoding="utf-8")
+    if not runs.exists() or runs.stat().st_size == 0:  # only now: runs.csv without env.json is refused
+        _rewrite(runs, header_line())
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(cells), initial=outcome.resumed, desc=spec.name, unit="cell", file=sys.stderr,
+               disable=not progress, dynamic_ncols=True, postfix=_postfix(outcome))
+
+    def record(result: _CellResult | None) -> None:
+        if result is None:  # interrupted before it started
+            return
+        append_rows(runs, result.rows)
+        setattr(outcome, result.status, getattr(outcome, result.status) + 1)
+        bar.update(1)
+        bar.set_postfix_str(_postfix(outcome), refresh=False)
+
+    gate = _MemoryGate(budget)
+    live: set = set()
+    live_lock = threading.Lock()
+    stopping = threading.Event()  # set on an interrupt: no new cell may start
+
+    def work(cid: str, config: dict, predicted: dict | None) -> _CellResult | None:
+        need = int((predicted or {}).get("predicted_peak_bytes") or 0)
+        gate.acquire(need)
+        try:
+            timeline = timeline_tmp if cid == timeline_cid else None
+            result = _run_cell(spec, cid, config, command=command, env=cell_env, timeout=spec.timeout_seconds,
+                               timeline_path=timeline, live=live, live_lock=live_lock, stopping=stopping,
+                               predicted=predicted)
+            if result is None:
+                return None
+            if timeline is not None:
+                if result.rows and result.rows[0]["status"] == "ok" and timeline_tmp.exists():
+                    os.replace(timeline_tmp, timeline_final)
+                else:
+                    timeline_tmp.unlink(missing_ok=True)
+            return result
+        finally:
+            gate.release(need)
+
+    pool = cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="memstudy-cell")
+    try:
+        for result in finished:
+            record(result)
+        futures = [pool.submit(work, cid, config, predicted) for cid, config, predicted in to_run]
+        for future in cf.as_completed(futures):
+            record(future.result())
+    except BaseException:  # KeyboardInterrupt, or a failure writing runs.csv: stop every cell we started
+        stopping.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        with live_lock:
+            for proc in list(live):
+                if proc.returncode is None:  # not yet reaped: its id is still its own
+                    _kill_group(proc)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+    if timeline_final.exists():
+        outcome.timeline = timeline_final
+    return outcome
+
+
+__all__ = ["CSV_COLUMNS", "SweepError", "SweepOutcome", "append_rows", "cell_environment", "choose_timeline_cell",
+           "load_done", "run_sweep"]

@@ -1,0 +1,193 @@
+"""The `memstudy` command, run as a user runs it: `python -m memstudy ...` in a subprocess."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from memstudy.memory.ledger import CATEGORIES
+from memstudy.study.cell import TEST_RAISE_ENV
+from memstudy.study.fields import ROW_FIELDS
+
+SIZE = ["--depth", "8", "--width", "256", "--batch", "64"]
+
+
+def memstudy(*args: str, timeout: float = 60, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "memstudy", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def ok(*args: str) -> str:
+    done = memstudy(*args)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    return done.stdout
+
+
+def json_rows(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def train_rows():
+    return json_rows(ok("run", *SIZE, "--mode", "train", "--json"))
+
+
+@pytest.fixture(scope="module")
+def inference_rows():
+    return json_rows(ok("run", *SIZE, "--mode", "inference", "--json"))
+
+
+@pytest.fixture(scope="module")
+def both_plain():
+    return ok("run", *SIZE, "--mode", "both")
+
+
+@pytest.fixture(scope="module")
+def both_by_layer(tmp_path_factory):
+    timeline = tmp_path_factory.mktemp("timeline") / "steps.csv"
+    stdout = ok("run", *SIZE, "--mode", "both", "--by-layer", "--timeline", str(timeline))
+    return stdout, timeline
+
+
+# --------------------------------------------------------------------------------------------------
+# run --json
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["train", "inference"])
+def test_run_json_rows_have_every_field(mode, train_rows, inference_rows):
+    rows = {"train": train_rows, "inference": inference_rows}[mode]
+    assert len(rows) == 1  # --repeats 1
+    row = rows[0]
+    missing = [f for f in ROW_FIELDS if f not in row]
+    assert not missing
+    assert (row["mode"], row["depth"], row["width"], row["batch_size"], row["status"]) == (mode, 8, 256, 64, "ok")
+    assert row["step_peak_bytes"] == row["peak_bytes"] - row["parameter_bytes"] - row["optimizer_state_bytes"] \
+        - row["input_bytes"]
+
+
+def test_train_peak_exceeds_inference_peak(train_rows, inference_rows):
+    train, inference = train_rows[0], inference_rows[0]
+    assert train["peak_bytes"] > inference["peak_bytes"]
+    assert train["activation_bytes"] > 0 == inference["activation_bytes"]
+    assert train["peak_gradient_bytes"] == train["parameter_bytes"] and inference["peak_gradient_bytes"] == 0
+
+
+def test_predict_json_agrees_with_run_json(train_rows, inference_rows):
+    for mode, rows in (("train", train_rows), ("inference", inference_rows)):
+        prediction = json.loads(ok("predict", *SIZE, "--mode", mode, "--json"))
+        row = rows[0]
+        shared = ["parameter_bytes", "optimizer_state_bytes", "input_bytes", "predicted_peak_bytes",
+                  "predicted_step_peak_bytes", "predicted_activation_bytes", "depth", "width", "in_features",
+                  "out_features", "batch_size", "activation", "bias", "dtype", "mode", "optimizer", "seed"]
+        assert {f: prediction[f] for f in shared} == {f: row[f] for f in shared}
+        # and the prediction is exact for what the ledger measured
+        assert prediction["predicted_peak_bytes"] == row["peak_bytes"]
+        assert prediction["predicted_activation_bytes"] == row["activation_bytes"]
+        assert prediction["gradient_bytes"] == row["peak_gradient_bytes"]
+
+
+# --------------------------------------------------------------------------------------------------
+# run, human output
+# --------------------------------------------------------------------------------------------------
+BREAKDOWN_LABELS = ("parameters", "optimizer state", "input", "gradients", "activations (held for backward)",
+                    "temporaries", "output", "peak, total")
+
+
+def test_run_both_prints_breakdown_and_ratio(both_plain):
+    lines = both_plain.splitlines()
+    header = next(line for line in lines if line.startswith("breakdown at the peak (ledger)"))
+    assert header.split()[-2:] == ["train", "inference"]
+    for label in BREAKDOWN_LABELS:
+        assert any(line.startswith(label + " ") for line in lines), label
+    ratio = [line for line in lines if line.startswith("train / inference peak: ")]
+    assert len(ratio) == 1
+    match = re.fullmatch(r"train / inference peak: (\d+\.\d\d)x \(.+ vs .+\)", ratio[0])
+    assert match and float(match.group(1)) > 1
+    assert "by layer" not in both_plain
+
+
+def test_run_by_layer_adds_per_layer_tables(both_by_layer, both_plain):
+    stdout, _ = both_by_layer
+    lines = stdout.splitlines()
+    for mode in ("train", "inference"):
+        start = lines.index(f"by layer ({mode}, repeat 0)")
+        assert lines[start + 1].split() == ["layer", "held", "for", "backward", "parameters", "gradients"]
+        layers = [line.split()[0] for line in lines[start + 2:start + 12]]
+        expected = [str(i) for i in range(9)] + (["loss"] if mode == "train" else [])
+        assert layers[:len(expected)] == expected
+    # the rest of the report is still there
+    assert any(line.startswith("train / inference peak: ") for line in lines)
+    assert len(lines) > len(both_plain.splitlines())
+
+
+def test_run_timeline_csv(both_by_layer):
+    _, timeline = both_by_layer
+    with open(timeline, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames
+        rows = list(reader)
+    assert columns == ["event", "phase", "op", "layer", "category", "delta_bytes", "live_bytes"] + [
+        f"{c}_bytes" for c in CATEGORIES]
+    assert [int(r["event"]) for r in rows] == list(range(len(rows)))
+    phases = [r["phase"] for r in rows]
+    assert "forward" in phases and "backward" in phases  # the train step (the first mode)
+    last_forward = max(i for i, p in enumerate(phases) if p == "forward")
+    first_backward = min(i for i, p in enumerate(phases) if p == "backward")
+    assert last_forward < first_backward
+    for r in rows:
+        assert int(r["live_bytes"]) == sum(int(r[f"{c}_bytes"]) for c in CATEGORIES)
+    assert sum(int(r["delta_bytes"]) for r in rows) == int(rows[-1]["live_bytes"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad input: one line `error: ...`, exit 2, no traceback, nothing on stdout, no cell run
+# --------------------------------------------------------------------------------------------------
+BAD = {
+    "unknown activation": ["run", "--activation", "gelu"],
+    "unknown dtype": ["run", "--dtype", "float16"],
+    "unknown mode": ["run", "--mode", "sideways"],
+    "unknown optimizer": ["run", "--optimizer", "rmsprop"],
+    "depth 0": ["run", "--depth", "0"],
+    "depth -1": ["run", "--depth", "-1"],
+    "depth abc": ["run", "--depth", "abc"],
+    "depth missing value": ["run", "--depth"],
+    "batch -5": ["run", "--batch", "-5"],
+    "batch 0": ["run", "--batch", "0"],
+    "width 0": ["run", "--width", "0"],
+    "width 1.5": ["predict", "--width", "1.5"],
+    "classes 0": ["run", "--classes", "0"],
+    "in-features 0": ["run", "--in-features", "0"],
+    "repeats 0": ["run", "--repeats", "0"],
+    "seed -1": ["run", "--seed", "-1"],
+    "unknown flag": ["run", "--frobnicate"],
+    "unknown command": ["frobnicate"],
+    "no command": [],
+    "over budget": ["run", "--depth", "8", "--width", "4096", "--budget", "1MiB"],
+    "budget garbage": ["run", "--budget", "garbage"],
+    "budget 0": ["run", "--budget", "0"],
+    "budget 150%": ["run", "--budget", "150%"],
+    "timeline folder missing": ["run", "--timeline", "{missing}/steps.csv"],
+    "timeline is a folder": ["run", "--timeline", "{folder}"],
+    "predict mode both": ["predict", "--mode", "both"],
+    "predict unknown dtype": ["predict", "--dtype", "int8"],
+    "bias with a value": ["run", "--bias=yes"],
+}
+
+
+@pytest.mark.parametrize("args", list(BAD.values()), ids=list(BAD))
+def test_bad_invocation_is_one_error_line_exit_2(args, tmp_path):
+    args = [a.replace("{missing}", str(tmp_path / "missing")).replace("{folder}", str(tmp_path)) for a in args]
+    # every cell would raise (exit 1): exit 2 proves the input was refused before any cell ran
+    env = {**os.environ, TEST_RAISE_ENV: "policy=minimal"}
+    done = memstudy(*args, timeout=30, env=env)
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert done.stdout == ""
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: ") and len(lines[0]) > len("error: ")

@@ -1,0 +1,456 @@
+"""The sweep: isolated cell processes, budget, failures, timeouts, crash-safe resume, refusal of a changed spec.
+
+Most tests use a fake cell (a tiny script that echoes rows and can be told to sleep, hang, raise or
+die); the last ones run the real `memstudy.study.cell` on tiny configurations.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from memstudy.study.fields import ROW_FIELDS
+from memstudy.study.spec import cell_id, load_spec
+from memstudy.study.sweep import CSV_COLUMNS, SweepError, choose_timeline_cell, run_sweep
+
+FAKE_CELL = textwrap.dedent('''
+    """A stand-in for memstudy.study.cell: rows made up from the config, behaviour steered by env vars."""
+    import json, os, signal, sys, time
+
+    ROW_FIELDS = __ROW_FIELDS__  # inlined: the fake starts in milliseconds without importing numpy
+
+    def matches(var, config):
+        hook = os.environ.get(var)
+        if not hook:
+            return False
+        name, _, value = hook.partition("=")
+        return str(config.get(name)) == value
+
+    request = json.loads(sys.stdin.read())
+    repeats = request.pop("repeats")
+    timeline = request.pop("timeline_path", None)
+    log = os.environ.get("FAKE_CELL_LOG")
+    if log:
+        with open(log, "a") as fh:
+            fh.write(json.dumps({"config": request, "pid": os.getpid(), "pandas": "pandas" in sys.modules,
+                                 "malloc": os.environ.get("MALLOC_MMAP_THRESHOLD_")}) + "\\n")
+    started = time.time()
+    time.sleep(float(os.environ.get("FAKE_CELL_SLEEP", "0")))
+    if matches("FAKE_CELL_HANG", request):
+        time.sleep(60)
+    if matches("FAKE_CELL_DIE", request):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if matches("MEMSTUDY_TEST_RAISE_IN_CELL", request):
+        sys.stderr.write("some noise\\nRuntimeError: test hook raised inside the cell\\n")
+        sys.exit(1)
+    if timeline:
+        with open(timeline, "w") as fh:
+            fh.write("event,phase,op,layer,category,delta_bytes,live_bytes,parameter_bytes,activation_bytes\\n")
+            fh.write("0,forward,linear,0,activation,64,64,0,64\\n")
+    d, b, w = request["depth"], request["batch_size"], request["width"]
+    for repeat in range(repeats):
+        if repeat == 1 and matches("FAKE_CELL_PARTIAL", request):
+            sys.stderr.write("ValueError: died after one repeat\\n")
+            sys.exit(3)
+        row = {k: None for k in ROW_FIELDS}
+        row.update(request)
+        act = d * b * w * 4 if request["mode"] == "train" else 0
+        row.update(repeat=repeat, parameter_bytes=d * w * w * 4, optimizer_state_bytes=0, input_bytes=b * w * 4,
+                   activation_bytes=act, peak_bytes=d * w * w * 4 + b * w * 4 + act + 2 * b * w * 4,
+                   step_peak_bytes=act + 2 * b * w * 4, status="ok", error="")
+        print(json.dumps(row), flush=True)
+    spans = os.environ.get("FAKE_CELL_SPANS")
+    if spans:
+        with open(spans, "a") as fh:
+            fh.write(f"{started} {time.time()}\\n")
+''').replace("__ROW_FIELDS__", repr(ROW_FIELDS))
+
+SPEC = """
+[study]
+name = "fake"
+
+[grid]
+depth = [1, 2, 3]
+batch_size = [4, 8]
+mode = ["train", "inference"]
+width = 8
+
+[run]
+repeats = 2
+budget = "1GiB"
+timeout_seconds = 20
+jobs = 1
+"""
+
+
+@pytest.fixture()
+def fake_cell(tmp_path: Path) -> list[str]:
+    script = tmp_path / "fake_cell.py"
+    script.write_text(FAKE_CELL)
+    return [sys.executable, str(script)]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for var in ("FAKE_CELL_SPANS", "FAKE_CELL_SLEEP", "FAKE_CELL_HANG", "FAKE_CELL_DIE", "FAKE_CELL_PARTIAL",
+                "FAKE_CELL_LOG", "MEMSTUDY_TEST_RAISE_IN_CELL"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def make_spec(tmp_path: Path, text: str = SPEC, name: str = "spec.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return load_spec(path)
+
+
+def no_predictor(config):
+    return {"predicted_peak_bytes": 1000, "predicted_step_peak_bytes": 500, "predicted_activation_bytes": 100}
+
+
+def read_rows(out: Path) -> list[dict[str, str]]:
+    with open(out / "runs.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def assert_one_row_per_cell_and_repeat(spec, out: Path) -> list[dict[str, str]]:
+    rows = read_rows(out)
+    keys = Counter((r["cell"], r["repeat"]) for r in rows)
+    expected = {(cell_id(c), str(r)) for c in spec.cells() for r in range(spec.repeats)}
+    assert set(keys) == expected
+    assert all(n == 1 for n in keys.values()), [k for k, n in keys.items() if n > 1]
+    return rows
+
+
+def test_sweep_writes_rows_env_and_timeline(tmp_path, fake_cell, monkeypatch):
+    log = tmp_path / "cells.log"
+    monkeypatch.setenv("FAKE_CELL_LOG", str(log))
+    spec = make_spec(tmp_path)
+    out = tmp_path / "out"
+    outcome = run_sweep(spec, out, progress=False, cell_command=fake_cell, predictor=no_predictor)
+    assert (outcome.cells, outcome.ok, outcome.skipped, outcome.failed, outcome.resumed) == (12, 12, 0, 0, 0)
+    with open(out / "runs.csv", newline="") as fh:
+        assert tuple(next(csv.reader(fh))) == CSV_COLUMNS
+    rows = assert_one_row_per_cell_and_repeat(spec, out)
+    assert {r["experiment"] for r in rows} == {"fake"} and {r["status"] for r in rows} == {"ok"}
+    env = json.loads((out / "env.json").read_text())
+    for key in ("memstudy_version", "git", "python", "numpy", "machine", "os", "environment", "cell_environment",
+                "spec", "sessions"):
+        assert key in env
+    assert env["spec"]["hash"] == spec.hash
+    assert env["cell_environment"]["MALLOC_MMAP_THRESHOLD_"] == os.environ.get("MALLOC_MMAP_THRESHOLD_", "65536")
+    assert (out / "spec.toml").read_text() == spec.text
+    assert outcome.timeline == out / "timeline.csv" and outcome.timeline.exists()
+    assert not (out / "timeline.csv.tmp").exists()
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(calls) == 12
+    assert all(c["malloc"] == os.environ.get("MALLOC_MMAP_THRESHOLD_", "65536") for c in calls)
+    assert not any(c["pandas"] for c in calls)
+
+
+def test_timeline_cell_is_a_middle_depth_training_cell():
+    cells = [{"depth": d, "batch_size": b, "mode": m} for d in (1, 2, 4, 8, 16, 32) for b in (16, 64, 256, 1024)
+             for m in ("train", "inference")]
+    chosen = choose_timeline_cell(cells)
+    assert (chosen["depth"], chosen["batch_size"], chosen["mode"]) == (8, 256, "train")
+    assert choose_timeline_cell([c for c in cells if c["mode"] == "inference"]) is None
+
+
+def test_second_run_resumes_without_rerunning(tmp_path, fake_cell, monkeypatch):
+    spec = make_spec(tmp_path)
+    out = tmp_path / "out"
+    run_sweep(spec, out, progress=False, cell_command=fake_cell, predictor=no_predictor)
+    before = (out / "runs.csv").read_bytes()
+    log = tmp_path / "cells.log"
+    monkeypatch.setenv("FAKE_CELL_LOG", str(log))
+    outcome = run_sweep(spec, out, progress=False, cell_command=fake_cell, predictor=no_predictor)
+    assert (outcome.resumed, outcome.ok) == (12, 0)
+    assert not log.exists()
+    assert (out / "runs.csv").read_bytes() == before
+    assert len(json.loads((out / "env.json").read_text())["sessions"]) == 2
+
+
+def test_cell_over_budget_is_skipped(tmp_path, fake_cell):
+    spec = make_spec(tmp_path, SPEC.replace('budget = "1GiB"', "budget = 2500"))
+
+    def predictor(config):
+        return {"predicted_peak_bytes": 1000 * config["depth"], "predicted_step_peak_bytes": 7,
+                "predicted_activation_bytes": 3}
+
+    out = tmp_path / "out"
+    outcome = run_sweep(spec, out, progress=False, cell_command=fake_cell, predictor=predictor)
+    assert (outcome.ok, outcome.skipped, outcome.failed) == (8, 4, 0)
+    rows = assert_one_row_per_cell_and_repeat(spec, out)
+    skipped = [r for r in rows if r["status"] == "skipped"]
+    assert len(skipped) == 4 * spec.repeats
+    assert all(r["depth"] == "3" and "exceeds the budget" in r["error"] for r in skipped)
+    assert all(r["peak_bytes"] == "" and r["predicted_peak_bytes"] == "3000" for r in skipped)
+    assert all(r["batch_size"] in ("4", "8") and r["width"] == "8" for r in skipped)  # config filled in
+
+
+def test_real_predictor_budget_skips(tmp_path, fake_cell):
+    pytest.importorskip("memstudy.memory.predict")
+    spec = make_spec(tmp_path, SPEC.replace('budget = "1GiB"', 'budget = "1KiB"'))
+    out = tmp_path / "out"
+    outcome = run_sweep(spec, out, progress=False, cell_command=fake_cell)
+    assert outcome.skipped == 12 and outcome.ok == 0
+    assert {r["status"] for r in assert_one_row_per_cell_and_repeat(spec, out)} == {"skipped"}
+
+
+def test_raising_cell_fails_and_the_sweep_goes_on(tmp_path, fake_cell, monkeypatch):
+    monkeypatch.setenv("MEMSTUDY_TEST_RAISE_IN_CELL", "depth=2")
+    spec = make_spec(tmp_path)
+    out = tmp_path / "out"
+    outcome = run_sweep(spec, out, progress=False, cell_command=fake_cell, predictor=no_predictor)
+    assert (outcome.ok, outcome.failed) == (8, 4)
+    rows = assert_one_row_per_cell_and_repeat(spec, out)
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert {r["depth"] for r in failed} == {"2"}
+    assert all("RuntimeError: test hook raised inside the cell" in r["error"] for r in failed)
+    assert all(r["peak_bytes"] == "" for r in failed)
+
+
+def test_cell_past_its_timeout_fails(tmp_path, fake_cell, monkeypatch):
+    monkeypatch.setenv("FAKE_CELL_HANG", "depth=3")
+    spec = make_spec(tmp_path, SPEC.replace("timeout_seconds = 20", "timeout_seconds = 0.5"))
+    out = tmp_path / "out"
+    start = time.monotonic()
+    outcome = run_sweep(spec, out, jobs=4, progress=False, cell_command=fake_cell, predictor=no_predictor)
+    assert time.monotonic() - start < 20
+    assert (outcome.ok, outcome.failed) == (8, 4)
+    rows = assert_one_row_per_cell_and_repeat(spec, out)
+    assert all("timed out after 0.5 s" in r["error"] for r in rows if r["status"] == "failed")
+
+
+def test_killed_cell_fails(tmp_path, fake_cell, monkeypatch):
+    monkeypatch.setenv("FAKE_CELL_DIE", "batch_size=8")
+    spec = make_spec(tmp_path)
+    out = tmp_path / "out"
+    outcome = run_sweep(spec, out, progress=False, cell_command=fake_cell, predictor=no_predictor)
+    assert outcome.failed == 6
+    rows = assert_one_row_per_cell_and_repeat(spec, out)
+    assert all("SIGKILL" in r["error"] for r in rows if r["status"] == "failed")
+
+
+def test_cell_dying_after_one_repeat_keeps_that_repeat(tmp_path, fake_cell, monkeypatch):
+    monkeypatch.setenv("FAKE_CELL_PARTIAL", "depth=1")
+    spec = make_spec(tmp_path)
+    out = tmp_path / "out"
+    outcome = run_sweep(spec, out, progress=False, cell_command=fake_cell, predictor=no_predictor)
+    assert outcome.failed == 4
+    rows = assert_one_row_per_cell_and_repeat(spec, out)
+    depth1 = [r for r in rows if r["depth"] == "1"]
+    assert {r["status"] for r in depth1 if r["repeat"] == "0"} == {"ok"}
+    assert all(r["status"] == "failed" and "ValueError: died after one repeat" in r["error"]
+               for r in depth1 if r["repeat"] == "1")
+
+
+def test_changed_spec_is_refused_unless_fresh(tmp_path, fake_cell):
+    out = tmp_path / "out"
+    run_sweep(make_spec(tmp_path), out, progress=False, cell_command=fake_cell, predictor=no_predictor)
+    changed = make_spec(tmp_path, SPEC.replace("depth = [1, 2, 3]", "depth = [1, 2]"), "changed.toml")
+    with pytest.raises(SweepError, match="different spec"):
+        run_sweep(changed, out, progress=False, cell_command=fake_cell, predictor=no_predictor)
+    outcome = run_sweep(changed, out, fresh=True, progress=False, cell_command=fake_cell, predictor=no_predictor)
+    assert (outcome.resumed, outcome.ok) == (0, 8)
+    assert_one_row_per_cell_and_repeat(changed, out)
+
+
+def test_runs_csv_without_env_is_refused(tmp_path, fake_cell):
+    out = tmp_path / "out"
+    spec = make_spec(tmp_path)
+    run_sweep(spec, out, progress=False, cell_command=fake_cell, predictor=no_predictor)
+    (out / "env.json").unlink()
+    with pytest.raises(SweepError, match="env.json"):
+        run_sweep(spec, out, progress=False, cell_command=fake_cell, predictor=no_predictor)
+
+
+def test_torn_line_and_incomplete_cell_are_repaired_on_resume(tmp_path, fake_cell):
+    spec = make_spec(tmp_path)
+    out = tmp_path / "out"
+    run_sweep(spec, out, progress=False, cell_command=fake_cell, predictor=no_predictor)
+    lines = (out / "runs.csv").read_text().splitlines(keepends=True)
+    # drop the last cell's second repeat and leave half of a line behind, as a crash mid-write could
+    (out / "runs.csv").write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
+    outcome = run_sweep(spec, out, progress=False, cell_command=fake_cell, predictor=no_predictor)
+    assert (outcome.resumed, outcome.ok) == (11, 1)
+    assert_one_row_per_cell_and_repeat(spec, out)
+    assert (out / "runs.csv").read_text().endswith("\n")
+
+
+def test_concurrent_jobs(tmp_path, fake_cell, monkeypatch):
+    monkeypatch.setenv("FAKE_CELL_SLEEP", "0.2")
+    spec = make_spec(tmp_path)
+    out = tmp_path / "out"
+    start = time.monotonic()
+    outcome = run_sweep(spec, out, jobs=4, progress=False, cell_command=fake_cell, predictor=no_predictor)
+    assert outcome.ok == 12
+    assert time.monotonic() - start < 12 * 0.2 + 2.0  # would be >= 2.4 s plus start-up one at a time
+    assert_one_row_per_cell_and_repeat(spec, out)
+
+
+def test_concurrent_cells_stay_within_the_budget_together(tmp_path, fake_cell, monkeypatch):
+    spans = tmp_path / "spans"
+    monkeypatch.setenv("FAKE_CELL_SPANS", str(spans))
+    monkeypatch.setenv("FAKE_CELL_SLEEP", "0.1")
+    spec = make_spec(tmp_path, SPEC.replace('budget = "1GiB"', "budget = 1000").replace("depth = [1, 2, 3]",
+                                                                                        "depth = [1]"))
+
+    def predictor(config):  # two cells fit the budget alone, not together
+        return {"predicted_peak_bytes": 600}
+
+    outcome = run_sweep(spec, tmp_path / "out", jobs=4, progress=False, cell_command=fake_cell, predictor=predictor)
+    assert outcome.ok == 4
+    intervals = sorted(tuple(map(float, line.split())) for line in spans.read_text().splitlines())
+    assert len(intervals) == 4
+    for (_, end), (start, _) in zip(intervals, intervals[1:]):
+        assert start >= end - 0.01  # one after the other
+
+
+def test_progress_bar_goes_to_stderr(tmp_path, fake_cell, capsys):
+    spec = make_spec(tmp_path)
+    run_sweep(spec, tmp_path / "out", progress=True, cell_command=fake_cell, predictor=no_predictor)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "12/12" in captured.err and "failed=0" in captured.err
+
+
+SWEEP_SCRIPT = """
+import sys
+from memstudy.study.spec import load_spec
+from memstudy.study.sweep import run_sweep
+def predictor(config):
+    return {"predicted_peak_bytes": 1}
+run_sweep(load_spec(sys.argv[1]), sys.argv[2], progress=False, cell_command=sys.argv[3:], predictor=predictor)
+"""
+
+
+def test_sweep_killed_halfway_then_resumed_has_one_row_per_cell_and_repeat(tmp_path, fake_cell):
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text(SPEC)
+    spec = load_spec(spec_path)
+    out = tmp_path / "out"
+    env = {**os.environ, "FAKE_CELL_SLEEP": "0.15"}
+    proc = subprocess.Popen([sys.executable, "-c", SWEEP_SCRIPT, str(spec_path), str(out), *fake_cell], env=env)
+    runs = out / "runs.csv"
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            if runs.exists() and runs.read_text().count("\n") >= 1 + 2 * spec.repeats:
+                break
+            if proc.poll() is not None:
+                pytest.fail("the sweep finished before it could be killed")
+            time.sleep(0.02)
+        else:
+            pytest.fail("no rows appeared")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    rows_before = read_rows(out)
+    assert 0 < len(rows_before) < 12 * spec.repeats
+    outcome = run_sweep(spec, out, progress=False, cell_command=fake_cell, predictor=no_predictor)
+    assert outcome.resumed >= 2 and outcome.done == 12
+    rows = assert_one_row_per_cell_and_repeat(spec, out)
+    assert {r["status"] for r in rows} == {"ok"}
+
+
+def test_interrupted_sweep_kills_its_cells(tmp_path, fake_cell):
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text(SPEC.replace("jobs = 1", "jobs = 2"))
+    log = tmp_path / "cells.log"
+    env = {**os.environ, "FAKE_CELL_HANG": "mode=train", "FAKE_CELL_LOG": str(log)}
+    proc = subprocess.Popen([sys.executable, "-c", SWEEP_SCRIPT, str(spec_path), str(tmp_path / "out"), *fake_cell],
+                            env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not (log.exists() and log.read_text().count("\n") >= 1) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    start = time.monotonic()
+    _, stderr = proc.communicate(timeout=30)
+    assert time.monotonic() - start < 5  # the hanging cells were killed, not waited for (timeout is 20 s)
+    assert proc.returncode != 0 and b"KeyboardInterrupt" in stderr
+    pids = [json.loads(line)["pid"] for line in log.read_text().splitlines()]
+    assert pids
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+# --- with the real cell -----------------------------------------------------------------------------
+
+REAL_SPEC = """
+[study]
+name = "real"
+
+[grid]
+depth = [1, 2]
+width = 16
+batch_size = 4
+mode = ["train", "inference"]
+
+[run]
+repeats = 1
+budget = "1GiB"
+timeout_seconds = 120
+jobs = 2
+"""
+
+
+@pytest.fixture()
+def real_cell():
+    pytest.importorskip("memstudy.study.cell")
+
+
+def test_real_cells_measure_and_write_the_timeline(tmp_path, real_cell):
+    spec = make_spec(tmp_path, REAL_SPEC)
+    out = tmp_path / "out"
+    outcome = run_sweep(spec, out, progress=False)
+    assert (outcome.ok, outcome.failed, outcome.skipped) == (4, 0, 0), read_rows(out)
+    rows = assert_one_row_per_cell_and_repeat(spec, out)
+    for row in rows:
+        assert all(row[f] != "" for f in ("peak_bytes", "step_peak_bytes", "predicted_peak_bytes",
+                                          "tracemalloc_step_peak_bytes")), row
+        assert (int(row["activation_bytes"]) > 0) == (row["mode"] == "train")
+    with open(out / "timeline.csv", newline="") as fh:
+        header = next(csv.reader(fh))
+    assert header[:7] == ["event", "phase", "op", "layer", "category", "delta_bytes", "live_bytes"]
+    assert "activation_bytes" in header and "parameter_bytes" in header
+    env = json.loads((out / "env.json").read_text())
+    assert env["sweep"]["timeline_cell"] == cell_id({**spec.cells()[0], "depth": 2, "mode": "train"})
+
+
+def test_real_cell_test_hook_fails_one_cell(tmp_path, real_cell, monkeypatch):
+    monkeypatch.setenv("MEMSTUDY_TEST_RAISE_IN_CELL", "depth=2")
+    spec = make_spec(tmp_path, REAL_SPEC)
+    out = tmp_path / "out"
+    outcome = run_sweep(spec, out, progress=False)
+    assert (outcome.ok, outcome.failed) == (2, 2)
+    rows = assert_one_row_per_cell_and_repeat(spec, out)
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert {r["depth"] for r in failed} == {"2"}
+    assert all("RuntimeError" in r["error"] and "test hook" in r["error"] for r in failed)
+
+
+def test_real_predictor_skips_a_cell_over_budget(tmp_path, real_cell):
+    from memstudy.memory.predict import predict
+
+    spec = make_spec(tmp_path, REAL_SPEC)
+    small, big = sorted(predict(c)["predicted_peak_bytes"] for c in spec.cells())[-2:]
+    budget = (small + big) // 2 if small < big else big - 1
+    spec = make_spec(tmp_path, REAL_SPEC.replace('budget = "1GiB"', f"budget = {budget}"), "budget.toml")
+    out = tmp_path / "out"
+    outcome = run_sweep(spec, out, progress=False)
+    assert outcome.skipped >= 1 and outcome.ok + outcome.skipped == 4
+    rows = assert_one_row_per_cell_and_repeat(spec, out)
+    for row in rows:
+        over = int(row["predicted_peak_bytes"]) > budget
+        assert (row["status"] == "skipped") == over
