@@ -20,6 +20,11 @@ study: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# speed and overhead figures -> results/bench/ (bench.csv, env.json, bench.md); PyTorch figures need the
+# optional extra: $(BIN)/pip install -e '.[torch]' (a CPU build of torch 2.13.0), else they are skipped
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ''
 

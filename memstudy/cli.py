@@ -61,11 +61,26 @@ def _add_model_flags(parser: argparse.ArgumentParser, modes: tuple[str, ...]) ->
     group.add_argument("--seed", type=_non_negative_int, default=0)
 
 
+def _add_memory_flags(parser: argparse.ArgumentParser) -> None:
+    """What buys the memory back: checkpointing and the saved-tensor policy (run and predict)."""
+    from .study.fields import CHOICES
+
+    group = parser.add_argument_group("what buys memory back")
+    group.add_argument("--checkpoint", default="none", metavar="{none,sqrt,every:K}",
+                       help="gradient checkpointing: hold only each segment's input and recompute the segment in "
+                            "backward; sqrt = segments of ceil(sqrt(depth)) layers, every:K = of K layers (none)")
+    group.add_argument("--policy", choices=CHOICES["policy"], default="minimal",
+                       help="saved tensors: minimal = what backward needs; all = every intermediate, as the textbook "
+                            "stores them; half = what backward needs, stored as float16 (minimal)")
+
+
 def _config(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "depth": args.depth, "width": args.width, "in_features": args.in_features,
         "out_features": args.classes, "batch_size": args.batch, "activation": args.activation,
-        "bias": args.bias, "dtype": args.dtype, "optimizer": args.optimizer, "seed": args.seed,
+        "bias": args.bias, "dtype": args.dtype, "optimizer": args.optimizer,
+        "checkpoint": getattr(args, "checkpoint", "none"), "policy": getattr(args, "policy", "minimal"),
+        "seed": args.seed,
     }
 
 
@@ -85,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="measure one training or inference step, four probes and the prediction")
     _add_model_flags(run, ("train", "inference", "both"))
+    _add_memory_flags(run)
     run.add_argument("--repeats", type=_positive_int, default=1, help="measured steps (1)")
     run.add_argument("--budget", default="75%", help="refuse sizes whose predicted peak exceeds this (75%% of "
                                                      "available memory; or e.g. 4GiB)")
@@ -96,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="predict a step's memory without running it")
     _add_model_flags(predict, ("train", "inference"))
+    _add_memory_flags(predict)
     predict.add_argument("--json", action="store_true", help="print the prediction as JSON")
     predict.set_defaults(handler=_cmd_predict)
 
@@ -109,8 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--no-figures", action="store_true", help="skip the PNG plots")
     report.set_defaults(handler=_cmd_report)
 
-    study = commands.add_parser("study", help="sweep experiments/default.toml into results/default, then report")
-    study.add_argument("--spec", default=DEFAULT_SPEC, metavar="SPEC.toml", help=f"({DEFAULT_SPEC})")
+    study = commands.add_parser("study", help="sweep experiments/default.toml into results/default, then report "
+                                              "(--all: every experiments/*.toml into results/<name>)")
+    study.add_argument("--spec", default=None, metavar="SPEC.toml", help=f"({DEFAULT_SPEC})")
+    study.add_argument("--all", action="store_true", help=f"every {STUDIES_DIR}/*.toml, each into results/<name>")
     _add_sweep_flags(study, out_default=None)
     study.set_defaults(handler=_cmd_study)
 
@@ -123,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 DEFAULT_SPEC = "experiments/default.toml"
+STUDIES_DIR = "experiments"
 
 
 def _add_sweep_flags(parser: argparse.ArgumentParser, out_default: str | None) -> None:
@@ -174,7 +194,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    _report(_sweep(args.spec, args))
+    if not args.all:
+        _report(_sweep(args.spec or DEFAULT_SPEC, args))
+        return 0
+    import glob
+    import os
+
+    if args.spec or args.out:
+        raise UsageError("--all runs every experiments/*.toml into results/<name>: it takes no --spec or --out")
+    specs = sorted(glob.glob(os.path.join(STUDIES_DIR, "*.toml")))
+    if not specs:
+        raise UsageError(f"no {STUDIES_DIR}/*.toml here (run from the project's folder)")
+    for spec_path in specs:
+        _report(_sweep(spec_path, args))
     return 0
 
 

@@ -32,7 +32,15 @@ def normalize(raw: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"{name} must be at least {MINIMUM[name]}, got {value}")
     if not isinstance(config["bias"], bool):
         raise ConfigError(f"bias must be true or false, got {config['bias']!r}")
+    from .nn.modules import parse_checkpoint
+
+    try:
+        config["checkpoint"] = parse_checkpoint(config["checkpoint"])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     for name, allowed in CHOICES.items():
+        if name == "checkpoint":
+            continue
         if config[name] not in allowed:
             raise ConfigError(f"{name} must be one of {', '.join(map(str, allowed))}, got {config[name]!r}")
     return {name: config[name] for name in CONFIG_FIELDS if name in config}

@@ -176,6 +176,11 @@ BAD = {
     "predict mode both": ["predict", "--mode", "both"],
     "predict unknown dtype": ["predict", "--dtype", "int8"],
     "bias with a value": ["run", "--bias=yes"],
+    "checkpoint every:0": ["run", "--checkpoint", "every:0"],
+    "checkpoint every:1.5": ["run", "--checkpoint", "every:1.5"],
+    "checkpoint garbage": ["predict", "--checkpoint", "sometimes"],
+    "unknown policy": ["run", "--policy", "quarter"],
+    "study --all with --spec": ["study", "--all", "--spec", "experiments/default.toml"],
 }
 
 
@@ -191,3 +196,51 @@ def test_bad_invocation_is_one_error_line_exit_2(args, tmp_path):
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("error: ") and len(lines[0]) > len("error: ")
+
+
+# --------------------------------------------------------------------------------------------------
+# checkpointing and policies from the command line; study --all
+# --------------------------------------------------------------------------------------------------
+def test_predict_and_run_take_checkpoint_and_policy():
+    args = ["--depth", "9", "--width", "32", "--batch", "16", "--checkpoint", "sqrt", "--policy", "half"]
+    prediction = json.loads(ok("predict", *args, "--json"))
+    assert (prediction["checkpoint"], prediction["policy"]) == ("sqrt", "half")
+    assert prediction["predicted_recomputed_ops"] == 18
+    row = json_rows(ok("run", *args, "--json"))[0]
+    assert (row["checkpoint"], row["policy"], row["recomputed_ops"]) == ("sqrt", "half", 18)
+    assert row["activation_bytes"] == prediction["predicted_activation_bytes"]
+    assert row["peak_bytes"] == prediction["predicted_peak_bytes"]
+    assert 0 < row["grad_rel_error"] < 5e-3
+    text = ok("predict", *args)
+    assert "checkpoint sqrt, policy half" in text and "ops recomputed (checkpointing)" in text
+
+
+TINY_SPEC = """
+[study]
+name = "{name}"
+[grid]
+depth = 2
+width = 16
+batch_size = 8
+checkpoint = {checkpoint}
+[run]
+repeats = 1
+"""
+
+
+def test_study_all_runs_every_spec_into_results(tmp_path):
+    (tmp_path / "experiments").mkdir()
+    for name, checkpoint in (("one", '"none"'), ("two", '["none", "sqrt"]')):
+        (tmp_path / "experiments" / f"{name}.toml").write_text(TINY_SPEC.format(name=name, checkpoint=checkpoint))
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    done = subprocess.run([sys.executable, "-m", "memstudy", "study", "--all", "--no-progress"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    for name in ("one", "two"):
+        report = (tmp_path / "results" / name / "report.md").read_text()
+        assert f"# Memory study: {name}" in report
+    assert "### Gradient checkpointing" in (tmp_path / "results" / "two" / "report.md").read_text()
+    assert "### Gradient checkpointing" not in (tmp_path / "results" / "one" / "report.md").read_text()
+    empty = subprocess.run([sys.executable, "-m", "memstudy", "study", "--all"], cwd=tmp_path / "results",
+                           capture_output=True, text=True, timeout=60, env=env)
+    assert empty.returncode == 2 and empty.stderr.startswith("error: no experiments/*.toml")

@@ -1,9 +1,12 @@
 """A small reverse-mode autograd engine on numpy whose every saved buffer can be counted."""
-from .engine import Function, Node, apply, backward, enable_grad, layer_scope, no_grad, phase_scope, STATE
+from .engine import (POLICIES, STATE, Function, Node, apply, backward, backward_to_inputs, enable_grad, layer_scope,
+                     no_grad, phase_scope, saved_tensors_policy)
+from .checkpoint import Checkpoint, checkpoint
 from .graph import SavedBuffer, base_buffer, saved_buffers, saved_bytes
 from .tensor import Tensor
 
 __all__ = [
-    "Function", "Node", "STATE", "SavedBuffer", "Tensor", "apply", "backward", "base_buffer",
-    "enable_grad", "layer_scope", "no_grad", "phase_scope", "saved_buffers", "saved_bytes",
+    "Checkpoint", "Function", "Node", "POLICIES", "STATE", "SavedBuffer", "Tensor", "apply", "backward",
+    "backward_to_inputs", "base_buffer", "checkpoint", "enable_grad", "layer_scope", "no_grad", "phase_scope",
+    "saved_buffers", "saved_bytes", "saved_tensors_policy",
 ]

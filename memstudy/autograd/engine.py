@@ -6,12 +6,27 @@ Memory rules this file enforces (see DESIGN.md):
 - everything backward needs is stored by `Node.save`, the one door the ledger and `saved_buffers` read;
 - after a node's backward its saved arrays are released (unless `retain_graph=True`);
 - an instrument (the memory ledger), when attached, is called from here only, never from an op.
+
+Saved-tensor policies (`saved_tensors_policy`, an engine setting like `no_grad`) act at this one door, never
+inside an op:
+- `minimal` (default): a node holds what its op saved, nothing else;
+- `all`: `apply` also keeps each recorded op's output, as the textbook's forward pass "computes and stores"
+  every intermediate variable (z, h, o, L: the pre-activations too);
+- `half`: `apply` replaces each saved floating-point array by a float16 copy (one copy per saved buffer
+  within the policy's scope, so ReLU's output that the next Linear also saves is one float16 buffer), and
+  `Node.saved_tensors` casts it back to the compute dtype for backward. Caller-owned arrays (leaf tensors
+  such as parameters and the network input, and plain arrays) are never cast: saving them costs nothing.
+Backward reads what its op saved through `Node.saved_tensors` only.
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any, Iterator
 
 import numpy as np
+
+POLICIES = ("minimal", "all", "half")
+HALF = np.dtype(np.float16)
 
 
 class _State:
@@ -21,9 +36,17 @@ class _State:
     instrument: Any = None  # the memory ledger while one is attached, else None
     layer: int | None = None  # layer index set by models through `layer_scope`
     phase: str = "forward"  # forward | backward | recompute | optimizer
+    policy: str = "minimal"  # the saved-tensor policy (see the module docstring)
+    half_cache: dict | None = None  # per policy scope: float16 copies and caller-owned buffers (weak refs)
 
 
 STATE = _State()
+
+
+def _base(array: np.ndarray) -> np.ndarray:
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
 
 
 class Node:
@@ -32,7 +55,8 @@ class Node:
     Plain numbers (axes, shapes, scalars) go on the node as attributes; arrays go through `save`.
     """
 
-    __slots__ = ("fn", "parents", "needs_input_grad", "saved", "saved_roles", "layer", "released", "__dict__")
+    __slots__ = ("fn", "parents", "needs_input_grad", "saved", "saved_roles", "layer", "released", "own",
+                 "stored_dtypes", "unpacked", "__dict__")
 
     def __init__(self, fn: type, parents: tuple | None, needs_input_grad: tuple[bool, ...], layer: int | None):
         self.fn = fn
@@ -42,6 +66,9 @@ class Node:
         self.saved_roles: tuple[str, ...] = ()
         self.layer = layer
         self.released = False
+        self.own = 0  # how many of `saved` the op itself saved (the rest are the `all` policy's extras)
+        self.stored_dtypes: tuple | None = None  # under `half`: the compute dtype of each float16-stored array
+        self.unpacked: tuple = ()  # cast-back copies made for the running backward, dropped right after it
 
     def save(self, **arrays: np.ndarray | None) -> None:
         """The one door for saved state: keyword = role, value = array (None if not needed)."""
@@ -49,9 +76,34 @@ class Node:
             return
         self.saved_roles = tuple(arrays)
         self.saved = tuple(arrays.values())
+        self.own = len(self.saved)
+
+    @property
+    def saved_tensors(self) -> tuple:
+        """What the op saved, as its backward needs it: float16-stored arrays cast back to the compute dtype.
+
+        Each cast-back copy is a new buffer: it is reported to the instrument and kept on the node until the
+        engine has recorded the backward's gradients, then dropped (so the ledger sees it live alongside them).
+        """
+        saved = self.saved if self.own == len(self.saved) else self.saved[: self.own]
+        dtypes = self.stored_dtypes
+        if dtypes is None:
+            return saved
+        out, copies = [], []
+        instrument = STATE.instrument
+        for array, dtype in zip(saved, dtypes):
+            if dtype is not None and array is not None:
+                array = array.astype(dtype)
+                copies.append(array)
+                if instrument is not None:
+                    instrument.on_new(array, "unpack", self.layer)
+            out.append(array)
+        self.unpacked = tuple(copies)
+        return tuple(out)
 
     def release(self) -> None:
         self.saved = ()
+        self.unpacked = ()
         self.released = True
 
     def __repr__(self) -> str:
@@ -107,13 +159,65 @@ def apply(fn: type, *inputs: Any, **consts: Any):
     else:
         ctx = Node(fn, None, (False,) * len(inputs), STATE.layer)
     out = _as_array(fn.forward(ctx, *arrays, **consts))
+    sources = _apply_policy(ctx, inputs, arrays, out) if record and STATE.policy != "minimal" else ()
     instrument = STATE.instrument
     if instrument is not None:
         instrument.on_forward(ctx, out)
+        for source in sources:  # a saved array that `half` replaced by its float16 copy: it existed too
+            instrument.on_new(source, fn.name, ctx.layer)
+    del sources  # the originals no one else holds die here, after the instrument saw them
     result = Tensor(out, requires_grad=record)
     if record:
         result._node = ctx
     return result
+
+
+def _apply_policy(ctx: Node, inputs: tuple, arrays: tuple, out: np.ndarray) -> tuple:
+    """The saved-tensor policy at the save door; returns the arrays `half` replaced (the caller drops them)."""
+    policy = STATE.policy
+    if policy == "all":  # keep the op's output too: every intermediate variable of the forward pass
+        if not any(a is out for a in ctx.saved):
+            ctx.saved += (out,)
+            ctx.saved_roles += ("out",)
+        return ()
+    if policy != "half":
+        raise ValueError(f"unknown saved-tensor policy {policy!r}; one of {', '.join(POLICIES)}")
+    from .tensor import Tensor
+
+    cache = STATE.half_cache
+    if cache is None:  # half outside a `saved_tensors_policy` scope: a cache for this op alone
+        cache = {}
+    owned = cache.setdefault("owned", {})  # id(base) -> weakref(base): caller-owned buffers, never cast
+    copies = cache.setdefault("copies", {})  # (id(base), address, shape, strides) -> (weakref base, weakref copy)
+    for x, array in zip(inputs, arrays):
+        if type(array) is np.ndarray and (type(x) is not Tensor or x._node is None):
+            base = _base(array)
+            owned[id(base)] = weakref.ref(base)
+    saved, dtypes, sources = [], [], []
+    for array in ctx.saved:
+        if array is None or type(array) is not np.ndarray or array.dtype.kind != "f" or array.dtype.itemsize <= 2:
+            saved.append(array)
+            dtypes.append(None)
+            continue
+        base = _base(array)
+        ref = owned.get(id(base))
+        if ref is not None and ref() is base:
+            saved.append(array)
+            dtypes.append(None)
+            continue
+        key = (id(base), array.__array_interface__["data"][0], array.shape, array.strides)
+        hit = copies.get(key)
+        copy = hit[1]() if hit is not None and hit[0]() is base else None
+        if copy is None:
+            copy = array.astype(HALF)
+            copies[key] = (weakref.ref(base), weakref.ref(copy))
+        saved.append(copy)
+        dtypes.append(array.dtype)
+        sources.append(array)
+    if sources:
+        ctx.saved = tuple(saved)
+        ctx.stored_dtypes = tuple(dtypes)
+    return tuple(sources)
 
 
 def topological_order(root: Node) -> list[Node]:
@@ -183,7 +287,11 @@ def backward(root: Any, grad: np.ndarray | None = None, retain_graph: bool = Fal
         STATE.phase = previous_phase
 
 
-def _run_backward(root_node: Node, pending: dict[int, np.ndarray], retain_graph: bool, instrument: Any) -> None:
+def _run_backward(root_node: Node, pending: dict[int, np.ndarray], retain_graph: bool, instrument: Any,
+                  capture: dict[int, list] | None = None) -> None:
+    """The reverse pass. `capture` (id(leaf) -> [leaf, grad]) collects the gradients of those leaves instead of
+    accumulating them into `.grad` (the checkpoint's recomputed segment hands its input's gradient back this way).
+    """
     for node in topological_order(root_node):
         grad = pending.pop(id(node), None)
         if grad is None:  # no gradient reached this node (e.g. every consumer returned None)
@@ -195,6 +303,7 @@ def _run_backward(root_node: Node, pending: dict[int, np.ndarray], retain_graph:
         input_grads = tuple(None if g is None else _as_array(g) for g in node.fn.backward(node, grad))
         if instrument is not None:  # before `del grad`: the new gradients were made while it lived
             instrument.on_backward(node, input_grads)
+        node.unpacked = ()  # cast-back copies (half policy) die now, after the gradients made from them
         del grad  # the incoming gradient dies here unless an input grad aliases it
         if not retain_graph:
             node.release()
@@ -213,6 +322,14 @@ def _run_backward(root_node: Node, pending: dict[int, np.ndarray], retain_graph:
                         instrument.on_new(total, "accumulate", parent.layer)
                     pending[key] = total
                     del total
+            elif capture is not None and id(parent) in capture:
+                entry = capture[id(parent)]
+                if entry[1] is None:
+                    entry[1] = input_grad
+                else:
+                    entry[1] = _as_array(entry[1] + input_grad)
+                    if instrument is not None:
+                        instrument.on_new(entry[1], "accumulate", node.layer)
             else:
                 _accumulate_leaf(parent, input_grad)
         # drop this iteration's references now, or they would outlive their use by one node
@@ -229,6 +346,42 @@ class no_grad:
 
     def __exit__(self, *exc: Any) -> None:
         STATE.grad_enabled = self._previous
+
+
+def backward_to_inputs(node: Node | None, grad: np.ndarray, inputs: tuple) -> tuple:
+    """Backward from `node` (a recorded output's node) with incoming gradient `grad`; returns the gradients of
+    `inputs` (leaf tensors) instead of accumulating them into `.grad`; other leaves (parameters) accumulate as
+    usual. Runs in the current phase: a checkpoint's backward runs it inside the outer backward.
+    """
+    capture = {id(x): [x, None] for x in inputs}
+    if node is not None:
+        pending = {id(node): grad}
+        del grad
+        _run_backward(node, pending, False, STATE.instrument, capture)
+    return tuple(capture[id(x)][1] for x in inputs)
+
+
+class saved_tensors_policy:
+    """Context manager: the saved-tensor policy (minimal | all | half) of the ops applied inside it.
+
+    Each scope has its own float16 cache (weak references only, so it keeps no buffer alive).
+    """
+
+    __slots__ = ("policy", "_previous")
+
+    def __init__(self, policy: str):
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+        self.policy = policy
+
+    def __enter__(self) -> "saved_tensors_policy":
+        self._previous = (STATE.policy, STATE.half_cache)
+        STATE.policy = self.policy
+        STATE.half_cache = {} if self.policy == "half" else None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        STATE.policy, STATE.half_cache = self._previous
 
 
 class enable_grad(no_grad):

@@ -1,7 +1,8 @@
 """Primitive ops: forward and backward side by side, on raw ndarrays.
 
 Each op saves through `ctx.save(...)` only what its backward reads, and only for the inputs whose
-gradients are needed. Backward never writes into its incoming gradient (it may be shared or read-only).
+gradients are needed; backward reads them back through `ctx.saved_tensors` (which undoes a saved-tensor
+policy's storage, e.g. float16 under `half`; ops know nothing of policies). Backward never writes into its incoming gradient (it may be shared or read-only).
 Shapes, axes and scalars are plain attributes on ctx: metadata, counted as 0 bytes.
 
 Hidden temporaries (arrays an op allocates and drops inside forward or backward) are invisible to the
@@ -42,7 +43,7 @@ class MatMul(Function):
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
-        a, b = ctx.saved
+        a, b = ctx.saved_tensors
         need_a, need_b = ctx.needs_input_grad
         return (grad @ b.T if need_a else None, a.T @ grad if need_b else None)
 
@@ -63,7 +64,7 @@ class Linear(Function):
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
-        x, weight = ctx.saved
+        x, weight = ctx.saved_tensors
         needs = ctx.needs_input_grad
         grad_x = grad @ weight if needs[0] else None
         if grad.ndim != 2:  # one example (1-d x) or extra leading axes: fold them into one batch axis
@@ -121,7 +122,7 @@ class Mul(Function):
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
-        a, b = ctx.saved
+        a, b = ctx.saved_tensors
         need_a, need_b = ctx.needs_input_grad
         return (
             unbroadcast(grad * b, ctx.a_shape) if need_a else None,
@@ -233,7 +234,7 @@ class Exp(Function):
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
-        (out,) = ctx.saved
+        (out,) = ctx.saved_tensors
         return (grad * out,)
 
 
@@ -247,7 +248,7 @@ class Log(Function):
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
-        (x,) = ctx.saved
+        (x,) = ctx.saved_tensors
         return (grad / x,)
 
 
@@ -261,7 +262,7 @@ class Square(Function):
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
-        (x,) = ctx.saved
+        (x,) = ctx.saved_tensors
         out = x * 2
         out *= grad
         return (out,)
@@ -278,7 +279,7 @@ class Pow(Function):
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
-        (x,) = ctx.saved
+        (x,) = ctx.saved_tensors
         out = np.power(x, ctx.exponent - 1)
         out *= ctx.exponent
         out *= grad
@@ -298,7 +299,7 @@ class ReLU(Function):
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
-        (out,) = ctx.saved
+        (out,) = ctx.saved_tensors
         # sign(out) is 1 where out > 0 and 0 elsewhere; computing it into the result buffer avoids a
         # hidden boolean mask the ledger could not see
         result = np.sign(out)
@@ -320,7 +321,7 @@ class Sigmoid(Function):
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
-        (out,) = ctx.saved
+        (out,) = ctx.saved_tensors
         result = np.subtract(1, out)  # σ' = σ(1-σ), built in one buffer
         result *= out
         result *= grad
@@ -338,7 +339,7 @@ class Tanh(Function):
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
-        (out,) = ctx.saved
+        (out,) = ctx.saved_tensors
         result = np.square(out)  # tanh' = 1 - tanh², built in one buffer
         np.subtract(1, result, out=result)
         result *= grad
@@ -358,7 +359,7 @@ class SumSquares(Function):
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
-        (x,) = ctx.saved
+        (x,) = ctx.saved_tensors
         return (x * (2 * grad),)
 
 
@@ -388,7 +389,7 @@ class SoftmaxCrossEntropy(Function):
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
-        probs, labels = ctx.saved
+        probs, labels = ctx.saved_tensors
         result = probs.copy()
         result[np.arange(probs.shape[0]), labels] -= 1
         result *= grad / probs.shape[0]
@@ -411,7 +412,7 @@ class MSE(Function):
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
-        (diff,) = ctx.saved
+        (diff,) = ctx.saved_tensors
         need_pred, need_target = ctx.needs_input_grad
         scaled = diff * (2 * grad / ctx.count)
         return (

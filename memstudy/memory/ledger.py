@@ -12,6 +12,11 @@ A buffer's category is decided from its whole life, when the step is over:
   temporary   -- created and freed within the step
 and it counts in that category from the event that created it to the event that freed it.
 
+Buffers born while a checkpoint recomputes its segment carry `phase = "recompute"`, and the account
+counts the ops applied in that phase (`recomputed_ops`). Under the `half` policy, the float16 copies are
+the saved buffers (activations); the float32 arrays they were made from, and the cast-back copies backward
+reads (`unpack`), are temporaries, each seen by the ledger.
+
 What the ledger cannot see: arrays an op allocates and drops inside its own forward or backward
 (e.g. the row maxima in softmax) and the optimisers' chunk temporaries. tracemalloc sees them, so its
 step peak sits slightly above the ledger's; the ops are written to keep them small.
@@ -74,6 +79,7 @@ class StepAccount:
     activation_bytes: int
     saved_tensors: int
     registered_bytes: dict[str, int]
+    recomputed_ops: int
     buffers: list[Buffer] = field(repr=False)
     events: list[Event] = field(repr=False)
 
@@ -132,6 +138,7 @@ class Ledger:
         self._refs: dict[int, weakref.ref] = {}
         self._layer_of_leaf: dict[int, int | None] = {}  # id(leaf tensor) -> layer
         self._phase_override: str | None = None
+        self.recomputed_ops = 0  # ops applied while a checkpoint recomputed its segment
 
     # --- registration and the engine's hooks ---------------------------------------------------
     def register(self, array: np.ndarray, category: str, layer: int | None = None, role: str = "",
@@ -150,6 +157,8 @@ class Ledger:
 
     def on_forward(self, ctx: Any, out: np.ndarray) -> None:
         name = ctx.fn.name
+        if STATE.phase == "recompute":
+            self.recomputed_ops += 1
         self._track(out, op=name, role="out", layer=ctx.layer)
         for role, array in zip(ctx.saved_roles, ctx.saved):
             if array is not None:
@@ -268,6 +277,7 @@ class Ledger:
             activation_bytes=maxima["activation"],
             saved_tensors=sum(1 for b in buffers if b.category == "activation"),
             registered_bytes=registered,
+            recomputed_ops=self.recomputed_ops,
             buffers=buffers,
             events=list(self.events),
         )

@@ -1,16 +1,44 @@
 """Layers and models: Linear, activations, MLP (the studies' model) and SeedMLP (the seed's model)."""
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 import numpy as np
 
-from ..autograd import Tensor, apply, layer_scope
+from ..autograd import STATE, Tensor, apply, checkpoint as checkpoint_segment, layer_scope
 from ..autograd import ops
 from .functional import cross_entropy, l2_penalty, linear
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 DTYPES = ("float32", "float64")
+CHECKPOINTS = ("none", "sqrt", "every:K")  # every:K with K a positive integer
+
+
+def parse_checkpoint(value: Any) -> str:
+    """The canonical form of a checkpoint strategy (none, sqrt, every:K); ValueError for anything else."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("none", "sqrt"):
+            return text
+        match = re.fullmatch(r"every:\s*(\d+)", text)
+        if match and int(match.group(1)) >= 1:
+            return f"every:{int(match.group(1))}"
+    raise ValueError(f"checkpoint must be none, sqrt or every:K with K a positive integer, got {value!r}")
+
+
+def checkpoint_segments(checkpoint: str, depth: int) -> list[tuple[int, int]] | None:
+    """The hidden layers' segments [start, stop) under a strategy, or None for no checkpointing.
+
+    `sqrt` uses segments of ⌈√depth⌉ layers (Chen et al. 2016); `every:K` segments of K layers; the last
+    segment is shorter when K does not divide the depth.
+    """
+    checkpoint = parse_checkpoint(checkpoint)
+    if checkpoint == "none":
+        return None
+    size = math.isqrt(depth - 1) + 1 if checkpoint == "sqrt" else int(checkpoint.split(":")[1])  # ⌈√depth⌉
+    return [(start, min(start + size, depth)) for start in range(0, depth, size)]
 
 
 def _check_dtype(dtype: Any) -> np.dtype:
@@ -88,10 +116,15 @@ class MLP(Module):
     """`depth` hidden Linear+activation layers of width `hidden`, then one output Linear.
 
     Layer i (0-based) is hidden layer i; the output Linear is layer `depth`.
+
+    `checkpoint` (none | sqrt | every:K) splits the hidden layers into segments, each run as one
+    `Checkpoint` op when a graph is recorded: only each segment's input is held for backward, and the
+    segment's forward is recomputed when backward reaches it. Inference runs the layers plainly whatever
+    the strategy. (The saved-tensor policy is an engine setting: `autograd.saved_tensors_policy`.)
     """
 
     def __init__(self, in_features: int, hidden: int, depth: int, out_features: int, activation: str = "relu",
-                 bias: bool = True, dtype: Any = "float32", seed: int | None = 0):
+                 bias: bool = True, dtype: Any = "float32", seed: int | None = 0, checkpoint: str = "none"):
         if depth < 1:
             raise ValueError(f"depth must be at least 1, got {depth}")
         for name, value in (("in_features", in_features), ("hidden", hidden), ("out_features", out_features)):
@@ -104,6 +137,8 @@ class MLP(Module):
         self.hidden_layers = [Linear(widths[i], widths[i + 1], bias, dtype, rng) for i in range(depth)]
         self.activations = [globals()["activation"](activation) for _ in range(depth)]
         self.output = Linear(hidden, out_features, bias, dtype, rng)
+        self.checkpoint = parse_checkpoint(checkpoint)
+        self.segments = checkpoint_segments(self.checkpoint, depth)
 
     @property
     def linears(self) -> list[Linear]:
@@ -114,14 +149,25 @@ class MLP(Module):
 
     def forward(self, x: Any) -> Tensor:
         h = x if isinstance(x, Tensor) else Tensor(x)
-        for i in range(self.depth):
+        if self.segments is None or not STATE.grad_enabled:
+            h = self.run_layers(h, 0, self.depth)
+        else:
+            for start, stop in self.segments:
+                params = [p for layer in self.hidden_layers[start:stop] for p in layer.parameters()]
+                with layer_scope(start):
+                    h = checkpoint_segment(self.run_layers, h, params, start, stop)
+        with layer_scope(self.depth):
+            return self.output(h)
+
+    def run_layers(self, h: Tensor, start: int, stop: int) -> Tensor:
+        """Hidden layers start..stop-1 (a checkpoint's segment, or all of them)."""
+        for i in range(start, stop):
             with layer_scope(i):
                 z = self.hidden_layers[i](h)
                 h = None  # drop the layer's input before its activation exists: inference holds 2 buffers, not 3
                 h = self.activations[i](z)
                 z = None
-        with layer_scope(self.depth):
-            return self.output(h)
+        return h
 
 
 class SeedMLP(Module):

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import nn, optim
-from ..autograd import Tensor, no_grad
+from ..autograd import Tensor, no_grad, saved_tensors_policy
 from ..config import normalize
 from ..memory import probes
 from ..memory.ledger import Ledger, StepAccount
@@ -42,7 +42,8 @@ class Workload:
         self.train = config["mode"] == "train"
         self.model = nn.MLP(config["in_features"], config["width"], config["depth"], config["out_features"],
                             activation=config["activation"], bias=config["bias"], dtype=config["dtype"],
-                            seed=config["seed"])
+                            seed=config["seed"], checkpoint=config["checkpoint"])
+        self.policy = config["policy"]
         rng = np.random.default_rng(config["seed"] + 1)
         batch = config["batch_size"]
         self.x = Tensor(rng.standard_normal((batch, config["in_features"])).astype(config["dtype"]))
@@ -54,10 +55,27 @@ class Workload:
         if not self.train:
             with no_grad():
                 return self.model(self.x)
-        loss = nn.cross_entropy(self.model(self.x), self.y)
+        loss = self.loss(self.policy)
         loss.backward()
         self.optimizer.step()
         return loss
+
+    def loss(self, policy: str) -> Tensor:
+        """Forward and loss, the graph's saved tensors under `policy` (the loss's too)."""
+        with saved_tensors_policy(policy):
+            return nn.cross_entropy(self.model(self.x), self.y)
+
+    def gradient_error(self, reference: str = "minimal") -> float:
+        """‖g − g_ref‖ / ‖g_ref‖ over all parameters' gradients: this cell's policy against `reference`, at the
+        current parameters (no optimiser step). Leaves the gradients None."""
+        grads = {}
+        for policy in (reference, self.policy):
+            self.optimizer.zero_grad()
+            self.loss(policy).backward()
+            grads[policy] = np.concatenate([p.grad.ravel().astype(np.float64) for p in self.model.parameters()])
+        self.optimizer.zero_grad()
+        ref = grads[reference]
+        return float(np.linalg.norm(grads[self.policy] - ref) / np.linalg.norm(ref))
 
     def reset(self) -> None:
         """Back to the baseline: gradients None, garbage collected."""
@@ -110,6 +128,8 @@ def measure(raw_config: dict[str, Any], repeats: int = 1, timeline_path: str | N
     _raise_if_test_hook(config)
     prediction = predict(config)
     work = Workload(config)
+    # the approximate policy's gradient error, against `minimal` at the same (initial) parameters
+    grad_rel_error = work.gradient_error() if work.train and config["policy"] == "half" else None
     work.step()  # warm-up: optimiser state now exists, caches are warm
     rows = []
     for repeat in range(repeats):
@@ -138,6 +158,8 @@ def measure(raw_config: dict[str, Any], repeats: int = 1, timeline_path: str | N
             step_peak_bytes=account.step_peak_bytes,
             activation_bytes=account.activation_bytes,
             saved_tensors=account.saved_tensors,
+            recomputed_ops=account.recomputed_ops,
+            grad_rel_error=grad_rel_error,
             **{f"peak_{c}_bytes": peak[c] for c in peak},
             predicted_peak_bytes=prediction["predicted_peak_bytes"],
             predicted_step_peak_bytes=prediction["predicted_step_peak_bytes"],

@@ -23,13 +23,14 @@ CHOICES: dict[str, tuple] = {
     "dtype": ("float32", "float64"),
     "mode": ("train", "inference"),
     "optimizer": ("sgd", "momentum", "adam"),
-    "checkpoint": ("none",),
-    "policy": ("minimal",),
+    "checkpoint": ("none", "sqrt", "every:K"),  # every:K: segments of K layers, K a positive integer
+    "policy": ("minimal", "all", "half"),
 }
 
 BASELINE_FIELDS = ("parameter_bytes", "optimizer_state_bytes", "input_bytes")
+# recomputed_ops: ops applied while checkpoints recomputed their segments (0 without checkpointing)
 LEDGER_FIELDS = (
-    "peak_bytes", "step_peak_bytes", "activation_bytes", "saved_tensors",
+    "peak_bytes", "step_peak_bytes", "activation_bytes", "saved_tensors", "recomputed_ops",
     "peak_parameter_bytes", "peak_gradient_bytes", "peak_optimizer_state_bytes", "peak_input_bytes",
     "peak_activation_bytes", "peak_temporary_bytes", "peak_output_bytes",
 )
@@ -38,10 +39,14 @@ PREDICTED_FIELDS = ("predicted_peak_bytes", "predicted_step_peak_bytes", "predic
 # "unavailable"; hwm_bytes is the cell process's absolute VmHWM before the RSS probe resets it.
 PROBE_FIELDS = ("tracemalloc_step_peak_bytes", "rss_step_peak_bytes", "rss_method", "mprof_step_peak_bytes",
                 "hwm_bytes")
+# grad_rel_error: ‖g − g_minimal‖ / ‖g_minimal‖ over all parameter gradients; only under the `half` policy
+# (empty otherwise: `minimal` and `all` give identical gradients, and so does checkpointing)
+ACCURACY_FIELDS = ("grad_rel_error",)
 OUTCOME_FIELDS = ("step_seconds", "status", "error")
 
 ROW_FIELDS: tuple[str, ...] = (
-    CONFIG_FIELDS + BASELINE_FIELDS + LEDGER_FIELDS + PREDICTED_FIELDS + PROBE_FIELDS + OUTCOME_FIELDS
+    CONFIG_FIELDS + BASELINE_FIELDS + LEDGER_FIELDS + PREDICTED_FIELDS + PROBE_FIELDS + ACCURACY_FIELDS
+    + OUTCOME_FIELDS
 )
 
 # Ledger categories, in the order reports stack them.

@@ -21,8 +21,9 @@ from .spec import GRID_FIELDS
 
 _MEASURED = BASELINE_FIELDS + LEDGER_FIELDS + PREDICTED_FIELDS + PROBE_FIELDS
 # numeric per-repeat measurements (medians in summary.csv) and the textual ones (most common value)
-MEASURES: tuple[str, ...] = tuple(f for f in _MEASURED if f.endswith("_bytes") or f == "saved_tensors") + (
-    "step_seconds",)
+COUNTS = ("saved_tensors", "recomputed_ops")  # integer measurements that are not bytes
+MEASURES: tuple[str, ...] = tuple(f for f in _MEASURED if f.endswith("_bytes") or f in COUNTS) + (
+    "grad_rel_error", "step_seconds",)
 TEXT_MEASURES: tuple[str, ...] = tuple(f for f in _MEASURED if f not in MEASURES)  # e.g. rss_method
 INTEGER_CONFIG = ("depth", "width", "in_features", "out_features", "batch_size", "seed", "repeat")
 # (quantity, reference, label): each probe and prediction against the ledger
@@ -162,7 +163,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     for column in PREDICTED_FIELDS:
         summary[column] = summary[column].fillna(predicted[column])
     for column in MEASURES:
-        if column.endswith("_bytes") or column == "saved_tensors":  # whole bytes: commit-friendly, exact enough
+        if column.endswith("_bytes") or column in COUNTS:  # whole bytes: commit-friendly, exact enough
             summary[column] = summary[column].round().astype("Int64")
     summary = summary.reset_index()
 
@@ -485,6 +486,9 @@ def write_report(results_dir: str | Path, figures: bool = True) -> list[Path]:
     md += ["## Peak memory", ""]
     md += _peak_section(ok_cells, made)
     md += _laws_section(ok_cells, train_cells, vary, out, made, plots)
+    from .remedies import sections as remedy_sections
+
+    md += remedy_sections(ok_cells, vary, out, made, plots)
     md += _breakdown_section(ok_cells, out, made, plots)
     md += _timeline_section(out, env, made, plots)
     md += _agreement_section(ok_rows, out, made, plots)
@@ -495,7 +499,9 @@ def write_report(results_dir: str | Path, figures: bool = True) -> list[Path]:
     written.append(report_path)
     written += list(made.values())
     if figures:  # a figure this data no longer supports must not linger from an earlier report
-        for name in FIGURES:
+        from .remedies import FIGURES as REMEDY_FIGURES
+
+        for name in FIGURES + REMEDY_FIGURES:
             if (out / name).exists() and out / name not in made.values():
                 (out / name).unlink()
     return written
@@ -577,6 +583,9 @@ def _laws_section(ok_cells, train_cells, vary, out, figures, plots) -> list[str]
                       "so d should be about 0; the inputs' share is in the input law below.", ""]
         lines += [f"- {n}" for n in notes] + ([""] if notes else [])
         good = [law for law in laws if math.isfinite(law["a"])]
+        # read (and plot) the unmodified engine's law when a study varies what buys memory back
+        good.sort(key=lambda law: (law["group"].get("checkpoint", "none") != "none",
+                                   law["group"].get("policy", "minimal") != "minimal"))
         if good:
             law = good[0]
             per = "per example per unit of width" if law["width_varies"] else "per example"
@@ -674,7 +683,10 @@ def _timeline_section(out, env, figures, plots) -> list[str]:
     p = plots.timeline(events, out / "timeline.png", title)
     lines += [f"Every allocation and free the ledger saw during one training step{f' of `{cell}`' if cell else ''} "
               f"({len(events)} events), stacked by category: the forward pass stacks up one activation per layer, "
-              "backward releases them in reverse order while gradients appear.", ""]
+              "backward releases them in reverse order while gradients appear."
+              + (" With checkpointing, forward holds only each segment's input, and every shaded `recompute` span "
+                 "rebuilds one segment's activations just before backward releases them again."
+                 if "phase" in events.columns and (events["phase"] == "recompute").any() else ""), ""]
     if p:
         figures["timeline"] = p
         lines += _figure(figures, "timeline", "live bytes over one training step")

@@ -334,7 +334,8 @@ def _postfix(outcome: SweepOutcome) -> str:
 
 
 def choose_timeline_cell(cells: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """A training cell of the middle depth and the batch nearest 256 (the report's timeline)."""
+    """A training cell of the middle depth and the batch nearest 256 (the report's timeline); sqrt checkpointing
+    if the grid has it."""
     train = [c for c in cells if c["mode"] == "train"]
     if not train:
         return None
@@ -342,7 +343,9 @@ def choose_timeline_cell(cells: Sequence[dict[str, Any]]) -> dict[str, Any] | No
     depth = depths[len(depths) // 2]
     at_depth = [c for c in train if c["depth"] == depth]
     batch = min({c["batch_size"] for c in at_depth}, key=lambda b: (abs(b - TIMELINE_BATCH), b))
-    return next(c for c in at_depth if c["batch_size"] == batch)
+    candidates = [c for c in at_depth if c["batch_size"] == batch]
+    # a checkpointing study shows its recompute: prefer the sqrt strategy's step when there is one
+    return next((c for c in candidates if c.get("checkpoint") == "sqrt"), candidates[0])
 
 
 def _default_predictor() -> Callable[[dict], dict] | None:

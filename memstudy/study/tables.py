@@ -40,9 +40,14 @@ def _table(header: list[str], body: list[list[str]]) -> str:
 
 
 def describe(config: dict[str, Any]) -> str:
+    extra = ""
+    if config.get("checkpoint", "none") != "none":
+        extra += f", checkpoint {config['checkpoint']}"
+    if config.get("policy", "minimal") != "minimal":
+        extra += f", policy {config['policy']}"
     return (f"MLP depth {config['depth']}, width {config['width']}, in {config['in_features']}, "
             f"classes {config['out_features']}, batch {config['batch_size']}, {config['activation']}, "
-            f"{'bias' if config['bias'] else 'no bias'}, {config['dtype']}, {config['optimizer']}")
+            f"{'bias' if config['bias'] else 'no bias'}, {config['dtype']}, {config['optimizer']}{extra}")
 
 
 def run_report(results: dict[str, list[dict[str, Any]]], by_layer: bool = False) -> str:
@@ -56,6 +61,13 @@ def run_report(results: dict[str, list[dict[str, Any]]], by_layer: bool = False)
     body.append(["activations held for backward, max"]
                 + [format_bytes(_median(results[m], "activation_bytes")) for m in modes])
     body.append(["  distinct buffers held"] + [f"{_median(results[m], 'saved_tensors'):.0f}" for m in modes])
+    if any(_median(results[m], "recomputed_ops") for m in modes):
+        body.append(["ops recomputed (checkpointing)"] + [f"{_median(results[m], 'recomputed_ops') or 0:.0f}"
+                                                          for m in modes])
+    if any(_median(results[m], "grad_rel_error") is not None for m in modes):
+        body.append(["gradient error vs minimal policy"] + [
+            "—" if _median(results[m], "grad_rel_error") is None else f"{_median(results[m], 'grad_rel_error'):.2e}"
+            for m in modes])
     out += ["", _table(["breakdown at the peak (ledger)"] + modes, body)]
     body = [[label] + [format_bytes(_median(results[m], field)) for m in modes] for label, field in PROBES]
     body.append(["RSS method"] + [str(results[m][0].get("rss_method")) for m in modes])
@@ -86,6 +98,8 @@ def predict_report(config: dict[str, Any], prediction: dict[str, Any]) -> str:
         ["optimizer state", format_bytes(prediction["optimizer_state_bytes"])],
         ["input", format_bytes(prediction["input_bytes"])],
         ["activations held for backward", format_bytes(prediction["predicted_activation_bytes"])],
+        ["  distinct buffers held", str(prediction["predicted_saved_tensors"])],
+        ["ops recomputed (checkpointing)", str(prediction["predicted_recomputed_ops"])],
         ["step peak over baseline", format_bytes(prediction["predicted_step_peak_bytes"])],
         ["total peak", format_bytes(prediction["predicted_peak_bytes"])],
     ]

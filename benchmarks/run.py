@@ -1,0 +1,532 @@
+"""`python -m benchmarks`: speed and overhead figures of memstudy, written to results/bench/.
+
+Figures (one CSV row each; ratios are measured side by side in one run, see benchmarks.timing):
+  engine_vs_numpy         memstudy training step / the same step by hand in plain numpy (the floor)
+  ledger_overhead         step with the memory ledger on (register, record, finish) / ledger off
+  tracemalloc_overhead    step with tracemalloc tracing / tracing off
+  engine_vs_torch         memstudy step / PyTorch CPU step, same threads (torch in its own process)
+  activation_bytes_vs_torch   ledger activation_bytes of a training step / what PyTorch's autograd saves
+                          (saved_tensors_hooks, each storage once), less parameters, input x, labels, 0-d scalars
+  inference_peak_vs_floor ledger step peak of an inference step / 2 × batch × width × itemsize
+  inference_traced_peak_vs_floor   the same from tracemalloc (no target: it sees the output and hidden scratch)
+  sweep_cells_per_second  `memstudy sweep SPEC` into a temporary folder
+  study_wall_seconds      the sweep plus `memstudy report` (what `make study` runs, into a temporary folder)
+  python_startup_seconds, numpy_import_seconds, cell_import_seconds   `python -c ...` wall time, median
+
+A timed step is one training-loop iteration: gradients set to None (last step's freed), forward, mean
+cross-entropy, backward, SGD update. The plain numpy step frees its gradients inside its step too.
+Every timed row carries `foreign_cores`, the cores other processes kept busy meanwhile (benchmarks.load):
+on a shared 2-core machine a size is timed again while that exceeds --quiet-cores.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memstudy.config import normalize
+from memstudy.memory import probes
+from memstudy.study.cell import Workload
+from memstudy.study.provenance import collect_env, write_json
+
+from . import table
+from .load import ForeignLoad, wait_until_quiet
+from .reference import NumpyMLP
+from .timing import Variant, interleave, steps_for, timed
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = ((4, 512, 256), (16, 256, 128), (4, 64, 32))  # (depth, width, batch)
+LARGE_SIZES = SIZES[:2]
+DTYPES = ("float32", "float64")
+ACTIVATIONS = ("relu", "sigmoid", "tanh")
+CLASSES = 10
+SECTIONS = ("speed", "memory", "startup", "study")
+COLUMNS = table.COLUMNS
+TORCH_HINT = "pip install memstudy[torch] (torch==2.13.0, CPU)"
+
+
+def torch_note(worker: "TorchWorker | None") -> str:
+    """Why the PyTorch figures are skipped."""
+    if worker is None:
+        return f"skipped (--no-torch); for these figures: {TORCH_HINT}"
+    if worker.failed:
+        return f"torch worker failed ({worker.failed}); {TORCH_HINT}"
+    return f"torch unavailable ({worker.info.get('reason', '?')}): {TORCH_HINT}"
+
+
+# --- targets ----------------------------------------------------------------------------------------
+
+def target(figure: str, size: tuple[int, int, int] | None = None) -> tuple[str, float] | None:
+    """(operator, bound) of a figure's target, or None when the issue sets none."""
+    if figure == "engine_vs_numpy":
+        return ("<=", 1.10) if size in LARGE_SIZES else ("<=", 1.5)
+    if figure == "engine_vs_torch":
+        return ("<=", 1.0)
+    if figure == "ledger_overhead":
+        return ("<=", 1.05) if size in LARGE_SIZES else None
+    if figure == "activation_bytes_vs_torch":
+        return ("==", 1.0)
+    if figure == "inference_peak_vs_floor":
+        return ("<=", 1.05)
+    if figure == "cell_import_seconds":
+        return ("<=", 0.25)
+    if figure == "study_wall_seconds":
+        return ("<=", 180.0)
+    return None
+
+
+def make_row(figure: str, value: float | None, unit: str, *, size=None, dtype="", activation="", bias="",
+             measured=None, reference=None, measured_label="", reference_label="", samples="",
+             round_min=None, round_max=None, foreign_cores=None, status="ok", note="") -> dict[str, Any]:
+    goal = target(figure, size)
+    met = ""
+    if goal is not None and value is not None and status == "ok":
+        op, bound = goal
+        met = "yes" if (value <= bound if op == "<=" else value == bound) else "no"
+    depth, width, batch = size if size is not None else ("", "", "")
+    return {
+        "figure": figure, "depth": depth, "width": width, "batch_size": batch, "dtype": dtype,
+        "activation": activation, "bias": bias, "value": _num(value), "unit": unit,
+        "target": "" if goal is None else f"{goal[0]} {goal[1]:g}", "met": met,
+        "measured": _num(measured), "reference": _num(reference), "measured_label": measured_label,
+        "reference_label": reference_label, "samples": samples, "round_min": _num(round_min),
+        "round_max": _num(round_max), "foreign_cores": _num(None if foreign_cores is None else round(foreign_cores, 3)),
+        "status": status, "note": note,
+    }
+
+
+def _num(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
+
+
+def config_for(size: tuple[int, int, int], dtype: str, activation: str = "relu", bias: bool = True,
+               mode: str = "train") -> dict[str, Any]:
+    depth, width, batch = size
+    return normalize({"depth": depth, "width": width, "batch_size": batch, "out_features": CLASSES,
+                      "activation": activation, "bias": bias, "dtype": dtype, "mode": mode,
+                      "optimizer": "sgd", "seed": 0})
+
+
+# --- threads and the torch process ------------------------------------------------------------------
+
+def blas_threads() -> tuple[int, str]:
+    """Threads numpy's BLAS uses (threadpoolctl's view if installed, else the environment / usable cores)."""
+    try:
+        import threadpoolctl
+
+        counts = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
+        if counts:
+            return max(counts), "threadpoolctl"
+    except ImportError:
+        pass
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name]), name
+    try:
+        return len(os.sched_getaffinity(0)), "usable cores"
+    except AttributeError:
+        return os.cpu_count() or 1, "cpu_count"
+
+
+class TorchWorker:
+    """benchmarks.torch_worker in its own process, driven one JSON line at a time."""
+
+    def __init__(self, threads: int):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.torch_worker", str(threads)], cwd=ROOT,
+                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.failed = ""
+        self.threads = threads
+        hello = self._read()
+        self.available = bool(hello.get("available"))
+        self.info = hello
+        if not self.available:
+            self.close()
+
+    def _read(self) -> dict[str, Any]:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"torch worker exited (status {self.proc.poll()})")
+        return json.loads(line)
+
+    def request(self, **message: Any) -> dict[str, Any]:
+        self.proc.stdin.write(json.dumps(message) + "\n")
+        self.proc.stdin.flush()
+        reply = self._read()
+        if "error" in reply:
+            raise RuntimeError(f"torch worker: {reply['error']}")
+        return reply
+
+    def fail(self, exc: BaseException) -> None:
+        """The worker broke: remember why, stop it, and let the rest of the run go on without torch."""
+        self.failed = f"{type(exc).__name__}: {exc}"
+        self.available = False
+        self.close()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# --- speed ------------------------------------------------------------------------------------------
+
+def speed_rows(size, dtype: str, worker: TorchWorker | None, rounds: int, block_seconds: float,
+               min_steps: int, max_steps: int, log, retries: int = 0, quiet_cores: float = 0.15,
+               max_wait: float = 0.0) -> list[dict[str, Any]]:
+    """The four speed figures at one size and dtype. Each attempt first waits (up to `max_wait` s) for other
+    processes to use at most `quiet_cores` cores; an attempt during which they used more is repeated (up to
+    `retries` times) and the quietest attempt is kept."""
+    config = config_for(size, dtype)
+    work = Workload(config)
+    reference = NumpyMLP.from_memstudy(work.model)
+    x, labels = work.x.data, work.y
+    optimizer = work.optimizer
+
+    def engine_step() -> None:
+        optimizer.zero_grad()
+        work.step()
+
+    def ledger_step() -> None:
+        optimizer.zero_grad()
+        work.ledger_step()
+
+    variants = [
+        Variant("memstudy", timed(engine_step)),
+        Variant("numpy", timed(lambda: reference.step(x, labels))),
+        Variant("ledger", timed(ledger_step)),
+        Variant("tracemalloc", timed(engine_step), before=tracemalloc.start, after=tracemalloc.stop),
+    ]
+    torch_ok = worker is not None and worker.available
+    if torch_ok:
+        key = f"{size}-{dtype}"
+        try:
+            worker.request(cmd="setup", key=key, **config)
+        except (RuntimeError, OSError, ValueError) as exc:
+            worker.fail(exc)
+            torch_ok = False
+    if torch_ok:
+        variants.append(Variant("torch", lambda n: worker.request(cmd="time", key=key, steps=n)["seconds"],
+                                external=True))
+    probe = timed(engine_step)(5)
+    steps = steps_for(statistics.median(probe), block_seconds, min_steps, max_steps)
+    best = None  # (foreign cores, timings): the quietest attempt
+    for attempt in range(1 + retries):
+        log(f"  timing {size} {dtype}: {len(variants)} variants x {rounds} rounds x {steps} steps"
+            + (f" (attempt {attempt + 1})" if attempt else ""))
+        if max_wait > 0:
+            wait_until_quiet(quiet_cores, max_wait, log=log)
+        load = ForeignLoad(lambda: [worker.proc.pid] if torch_ok else []).start()
+        try:
+            t = interleave(variants, rounds, steps)
+        except (RuntimeError, OSError, ValueError) as exc:
+            if not torch_ok:
+                raise
+            worker.fail(exc)  # the torch process broke: time the rest without it
+            torch_ok = False
+            variants = variants[:-1]
+            best = None
+            continue
+        foreign = load.cores()
+        if best is None or (foreign is not None and best[0] is not None and foreign < best[0]):
+            best = (foreign, t)
+        if foreign is None or foreign <= quiet_cores:
+            break
+        log(f"    other processes used {foreign:.2f} cores meanwhile (more than {quiet_cores:g})")
+    if best is None:  # the torch process broke on the last attempt
+        best = (None, interleave(variants, rounds, steps))
+    foreign, t = best
+    common = dict(size=size, dtype=dtype, activation="relu", bias=True, samples=rounds * steps,
+                  foreign_cores=foreign)
+    rows = []
+    for figure, measured, reference_name, unit_label in (
+        ("engine_vs_numpy", "memstudy", "numpy", ("memstudy step s", "numpy step s")),
+        ("ledger_overhead", "ledger", "memstudy", ("ledger-on step s", "ledger-off step s")),
+        ("tracemalloc_overhead", "tracemalloc", "memstudy", ("tracemalloc-on step s", "tracemalloc-off step s")),
+    ):
+        ratio, low, high = t.ratio(measured, reference_name)
+        rows.append(make_row(figure, ratio, "ratio", measured=t.median(measured), reference=t.median(reference_name),
+                             measured_label=unit_label[0], reference_label=unit_label[1], round_min=low,
+                             round_max=high, **common))
+    if torch_ok:
+        ratio, low, high = t.ratio("memstudy", "torch")
+        rows.append(make_row("engine_vs_torch", ratio, "ratio", measured=t.median("memstudy"),
+                             reference=t.median("torch"), measured_label="memstudy step s",
+                             reference_label="torch step s", round_min=low, round_max=high,
+                             note=f"torch {worker.info.get('torch')} with {worker.info.get('threads')} threads, "
+                                  f"numpy's BLAS {worker.threads}",
+                             **common))
+    else:
+        status = "failed" if worker is not None and worker.failed else "skipped"
+        rows.append(make_row("engine_vs_torch", None, "ratio", measured=t.median("memstudy"),
+                             measured_label="memstudy step s", status=status, note=torch_note(worker),
+                             **{**common, "samples": ""}))
+    return rows
+
+
+# --- memory -----------------------------------------------------------------------------------------
+
+def memory_rows(size, dtype: str, activation: str, bias: bool, worker: TorchWorker | None) -> list[dict[str, Any]]:
+    depth, width, batch = size
+    itemsize = np.dtype(dtype).itemsize
+    common = dict(size=size, dtype=dtype, activation=activation, bias=bias)
+    rows = []
+
+    train = Workload(config_for(size, dtype, activation, bias))
+    train.step()  # warm-up: a steady-state step, as a cell measures it
+    train.reset()
+    account = train.ledger_step()
+    ours = account.activation_bytes
+    expected = f"{depth} x {batch}x{width} hidden + {batch}x{CLASSES} probs, x {itemsize} B"
+    saved = None
+    if worker is not None and worker.available:
+        try:
+            saved = worker.request(cmd="saved", **config_for(size, dtype, activation, bias))
+        except (RuntimeError, OSError, ValueError) as exc:
+            worker.fail(exc)
+    if saved is not None:
+        b, n = saved["bytes"], saved["tensors"]
+        theirs = b["hidden"] + b["loss"]
+        note = (f"memstudy: {account.saved_tensors} saved buffers ({expected}); torch saves hidden {b['hidden']} B "
+                f"in {n['hidden']} storages + log_softmax output {b['loss']} B; not compared (memstudy counts them "
+                f"as input/parameter/metadata): input x {b['input']} B, labels {b['labels']} B, "
+                f"0-d scalars {b['scalar']} B ({n['scalar']}: nll_loss total_weight), parameters {b['parameter']} B "
+                f"({n['parameter']} weights kept for input grads)")
+        rows.append(make_row("activation_bytes_vs_torch", ours / theirs, "ratio", measured=ours, reference=theirs,
+                             measured_label="memstudy activation_bytes", reference_label="torch saved bytes",
+                             note=note, **common))
+    else:
+        rows.append(make_row("activation_bytes_vs_torch", None, "ratio", measured=ours,
+                             measured_label="memstudy activation_bytes",
+                             status="failed" if worker and worker.failed else "skipped",
+                             note=f"{torch_note(worker)}; memstudy: {expected}", **common))
+
+    infer = Workload(config_for(size, dtype, activation, bias, mode="inference"))
+    infer.step()
+    infer.reset()
+    peak = infer.ledger_step().step_peak_bytes
+    infer.reset()
+    traced = probes.tracemalloc_step_peak_bytes(infer.step)
+    floor = 2 * batch * width * itemsize
+    rows.append(make_row("inference_peak_vs_floor", peak / floor, "ratio", measured=peak, reference=floor,
+                         measured_label="ledger step_peak_bytes", reference_label="2 x batch x width x itemsize",
+                         **common))
+    if traced is not None:
+        rows.append(make_row("inference_traced_peak_vs_floor", traced / floor, "ratio", measured=traced,
+                             reference=floor, measured_label="tracemalloc step peak bytes",
+                             reference_label="2 x batch x width x itemsize",
+                             note="tracemalloc also sees the logits and each op's hidden scratch", **common))
+    return rows
+
+
+# --- start-up and study -----------------------------------------------------------------------------
+
+STARTUP = (
+    ("python_startup_seconds", "pass"),
+    ("numpy_import_seconds", "import numpy"),
+    ("cell_import_seconds", "import memstudy.study.cell"),
+)
+
+
+def startup_rows(samples: int) -> list[dict[str, Any]]:
+    """Wall time of `python -c CODE` (interpreter start-up included), interleaved, median of `samples`."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    seconds: dict[str, list[float]] = {name: [] for name, _ in STARTUP}
+    load = ForeignLoad().start()
+    for repeat in range(samples + 1):  # the first round warms the page cache and is dropped
+        for name, code in STARTUP:
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True)
+            if repeat:
+                seconds[name].append(time.perf_counter() - start)
+    foreign = load.cores()
+    rows = []
+    for name, code in STARTUP:
+        values = seconds[name]
+        rows.append(make_row(name, statistics.median(values), "s", measured_label=f"python -c {code!r}",
+                             samples=len(values), round_min=min(values), round_max=max(values), foreign_cores=foreign,
+                             note="wall time of a fresh process, interpreter start-up included"))
+    return rows
+
+
+def study_rows(spec_path: Path, log) -> list[dict[str, Any]]:
+    """Time `memstudy sweep SPEC --out TMP` and `memstudy report TMP` (results/ is never written)."""
+    from memstudy.study.spec import load_spec
+
+    spec = load_spec(spec_path)
+    cells = len(spec.cells())
+    out = Path(tempfile.mkdtemp(prefix="memstudy-bench-study-"))
+    try:
+        command = [sys.executable, "-m", "memstudy"]
+        log(f"  study: sweeping {cells} cells of {spec_path.name} into {out} (a few minutes)")
+        load = ForeignLoad().start()
+        start = time.perf_counter()
+        sweep = subprocess.run(command + ["sweep", str(spec_path), "--out", str(out / "study"), "--no-progress"],
+                               cwd=ROOT, capture_output=True, text=True)
+        sweep_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        report = subprocess.run(command + ["report", str(out / "study")], cwd=ROOT, capture_output=True, text=True)
+        report_seconds = time.perf_counter() - start
+        foreign = load.cores()
+        statuses: dict[str, int] = {}
+        runs = out / "study" / "runs.csv"
+        if runs.exists():
+            with open(runs, newline="") as fh:
+                seen = set()
+                for row in csv.DictReader(fh):
+                    if row["cell"] not in seen:
+                        seen.add(row["cell"])
+                        statuses[row["status"]] = statuses.get(row["status"], 0) + 1
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) or "no runs.csv"
+    ok = sweep.returncode == 0 and report.returncode == 0
+    error = "" if ok else " | ".join(
+        f"{name} exited {p.returncode}: {(p.stderr.strip().splitlines() or [''])[-1]}"
+        for name, p in (("sweep", sweep), ("report", report)) if p.returncode)
+    status = "ok" if ok else "failed"
+    return [
+        make_row("sweep_cells_per_second", cells / sweep_seconds, "cells/s", measured=cells, reference=sweep_seconds,
+                 measured_label="cells", reference_label="sweep s", status=status, foreign_cores=foreign,
+                 note=f"memstudy sweep {spec_path.relative_to(ROOT)} ({spec.repeats} repeats, jobs {spec.jobs}): "
+                      f"{summary}{'; ' + error if error else ''}"),
+        make_row("study_wall_seconds", sweep_seconds + report_seconds, "s", measured=sweep_seconds,
+                 reference=report_seconds, measured_label="sweep s", reference_label="report s", status=status,
+                 foreign_cores=foreign,
+                 note="what `make study` runs (memstudy study = sweep + report), into a temporary folder"),
+    ]
+
+
+# --- main -------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=str(ROOT / "results" / "bench"), metavar="DIR",
+                        help="where bench.csv, env.json and bench.md go (results/bench)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: the smallest size, float32, few steps, no study (seconds)")
+    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    parser.add_argument("--no-study", action="store_true", help="skip the sweep/study timing (minutes)")
+    parser.add_argument("--spec", default=str(ROOT / "experiments" / "default.toml"), metavar="SPEC.toml",
+                        help="spec whose sweep is timed (experiments/default.toml)")
+    parser.add_argument("--only", default=",".join(SECTIONS), metavar="SECTIONS",
+                        help=f"comma-separated subset of {','.join(SECTIONS)} (all)")
+    parser.add_argument("--rounds", type=int, default=None, help="block rotations per size (15; quick 2)")
+    parser.add_argument("--retries", type=int, default=None,
+                        help="time a size again, up to this many times, while other processes keep more than "
+                             "--quiet-cores cores busy; the quietest attempt is kept (2; quick 0)")
+    parser.add_argument("--quiet-cores", type=float, default=0.15,
+                        help="other processes' average CPU use (cores) that still counts as quiet (0.15)")
+    parser.add_argument("--max-wait", type=float, default=None,
+                        help="before timing a size (and the study), wait up to this many seconds for other "
+                             "processes to quieten (120; quick 0)")
+    parser.add_argument("--block-seconds", type=float, default=None,
+                        help="target length of one block (0.1 s; quick 0.01 s)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    quick = args.quick
+    rounds = args.rounds or (2 if quick else 15)
+    args.retries = (0 if quick else 2) if args.retries is None else args.retries
+    args.max_wait = (0.0 if quick else 120.0) if args.max_wait is None else args.max_wait
+    block_seconds = args.block_seconds or (0.01 if quick else 0.1)
+    min_steps, max_steps = (3, 10) if quick else (8, 400)
+    sizes = SIZES[2:] if quick else SIZES
+    dtypes = DTYPES[:1] if quick else DTYPES
+    memory_combos = [("relu", True)] if quick else [(a, b) for a in ACTIVATIONS for b in (True, False)]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+
+    sections = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = [name for name in sections if name not in SECTIONS]
+    if unknown:
+        build_parser().error(f"--only: unknown section {unknown[0]!r} (choose from {', '.join(SECTIONS)})")
+    threads, threads_source = blas_threads()
+    worker = None
+    if not args.no_torch and ("speed" in sections or "memory" in sections):
+        worker = TorchWorker(threads)
+        log(f"torch: {worker.info.get('torch', worker.info.get('reason'))}"
+            + (f", {worker.info.get('threads')} threads" if worker.available else " (skipping torch figures)"))
+    started = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    try:
+        if "speed" in sections:
+            for size in sizes:
+                for dtype in dtypes:
+                    rows += speed_rows(size, dtype, worker, rounds, block_seconds, min_steps, max_steps, log,
+                                       retries=args.retries, quiet_cores=args.quiet_cores,
+                                       max_wait=args.max_wait)
+        if "memory" in sections:
+            log("  memory: activation bytes vs torch, inference peak vs floor")
+            for size in sizes:
+                for dtype in dtypes:
+                    for activation, bias in memory_combos:
+                        rows += memory_rows(size, dtype, activation, bias, worker)
+    finally:
+        if worker is not None:
+            worker.close()
+    if "startup" in sections:
+        log("  start-up: python -c ... (median)")
+        if args.max_wait > 0:
+            wait_until_quiet(args.quiet_cores, args.max_wait, log=log)
+        rows += startup_rows(3 if quick else 9)
+    if "study" in sections:
+        if quick or args.no_study:
+            rows.append(make_row("study_wall_seconds", None, "s", status="skipped",
+                                 note="skipped (--quick)" if quick else "skipped (--no-study)"))
+        else:
+            if args.max_wait > 0:
+                wait_until_quiet(args.quiet_cores, args.max_wait, log=log)
+            rows += study_rows(Path(args.spec).resolve(), log)
+
+    csv_path = out / "bench.csv"
+    with open(csv_path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    bench_info = {
+        "quick": quick, "rounds": rounds, "block_seconds": block_seconds, "steps_per_block": [min_steps, max_steps],
+        "sections": sections, "retries": args.retries, "quiet_cores": args.quiet_cores, "max_wait": args.max_wait,
+        "blas_threads": threads, "blas_threads_source": threads_source,
+        "thread_environment": {k: v for k, v in sorted(os.environ.items())
+                               if k.startswith(("OPENBLAS_", "GOMP_", "OMP_", "MKL_"))},
+        "torch": ({**worker.info, "failed": worker.failed} if worker is not None
+                  else {"available": False, "reason": "--no-torch"}),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "command": [Path(sys.executable).name, "-m", "benchmarks", *(argv if argv is not None else sys.argv[1:])],
+    }
+    write_json(out / "env.json", collect_env(extra={"bench": bench_info}))
+    markdown = table.render(table.read_csv(csv_path))
+    (out / "bench.md").write_text(markdown, encoding="utf-8")
+    print(markdown)
+    log(f"wrote {csv_path}, {out / 'env.json'}, {out / 'bench.md'}")
+    return 0

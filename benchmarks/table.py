@@ -1,0 +1,211 @@
+"""bench.csv -> a markdown report (bench.md); `python -m benchmarks.table [bench.csv]` prints it again."""
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+from typing import Iterable
+
+COLUMNS = (
+    "figure", "depth", "width", "batch_size", "dtype", "activation", "bias", "value", "unit", "target", "met",
+    "measured", "reference", "measured_label", "reference_label", "samples", "round_min", "round_max",
+    "foreign_cores", "status", "note",
+)
+SPEED = ("engine_vs_numpy", "ledger_overhead", "tracemalloc_overhead", "engine_vs_torch")
+MEMORY = ("activation_bytes_vs_torch", "inference_peak_vs_floor", "inference_traced_peak_vs_floor")
+PROCESS = ("python_startup_seconds", "numpy_import_seconds", "cell_import_seconds", "sweep_cells_per_second",
+           "study_wall_seconds")
+
+Row = dict[str, str]
+
+
+def read_csv(path: str | Path) -> list[Row]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _f(text: str) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def _mark(row: Row) -> str:
+    return {"yes": " ✓", "no": " ✗"}.get(row.get("met", ""), "")
+
+
+def _ratio_cell(row: Row | None, spread: bool = True) -> str:
+    if row is None:
+        return ""
+    if row["status"] != "ok":
+        return row["status"]
+    value = _f(row["value"])
+    text = f"{value:.3f}{_mark(row)}"
+    low, high = _f(row["round_min"]), _f(row["round_max"])
+    if spread and low is not None and high is not None:
+        text += f" ({low:.2f}–{high:.2f})"
+    return text
+
+
+def _ms(text: str) -> str:
+    value = _f(text)
+    return "" if value is None else f"{value * 1e3:.3f}"
+
+
+def _size(row: Row) -> str:
+    return f"({row['depth']}, {row['width']}, {row['batch_size']})"
+
+
+def _unique(values: Iterable[tuple]) -> list[tuple]:
+    seen: list[tuple] = []
+    for v in values:
+        if v not in seen:
+            seen.append(v)
+    return seen
+
+
+def speed_table(rows: list[Row]) -> list[str]:
+    by_key = {(r["figure"], _size(r), r["dtype"]): r for r in rows if r["figure"] in SPEED}
+    keys = _unique((_size(r), r["dtype"]) for r in rows if r["figure"] in SPEED)
+    if not keys:
+        return []
+    lines = [
+        "| MLP (depth, width, batch) | dtype | memstudy ms | numpy ms | engine_vs_numpy | ledger_overhead "
+        "| tracemalloc_overhead | torch ms | engine_vs_torch | others' load (cores) |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for size, dtype in keys:
+        get = lambda figure: by_key.get((figure, size, dtype))  # noqa: E731
+        numpy_row, torch_row = get("engine_vs_numpy"), get("engine_vs_torch")
+        lines.append("| " + " | ".join([
+            size, dtype,
+            _ms(numpy_row["measured"]) if numpy_row else "", _ms(numpy_row["reference"]) if numpy_row else "",
+            _ratio_cell(numpy_row), _ratio_cell(get("ledger_overhead")), _ratio_cell(get("tracemalloc_overhead")),
+            _ms(torch_row["reference"]) if torch_row and torch_row["status"] == "ok" else "",
+            _ratio_cell(torch_row), numpy_row["foreign_cores"] if numpy_row else "",
+        ]) + " |")
+    samples = next((r["samples"] for r in rows if r["figure"] == "engine_vs_numpy" and r["samples"]), "?")
+    lines += [
+        "",
+        "Step times (ms) are medians over all steps of interleaved blocks (the `samples` column of bench.csv, "
+        f"e.g. {samples} steps per variant at the first size). A ratio is measured / reference, lower is "
+        "faster: the median over rounds of the ratio of the two variants' block medians in that round, with "
+        "the lowest and highest round in brackets. "
+        "Targets: engine_vs_numpy ≤ 1.10 at the two larger sizes and ≤ 1.5 at (4, 64, 32); "
+        "ledger_overhead ≤ 1.05 at the two larger sizes; engine_vs_torch ≤ 1.0. A timed step is one loop "
+        "iteration: gradients set to None, forward, cross-entropy, backward, SGD. ReLU, with bias. "
+        "Others' load: the average number of cores other processes kept busy while that size was timed "
+        "(this machine has 2); above about 0.15 the figures are disturbed and the size was timed again "
+        "(up to --retries times, the quietest attempt kept).",
+    ]
+    skipped = next((r for r in rows if r["figure"] == "engine_vs_torch" and r["status"] != "ok"), None)
+    if skipped is not None:
+        lines += ["", f"engine_vs_torch {skipped['status']}: {skipped['note']}."]
+    return lines
+
+
+def memory_table(rows: list[Row]) -> list[str]:
+    mem = [r for r in rows if r["figure"] in MEMORY]
+    if not mem:
+        return []
+    by_key = {(r["figure"], _size(r), r["dtype"], r["activation"], r["bias"]): r for r in mem}
+    keys = _unique((_size(r), r["dtype"], r["activation"], r["bias"]) for r in mem)
+    lines = []
+    for figure, label in (("activation_bytes_vs_torch", "training activation bytes equal PyTorch's saved bytes"),
+                          ("inference_peak_vs_floor", "inference step peak within 1.05 × the two-activation floor")):
+        judged = [r for r in mem if r["figure"] == figure and r["met"]]
+        if judged:
+            values = [float(r["value"]) for r in judged]
+            lines.append(f"- {label}: {sum(r['met'] == 'yes' for r in judged)} of {len(judged)} configurations "
+                         f"(ratios {min(values):.3f}–{max(values):.3f})")
+        elif any(r["figure"] == figure for r in mem):
+            lines.append(f"- {label}: not measured ({next(r['status'] for r in mem if r['figure'] == figure)})")
+    lines += [
+        "",
+        "| MLP (depth, width, batch) | dtype | activation | bias | memstudy activation bytes | torch saved bytes "
+        "| ratio | inference ledger peak / floor | inference traced peak / floor |",
+        "|---|---|---|---|--:|--:|--:|--:|--:|",
+    ]
+    for key in keys:
+        act = by_key.get(("activation_bytes_vs_torch", *key))
+        infer = by_key.get(("inference_peak_vs_floor", *key))
+        traced = by_key.get(("inference_traced_peak_vs_floor", *key))
+        lines.append("| " + " | ".join([
+            *key, act["measured"] if act else "", act["reference"] if act and act["status"] == "ok" else "",
+            _ratio_cell(act, spread=False), _ratio_cell(infer, spread=False), _ratio_cell(traced, spread=False),
+        ]) + " |")
+    example = next((r for r in mem if r["figure"] == "activation_bytes_vs_torch"), None)
+    lines += [
+        "",
+        "memstudy activation bytes: the ledger's `activation_bytes` of a steady-state training step (buffers held "
+        "for backward, each once; the input x and labels are `input`, parameters `parameter`). torch saved bytes: "
+        "every storage PyTorch's autograd saves in forward (`saved_tensors_hooks`, each storage once) that is not a "
+        "parameter, the input x, the labels or a 0-d scalar, i.e. the hidden activations plus log_softmax's "
+        "output. Target: equal (ratio 1). Inference floor: 2 × batch × width × itemsize (the two largest "
+        "adjacent activations); target ≤ 1.05 for the ledger's step peak (tracemalloc's, shown for reference, "
+        "also sees the logits and each op's hidden scratch).",
+    ]
+    if example is not None and example["note"]:
+        lines += ["", f"Example ({_size(example)}, {example['dtype']}, {example['activation']}, "
+                      f"bias {example['bias']}): {example['note']}."]
+    return lines
+
+
+def process_table(rows: list[Row]) -> list[str]:
+    proc = [r for r in rows if r["figure"] in PROCESS]
+    if not proc:
+        return []
+    lines = ["| figure | value | target | range / parts | others' load (cores) | note |", "|---|--:|---|---|--:|---|"]
+    for r in proc:
+        if r["status"] == "skipped":
+            lines.append(f"| {r['figure']} | skipped | {r['target']} | | | {r['note']} |")
+            continue
+        value = _f(r["value"])
+        unit = r["unit"]
+        shown = f"{value:.3f} {unit}{_mark(r)}" if value is not None else r["status"]
+        if r["figure"] == "study_wall_seconds":
+            parts = f"sweep {float(r['measured']):.1f} s + report {float(r['reference']):.1f} s"
+        elif r["figure"] == "sweep_cells_per_second":
+            parts = f"{r['measured']} cells in {float(r['reference']):.1f} s"
+        else:
+            parts = f"{float(r['round_min']):.3f}–{float(r['round_max']):.3f} s over {r['samples']} runs"
+        note = r["note"] if r["status"] == "ok" else f"{r['status']}: {r['note']}"
+        lines.append(f"| {r['figure']} | {shown} | {r['target']} | {parts} | {r['foreign_cores']} | {note} |")
+    return lines
+
+
+def targets_summary(rows: list[Row]) -> list[str]:
+    judged = [r for r in rows if r["met"] in ("yes", "no")]
+    if not judged:
+        return []
+    missed = [r for r in judged if r["met"] == "no"]
+    lines = [f"{len(judged) - len(missed)} of {len(judged)} figures with a target meet it."]
+    for r in missed:
+        value, bound = _f(r["value"]), _f(r["target"].split()[-1])
+        where = f" at {_size(r)} {r['dtype']}" if r["depth"] else ""
+        extra = f" {r['activation']}, bias {r['bias']}" if r["figure"] in MEMORY else ""
+        by = f", {100 * (value / bound - 1):+.1f}%" if value is not None and bound else ""
+        lines.append(f"- missed: {r['figure']}{where}{extra}: {value:.4g} vs target {r['target']}{by}")
+    return lines
+
+
+def render(rows: list[Row]) -> str:
+    out = ["# memstudy benchmarks", "",
+           "Generated by `python -m benchmarks` (or `make bench`) from bench.csv; the machine, versions, BLAS "
+           "and threads are in env.json.", ""]
+    for title, lines in (("Targets", targets_summary(rows)), ("Speed", speed_table(rows)),
+                         ("Memory", memory_table(rows)), ("Start-up and study", process_table(rows))):
+        if lines:
+            out += [f"## {title}", "", *lines, ""]
+    return "\n".join(out)
+
+
+def main(argv: list[str]) -> int:
+    path = argv[1] if len(argv) > 1 else str(Path(__file__).resolve().parents[1] / "results" / "bench" / "bench.csv")
+    sys.stdout.write(render(read_csv(path)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv))

@@ -1,0 +1,64 @@
+"""The benchmark harness (benchmarks/): a quick run writes its three files, and its numpy floor is the same math.
+
+No torch needed (`--no-torch`); the quick run takes a few seconds and writes into a temporary folder.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # benchmarks/ is not an installed package
+
+from benchmarks.reference import NumpyMLP  # noqa: E402
+from benchmarks.table import COLUMNS  # noqa: E402
+
+
+def test_quick_run_writes_csv_env_and_markdown(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--no-torch", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "bench.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames) == COLUMNS
+        rows = list(reader)
+    figures = {r["figure"] for r in rows}
+    assert {"engine_vs_numpy", "ledger_overhead", "tracemalloc_overhead", "engine_vs_torch",
+            "activation_bytes_vs_torch", "inference_peak_vs_floor", "cell_import_seconds",
+            "study_wall_seconds"} <= figures
+    by_figure = {r["figure"]: r for r in rows}
+    assert by_figure["engine_vs_torch"]["status"] == "skipped"
+    assert "pip install memstudy[torch]" in by_figure["engine_vs_torch"]["note"]
+    ratio = by_figure["engine_vs_numpy"]
+    assert ratio["status"] == "ok" and float(ratio["value"]) > 0 and ratio["target"] == "<= 1.5"
+    assert float(by_figure["inference_peak_vs_floor"]["value"]) > 0
+    env = json.loads((tmp_path / "env.json").read_text())
+    assert env["bench"]["quick"] is True and "git" in env and "numpy" in env
+    markdown = (tmp_path / "bench.md").read_text()
+    assert "engine_vs_numpy" in markdown and "skipped" in markdown
+    assert done.stdout.strip() == markdown.strip()
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_numpy_floor_is_the_same_step_as_memstudy(activation, bias):
+    from memstudy import nn, optim
+
+    model = nn.MLP(12, 16, 3, 5, activation=activation, bias=bias, dtype="float64", seed=3)
+    floor = NumpyMLP.from_memstudy(model, lr=0.1)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((8, 12)), rng.integers(0, 5, size=8)
+    expected_loss = floor.step(x, y)
+    loss = nn.cross_entropy(model(x), y)
+    loss.backward()
+    optim.SGD(model.parameters(), lr=0.1).step()
+    assert loss.item() == pytest.approx(expected_loss, rel=1e-12)
+    ours = [p for pair in zip(floor.weights, floor.biases) for p in pair if p is not None]
+    for mine, theirs in zip(ours, model.parameters()):
+        np.testing.assert_allclose(mine, theirs.data, rtol=1e-12, atol=1e-14)
