@@ -127,10 +127,11 @@ class Function:
         raise NotImplementedError
 
 
+Tensor: Any = None  # memstudy.autograd.tensor.Tensor, bound by that module (it imports this one)
+
+
 def _edge(value: Any) -> Any:
     """What a node keeps of one input: its node, the leaf tensor itself, or None (no grad flows)."""
-    from .tensor import Tensor
-
     if type(value) is not Tensor or not value.requires_grad:
         return None
     node = value._node
@@ -144,15 +145,17 @@ def _as_array(value: Any) -> np.ndarray:
 
 def apply(fn: type, *inputs: Any, **consts: Any):
     """Run `fn` forward on the inputs' arrays, record a node if any input requires grad, wrap the result."""
-    from .tensor import Tensor
-
-    arrays = tuple(x.data if type(x) is Tensor else x for x in inputs)
+    # one pass over the inputs: their arrays, and whether any of them asks for a graph
+    arrays = []
     record = False
-    if STATE.grad_enabled:
-        for x in inputs:
-            if type(x) is Tensor and x.requires_grad:
+    for x in inputs:
+        if type(x) is Tensor:
+            arrays.append(x.data)
+            if x.requires_grad:
                 record = True
-                break
+        else:
+            arrays.append(x)
+    record = record and STATE.grad_enabled
     if record:
         parents = tuple(_edge(x) for x in inputs)
         ctx = Node(fn, parents, tuple(p is not None for p in parents), STATE.layer)
@@ -182,8 +185,6 @@ def _apply_policy(ctx: Node, inputs: tuple, arrays: tuple, out: np.ndarray) -> t
         return ()
     if policy != "half":
         raise ValueError(f"unknown saved-tensor policy {policy!r}; one of {', '.join(POLICIES)}")
-    from .tensor import Tensor
-
     cache = STATE.half_cache
     if cache is None:  # half outside a `saved_tensors_policy` scope: a cache for this op alone
         cache = {}

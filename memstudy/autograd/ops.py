@@ -300,9 +300,10 @@ class ReLU(Function):
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
         (out,) = ctx.saved_tensors
-        # sign(out) is 1 where out > 0 and 0 elsewhere; computing it into the result buffer avoids a
-        # hidden boolean mask the ledger could not see
-        result = np.sign(out)
+        # the mask out > 0 is written straight into the result buffer (as 0.0/1.0): no hidden boolean
+        # mask the ledger could not see
+        result = np.empty_like(grad)
+        np.greater(out, 0, out=result)
         result *= grad
         return (result,)
 

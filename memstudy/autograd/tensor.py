@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from . import ops
+from . import engine
 from .engine import apply, backward
 
 
@@ -158,3 +159,6 @@ def _constant(value: Any, like: Tensor) -> Any:
     if isinstance(value, Number):
         return np.asarray(value, dtype=like.data.dtype)
     return value
+
+
+engine.Tensor = Tensor  # the engine wraps results in Tensor without importing this module at call time

@@ -146,7 +146,9 @@ def measure(raw_config: dict[str, Any], repeats: int = 1, timeline_path: str | N
         rss_bytes, rss_method = probes.rss_step_peak_bytes(work.step)
         work.reset()
         mprof_bytes = probes.mprof_step_peak_bytes(work.step)
-        step_seconds = _median_step_seconds(work.step, work.reset)
+        # timed steps start from gradients None; no gc.collect() in between (it costs milliseconds and is
+        # not part of a step)
+        step_seconds = _median_step_seconds(work.step, work.optimizer.zero_grad)
         row: dict[str, Any] = {name: config.get(name) for name in CONFIG_FIELDS}
         row["repeat"] = repeat
         peak = account.peak_by_category
