@@ -27,8 +27,9 @@ def available_memory_bytes() -> int:
     return int(psutil.virtual_memory().available)
 
 
-def parse_bytes(text: str | int, what: str = "size") -> int:
-    """'4GiB', '500MB', '1048576', 1048576 or '75%' (of available memory) -> bytes; ValueError names `what`."""
+def parse_bytes(text: str | int, what: str = "size", available_bytes: int | None = None) -> int:
+    """'4GiB', '500MB', '1048576', 1048576 or '75%' (of `available_bytes`, default: available memory now)
+    -> bytes; ValueError names `what`."""
     if isinstance(text, bool):
         raise ValueError(f"{what} must be a size like 4GiB, 500MB or 75%, got {text!r}")
     if isinstance(text, int):
@@ -42,7 +43,8 @@ def parse_bytes(text: str | int, what: str = "size") -> int:
     if unit == "%":
         if not 0 < number <= 100:
             raise ValueError(f"{what} percentage must be in (0, 100], got {text!r}")
-        return int(available_memory_bytes() * number / 100)
+        base = available_memory_bytes() if available_bytes is None else available_bytes
+        return int(base * number / 100)
     if unit not in _UNITS:
         raise ValueError(f"{what} has an unknown unit {match.group(2)!r} (use B, KB, MB, GB, KiB, MiB, GiB or %)")
     value = int(number * _UNITS[unit])

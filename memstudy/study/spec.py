@@ -82,18 +82,8 @@ def cell_id(config: dict[str, Any]) -> str:
 
 def parse_budget(budget: str | int, available_bytes: int | None = None) -> int:
     """Bytes from an int, "4GiB", "500MB", "1.5 GB" or "75%" (of `available_bytes`, default psutil's)."""
-    text = budget.strip() if isinstance(budget, str) else budget
-    if available_bytes is not None and isinstance(text, str) and text.endswith("%"):
-        text = text[:-1].strip()
-        try:
-            number = float(text)
-        except ValueError:
-            raise SpecError(f"run.budget must be a size like 4GiB, 500MB or 75%, got {budget!r}") from None
-        if not 0 < number <= 100:
-            raise SpecError(f"run.budget percentage must be in (0, 100], got {budget!r}")
-        return int(available_bytes * number / 100)
     try:
-        return parse_bytes(text, "run.budget")
+        return parse_bytes(budget, "run.budget", available_bytes)
     except ValueError as exc:
         raise SpecError(str(exc)) from None
 
