@@ -133,7 +133,9 @@ class Adam(Optimizer):
             v = self.second_moment[index] = np.zeros_like(param)
         b1, b2 = self.beta1, self.beta2
         step_size = self.lr / (1 - b1 ** self.steps)
-        root_correction = np.sqrt(1 - b2 ** self.steps)
+        # Python floats, not numpy float64 scalars: a float64 operand would make numpy cast each float32
+        # chunk through a hidden 64 KiB ufunc buffer
+        root_correction = float(np.sqrt(1 - b2 ** self.steps))
         for p, g, mc, vc in _chunks(param, grad, m, v):
             s = scratch[: p.size]
             mc *= b1  # m ← β1·m + (1−β1)·g
