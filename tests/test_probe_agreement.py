@@ -33,6 +33,8 @@ CONFIGS = {
     "inference-d4-w512-b1024": dict(mode="inference", depth=4, width=512, batch_size=1024),
     # float32 Adam: a float64 scalar in its update once cast every chunk through a hidden ufunc buffer (+6.8%)
     "train-f32-adam-d8-w256-b64": dict(mode="train", optimizer="adam", depth=8, width=256, batch_size=64),
+    # exactly 1 MiB, float64: numpy's default 64 KiB ufunc buffer for the bias add alone would be +6.25%
+    "inference-f64-d2-w256-b256": dict(mode="inference", dtype="float64", depth=2, width=256, batch_size=256),
     "train-f64-adam-d2-w256-b512": dict(mode="train", dtype="float64", optimizer="adam", depth=2, width=256,
                                         batch_size=512),
 }

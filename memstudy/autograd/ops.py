@@ -48,6 +48,9 @@ class MatMul(Function):
         return (grad @ b.T if need_a else None, a.T @ grad if need_b else None)
 
 
+BIAS_BUFFER_ELEMENTS = 1024
+
+
 class Linear(Function):
     """Fused x @ Wᵀ + b (PyTorch's addmm): one output buffer instead of a matmul result plus a sum."""
 
@@ -58,8 +61,18 @@ class Linear(Function):
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         ctx.save(x=x if need_w else None, weight=weight if need_x else None)
         out = x @ weight.T
-        if bias is not None:
+        if bias is None:
+            return out
+        if out.size <= BIAS_BUFFER_ELEMENTS:
             out += bias  # in place: `out` is fresh and nobody else holds it yet
+            return out
+        # numpy broadcasts the bias through a hidden ufunc buffer of `bufsize` elements (8192: 64 KiB in
+        # float64, invisible to the ledger); a small buffer keeps that scratch negligible at no measurable cost
+        previous = np.setbufsize(BIAS_BUFFER_ELEMENTS)
+        try:
+            out += bias
+        finally:
+            np.setbufsize(previous)
         return out
 
     @staticmethod
