@@ -138,7 +138,6 @@ class Ledger:
         self._key_of_id: dict[int, int] = {}  # id(base buffer) -> key, for live buffers only
         self._refs: dict[int, weakref.ref] = {}
         self._layer_of_leaf: dict[int, int | None] = {}  # id(leaf tensor) -> layer
-        self._phase_override: str | None = None
         self.recomputed_ops = 0  # ops applied while a checkpoint recomputed its segment
 
     # --- registration and the engine's hooks ---------------------------------------------------

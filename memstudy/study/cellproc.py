@@ -25,9 +25,16 @@ class CellResult:
     error: str = ""  # empty when the cell succeeded
 
 
-def cell_environment() -> dict[str, str]:
-    env = dict(os.environ)
+def cell_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a cell process gets: ours, plus the allocator setting, plus memstudy importable."""
+    from .provenance import project_root
+
+    env = dict(os.environ if base is None else base)
     env.setdefault(MMAP_THRESHOLD_ENV, MMAP_THRESHOLD_BYTES)
+    root = str(project_root())
+    paths = env.get("PYTHONPATH", "")
+    if root not in paths.split(os.pathsep):
+        env["PYTHONPATH"] = root + (os.pathsep + paths if paths else "")
     return env
 
 

@@ -30,14 +30,13 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..units import format_bytes
-from .cellproc import MMAP_THRESHOLD_BYTES, MMAP_THRESHOLD_ENV
+from .cellproc import CELL_COMMAND, cell_environment
 from .fields import ROW_FIELDS
-from .provenance import collect_env, project_root, read_env, write_json
+from .provenance import collect_env, read_env, write_json
 from .spec import Spec, cell_id
 
 CSV_COLUMNS: tuple[str, ...] = ("experiment", "cell") + ROW_FIELDS
 PREDICTED_KEYS = ("predicted_peak_bytes", "predicted_step_peak_bytes", "predicted_activation_bytes")
-CELL_ENV_DEFAULTS = {MMAP_THRESHOLD_ENV: MMAP_THRESHOLD_BYTES}  # RSS follows live memory
 SWEEP_FILES = ("runs.csv", "env.json", "spec.toml", "timeline.csv", "timeline.csv.tmp")
 TIMELINE_BATCH = 256
 MAX_ERROR_CHARS = 400
@@ -73,19 +72,7 @@ class _CellResult:
 
 
 def default_cell_command() -> list[str]:
-    return [sys.executable, "-m", "memstudy.study.cell"]
-
-
-def cell_environment(base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment a cell process gets: ours, plus the allocator setting, plus memstudy importable."""
-    env = dict(os.environ if base is None else base)
-    for key, value in CELL_ENV_DEFAULTS.items():
-        env.setdefault(key, value)
-    root = str(project_root())
-    paths = env.get("PYTHONPATH", "")
-    if root not in paths.split(os.pathsep):
-        env["PYTHONPATH"] = root + (os.pathsep + paths if paths else "")
-    return env
+    return list(CELL_COMMAND)
 
 
 # --- runs.csv --------------------------------------------------------------------------------------
