@@ -17,9 +17,16 @@ CHUNK_ELEMENTS = 1 << 14
 OPTIMIZERS = ("sgd", "momentum", "adam")
 
 
-def _chunks(*arrays: np.ndarray) -> Iterator[tuple[np.ndarray, ...]]:
-    flats = [a.reshape(-1) for a in arrays]  # views: parameters and state are contiguous
+def _chunks(*arrays: np.ndarray) -> Iterable[tuple[np.ndarray, ...]]:
+    """Flat views of the arrays, CHUNK_ELEMENTS at a time (parameters and state are contiguous)."""
+    flats = [a.reshape(-1) for a in arrays]
     size = flats[0].size
+    if size <= CHUNK_ELEMENTS:  # one chunk (most biases, small layers): no generator on the hot path
+        return (flats,)
+    return _slices(flats, size)
+
+
+def _slices(flats: list[np.ndarray], size: int) -> Iterator[tuple[np.ndarray, ...]]:
     for start in range(0, size, CHUNK_ELEMENTS):
         stop = start + CHUNK_ELEMENTS
         yield tuple(f[start:stop] for f in flats)
@@ -34,6 +41,7 @@ class Optimizer:
             if not p.data.flags.c_contiguous:
                 raise ValueError("optimizer parameters must be C-contiguous arrays")
         self.lr = lr
+        self._scratch_elements: dict[np.dtype, int] | None = None
 
     def zero_grad(self) -> None:
         """Gradients become None (their buffers are freed), as the measured step expects."""
@@ -51,15 +59,20 @@ class Optimizer:
         with phase_scope("optimizer"):
             scratch = self._scratch()
             for i, p in enumerate(self.params):
-                if p.grad is not None:
-                    self._update(i, p.data, p.grad, scratch[p.data.dtype])
+                grad = p.grad
+                if grad is not None:
+                    data = p.data
+                    self._update(i, data, grad, scratch[data.dtype])
             del scratch  # freed here, inside the optimizer phase
 
     def _scratch(self) -> dict[np.dtype, np.ndarray]:
         """One scratch buffer per parameter dtype, as long as the largest chunk; reported to the ledger."""
-        sizes: dict[np.dtype, int] = {}
-        for p in self.params:
-            sizes[p.data.dtype] = max(sizes.get(p.data.dtype, 0), min(p.data.size, CHUNK_ELEMENTS))
+        sizes = self._scratch_elements
+        if sizes is None:  # the parameters are fixed, so their chunk sizes are worked out once
+            sizes = {}
+            for p in self.params:
+                sizes[p.data.dtype] = max(sizes.get(p.data.dtype, 0), min(p.data.size, CHUNK_ELEMENTS))
+            self._scratch_elements = sizes
         scratch = {dtype: np.empty(size, dtype=dtype) for dtype, size in sizes.items()}
         instrument = STATE.instrument
         if instrument is not None:
@@ -78,10 +91,16 @@ class SGD(Optimizer):
         super().__init__(params, lr)
 
     def _update(self, index: int, param: np.ndarray, grad: np.ndarray, scratch: np.ndarray) -> None:
+        lr = self.lr
+        if param.size <= CHUNK_ELEMENTS:  # one chunk: no flat views needed
+            step = scratch[: param.size].reshape(param.shape)
+            np.multiply(grad, lr, out=step)
+            np.subtract(param, step, out=param)
+            return
         for p, g in _chunks(param, grad):
             step = scratch[: p.size]
-            np.multiply(g, self.lr, out=step)
-            p -= step
+            np.multiply(g, lr, out=step)
+            np.subtract(p, step, out=p)
 
 
 class Momentum(Optimizer):

@@ -38,6 +38,7 @@ class _State:
     phase: str = "forward"  # forward | backward | recompute | optimizer
     policy: str = "minimal"  # the saved-tensor policy (see the module docstring)
     half_cache: dict | None = None  # per policy scope: float16 copies and caller-owned buffers (weak refs)
+    small_ufunc_buffer: bool = False  # inside ops.small_ufunc_buffer: numpy's bufsize is already small
 
 
 STATE = _State()
@@ -55,20 +56,20 @@ class Node:
     Plain numbers (axes, shapes, scalars) go on the node as attributes; arrays go through `save`.
     """
 
-    __slots__ = ("fn", "parents", "needs_input_grad", "saved", "saved_roles", "layer", "released", "own",
-                 "stored_dtypes", "unpacked", "__dict__")
+    __slots__ = ("fn", "parents", "needs_input_grad", "layer", "__dict__")
+    # per-node state that most nodes never change: class-level defaults, so creating a node sets 4 slots
+    saved: tuple = ()
+    saved_roles: tuple[str, ...] = ()
+    released = False
+    own = 0  # how many of `saved` the op itself saved (the rest are the `all` policy's extras)
+    stored_dtypes: tuple | None = None  # under `half`: the compute dtype of each float16-stored array
+    unpacked: tuple = ()  # cast-back copies made for the running backward, dropped right after it
 
     def __init__(self, fn: type, parents: tuple | None, needs_input_grad: tuple[bool, ...], layer: int | None):
         self.fn = fn
         self.parents = parents  # None when no graph is recorded (no_grad or no input needs grad)
         self.needs_input_grad = needs_input_grad
-        self.saved: tuple = ()
-        self.saved_roles: tuple[str, ...] = ()
         self.layer = layer
-        self.released = False
-        self.own = 0  # how many of `saved` the op itself saved (the rest are the `all` policy's extras)
-        self.stored_dtypes: tuple | None = None  # under `half`: the compute dtype of each float16-stored array
-        self.unpacked: tuple = ()  # cast-back copies made for the running backward, dropped right after it
 
     def save(self, **arrays: np.ndarray | None) -> None:
         """The one door for saved state: keyword = role, value = array (None if not needed)."""
@@ -130,14 +131,6 @@ class Function:
 Tensor: Any = None  # memstudy.autograd.tensor.Tensor, bound by that module (it imports this one)
 
 
-def _edge(value: Any) -> Any:
-    """What a node keeps of one input: its node, the leaf tensor itself, or None (no grad flows)."""
-    if type(value) is not Tensor or not value.requires_grad:
-        return None
-    node = value._node
-    return node if node is not None else value
-
-
 def _as_array(value: Any) -> np.ndarray:
     """numpy arithmetic on 0-d arrays returns numpy scalars; the instrument and tensors get ndarrays."""
     return value if type(value) is np.ndarray else np.asarray(value)
@@ -145,31 +138,40 @@ def _as_array(value: Any) -> np.ndarray:
 
 def apply(fn: type, *inputs: Any, **consts: Any):
     """Run `fn` forward on the inputs' arrays, record a node if any input requires grad, wrap the result."""
-    # one pass over the inputs: their arrays, and whether any of them asks for a graph
+    # one pass over the inputs: their arrays, their edges (node, leaf tensor, or None: no grad flows)
     arrays = []
+    parents = []
     record = False
     for x in inputs:
         if type(x) is Tensor:
             arrays.append(x.data)
             if x.requires_grad:
                 record = True
+                node = x._node
+                parents.append(x if node is None else node)
+                continue
         else:
             arrays.append(x)
-    record = record and STATE.grad_enabled
-    if record:
-        parents = tuple(_edge(x) for x in inputs)
-        ctx = Node(fn, parents, tuple(p is not None for p in parents), STATE.layer)
+        parents.append(None)
+    if record and STATE.grad_enabled:
+        ctx = Node(fn, tuple(parents), tuple([p is not None for p in parents]), STATE.layer)
     else:
+        record = False
         ctx = Node(fn, None, (False,) * len(inputs), STATE.layer)
-    out = _as_array(fn.forward(ctx, *arrays, **consts))
-    sources = _apply_policy(ctx, inputs, arrays, out) if record and STATE.policy != "minimal" else ()
+    out = fn.forward(ctx, *arrays, **consts)
+    if type(out) is not np.ndarray:  # numpy arithmetic on 0-d arrays returns numpy scalars
+        out = np.asarray(out)
     instrument = STATE.instrument
-    if instrument is not None:
+    if record and STATE.policy != "minimal":
+        sources = _apply_policy(ctx, inputs, arrays, out)
+        if instrument is not None:
+            instrument.on_forward(ctx, out)
+            for source in sources:  # a saved array that `half` replaced by its float16 copy: it existed too
+                instrument.on_new(source, fn.name, ctx.layer)
+        del sources  # the originals no one else holds die here, after the instrument saw them
+    elif instrument is not None:
         instrument.on_forward(ctx, out)
-        for source in sources:  # a saved array that `half` replaced by its float16 copy: it existed too
-            instrument.on_new(source, fn.name, ctx.layer)
-    del sources  # the originals no one else holds die here, after the instrument saw them
-    result = Tensor(out, requires_grad=record)
+    result = Tensor(out, record)
     if record:
         result._node = ctx
     return result
@@ -301,13 +303,19 @@ def _run_backward(root_node: Node, pending: dict[int, np.ndarray], retain_graph:
             raise RuntimeError(
                 "backward through a graph whose saved arrays were released; use backward(retain_graph=True)"
             )
-        input_grads = tuple(None if g is None else _as_array(g) for g in node.fn.backward(node, grad))
+        input_grads = node.fn.backward(node, grad)
+        for g in input_grads:
+            if g is not None and type(g) is not np.ndarray:  # a numpy scalar from 0-d arithmetic
+                input_grads = tuple(None if g is None else _as_array(g) for g in input_grads)
+                break
         if instrument is not None:  # before `del grad`: the new gradients were made while it lived
             instrument.on_backward(node, input_grads)
-        node.unpacked = ()  # cast-back copies (half policy) die now, after the gradients made from them
+        if node.unpacked:
+            node.unpacked = ()  # cast-back copies (half policy) die now, after the gradients made from them
         del grad  # the incoming gradient dies here unless an input grad aliases it
         if not retain_graph:
-            node.release()
+            node.saved = ()
+            node.released = True
         for parent, input_grad in zip(node.parents, input_grads):
             if parent is None or input_grad is None:
                 continue

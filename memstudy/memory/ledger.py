@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import weakref
 from dataclasses import dataclass, field
+from functools import cached_property, partial
 from typing import Any, Iterable
 
 import numpy as np
@@ -67,6 +68,13 @@ class Event:
     delta_bytes: int
 
 
+# While a step runs, the ledger keeps each buffer as a plain list (a dataclass costs ~1 µs to build, and the
+# ledger must stay off the arithmetic's path); `Buffer` objects are built only when someone reads them.
+# The record's slots, in `Buffer`'s field order:
+(_KEY, _NBYTES, _SHAPE, _DTYPE, _OP, _ROLE, _LAYER, _PHASE, _BORN, _DIED, _REGISTERED, _SAVED_BY, _SAVED_LAYER,
+ _GRADIENT, _CATEGORY) = range(15)
+
+
 @dataclass
 class StepAccount:
     """What the ledger concluded about one step (bytes unless named otherwise)."""
@@ -81,8 +89,18 @@ class StepAccount:
     saved_tensors: int
     registered_bytes: dict[str, int]
     recomputed_ops: int
-    buffers: list[Buffer] = field(repr=False)
-    events: list[Event] = field(repr=False)
+    records: list[list] = field(repr=False)  # one per buffer, see _KEY.._CATEGORY
+    raw_events: list[tuple] = field(repr=False)  # (index, phase, op, layer, key, delta_bytes)
+
+    @cached_property
+    def buffers(self) -> list[Buffer]:
+        """Every buffer the step saw, in the order it first saw them."""
+        return [Buffer(*record) for record in self.records]
+
+    @cached_property
+    def events(self) -> list[Event]:
+        """Every birth (positive delta) and death (negative), in order; `peak_event` indexes this list."""
+        return [Event(*event) for event in self.raw_events]
 
     def timeline_rows(self) -> list[dict[str, Any]]:
         """One row per event: what changed and the live bytes per category after it."""
@@ -133,10 +151,11 @@ class Ledger:
     """Attach around one step: `register` the baseline, `start`, run the step, `finish`."""
 
     def __init__(self) -> None:
-        self.events: list[Event] = []
-        self.buffers: dict[int, Buffer] = {}
+        self.events: list[tuple] = []  # (index, phase, op, layer, key, delta_bytes), see `Event`
+        self.records: list[list] = []  # one per buffer, indexed by key (see _KEY.._CATEGORY)
         self._key_of_id: dict[int, int] = {}  # id(base buffer) -> key, for live buffers only
-        self._refs: dict[int, weakref.ref] = {}
+        self._refs: dict[int, weakref.ref] = {}  # key -> weak reference whose callback records the death
+        self._self_ref = weakref.ref(self)  # what death callbacks hold: no cycle keeps a ledger alive
         self._layer_of_leaf: dict[int, int | None] = {}  # id(leaf tensor) -> layer
         self.recomputed_ops = 0  # ops applied while a checkpoint recomputed its segment
 
@@ -146,8 +165,8 @@ class Ledger:
         """Declare a buffer that exists at the baseline (parameter, optimizer_state or input)."""
         if category not in REGISTERED:
             raise ValueError(f"only {REGISTERED} are registered, got {category!r}")
-        key = self._track(array, op="baseline", role=role or category, layer=layer, phase="baseline")
-        self.buffers[key].registered = category
+        key = self._track(array, "baseline", role or category, layer, "baseline")
+        self.records[key][_REGISTERED] = category
         if leaf is not None:
             self._layer_of_leaf[id(leaf)] = layer
 
@@ -157,32 +176,35 @@ class Ledger:
 
     def on_forward(self, ctx: Any, out: np.ndarray) -> None:
         name = ctx.fn.name
-        if STATE.phase == "recompute":
+        layer = ctx.layer
+        phase = STATE.phase
+        if phase == "recompute":
             self.recomputed_ops += 1
-        self._track(out, op=name, role="out", layer=ctx.layer)
+        self._track(out, name, "out", layer, phase)
+        records = self.records
         for role, array in zip(ctx.saved_roles, ctx.saved):
             if array is not None:
-                key = self._track(array, op=name, role=role, layer=ctx.layer)
-                buffer = self.buffers[key]
-                if buffer.saved_by is None:
-                    buffer.saved_by, buffer.saved_layer = name, ctx.layer
+                record = records[self._track(array, name, role, layer, phase)]
+                if record[_SAVED_BY] is None:
+                    record[_SAVED_BY] = name
+                    record[_SAVED_LAYER] = layer
 
     def on_backward(self, node: Any, input_grads: tuple) -> None:
         op = node.fn.name + "_backward"
+        phase = STATE.phase
         for grad in input_grads:
             if grad is not None:
-                self._track(grad, op=op, role="grad", layer=node.layer)
+                self._track(grad, op, "grad", node.layer, phase)
 
     def on_new(self, array: np.ndarray, op: str, layer: int | None) -> None:
-        self._track(array, op=op, role="new", layer=layer)
+        self._track(array, op, "new", layer, STATE.phase)
 
     def on_leaf_grad(self, leaf: Any, grad: np.ndarray) -> None:
         layer = self._layer_of_leaf.get(id(leaf))
-        key = self._track(grad, op="grad_accumulate", role="grad", layer=layer)
-        buffer = self.buffers[key]
-        if buffer.registered is None:
-            buffer.gradient = True
-            buffer.layer = layer
+        record = self.records[self._track(grad, "grad_accumulate", "grad", layer, STATE.phase)]
+        if record[_REGISTERED] is None:
+            record[_GRADIENT] = True
+            record[_LAYER] = layer
 
     # --- attach / detach ---------------------------------------------------------------------
     def start(self) -> "Ledger":
@@ -202,74 +224,71 @@ class Ledger:
         self.stop()
 
     # --- bookkeeping ---------------------------------------------------------------------------
-    def _track(self, array: np.ndarray, op: str, role: str, layer: int | None, phase: str | None = None) -> int:
-        base = base_buffer(array)
+    def _track(self, array: np.ndarray, op: str, role: str, layer: int | None, phase: str) -> int:
+        """The key of `array`'s base buffer; a buffer seen for the first time is born here."""
+        base = array if array.base is None else base_buffer(array)
         ident = id(base)
         key = self._key_of_id.get(ident)
         if key is not None:
             return key
-        key = len(self.buffers)
-        phase = phase or STATE.phase
+        records = self.records
+        key = len(records)
         index = len(self.events)
-        dtype_name = _DTYPE_NAMES.get(base.dtype)
-        if dtype_name is None:  # str(dtype) runs Python code in numpy: ~2 µs, so name each dtype once
-            dtype_name = _DTYPE_NAMES[base.dtype] = str(base.dtype)
-        self.buffers[key] = Buffer(key, base.nbytes, base.shape, dtype_name, op, role, layer, phase, index)
-        self.events.append(Event(index, phase, op, layer, key, base.nbytes))
+        nbytes = base.nbytes
+        records.append([key, nbytes, base.shape, base.dtype, op, role, layer, phase, index, None, None, None, None,
+                        False, "temporary"])
+        self.events.append((index, phase, op, layer, key, nbytes))
         self._key_of_id[ident] = key
-        self._refs[key] = weakref.ref(base, self._death_callback(key, ident))
+        self._refs[key] = weakref.ref(base, partial(_record_death, self._self_ref, key, ident))
         return key
-
-    def _death_callback(self, key: int, ident: int):
-        # The callback holds the ledger through a weak proxy: no cycle keeps a ledger (or buffers) alive.
-        ledger_ref = weakref.ref(self)
-
-        def died(_: weakref.ref) -> None:
-            ledger = ledger_ref()
-            if ledger is None or key not in ledger._refs:
-                return
-            buffer = ledger.buffers[key]
-            index = len(ledger.events)
-            buffer.died = index
-            ledger.events.append(Event(index, STATE.phase, "free", buffer.layer, key, -buffer.nbytes))
-            ledger._key_of_id.pop(ident, None)
-            ledger._refs.pop(key, None)
-
-        return died
 
     def finish(self) -> StepAccount:
         """Detach, decide each buffer's category, and compute peaks; the ledger stops recording deaths."""
         self.stop()
         self._refs.clear()  # later deaths are no longer this step's business
-        for b in self.buffers.values():
-            if b.registered is not None:
-                b.category = b.registered
-            elif b.gradient:
-                b.category = "gradient"
-            elif b.saved_by is not None:
-                b.category = "activation"
-            elif b.died is None:
-                b.category = "output"
-            else:
-                b.category = "temporary"
-        baseline = sum(b.nbytes for b in self.buffers.values() if b.phase == "baseline")
-        live = dict.fromkeys(CATEGORIES, 0)
-        maxima = dict.fromkeys(CATEGORIES, 0)
-        peak_total, peak_event, peak_split = -1, -1, dict(live)
-        total = 0
-        for event in self.events:
-            category = self.buffers[event.key].category
-            live[category] += event.delta_bytes
-            total += event.delta_bytes
-            if live[category] > maxima[category]:
-                maxima[category] = live[category]
-            if total > peak_total:
-                peak_total, peak_event, peak_split = total, event.index, dict(live)
+        records = self.records
+        baseline = 0
         registered = dict.fromkeys(REGISTERED, 0)
-        for b in self.buffers.values():
-            if b.registered is not None:
-                registered[b.registered] += b.nbytes
-        buffers = list(self.buffers.values())
+        index_of = {name: i for i, name in enumerate(CATEGORIES)}
+        category_of = []  # per key: the index of its category in CATEGORIES
+        for r in records:
+            dtype = r[_DTYPE]
+            if type(dtype) is not str:  # named here, not in the hot path: str(dtype) runs Python code in numpy
+                name = _DTYPE_NAMES.get(dtype)
+                if name is None:
+                    name = _DTYPE_NAMES[dtype] = str(dtype)
+                r[_DTYPE] = name
+            if r[_REGISTERED] is not None:
+                category = r[_REGISTERED]
+                registered[category] += r[_NBYTES]
+            elif r[_GRADIENT]:
+                category = "gradient"
+            elif r[_SAVED_BY] is not None:
+                category = "activation"
+            elif r[_DIED] is None:
+                category = "output"
+            else:
+                category = "temporary"
+            r[_CATEGORY] = category
+            category_of.append(index_of[category])
+            if r[_PHASE] == "baseline":
+                baseline += r[_NBYTES]
+        # one pass over the events: live bytes per category (lists indexed like CATEGORIES), their maxima,
+        # and the split at the peak of the total
+        live = [0] * len(CATEGORIES)
+        maxima = [0] * len(CATEGORIES)
+        peak_total, peak_event, peak_live = -1, -1, live[:]
+        total = 0
+        for index, _, _, _, key, delta in self.events:
+            c = category_of[key]
+            now = live[c] = live[c] + delta
+            total += delta
+            if now > maxima[c]:
+                maxima[c] = now
+            if total > peak_total:
+                peak_total, peak_event, peak_live = total, index, live[:]
+        peak_split = dict(zip(CATEGORIES, peak_live))
+        maxima = dict(zip(CATEGORIES, maxima))
         return StepAccount(
             baseline_bytes=baseline,
             peak_bytes=peak_total,
@@ -278,9 +297,21 @@ class Ledger:
             peak_by_category=peak_split,
             max_by_category=maxima,
             activation_bytes=maxima["activation"],
-            saved_tensors=sum(1 for b in buffers if b.category == "activation"),
+            saved_tensors=category_of.count(index_of["activation"]),
             registered_bytes=registered,
             recomputed_ops=self.recomputed_ops,
-            buffers=buffers,
-            events=list(self.events),
+            records=list(records),
+            raw_events=list(self.events),
         )
+
+
+def _record_death(ledger_ref: weakref.ref, key: int, ident: int, _: weakref.ref) -> None:
+    """A tracked base buffer was freed (weakref callback, bound per buffer with functools.partial)."""
+    ledger = ledger_ref()
+    if ledger is None or ledger._refs.pop(key, None) is None:
+        return  # the ledger is gone, or finished: later deaths are not this step's business
+    record = ledger.records[key]
+    index = len(ledger.events)
+    record[_DIED] = index
+    ledger.events.append((index, STATE.phase, "free", record[_LAYER], key, -record[_NBYTES]))
+    ledger._key_of_id.pop(ident, None)

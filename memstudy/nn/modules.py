@@ -9,7 +9,7 @@ import numpy as np
 
 from ..autograd import STATE, Tensor, apply, checkpoint as checkpoint_segment, layer_scope
 from ..autograd import ops
-from .functional import cross_entropy, l2_penalty, linear
+from .functional import cross_entropy, l2_penalty
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 DTYPES = ("float32", "float64")
@@ -80,7 +80,9 @@ class Linear(Module):
         return [self.weight] if self.bias is None else [self.weight, self.bias]
 
     def forward(self, x: Any) -> Tensor:
-        return linear(x, self.weight, self.bias)
+        if self.bias is None:
+            return apply(ops.Linear, x, self.weight)
+        return apply(ops.Linear, x, self.weight, self.bias)
 
 
 class _Activation(Module):
@@ -149,24 +151,30 @@ class MLP(Module):
 
     def forward(self, x: Any) -> Tensor:
         h = x if isinstance(x, Tensor) else Tensor(x)
-        if self.segments is None or not STATE.grad_enabled:
-            h = self.run_layers(h, 0, self.depth)
-        else:
-            for start, stop in self.segments:
-                params = [p for layer in self.hidden_layers[start:stop] for p in layer.parameters()]
-                with layer_scope(start):
-                    h = checkpoint_segment(self.run_layers, h, params, start, stop)
-        with layer_scope(self.depth):
-            return self.output(h)
+        with ops.small_ufunc_buffer():  # once per forward, not once per layer's bias add
+            if self.segments is None or not STATE.grad_enabled:
+                h = self.run_layers(h, 0, self.depth)
+            else:
+                for start, stop in self.segments:
+                    params = [p for layer in self.hidden_layers[start:stop] for p in layer.parameters()]
+                    with layer_scope(start):
+                        h = checkpoint_segment(self.run_layers, h, params, start, stop)
+            with layer_scope(self.depth):
+                return self.output(h)
 
     def run_layers(self, h: Tensor, start: int, stop: int) -> Tensor:
         """Hidden layers start..stop-1 (a checkpoint's segment, or all of them)."""
-        for i in range(start, stop):
-            with layer_scope(i):
-                z = self.hidden_layers[i](h)
-                h = None  # drop the layer's input before its activation exists: inference holds 2 buffers, not 3
-                h = self.activations[i](z)
-                z = None
+        previous_layer = STATE.layer  # what layer_scope does, once for the loop rather than once per layer
+        try:
+            with ops.small_ufunc_buffer():  # a checkpoint recomputes this outside `forward`
+                for i in range(start, stop):
+                    STATE.layer = i
+                    z = self.hidden_layers[i](h)
+                    h = None  # drop the layer's input before its activation exists: inference holds 2, not 3
+                    h = self.activations[i](z)
+                    z = None
+        finally:
+            STATE.layer = previous_layer
         return h
 
 
