@@ -42,6 +42,7 @@ from memstudy.study.cell import Workload
 from memstudy.study.provenance import collect_env, write_json
 
 from . import table
+from .heap import HEAP_MODES, HEAP_WARMUP_BYTES, minor_faults, warm_up_heap
 from .load import ForeignLoad, wait_until_quiet
 from .reference import NumpyMLP
 from .timing import Variant, interleave, steps_for, timed
@@ -89,7 +90,8 @@ def target(figure: str, size: tuple[int, int, int] | None = None) -> tuple[str, 
 
 def make_row(figure: str, value: float | None, unit: str, *, size=None, dtype="", activation="", bias="",
              measured=None, reference=None, measured_label="", reference_label="", samples="",
-             round_min=None, round_max=None, foreign_cores=None, status="ok", note="") -> dict[str, Any]:
+             round_min=None, round_max=None, foreign_cores=None, status="ok", note="",
+             measured_faults_per_step=None, reference_faults_per_step=None) -> dict[str, Any]:
     goal = target(figure, size)
     met = ""
     if goal is not None and value is not None and status == "ok":
@@ -103,6 +105,8 @@ def make_row(figure: str, value: float | None, unit: str, *, size=None, dtype=""
         "measured": _num(measured), "reference": _num(reference), "measured_label": measured_label,
         "reference_label": reference_label, "samples": samples, "round_min": _num(round_min),
         "round_max": _num(round_max), "foreign_cores": _num(None if foreign_cores is None else round(foreign_cores, 3)),
+        "measured_faults_per_step": _num(measured_faults_per_step),
+        "reference_faults_per_step": _num(reference_faults_per_step),
         "status": status, "note": note,
     }
 
@@ -147,13 +151,14 @@ def blas_threads() -> tuple[int, str]:
 class TorchWorker:
     """benchmarks.torch_worker in its own process, driven one JSON line at a time."""
 
-    def __init__(self, threads: int):
+    def __init__(self, threads: int, heap: str = "warm"):
         env = dict(os.environ)
         env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.torch_worker", str(threads)], cwd=ROOT,
-                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.torch_worker", str(threads), heap],
+                                     cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.failed = ""
         self.threads = threads
+        self.minor_faults = 0  # the worker's minor page faults so far, as of its last reply
         hello = self._read()
         self.available = bool(hello.get("available"))
         self.info = hello
@@ -172,6 +177,7 @@ class TorchWorker:
         reply = self._read()
         if "error" in reply:
             raise RuntimeError(f"torch worker: {reply['error']}")
+        self.minor_faults = reply.get("minor_faults", self.minor_faults)
         return reply
 
     def fail(self, exc: BaseException) -> None:
@@ -217,10 +223,11 @@ def speed_rows(size, dtype: str, worker: TorchWorker | None, rounds: int, block_
         work.ledger_step()
 
     variants = [
-        Variant("memstudy", timed(engine_step)),
-        Variant("numpy", timed(lambda: reference.step(x, labels))),
-        Variant("ledger", timed(ledger_step)),
-        Variant("tracemalloc", timed(engine_step), before=tracemalloc.start, after=tracemalloc.stop),
+        Variant("memstudy", timed(engine_step), faults=minor_faults),
+        Variant("numpy", timed(lambda: reference.step(x, labels)), faults=minor_faults),
+        Variant("ledger", timed(ledger_step), faults=minor_faults),
+        Variant("tracemalloc", timed(engine_step), before=tracemalloc.start, after=tracemalloc.stop,
+                faults=minor_faults),
     ]
     torch_ok = worker is not None and worker.available
     if torch_ok:
@@ -232,7 +239,7 @@ def speed_rows(size, dtype: str, worker: TorchWorker | None, rounds: int, block_
             torch_ok = False
     if torch_ok:
         variants.append(Variant("torch", lambda n: worker.request(cmd="time", key=key, steps=n)["seconds"],
-                                external=True))
+                                external=True, faults=lambda: worker.minor_faults))
     probe = timed(engine_step)(5)
     steps = steps_for(statistics.median(probe), block_seconds, min_steps, max_steps)
     best = None  # (foreign cores, timings): the quietest attempt
@@ -272,12 +279,15 @@ def speed_rows(size, dtype: str, worker: TorchWorker | None, rounds: int, block_
         ratio, low, high = t.ratio(measured, reference_name)
         rows.append(make_row(figure, ratio, "ratio", measured=t.median(measured), reference=t.median(reference_name),
                              measured_label=unit_label[0], reference_label=unit_label[1], round_min=low,
-                             round_max=high, **common))
+                             round_max=high, measured_faults_per_step=t.faults_per_step(measured),
+                             reference_faults_per_step=t.faults_per_step(reference_name), **common))
     if torch_ok:
         ratio, low, high = t.ratio("memstudy", "torch")
         rows.append(make_row("engine_vs_torch", ratio, "ratio", measured=t.median("memstudy"),
                              reference=t.median("torch"), measured_label="memstudy step s",
                              reference_label="torch step s", round_min=low, round_max=high,
+                             measured_faults_per_step=t.faults_per_step("memstudy"),
+                             reference_faults_per_step=t.faults_per_step("torch"),
                              note=f"torch {worker.info.get('torch')} with {worker.info.get('threads')} threads, "
                                   f"numpy's BLAS {worker.threads}",
                              **common))
@@ -446,6 +456,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-wait", type=float, default=None,
                         help="before timing a size (and the study), wait up to this many seconds for other "
                              "processes to quieten (120; quick 0)")
+    parser.add_argument("--heap", choices=HEAP_MODES, default="warm",
+                        help="warm: every timing process first allocates and frees one 24 MiB buffer, so glibc "
+                             "serves steps from its heap (see benchmarks/heap.py); default: as the process "
+                             "comes, page faults included (warm)")
     parser.add_argument("--block-seconds", type=float, default=None,
                         help="target length of one block (0.1 s; quick 0.01 s)")
     return parser
@@ -471,9 +485,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         build_parser().error(f"--only: unknown section {unknown[0]!r} (choose from {', '.join(SECTIONS)})")
     threads, threads_source = blas_threads()
+    if args.heap == "warm":
+        warm_up_heap(lambda nbytes: np.empty(nbytes, dtype=np.uint8))
     worker = None
     if not args.no_torch and ("speed" in sections or "memory" in sections):
-        worker = TorchWorker(threads)
+        worker = TorchWorker(threads, args.heap)
         log(f"torch: {worker.info.get('torch', worker.info.get('reason'))}"
             + (f", {worker.info.get('threads')} threads" if worker.available else " (skipping torch figures)"))
     started = time.perf_counter()
@@ -517,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
         "quick": quick, "rounds": rounds, "block_seconds": block_seconds, "steps_per_block": [min_steps, max_steps],
         "sections": sections, "retries": args.retries, "quiet_cores": args.quiet_cores, "max_wait": args.max_wait,
         "blas_threads": threads, "blas_threads_source": threads_source,
+        "heap": args.heap, "heap_warmup_bytes": HEAP_WARMUP_BYTES if args.heap == "warm" else 0,
+        "malloc_environment": {k: v for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")},
         "thread_environment": {k: v for k, v in sorted(os.environ.items())
                                if k.startswith(("OPENBLAS_", "GOMP_", "OMP_", "MKL_"))},
         "torch": ({**worker.info, "failed": worker.failed} if worker is not None
@@ -525,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": [Path(sys.executable).name, "-m", "benchmarks", *(argv if argv is not None else sys.argv[1:])],
     }
     write_json(out / "env.json", collect_env(extra={"bench": bench_info}))
-    markdown = table.render(table.read_csv(csv_path))
+    markdown = table.render(table.read_csv(csv_path), args.heap)
     (out / "bench.md").write_text(markdown, encoding="utf-8")
     print(markdown)
     log(f"wrote {csv_path}, {out / 'env.json'}, {out / 'bench.md'}")

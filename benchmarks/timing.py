@@ -31,6 +31,7 @@ class Variant:
     before: Callable[[], None] | None = None  # untimed, before each block (e.g. tracemalloc.start)
     after: Callable[[], None] | None = None  # untimed, after each block
     external: bool = False  # runs in another process: settle before and after its blocks
+    faults: Callable[[], int] | None = None  # the process's minor page faults so far (read around each block)
 
 
 @dataclass
@@ -39,9 +40,16 @@ class Timings:
     rounds: int
     samples: dict[str, list[float]] = field(default_factory=dict)
     block_medians: dict[str, list[float]] = field(default_factory=dict)
+    faults: dict[str, int] = field(default_factory=dict)  # minor page faults over the timed blocks
 
     def median(self, name: str) -> float:
         return statistics.median(self.samples[name])
+
+    def faults_per_step(self, name: str) -> float | None:
+        """Minor page faults per timed step, or None when the variant has no fault counter."""
+        if name not in self.faults:
+            return None
+        return self.faults[name] / max(len(self.samples[name]), 1)
 
     def ratio(self, measured: str, reference: str) -> tuple[float, float, float]:
         """(median over rounds of the ratio of block medians, its lowest and highest round)."""
@@ -78,7 +86,10 @@ def interleave(variants: list[Variant], rounds: int, steps: int, warmup_steps: i
         _block(v, warmup_steps, settle_seconds)
     for _ in range(rounds):
         for v in variants:
+            before = v.faults() if v.faults is not None else None
             seconds = _block(v, steps, settle_seconds)
+            if before is not None:
+                result.faults[v.name] = result.faults.get(v.name, 0) + v.faults() - before
             result.samples[v.name].extend(seconds)
             result.block_medians[v.name].append(statistics.median(seconds))
     return result

@@ -1,11 +1,12 @@
 """PyTorch's side of the benchmark, in its own process (never alternated with numpy in one process).
 
-Run as `python -m benchmarks.torch_worker THREADS`. It prints one JSON line: {"available": true, "torch":
+Run as `python -m benchmarks.torch_worker THREADS [HEAP]` (HEAP: warm, the default, or default; see
+benchmarks.heap). It prints one JSON line: {"available": true, "torch":
 version, "threads": n} once torch is imported and set to THREADS intra-op threads, or {"available": false,
 "reason": ...} and exits. Then it answers one JSON command per stdin line with one JSON line:
 
   {"cmd": "setup", "key": K, **config}   build the MLP, SGD and a batch for config K; warm up
-  {"cmd": "time", "key": K, "steps": n}  -> {"seconds": [...]}: n timed training steps of K
+  {"cmd": "time", "key": K, "steps": n}  -> {"seconds": [...], "minor_faults": total so far}: n timed steps of K
   {"cmd": "saved", **config}             -> what autograd saves for one training step (bytes by term)
   {"cmd": "quit"}
 
@@ -20,6 +21,8 @@ import json
 import sys
 import time
 from typing import Any
+
+from .heap import minor_faults, warm_up_heap
 
 ACTIVATIONS = {"relu": "ReLU", "sigmoid": "Sigmoid", "tanh": "Tanh"}
 
@@ -110,6 +113,7 @@ def saved_bytes(torch: Any, config: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     threads = int(argv[1]) if len(argv) > 1 else 0
+    heap = argv[2] if len(argv) > 2 else "warm"
     try:
         import torch
     except Exception as exc:  # not installed (CI), or broken
@@ -117,6 +121,8 @@ def main(argv: list[str]) -> int:
         return 0
     if threads > 0:
         torch.set_num_threads(threads)
+    if heap == "warm":  # the allocator state the memstudy process is put in too (benchmarks.heap)
+        warm_up_heap(lambda nbytes: torch.empty(nbytes, dtype=torch.uint8))
     print(json.dumps({"available": True, "torch": torch.__version__, "threads": torch.get_num_threads(),
                       "parallel_info": torch.__config__.parallel_info()}), flush=True)
     benches: dict[str, Bench] = {}
@@ -131,9 +137,10 @@ def main(argv: list[str]) -> int:
             if cmd == "setup":
                 key = request.pop("key")
                 benches[key] = Bench(torch, request)
-                reply: dict[str, Any] = {"ok": True}
+                reply: dict[str, Any] = {"ok": True, "minor_faults": minor_faults()}
             elif cmd == "time":
-                reply = {"seconds": benches[request["key"]].time(int(request["steps"]))}
+                reply = {"seconds": benches[request["key"]].time(int(request["steps"])),
+                         "minor_faults": minor_faults()}
             elif cmd == "saved":
                 reply = saved_bytes(torch, request)
             else:

@@ -20,7 +20,9 @@ Backward reads what its op saved through `Node.saved_tensors` only.
 """
 from __future__ import annotations
 
+import itertools
 import weakref
+from heapq import heappop, heappush
 from typing import Any, Iterator
 
 import numpy as np
@@ -50,26 +52,30 @@ def _base(array: np.ndarray) -> np.ndarray:
     return array
 
 
+_SEQUENCE = itertools.count()
+
+
 class Node:
     """One recorded op: its function, edges to its inputs, and what it saved for backward.
 
     Plain numbers (axes, shapes, scalars) go on the node as attributes; arrays go through `save`.
     """
 
-    __slots__ = ("fn", "parents", "needs_input_grad", "layer", "__dict__")
-    # per-node state that most nodes never change: class-level defaults, so creating a node sets 4 slots
-    saved: tuple = ()
-    saved_roles: tuple[str, ...] = ()
-    released = False
-    own = 0  # how many of `saved` the op itself saved (the rest are the `all` policy's extras)
-    stored_dtypes: tuple | None = None  # under `half`: the compute dtype of each float16-stored array
-    unpacked: tuple = ()  # cast-back copies made for the running backward, dropped right after it
+    __slots__ = ("fn", "parents", "needs_input_grad", "layer", "sequence", "saved", "saved_roles", "own",
+                 "released", "stored_dtypes", "unpacked", "__dict__")
 
     def __init__(self, fn: type, parents: tuple | None, needs_input_grad: tuple[bool, ...], layer: int | None):
         self.fn = fn
         self.parents = parents  # None when no graph is recorded (no_grad or no input needs grad)
         self.needs_input_grad = needs_input_grad
         self.layer = layer
+        self.sequence = next(_SEQUENCE)  # creation order: every consumer of a node comes after it
+        self.saved: tuple = ()
+        self.saved_roles: tuple[str, ...] = ()
+        self.own = 0  # how many of `saved` the op itself saved (the rest are the `all` policy's extras)
+        self.released = False
+        self.stored_dtypes: tuple | None = None  # under `half`: the compute dtype of each float16-stored array
+        self.unpacked: tuple = ()  # cast-back copies made for the running backward, dropped right after it
 
     def save(self, **arrays: np.ndarray | None) -> None:
         """The one door for saved state: keyword = role, value = array (None if not needed)."""
@@ -141,22 +147,22 @@ def apply(fn: type, *inputs: Any, **consts: Any):
     # one pass over the inputs: their arrays, their edges (node, leaf tensor, or None: no grad flows)
     arrays = []
     parents = []
-    record = False
+    needs = []
     for x in inputs:
         if type(x) is Tensor:
             arrays.append(x.data)
             if x.requires_grad:
-                record = True
-                node = x._node
-                parents.append(x if node is None else node)
+                parents.append(x._node or x)  # its node, or the leaf tensor itself
+                needs.append(True)
                 continue
         else:
             arrays.append(x)
         parents.append(None)
-    if record and STATE.grad_enabled:
-        ctx = Node(fn, tuple(parents), tuple([p is not None for p in parents]), STATE.layer)
+        needs.append(False)
+    record = True in needs and STATE.grad_enabled
+    if record:
+        ctx = Node(fn, tuple(parents), tuple(needs), STATE.layer)
     else:
-        record = False
         ctx = Node(fn, None, (False,) * len(inputs), STATE.layer)
     out = fn.forward(ctx, *arrays, **consts)
     if type(out) is not np.ndarray:  # numpy arithmetic on 0-d arrays returns numpy scalars
@@ -295,10 +301,13 @@ def _run_backward(root_node: Node, pending: dict[int, np.ndarray], retain_graph:
     """The reverse pass. `capture` (id(leaf) -> [leaf, grad]) collects the gradients of those leaves instead of
     accumulating them into `.grad` (the checkpoint's recomputed segment hands its input's gradient back this way).
     """
-    for node in topological_order(root_node):
-        grad = pending.pop(id(node), None)
-        if grad is None:  # no gradient reached this node (e.g. every consumer returned None)
-            continue
+    # Nodes run newest first (by creation sequence, as PyTorch orders its backward): a node is created after
+    # every node it consumes, so when it is the newest one holding a gradient, all its consumers have run and
+    # that gradient is complete. Only nodes a gradient reaches are queued.
+    queue = [(-root_node.sequence, root_node)]
+    while queue:
+        node = heappop(queue)[1]
+        grad = pending.pop(id(node))
         if node.released:
             raise RuntimeError(
                 "backward through a graph whose saved arrays were released; use backward(retain_graph=True)"
@@ -324,6 +333,7 @@ def _run_backward(root_node: Node, pending: dict[int, np.ndarray], retain_graph:
                 previous = pending.get(key)
                 if previous is None:
                     pending[key] = input_grad
+                    heappush(queue, (-parent.sequence, parent))
                 else:
                     total = _as_array(previous + input_grad)  # a value that fed several ops: gradients add up
                     del previous

@@ -104,7 +104,8 @@ class Linear(Function):
         grad_w = grad.T @ x if needs[1] else None
         if len(needs) == 2:
             return grad_x, grad_w
-        return grad_x, grad_w, (grad.sum(axis=0) if needs[2] else None)
+        # np.add.reduce: ndarray.sum's Python wrapper costs as much as the sum at small sizes
+        return grad_x, grad_w, (np.add.reduce(grad, axis=0) if needs[2] else None)
 
 
 class Add(Function):
@@ -411,13 +412,13 @@ class SoftmaxCrossEntropy(Function):
         if labels.shape != (logits.shape[0],) or labels.dtype.kind not in "iu":
             raise ValueError(f"labels must be {logits.shape[0]} integers, got {labels.dtype} {labels.shape}")
         batch = logits.shape[0]
-        probs = np.subtract(logits, logits.max(axis=1, keepdims=True))  # shifted: the row maxima are 0
+        probs = np.subtract(logits, np.maximum.reduce(logits, axis=1, keepdims=True))  # shifted: row maxima 0
         picked = probs[np.arange(batch), labels]  # shifted logit of each example's label
         np.exp(probs, out=probs)
-        total = probs.sum(axis=1, keepdims=True)
+        total = np.add.reduce(probs, axis=1, keepdims=True)
         probs /= total
         # mean of log Σexp − picked, as two sums (np.mean's Python wrapper costs more than the arithmetic here)
-        loss = (np.log(total).sum() - picked.sum()) / batch
+        loss = (np.add.reduce(np.log(total), axis=None) - np.add.reduce(picked)) / batch
         ctx.save(probs=probs, labels=labels)
         return np.asarray(loss, dtype=logits.dtype)
 

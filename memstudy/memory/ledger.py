@@ -68,6 +68,13 @@ class Event:
     delta_bytes: int
 
 
+def _dtype_name(dtype: np.dtype) -> str:
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:  # str(dtype) runs Python code in numpy (~2 µs): name each dtype once
+        name = _DTYPE_NAMES[dtype] = str(dtype)
+    return name
+
+
 # While a step runs, the ledger keeps each buffer as a plain list (a dataclass costs ~1 µs to build, and the
 # ledger must stay off the arithmetic's path); `Buffer` objects are built only when someone reads them.
 # The record's slots, in `Buffer`'s field order:
@@ -95,7 +102,7 @@ class StepAccount:
     @cached_property
     def buffers(self) -> list[Buffer]:
         """Every buffer the step saw, in the order it first saw them."""
-        return [Buffer(*record) for record in self.records]
+        return [Buffer(*r[:_DTYPE], _dtype_name(r[_DTYPE]), *r[_DTYPE + 1:]) for r in self.records]
 
     @cached_property
     def events(self) -> list[Event]:
@@ -156,6 +163,7 @@ class Ledger:
         self._key_of_id: dict[int, int] = {}  # id(base buffer) -> key, for live buffers only
         self._refs: dict[int, weakref.ref] = {}  # key -> weak reference whose callback records the death
         self._self_ref = weakref.ref(self)  # what death callbacks hold: no cycle keeps a ledger alive
+        self._baseline: list[np.ndarray] = []  # registered buffers, held while the ledger lives
         self._layer_of_leaf: dict[int, int | None] = {}  # id(leaf tensor) -> layer
         self.recomputed_ops = 0  # ops applied while a checkpoint recomputed its segment
 
@@ -165,7 +173,7 @@ class Ledger:
         """Declare a buffer that exists at the baseline (parameter, optimizer_state or input)."""
         if category not in REGISTERED:
             raise ValueError(f"only {REGISTERED} are registered, got {category!r}")
-        key = self._track(array, "baseline", role or category, layer, "baseline")
+        key = self._track(array, "baseline", role or category, layer, "baseline", watch=False)
         self.records[key][_REGISTERED] = category
         if leaf is not None:
             self._layer_of_leaf[id(leaf)] = layer
@@ -224,8 +232,11 @@ class Ledger:
         self.stop()
 
     # --- bookkeeping ---------------------------------------------------------------------------
-    def _track(self, array: np.ndarray, op: str, role: str, layer: int | None, phase: str) -> int:
-        """The key of `array`'s base buffer; a buffer seen for the first time is born here."""
+    def _track(self, array: np.ndarray, op: str, role: str, layer: int | None, phase: str, watch: bool = True) -> int:
+        """The key of `array`'s base buffer; a buffer seen for the first time is born here.
+
+        A born buffer's death is recorded by a weakref callback (`watch`), except for registered buffers:
+        the baseline outlives the step, so the ledger holds them instead (their ids cannot be reused)."""
         base = array if array.base is None else base_buffer(array)
         ident = id(base)
         key = self._key_of_id.get(ident)
@@ -239,25 +250,22 @@ class Ledger:
                         False, "temporary"])
         self.events.append((index, phase, op, layer, key, nbytes))
         self._key_of_id[ident] = key
-        self._refs[key] = weakref.ref(base, partial(_record_death, self._self_ref, key, ident))
+        if watch:
+            self._refs[key] = weakref.ref(base, partial(_record_death, self._self_ref, key, ident))
+        else:
+            self._baseline.append(base)
         return key
 
     def finish(self) -> StepAccount:
         """Detach, decide each buffer's category, and compute peaks; the ledger stops recording deaths."""
         self.stop()
         self._refs.clear()  # later deaths are no longer this step's business
+        self._baseline.clear()
         records = self.records
-        baseline = 0
         registered = dict.fromkeys(REGISTERED, 0)
         index_of = {name: i for i, name in enumerate(CATEGORIES)}
         category_of = []  # per key: the index of its category in CATEGORIES
         for r in records:
-            dtype = r[_DTYPE]
-            if type(dtype) is not str:  # named here, not in the hot path: str(dtype) runs Python code in numpy
-                name = _DTYPE_NAMES.get(dtype)
-                if name is None:
-                    name = _DTYPE_NAMES[dtype] = str(dtype)
-                r[_DTYPE] = name
             if r[_REGISTERED] is not None:
                 category = r[_REGISTERED]
                 registered[category] += r[_NBYTES]
@@ -271,8 +279,7 @@ class Ledger:
                 category = "temporary"
             r[_CATEGORY] = category
             category_of.append(index_of[category])
-            if r[_PHASE] == "baseline":
-                baseline += r[_NBYTES]
+        baseline = sum(registered.values())  # only `register` creates buffers in the baseline phase
         # one pass over the events: live bytes per category (lists indexed like CATEGORIES), their maxima,
         # and the split at the peak of the total
         live = [0] * len(CATEGORIES)

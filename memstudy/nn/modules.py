@@ -169,9 +169,9 @@ class MLP(Module):
             with ops.small_ufunc_buffer():  # a checkpoint recomputes this outside `forward`
                 for i in range(start, stop):
                     STATE.layer = i
-                    z = self.hidden_layers[i](h)
+                    z = self.hidden_layers[i].forward(h)  # .forward: one call frame less than the module call
                     h = None  # drop the layer's input before its activation exists: inference holds 2, not 3
-                    h = self.activations[i](z)
+                    h = self.activations[i].forward(z)
                     z = None
         finally:
             STATE.layer = previous_layer
