@@ -24,6 +24,7 @@ test: $(STAMP)
 # optional extra: $(BIN)/pip install -e '.[torch]' (a CPU build of torch 2.13.0), else they are skipped
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks.table --readme  # README's table is generated from bench.csv
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ''

@@ -5,6 +5,7 @@ Figures (one CSV row each; ratios are measured side by side in one run, see benc
   ledger_overhead         step with the memory ledger on (register, record, finish) / ledger off
   tracemalloc_overhead    step with tracemalloc tracing / tracing off
   engine_vs_torch         memstudy step / PyTorch CPU step, same threads (torch in its own process)
+  floor_vs_torch          the numpy floor's step / PyTorch's (no target: what numpy's BLAS allows against torch's)
   activation_bytes_vs_torch   ledger activation_bytes of a training step / what PyTorch's autograd saves
                           (saved_tensors_hooks, each storage once), less parameters, input x, labels, 0-d scalars
   inference_peak_vs_floor ledger step peak of an inference step / 2 × batch × width × itemsize
@@ -15,6 +16,8 @@ Figures (one CSV row each; ratios are measured side by side in one run, see benc
 
 A timed step is one training-loop iteration: gradients set to None (last step's freed), forward, mean
 cross-entropy, backward, SGD update. The plain numpy step frees its gradients inside its step too.
+Every timing process first puts glibc's allocator in the same state (benchmarks.heap; `--heap default`
+skips that), and every speed row carries the minor page faults per step of the two variants it compares.
 Every timed row carries `foreign_cores`, the cores other processes kept busy meanwhile (benchmarks.load):
 on a shared 2-core machine a size is timed again while that exceeds --quiet-cores.
 """
@@ -291,6 +294,14 @@ def speed_rows(size, dtype: str, worker: TorchWorker | None, rounds: int, block_
                              note=f"torch {worker.info.get('torch')} with {worker.info.get('threads')} threads, "
                                   f"numpy's BLAS {worker.threads}",
                              **common))
+        ratio, low, high = t.ratio("numpy", "torch")
+        rows.append(make_row("floor_vs_torch", ratio, "ratio", measured=t.median("numpy"),
+                             reference=t.median("torch"), measured_label="numpy step s",
+                             reference_label="torch step s", round_min=low, round_max=high,
+                             measured_faults_per_step=t.faults_per_step("numpy"),
+                             reference_faults_per_step=t.faults_per_step("torch"),
+                             note="the hand-written numpy floor against torch: engine_vs_torch cannot go below "
+                                  "this without beating the floor", **common))
     else:
         status = "failed" if worker is not None and worker.failed else "skipped"
         rows.append(make_row("engine_vs_torch", None, "ratio", measured=t.median("memstudy"),

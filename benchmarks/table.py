@@ -1,4 +1,8 @@
-"""bench.csv -> a markdown report (bench.md); `python -m benchmarks.table [bench.csv]` prints it again."""
+"""bench.csv -> a markdown report (bench.md).
+
+`python -m benchmarks.table [bench.csv]` prints the report again; `python -m benchmarks.table --readme [bench.csv]`
+rewrites the targets and speed table in README.md (between its bench markers) from bench.csv.
+"""
 from __future__ import annotations
 
 import csv
@@ -12,7 +16,7 @@ COLUMNS = (
     "measured", "reference", "measured_label", "reference_label", "samples", "round_min", "round_max",
     "foreign_cores", "measured_faults_per_step", "reference_faults_per_step", "status", "note",
 )
-SPEED = ("engine_vs_numpy", "ledger_overhead", "tracemalloc_overhead", "engine_vs_torch")
+SPEED = ("engine_vs_numpy", "ledger_overhead", "tracemalloc_overhead", "engine_vs_torch", "floor_vs_torch")
 MEMORY = ("activation_bytes_vs_torch", "inference_peak_vs_floor", "inference_traced_peak_vs_floor")
 PROCESS = ("python_startup_seconds", "numpy_import_seconds", "cell_import_seconds", "sweep_cells_per_second",
            "study_wall_seconds")
@@ -91,9 +95,9 @@ def speed_table(rows: list[Row], heap: str | None = None) -> list[str]:
         return []
     lines = [
         "| MLP (depth, width, batch) | dtype | memstudy ms | numpy ms | engine_vs_numpy | ledger_overhead "
-        "| tracemalloc_overhead | torch ms | engine_vs_torch | page faults / step (memstudy · numpy · torch) "
-        "| others' load (cores) |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| tracemalloc_overhead | torch ms | engine_vs_torch | floor_vs_torch "
+        "| page faults / step (memstudy · numpy · torch) | others' load (cores) |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for size, dtype in keys:
         get = lambda figure: by_key.get((figure, size, dtype))  # noqa: E731
@@ -103,7 +107,7 @@ def speed_table(rows: list[Row], heap: str | None = None) -> list[str]:
             _ms(numpy_row["measured"]) if numpy_row else "", _ms(numpy_row["reference"]) if numpy_row else "",
             _ratio_cell(numpy_row), _ratio_cell(get("ledger_overhead")), _ratio_cell(get("tracemalloc_overhead")),
             _ms(torch_row["reference"]) if torch_row and torch_row["status"] == "ok" else "",
-            _ratio_cell(torch_row),
+            _ratio_cell(torch_row), _ratio_cell(get("floor_vs_torch")),
             " · ".join([_faults(numpy_row["measured_faults_per_step"]) if numpy_row else "–",
                         _faults(numpy_row["reference_faults_per_step"]) if numpy_row else "–",
                         _faults(torch_row["reference_faults_per_step"]) if torch_row else "–"]),
@@ -117,7 +121,8 @@ def speed_table(rows: list[Row], heap: str | None = None) -> list[str]:
         "faster: the median over rounds of the ratio of the two variants' block medians in that round, with "
         "the lowest and highest round in brackets. "
         "Targets: engine_vs_numpy ≤ 1.10 at the two larger sizes and ≤ 1.5 at (4, 64, 32); "
-        "ledger_overhead ≤ 1.05 at the two larger sizes; engine_vs_torch ≤ 1.0. A timed step is one loop "
+        "ledger_overhead ≤ 1.05 at the two larger sizes; engine_vs_torch ≤ 1.0 (floor_vs_torch, the numpy floor "
+        "against torch, has no target: it shows what numpy's BLAS allows in that run). A timed step is one loop "
         "iteration: gradients set to None, forward, cross-entropy, backward, SGD. ReLU, with bias. "
         "Others' load: the average number of cores other processes kept busy while that size was timed "
         "(this machine has 2); above about 0.15 the figures are disturbed and the size was timed again "
@@ -129,12 +134,9 @@ def speed_table(rows: list[Row], heap: str | None = None) -> list[str]:
     return lines
 
 
-def memory_table(rows: list[Row]) -> list[str]:
+def memory_summary(rows: list[Row]) -> list[str]:
+    """One line per memory target: how many configurations meet it, and the range of ratios."""
     mem = [r for r in rows if r["figure"] in MEMORY]
-    if not mem:
-        return []
-    by_key = {(r["figure"], _size(r), r["dtype"], r["activation"], r["bias"]): r for r in mem}
-    keys = _unique((_size(r), r["dtype"], r["activation"], r["bias"]) for r in mem)
     lines = []
     for figure, label in (("activation_bytes_vs_torch", "training activation bytes equal PyTorch's saved bytes"),
                           ("inference_peak_vs_floor", "inference step peak within 1.05 × the two-activation floor")):
@@ -145,6 +147,16 @@ def memory_table(rows: list[Row]) -> list[str]:
                          f"(ratios {min(values):.3f}–{max(values):.3f})")
         elif any(r["figure"] == figure for r in mem):
             lines.append(f"- {label}: not measured ({next(r['status'] for r in mem if r['figure'] == figure)})")
+    return lines
+
+
+def memory_table(rows: list[Row]) -> list[str]:
+    mem = [r for r in rows if r["figure"] in MEMORY]
+    if not mem:
+        return []
+    by_key = {(r["figure"], _size(r), r["dtype"], r["activation"], r["bias"]): r for r in mem}
+    keys = _unique((_size(r), r["dtype"], r["activation"], r["bias"]) for r in mem)
+    lines = memory_summary(rows)
     lines += [
         "",
         "| MLP (depth, width, batch) | dtype | activation | bias | memstudy activation bytes | torch saved bytes "
@@ -234,9 +246,48 @@ def render(rows: list[Row], heap: str | None = None) -> str:
     return "\n".join(out)
 
 
+README_START = "<!-- bench:start (generated from results/bench/bench.csv by `python -m benchmarks.table --readme`) -->"
+README_END = "<!-- bench:end -->"
+
+
+def readme_block(rows: list[Row], heap: str | None = None) -> str:
+    """What README.md shows between its bench markers: targets, the speed table, memory and start-up figures."""
+    parts = [README_START, "", *targets_summary(rows), "", *speed_table(rows, heap), ""]
+    memory = memory_summary(rows)
+    if memory:
+        parts += ["Memory:", "", *memory, ""]
+    process = process_table(rows)
+    if process:
+        parts += ["Start-up and study:", "", *process, ""]
+    return "\n".join(parts + [README_END])
+
+
+def update_readme(readme: Path, rows: list[Row], heap: str | None = None) -> bool:
+    """Replace the block between the markers with `readme_block`; False when the markers are missing."""
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        return False
+    readme.write_text(text[:start] + readme_block(rows, heap) + text[end + len(README_END):], encoding="utf-8")
+    return True
+
+
 def main(argv: list[str]) -> int:
-    path = Path(argv[1] if len(argv) > 1 else Path(__file__).resolve().parents[1] / "results" / "bench" / "bench.csv")
-    sys.stdout.write(render(read_csv(path), heap_mode(path.parent / "env.json")))
+    root = Path(__file__).resolve().parents[1]
+    args = argv[1:]
+    readme = None
+    if args[:1] == ["--readme"]:
+        readme = root / "README.md"
+        args = args[1:]
+    path = Path(args[0]) if args else root / "results" / "bench" / "bench.csv"
+    rows, heap = read_csv(path), heap_mode(path.parent / "env.json")
+    if readme is None:
+        sys.stdout.write(render(rows, heap))
+        return 0
+    if not update_readme(readme, rows, heap):
+        print(f"{readme}: no {README_START!r} ... {README_END!r} block to replace", file=sys.stderr)
+        return 2
+    print(f"updated the benchmark table in {readme} from {path}")
     return 0
 
 

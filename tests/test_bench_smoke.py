@@ -62,3 +62,29 @@ def test_numpy_floor_is_the_same_step_as_memstudy(activation, bias):
     ours = [p for pair in zip(floor.weights, floor.biases) for p in pair if p is not None]
     for mine, theirs in zip(ours, model.parameters()):
         np.testing.assert_allclose(mine, theirs.data, rtol=1e-12, atol=1e-14)
+
+
+def test_readme_benchmark_block_is_generated_from_the_committed_bench_csv():
+    from benchmarks.table import heap_mode, read_csv, readme_block
+
+    bench = ROOT / "results" / "bench"
+    expected = readme_block(read_csv(bench / "bench.csv"), heap_mode(bench / "env.json"))
+    assert expected in (ROOT / "README.md").read_text(encoding="utf-8"), (
+        "README's benchmark block differs from results/bench/bench.csv: run `python -m benchmarks.table --readme`")
+
+
+def test_readme_update_replaces_only_the_marked_block(tmp_path):
+    from benchmarks.table import README_END, README_START, update_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{README_START}\nold table\n{README_END}\noutro\n")
+    row = dict.fromkeys(COLUMNS, "")
+    row.update(figure="cell_import_seconds", value="0.1", unit="s", target="<= 0.25", met="yes", status="ok",
+               round_min="0.09", round_max="0.11", samples="9")
+    rows = [row]
+    assert update_readme(readme, rows)
+    text = readme.read_text()
+    assert text.startswith("intro\n" + README_START) and text.endswith(README_END + "\noutro\n")
+    assert "old table" not in text and "1 of 1 figures with a target meet it." in text
+    readme.write_text("no markers\n")
+    assert not update_readme(readme, rows) and readme.read_text() == "no markers\n"

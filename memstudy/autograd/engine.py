@@ -108,11 +108,6 @@ class Node:
         self.unpacked = tuple(copies)
         return tuple(out)
 
-    def release(self) -> None:
-        self.saved = ()
-        self.unpacked = ()
-        self.released = True
-
     def __repr__(self) -> str:
         return f"<Node {self.fn.name} layer={self.layer}>"
 
@@ -322,7 +317,7 @@ def _run_backward(root_node: Node, pending: dict[int, np.ndarray], retain_graph:
         if node.unpacked:
             node.unpacked = ()  # cast-back copies (half policy) die now, after the gradients made from them
         del grad  # the incoming gradient dies here unless an input grad aliases it
-        if not retain_graph:
+        if not retain_graph:  # release what the node saved (inline: this loop is the engine's hot path)
             node.saved = ()
             node.released = True
         for parent, input_grad in zip(node.parents, input_grads):
