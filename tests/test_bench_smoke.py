@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +89,33 @@ def test_readme_update_replaces_only_the_marked_block(tmp_path):
     assert "old table" not in text and "1 of 1 figures with a target meet it." in text
     readme.write_text("no markers\n")
     assert not update_readme(readme, rows) and readme.read_text() == "no markers\n"
+
+
+HEAP_SCRIPT = """
+import numpy as np
+from benchmarks.heap import minor_faults, warm_up_heap
+
+def faults_per_cycle(cycles=10):
+    before = minor_faults()
+    for _ in range(cycles):
+        arrays = [np.ones(1 << 17) for _ in range(8)]  # 8 x 1 MiB, written: their pages are faulted in
+        del arrays  # 8 MiB freed at the top of the heap: more than glibc's trim threshold after a 1 MiB free
+    return (minor_faults() - before) / cycles
+
+cold = faults_per_cycle()
+warm_up_heap(lambda nbytes: np.empty(nbytes, dtype=np.uint8))
+faults_per_cycle(1)  # the first cycle after the warm-up grows the heap once
+print(cold, faults_per_cycle())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc thresholds")
+def test_heap_warmup_stops_the_page_faults_the_benchmark_would_otherwise_time():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}  # glibc's dynamic thresholds
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run([sys.executable, "-c", HEAP_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    cold, warm = map(float, done.stdout.split())
+    assert cold > 1000  # 8 MiB = 2048 pages faulted in again every cycle
+    assert warm < 10
