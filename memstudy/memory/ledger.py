@@ -2,7 +2,10 @@
 
 It is the engine's one instrument (`STATE.instrument`): `apply` reports each op's output and saved
 arrays, `backward` reports new gradients, and a weakref on each base buffer reports its death the
-moment CPython frees it. No op calls the ledger itself.
+moment CPython frees it (registered baseline buffers outlive the step: the ledger holds them instead).
+No op calls the ledger itself. While the step runs the ledger only appends plain lists and tuples (about
+1 µs per new buffer, 0.5 µs per death); `finish` decides categories and peaks, and `Buffer` / `Event`
+objects are built only when someone reads them.
 
 A buffer's category is decided from its whole life, when the step is over:
   parameter / optimizer_state / input  -- registered at the baseline
