@@ -205,6 +205,11 @@ class TorchWorker:
 
 # --- speed ------------------------------------------------------------------------------------------
 
+# what each timed variant's step is, in bench.csv's measured_label / reference_label
+STEP_LABELS = {"memstudy": "memstudy step s", "numpy": "numpy step s", "ledger": "ledger-on step s",
+               "tracemalloc": "tracemalloc-on step s", "torch": "torch step s"}
+
+
 def speed_rows(size, dtype: str, worker: TorchWorker | None, rounds: int, block_seconds: float,
                min_steps: int, max_steps: int, log, retries: int = 0, quiet_cores: float = 0.15,
                max_wait: float = 0.0) -> list[dict[str, Any]]:
@@ -274,34 +279,27 @@ def speed_rows(size, dtype: str, worker: TorchWorker | None, rounds: int, block_
     common = dict(size=size, dtype=dtype, activation="relu", bias=True, samples=rounds * steps,
                   foreign_cores=foreign)
     rows = []
-    for figure, measured, reference_name, unit_label in (
-        ("engine_vs_numpy", "memstudy", "numpy", ("memstudy step s", "numpy step s")),
-        ("ledger_overhead", "ledger", "memstudy", ("ledger-on step s", "ledger-off step s")),
-        ("tracemalloc_overhead", "tracemalloc", "memstudy", ("tracemalloc-on step s", "tracemalloc-off step s")),
-    ):
-        ratio, low, high = t.ratio(measured, reference_name)
-        rows.append(make_row(figure, ratio, "ratio", measured=t.median(measured), reference=t.median(reference_name),
-                             measured_label=unit_label[0], reference_label=unit_label[1], round_min=low,
-                             round_max=high, measured_faults_per_step=t.faults_per_step(measured),
-                             reference_faults_per_step=t.faults_per_step(reference_name), **common))
+
+    def ratio_row(figure: str, measured: str, reference: str, note: str = "",
+                  reference_label: str = "") -> dict[str, Any]:
+        """`figure` = variant `measured` ÷ variant `reference`, side by side (see benchmarks.timing)."""
+        ratio, low, high = t.ratio(measured, reference)
+        return make_row(figure, ratio, "ratio", measured=t.median(measured), reference=t.median(reference),
+                        measured_label=STEP_LABELS[measured],
+                        reference_label=reference_label or STEP_LABELS[reference],
+                        round_min=low, round_max=high, measured_faults_per_step=t.faults_per_step(measured),
+                        reference_faults_per_step=t.faults_per_step(reference), note=note, **common)
+
+    rows.append(ratio_row("engine_vs_numpy", "memstudy", "numpy"))
+    rows.append(ratio_row("ledger_overhead", "ledger", "memstudy", reference_label="ledger-off step s"))
+    rows.append(ratio_row("tracemalloc_overhead", "tracemalloc", "memstudy", reference_label="tracemalloc-off step s"))
     if torch_ok:
-        ratio, low, high = t.ratio("memstudy", "torch")
-        rows.append(make_row("engine_vs_torch", ratio, "ratio", measured=t.median("memstudy"),
-                             reference=t.median("torch"), measured_label="memstudy step s",
-                             reference_label="torch step s", round_min=low, round_max=high,
-                             measured_faults_per_step=t.faults_per_step("memstudy"),
-                             reference_faults_per_step=t.faults_per_step("torch"),
-                             note=f"torch {worker.info.get('torch')} with {worker.info.get('threads')} threads, "
-                                  f"numpy's BLAS {worker.threads}",
-                             **common))
-        ratio, low, high = t.ratio("numpy", "torch")
-        rows.append(make_row("floor_vs_torch", ratio, "ratio", measured=t.median("numpy"),
-                             reference=t.median("torch"), measured_label="numpy step s",
-                             reference_label="torch step s", round_min=low, round_max=high,
-                             measured_faults_per_step=t.faults_per_step("numpy"),
-                             reference_faults_per_step=t.faults_per_step("torch"),
-                             note="the hand-written numpy floor against torch: engine_vs_torch cannot go below "
-                                  "this without beating the floor", **common))
+        rows.append(ratio_row("engine_vs_torch", "memstudy", "torch",
+                              note=f"torch {worker.info.get('torch')} with {worker.info.get('threads')} threads, "
+                                   f"numpy's BLAS {worker.threads}"))
+        rows.append(ratio_row("floor_vs_torch", "numpy", "torch",
+                              note="the hand-written numpy floor against torch: engine_vs_torch cannot go below "
+                                   "this without beating the floor"))
     else:
         status = "failed" if worker is not None and worker.failed else "skipped"
         rows.append(make_row("engine_vs_torch", None, "ratio", measured=t.median("memstudy"),

@@ -1,7 +1,7 @@
 """bench.csv -> a markdown report (bench.md).
 
 `python -m benchmarks.table [bench.csv]` prints the report again; `python -m benchmarks.table --readme [bench.csv]`
-rewrites the targets and speed table in README.md (between its bench markers) from bench.csv.
+rewrites README.md's bench block (targets, speed table, memory and start-up figures) from bench.csv.
 """
 from __future__ import annotations
 
@@ -279,8 +279,17 @@ def main(argv: list[str]) -> int:
     if args[:1] == ["--readme"]:
         readme = root / "README.md"
         args = args[1:]
+    if len(args) > 1 or any(a.startswith("-") for a in args):
+        print("usage: python -m benchmarks.table [--readme] [bench.csv]", file=sys.stderr)
+        return 2
     path = Path(args[0]) if args else root / "results" / "bench" / "bench.csv"
-    rows, heap = read_csv(path), heap_mode(path.parent / "env.json")
+    try:
+        rows = read_csv(path)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        print(f"benchmarks.table: cannot read {path}: {exc.strerror if isinstance(exc, OSError) else exc}",
+              file=sys.stderr)
+        return 2
+    heap = heap_mode(path.parent / "env.json")
     if readme is None:
         sys.stdout.write(render(rows, heap))
         return 0

@@ -119,3 +119,15 @@ def test_heap_warmup_stops_the_page_faults_the_benchmark_would_otherwise_time():
     cold, warm = map(float, done.stdout.split())
     assert cold > 1000  # 8 MiB = 2048 pages faulted in again every cycle
     assert warm < 10
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--readme", "missing.csv"], "cannot read missing.csv"),
+    (["--bogus"], "usage: python -m benchmarks.table"),
+    (["one.csv", "two.csv"], "usage: python -m benchmarks.table"),
+])
+def test_table_command_rejects_bad_input_in_one_line(tmp_path, args, message):
+    done = subprocess.run([sys.executable, "-m", "benchmarks.table", *args], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and message in done.stderr
