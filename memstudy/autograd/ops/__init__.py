@@ -1,0 +1,24 @@
+"""Primitive ops: forward and backward side by side, on raw ndarrays.
+
+Each op saves through `ctx.save(...)` only what its backward reads, and only for the inputs whose
+gradients are needed; backward reads them back through `ctx.saved_tensors` (which undoes a saved-tensor
+policy's storage, e.g. float16 under `half`; ops know nothing of policies). Backward never writes into its incoming gradient (it may be shared or read-only).
+Shapes, axes and scalars are plain attributes on ctx: metadata, counted as 0 bytes.
+
+Hidden temporaries (arrays an op allocates and drops inside forward or backward) are invisible to the
+ledger, which sees only op outputs, saved arrays and gradients; the ops below are written to keep
+those hidden temporaries small (reductions over a batch of 10 classes, not batch×width buffers).
+
+One module per kind of op (shape, linalg, elementwise, reduce, activation, loss, ...); this package
+re-exports every op so callers write `ops.Linear`.
+"""
+from __future__ import annotations
+
+from .shape import unbroadcast, Transpose, Reshape
+from .linalg import MatMul, BIAS_BUFFER_ELEMENTS, small_ufunc_buffer, Linear
+from .elementwise import Add, Sub, Mul, Scale, Neg, Exp, Log, Square, Pow
+from .reduce import Mean, Sum, SumSquares
+from .activation import ReLU, Sigmoid, Tanh
+from .loss import SoftmaxCrossEntropy, MSE
+
+__all__ = ['unbroadcast', 'Transpose', 'Reshape', 'MatMul', 'BIAS_BUFFER_ELEMENTS', 'small_ufunc_buffer', 'Linear', 'Add', 'Sub', 'Mul', 'Scale', 'Neg', 'Exp', 'Log', 'Square', 'Pow', 'Sum', 'Mean', 'SumSquares', 'ReLU', 'Sigmoid', 'Tanh', 'SoftmaxCrossEntropy', 'MSE']

@@ -1,0 +1,67 @@
+"""Activations of the MLP: ReLU, sigmoid and tanh, each saving its output."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..engine import Function, Node
+
+
+class ReLU(Function):
+    """Saves its output (not its input): out > 0 exactly where x > 0, and the next Linear saves it anyway."""
+
+    name = "relu"
+
+    @staticmethod
+    def forward(ctx: Node, x: np.ndarray) -> np.ndarray:
+        out = np.maximum(x, 0)
+        ctx.save(out=out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Node, grad: np.ndarray) -> tuple:
+        (out,) = ctx.saved_tensors
+        # the mask out > 0 is written straight into the result buffer (as 0.0/1.0): no hidden boolean
+        # mask the ledger could not see
+        result = np.empty_like(grad)
+        np.greater(out, 0, out=result)
+        result *= grad
+        return (result,)
+
+
+class Sigmoid(Function):
+    name = "sigmoid"
+
+    @staticmethod
+    def forward(ctx: Node, x: np.ndarray) -> np.ndarray:
+        out = np.negative(x)
+        np.exp(out, out=out)
+        out += 1
+        np.reciprocal(out, out=out)
+        ctx.save(out=out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Node, grad: np.ndarray) -> tuple:
+        (out,) = ctx.saved_tensors
+        result = np.subtract(1, out)  # σ' = σ(1-σ), built in one buffer
+        result *= out
+        result *= grad
+        return (result,)
+
+
+class Tanh(Function):
+    name = "tanh"
+
+    @staticmethod
+    def forward(ctx: Node, x: np.ndarray) -> np.ndarray:
+        out = np.tanh(x)
+        ctx.save(out=out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Node, grad: np.ndarray) -> tuple:
+        (out,) = ctx.saved_tensors
+        result = np.square(out)  # tanh' = 1 - tanh², built in one buffer
+        np.subtract(1, result, out=result)
+        result *= grad
+        return (result,)

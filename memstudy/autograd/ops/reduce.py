@@ -1,0 +1,60 @@
+"""Reductions: sum, mean, and the sum of squares (the L2 penalty)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..engine import Function, Node
+
+
+class Sum(Function):
+    name = "sum"
+
+    @staticmethod
+    def forward(ctx: Node, x: np.ndarray, *, axis=None, keepdims: bool = False) -> np.ndarray:
+        ctx.shape, ctx.axis, ctx.keepdims = x.shape, axis, keepdims
+        return np.asarray(np.sum(x, axis=axis, keepdims=keepdims))
+
+    @staticmethod
+    def backward(ctx: Node, grad: np.ndarray) -> tuple:
+        return (_expand(grad, ctx.shape, ctx.axis, ctx.keepdims),)
+
+
+class Mean(Function):
+    name = "mean"
+
+    @staticmethod
+    def forward(ctx: Node, x: np.ndarray, *, axis=None, keepdims: bool = False) -> np.ndarray:
+        ctx.shape, ctx.axis, ctx.keepdims = x.shape, axis, keepdims
+        out = np.asarray(np.mean(x, axis=axis, keepdims=keepdims))
+        ctx.count = x.size // max(out.size, 1)  # elements averaged into each output element
+        return out
+
+    @staticmethod
+    def backward(ctx: Node, grad: np.ndarray) -> tuple:
+        return (_expand(grad / ctx.count, ctx.shape, ctx.axis, ctx.keepdims),)
+
+
+def _expand(grad: np.ndarray, shape: tuple[int, ...], axis, keepdims: bool) -> np.ndarray:
+    """Broadcast a reduction's gradient back to the input's shape (a read-only view, no copy)."""
+    if axis is not None and not keepdims:
+        axes = (axis,) if isinstance(axis, int) else tuple(axis)
+        axes = tuple(a % len(shape) for a in axes)
+        grad = np.expand_dims(grad, axes)
+    return np.broadcast_to(grad, shape)
+
+
+class SumSquares(Function):
+    """Σ x² (the squared Frobenius norm); np.vdot reads x once without an x² temporary."""
+
+    name = "sum_squares"
+
+    @staticmethod
+    def forward(ctx: Node, x: np.ndarray) -> np.ndarray:
+        ctx.save(x=x)
+        flat = x.reshape(-1)
+        return np.asarray(np.vdot(flat, flat), dtype=x.dtype)
+
+    @staticmethod
+    def backward(ctx: Node, grad: np.ndarray) -> tuple:
+        (x,) = ctx.saved_tensors
+        return (x * (2 * grad),)
