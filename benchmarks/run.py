@@ -41,7 +41,7 @@ import numpy as np
 
 from memstudy.config import normalize
 from memstudy.memory import probes
-from memstudy.study.cell import Workload
+from memstudy.memory.workload import Workload
 from memstudy.study.provenance import collect_env, write_json
 
 from . import table
@@ -219,7 +219,7 @@ def speed_rows(size, dtype: str, worker: TorchWorker | None, rounds: int, block_
     config = config_for(size, dtype)
     work = Workload(config)
     reference = NumpyMLP.from_memstudy(work.model)
-    x, labels = work.x.data, work.y
+    x, labels = work.inputs.data, work.labels
     optimizer = work.optimizer
 
     def engine_step() -> None:

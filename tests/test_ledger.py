@@ -1,6 +1,6 @@
 """The ledger against counts worked out by hand, and against the predictor, exactly.
 
-Everything here runs in-process (memstudy.study.cell.Workload + ledger_step), so it is fast. The
+Everything here runs in-process (memstudy.memory.workload.Workload + ledger_step), so it is fast. The
 probes' agreement with the ledger (fresh processes) is tested in test_probe_agreement.py.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from memstudy.autograd import Tensor
 from memstudy.config import normalize
 from memstudy.memory.ledger import CATEGORIES, Ledger, StepAccount
 from memstudy.memory.predict import predict
-from memstudy.study.cell import Workload
+from memstudy.memory.workload import Workload
 
 
 def measured(**fields) -> tuple[StepAccount, Workload]:

@@ -18,7 +18,8 @@ from memstudy.autograd import STATE, Tensor, saved_buffers, saved_tensors_policy
 from memstudy.config import ConfigError, normalize
 from memstudy.memory.predict import predict
 from memstudy.nn import MLP, checkpoint_segments, parse_checkpoint
-from memstudy.study.cell import Workload, measure
+from memstudy.memory.workload import Workload
+from memstudy.study.cell import measure
 from memstudy.study.spec import SpecError, parse_spec
 
 from test_ledger import assert_ledger_equals_predictor, measured

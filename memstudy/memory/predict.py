@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..config import normalize
-from ..nn.modules import checkpoint_segments
+from ..nn.models.registry import checkpoint_segments
 from ..optim import CHUNK_ELEMENTS, OPTIMIZERS
 
 CATEGORIES = ("parameter", "optimizer_state", "input", "gradient", "activation", "temporary", "output")

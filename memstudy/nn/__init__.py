@@ -1,9 +1,14 @@
-"""Models, layers and losses built on memstudy.autograd."""
+"""Layers, model families and losses built on memstudy.autograd."""
+from . import init
 from .functional import cross_entropy, l2_penalty, linear, mse
-from .modules import (ACTIVATIONS, CHECKPOINTS, DTYPES, MLP, Linear, Module, ReLU, SeedMLP, Sigmoid, Tanh, activation,
-                      checkpoint_segments, parse_checkpoint)
+from .layers import ACTIVATIONS, Linear, Module, ReLU, Sigmoid, Tanh, activation
+from .models.mlp import MLP
+from .models.registry import (CHECKPOINTS, DTYPES, Family, Field, checkpoint_segments, get_family,
+                              parse_checkpoint)
+from .models.seed import SeedMLP
 
 __all__ = [
-    "ACTIVATIONS", "CHECKPOINTS", "DTYPES", "MLP", "Linear", "Module", "ReLU", "SeedMLP", "Sigmoid", "Tanh",
-    "activation", "checkpoint_segments", "cross_entropy", "parse_checkpoint", "l2_penalty", "linear", "mse",
+    "ACTIVATIONS", "CHECKPOINTS", "DTYPES", "MLP", "Family", "Field", "Linear", "Module", "ReLU", "SeedMLP",
+    "Sigmoid", "Tanh", "activation", "checkpoint_segments", "cross_entropy", "get_family", "init",
+    "parse_checkpoint", "l2_penalty", "linear", "mse",
 ]

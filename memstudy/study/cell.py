@@ -20,11 +20,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .. import nn, optim
-from ..autograd import Tensor, no_grad, saved_tensors_policy
 from ..config import normalize
 from ..memory import probes
-from ..memory.ledger import Ledger, StepAccount
+from ..memory.workload import Workload
 from ..memory.predict import predict
 from .fields import CONFIG_FIELDS, ROW_FIELDS
 
@@ -32,74 +30,6 @@ TEST_RAISE_ENV = "MEMSTUDY_TEST_RAISE_IN_CELL"  # "field=value": a matching cell
 MIN_TIMED_STEPS = 3
 MAX_TIMED_STEPS = 20
 TIMING_BUDGET_SECONDS = 0.25
-
-
-class Workload:
-    """The model, optimiser and batch of one configuration, and its step as a callable."""
-
-    def __init__(self, config: dict[str, Any]):
-        self.config = config
-        self.train = config["mode"] == "train"
-        self.model = nn.MLP(config["in_features"], config["width"], config["depth"], config["out_features"],
-                            activation=config["activation"], bias=config["bias"], dtype=config["dtype"],
-                            seed=config["seed"], checkpoint=config["checkpoint"])
-        self.policy = config["policy"]
-        rng = np.random.default_rng(config["seed"] + 1)
-        batch = config["batch_size"]
-        self.x = Tensor(rng.standard_normal((batch, config["in_features"])).astype(config["dtype"]))
-        self.y = rng.integers(0, config["out_features"], size=batch)
-        self.optimizer = optim.make(config["optimizer"], self.model.parameters())
-
-    def step(self) -> Tensor:
-        """One training step (forward, loss, backward, optimiser step) or one inference forward."""
-        if not self.train:
-            with no_grad():
-                return self.model(self.x)
-        loss = self.loss(self.policy)
-        loss.backward()
-        self.optimizer.step()
-        return loss
-
-    def loss(self, policy: str) -> Tensor:
-        """Forward and loss, the graph's saved tensors under `policy` (the loss's too)."""
-        with saved_tensors_policy(policy):
-            return nn.cross_entropy(self.model(self.x), self.y)
-
-    def gradient_error(self, reference: str = "minimal") -> float:
-        """‖g − g_ref‖ / ‖g_ref‖ over all parameters' gradients: this cell's policy against `reference`, at the
-        current parameters (no optimiser step). Leaves the gradients None."""
-        grads = {}
-        for policy in (reference, self.policy):
-            self.optimizer.zero_grad()
-            self.loss(policy).backward()
-            grads[policy] = np.concatenate([p.grad.ravel().astype(np.float64) for p in self.model.parameters()])
-        self.optimizer.zero_grad()
-        ref = grads[reference]
-        return float(np.linalg.norm(grads[self.policy] - ref) / np.linalg.norm(ref))
-
-    def reset(self) -> None:
-        """Back to the baseline: gradients None, garbage collected."""
-        self.optimizer.zero_grad()
-        gc.collect()
-
-    def ledger_step(self) -> StepAccount:
-        ledger = Ledger()
-        layers = [i for i, linear in enumerate(self.model.linears) for _ in linear.parameters()]
-        ledger.register_model(self.model.parameters(), layers)
-        if self.train:
-            for array in self.optimizer.state_arrays():
-                ledger.register(array, "optimizer_state")
-        ledger.register(self.x.data, "input", role="x")
-        if self.train:
-            ledger.register(self.y, "input", role="labels")
-        ledger.start()
-        try:
-            output = self.step()
-            account = ledger.finish()  # while `output` is alive: it counts as the step's output
-        finally:
-            ledger.stop()
-        del output
-        return account
 
 
 def _median_step_seconds(step: Callable[[], Any], reset: Callable[[], None]) -> float:

@@ -1,0 +1,86 @@
+"""One configured step: a family's model, its batch and optimiser, and the step itself as a callable.
+
+The same object runs a measured cell (real arrays) and a prediction (built inside `autograd.meta.meta_mode()`,
+where every parameter and input is a shape-only array): one code path for both.
+"""
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+import numpy as np
+
+from .. import optim
+from ..autograd import Tensor, no_grad, saved_tensors_policy
+from ..nn.models.registry import get_family
+from .ledger import Ledger, StepAccount
+
+
+class Workload:
+    """The model, optimiser and batch of one (normalized) configuration, and its step."""
+
+    def __init__(self, config: dict[str, Any]):
+        self.config = config
+        self.family = get_family(config.get("model"))
+        self.train = config["mode"] == "train"
+        self.policy = config["policy"]
+        self.model = self.family.build(config)
+        inputs, labels = self.family.batch(config)
+        self.inputs = inputs if isinstance(inputs, Tensor) else Tensor(inputs)
+        self.labels = labels
+        self.optimizer = optim.make(config["optimizer"], self.model.parameters())
+
+    def step(self) -> Tensor:
+        """One training step (forward, loss, backward, optimiser step) or one inference forward."""
+        if not self.train:
+            with no_grad():
+                return self.model(self.inputs)
+        loss = self.loss(self.policy)
+        loss.backward()
+        self.optimizer.step()
+        return loss
+
+    def loss(self, policy: str) -> Tensor:
+        """Forward and loss, the graph's saved tensors under `policy` (the loss's too)."""
+        with saved_tensors_policy(policy):
+            return self.family.loss(self.model, self.inputs, self.labels)
+
+    def gradient_error(self, reference: str = "minimal") -> float:
+        """‖g − g_ref‖ / ‖g_ref‖ over all parameters' gradients: this cell's policy against `reference`, at the
+        current parameters (no optimiser step). Leaves the gradients None."""
+        grads = {}
+        for policy in (reference, self.policy):
+            self.optimizer.zero_grad()
+            self.loss(policy).backward()
+            grads[policy] = np.concatenate([p.grad.ravel().astype(np.float64) for p in self.model.parameters()])
+        self.optimizer.zero_grad()
+        ref = grads[reference]
+        return float(np.linalg.norm(grads[self.policy] - ref) / np.linalg.norm(ref))
+
+    def reset(self) -> None:
+        """Back to the baseline: gradients None, garbage collected."""
+        self.optimizer.zero_grad()
+        gc.collect()
+
+    def register(self, ledger: Ledger) -> None:
+        """The baseline: parameters (with their layers), optimiser state, the inputs and labels."""
+        ledger.register_model(self.model.parameters(), self.model.parameter_layers())
+        if self.train:
+            for array in self.optimizer.state_arrays():
+                ledger.register(array, "optimizer_state")
+        ledger.register(self.inputs.data, "input", role="x")
+        if self.train and self.labels is not None:
+            labels = self.labels.data if isinstance(self.labels, Tensor) else self.labels
+            ledger.register(labels, "input", role="labels")
+
+    def ledger_step(self) -> StepAccount:
+        ledger = Ledger()
+        self.register(ledger)
+        ledger.start()
+        try:
+            output = self.step()
+            account = ledger.finish()  # while `output` is alive: it counts as the step's output
+        finally:
+            ledger.stop()
+        del output
+        return account

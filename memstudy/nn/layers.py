@@ -1,0 +1,110 @@
+"""Layers: the Module base, Linear and the element-wise activations (models live in `nn/models/`)."""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..autograd import Tensor, apply
+from ..autograd import ops
+from . import init
+from .models.registry import DTYPES
+
+ACTIVATIONS = ("relu", "sigmoid", "tanh")
+
+
+def check_dtype(dtype: Any) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt.name not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dt.name}")
+    return dt
+
+
+class Module:
+    """A layer or model. Parameters are found by walking attributes (in definition order): a Tensor that
+    requires grad, a Module, or a list of Modules, named PyTorch-style (`h.0.attn.c_attn.weight`).
+    A Tensor reached twice (a tied weight) is listed once, under its first name."""
+
+    def named_parameters(self, prefix: str = "") -> list[tuple[str, Tensor]]:
+        found: list[tuple[str, Tensor]] = []
+        seen: set[int] = set()
+        for name, p in self._walk(prefix):
+            if id(p) not in seen:
+                seen.add(id(p))
+                found.append((name, p))
+        return found
+
+    def _walk(self, prefix: str) -> Iterator[tuple[str, Tensor]]:
+        for attr, value in vars(self).items():
+            name = f"{prefix}{attr}"
+            if isinstance(value, Tensor):
+                if value.requires_grad or getattr(value, "is_parameter", False):
+                    yield name, value
+            elif isinstance(value, Module):
+                yield from value._walk(name + ".")
+            elif isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    if isinstance(item, Module):
+                        yield from item._walk(f"{name}.{i}.")
+
+    def parameters(self) -> list[Tensor]:
+        return [p for _, p in self.named_parameters()]
+
+    def parameter_layers(self) -> list[int | None]:
+        """The layer index of each parameter (aligned with `parameters()`), for per-layer reports."""
+        return [None] * len(self.parameters())
+
+    def parameter_nbytes(self) -> int:
+        return sum(p.nbytes for p in self.parameters())
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
+        return self.forward(*args, **kwargs)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Linear(Module):
+    """y = x Wᵀ + b with W of shape (out_features, in_features), initialised U(-1/√in, 1/√in) like PyTorch."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: Any = "float32",
+                 seed: int | np.random.Generator | None = 0):
+        dt = check_dtype(dtype)
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        bound = 1.0 / np.sqrt(in_features)
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = Tensor(init.uniform(rng, -bound, bound, (out_features, in_features), dt),
+                             requires_grad=True, name="weight")
+        self.bias = (Tensor(init.uniform(rng, -bound, bound, out_features, dt), requires_grad=True, name="bias")
+                     if bias else None)
+
+    def forward(self, x: Any) -> Tensor:  # functional.linear, one call frame less per layer
+        if self.bias is None:
+            return apply(ops.Linear, x, self.weight)
+        return apply(ops.Linear, x, self.weight, self.bias)
+
+
+class _Activation(Module):
+    op: type = ops.ReLU
+
+    def forward(self, x: Any) -> Tensor:
+        return apply(self.op, x)
+
+
+class ReLU(_Activation):
+    op = ops.ReLU
+
+
+class Sigmoid(_Activation):
+    op = ops.Sigmoid
+
+
+class Tanh(_Activation):
+    op = ops.Tanh
+
+
+def activation(name: str) -> _Activation:
+    classes = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
+    if name not in classes:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {name!r}")
+    return classes[name]()

@@ -1,0 +1,115 @@
+"""The MLP family (`model = "mlp"`): `depth` Linear+activation layers of width `width`, then an output Linear.
+
+The studies' model since the first study; its fields, defaults and rules are declared here once.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ...autograd import STATE, Tensor, layer_scope
+from ...autograd import checkpoint as checkpoint_segment
+from ...autograd import ops
+from .. import init
+from ..layers import ACTIVATIONS, Linear, Module, activation as make_activation, check_dtype
+from .registry import ConfigError, Family, Field, checkpoint_segments, parse_checkpoint
+
+
+class MLP(Module):
+    """`depth` hidden Linear+activation layers of width `hidden`, then one output Linear.
+
+    Layer i (0-based) is hidden layer i; the output Linear is layer `depth`.
+
+    `checkpoint` (none | sqrt | every:K) splits the hidden layers into segments, each run as one
+    `Checkpoint` op when a graph is recorded: only each segment's input is held for backward, and the
+    segment's forward is recomputed when backward reaches it. Inference runs the layers plainly whatever
+    the strategy. (The saved-tensor policy is an engine setting: `autograd.saved_tensors_policy`.)
+    """
+
+    def __init__(self, in_features: int, hidden: int, depth: int, out_features: int, activation: str = "relu",
+                 bias: bool = True, dtype: Any = "float32", seed: int | None = 0, checkpoint: str = "none"):
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, got {depth}")
+        for name, value in (("in_features", in_features), ("hidden", hidden), ("out_features", out_features)):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        rng = np.random.default_rng(seed)
+        self.in_features, self.hidden, self.depth, self.out_features = in_features, hidden, depth, out_features
+        self.activation_name, self.bias, self.dtype = activation, bias, check_dtype(dtype)
+        widths = [in_features] + [hidden] * depth
+        self.hidden_layers = [Linear(widths[i], widths[i + 1], bias, dtype, rng) for i in range(depth)]
+        self.activations = [make_activation(activation) for _ in range(depth)]
+        self.output = Linear(hidden, out_features, bias, dtype, rng)
+        self.checkpoint = parse_checkpoint(checkpoint)
+        self.segments = checkpoint_segments(self.checkpoint, depth)
+
+    @property
+    def linears(self) -> list[Linear]:
+        return self.hidden_layers + [self.output]
+
+    def parameter_layers(self) -> list[int | None]:
+        return [i for i, linear in enumerate(self.linears) for _ in linear.parameters()]
+
+    def forward(self, x: Any) -> Tensor:
+        h = x if isinstance(x, Tensor) else Tensor(x)
+        with ops.small_ufunc_buffer():  # once per forward, not once per layer's bias add
+            if self.segments is None or not STATE.grad_enabled:
+                h = self.run_layers(h, 0, self.depth)
+            else:
+                for start, stop in self.segments:
+                    params = [p for layer in self.hidden_layers[start:stop] for p in layer.parameters()]
+                    with layer_scope(start):
+                        h = checkpoint_segment(self.run_layers, h, params, start, stop)
+            with layer_scope(self.depth):
+                return self.output(h)
+
+    def run_layers(self, h: Tensor, start: int, stop: int) -> Tensor:
+        """Hidden layers start..stop-1 (a checkpoint's segment, or all of them)."""
+        previous_layer = STATE.layer  # what layer_scope does, once for the loop rather than once per layer
+        try:
+            with ops.small_ufunc_buffer():  # a checkpoint recomputes this outside `forward`
+                for i in range(start, stop):
+                    STATE.layer = i
+                    z = self.hidden_layers[i].forward(h)  # .forward: one call frame less than the module call
+                    h = None  # drop the layer's input before its activation exists: inference holds 2, not 3
+                    h = self.activations[i].forward(z)
+                    z = None
+        finally:
+            STATE.layer = previous_layer
+        return h
+
+
+class MLPFamily(Family):
+    name = "mlp"
+    description = "depth × (Linear(width) + activation), then Linear(width, out_features); softmax cross-entropy"
+    fields = (
+        Field("in_features", int, None, "input features (default: width)", minimum=1),
+        Field("out_features", int, 10, "output classes", minimum=1, flag="--classes"),
+        Field("activation", str, "relu", "hidden activation", choices=ACTIVATIONS),
+        Field("bias", bool, True, "Linear biases"),
+    )
+
+    def check(self, config: dict[str, Any]) -> None:
+        if config["in_features"] is None:
+            config["in_features"] = config["width"]
+
+    def build(self, config: dict[str, Any]) -> MLP:
+        return MLP(config["in_features"], config["width"], config["depth"], config["out_features"],
+                   activation=config["activation"], bias=config["bias"], dtype=config["dtype"],
+                   seed=config["seed"], checkpoint=config["checkpoint"])
+
+    def batch(self, config: dict[str, Any]) -> tuple[Any, Any]:
+        rng = np.random.default_rng(config["seed"] + 1)
+        batch = config["batch_size"]
+        x = init.normal(rng, (batch, config["in_features"]), config["dtype"])
+        y = init.integers(rng, 0, config["out_features"], batch)
+        return x, y
+
+    def layer_names(self, config: dict[str, Any]) -> list[str]:
+        return [f"hidden {i}" for i in range(config["depth"])] + ["output"]
+
+
+FAMILY = MLPFamily()
+
+__all__ = ["FAMILY", "MLP", "MLPFamily", "ConfigError"]

@@ -1,0 +1,275 @@
+"""The model registry: each family declares its config fields, builds its model and makes its batch.
+
+A family is one module under `memstudy/nn/models/` (or a user's own file, `path/to/file.py:Name`) holding a
+`Family` subclass. Everything outside that module (CLI flags, the spec's grid, the row's columns, the cell,
+the predictor, `memstudy graph`, the report) reads the family's declaration and never names its fields.
+
+Fields shared by every family keep one name everywhere (`SHARED_FIELDS`); a family may change their
+defaults (`Family.defaults`) and add checkpoint strategies of its own (`Family.checkpoints`).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+DTYPES = ("float32", "float64")
+MODES = ("train", "inference")
+OPTIMIZERS = ("sgd", "momentum", "adam")
+POLICIES = ("minimal", "all", "half")
+CHECKPOINTS = ("none", "sqrt", "every:K")  # every:K: segments of K layers, K a positive integer
+
+
+class ConfigError(ValueError):
+    """A configuration field is missing, of the wrong type, or out of range (the message names the field)."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """One config field: its name (the row's column and the spec's grid key), type, default and rules.
+
+    `flag` is the CLI flag (default `--name` with dashes); `choices` the allowed values of a categorical
+    field; `minimum` / `maximum` bound a number (`maximum` exclusive when `exclusive_maximum`).
+    """
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_maximum: bool = False
+    flag: str | None = None
+
+    @property
+    def cli_flag(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
+
+    def check(self, value: Any) -> Any:
+        """The value in canonical form, or ConfigError naming the field."""
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{self.name} must be true or false, got {value!r}")
+        elif self.type is int:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ConfigError(f"{self.name} must be an integer, got {value!r}")
+            value = int(value)
+        elif self.type is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise ConfigError(f"{self.name} must be a number, got {value!r}")
+            value = float(value)
+            if not math.isfinite(value):
+                raise ConfigError(f"{self.name} must be a finite number, got {value!r}")
+        elif self.type is str:
+            if not isinstance(value, str):
+                raise ConfigError(f"{self.name} must be a string, got {value!r}")
+        if self.minimum is not None and value < self.minimum:
+            raise ConfigError(f"{self.name} must be at least {self.minimum:g}, got {value}")
+        if self.maximum is not None and (value >= self.maximum if self.exclusive_maximum else value > self.maximum):
+            word = "below" if self.exclusive_maximum else "at most"
+            raise ConfigError(f"{self.name} must be {word} {self.maximum:g}, got {value}")
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(f"{self.name} must be one of {', '.join(map(str, self.choices))}, got {value!r}")
+        return value
+
+
+def parse_checkpoint(value: Any, extra: tuple[str, ...] = ()) -> str:
+    """The canonical form of a checkpoint strategy (none, sqrt, every:K, or a family's own); ConfigError else."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("none", "sqrt") or text in extra:
+            return text
+        match = re.fullmatch(r"every:\s*(\d+)", text)
+        if match and int(match.group(1)) >= 1:
+            return f"every:{int(match.group(1))}"
+    allowed = ", ".join(("none", "sqrt") + tuple(extra))
+    raise ConfigError(f"checkpoint must be {allowed} or every:K with K a positive integer, got {value!r}")
+
+
+def checkpoint_segments(checkpoint: str, depth: int) -> list[tuple[int, int]] | None:
+    """The layers' segments [start, stop) under a strategy, or None when nothing is checkpointed by segment.
+
+    `sqrt` uses segments of ⌈√depth⌉ layers (Chen et al. 2016); `every:K` segments of K layers (the last one
+    shorter when K does not divide the depth). Any other strategy (none, a family's own) has no segments.
+    """
+    if checkpoint == "sqrt":
+        size = math.isqrt(depth - 1) + 1  # ⌈√depth⌉
+    elif checkpoint.startswith("every:"):
+        size = int(checkpoint.split(":")[1])
+    else:
+        return None
+    return [(start, min(start + size, depth)) for start in range(0, depth, size)]
+
+
+# The fields every family has, in the row's column order (`model` comes first of all).
+SHARED_FIELDS: tuple[Field, ...] = (
+    Field("depth", int, 2, "layers (MLP) or blocks (GPT, CNN)", minimum=1),
+    Field("width", int, 256, "hidden size (MLP, GPT) or the first block's channels (CNN)", minimum=1),
+    Field("batch_size", int, 64, "examples per step", minimum=1, flag="--batch"),
+    Field("dtype", str, "float32", "floating-point type of parameters, activations and gradients", choices=DTYPES),
+    Field("mode", str, "train", "train: forward, loss, backward, optimiser step; inference: forward under no_grad",
+          choices=MODES),
+    Field("optimizer", str, "sgd", "optimiser (its state is 0x, 1x, 2x the parameters)", choices=OPTIMIZERS),
+    Field("checkpoint", str, "none", "gradient checkpointing: hold only each segment's input and recompute the "
+          "segment in backward; sqrt = segments of ceil(sqrt(depth)) layers, every:K = of K layers"),
+    Field("policy", str, "minimal", "saved tensors: minimal = what backward needs; all = every intermediate, as "
+          "the textbook stores them; half = what backward needs, stored as float16", choices=POLICIES),
+    Field("seed", int, 0, "random seed of weights and batch", minimum=0),
+)
+SHARED_NAMES = tuple(f.name for f in SHARED_FIELDS)
+
+
+class Family:
+    """A model family: subclass it in one module, set the class attributes, implement `build` and `batch`.
+
+    - `fields`: the family's own config fields (besides `SHARED_FIELDS`);
+    - `defaults`: the family's defaults for shared fields (e.g. a smaller width);
+    - `checkpoints`: strategies beyond none / sqrt / every:K that the family implements (e.g. "selective");
+    - `check(config)`: cross-field rules (raise ConfigError with one line naming the field);
+    - `build(config)`: the model (an `nn.Module`); parameters drawn through `nn.init` so that the same code
+      builds shape-only parameters for the predictor;
+    - `batch(config)`: (inputs, labels) for one step, drawn through `nn.init` too; labels may be None;
+    - `loss(model, inputs, labels)`: the training objective (default: mean cross-entropy of model(inputs));
+    - `layer_names(config)`: a name per layer index (the `layer_scope` indices the model uses), for reports.
+    """
+
+    name: str = ""
+    description: str = ""
+    fields: tuple[Field, ...] = ()
+    defaults: dict[str, Any] = {}
+    checkpoints: tuple[str, ...] = ()
+
+    def check(self, config: dict[str, Any]) -> None:
+        """Rules between fields; the default has none."""
+
+    def build(self, config: dict[str, Any]) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def batch(self, config: dict[str, Any]) -> tuple[Any, Any]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def loss(self, model: Any, inputs: Any, labels: Any) -> Any:
+        from ..functional import cross_entropy
+
+        return cross_entropy(model(inputs), labels)
+
+    def layer_names(self, config: dict[str, Any]) -> list[str]:
+        return [str(i) for i in range(config["depth"] + 1)]
+
+    # --- derived from the declaration -------------------------------------------------------------------
+    def all_fields(self) -> tuple[Field, ...]:
+        """Shared fields (with this family's defaults), then the family's own."""
+        shared = tuple(
+            Field(**{**f.__dict__, "default": self.defaults[f.name]}) if f.name in self.defaults else f
+            for f in SHARED_FIELDS
+        )
+        return shared + tuple(self.fields)
+
+    def normalize(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """Defaults filled in, every field checked; ConfigError (one line naming the field) otherwise."""
+        fields = self.all_fields()
+        known = {f.name for f in fields}
+        unknown = [k for k in raw if k not in known and k not in ("model", "repeat")]
+        if unknown:
+            raise ConfigError(f"unknown field {unknown[0]!r} for model {self.name!r}")
+        config: dict[str, Any] = {"model": self.name}
+        for f in fields:
+            value = raw.get(f.name, f.default)
+            if value is None and f.default is not None:
+                raise ConfigError(f"{f.name} must be given a value, got None")
+            if f.name == "checkpoint":
+                config[f.name] = parse_checkpoint(value, self.checkpoints)
+            elif value is None:  # a default of None: the family resolves it in `check` (e.g. in_features)
+                config[f.name] = None
+            else:
+                config[f.name] = f.check(value)
+        self.check(config)
+        return config
+
+
+_BUILTIN = {"mlp": "mlp", "seed": "seed", "gpt": "gpt", "cnn": "cnn"}  # name -> module in this package
+_LOADED: dict[str, Family] = {}
+
+
+def builtin_names() -> tuple[str, ...]:
+    """Built-in families whose module exists in this installation."""
+    here = Path(__file__).parent
+    return tuple(name for name, module in _BUILTIN.items() if (here / f"{module}.py").exists())
+
+
+def _from_file(spec: str) -> Family:
+    path_text, _, class_name = spec.rpartition(":")
+    path = Path(path_text)
+    if not class_name or not path_text:
+        raise ConfigError(f"model {spec!r}: a model file is given as path/to/file.py:ClassName")
+    if not path.is_file():
+        raise ConfigError(f"model {spec!r}: no file {path}")
+    module_name = "memstudy_user_model_" + re.sub(r"\W", "_", str(path.resolve()))
+    module = sys.modules.get(module_name)
+    if module is None:
+        loader_spec = importlib.util.spec_from_file_location(module_name, path)
+        if loader_spec is None or loader_spec.loader is None:
+            raise ConfigError(f"model {spec!r}: {path} is not a Python file")
+        module = importlib.util.module_from_spec(loader_spec)
+        sys.modules[module_name] = module
+        try:
+            loader_spec.loader.exec_module(module)
+        except Exception as exc:  # the user's file: report its error in one line
+            del sys.modules[module_name]
+            raise ConfigError(f"model {spec!r}: importing {path} failed: {type(exc).__name__}: {exc}") from None
+    target = getattr(module, class_name, None)
+    if target is None:
+        raise ConfigError(f"model {spec!r}: {path} has no {class_name}")
+    family = target() if isinstance(target, type) else target
+    if not isinstance(family, Family):
+        raise ConfigError(f"model {spec!r}: {class_name} is not a memstudy.nn.models.Family")
+    family.name = spec  # the row's `model` column names the file, so the cell process can load it again
+    return family
+
+
+def get_family(name: Any) -> Family:
+    """The family called `name` (a built-in name, or path/to/file.py:ClassName); ConfigError otherwise."""
+    if name is None:
+        name = "mlp"
+    if not isinstance(name, str):
+        raise ConfigError(f"model must be a name or path/to/file.py:ClassName, got {name!r}")
+    family = _LOADED.get(name)
+    if family is not None:
+        return family
+    if name in _BUILTIN and name in builtin_names():
+        module = importlib.import_module(f"{__package__}.{_BUILTIN[name]}")
+        family = module.FAMILY
+    elif ":" in name and name.split(":")[0].endswith(".py"):
+        family = _from_file(name)
+    else:
+        allowed = ", ".join(builtin_names())
+        raise ConfigError(f"model must be one of {allowed} or path/to/file.py:ClassName, got {name!r}")
+    _LOADED[name] = family
+    return family
+
+
+def normalize(raw: dict[str, Any]) -> dict[str, Any]:
+    """A checked config for the family `raw['model']` names (default mlp)."""
+    return get_family(raw.get("model")).normalize(raw)
+
+
+def all_field_names() -> tuple[str, ...]:
+    """`model`, the shared fields, then every built-in family's own fields in registry order (the row's
+    model columns)."""
+    names = ["model", *SHARED_NAMES]
+    for family_name in builtin_names():
+        for f in get_family(family_name).fields:
+            if f.name not in names:
+                names.append(f.name)
+    return tuple(names)
+
+
+Builder = Callable[[dict[str, Any]], Any]
