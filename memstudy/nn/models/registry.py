@@ -183,7 +183,7 @@ class Family:
         config: dict[str, Any] = {"model": self.name}
         for f in fields:
             value = raw.get(f.name, f.default)
-            if value is None and f.default is not None:
+            if value is None and f.default is not None and f.name != "checkpoint":
                 raise ConfigError(f"{f.name} must be given a value, got None")
             if f.name == "checkpoint":
                 config[f.name] = parse_checkpoint(value, self.checkpoints)
