@@ -16,7 +16,9 @@ inside an op:
   within the policy's scope, so ReLU's output that the next Linear also saves is one float16 buffer), and
   `Node.saved_tensors` casts it back to the compute dtype for backward. Caller-owned arrays (leaf tensors
   such as parameters and the network input, and plain arrays) are never cast: saving them costs nothing.
-Backward reads what its op saved through `Node.saved_tensors` only.
+Backward reads what its op saved through `Node.saved_tensors` only. A large buffer an op makes and drops within
+its own forward or backward (a convolution's column matrix) is reported through `Node.workspace`, so the
+instrument sees it too.
 """
 from __future__ import annotations
 
@@ -84,6 +86,18 @@ class Node:
         self.saved_roles = tuple(arrays)
         self.saved = tuple(arrays.values())
         self.own = len(self.saved)
+
+    def workspace(self, array: np.ndarray, role: str = "workspace") -> np.ndarray:
+        """Report a transient buffer the op makes and drops inside its forward or backward (im2col's columns).
+
+        Such a buffer is neither an output, a saved array nor a gradient, so the instrument would not see it;
+        reported here, the ledger counts it (as `<op>.<role>`, a temporary) from now until Python frees it.
+        Returns `array` unchanged.
+        """
+        instrument = STATE.instrument
+        if instrument is not None:
+            instrument.on_new(array, f"{self.fn.name}.{role}", self.layer)
+        return array
 
     @property
     def saved_tensors(self) -> tuple:

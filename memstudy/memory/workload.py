@@ -63,8 +63,11 @@ class Workload:
         gc.collect()
 
     def register(self, ledger: Ledger) -> None:
-        """The baseline: parameters (with their layers), optimiser state, the inputs and labels."""
+        """The baseline: parameters and model state (with their layers), optimiser state, the inputs and labels."""
         ledger.register_model(self.model.parameters(), self.model.parameter_layers())
+        # model state that is not a parameter (batch norm's running statistics) lives beside the parameters
+        for (name, array), layer in zip(self.model.named_buffers(), self.model.buffer_layers()):
+            ledger.register(array, "parameter", layer=layer, role=name)
         if self.train:
             for array in self.optimizer.state_arrays():
                 ledger.register(array, "optimizer_state")

@@ -1,4 +1,5 @@
-"""Layers: the Module base, Linear and the element-wise activations (models live in `nn/models/`)."""
+"""Layers: the Module base, Linear and the element-wise activations (convolution layers in `nn/conv.py`, models
+in `nn/models/`)."""
 from __future__ import annotations
 
 from typing import Any, Iterator
@@ -49,6 +50,27 @@ class Module:
 
     def parameters(self) -> list[Tensor]:
         return [p for _, p in self.named_parameters()]
+
+    # Model state that is not a parameter (batch norm's running statistics; PyTorch's "buffers"): plain
+    # arrays named in a module's `buffer_names`. They take no gradient and no optimiser step; the ledger
+    # registers them at the baseline with the parameters (category `parameter`, role = the buffer's name).
+    buffer_names: tuple[str, ...] = ()
+
+    def named_buffers(self, prefix: str = "") -> list[tuple[str, np.ndarray]]:
+        """(name, array) of every buffer, the module's own first, then its children's, PyTorch-style names."""
+        found = [(f"{prefix}{name}", getattr(self, name)) for name in self.buffer_names]
+        for attr, value in vars(self).items():
+            if isinstance(value, Module):
+                found += value.named_buffers(f"{prefix}{attr}.")
+            elif isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    if isinstance(item, Module):
+                        found += item.named_buffers(f"{prefix}{attr}.{i}.")
+        return found
+
+    def buffer_layers(self) -> list[int | None]:
+        """The layer index of each buffer (aligned with `named_buffers()`)."""
+        return [None] * len(self.named_buffers())
 
     def parameter_layers(self) -> list[int | None]:
         """The layer index of each parameter (aligned with `parameters()`), for per-layer reports."""

@@ -9,16 +9,21 @@ Hidden temporaries (arrays an op allocates and drops inside forward or backward)
 ledger, which sees only op outputs, saved arrays and gradients; the ops below are written to keep
 those hidden temporaries small (reductions over a batch of 10 classes, not batch×width buffers).
 
-One module per kind of op (shape, linalg, elementwise, reduce, activation, loss, ...); this package
+One module per kind of op (shape, linalg, elementwise, reduce, activation, loss, conv, pool, batch_norm, ...); this package
 re-exports every op so callers write `ops.Linear`.
 """
 from __future__ import annotations
 
-from .shape import unbroadcast, Transpose, Reshape
+from .shape import unbroadcast, Transpose, Reshape, Flatten
 from .linalg import MatMul, BIAS_BUFFER_ELEMENTS, small_ufunc_buffer, Linear
 from .elementwise import Add, Sub, Mul, Scale, Neg, Exp, Log, Square, Pow
 from .reduce import Mean, Sum, SumSquares
 from .activation import ReLU, Sigmoid, Tanh
 from .loss import SoftmaxCrossEntropy, MSE
+from .conv import CONV_SAVES, Conv2d, col2im, im2col
+from .pool import AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from .batch_norm import BatchNorm2d, BatchNorm2dEval
 
 __all__ = ['unbroadcast', 'Transpose', 'Reshape', 'MatMul', 'BIAS_BUFFER_ELEMENTS', 'small_ufunc_buffer', 'Linear', 'Add', 'Sub', 'Mul', 'Scale', 'Neg', 'Exp', 'Log', 'Square', 'Pow', 'Sum', 'Mean', 'SumSquares', 'ReLU', 'Sigmoid', 'Tanh', 'SoftmaxCrossEntropy', 'MSE']
+__all__ += ['Flatten', 'CONV_SAVES', 'Conv2d', 'col2im', 'im2col', 'AvgPool2d', 'GlobalAvgPool2d', 'MaxPool2d',
+            'BatchNorm2d', 'BatchNorm2dEval']

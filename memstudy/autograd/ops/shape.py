@@ -46,3 +46,20 @@ class Reshape(Function):
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
         return (np.reshape(grad, ctx.shape),)
+
+
+class Flatten(Function):
+    """Axes start_dim.. folded into one (a view of a contiguous input, as `np.reshape`); saves nothing.
+    Shape-only prediction: runs unchanged (a reshape)."""
+
+    name = "flatten"
+
+    @staticmethod
+    def forward(ctx: Node, x: np.ndarray, *, start_dim: int = 1) -> np.ndarray:
+        ctx.shape = x.shape
+        start = start_dim % x.ndim
+        return np.reshape(x, x.shape[:start] + (-1,))
+
+    @staticmethod
+    def backward(ctx: Node, grad: np.ndarray) -> tuple:
+        return (np.reshape(grad, ctx.shape),)

@@ -1,0 +1,142 @@
+"""Batch normalisation over the channel axis of NCHW arrays: training (batch statistics) and inference.
+
+Training normalises each channel by the mean and (biased) variance of the batch over N, H and W, then scales
+by γ and shifts by β. It saves what PyTorch's CPU kernel saves: the input x and the batch's per-channel mean
+and inverse standard deviation (C values each); backward rebuilds x̂ = (x − μ)·σ⁻¹ inside the buffer that
+becomes the input's gradient, so neither pass makes a hidden input-sized temporary (the per-channel sums of
+products go through `np.einsum`, which makes no product array).
+
+The running mean and variance (model state, not gradients or activations) are updated in place by the
+training forward when given (PyTorch's rule: momentum 0.1, the variance unbiased); inference normalises by
+them instead of the batch's statistics.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..engine import Function, Node
+
+
+def _per_channel(values: np.ndarray) -> np.ndarray:
+    """A (C,) array as (1, C, 1, 1), to broadcast over an NCHW array."""
+    return values.reshape(1, -1, 1, 1)
+
+
+def _channel_sum(a: np.ndarray) -> np.ndarray:
+    """Σ over N, H, W of an NCHW array: over the contiguous H·W first, then over N (a (N, C) temporary only)."""
+    n, c = a.shape[0], a.shape[1]
+    return np.add.reduce(np.add.reduce(a.reshape(n, c, -1), axis=2), axis=0)
+
+
+def _channel_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Σ over N, H, W of a·b per channel, without an a·b array."""
+    n, c = a.shape[0], a.shape[1]
+    return np.einsum("ncp,ncp->c", a.reshape(n, c, -1), b.reshape(n, c, -1))
+
+
+def _check(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, name: str) -> None:
+    if x.ndim != 4:
+        raise ValueError(f"{name} takes (N, C, H, W) input, got shape {x.shape}")
+    if weight.shape != (x.shape[1],) or bias.shape != (x.shape[1],):
+        raise ValueError(f"{name}: weight and bias must have shape ({x.shape[1]},), got {weight.shape} and "
+                         f"{bias.shape}")
+
+
+class BatchNorm2d(Function):
+    """Training batch norm: y = γ·(x − μ_B)/√(σ²_B + ε) + β with the batch's statistics per channel.
+
+    Saves x, μ_B and σ⁻¹ (and γ, a parameter, for the input's gradient); updates `running_mean` /
+    `running_var` in place when given. Shape-only prediction: runs unchanged on shape-only arrays
+    (reductions, `np.einsum`, in-place ufuncs; the running statistics' update is a no-op there).
+    """
+
+    name = "batch_norm"
+
+    @staticmethod
+    def forward(ctx: Node, x: np.ndarray, weight: np.ndarray, bias: np.ndarray, *, eps: float = 1e-5,
+                momentum: float = 0.1, running_mean: np.ndarray | None = None,
+                running_var: np.ndarray | None = None) -> np.ndarray:
+        _check(x, weight, bias, "batch_norm")
+        count = x.size // x.shape[1]  # elements per channel
+        if count < 2 and running_var is not None:
+            raise ValueError(f"batch_norm: one value per channel ({x.shape}) has no variance to track")
+        mean = _channel_sum(x)
+        mean *= 1.0 / count
+        out = np.subtract(x, _per_channel(mean))  # centred, in the output's buffer
+        var = _channel_dot(out, out)
+        var *= 1.0 / count
+        invstd = np.add(var, eps)
+        np.sqrt(invstd, out=invstd)
+        np.reciprocal(invstd, out=invstd)
+        out *= _per_channel(invstd * weight)
+        out += _per_channel(bias)
+        if running_mean is not None:
+            running_mean *= 1.0 - momentum
+            running_mean += momentum * mean
+        if running_var is not None:
+            running_var *= 1.0 - momentum
+            running_var += (momentum * count / (count - 1)) * var
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        keep = need_x or need_w
+        ctx.count = count
+        ctx.save(x=x if keep else None, mean=mean if keep else None, invstd=invstd if keep else None,
+                 weight=weight if need_x else None)
+        return out
+
+    @staticmethod
+    def backward(ctx: Node, grad: np.ndarray) -> tuple:
+        x, mean, invstd, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad
+        grad_sum = _channel_sum(grad)  # = β's gradient
+        if not (need_x or need_w):
+            return None, None, grad_sum
+        # x̂ in the buffer that becomes the input's gradient (or a workspace when only γ needs a gradient)
+        result = np.subtract(x, _per_channel(mean))
+        if not need_x:
+            ctx.workspace(result, "normalized")
+        result *= _per_channel(invstd)
+        grad_dot = _channel_dot(grad, result)  # Σ grad·x̂ = γ's gradient
+        grad_x = None
+        if need_x:
+            # dx = γσ⁻¹ · (grad − mean(grad) − x̂ · mean(grad·x̂)), built in place over x̂
+            result *= _per_channel(grad_dot * (-1.0 / ctx.count))
+            result += grad
+            result -= _per_channel(grad_sum * (1.0 / ctx.count))
+            result *= _per_channel(weight * invstd)
+            grad_x = result
+        result = None
+        return grad_x, (grad_dot if need_w else None), (grad_sum if need_b else None)
+
+
+class BatchNorm2dEval(Function):
+    """Inference batch norm: y = γ·(x − μ_run)/√(σ²_run + ε) + β with the running statistics (a per-channel
+    affine map). Saves x (for γ's gradient) and copies of μ_run and σ⁻¹ (C values each), γ for the input's
+    gradient. Shape-only prediction: runs unchanged on shape-only arrays."""
+
+    name = "batch_norm_eval"
+
+    @staticmethod
+    def forward(ctx: Node, x: np.ndarray, weight: np.ndarray, bias: np.ndarray, *, running_mean: np.ndarray,
+                running_var: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+        _check(x, weight, bias, "batch_norm_eval")
+        invstd = np.add(running_var, eps)
+        np.sqrt(invstd, out=invstd)
+        np.reciprocal(invstd, out=invstd)
+        scale = invstd * weight
+        out = np.multiply(x, _per_channel(scale))
+        out += _per_channel(bias - running_mean * scale)
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        ctx.save(x=x if need_w else None, mean=running_mean.copy() if need_w else None,
+                 invstd=invstd if need_x or need_w else None, weight=weight if need_x else None)
+        return out
+
+    @staticmethod
+    def backward(ctx: Node, grad: np.ndarray) -> tuple:
+        x, mean, invstd, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad
+        grad_sum = _channel_sum(grad)
+        grad_w = None
+        if need_w:  # Σ grad·(x − μ)·σ⁻¹ = σ⁻¹·(Σ grad·x − μ·Σ grad): no x̂ array
+            grad_w = (_channel_dot(grad, x) - mean * grad_sum) * invstd
+        grad_x = np.multiply(grad, _per_channel(weight * invstd)) if need_x else None
+        return grad_x, grad_w, (grad_sum if need_b else None)

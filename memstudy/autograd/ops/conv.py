@@ -1,0 +1,173 @@
+"""2-d convolution on NCHW arrays as im2col + matrix product, with a choice of what backward keeps.
+
+The column matrix of an input x (N, C, H, W) for a k×k kernel holds, for every output position, the C·k·k
+input values under the kernel: shape (N, C·k·k, Ho·Wo), built by k² strided slice copies (one per kernel
+offset) into one preallocated buffer, with padding written as zeros rather than copied from a padded input.
+The output is one matrix product per example, W (O, C·k·k) @ columns[n], landing straight in NCHW.
+
+What backward needs to form the weight's gradient is the column matrix. `save` chooses how to keep it:
+  input   -- keep x (PyTorch's choice) and rebuild the columns in backward: k² times less held, one column
+             buffer rebuilt per backward;
+  columns -- keep the column matrix itself (the textbook im2col layer): k² times x held (stride 1, padding
+             k//2), nothing rebuilt.
+Both give the same gradients. Every column-sized buffer that is not saved (the forward's columns under
+`input`, the rebuilt columns, the columns' gradient) is reported through `ctx.workspace`, so the ledger
+counts it while it lives.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..engine import STATE, Function, Node
+from .linalg import BIAS_BUFFER_ELEMENTS, small_ufunc_buffer
+
+CONV_SAVES = ("input", "columns")
+
+
+def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output positions along one axis (floor mode, as PyTorch): (size + 2·padding − kernel) // stride + 1."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _offset_ranges(size: int, out_size: int, offset: int, stride: int, padding: int) -> tuple[int, int, int, int]:
+    """For kernel offset `offset`: output positions [lo, hi) whose input index stride·o + offset − padding lies
+    inside [0, size), and that input slice's [start, stop)."""
+    shift = offset - padding
+    lo = 0 if shift >= 0 else (-shift + stride - 1) // stride  # smallest o with stride·o + shift >= 0
+    hi = min(out_size, (size - 1 - shift) // stride + 1)  # one past the largest o with stride·o + shift < size
+    if hi <= lo:
+        return lo, lo, 0, 0
+    return lo, hi, stride * lo + shift, stride * (hi - 1) + shift + 1
+
+
+def _geometry(x_shape: tuple[int, ...], kernel: int, stride: int, padding: int) -> tuple:
+    """(Ho, Wo, the per-offset ranges along H and W) of a convolution of an NCHW input."""
+    height, width = x_shape[2], x_shape[3]
+    out_h, out_w = output_size(height, kernel, stride, padding), output_size(width, kernel, stride, padding)
+    rows = [_offset_ranges(height, out_h, i, stride, padding) for i in range(kernel)]
+    cols = [_offset_ranges(width, out_w, j, stride, padding) for j in range(kernel)]
+    return out_h, out_w, rows, cols
+
+
+def columns_are_input(kernel: int, stride: int, padding: int) -> bool:
+    """A 1×1 kernel with stride 1 and no padding: the column matrix is x itself, reshaped (a view)."""
+    return kernel == 1 and stride == 1 and padding == 0
+
+
+def im2col(x: np.ndarray, kernel: int, stride: int, padding: int) -> np.ndarray:
+    """The column matrix (N, C·k·k, Ho·Wo) of x (N, C, H, W); a view of x itself for a 1×1, stride-1 kernel."""
+    n, c = x.shape[0], x.shape[1]
+    out_h, out_w, rows, cols = _geometry(x.shape, kernel, stride, padding)
+    if columns_are_input(kernel, stride, padding):
+        return x.reshape(n, c, out_h * out_w)
+    # zeros: the positions a kernel offset reads from the padding stay 0 (no padded copy of x is made)
+    columns = (np.zeros if padding else np.empty)((n, c, kernel, kernel, out_h, out_w), dtype=x.dtype, like=x)
+    for i, (h_lo, h_hi, h_start, h_stop) in enumerate(rows):
+        for j, (w_lo, w_hi, w_start, w_stop) in enumerate(cols):
+            if h_lo < h_hi and w_lo < w_hi:
+                columns[:, :, i, j, h_lo:h_hi, w_lo:w_hi] = x[:, :, h_start:h_stop:stride, w_start:w_stop:stride]
+    return columns.reshape(n, c * kernel * kernel, out_h * out_w)
+
+
+def col2im(grad_columns: np.ndarray, x_shape: tuple[int, ...], kernel: int, stride: int,
+           padding: int) -> np.ndarray:
+    """The adjoint of `im2col`: each column entry added back to the input position it was copied from."""
+    n, c = x_shape[0], x_shape[1]
+    out_h, out_w, rows, cols = _geometry(x_shape, kernel, stride, padding)
+    if columns_are_input(kernel, stride, padding):
+        return grad_columns.reshape(x_shape)
+    blocks = grad_columns.reshape(n, c, kernel, kernel, out_h, out_w)
+    grad_x = np.zeros(x_shape, dtype=grad_columns.dtype, like=grad_columns)
+    for i, (h_lo, h_hi, h_start, h_stop) in enumerate(rows):
+        for j, (w_lo, w_hi, w_start, w_stop) in enumerate(cols):
+            if h_lo < h_hi and w_lo < w_hi:
+                target = grad_x[:, :, h_start:h_stop:stride, w_start:w_stop:stride]
+                np.add(target, blocks[:, :, i, j, h_lo:h_hi, w_lo:w_hi], out=target)
+    return grad_x
+
+
+class Conv2d(Function):
+    """y = W ⊛ x (+ b) on NCHW arrays: x (N, C, H, W), weight (O, C, k, k), bias (O,); square kernel.
+
+    Saves the weight (for the input's gradient) and, for the weight's gradient, x (`save="input"`) or the
+    column matrix (`save="columns"`); see the module docstring. Shape-only prediction: runs unchanged on
+    shape-only arrays (slices, `np.zeros(..., like=x)` and `np.matmul` only; the geometry is computed from
+    shapes), so the predictor sees the same saved arrays and workspaces.
+    """
+
+    name = "conv2d"
+
+    @staticmethod
+    def forward(ctx: Node, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *, stride: int = 1,
+                padding: int = 0, save: str = "input") -> np.ndarray:
+        if x.ndim != 4 or weight.ndim != 4 or weight.shape[1] != x.shape[1] or weight.shape[2] != weight.shape[3]:
+            raise ValueError(f"conv2d takes x (N, C, H, W) and a square weight (O, C, k, k), got {x.shape} and "
+                             f"{weight.shape}")
+        if save not in CONV_SAVES:
+            raise ValueError(f"conv2d save must be one of {', '.join(CONV_SAVES)}, got {save!r}")
+        kernel = weight.shape[2]
+        n, out_channels = x.shape[0], weight.shape[0]
+        out_h = output_size(x.shape[2], kernel, stride, padding)
+        out_w = output_size(x.shape[3], kernel, stride, padding)
+        if out_h < 1 or out_w < 1:
+            raise ValueError(f"conv2d: a {kernel}×{kernel} kernel with padding {padding} does not fit a "
+                             f"{x.shape[2]}×{x.shape[3]} input")
+        ctx.x_shape, ctx.kernel, ctx.stride, ctx.padding, ctx.mode = x.shape, kernel, stride, padding, save
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        columns = im2col(x, kernel, stride, padding)
+        keep_columns = need_w and save == "columns"
+        if not keep_columns and not columns_are_input(kernel, stride, padding):
+            ctx.workspace(columns, "columns")
+        ctx.save(x=x if need_w and save == "input" else None,
+                 columns=columns if keep_columns else None,
+                 weight=weight if need_x else None)
+        out = np.matmul(weight.reshape(out_channels, -1), columns)  # (N, O, Ho·Wo): NCHW, contiguous
+        columns = None  # the forward's columns die here unless saved
+        out = out.reshape(n, out_channels, out_h, out_w)
+        if bias is not None:
+            _add_bias(out, bias)
+        return out
+
+    @staticmethod
+    def backward(ctx: Node, grad: np.ndarray) -> tuple:
+        x, columns, weight = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        kernel, stride, padding = ctx.kernel, ctx.stride, ctx.padding
+        n, out_channels = grad.shape[0], grad.shape[1]
+        grad3 = grad.reshape(n, out_channels, -1)  # (N, O, Ho·Wo)
+        grad_w = grad_b = grad_x = None
+        if needs[1]:
+            if columns is None:  # save="input": rebuild the columns from the saved input
+                columns = im2col(x, kernel, stride, padding)
+                if not columns_are_input(kernel, stride, padding):
+                    ctx.workspace(columns, "columns")
+            x = None
+            # Σ_n grad[n] @ columns[n]ᵀ one example at a time: a single batched product would make an
+            # (N, O, C·k·k) temporary the ledger cannot see
+            grad_w = np.zeros((out_channels, columns.shape[1]), dtype=grad.dtype, like=grad)
+            term = np.empty_like(grad_w)
+            for i in range(n):
+                np.matmul(grad3[i], columns[i].T, out=term)
+                grad_w += term
+            term = columns = None
+            grad_w = grad_w.reshape(out_channels, ctx.x_shape[1], kernel, kernel)
+        if len(needs) > 2 and needs[2]:
+            grad_b = np.add.reduce(np.add.reduce(grad3, axis=2), axis=0)
+        if needs[0]:
+            grad_columns = np.matmul(weight.reshape(out_channels, -1).T, grad3)  # (N, C·k·k, Ho·Wo)
+            if not columns_are_input(kernel, stride, padding):  # else it is the input's gradient itself
+                ctx.workspace(grad_columns, "grad_columns")
+            grad_x = col2im(grad_columns, ctx.x_shape, kernel, stride, padding)
+        if len(needs) == 2:
+            return grad_x, grad_w
+        return grad_x, grad_w, grad_b
+
+
+def _add_bias(out: np.ndarray, bias: np.ndarray) -> None:
+    """out += bias over the channel axis, in place (out is fresh); numpy's hidden broadcast buffer kept small."""
+    per_channel = bias.reshape(-1, 1, 1)
+    if out.size <= BIAS_BUFFER_ELEMENTS or STATE.small_ufunc_buffer:
+        out += per_channel
+        return
+    with small_ufunc_buffer():
+        out += per_channel
