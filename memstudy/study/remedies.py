@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .fields import GRID_FIELDS
 from .report import (TARGET_BATCH, _bytes, _describe_fixed, _figure, _itemsize, _md_table, _pct, _ratio,
                      fix_others, least_squares)
-from .spec import GRID_FIELDS
+
 
 FIGURES = ("checkpoint_tradeoff.png", "policy_bytes.png", "optimizer_peak.png", "dtype_ratio.png")
 TIME_BOUND = 1.6  # the bound on sqrt checkpointing's step time, relative to no checkpointing
