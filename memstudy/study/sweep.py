@@ -30,12 +30,12 @@ from ..units import format_bytes
 from .launcher import CELL_COMMAND, CellRequest, CellResult, LocalExecutor, cell_environment
 from .fields import ROW_FIELDS
 from .provenance import collect_env, read_env, write_json
+from .select import nearest_batch
 from .spec import Spec, cell_id
 
 CSV_COLUMNS: tuple[str, ...] = ("experiment", "cell") + ROW_FIELDS
 PREDICTED_KEYS = ("predicted_peak_bytes", "predicted_step_peak_bytes", "predicted_activation_bytes")
 SWEEP_FILES = ("runs.csv", "env.json", "spec.toml", "timeline.csv", "timeline.csv.tmp")
-TIMELINE_BATCH = 256
 MAX_ERROR_CHARS = 400
 
 
@@ -241,7 +241,7 @@ def choose_timeline_cell(cells: Sequence[dict[str, Any]]) -> dict[str, Any] | No
     depths = sorted({c["depth"] for c in train})
     depth = depths[len(depths) // 2]
     at_depth = [c for c in train if c["depth"] == depth]
-    batch = min({c["batch_size"] for c in at_depth}, key=lambda b: (abs(b - TIMELINE_BATCH), b))
+    batch = nearest_batch({c["batch_size"] for c in at_depth})
     candidates = [c for c in at_depth if c["batch_size"] == batch]
     # a checkpointing study shows its recompute: prefer the sqrt strategy's step when there is one
     return next((c for c in candidates if c.get("checkpoint") == "sqrt"), candidates[0])

@@ -20,10 +20,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ...autograd.engine import POLICIES  # the saved-tensor policies the engine implements
+from ...optim import OPTIMIZERS  # the optimisers optim.make builds
+
 DTYPES = ("float32", "float64")
 MODES = ("train", "inference")
-OPTIMIZERS = ("sgd", "momentum", "adam")
-POLICIES = ("minimal", "all", "half")
 CHECKPOINTS = ("none", "sqrt", "every:K")  # every:K: segments of K layers, K a positive integer
 
 
@@ -207,7 +208,12 @@ class Family:
                 config[f.name] = None
             else:
                 config[f.name] = f.check(value)
-        self.check(config)
+        try:
+            self.check(config)
+        except ConfigError:
+            raise
+        except ValueError as exc:  # a user family's rule, written with a plain ValueError
+            raise ConfigError(str(exc)) from None
         return config
 
 
