@@ -52,7 +52,7 @@ def measure_workload(work: Workload, config: dict[str, Any], prediction: dict[st
                      timeline_path: str | None = None, by_layer: bool = False) -> list[dict[str, Any]]:
     """The measured steps of a built workload: warm-up, then per repeat the ledger, each probe and the clock."""
     # the approximate policy's gradient error, against `minimal` at the same (initial) parameters
-    grad_rel_error = work.gradient_error() if work.train and config["policy"] == "half" else None
+    grad_rel_error = work.gradient_error() if work.train and config["policy"] != "minimal" else None
     work.step()  # warm-up: optimiser state now exists, caches are warm
     rows = []
     for repeat in range(repeats):
