@@ -6,6 +6,7 @@ Figures (one CSV row each; ratios are measured side by side in one run, see benc
   tracemalloc_overhead    step with tracemalloc tracing / tracing off
   engine_vs_torch         memstudy step / PyTorch CPU step, same threads (torch in its own process)
   floor_vs_torch          the numpy floor's step / PyTorch's (no target: what numpy's BLAS allows against torch's)
+  cnn_engine_vs_numpy, cnn_engine_vs_torch, cnn_floor_vs_torch   the same for a CNN step (benchmarks.cnn)
   activation_bytes_vs_torch   ledger activation_bytes of a training step / what PyTorch's autograd saves
                           (saved_tensors_hooks, each storage once), less parameters, input x, labels, 0-d scalars
   inference_peak_vs_floor ledger step peak of an inference step / 2 × batch × width × itemsize
@@ -56,7 +57,7 @@ LARGE_SIZES = SIZES[:2]
 DTYPES = ("float32", "float64")
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 CLASSES = 10
-SECTIONS = ("speed", "memory", "startup", "study")
+SECTIONS = ("speed", "memory", "cnn", "startup", "study")
 COLUMNS = table.COLUMNS
 TORCH_HINT = "pip install memstudy[torch] (torch==2.13.0, CPU)"
 
@@ -78,6 +79,8 @@ def target(figure: str, size: tuple[int, int, int] | None = None) -> tuple[str, 
         return ("<=", 1.10) if size in LARGE_SIZES else ("<=", 1.5)
     if figure == "engine_vs_torch":
         return ("<=", 1.0)
+    if figure == "cnn_engine_vs_numpy":
+        return ("<=", 1.15)
     if figure == "ledger_overhead":
         return ("<=", 1.05) if size in LARGE_SIZES else None
     if figure == "activation_bytes_vs_torch":
@@ -497,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.heap == "warm":
         warm_up_heap(lambda nbytes: np.empty(nbytes, dtype=np.uint8))
     worker = None
-    if not args.no_torch and ("speed" in sections or "memory" in sections):
+    if not args.no_torch and ("speed" in sections or "memory" in sections or "cnn" in sections):
         worker = TorchWorker(threads, args.heap)
         log(f"torch: {worker.info.get('torch', worker.info.get('reason'))}"
             + (f", {worker.info.get('threads')} threads" if worker.available else " (skipping torch figures)"))
@@ -510,6 +513,12 @@ def main(argv: list[str] | None = None) -> int:
                     rows += speed_rows(size, dtype, worker, rounds, block_seconds, min_steps, max_steps, log,
                                        retries=args.retries, quiet_cores=args.quiet_cores,
                                        max_wait=args.max_wait)
+        if "cnn" in sections:
+            from .cnn import cnn_speed_rows
+
+            rows += cnn_speed_rows("float32", worker, rounds, block_seconds, min_steps, max_steps, log, make_row,
+                                   torch_note, retries=args.retries, quiet_cores=args.quiet_cores,
+                                   max_wait=args.max_wait)
         if "memory" in sections:
             log("  memory: activation bytes vs torch, inference peak vs floor")
             for size in sizes:

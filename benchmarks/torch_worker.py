@@ -5,7 +5,8 @@ benchmarks.heap). It prints one JSON line: {"available": true, "torch":
 version, "threads": n} once torch is imported and set to THREADS intra-op threads, or {"available": false,
 "reason": ...} and exits. Then it answers one JSON command per stdin line with one JSON line:
 
-  {"cmd": "setup", "key": K, **config}   build the MLP, SGD and a batch for config K; warm up
+  {"cmd": "setup", "key": K, **config}   build the MLP (or, with "model": "cnn", the CNN), SGD and a batch for
+                                         config K; warm up
   {"cmd": "time", "key": K, "steps": n}  -> {"seconds": [...], "minor_faults": total so far}: n timed steps of K
   {"cmd": "saved", **config}             -> what autograd saves for one training step (bytes by term)
   {"cmd": "quit"}
@@ -27,7 +28,39 @@ from .heap import minor_faults, warm_up_heap
 ACTIVATIONS = {"relu": "ReLU", "sigmoid": "Sigmoid", "tanh": "Tanh"}
 
 
+def _build_cnn(torch: Any, config: dict[str, Any]):
+    """memstudy's CNN family in PyTorch: Conv2d 3×3 (padding 1) → BatchNorm2d → ReLU → MaxPool2d 2×2 per block,
+    then the spatial mean and Linear."""
+    nn = torch.nn
+    dtype = getattr(torch, config["dtype"])
+    torch.manual_seed(config.get("seed", 0))
+    channels = [config["in_channels"]] + [config["width"] * 2 ** i for i in range(config["depth"])]
+    layers: list[Any] = []
+    for i in range(config["depth"]):
+        layers.append(nn.Conv2d(channels[i], channels[i + 1], 3, padding=1, bias=not config["batch_norm"]))
+        if config["batch_norm"]:
+            layers.append(nn.BatchNorm2d(channels[i + 1]))
+        layers += [nn.ReLU(), nn.MaxPool2d(2, 2)]
+    features = nn.Sequential(*layers)
+    classifier = nn.Linear(channels[-1], config["classes"])
+
+    class CNN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features, self.classifier = features, classifier
+
+        def forward(self, x: Any) -> Any:
+            return self.classifier(self.features(x).mean(dim=(2, 3)))
+
+    side = config["image_size"]
+    x = torch.randn(config["batch_size"], config["in_channels"], side, side, dtype=dtype)
+    y = torch.randint(0, config["classes"], (config["batch_size"],))
+    return CNN().to(dtype), x, y
+
+
 def _build(torch: Any, config: dict[str, Any]):
+    if config.get("model") == "cnn":
+        return _build_cnn(torch, config)
     nn = torch.nn
     dtype = getattr(torch, config["dtype"])
     torch.manual_seed(config.get("seed", 0))
