@@ -426,6 +426,18 @@ def test_real_cells_measure_and_write_the_timeline(tmp_path, real_cell):
     assert "activation_bytes" in header and "parameter_bytes" in header
     env = json.loads((out / "env.json").read_text())
     assert env["sweep"]["timeline_cell"] == cell_id({**spec.cells()[0], "depth": 2, "mode": "train"})
+    # layers.csv: what each op saved per layer; in a training step every saved buffer is alive at the end of
+    # forward, so they add up to the ledger's activation bytes
+    with open(out / "layers.csv", newline="") as fh:
+        layers = list(csv.DictReader(fh))
+    for row in rows:
+        saved = [e for e in layers if e["cell"] == row["cell"] and e["repeat"] == row["repeat"]]
+        assert sum(int(e["activation_bytes"]) for e in saved) == int(row["activation_bytes"])
+        if row["mode"] == "train":
+            # hidden layer i's ReLU output (which the next Linear saves too, counted once, here); the first
+            # Linear keeps the network input (input bytes); the output Linear saves nothing new
+            assert {e["layer"] for e in saved} == {str(i) for i in range(int(row["depth"]))} | {"loss"}
+            assert [int(e["input_bytes"]) for e in saved if e["op"] == "linear"] == [int(row["input_bytes"]) - 4 * 8]
 
 
 def test_a_user_model_that_raises_fails_its_cells_and_the_sweep_goes_on(tmp_path, real_cell):

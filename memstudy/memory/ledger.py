@@ -157,6 +157,20 @@ class StepAccount:
         return [{"layer": "loss" if k is None else k, **table[k]} for k in ordered]
 
 
+    def by_op(self) -> list[dict[str, Any]]:
+        """Per layer and op: the bytes of the buffers that op saved first (each buffer once), split into those
+        held for backward (`activation_bytes`) and registered inputs it kept (`input_bytes`, e.g. the network
+        input a first convolution saves). Parameters an op saves are not counted (they exist anyway)."""
+        table: dict[tuple, dict[str, int]] = {}
+        for b in self.buffers:
+            if b.saved_by is None or b.category not in ("activation", "input"):
+                continue
+            row = table.setdefault((b.saved_layer, b.saved_by), {"activation_bytes": 0, "input_bytes": 0})
+            row[f"{b.category}_bytes"] += b.nbytes
+        ordered = sorted(table, key=lambda k: (k[0] is None, -1 if k[0] is None else k[0], k[1]))
+        return [{"layer": "loss" if k[0] is None else k[0], "op": k[1], **table[k]} for k in ordered]
+
+
 class Ledger:
     """Attach around one step: `register` the baseline, `start`, run the step, `finish`."""
 

@@ -104,6 +104,7 @@ def measure_workload(work: Workload, config: dict[str, Any], prediction: dict[st
             raise RuntimeError(f"the cell's row lacks {', '.join(missing)}")
         if by_layer:
             row["by_layer"] = account.by_layer()
+            row["by_op"] = account.by_op()
         rows.append(row)
         work.reset()
     return rows

@@ -491,10 +491,17 @@ def write_report(results_dir: str | Path, figures: bool = True) -> list[Path]:
 
     md += ["## Peak memory", ""]
     md += _peak_section(ok_cells, made)
-    md += _laws_section(ok_cells, train_cells, vary, out, made, plots)
-    from .remedies import sections as remedy_sections
+    if not ok_cells.empty and set(ok_cells["model"]) == {"cnn"}:
+        # a CNN study: its own laws (image size, blocks, conv_save, checkpointing); the MLP's law and the
+        # remedies' per-layer expectations (batch × width) do not describe a convolutional network
+        from .cnn_report import sections as cnn_sections
 
-    md += remedy_sections(ok_cells, vary, out, made, plots)
+        md += cnn_sections(ok_cells, out, made, figures)
+    else:
+        md += _laws_section(ok_cells, train_cells, vary, out, made, plots)
+        from .remedies import sections as remedy_sections
+
+        md += remedy_sections(ok_cells, vary, out, made, plots)
     md += _breakdown_section(ok_cells, out, made, plots)
     md += _timeline_section(out, env, made, plots)
     md += _agreement_section(ok_rows, out, made, plots)
@@ -505,9 +512,10 @@ def write_report(results_dir: str | Path, figures: bool = True) -> list[Path]:
     written.append(report_path)
     written += list(made.values())
     if figures:  # a figure this data no longer supports must not linger from an earlier report
+        from .cnn_report import FIGURES as CNN_FIGURES
         from .remedies import FIGURES as REMEDY_FIGURES
 
-        for name in FIGURES + REMEDY_FIGURES:
+        for name in FIGURES + REMEDY_FIGURES + CNN_FIGURES:
             if (out / name).exists() and out / name not in made.values():
                 (out / name).unlink()
     return written

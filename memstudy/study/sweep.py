@@ -7,6 +7,9 @@
   per repeat, and the sweep goes on.
 - A cell's rows are appended in one write of complete lines, then flushed and fsynced. On the next run
   a torn trailing line or an incomplete cell is dropped, and cells already in runs.csv are not rerun.
+- `DIR/layers.csv` holds, per cell and repeat, the bytes each op saved per layer (the ledger's `by_op`), for
+  reports that break a step down by layer; it is written before the cell's runs.csv rows, and a reader keeps
+  the last entry of a (cell, repeat, layer, op) that a resumed sweep wrote twice.
 - `DIR/env.json` records the provenance and the spec's hash; a different spec in the same DIR is refused
   unless `fresh=True`.
 
@@ -35,7 +38,9 @@ from .spec import Spec, cell_id
 
 CSV_COLUMNS: tuple[str, ...] = ("experiment", "cell") + ROW_FIELDS
 PREDICTED_KEYS = ("predicted_peak_bytes", "predicted_step_peak_bytes", "predicted_activation_bytes")
-SWEEP_FILES = ("runs.csv", "env.json", "spec.toml", "timeline.csv", "timeline.csv.tmp")
+SWEEP_FILES = ("runs.csv", "layers.csv", "env.json", "spec.toml", "timeline.csv", "timeline.csv.tmp")
+LAYERS_CSV = "layers.csv"
+LAYER_COLUMNS = ("experiment", "cell", "repeat", "layer", "op", "activation_bytes", "input_bytes")
 MAX_ERROR_CHARS = 400
 
 
@@ -66,6 +71,7 @@ class _CellResult:
     cid: str
     rows: list[dict[str, Any]]
     status: str  # ok | skipped | failed (failed if any repeat failed)
+    layers: list[dict[str, Any]] = field(default_factory=list)  # layers.csv rows (LAYER_COLUMNS)
 
 
 # --- runs.csv --------------------------------------------------------------------------------------
@@ -104,6 +110,22 @@ def append_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def append_layers(path: Path, layers: Sequence[dict[str, Any]]) -> None:
+    """Append a cell's layers.csv rows (the header first when the file is new), one write, fsynced."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    if not path.exists() or path.stat().st_size == 0:
+        writer.writerow(LAYER_COLUMNS)
+    for entry in layers:
+        writer.writerow([_csv_value(entry.get(col)) for col in LAYER_COLUMNS])
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        _write_all(fd, buf.getvalue().encode("utf-8"))
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -212,7 +234,10 @@ def _cell_rows(spec: Spec, cid: str, config: dict[str, Any], result: CellResult,
     """The launcher's result as runs.csv rows: the cell's rows with the config, then a failed row for each
     repeat it did not deliver."""
     rows: list[dict[str, Any]] = []
+    layers: list[dict[str, Any]] = []
     for obj in result.rows:
+        layers += [{**entry, "experiment": spec.name, "cell": cid, "repeat": len(rows)}
+                   for entry in obj.get("by_op") or ()]
         row = _config_row(spec, cid, config, len(rows))
         row.update({k: v for k, v in obj.items() if k in ROW_FIELDS})
         row.update(experiment=spec.name, cell=cid, repeat=len(rows))
@@ -222,7 +247,7 @@ def _cell_rows(spec: Spec, cid: str, config: dict[str, Any], result: CellResult,
         rows += _placeholder_rows(spec, cid, config, range(len(rows), spec.repeats), "failed", result.error,
                                   predicted)
     status = "ok" if all(r["status"] == "ok" for r in rows) else "failed"
-    return _CellResult(cid, rows, status)
+    return _CellResult(cid, rows, status, layers)
 
 
 # --- the sweep --------------------------------------------------------------------------------------
@@ -354,7 +379,11 @@ def run_sweep(spec: Spec, out_dir: str | Path, jobs: int | None = None, fresh: b
     bar = tqdm(total=len(cells), initial=outcome.resumed, desc=spec.name, unit="cell", file=sys.stderr,
                disable=not progress, dynamic_ncols=True, postfix=_postfix(outcome))
 
+    layers_path = out / LAYERS_CSV
+
     def record(result: _CellResult) -> None:
+        if result.layers:
+            append_layers(layers_path, result.layers)
         append_rows(runs, result.rows)
         setattr(outcome, result.status, getattr(outcome, result.status) + 1)
         bar.update(1)
@@ -368,7 +397,7 @@ def run_sweep(spec: Spec, out_dir: str | Path, jobs: int | None = None, fresh: b
         for cid, config, predicted in to_run:
             with_timeline = cid == timeline_cid
             request = CellRequest(config, spec.repeats, str(timeline_tmp) if with_timeline else None,
-                                  timeout_seconds=spec.timeout_seconds)
+                                  by_layer=True, timeout_seconds=spec.timeout_seconds)
             need = int((predicted or {}).get("predicted_peak_bytes") or 0)
             submitted[executor.submit(request, reserve_bytes=need)] = (cid, config, predicted, with_timeline)
         for future in cf.as_completed(submitted):
@@ -393,5 +422,5 @@ def run_sweep(spec: Spec, out_dir: str | Path, jobs: int | None = None, fresh: b
     return outcome
 
 
-__all__ = ["CSV_COLUMNS", "SweepError", "SweepOutcome", "append_rows", "cell_environment", "choose_timeline_cell",
+__all__ = ["CSV_COLUMNS", "LAYER_COLUMNS", "SweepError", "append_layers", "SweepOutcome", "append_rows", "cell_environment", "choose_timeline_cell",
            "load_done", "run_sweep"]
