@@ -83,7 +83,14 @@ def hover(driver: Any, chart_id: str, x: float, y: float) -> list[str]:
            return [box.left, box.top, box.width, box.height,
                    full._size.l + full.xaxis.l2p(full.xaxis.d2l(arguments[1])),
                    full._size.t + full.yaxis.l2p(full.yaxis.d2l(arguments[2]))];""", element, x, y)
-    ActionChains(driver).move_to_element_with_offset(element, int(round(px - width / 2)),
+    # first off the plot (the title's strip), so a label still showing is never the last hover's
+    ActionChains(driver, duration=0).move_to_element_with_offset(element, 0, int(5 - height / 2)).perform()
+    deadline = time.monotonic() + 3
+    while driver.execute_script("return !!arguments[0].querySelector('.hoverlayer .hovertext')", element):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{chart_id}: a hover label stays up with the mouse off the plot")
+        time.sleep(0.02)
+    ActionChains(driver, duration=0).move_to_element_with_offset(element, int(round(px - width / 2)),
                                                      int(round(py - height / 2))).perform()
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:

@@ -187,6 +187,9 @@ BAD = {
     "budget 150%": ["run", "--budget", "150%"],
     "timeline folder missing": ["run", "--timeline", "{missing}/steps.csv"],
     "timeline is a folder": ["run", "--timeline", "{folder}"],
+    "html folder missing": ["run", "--html", "{missing}/step.html"],
+    "html is a folder": ["run", "--html", "{folder}"],
+    "html unwritable": ["run", "--html", "/proc/memstudy-step.html"],  # even root cannot create files in /proc
     "predict mode both": ["predict", "--mode", "both"],
     "predict unknown dtype": ["predict", "--dtype", "int8"],
     "bias with a value": ["run", "--bias=yes"],

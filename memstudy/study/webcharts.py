@@ -195,8 +195,10 @@ def _hover_config(row: Any, fields: Sequence[str]) -> str:
     return ", ".join(f"{_label(f)} {_plain(row[f])}" for f in fields)
 
 
-def peak_chart(cells: Any, field: str, fixed: dict[str, Any], series_field: str | None) -> dict[str, Any] | None:
-    """Median total peak against one swept field: train and inference (and one line per `series_field`)."""
+def peak_chart(cells: Any, field: str, fixed: dict[str, Any], series_field: str | None,
+               tied: Sequence[str] = ()) -> dict[str, Any] | None:
+    """Median total peak against one swept field: train and inference (and one line per `series_field`);
+    `tied` fields move with `field` (named in the axis title)."""
     data_cells = cells.dropna(subset=["peak_bytes"])
     if data_cells.empty or data_cells[field].nunique() < 2:
         return None
@@ -228,8 +230,9 @@ def peak_chart(cells: Any, field: str, fixed: dict[str, Any], series_field: str 
     if not traces:
         return None
     at = ", ".join(f"{_label(k)} {v}" for k, v in fixed.items())
-    title = f"Total peak against {_label(field)}" + (f" ({at})" if at else "")
-    xaxis: dict[str, Any] = {"title": {"text": _label(field)}}
+    name = " = ".join(_label(f) for f in (field, *tied))
+    title = f"Total peak against {name}" + (f" ({at})" if at else "")
+    xaxis: dict[str, Any] = {"title": {"text": name}}
     if numeric:
         xaxis.update(type="log", tickvals=[_plain(v) for v in values], ticktext=[str(_plain(v)) for v in values])
     else:

@@ -248,10 +248,18 @@ def study_charts(out: Path, runs: Any, summary: Any, env: dict[str, Any] | None)
     if ok_cells.empty:
         return sections
     vary = varying_fields(ok_cells)
+    charted: list[str] = []
     for field in [f for f in vary if f not in ("mode", "seed")]:
-        series = next((f for f in ("batch_size", "depth", "width") if f in vary and f != field), None)
-        sliced, fixed = fix_others(ok_cells, keep=(field,) + ((series,) if series else ()))
-        chart = webcharts.peak_chart(sliced, field, fixed, series)
+        # a field that moves in step with this one (in_features = width) is not held fixed, and not charted twice
+        tied = tuple(f for f in vary if f != field and ok_cells.groupby(field)[f].nunique().max() == 1
+                     and ok_cells.groupby(f)[field].nunique().max() == 1)
+        if any(f in charted for f in tied):
+            continue
+        charted.append(field)
+        series = next((f for f in ("batch_size", "depth", "width") if f in vary and f != field and f not in tied),
+                      None)
+        sliced, fixed = fix_others(ok_cells, keep=(field,) + tied + ((series,) if series else ()))
+        chart = webcharts.peak_chart(sliced, field, fixed, series, tied)
         if chart:
             sections["peak"].append(chart)
     sliced, fixed = fix_others(ok_cells, keep=("depth", "batch_size"))
