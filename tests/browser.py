@@ -103,3 +103,27 @@ def hover(driver: Any, chart_id: str, x: float, y: float) -> list[str]:
             return lines
         time.sleep(0.05)
     return []
+
+
+def screenshot(page: Path, out: Path) -> Path:
+    """The README's picture: a page's timeline, the mouse on its largest activation's band."""
+    driver = start(1180, 830)
+    try:
+        open_page(driver, page)
+        bands = driver.execute_script("return document.getElementById('timeline').data"
+                                      ".filter(t => t.meta && t.meta.key !== undefined).map(t => t.meta)")
+        band = max((b for b in bands if b["category"] == "activation"), key=lambda b: b["nbytes"])
+        start_event, stop_event, bottom = max(band["runs"], key=lambda run: run[1] - run[0])
+        hover(driver, "timeline", (start_event + stop_event) / 2, bottom + band["nbytes"] / 2)
+        driver.execute_script("window.scrollTo(0, document.getElementById('section-timeline').offsetTop - 8)")
+        time.sleep(0.2)
+        driver.save_screenshot(str(out))
+    finally:
+        driver.quit()
+    return out
+
+
+if __name__ == "__main__":  # python tests/browser.py results/default/report.html docs/report-timeline.png
+    import sys
+
+    print(screenshot(Path(sys.argv[1]), Path(sys.argv[2])))
