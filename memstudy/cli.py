@@ -176,10 +176,11 @@ def _sweep(spec_path: str, args: argparse.Namespace) -> str:
 
 def _report(results_dir: str, figures: bool = True) -> None:
     from .study.report import ReportError, write_report
+    from .study.webpage import PageError
 
     try:
         written = write_report(results_dir, figures=figures)
-    except ReportError as exc:
+    except (ReportError, PageError) as exc:
         raise UsageError(str(exc)) from None
     print(f"report: {len(written)} files in {results_dir} ({', '.join(p.name for p in written)})")
 

@@ -86,10 +86,13 @@ def shared_plotly(results_dir: Path) -> Path:
     source = plotly_source()
     target = results_dir.resolve().parent / STATIC_DIR / f"plotly-{plotly_version(source)}.min.js"
     if not (target.is_file() and target.stat().st_size == source.stat().st_size):
-        target.parent.mkdir(exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
+        try:
+            target.parent.mkdir(exist_ok=True)
+            tmp = target.with_name(target.name + ".tmp")
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise PageError(f"cannot write the shared plotly.js into {target.parent} ({exc.strerror or exc})") from None
     return target
 
 
