@@ -120,11 +120,11 @@ class StepAccount:
         """One row per event: what changed, the live bytes per category after it, and the event's buffer
         (key, the op that made it, role, shape, dtype, bytes, birth and death event), so a reader can draw
         each buffer's band without the account itself."""
-        buffers = self.buffers
+        buffer_of = {b.key: b for b in self.buffers}
         live = dict.fromkeys(CATEGORIES, 0)
         rows = []
         for event in self.events:
-            buffer = buffers[event.key]  # keys are indices into `buffers`
+            buffer = buffer_of[event.key]
             category = buffer.category
             live[category] += event.delta_bytes
             row = {
