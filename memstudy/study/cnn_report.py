@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .report import _bytes, _describe_fixed, _figure, _md_table, _ratio, least_squares
+from .reportkit import _bytes, _describe_fixed, _figure, _md_table, _ratio, least_squares
 
 FIGURES = ("cnn_activation_law.png", "cnn_blocks.png")
 KERNEL_POSITIONS = 9  # k² of the family's 3×3 convolutions
@@ -316,7 +316,6 @@ def _columns_part(plain: pd.DataFrame, layers: pd.DataFrame | None, out: Path) -
 def _workspace_lines(out: Path) -> list[str]:
     """The column workspaces of the timeline's cell (timeline.csv, one training step)."""
     from .provenance import read_env
-    from .report import _timeline_cell
 
     path = out / "timeline.csv"
     if not path.is_file():
@@ -333,7 +332,9 @@ def _workspace_lines(out: Path) -> list[str]:
     parts = []
     for (op, phase), group in born.groupby(["op", "phase"], sort=False):
         parts.append(f"{len(group)} `{op}` in {phase} (largest {_bytes(group['delta_bytes'].max())})")
-    cell = _timeline_cell(read_env(out))
+    env = read_env(out) or {}
+    cell = next((c for c in [env.get("sweep", {}).get("timeline_cell")]
+                 + [s.get("timeline_cell") for s in env.get("sessions", [])] if c), None)
     return [f"Column buffers the timeline's training cell{f' (`{cell}`)' if cell else ''} made and freed within the "
             "step (the ledger sees them as temporaries through `Node.workspace`): " + "; ".join(parts) + ".", ""]
 
