@@ -13,8 +13,8 @@ Figures (one CSV row each; ratios are measured side by side in one run, see benc
   sweep_cells_per_second  `memstudy sweep SPEC` into a temporary folder
   study_wall_seconds      the sweep plus `memstudy report` (what `make study` runs, into a temporary folder)
   python_startup_seconds, numpy_import_seconds, cell_import_seconds   `python -c ...` wall time, median
-  predict_seconds, predict_traced_mb   predicting a depth-96, width-12288, batch-2048 Adam step (232 GB) on
-                          shape-only arrays, in-process: seconds (median) and tracemalloc's peak (benchmarks.predict_cost)
+  predict_seconds, predict_traced_mb   predicting a depth-96, width-12288, batch-2048 Adam step (232 GB)
+                          on shape-only arrays, in-process: median seconds, tracemalloc peak (benchmarks.predict_cost)
 
 A timed step is one training-loop iteration: gradients set to None (last step's freed), forward, mean
 cross-entropy, backward, SGD update. The plain numpy step frees its gradients inside its step too.
