@@ -98,6 +98,8 @@ CASES = {
     "max of bool": (lambda a: a.max(axis=0), [((3, 2), B)]),
     "reduce into out": (lambda a, o: np.add.reduce(a, axis=0, out=o), [((3, 4), F4), ((4,), F4)]),
     "argmax": (lambda a: np.argmax(a, axis=1), [((3, 4), F4)]),
+    "var keepdims": (lambda a: np.var(a, axis=-1, keepdims=True), [((3, 4), F4)]),
+    "std of int64": (lambda a: np.std(a), [((3, 4), I8)]),
     "vdot": (lambda a, b: np.vdot(a, b), [((3, 4), F4), ((12,), F4)]),
     # matmul
     "matmul 2-d": (lambda a, b: a @ b, [((3, 4), F4), ((4, 5), F4)]),
@@ -262,6 +264,9 @@ def test_setitem_checks_but_writes_nothing():
         m[1:3] = MetaArray((3, 5), F4)
     with pytest.raises(ValueError):
         np.broadcast_to(m[0], (2, 5))[0] = 1.0
+    m[m > 0] = -np.inf  # a masked fill: a scalar into a shape-only mask's unknown selection
+    with pytest.raises(TypeError):
+        m[m > 0] = MetaArray((3,), F4)
 
 
 def test_scalar_conversion_is_neutral_on_one_element_only():

@@ -209,10 +209,20 @@ class MetaArray(NDArrayOperatorsMixin):
         return _basic_index(self, entries)
 
     def __setitem__(self, index: Any, value: Any) -> None:
-        """No values to write: checks the destination is writeable and that `value` broadcasts to it."""
+        """No values to write: checks the destination is writeable and that `value` broadcasts to it.
+
+        A shape-only boolean mask (`a[mask] = 0.0`, a masked fill) selects an unknown number of elements, so it
+        takes a scalar value only."""
         check_writeable(self)
-        target = self[index]
         shape = np.shape(value) if not isinstance(value, MetaArray) else value.shape
+        if isinstance(index, MetaArray) and index.dtype == bool:
+            if index.shape != self.shape[:index.ndim]:
+                raise IndexError(f"boolean index of shape {index.shape} does not match the array's shape "
+                                 f"{self.shape}")
+            if math.prod(shape) != 1:
+                raise TypeError("MetaArray: a shape-only boolean mask takes a scalar value")
+            return
+        target = self[index]
         if broadcast_shapes([target.shape, shape]) != target.shape:
             raise ValueError(f"could not broadcast input array from shape {shape} into shape {target.shape}")
 

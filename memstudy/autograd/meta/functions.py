@@ -259,6 +259,15 @@ def _np_mean(a: MetaArray, axis: Any = None, dtype: Any = None, out: Any = None,
     return mean_of(_meta(a, "mean"), axis, dtype, out, keepdims, **kwargs)
 
 
+@_implements(np.var, np.std)
+def _np_var(a: MetaArray, axis: Any = None, dtype: Any = None, out: Any = None, ddof: Any = 0,
+            keepdims: bool = False, **kwargs: Any) -> MetaArray:
+    """As np.mean's result (numpy's var and std keep the mean's dtype rules for real inputs)."""
+    kwargs.pop("mean", None)
+    kwargs.pop("correction", None)
+    return mean_of(_meta(a, "var/std"), axis, dtype, out, keepdims, **kwargs)
+
+
 @_implements(np.argmax, np.argmin)
 def _np_argmax(a: MetaArray, axis: Any = None, out: Any = None, *, keepdims: bool = False) -> MetaArray:
     return argreduce(_meta(a, "argmax"), axis, out, keepdims)
