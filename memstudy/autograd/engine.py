@@ -1,4 +1,5 @@
-"""The engine's core: `Node` (an op's context), `apply` (the one door in), `backward` (the one way out).
+"""The engine's core: `Node` (an op's context), `backward` (the one way out); `apply` (the one door in) is in
+tensor.py, beside the `Tensor` it wraps results in.
 
 Memory rules this file enforces (see DESIGN.md):
 - a node holds edges to its inputs (their nodes, or leaf tensors), never the output tensor nor the
@@ -19,15 +20,23 @@ inside an op:
 Backward reads what its op saved through `Node.saved_tensors` only. A large buffer an op makes and drops within
 its own forward or backward (a convolution's column matrix) is reported through `Node.workspace`, so the
 instrument sees it too.
+
+Shape-only arrays (`meta.MetaArray`) run through the same code: wherever the engine checks for an ndarray it
+accepts a MetaArray too (`type(x) is np.ndarray or type(x) is MetaArray`: the ndarray test comes first, so real
+arrays pay nothing), which is how the predictor runs the engine itself under the ledger.
 """
 from __future__ import annotations
 
 import itertools
-import weakref
+
 from heapq import heappop, heappush
 from typing import Any, Iterator
 
 import numpy as np
+
+from . import heap
+
+from .meta import MetaArray
 
 POLICIES = ("minimal", "all", "half")
 HALF = np.dtype(np.float16)
@@ -49,9 +58,14 @@ STATE = _State()
 
 
 def _base(array: np.ndarray) -> np.ndarray:
-    while isinstance(array.base, np.ndarray):
+    while isinstance(array.base, (np.ndarray, MetaArray)):
         array = array.base
     return array
+
+
+def _data_address(array: np.ndarray) -> int:
+    """Where the array's first element lives (a MetaArray's fake address: views keep their offsets)."""
+    return array.address if type(array) is MetaArray else array.__array_interface__["data"][0]
 
 
 _SEQUENCE = itertools.count()
@@ -143,99 +157,9 @@ class Function:
         raise NotImplementedError
 
 
-Tensor: Any = None  # memstudy.autograd.tensor.Tensor, bound by that module (it imports this one)
-
-
 def _as_array(value: Any) -> np.ndarray:
     """numpy arithmetic on 0-d arrays returns numpy scalars; the instrument and tensors get ndarrays."""
-    return value if type(value) is np.ndarray else np.asarray(value)
-
-
-def apply(fn: type, *inputs: Any, **consts: Any):
-    """Run `fn` forward on the inputs' arrays, record a node if any input requires grad, wrap the result."""
-    # one pass over the inputs: their arrays, their edges (node, leaf tensor, or None: no grad flows)
-    arrays = []
-    parents = []
-    needs = []
-    for x in inputs:
-        if type(x) is Tensor:
-            arrays.append(x.data)
-            if x.requires_grad:
-                parents.append(x._node or x)  # its node, or the leaf tensor itself
-                needs.append(True)
-                continue
-        else:
-            arrays.append(x)
-        parents.append(None)
-        needs.append(False)
-    record = True in needs and STATE.grad_enabled
-    if record:
-        ctx = Node(fn, tuple(parents), tuple(needs), STATE.layer)
-    else:
-        ctx = Node(fn, None, (False,) * len(inputs), STATE.layer)
-    out = fn.forward(ctx, *arrays, **consts)
-    if type(out) is not np.ndarray:  # numpy arithmetic on 0-d arrays returns numpy scalars
-        out = np.asarray(out)
-    instrument = STATE.instrument
-    if record and STATE.policy != "minimal":
-        sources = _apply_policy(ctx, inputs, arrays, out)
-        if instrument is not None:
-            instrument.on_forward(ctx, out)
-            for source in sources:  # a saved array that `half` replaced by its float16 copy: it existed too
-                instrument.on_new(source, fn.name, ctx.layer)
-        del sources  # the originals no one else holds die here, after the instrument saw them
-    elif instrument is not None:
-        instrument.on_forward(ctx, out)
-    result = Tensor(out, record)
-    if record:
-        result._node = ctx
-    return result
-
-
-def _apply_policy(ctx: Node, inputs: tuple, arrays: tuple, out: np.ndarray) -> tuple:
-    """The saved-tensor policy at the save door; returns the arrays `half` replaced (the caller drops them)."""
-    policy = STATE.policy
-    if policy == "all":  # keep the op's output too: every intermediate variable of the forward pass
-        if not any(a is out for a in ctx.saved):
-            ctx.saved += (out,)
-            ctx.saved_roles += ("out",)
-        return ()
-    if policy != "half":
-        raise ValueError(f"unknown saved-tensor policy {policy!r}; one of {', '.join(POLICIES)}")
-    cache = STATE.half_cache
-    if cache is None:  # half outside a `saved_tensors_policy` scope: a cache for this op alone
-        cache = {}
-    owned = cache.setdefault("owned", {})  # id(base) -> weakref(base): caller-owned buffers, never cast
-    copies = cache.setdefault("copies", {})  # (id(base), address, shape, strides) -> (weakref base, weakref copy)
-    for x, array in zip(inputs, arrays):
-        if type(array) is np.ndarray and (type(x) is not Tensor or x._node is None):
-            base = _base(array)
-            owned[id(base)] = weakref.ref(base)
-    saved, dtypes, sources = [], [], []
-    for array in ctx.saved:
-        if array is None or type(array) is not np.ndarray or array.dtype.kind != "f" or array.dtype.itemsize <= 2:
-            saved.append(array)
-            dtypes.append(None)
-            continue
-        base = _base(array)
-        ref = owned.get(id(base))
-        if ref is not None and ref() is base:
-            saved.append(array)
-            dtypes.append(None)
-            continue
-        key = (id(base), array.__array_interface__["data"][0], array.shape, array.strides)
-        hit = copies.get(key)
-        copy = hit[1]() if hit is not None and hit[0]() is base else None
-        if copy is None:
-            copy = array.astype(HALF)
-            copies[key] = (weakref.ref(base), weakref.ref(copy))
-        saved.append(copy)
-        dtypes.append(array.dtype)
-        sources.append(array)
-    if sources:
-        ctx.saved = tuple(saved)
-        ctx.stored_dtypes = tuple(dtypes)
-    return tuple(sources)
+    return value if type(value) is np.ndarray or type(value) is MetaArray else np.asarray(value)
 
 
 def topological_order(root: Node) -> list[Node]:
@@ -267,7 +191,7 @@ def _accumulate_leaf(leaf: Any, grad: np.ndarray) -> None:
     """Add `grad` into a leaf's `.grad`; a leaf's gradient always owns a writeable buffer of its dtype."""
     if leaf.grad is None:
         if grad.base is not None or not grad.flags.writeable or grad.dtype != leaf.data.dtype:
-            grad = np.array(grad, dtype=leaf.data.dtype)  # never hand out a view of another buffer
+            grad = grad.astype(leaf.data.dtype)  # a copy (order K, as np.array): never a view of another buffer
         leaf.grad = grad
     else:
         leaf.grad = leaf.grad + grad  # not in place: the old buffer may be shared with the caller
@@ -280,12 +204,14 @@ def backward(root: Any, grad: np.ndarray | None = None, retain_graph: bool = Fal
     """Reverse-mode pass from `root`; gradients accumulate into the `.grad` of leaves that require grad."""
     if not root.requires_grad:
         raise RuntimeError("backward() on a tensor that does not require grad")
+    if not heap.HEAP.settled and type(root.data) is np.ndarray:  # once per process; see heap.py (not on shapes)
+        heap.settle()
     if grad is None:
         if root.data.size != 1:
             raise RuntimeError("backward() without a gradient needs a single-element output")
         seed = np.ones_like(root.data)
     else:
-        seed = np.asarray(grad, dtype=root.data.dtype)
+        seed = np.asarray(grad, dtype=root.data.dtype, like=root.data)
         if seed.shape != root.data.shape:
             raise ValueError(f"gradient shape {seed.shape} does not match output shape {root.data.shape}")
     instrument = STATE.instrument
@@ -323,7 +249,7 @@ def _run_backward(root_node: Node, pending: dict[int, np.ndarray], retain_graph:
             )
         input_grads = node.fn.backward(node, grad)
         for g in input_grads:
-            if g is not None and type(g) is not np.ndarray:  # a numpy scalar from 0-d arithmetic
+            if g is not None and type(g) is not np.ndarray and type(g) is not MetaArray:  # a numpy scalar
                 input_grads = tuple(None if g is None else _as_array(g) for g in input_grads)
                 break
         if instrument is not None:  # before `del grad`: the new gradients were made while it lived

@@ -37,6 +37,14 @@ from .select import nearest_batch
 from .spec import Spec, cell_id
 
 CSV_COLUMNS: tuple[str, ...] = ("experiment", "cell") + ROW_FIELDS
+
+
+def csv_columns(spec: Spec) -> tuple[str, ...]:
+    """runs.csv's columns for a spec: the standard ones, then any field a user's own family declares."""
+    extra: list[str] = []
+    for config in spec.cells():
+        extra += [k for k in config if k not in CSV_COLUMNS and k not in extra]
+    return CSV_COLUMNS + tuple(extra)
 PREDICTED_KEYS = ("predicted_peak_bytes", "predicted_step_peak_bytes", "predicted_activation_bytes")
 SWEEP_FILES = ("runs.csv", "layers.csv", "env.json", "spec.toml", "timeline.csv", "timeline.csv.tmp")
 LAYERS_CSV = "layers.csv"
@@ -89,11 +97,11 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
-def format_rows(rows: Sequence[dict[str, Any]]) -> str:
+def format_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str] = CSV_COLUMNS) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     for row in rows:
-        writer.writerow([_csv_value(row.get(col)) for col in CSV_COLUMNS])
+        writer.writerow([_csv_value(row.get(col)) for col in columns])
     return buf.getvalue()
 
 
@@ -104,9 +112,9 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def append_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+def append_rows(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] = CSV_COLUMNS) -> None:
     """Append complete lines in one write call, then fsync: a crash leaves whole rows or a torn last line."""
-    data = format_rows(rows).encode("utf-8")
+    data = format_rows(rows, columns).encode("utf-8")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         _write_all(fd, data)
@@ -154,11 +162,11 @@ def _rewrite(path: Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
-def header_line() -> str:
-    return ",".join(CSV_COLUMNS) + "\n"
+def header_line(columns: Sequence[str] = CSV_COLUMNS) -> str:
+    return ",".join(columns) + "\n"
 
 
-def load_done(path: Path, repeats: int) -> dict[str, list[dict[str, str]]]:
+def load_done(path: Path, repeats: int, columns: Sequence[str] = CSV_COLUMNS) -> dict[str, list[dict[str, str]]]:
     """Cells complete in runs.csv (cell id -> its rows), repairing the file first.
 
     A torn trailing line is cut; a cell without exactly one row per repeat is removed (only the last
@@ -170,9 +178,9 @@ def load_done(path: Path, repeats: int) -> dict[str, list[dict[str, str]]]:
     text = raw.decode("utf-8", errors="replace")
     lines = text.splitlines(keepends=True)
     if not lines:
-        _rewrite(path, header_line())
+        _rewrite(path, header_line(columns))
         return {}
-    if lines[0] != header_line():
+    if lines[0] != header_line(columns):
         raise SweepError(f"{path}: its columns differ from this memstudy's runs.csv columns; use --fresh")
     by_cell: dict[str, list[tuple[str, dict[str, str]]]] = {}
     order: list[str] = []
@@ -181,9 +189,9 @@ def load_done(path: Path, repeats: int) -> dict[str, list[dict[str, str]]]:
             values = next(csv.reader([line]))
         except (csv.Error, StopIteration):
             continue
-        if len(values) != len(CSV_COLUMNS):
+        if len(values) != len(columns):
             continue
-        row = dict(zip(CSV_COLUMNS, values))
+        row = dict(zip(columns, values))
         if row["cell"] not in by_cell:
             by_cell[row["cell"]] = []
             order.append(row["cell"])
@@ -204,7 +212,7 @@ def load_done(path: Path, repeats: int) -> dict[str, list[dict[str, str]]]:
         else:
             changed = True
     if changed:
-        _rewrite(path, header_line() + "".join(kept))
+        _rewrite(path, header_line(columns) + "".join(kept))
     return done
 
 
@@ -212,7 +220,7 @@ def load_done(path: Path, repeats: int) -> dict[str, list[dict[str, str]]]:
 
 def _config_row(spec: Spec, cid: str, config: dict[str, Any], repeat: int) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(CSV_COLUMNS)
-    row.update({k: v for k, v in config.items() if k in ROW_FIELDS})
+    row.update(config)  # every field the family declares (a user family's own too)
     row.update(experiment=spec.name, cell=cid, repeat=repeat)
     return row
 
@@ -323,7 +331,8 @@ def run_sweep(spec: Spec, out_dir: str | Path, jobs: int | None = None, fresh: b
     cell_env = cell_environment()
     command = list(cell_command) if cell_command is not None else list(CELL_COMMAND)
 
-    done = load_done(runs, spec.repeats) if runs.exists() and runs.stat().st_size > 0 else {}
+    columns = csv_columns(spec)
+    done = load_done(runs, spec.repeats, columns) if runs.exists() and runs.stat().st_size > 0 else {}
 
     cells = [(cell_id(c), c) for c in spec.cells()]
     pending = [(cid, c) for cid, c in cells if cid not in done]
@@ -340,7 +349,7 @@ def run_sweep(spec: Spec, out_dir: str | Path, jobs: int | None = None, fresh: b
                 predicted = predict(config)
             except Exception as exc:  # a predictor bug must not stop the sweep, nor run an unchecked cell
                 finished.append(_CellResult(cid, _placeholder_rows(
-                    spec, cid, config, range(spec.repeats), "failed", f"prediction failed: {exc}"), "failed"))
+                    spec, cid, config, range(spec.repeats), "failed", f"prediction failed: {type(exc).__name__}: {exc}"), "failed"))
                 continue
             peak = predicted.get("predicted_peak_bytes")
             if peak is not None and peak > budget:
@@ -372,7 +381,7 @@ def run_sweep(spec: Spec, out_dir: str | Path, jobs: int | None = None, fresh: b
     if spec.text:
         (out / "spec.toml").write_text(spec.text, encoding="utf-8")
     if not runs.exists() or runs.stat().st_size == 0:  # only now: runs.csv without env.json is refused
-        _rewrite(runs, header_line())
+        _rewrite(runs, header_line(columns))
 
     from tqdm import tqdm
 
@@ -384,7 +393,7 @@ def run_sweep(spec: Spec, out_dir: str | Path, jobs: int | None = None, fresh: b
     def record(result: _CellResult) -> None:
         if result.layers:
             append_layers(layers_path, result.layers)
-        append_rows(runs, result.rows)
+        append_rows(runs, result.rows, columns)
         setattr(outcome, result.status, getattr(outcome, result.status) + 1)
         bar.update(1)
         bar.set_postfix_str(_postfix(outcome), refresh=False)
