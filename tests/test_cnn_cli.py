@@ -1,6 +1,7 @@
 """`memstudy --model cnn` from the command line: bad input is one `error:` line and exit status 2."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -22,6 +23,8 @@ BAD = {
     "classes 0": (["run", "--model", "cnn", "--classes", "0"], "--classes: must be at least 1"),
     "conv_save unknown": (["run", "--model", "cnn", "--conv-save", "outputs"], "--conv-save: invalid choice"),
     "image size on the MLP": (["run", "--image-size", "32"], "unrecognized arguments: --image-size"),
+    "channels over the budget": (["run", "--model", "cnn", "--width", "4096", "--depth", "4", "--image-size", "256"],
+                                 "exceeds the budget"),
 }
 
 
@@ -33,3 +36,17 @@ def test_bad_cnn_input_is_one_error_line_exit_2(args, message):
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
     assert message in lines[0]
+
+
+def test_run_and_predict_a_cnn_from_the_command_line():
+    args = ["--model", "cnn", "--depth", "2", "--width", "4", "--image-size", "16", "--batch", "3",
+            "--conv-save", "columns", "--no-batch-norm"]
+    done = memstudy("run", *args, "--json")
+    assert done.returncode == 0, done.stderr
+    (row,) = [json.loads(line) for line in done.stdout.splitlines()]
+    assert (row["model"], row["image_size"], row["conv_save"], row["batch_norm"]) == ("cnn", 16, "columns", False)
+    assert row["activation_bytes"] == row["predicted_activation_bytes"] > 0
+    assert row["peak_bytes"] == row["predicted_peak_bytes"]
+    done = memstudy("predict", *args, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["predicted_activation_bytes"] == row["activation_bytes"]

@@ -196,6 +196,14 @@ CASES = {
     "exp into a slice": (lambda a: np.exp(a[:2], out=a[:2]), [((3, 4), F4)]),
     "multiply into a column out": (lambda a, o: np.multiply(a, 3, out=o), [((3,), F8), ((2, 3), F8)]),
     "ufunc dtype=": (lambda a, b: np.add(a, b, dtype=F8), [((3,), F4), ((3,), F4)]),
+    "add where= into out": (lambda a, m, o: np.add(o, a, out=o, where=m), [((3, 4), F4), ((3, 4), B), ((3, 4), F4)]),
+    "add where= a broadcast mask": (lambda a, m: np.add(a, 1, out=None, where=m), [((3, 4), F4), ((3, 1), B)]),
+    "where= that does not broadcast raises": (lambda a, m: np.add(a, 1, out=None, where=m), [((3, 4), F4), ((2, 1), B)]),
+    # einsum (letters; the per-channel sums of products of batch norm)
+    "einsum per-channel dot": (lambda a, b: np.einsum("ncp,ncp->c", a, b), [((2, 3, 4), F4), ((2, 3, 4), F4)]),
+    "einsum implicit output": (lambda a, b: np.einsum("ij,jk", a, b), [((2, 3), F8), ((3, 4), F8)]),
+    "einsum mixed dtypes": (lambda a, b: np.einsum("ij,ij->j", a, b), [((2, 3), F4), ((2, 3), F8)]),
+    "einsum mismatched sizes raise": (lambda a, b: np.einsum("ij,ij->i", a, b), [((2, 3), F4), ((4, 3), F4)]),
     # numpy raises: so must MetaArray
     "mismatched broadcast raises": (lambda a, b: a + b, [((3,), F4), ((4,), F4)]),
     "matmul mismatch raises": (lambda a, b: a @ b, [((3, 4), F4), ((3, 4), F4)]),
@@ -269,6 +277,15 @@ def test_setitem_checks_but_writes_nothing():
         m[m > 0] = MetaArray((3,), F4)
 
 
+def test_copyto_a_python_number_follows_numpy():
+    """A Python number is a weak scalar (NEP 50): an int goes into uint8, a float does not (same_kind)."""
+    for make in (real, MetaArray):
+        positions, mask = make((3, 4), "uint8"), make((3, 4), B)
+        np.copyto(positions, 3, where=mask)
+        with pytest.raises(TypeError):
+            np.copyto(positions, 1.5)
+
+
 def test_scalar_conversion_is_neutral_on_one_element_only():
     assert float(MetaArray((), F4)) == 1.0 and int(MetaArray((1,), I8)) == 1
     with pytest.raises(TypeError):
@@ -282,11 +299,10 @@ UNSUPPORTED = {
     "ndarray operand into a real out": lambda m: np.add(m, 1, out=np.ones(m.shape, F4)),
     "real array += MetaArray": lambda m: np.ones(m.shape, F4).__iadd__(m),
     "np.linalg.norm": lambda m: np.linalg.norm(m),
-    "np.einsum": lambda m: np.einsum("ij->i", m),
+    "np.einsum with an ellipsis": lambda m: np.einsum("...j->...", m),
     "np.cumsum": lambda m: np.cumsum(m),
     "ufunc accumulate": lambda m: np.add.accumulate(m),
     "ufunc outer": lambda m: np.multiply.outer(m, m),
-    "ufunc where=": lambda m: np.add(m, 1, where=m > 0),
     "truth value": lambda m: bool(m),
     "item": lambda m: m.item(),
     "tolist": lambda m: m.tolist(),

@@ -42,6 +42,7 @@ MLP_HEAVY = (dict(depth=7, width=16, in_features=12, out_features=5, batch_size=
 CHECKPOINTS = ("none", "sqrt", "every:1", "every:3")
 POLICIES = ("minimal", "all", "half")
 SEED_SHAPE = dict(width=16, in_features=12, out_features=5, batch_size=7)
+CNN_SHAPE = dict(depth=3, width=4, image_size=16, in_channels=3, classes=5, batch_size=3)
 
 FAMILY_CONFIGS: dict[str, list[dict]] = {
     # activation x dtype x optimiser x bias x mode, each with the next checkpoint x policy pair in turn; then
@@ -59,6 +60,16 @@ FAMILY_CONFIGS: dict[str, list[dict]] = {
         policy=POLICIES, lam=(0.0, 0.1))], optimizer=("sgd", "momentum", "adam"))
     + [dict(model="seed", width=64, in_features=3, out_features=300, batch_size=100, lam=0.1, policy=policy)
        for policy in POLICIES],
+    # conv_save x batch norm x checkpoint x mode in full, each with the next dtype x optimiser x policy in turn;
+    # then an odd image side (floor-mode pooling), a single block, and the smallest image for the depth
+    "cnn": rotate([{"model": "cnn", **CNN_SHAPE, **c} for c in grid(
+        conv_save=("input", "columns"), batch_norm=(True, False), checkpoint=CHECKPOINTS[:3],
+        mode=("train", "inference"))], dtype=("float32", "float64"), optimizer=("sgd", "adam"), policy=POLICIES)
+    + [dict(model="cnn", depth=2, width=3, image_size=13, in_channels=2, classes=4, batch_size=2, conv_save=cs)
+       for cs in ("input", "columns")]
+    + [dict(model="cnn", depth=1, width=8, image_size=6, in_channels=1, classes=3, batch_size=5, checkpoint="sqrt"),
+       dict(model="cnn", depth=3, width=2, image_size=8, in_channels=3, classes=2, batch_size=2,
+            conv_save="columns", optimizer="momentum")],
 }
 
 

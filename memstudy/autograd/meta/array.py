@@ -400,7 +400,7 @@ def _matmul_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
 
 def _ufunc_call(ufunc: np.ufunc, inputs: tuple, kwargs: dict) -> Any:
     out = dtype = signature = None
-    casting, order = "same_kind", "K"
+    casting, order, where = "same_kind", "K", True
     if kwargs:
         out = kwargs.pop("out", None)
         dtype = kwargs.pop("dtype", None)
@@ -408,8 +408,7 @@ def _ufunc_call(ufunc: np.ufunc, inputs: tuple, kwargs: dict) -> Any:
         casting = kwargs.pop("casting", "same_kind")
         order = kwargs.pop("order", "K")
         kwargs.pop("subok", None)
-        if kwargs.pop("where", True) is not True:
-            raise TypeError("MetaArray: ufunc where= is not supported")
+        where = kwargs.pop("where", True)  # a mask: it broadcasts with the operands, the result's shape as ever
         if kwargs:
             raise TypeError(f"MetaArray: {ufunc.__name__} got unsupported arguments {sorted(kwargs)}")
     nin, nout = ufunc.nin, ufunc.nout
@@ -429,6 +428,8 @@ def _ufunc_call(ufunc: np.ufunc, inputs: tuple, kwargs: dict) -> Any:
     else:
         if out is not None:
             shapes += [o.shape for o in outs if o is not None]
+        if isinstance(where, (MetaArray, np.ndarray)):
+            shapes.append(where.shape)
         shape = broadcast_shapes(shapes)
     results = []
     inner_first = None

@@ -396,8 +396,10 @@ def _np_copyto(dst: Any, src: Any, casting: str = "same_kind", where: Any = True
     check_writeable(dst)
     if broadcast_shapes([dst.shape, _shape_of(src)]) != dst.shape:
         raise ValueError(f"could not broadcast input array from shape {_shape_of(src)} into shape {dst.shape}")
-    if not np.can_cast(_dtype_or_value(src), dst.dtype, casting):
-        raise TypeError(f"Cannot cast array data from {_dtype_or_value(src)!r} to {dst.dtype!r} according to "
+    # a Python number is a weak scalar (NEP 50): it takes the destination's dtype when its kind allows
+    source = np.result_type(dst.dtype, src) if isinstance(src, (bool, int, float, complex)) else _dtype_or_value(src)
+    if not np.can_cast(source, dst.dtype, casting):
+        raise TypeError(f"Cannot cast array data from {source!r} to {dst.dtype!r} according to "
                         f"the rule {casting!r}")
 
 
@@ -414,3 +416,40 @@ def _np_argsort(a: MetaArray, axis: int | None = -1, kind: Any = None, order: An
                 stable: Any = None) -> MetaArray:
     a = _meta(a, "argsort")
     return fresh((a.size,) if axis is None else a.shape, np.dtype(np.intp), None)
+
+
+@_implements(np.einsum)
+def _np_einsum(subscripts: Any, *operands: Any, out: Any = None, dtype: Any = None, order: str = "K",
+               casting: str = "safe", optimize: Any = False) -> MetaArray:
+    """Explicit or implicit subscripts of letters (no ellipsis): the output's axes in the order the subscripts
+    name them, each the size its letter has in the operands; a new C-contiguous buffer (or `out`)."""
+    if not isinstance(subscripts, str) or "." in subscripts:
+        raise TypeError("MetaArray: np.einsum takes letter subscripts without an ellipsis here")
+    spec = subscripts.replace(" ", "")
+    inputs, arrow, output = spec.partition("->")
+    terms = inputs.split(",")
+    if len(terms) != len(operands):
+        raise ValueError("more operands provided to einstein sum function than specified in the subscripts string"
+                         if len(operands) > len(terms) else
+                         "fewer operands provided to einstein sum function than specified in the subscripts string")
+    sizes: dict[str, int] = {}
+    for term, operand in zip(terms, operands):
+        shape = _shape_of(operand)
+        if len(term) != len(shape):
+            raise ValueError(f"operand has more dimensions than subscripts given in einstein sum, but no '...' "
+                             f"ellipsis provided to broadcast the extra dimensions." if len(shape) > len(term) else
+                             f"einstein sum subscripts string contains too many subscripts for operand")
+        for letter, n in zip(term, shape):
+            if sizes.setdefault(letter, n) != n:
+                raise ValueError(f"operands could not be broadcast together with remapped shapes: letter "
+                                 f"{letter!r} is {sizes[letter]} and {n}")
+    if not arrow:  # implicit mode: the letters that appear once, in alphabetical order
+        counts = {letter: inputs.count(letter) for letter in sizes}
+        output = "".join(sorted(letter for letter, n in counts.items() if n == 1))
+    shape = tuple(sizes[letter] for letter in output)
+    dt = np.dtype(dtype) if dtype is not None else np.result_type(*(_dtype_or_value(x) for x in operands))
+    if out is not None:
+        (out,) = outputs(out, 1)
+        check_out("einsum", out, shape, dt, casting)
+        return out
+    return fresh(shape, dt, None)
