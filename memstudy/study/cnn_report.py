@@ -122,9 +122,9 @@ def _law_part(plain: pd.DataFrame, layers: pd.DataFrame | None, out: Path, figur
         low = _low_resolution_share(data, layers)
         if low is not None:
             image, share_small, image_large, share_large = low
-            lines[-1] += (f" What does not scale with the image (the classifier's input and the loss's probabilities) "
-                          f"is {share_small:.2%} of the activation bytes at image {image} and {share_large:.2%} at "
-                          f"image {image_large}, which is what pulls p below 2 at small images.")
+            lines[-1] += (f" What does not grow with the image (the classifier's input and the loss's probabilities, "
+                          f"which grow with the batch only) is {100 * share_small:.2g}% of the activation bytes at "
+                          f"image {image} and {100 * share_large:.2g}% at image {image_large} (medians over cells).")
     lines += [""]
     if draw and fits:
         from .cnn_plots import activation_law
@@ -193,8 +193,7 @@ def _blocks_part(plain: pd.DataFrame, layers: pd.DataFrame | None, out: Path, fi
             ratios.append(by_layer["1"] / by_layer["0"])
     if ratios:
         lines += [f"Block 1 holds {min(ratios):.3f}–{max(ratios):.3f}× what block 0 holds (median "
-                  f"{float(np.median(ratios)):.3f}×, {len(ratios)} cells): twice the channels on a quarter of the "
-                  "positions.", ""]
+                  f"{float(np.median(ratios)):.3f}×, {len(ratios)} cells).", ""]
     pick = _representative_cell(plain)
     if pick is not None:
         sample = per[per["cell"].isin(pick["cell"])]
@@ -360,9 +359,10 @@ def _checkpoint_part(train: pd.DataFrame, layers: pd.DataFrame | None) -> list[s
             body.append([int(depth), f"{-(-int(depth) // segment)} × {segment}", conv_save, len(part),
                          f"{part['activation_ratio'].min():.3f}–{part['activation_ratio'].max():.3f}",
                          f"{part['peak_ratio'].min():.3f}–{part['peak_ratio'].max():.3f}",
-                         f"{part['time_ratio'].median():.2f}×", int(part["recomputed_ops"].median())])
+                         f"{part['time_ratio'].median():.2f}× ({part['time_ratio'].min():.2f}–"
+                         f"{part['time_ratio'].max():.2f})", int(part["recomputed_ops"].median())])
     lines += [_md_table(["depth", "segments × blocks", "conv_save", "pairs", "activation ratio", "peak ratio",
-                         "time ratio (median)", "ops recomputed (median)"], body), ""]
+                         "time ratio, median (range)", "ops recomputed (median)"], body), ""]
     lower_act = int((pairs["activation_ratio"] < 1).sum())
     lower_peak = int((pairs["peak_ratio"] < 1).sum())
     n = len(pairs)
