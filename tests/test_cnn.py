@@ -166,3 +166,21 @@ def test_model_rejects_an_image_too_small_for_its_pooling():
     model = nn.CNN(in_channels=1, width=2, depth=3, classes=2)
     with pytest.raises(ValueError, match="does not fit"):
         model(np.zeros((2, 1, 4, 4), dtype=np.float32))
+
+
+@pytest.mark.parametrize("mode,conv_save,checkpoint", [("train", "input", "none"), ("train", "columns", "sqrt"),
+                                                       ("inference", "input", "none")])
+def test_tracemalloc_sees_no_more_than_the_ledger_plus_small_change(mode, conv_save, checkpoint):
+    """Every column workspace, and every result made beside one, is in the ledger at the right moment: numpy's
+    own count of the step's peak (tracemalloc) exceeds the ledger's only by Python objects and small scratch."""
+    from memstudy.memory import probes
+
+    work = Workload(config(mode=mode, conv_save=conv_save, checkpoint=checkpoint, depth=3, width=16, image_size=64,
+                           batch_size=4))
+    work.step()
+    work.reset()
+    ledger_bytes = work.ledger_step().step_peak_bytes
+    work.reset()
+    traced_bytes = probes.tracemalloc_step_peak_bytes(work.step)
+    assert ledger_bytes > 2 * 2 ** 20
+    assert 0 <= traced_bytes - ledger_bytes < 48 * 1024, (traced_bytes, ledger_bytes)

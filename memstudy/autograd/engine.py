@@ -19,7 +19,8 @@ inside an op:
   such as parameters and the network input, and plain arrays) are never cast: saving them costs nothing.
 Backward reads what its op saved through `Node.saved_tensors` only. A large buffer an op makes and drops within
 its own forward or backward (a convolution's column matrix) is reported through `Node.workspace`, so the
-instrument sees it too.
+instrument sees it too, and a result made while such a buffer lives through `Node.result`, so the instrument
+sees the two together.
 
 Shape-only arrays (`meta.MetaArray`) run through the same code: wherever the engine checks for an ndarray it
 accepts a MetaArray too (`type(x) is np.ndarray or type(x) is MetaArray`: the ndarray test comes first, so real
@@ -111,6 +112,20 @@ class Node:
         instrument = STATE.instrument
         if instrument is not None:
             instrument.on_new(array, f"{self.fn.name}.{role}", self.layer)
+        return array
+
+    def result(self, array: np.ndarray) -> np.ndarray:
+        """Report a buffer the op returns or saves at the moment it is made, while a workspace is alive beside it.
+
+        The engine reports an op's output and gradients only when the op returns, after its workspaces have died;
+        a result made while a workspace lived (the convolution's output, made from its columns) is reported here
+        so the ledger sees the two live together, as they were. The engine's later report of the same buffer
+        finds it already counted (the ledger counts each base buffer once). Returns `array` unchanged.
+        """
+        instrument = STATE.instrument
+        if instrument is not None:
+            backward = STATE.phase == "backward"
+            instrument.on_new(array, self.fn.name + "_backward" if backward else self.fn.name, self.layer)
         return array
 
     @property

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import Function, Node
+from .linalg import small_ufunc_buffer
 
 
 def _per_channel(values: np.ndarray) -> np.ndarray:
@@ -60,16 +61,8 @@ class BatchNorm2d(Function):
         count = x.size // x.shape[1]  # elements per channel
         if count < 2 and running_var is not None:
             raise ValueError(f"batch_norm: one value per channel ({x.shape}) has no variance to track")
-        mean = _channel_sum(x)
-        mean *= 1.0 / count
-        out = np.subtract(x, _per_channel(mean))  # centred, in the output's buffer
-        var = _channel_dot(out, out)
-        var *= 1.0 / count
-        invstd = np.add(var, eps)
-        np.sqrt(invstd, out=invstd)
-        np.reciprocal(invstd, out=invstd)
-        out *= _per_channel(invstd * weight)
-        out += _per_channel(bias)
+        with small_ufunc_buffer():  # per-channel broadcasts go through numpy's hidden buffer: keep it small
+            out, mean, var, invstd = BatchNorm2d._normalize(x, weight, bias, eps, count)
         if running_mean is not None:
             running_mean *= 1.0 - momentum
             running_mean += momentum * mean
@@ -84,18 +77,40 @@ class BatchNorm2d(Function):
         return out
 
     @staticmethod
+    def _normalize(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float, count: int) -> tuple:
+        """(γ·x̂ + β, μ, σ², σ⁻¹) of the batch: x̂ built in the output's buffer."""
+        mean = _channel_sum(x)
+        mean *= 1.0 / count
+        out = np.subtract(x, _per_channel(mean))  # centred, in the output's buffer
+        var = _channel_dot(out, out)
+        var *= 1.0 / count
+        invstd = np.add(var, eps)
+        np.sqrt(invstd, out=invstd)
+        np.reciprocal(invstd, out=invstd)
+        out *= _per_channel(invstd * weight)
+        out += _per_channel(bias)
+        return out, mean, var, invstd
+
+    @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
         x, mean, invstd, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad
         grad_sum = _channel_sum(grad)  # = β's gradient
         if not (need_x or need_w):
             return None, None, grad_sum
+        with small_ufunc_buffer():  # per-channel broadcasts go through numpy's hidden buffer: keep it small
+            return BatchNorm2d._backward(ctx, grad, x, mean, invstd, weight, grad_sum)
+
+    @staticmethod
+    def _backward(ctx: Node, grad: np.ndarray, x: np.ndarray, mean: np.ndarray, invstd: np.ndarray,
+                  weight: np.ndarray | None, grad_sum: np.ndarray) -> tuple:
+        need_x, need_w, need_b = ctx.needs_input_grad
         # x̂ in the buffer that becomes the input's gradient (or a workspace when only γ needs a gradient)
         result = np.subtract(x, _per_channel(mean))
         if not need_x:
             ctx.workspace(result, "normalized")
         result *= _per_channel(invstd)
-        grad_dot = _channel_dot(grad, result)  # Σ grad·x̂ = γ's gradient
+        grad_dot = ctx.result(_channel_dot(grad, result))  # Σ grad·x̂ = γ's gradient, made beside x̂
         grad_x = None
         if need_x:
             # dx = γσ⁻¹ · (grad − mean(grad) − x̂ · mean(grad·x̂)), built in place over x̂
@@ -123,8 +138,9 @@ class BatchNorm2dEval(Function):
         np.sqrt(invstd, out=invstd)
         np.reciprocal(invstd, out=invstd)
         scale = invstd * weight
-        out = np.multiply(x, _per_channel(scale))
-        out += _per_channel(bias - running_mean * scale)
+        with small_ufunc_buffer():  # per-channel broadcasts go through numpy's hidden buffer: keep it small
+            out = np.multiply(x, _per_channel(scale))
+            out += _per_channel(bias - running_mean * scale)
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         ctx.save(x=x if need_w else None, mean=running_mean.copy() if need_w else None,
                  invstd=invstd if need_x or need_w else None, weight=weight if need_x else None)
@@ -138,5 +154,6 @@ class BatchNorm2dEval(Function):
         grad_w = None
         if need_w:  # Σ grad·(x − μ)·σ⁻¹ = σ⁻¹·(Σ grad·x − μ·Σ grad): no x̂ array
             grad_w = (_channel_dot(grad, x) - mean * grad_sum) * invstd
-        grad_x = np.multiply(grad, _per_channel(weight * invstd)) if need_x else None
+        with small_ufunc_buffer():
+            grad_x = np.multiply(grad, _per_channel(weight * invstd)) if need_x else None
         return grad_x, grad_w, (grad_sum if need_b else None)

@@ -12,7 +12,8 @@ What backward needs to form the weight's gradient is the column matrix. `save` c
              k//2), nothing rebuilt.
 Both give the same gradients. Every column-sized buffer that is not saved (the forward's columns under
 `input`, the rebuilt columns, the columns' gradient) is reported through `ctx.workspace`, so the ledger
-counts it while it lives.
+counts it while it lives, and every result made while one lives (the output, the weight's and the input's
+gradients) through `ctx.result`, so the ledger sees them together, as they are.
 """
 from __future__ import annotations
 
@@ -78,11 +79,12 @@ def col2im(grad_columns: np.ndarray, x_shape: tuple[int, ...], kernel: int, stri
         return grad_columns.reshape(x_shape)
     blocks = grad_columns.reshape(n, c, kernel, kernel, out_h, out_w)
     grad_x = np.zeros(x_shape, dtype=grad_columns.dtype, like=grad_columns)
-    for i, (h_lo, h_hi, h_start, h_stop) in enumerate(rows):
-        for j, (w_lo, w_hi, w_start, w_stop) in enumerate(cols):
-            if h_lo < h_hi and w_lo < w_hi:
-                target = grad_x[:, :, h_start:h_stop:stride, w_start:w_stop:stride]
-                np.add(target, blocks[:, :, i, j, h_lo:h_hi, w_lo:w_hi], out=target)
+    with small_ufunc_buffer():  # numpy buffers a strided add (~100 KB by default, unseen by the ledger)
+        for i, (h_lo, h_hi, h_start, h_stop) in enumerate(rows):
+            for j, (w_lo, w_hi, w_start, w_stop) in enumerate(cols):
+                if h_lo < h_hi and w_lo < w_hi:
+                    target = grad_x[:, :, h_start:h_stop:stride, w_start:w_stop:stride]
+                    np.add(target, blocks[:, :, i, j, h_lo:h_hi, w_lo:w_hi], out=target)
     return grad_x
 
 
@@ -121,7 +123,8 @@ class Conv2d(Function):
         ctx.save(x=x if need_w and save == "input" else None,
                  columns=columns if keep_columns else None,
                  weight=weight if need_x else None)
-        out = np.matmul(weight.reshape(out_channels, -1), columns)  # (N, O, Ho·Wo): NCHW, contiguous
+        # (N, O, Ho·Wo): NCHW, contiguous; made while the columns live, and reported so
+        out = ctx.result(np.matmul(weight.reshape(out_channels, -1), columns))
         columns = None  # the forward's columns die here unless saved
         out = out.reshape(n, out_channels, out_h, out_w)
         if bias is not None:
@@ -143,21 +146,23 @@ class Conv2d(Function):
                     ctx.workspace(columns, "columns")
             x = None
             # Σ_n grad[n] @ columns[n]ᵀ one example at a time: a single batched product would make an
-            # (N, O, C·k·k) temporary the ledger cannot see
-            grad_w = np.zeros((out_channels, columns.shape[1]), dtype=grad.dtype, like=grad)
-            term = np.empty_like(grad_w)
+            # (N, O, C·k·k) temporary the ledger cannot see. The gradient owns its buffer in the weight's shape
+            # (a leaf's gradient is then taken as it is, not copied) and is summed through a 2-d view of it.
+            grad_w = ctx.result(np.zeros((out_channels, ctx.x_shape[1], kernel, kernel), dtype=grad.dtype,
+                                         like=grad))
+            flat = grad_w.reshape(out_channels, -1)
+            term = np.empty_like(flat)
             for i in range(n):
                 np.matmul(grad3[i], columns[i].T, out=term)
-                grad_w += term
-            term = columns = None
-            grad_w = grad_w.reshape(out_channels, ctx.x_shape[1], kernel, kernel)
+                flat += term
+            term = flat = columns = None
         if len(needs) > 2 and needs[2]:
             grad_b = np.add.reduce(np.add.reduce(grad3, axis=2), axis=0)
         if needs[0]:
             grad_columns = np.matmul(weight.reshape(out_channels, -1).T, grad3)  # (N, C·k·k, Ho·Wo)
             if not columns_are_input(kernel, stride, padding):  # else it is the input's gradient itself
                 ctx.workspace(grad_columns, "grad_columns")
-            grad_x = col2im(grad_columns, ctx.x_shape, kernel, stride, padding)
+            grad_x = ctx.result(col2im(grad_columns, ctx.x_shape, kernel, stride, padding))
         if len(needs) == 2:
             return grad_x, grad_w
         return grad_x, grad_w, grad_b

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import Function, Node
+from .linalg import small_ufunc_buffer
 
 MAX_WINDOW_POSITIONS = 256  # a position within the window must fit in one uint8
 
@@ -58,14 +59,17 @@ class MaxPool2d(Function):
         ctx.x_shape, ctx.kernel, ctx.stride = x.shape, kernel, stride
         need_x = ctx.needs_input_grad[0]
         views = _window_views(x, kernel, stride, out_h, out_w)
-        out = next(views)[1].copy()  # offset (0, 0): the running maximum starts there
-        positions = np.zeros(out.shape, dtype=np.uint8, like=x) if need_x else None
+        # offset (0, 0): the running maximum starts there. The output and the positions are reported as they are
+        # made: the comparison mask (a workspace) lives beside them
+        out = ctx.result(next(views)[1].copy())
+        positions = ctx.result(np.zeros(out.shape, dtype=np.uint8, like=x)) if need_x else None
         larger = ctx.workspace(np.empty(out.shape, dtype=bool, like=x), "mask") if need_x else None
-        for code, view in views:
-            if need_x:
-                np.greater(view, out, out=larger)  # strictly greater: the first maximum keeps its position
-                np.copyto(positions, code, where=larger)
-            np.maximum(out, view, out=out)
+        with small_ufunc_buffer():  # masked and strided ufuncs go through numpy's hidden buffer: keep it small
+            for code, view in views:
+                if need_x:
+                    np.greater(view, out, out=larger)  # strictly greater: the first maximum keeps its position
+                    np.copyto(positions, code, where=larger)
+                np.maximum(out, view, out=out)
         larger = None
         ctx.save(positions=positions)
         return out
@@ -74,11 +78,12 @@ class MaxPool2d(Function):
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
         (positions,) = ctx.saved_tensors
         out_h, out_w = grad.shape[2], grad.shape[3]
-        grad_x = np.zeros(ctx.x_shape, dtype=grad.dtype, like=grad)
+        grad_x = ctx.result(np.zeros(ctx.x_shape, dtype=grad.dtype, like=grad))  # the mask lives beside it
         chosen = ctx.workspace(np.empty(grad.shape, dtype=bool, like=grad), "mask")
-        for code, target in _window_views(grad_x, ctx.kernel, ctx.stride, out_h, out_w):
-            np.equal(positions, code, out=chosen)
-            np.add(target, grad, out=target, where=chosen)  # add, not assign: overlapping windows (s < k)
+        with small_ufunc_buffer():  # the masked add into a strided view is buffered by numpy: keep it small
+            for code, target in _window_views(grad_x, ctx.kernel, ctx.stride, out_h, out_w):
+                np.equal(positions, code, out=chosen)
+                np.add(target, grad, out=target, where=chosen)  # add, not assign: overlapping windows (s < k)
         return (grad_x,)
 
 
