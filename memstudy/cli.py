@@ -42,44 +42,62 @@ _positive_int = _int_at_least(1)
 _non_negative_int = _int_at_least(0)
 
 
-def _add_model_flags(parser: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
-    from .study.fields import CHOICES
+def _field_type(field: Any):
+    """An argparse type for a registry field: numbers checked against the field's bounds, one-line errors."""
+    def parse(text: str) -> Any:
+        try:
+            value = field.type(text)
+        except ValueError:
+            kind = "an integer" if field.type is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        try:
+            return field.check(value)
+        except ValueError as exc:  # "depth must be at least 1, ..." -> argparse prefixes the flag itself
+            message = str(exc)
+            prefix = f"{field.name} "
+            raise argparse.ArgumentTypeError(message[len(prefix):] if message.startswith(prefix) else message) from None
 
-    group = parser.add_argument_group("model and step")
-    group.add_argument("--depth", type=_positive_int, default=2, help="hidden Linear+activation layers (2)")
-    group.add_argument("--width", type=_positive_int, default=256, help="hidden width (256)")
-    group.add_argument("--in-features", type=_positive_int, default=None, help="input features (default: width)")
-    group.add_argument("--classes", type=_positive_int, default=10, help="output classes (10)")
-    group.add_argument("--batch", type=_positive_int, default=64, help="batch size (64)")
-    group.add_argument("--activation", choices=CHOICES["activation"], default="relu")
-    group.add_argument("--dtype", choices=CHOICES["dtype"], default="float32")
-    group.add_argument("--bias", action=argparse.BooleanOptionalAction, default=True, help="Linear biases (on)")
-    group.add_argument("--mode", choices=modes, default="train")
-    group.add_argument("--optimizer", choices=CHOICES["optimizer"], default="sgd")
-    group.add_argument("--seed", type=_non_negative_int, default=0)
-
-
-def _add_memory_flags(parser: argparse.ArgumentParser) -> None:
-    """What buys the memory back: checkpointing and the saved-tensor policy (run and predict)."""
-    from .study.fields import CHOICES
-
-    group = parser.add_argument_group("what buys memory back")
-    group.add_argument("--checkpoint", default="none", metavar="{none,sqrt,every:K}",
-                       help="gradient checkpointing: hold only each segment's input and recompute the segment in "
-                            "backward; sqrt = segments of ceil(sqrt(depth)) layers, every:K = of K layers (none)")
-    group.add_argument("--policy", choices=CHOICES["policy"], default="minimal",
-                       help="saved tensors: minimal = what backward needs; all = every intermediate, as the textbook "
-                            "stores them; half = what backward needs, stored as float16 (minimal)")
+    return parse
 
 
-def _config(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "depth": args.depth, "width": args.width, "in_features": args.in_features,
-        "out_features": args.classes, "batch_size": args.batch, "activation": args.activation,
-        "bias": args.bias, "dtype": args.dtype, "optimizer": args.optimizer,
-        "checkpoint": getattr(args, "checkpoint", "none"), "policy": getattr(args, "policy", "minimal"),
-        "seed": args.seed,
-    }
+def _add_model_flags(parser: argparse.ArgumentParser, family: Any, modes: tuple[str, ...]) -> None:
+    """`--model` and every field the family declares (shared fields first), read from the registry."""
+    group = parser.add_argument_group(f"model and step (--model {family.name})")
+    group.add_argument("--model", default="mlp", metavar="NAME|FILE.py:Class",
+                       help="model family: a built-in name or your own file's Family class (mlp)")
+    for field in family.all_fields():
+        default = f" ({field.default})" if field.default is not None else ""
+        kwargs: dict[str, Any] = {"dest": field.name, "default": field.default, "help": field.help + default}
+        if field.name == "mode":
+            kwargs.update(choices=modes)
+        elif field.type is bool:
+            kwargs.update(action=argparse.BooleanOptionalAction)
+        elif field.choices is not None:
+            kwargs.update(choices=field.choices)
+        elif field.name == "checkpoint":
+            kwargs.update(metavar="{" + ",".join(("none", "sqrt", *family.checkpoints, "every:K")) + "}")
+        else:
+            kwargs.update(type=_field_type(field))
+        group.add_argument(field.cli_flag, **kwargs)
+
+
+def _config(args: argparse.Namespace, family: Any) -> dict[str, Any]:
+    config = {"model": family.name}
+    config.update({f.name: getattr(args, f.name) for f in family.all_fields() if f.name != "mode"})
+    return config
+
+
+def _family_from_argv(argv: list[str]) -> Any:
+    """The family `--model` names (flags depend on it, so it is read before the parser is built)."""
+    from .nn.models.registry import get_family
+
+    name = "mlp"
+    for i, arg in enumerate(argv):
+        if arg == "--model" and i + 1 < len(argv):
+            name = argv[i + 1]
+        elif arg.startswith("--model="):
+            name = arg.split("=", 1)[1]
+    return get_family(name)
 
 
 def _budget(text: str) -> int:
@@ -91,14 +109,20 @@ def _budget(text: str) -> int:
         raise UsageError(str(exc)) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="memstudy", description="Why training needs more memory than inference, measured.")
+def build_parser(family: Any = None) -> argparse.ArgumentParser:
+    """The parser; model flags are those of `family` (default: the MLP)."""
+    if family is None:
+        from .nn.models.registry import get_family
+
+        family = get_family("mlp")
+    parser = _Parser(prog="memstudy", description="Why training needs more memory than inference, measured.",
+                     allow_abbrev=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.add_parser = _no_abbrev(commands.add_parser)
     commands.required = True
 
     run = commands.add_parser("run", help="measure one training or inference step, four probes and the prediction")
-    _add_model_flags(run, ("train", "inference", "both"))
-    _add_memory_flags(run)
+    _add_model_flags(run, family, ("train", "inference", "both"))
     run.add_argument("--repeats", type=_positive_int, default=1, help="measured steps (1)")
     run.add_argument("--budget", default="75%", help="refuse sizes whose predicted peak exceeds this (75%% of "
                                                      "available memory; or e.g. 4GiB)")
@@ -109,8 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_cmd_run)
 
     predict = commands.add_parser("predict", help="predict a step's memory without running it")
-    _add_model_flags(predict, ("train", "inference"))
-    _add_memory_flags(predict)
+    _add_model_flags(predict, family, ("train", "inference"))
     predict.add_argument("--json", action="store_true", help="print the prediction as JSON")
     predict.set_defaults(handler=_cmd_predict)
 
@@ -132,11 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
     study.set_defaults(handler=_cmd_study)
 
     graph = commands.add_parser("graph", help="the forward pass's computational graph and saved buffers as DOT")
-    _add_model_flags(graph, ("train",))
+    _add_model_flags(graph, family, ("train",))
     graph.add_argument("--out", default="graph.dot", metavar="FILE", help="DOT file (graph.dot); a PNG "
                                                                          "is written beside it when `dot` exists")
     graph.set_defaults(handler=_cmd_graph)
     return parser
+
+
+def _no_abbrev(add_parser: Any) -> Any:
+    def add(*args: Any, **kwargs: Any) -> argparse.ArgumentParser:
+        return add_parser(*args, allow_abbrev=False, **kwargs)
+
+    return add
 
 
 DEFAULT_SPEC = "experiments/default.toml"
@@ -213,7 +243,7 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     from .study.graphviz import GraphError, write_graph
 
     try:
-        written = write_graph(normalize({**_config(args), "mode": "train"}), args.out)
+        written = write_graph(normalize({**_config(args, args.family), "mode": "train"}), args.out)
     except GraphError as exc:
         raise UsageError(str(exc)) from None
     print("graph: " + ", ".join(str(p) for p in written))
@@ -225,7 +255,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .study.tables import run_report
 
     modes = ["train", "inference"] if args.mode == "both" else [args.mode]
-    results = run_modes(_config(args), modes, args.repeats, _budget(args.budget), args.timeline, args.by_layer)
+    results = run_modes(_config(args, args.family), modes, args.repeats, _budget(args.budget), args.timeline, args.by_layer)
     if args.json:
         for rows in results.values():
             for row in rows:
@@ -240,7 +270,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .memory.predict import predict
     from .study.tables import predict_report
 
-    config = normalize({**_config(args), "mode": args.mode})
+    config = normalize({**_config(args, args.family), "mode": args.mode})
     prediction = predict(config)
     if args.json:
         print(json.dumps({**config, **prediction}))
@@ -252,7 +282,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
 
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        family = _family_from_argv(argv)
+    except ConfigError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return USAGE_EXIT
+    args = build_parser(family).parse_args(argv)
+    args.family = family
     try:
         return args.handler(args)
     except (UsageError, ConfigError) as exc:

@@ -1,6 +1,6 @@
 """The independent probes agree with the ledger's step peak, measured in fresh cell processes.
 
-run_cell starts `python -m memstudy.study.cell` with MALLOC_MMAP_THRESHOLD_=65536, so every buffer of
+launch starts `python -m memstudy.study.cell` with MALLOC_MMAP_THRESHOLD_=65536, so every buffer of
 64 KiB or more is its own mmap and RSS follows live memory. Every config here has a step peak of at
 least 1 MB, so allocator and page granularity stay small next to it.
 
@@ -22,7 +22,7 @@ import pytest
 
 from memstudy.config import normalize
 from memstudy.memory import probes
-from memstudy.study.cellproc import run_cell
+from memstudy.study.launcher import CellRequest, launch
 
 REPEATS = 3
 TRACEMALLOC_TOLERANCE = 0.05
@@ -47,7 +47,7 @@ TRACEMALLOC_ONLY = {"inference-f64-d2-w256-b256"}
 @pytest.fixture(scope="module", params=list(CONFIGS), ids=list(CONFIGS))
 def cell(request):
     config = normalize(CONFIGS[request.param])
-    outcome = run_cell({**config, "repeats": REPEATS}, timeout_seconds=60)
+    outcome = launch(CellRequest(config, REPEATS, timeout_seconds=60))
     assert outcome.error == "", outcome.error
     assert len(outcome.rows) == REPEATS
     print(f"\n{request.param}:")

@@ -49,8 +49,8 @@ FAKE_CELL = textwrap.dedent('''
         time.sleep(60)
     if matches("FAKE_CELL_DIE", request):
         os.kill(os.getpid(), signal.SIGKILL)
-    if matches("MEMSTUDY_TEST_RAISE_IN_CELL", request):
-        sys.stderr.write("some noise\\nRuntimeError: test hook raised inside the cell\\n")
+    if matches("FAKE_CELL_RAISE", request):
+        sys.stderr.write("some noise\\nRuntimeError: a cell raised\\n")
         sys.exit(1)
     if timeline:
         with open(timeline, "w") as fh:
@@ -102,7 +102,7 @@ def fake_cell(tmp_path: Path) -> list[str]:
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
     for var in ("FAKE_CELL_SPANS", "FAKE_CELL_SLEEP", "FAKE_CELL_HANG", "FAKE_CELL_DIE", "FAKE_CELL_PARTIAL",
-                "FAKE_CELL_LOG", "MEMSTUDY_TEST_RAISE_IN_CELL"):
+                "FAKE_CELL_LOG", "FAKE_CELL_RAISE"):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -206,7 +206,7 @@ def test_real_predictor_budget_skips(tmp_path, fake_cell):
 
 
 def test_raising_cell_fails_and_the_sweep_goes_on(tmp_path, fake_cell, monkeypatch):
-    monkeypatch.setenv("MEMSTUDY_TEST_RAISE_IN_CELL", "depth=2")
+    monkeypatch.setenv("FAKE_CELL_RAISE", "depth=2")
     spec = make_spec(tmp_path)
     out = tmp_path / "out"
     outcome = run_sweep(spec, out, progress=False, cell_command=fake_cell, predictor=no_predictor)
@@ -214,7 +214,7 @@ def test_raising_cell_fails_and_the_sweep_goes_on(tmp_path, fake_cell, monkeypat
     rows = assert_one_row_per_cell_and_repeat(spec, out)
     failed = [r for r in rows if r["status"] == "failed"]
     assert {r["depth"] for r in failed} == {"2"}
-    assert all("RuntimeError: test hook raised inside the cell" in r["error"] for r in failed)
+    assert all("RuntimeError: a cell raised" in r["error"] for r in failed)
     assert all(r["peak_bytes"] == "" for r in failed)
 
 
@@ -428,16 +428,16 @@ def test_real_cells_measure_and_write_the_timeline(tmp_path, real_cell):
     assert env["sweep"]["timeline_cell"] == cell_id({**spec.cells()[0], "depth": 2, "mode": "train"})
 
 
-def test_real_cell_test_hook_fails_one_cell(tmp_path, real_cell, monkeypatch):
-    monkeypatch.setenv("MEMSTUDY_TEST_RAISE_IN_CELL", "depth=2")
-    spec = make_spec(tmp_path, REAL_SPEC)
+def test_a_user_model_that_raises_fails_its_cells_and_the_sweep_goes_on(tmp_path, real_cell):
+    family = Path(__file__).parent / "families" / "failing.py"
+    spec = make_spec(tmp_path, REAL_SPEC.replace("[grid]", f'[grid]\nmodel = "{family}:FailsAtDepthTwo"'))
     out = tmp_path / "out"
     outcome = run_sweep(spec, out, progress=False)
     assert (outcome.ok, outcome.failed) == (2, 2)
     rows = assert_one_row_per_cell_and_repeat(spec, out)
     failed = [r for r in rows if r["status"] == "failed"]
     assert {r["depth"] for r in failed} == {"2"}
-    assert all("RuntimeError" in r["error"] and "test hook" in r["error"] for r in failed)
+    assert all("RuntimeError" in r["error"] and "cannot build depth 2" in r["error"] for r in failed)
 
 
 def test_real_predictor_skips_a_cell_over_budget(tmp_path, real_cell):

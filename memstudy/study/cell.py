@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import statistics
 import sys
 import time
@@ -26,7 +25,6 @@ from ..memory.workload import Workload
 from ..memory.predict import predict
 from .fields import CONFIG_FIELDS, ROW_FIELDS
 
-TEST_RAISE_ENV = "MEMSTUDY_TEST_RAISE_IN_CELL"  # "field=value": a matching cell raises (for sweep tests)
 MIN_TIMED_STEPS = 3
 MAX_TIMED_STEPS = 20
 TIMING_BUDGET_SECONDS = 0.25
@@ -42,24 +40,19 @@ def _median_step_seconds(step: Callable[[], Any], reset: Callable[[], None]) -> 
     return statistics.median(timings)
 
 
-def _raise_if_test_hook(config: dict[str, Any]) -> None:
-    hook = os.environ.get(TEST_RAISE_ENV)
-    if not hook:
-        return
-    name, _, value = hook.partition("=")
-    if str(config.get(name)) == value:
-        raise RuntimeError(f"test hook {TEST_RAISE_ENV}={hook} raised inside the cell")
-
-
 def measure(raw_config: dict[str, Any], repeats: int = 1, timeline_path: str | None = None,
             by_layer: bool = False) -> list[dict[str, Any]]:
     """Rows (dicts with every ROW_FIELDS key) for `repeats` measured steps of one configuration."""
     config = normalize(raw_config)
-    _raise_if_test_hook(config)
     prediction = predict(config)
-    work = Workload(config)
+    return measure_workload(Workload(config), config, prediction, repeats, timeline_path, by_layer)
+
+
+def measure_workload(work: Workload, config: dict[str, Any], prediction: dict[str, Any], repeats: int = 1,
+                     timeline_path: str | None = None, by_layer: bool = False) -> list[dict[str, Any]]:
+    """The measured steps of a built workload: warm-up, then per repeat the ledger, each probe and the clock."""
     # the approximate policy's gradient error, against `minimal` at the same (initial) parameters
-    grad_rel_error = work.gradient_error() if work.train and config["policy"] == "half" else None
+    grad_rel_error = work.gradient_error() if work.train and config["policy"] != "minimal" else None
     work.step()  # warm-up: optimiser state now exists, caches are warm
     rows = []
     for repeat in range(repeats):
@@ -80,6 +73,7 @@ def measure(raw_config: dict[str, Any], repeats: int = 1, timeline_path: str | N
         # not part of a step)
         step_seconds = _median_step_seconds(work.step, work.optimizer.zero_grad)
         row: dict[str, Any] = {name: config.get(name) for name in CONFIG_FIELDS}
+        row.update(config)  # a user family's own fields too
         row["repeat"] = repeat
         peak = account.peak_by_category
         row.update(
@@ -106,7 +100,8 @@ def measure(raw_config: dict[str, Any], repeats: int = 1, timeline_path: str | N
             error="",
         )
         missing = [f for f in ROW_FIELDS if f not in row]
-        assert not missing, f"row lacks {missing}"
+        if missing:  # a programming error in this module, reported like any other cell failure
+            raise RuntimeError(f"the cell's row lacks {', '.join(missing)}")
         if by_layer:
             row["by_layer"] = account.by_layer()
         rows.append(row)

@@ -59,19 +59,18 @@ def _shape(array: np.ndarray) -> str:
 
 def build_graph(config: dict[str, Any]):
     """Model, input, labels, loss tensor and the outputs of every op, for a normalised config."""
-    from .. import nn
     from ..autograd import STATE, Tensor
+    from ..nn.models.registry import get_family
 
-    model = nn.MLP(config["in_features"], config["width"], config["depth"], config["out_features"],
-                   activation=config["activation"], bias=config["bias"], dtype=config["dtype"], seed=config["seed"])
-    rng = np.random.default_rng(config["seed"] + 1)
-    x = Tensor(rng.standard_normal((config["batch_size"], config["in_features"])).astype(config["dtype"]), name="x")
-    y = rng.integers(0, config["out_features"], size=config["batch_size"])
+    family = get_family(config.get("model"))
+    model = family.build(config)
+    inputs, y = family.batch(config)
+    x = Tensor(inputs, name="x")
     recorder = _OutputRecorder()
     previous = STATE.instrument
     STATE.instrument = recorder
     try:
-        loss = nn.cross_entropy(model(x), y)
+        loss = family.loss(model, x, y)
     finally:
         STATE.instrument = previous
     return model, x, y, loss, recorder.outputs
@@ -107,11 +106,13 @@ def graph_dot(config: dict[str, Any]) -> str:
             saved_by.setdefault(id(base), []).append(f"{op_names[id(node)]}.{role}")
             saved_arrays.setdefault(id(base), (base, node, role))
 
-    param_names: dict[int, str] = {}
-    for i, linear in enumerate(model.linears):
-        param_names[id(linear.weight)] = f"W{i + 1}"
-        if linear.bias is not None:
-            param_names[id(linear.bias)] = f"b{i + 1}"
+    param_names = {id(p): name for name, p in model.named_parameters()}
+    linears = getattr(model, "linears", None)
+    if linears is not None:  # the MLP's weights in the seed's notation: W1, b1, W2, ...
+        for i, linear in enumerate(linears):
+            param_names[id(linear.weight)] = f"W{i + 1}"
+            if linear.bias is not None:
+                param_names[id(linear.bias)] = f"b{i + 1}"
 
     lines = [
         "digraph forward {",
@@ -197,9 +198,9 @@ def graph_dot(config: dict[str, Any]) -> str:
             key = variable(f"s{index}_{role}", f"{role} (internal)", array, PLAIN_FILL)
             lines.append(f"  {op_key} -> {key} [style=dashed, arrowhead=none];")
 
-    caption = (f"MLP depth {config['depth']}, width {config['width']}, in {config['in_features']}, "
-               f"classes {config['out_features']}, batch {config['batch_size']}, {config['activation']}, "
-               f"{'bias' if config['bias'] else 'no bias'}, {config['dtype']}.\nBoxes: variables; circles: operators; "
+    from ..nn.models.registry import get_family
+
+    caption = (f"{get_family(config.get('model')).describe(config)}.\nBoxes: variables; circles: operators; "
                f"orange: intermediates held for backward ({format_bytes(totals['activation'])}, the memory training "
                f"adds); pale orange: parameters and inputs saved by reference "
                f"({format_bytes(totals['reference'])}, present anyway); blue: parameters not saved")

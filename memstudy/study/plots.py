@@ -14,6 +14,7 @@ from matplotlib.ticker import FuncFormatter, Locator, LogLocator, MaxNLocator, N
 
 from ..units import format_bytes  # noqa: E402
 from .fields import CATEGORIES  # noqa: E402
+from .select import nearest_batch  # noqa: E402
 
 MODE_STYLE = {"train": "-", "inference": "--"}
 CATEGORY_LABELS = {
@@ -244,7 +245,7 @@ def checkpoint_tradeoff(data: pd.DataFrame, strategies: Sequence[str], path: Pat
     if data.empty:
         return None
     batches = sorted(data["batch_size"].unique())
-    batch = min(batches, key=lambda b: (abs(int(b) - 256), int(b)))
+    batch = nearest_batch(batches)
     part = data[data["batch_size"] == batch]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6))
     colors = dict(zip(strategies, plt.cm.tab10(np.arange(len(strategies)))))

@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 
 from ..units import format_bytes
-from .fields import (BASELINE_FIELDS, CATEGORIES, LEDGER_FIELDS, PREDICTED_FIELDS, PROBE_FIELDS, ROW_FIELDS)
+from .fields import (BASELINE_FIELDS, CATEGORIES, GRID_FIELDS, LEDGER_FIELDS, LEGACY_CONFIG_FIELDS, MODEL_FIELDS,
+                     PREDICTED_FIELDS, PROBE_FIELDS, ROW_FIELDS)
 from .provenance import read_env
-from .spec import GRID_FIELDS
+
 
 _MEASURED = BASELINE_FIELDS + LEDGER_FIELDS + PREDICTED_FIELDS + PROBE_FIELDS
 # numeric per-repeat measurements (medians in summary.csv) and the textual ones (most common value)
@@ -26,6 +27,9 @@ MEASURES: tuple[str, ...] = tuple(f for f in _MEASURED if f.endswith("_bytes") o
     "grad_rel_error", "step_seconds",)
 TEXT_MEASURES: tuple[str, ...] = tuple(f for f in _MEASURED if f not in MEASURES)  # e.g. rss_method
 INTEGER_CONFIG = ("depth", "width", "in_features", "out_features", "batch_size", "seed", "repeat")
+REQUIRED_CONFIG = ("depth", "width", "batch_size", "dtype", "mode")  # every family has these columns filled
+# summary.csv: the first studies' config columns in place, every newer model column after the measurements
+_SUMMARY_CONFIG = tuple(f for f in LEGACY_CONFIG_FIELDS if f != "repeat")
 # (quantity, reference, label): each probe and prediction against the ledger
 AGREEMENT = (
     ("tracemalloc_step_peak_bytes", "step_peak_bytes", "tracemalloc step peak vs ledger step peak"),
@@ -127,7 +131,7 @@ def load_runs(results_dir: Path) -> pd.DataFrame:
         frame = pd.read_csv(path)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise ReportError(f"{path}: unreadable ({exc})") from None
-    missing = [c for c in ("cell", "status", *GRID_FIELDS, "repeat") if c not in frame.columns]
+    missing = [c for c in ("cell", "status", *REQUIRED_CONFIG, "repeat") if c not in frame.columns]
     if missing:
         raise ReportError(f"{path}: not a memstudy runs.csv (missing column {missing[0]!r})")
     for column in ROW_FIELDS:
@@ -135,6 +139,8 @@ def load_runs(results_dir: Path) -> pd.DataFrame:
             frame[column] = np.nan
     if "experiment" not in frame.columns:
         frame["experiment"] = results_dir.name
+    # files from before the model registry have no `model` column: they are MLP studies
+    frame["model"] = [("mlp" if pd.isna(v) or v == "" else str(v)) for v in frame["model"]]
     for column in MEASURES:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     for column in INTEGER_CONFIG:
@@ -176,8 +182,8 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     summary = summary.sort_values(list(GRID_FIELDS), kind="stable").reset_index(drop=True)
     for column in TEXT_MEASURES:
         summary[column] = summary[column].fillna("")
-    return summary[["experiment", "cell", *GRID_FIELDS, "status", "repeats", "ok_repeats", *MEASURES,
-                    *TEXT_MEASURES, "train_inference_peak_ratio"]]
+    return summary[["experiment", "cell", *_SUMMARY_CONFIG, "status", "repeats", "ok_repeats", *MEASURES,
+                    *TEXT_MEASURES, "train_inference_peak_ratio", *MODEL_FIELDS]]
 
 
 # --- slices and fits --------------------------------------------------------------------------------

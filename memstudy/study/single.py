@@ -7,7 +7,7 @@ from typing import Any
 from ..config import ConfigError, normalize
 from ..memory.predict import predict
 from ..units import format_bytes
-from .cellproc import run_cell
+from .launcher import CellRequest, launch
 
 
 class RunError(Exception):
@@ -41,10 +41,8 @@ def run_modes(config: dict[str, Any], modes: list[str], repeats: int, budget_byt
         check_budget(mode_config, budget_bytes)
     results = {}
     for index, (mode, mode_config) in enumerate(configs.items()):
-        request = {**mode_config, "repeats": repeats, "by_layer": by_layer}
-        if timeline_path and index == 0:
-            request["timeline_path"] = os.path.abspath(timeline_path)
-        outcome = run_cell(request)
+        timeline = os.path.abspath(timeline_path) if timeline_path and index == 0 else None
+        outcome = launch(CellRequest(mode_config, repeats, timeline, by_layer=by_layer))
         if outcome.error:
             raise RunError(f"the {mode} cell failed: {outcome.error}")
         results[mode] = outcome.rows

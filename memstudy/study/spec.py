@@ -1,8 +1,9 @@
 """Experiment specs: a TOML file -> a checked grid of cells.
 
     [study]  name, description
-    [grid]   any config field (see fields.CONFIG_FIELDS, but `repeat`) as a value or a list of values;
-             the cells are the cartesian product, in the order the keys appear
+    [grid]   `model` (a family's name or path/to/file.py:ClassName; default mlp) and any config field that
+             family declares (its own fields and the shared ones, see nn/models/registry.py), each a value
+             or a list of values; the cells are the cartesian product, in the order the keys appear
     [run]    repeats, budget, timeout_seconds, jobs
 
 TOML has no null: leave `in_features` out of the grid to mean "as many input features as `width`".
@@ -20,11 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, normalize
+from ..nn.models.registry import ConfigError, Family, get_family, normalize
 from ..units import parse_bytes
-from .fields import CHOICES, CONFIG_DEFAULTS, CONFIG_FIELDS
-
-GRID_FIELDS: tuple[str, ...] = tuple(f for f in CONFIG_FIELDS if f != "repeat")
 STUDY_KEYS = ("name", "description")
 RUN_KEYS = ("repeats", "budget", "timeout_seconds", "jobs")
 RUN_DEFAULTS: dict[str, Any] = {"repeats": 3, "budget": "75%", "timeout_seconds": 600.0, "jobs": 1}
@@ -53,7 +51,7 @@ class Spec:
         keys = list(self.grid)
         out = []
         for values in itertools.product(*(self.grid[k] for k in keys)):
-            raw = {**CONFIG_DEFAULTS, **dict(zip(keys, values))}
+            raw = dict(zip(keys, values))
             try:
                 out.append(normalize(raw))
             except ConfigError as exc:  # values were checked one by one; this catches combinations
@@ -70,7 +68,16 @@ class Spec:
 
 
 def cell_id(config: dict[str, Any]) -> str:
-    """A stable short name built from a normalised config's values, e.g. d8-w256-i256-o10-b64-relu-bias-..."""
+    """A stable short name built from a normalised config's values, e.g. d8-w256-i256-o10-b64-relu-bias-...
+
+    MLP cells keep the names of the first studies (so their results resume); every other family's cell is
+    named by the family and each of its fields' values, in declaration order.
+    """
+    model = config.get("model") or "mlp"
+    if model != "mlp":
+        family = get_family(model)
+        label = Path(model.split(":")[0]).stem + ":" + model.split(":")[1] if ":" in model else model
+        return "-".join([label] + [f"{f.name}={_id_value(config[f.name])}" for f in family.all_fields()])
     in_features = config.get("in_features") or config["width"]
     return "-".join([
         f"d{config['depth']}", f"w{config['width']}", f"i{in_features}", f"o{config['out_features']}",
@@ -78,6 +85,23 @@ def cell_id(config: dict[str, Any]) -> str:
         str(config["dtype"]), str(config["mode"]), str(config["optimizer"]), str(config["checkpoint"]),
         str(config["policy"]), f"s{config['seed']}",
     ])
+
+
+def _id_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def grid_fields(models: tuple) -> dict[str, Family]:
+    """Every key a grid may use for these models: `model`, then each family's fields (the first family that
+    declares a field checks its values)."""
+    allowed: dict[str, Family] = {}
+    for name in models:
+        family = get_family(name)
+        for f in family.all_fields():
+            allowed.setdefault(f.name, family)
+    return allowed
 
 
 def parse_budget(budget: str | int, available_bytes: int | None = None) -> int:
@@ -99,9 +123,9 @@ def _check_table(data: dict, table: str, allowed: tuple[str, ...]) -> dict:
     return value
 
 
-def _check_grid_value(key: str, value: Any) -> None:
+def _check_grid_value(key: str, value: Any, family: Family) -> None:
     try:
-        normalize({key: value})
+        family.normalize({"model": family.name, key: value})
     except ConfigError as exc:
         raise SpecError(f"grid.{key}: {exc}") from None
 
@@ -112,7 +136,16 @@ def parse_spec(data: dict[str, Any], *, name: str = "study", path: Path | None =
         if table not in ("study", "grid", "run"):
             raise SpecError(f"{table}: unknown table or key; a spec has [study], [grid] and [run]")
     study = _check_table(data, "study", STUDY_KEYS)
-    grid_raw = _check_table(data, "grid", GRID_FIELDS)
+    grid_table = data.get("grid", {})
+    if not isinstance(grid_table, dict):
+        raise SpecError(f"grid: must be a table [grid], got {type(grid_table).__name__}")
+    models = grid_table.get("model", "mlp")
+    models = tuple(models) if isinstance(models, list) else (models,)
+    try:
+        families = grid_fields(models)
+    except ConfigError as exc:
+        raise SpecError(f"grid.model: {exc}") from None
+    grid_raw = _check_table(data, "grid", ("model", *families))
     run = {**RUN_DEFAULTS, **_check_table(data, "run", RUN_KEYS)}
 
     for key in STUDY_KEYS:
@@ -132,7 +165,8 @@ def parse_spec(data: dict[str, Any], *, name: str = "study", path: Path | None =
         for v in values:
             if isinstance(v, (list, dict)):
                 raise SpecError(f"grid.{key}: values must be plain numbers, strings or booleans, got {v!r}")
-            _check_grid_value(key, v)
+            if key != "model":
+                _check_grid_value(key, v, families[key])
         seen = []
         for v in values:
             if any(v == s and type(v) is type(s) for s in seen):
@@ -194,5 +228,5 @@ def load_spec(path: str | Path) -> Spec:
     return parse_spec(data, name=path.stem, path=path, text=text)
 
 
-__all__ = ["CHOICES", "GRID_FIELDS", "Spec", "SpecError", "cell_id", "load_spec", "parse_budget", "parse_spec",
+__all__ = ["Spec", "SpecError", "cell_id", "load_spec", "parse_budget", "parse_spec",
            "spec_hash"]

@@ -21,24 +21,21 @@ import datetime
 import io
 import json
 import os
-import signal
-import subprocess
 import sys
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..units import format_bytes
-from .cellproc import CELL_COMMAND, cell_environment
+from .launcher import CELL_COMMAND, CellRequest, CellResult, LocalExecutor, cell_environment
 from .fields import ROW_FIELDS
 from .provenance import collect_env, read_env, write_json
+from .select import nearest_batch
 from .spec import Spec, cell_id
 
 CSV_COLUMNS: tuple[str, ...] = ("experiment", "cell") + ROW_FIELDS
 PREDICTED_KEYS = ("predicted_peak_bytes", "predicted_step_peak_bytes", "predicted_activation_bytes")
 SWEEP_FILES = ("runs.csv", "env.json", "spec.toml", "timeline.csv", "timeline.csv.tmp")
-TIMELINE_BATCH = 256
 MAX_ERROR_CHARS = 400
 
 
@@ -69,10 +66,6 @@ class _CellResult:
     cid: str
     rows: list[dict[str, Any]]
     status: str  # ok | skipped | failed (failed if any repeat failed)
-
-
-def default_cell_command() -> list[str]:
-    return list(CELL_COMMAND)
 
 
 # --- runs.csv --------------------------------------------------------------------------------------
@@ -195,27 +188,6 @@ def load_done(path: Path, repeats: int) -> dict[str, list[dict[str, str]]]:
 
 # --- one cell ---------------------------------------------------------------------------------------
 
-class _MemoryGate:
-    """Admit a cell while the running cells' predicted peaks sum to at most the budget (one always runs)."""
-
-    def __init__(self, budget: int):
-        self.budget, self.in_use, self.running = budget, 0, 0
-        self.cond = threading.Condition()
-
-    def acquire(self, need: int) -> None:
-        with self.cond:
-            while self.running and self.in_use + need > self.budget:
-                self.cond.wait()
-            self.in_use += need
-            self.running += 1
-
-    def release(self, need: int) -> None:
-        with self.cond:
-            self.in_use -= need
-            self.running -= 1
-            self.cond.notify_all()
-
-
 def _config_row(spec: Spec, cid: str, config: dict[str, Any], repeat: int) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(CSV_COLUMNS)
     row.update({k: v for k, v in config.items() if k in ROW_FIELDS})
@@ -235,80 +207,20 @@ def _placeholder_rows(spec, cid, config, repeats, status, error, predicted=None)
     return rows
 
 
-def _describe_exit(returncode: int, stderr: str) -> str:
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        hint = " (out of memory?)" if -returncode == signal.SIGKILL else ""
-        return f"cell process killed by {name}{hint}"
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    last = lines[-1].strip() if lines else ""
-    return f"cell exited with status {returncode}" + (f": {last}" if last else "")
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL the cell and anything it started (it leads its own process group)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        try:
-            proc.kill()
-        except ProcessLookupError:
-            pass
-
-
-def _run_cell(spec: Spec, cid: str, config: dict[str, Any], *, command: Sequence[str], env: dict[str, str],
-              timeout: float | None, timeline_path: Path | None, live: set, live_lock: threading.Lock,
-              stopping: threading.Event, predicted: dict[str, Any] | None) -> _CellResult | None:
-    payload = {k: v for k, v in config.items() if k != "repeat"}
-    payload["repeats"] = spec.repeats
-    if timeline_path is not None:
-        payload["timeline_path"] = str(timeline_path)
-    with live_lock:  # start and register atomically, so an interrupt can kill every cell that started
-        if stopping.is_set():
-            return None
-        proc = subprocess.Popen(
-            list(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-            text=True, start_new_session=True,
-        )
-        live.add(proc)
-    reason = None
-    try:
-        try:
-            stdout, stderr = proc.communicate(json.dumps(payload) + "\n", timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            stdout, stderr = proc.communicate()
-            reason = f"timed out after {timeout:g} s"
-    finally:
-        with live_lock:
-            live.discard(proc)
+def _cell_rows(spec: Spec, cid: str, config: dict[str, Any], result: CellResult,
+               predicted: dict[str, Any] | None) -> _CellResult:
+    """The launcher's result as runs.csv rows: the cell's rows with the config, then a failed row for each
+    repeat it did not deliver."""
     rows: list[dict[str, Any]] = []
-    for line in (stdout or "").splitlines():
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            reason = reason or f"cell printed a line that is not JSON: {line[:80]!r}"
-            break
-        if not isinstance(obj, dict):
-            reason = reason or "cell printed JSON that is not an object"
-            break
+    for obj in result.rows:
         row = _config_row(spec, cid, config, len(rows))
         row.update({k: v for k, v in obj.items() if k in ROW_FIELDS})
         row.update(experiment=spec.name, cell=cid, repeat=len(rows))
         row["status"] = row.get("status") or "ok"
         rows.append(row)
-    if reason is None and proc.returncode != 0:
-        reason = _describe_exit(proc.returncode, stderr or "")
-    if reason is None and len(rows) != spec.repeats:
-        reason = f"cell printed {len(rows)} rows for {spec.repeats} repeats"
-    rows = rows[: spec.repeats]
-    if reason is not None:
-        rows += _placeholder_rows(spec, cid, config, range(len(rows), spec.repeats), "failed", reason, predicted)
+    if result.error:
+        rows += _placeholder_rows(spec, cid, config, range(len(rows), spec.repeats), "failed", result.error,
+                                  predicted)
     status = "ok" if all(r["status"] == "ok" for r in rows) else "failed"
     return _CellResult(cid, rows, status)
 
@@ -329,7 +241,7 @@ def choose_timeline_cell(cells: Sequence[dict[str, Any]]) -> dict[str, Any] | No
     depths = sorted({c["depth"] for c in train})
     depth = depths[len(depths) // 2]
     at_depth = [c for c in train if c["depth"] == depth]
-    batch = min({c["batch_size"] for c in at_depth}, key=lambda b: (abs(b - TIMELINE_BATCH), b))
+    batch = nearest_batch({c["batch_size"] for c in at_depth})
     candidates = [c for c in at_depth if c["batch_size"] == batch]
     # a checkpointing study shows its recompute: prefer the sqrt strategy's step when there is one
     return next((c for c in candidates if c.get("checkpoint") == "sqrt"), candidates[0])
@@ -384,7 +296,7 @@ def run_sweep(spec: Spec, out_dir: str | Path, jobs: int | None = None, fresh: b
         warnings.append("budget not checked: no predictor (memstudy.memory.predict) available")
     budget = spec.budget_bytes(available_bytes)
     cell_env = cell_environment()
-    command = list(cell_command) if cell_command is not None else default_cell_command()
+    command = list(cell_command) if cell_command is not None else list(CELL_COMMAND)
 
     done = load_done(runs, spec.repeats) if runs.exists() and runs.stat().st_size > 0 else {}
 
@@ -442,55 +354,39 @@ def run_sweep(spec: Spec, out_dir: str | Path, jobs: int | None = None, fresh: b
     bar = tqdm(total=len(cells), initial=outcome.resumed, desc=spec.name, unit="cell", file=sys.stderr,
                disable=not progress, dynamic_ncols=True, postfix=_postfix(outcome))
 
-    def record(result: _CellResult | None) -> None:
-        if result is None:  # interrupted before it started
-            return
+    def record(result: _CellResult) -> None:
         append_rows(runs, result.rows)
         setattr(outcome, result.status, getattr(outcome, result.status) + 1)
         bar.update(1)
         bar.set_postfix_str(_postfix(outcome), refresh=False)
 
-    gate = _MemoryGate(budget)
-    live: set = set()
-    live_lock = threading.Lock()
-    stopping = threading.Event()  # set on an interrupt: no new cell may start
-
-    def work(cid: str, config: dict, predicted: dict | None) -> _CellResult | None:
-        need = int((predicted or {}).get("predicted_peak_bytes") or 0)
-        gate.acquire(need)
-        try:
-            timeline = timeline_tmp if cid == timeline_cid else None
-            result = _run_cell(spec, cid, config, command=command, env=cell_env, timeout=spec.timeout_seconds,
-                               timeline_path=timeline, live=live, live_lock=live_lock, stopping=stopping,
-                               predicted=predicted)
-            if result is None:
-                return None
-            if timeline is not None:
-                if result.rows and result.rows[0]["status"] == "ok" and timeline_tmp.exists():
-                    os.replace(timeline_tmp, timeline_final)
-                else:
-                    timeline_tmp.unlink(missing_ok=True)
-            return result
-        finally:
-            gate.release(need)
-
-    pool = cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="memstudy-cell")
+    executor = LocalExecutor(jobs, command=command, env=cell_env, budget_bytes=budget)
+    submitted: dict[cf.Future, tuple[str, dict, dict | None, bool]] = {}
     try:
         for result in finished:
             record(result)
-        futures = [pool.submit(work, cid, config, predicted) for cid, config, predicted in to_run]
-        for future in cf.as_completed(futures):
-            record(future.result())
+        for cid, config, predicted in to_run:
+            with_timeline = cid == timeline_cid
+            request = CellRequest(config, spec.repeats, str(timeline_tmp) if with_timeline else None,
+                                  timeout_seconds=spec.timeout_seconds)
+            need = int((predicted or {}).get("predicted_peak_bytes") or 0)
+            submitted[executor.submit(request, reserve_bytes=need)] = (cid, config, predicted, with_timeline)
+        for future in cf.as_completed(submitted):
+            cid, config, predicted, with_timeline = submitted[future]
+            result = future.result()
+            if result is None:  # interrupted before it started
+                continue
+            if with_timeline:
+                if not result.error and timeline_tmp.exists():
+                    os.replace(timeline_tmp, timeline_final)
+                else:
+                    timeline_tmp.unlink(missing_ok=True)
+            record(_cell_rows(spec, cid, config, result, predicted))
     except BaseException:  # KeyboardInterrupt, or a failure writing runs.csv: stop every cell we started
-        stopping.set()
-        pool.shutdown(wait=False, cancel_futures=True)
-        with live_lock:
-            for proc in list(live):
-                if proc.returncode is None:  # not yet reaped: its id is still its own
-                    _kill_group(proc)
+        executor.stop()
         raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        executor.shutdown()
         bar.close()
     if timeline_final.exists():
         outcome.timeline = timeline_final

@@ -40,14 +40,9 @@ def _table(header: list[str], body: list[list[str]]) -> str:
 
 
 def describe(config: dict[str, Any]) -> str:
-    extra = ""
-    if config.get("checkpoint", "none") != "none":
-        extra += f", checkpoint {config['checkpoint']}"
-    if config.get("policy", "minimal") != "minimal":
-        extra += f", policy {config['policy']}"
-    return (f"MLP depth {config['depth']}, width {config['width']}, in {config['in_features']}, "
-            f"classes {config['out_features']}, batch {config['batch_size']}, {config['activation']}, "
-            f"{'bias' if config['bias'] else 'no bias'}, {config['dtype']}, {config['optimizer']}{extra}")
+    from ..nn.models.registry import get_family
+
+    return get_family(config.get("model")).describe(config)
 
 
 def run_report(results: dict[str, list[dict[str, Any]]], by_layer: bool = False) -> str:

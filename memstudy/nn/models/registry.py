@@ -20,10 +20,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ...autograd.engine import POLICIES  # the saved-tensor policies the engine implements
+from ...optim import OPTIMIZERS  # the optimisers optim.make builds
+
 DTYPES = ("float32", "float64")
 MODES = ("train", "inference")
-OPTIMIZERS = ("sgd", "momentum", "adam")
-POLICIES = ("minimal", "all", "half")
 CHECKPOINTS = ("none", "sqrt", "every:K")  # every:K: segments of K layers, K a positive integer
 
 
@@ -165,6 +166,22 @@ class Family:
         return [str(i) for i in range(config["depth"] + 1)]
 
     # --- derived from the declaration -------------------------------------------------------------------
+    def describe(self, config: dict[str, Any]) -> str:
+        """One line naming the family and every field's value (for tables, captions and graph titles)."""
+        parts = []
+        for f in self.all_fields():
+            if f.name in ("mode",):
+                continue
+            value = config.get(f.name)
+            if f.type is bool:
+                parts.append(f.name if value else f"no {f.name}")
+            elif f.choices is not None or f.name in ("checkpoint",):
+                if not (f.name == "checkpoint" and value == "none") and not (f.name == "policy" and value == "minimal"):
+                    parts.append(f"{f.name} {value}" if f.name in ("checkpoint", "policy") else str(value))
+            else:
+                parts.append(f"{f.cli_flag[2:].replace('-', ' ')} {value}")
+        return f"{self.name}: " + ", ".join(parts)
+
     def all_fields(self) -> tuple[Field, ...]:
         """Shared fields (with this family's defaults), then the family's own."""
         shared = tuple(
@@ -191,7 +208,12 @@ class Family:
                 config[f.name] = None
             else:
                 config[f.name] = f.check(value)
-        self.check(config)
+        try:
+            self.check(config)
+        except ConfigError:
+            raise
+        except ValueError as exc:  # a user family's rule, written with a plain ValueError
+            raise ConfigError(str(exc)) from None
         return config
 
 

@@ -1,0 +1,223 @@
+"""The one way a cell is started: a fresh Python process, its own process group, a timeout, an optional
+memory limit, JSON rows back on stdout, and one wording for every failure.
+
+`memstudy run`, the local sweep and the distributed executor all call `launch`. A fresh process per cell
+gives every measurement a clean baseline and an honest VmHWM. The child gets MALLOC_MMAP_THRESHOLD_=65536
+unless the caller set it: glibc then serves every buffer of 64 KiB or more with its own mmap and returns
+it on free, so RSS follows live memory instead of glibc's adaptive threshold (which rises after a large
+free and keeps later buffers resident).
+
+Executors have the `concurrent.futures` shape: `submit(request) -> Future[CellResult]`.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+MMAP_THRESHOLD_ENV = "MALLOC_MMAP_THRESHOLD_"
+MMAP_THRESHOLD_BYTES = "65536"
+CELL_COMMAND = (sys.executable, "-m", "memstudy.study.cell")
+
+
+@dataclass
+class CellRequest:
+    """What a cell measures: a normalized config, how many repeats, and the optional extras."""
+
+    config: dict[str, Any]
+    repeats: int = 1
+    timeline_path: str | None = None
+    by_layer: bool = False
+    timeout_seconds: float | None = None
+    memory_limit_bytes: int | None = None  # address-space limit of the cell process (None: none)
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON object the cell reads on stdin."""
+        out = {k: v for k, v in self.config.items() if k != "repeat"}
+        out["repeats"] = self.repeats
+        if self.timeline_path:
+            out["timeline_path"] = self.timeline_path
+        if self.by_layer:
+            out["by_layer"] = True
+        return out
+
+
+@dataclass
+class CellResult:
+    rows: list[dict[str, Any]] = field(default_factory=list)  # the rows the cell printed, in order
+    error: str = ""  # empty when the cell printed one row per repeat and exited 0
+
+
+def cell_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a cell process gets: ours, plus the allocator setting, plus memstudy importable."""
+    from .provenance import project_root
+
+    env = dict(os.environ if base is None else base)
+    env.setdefault(MMAP_THRESHOLD_ENV, MMAP_THRESHOLD_BYTES)
+    root = str(project_root())
+    paths = env.get("PYTHONPATH", "")
+    if root not in paths.split(os.pathsep):
+        env["PYTHONPATH"] = root + (os.pathsep + paths if paths else "")
+    return env
+
+
+def describe_exit(returncode: int, stderr: str) -> str:
+    """One line for a cell that did not exit 0: the signal that killed it, or its last stderr line."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = " (out of memory?)" if -returncode == signal.SIGKILL else ""
+        return f"cell process killed by {name}{hint}"
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    last = lines[-1].strip() if lines else ""
+    return f"cell exited with status {returncode}" + (f": {last}" if last else "")
+
+
+class LiveCells:
+    """The cell processes running now, so that an interrupt can stop every one that started."""
+
+    def __init__(self) -> None:
+        self._procs: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
+        self.stopping = threading.Event()  # set on an interrupt: no new cell may start
+
+    def start(self, args: list[str], env: dict[str, str], preexec: Any) -> subprocess.Popen | None:
+        with self._lock:  # start and register atomically
+            if self.stopping.is_set():
+                return None
+            proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    env=env, text=True, start_new_session=True, preexec_fn=preexec)
+            self._procs.add(proc)
+            return proc
+
+    def done(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._procs.discard(proc)
+
+    def stop_all(self) -> None:
+        self.stopping.set()
+        with self._lock:
+            for proc in list(self._procs):
+                if proc.returncode is None:  # not yet reaped: its id is still its own
+                    kill_group(proc)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the cell and anything it started (it leads its own process group)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        try:
+            proc.kill()
+        except ProcessLookupError:
+            pass
+
+
+def _limit_address_space(limit_bytes: int):
+    def apply() -> None:  # runs in the child between fork and exec
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+
+    return apply
+
+
+def launch(request: CellRequest, command: Sequence[str] | None = None, env: dict[str, str] | None = None,
+           live: LiveCells | None = None) -> CellResult | None:
+    """Run one cell to completion; None if `live` was stopping before it could start."""
+    live = live or LiveCells()
+    preexec = _limit_address_space(request.memory_limit_bytes) if request.memory_limit_bytes else None
+    proc = live.start(list(command or CELL_COMMAND), env if env is not None else cell_environment(), preexec)
+    if proc is None:
+        return None
+    reason = None
+    try:
+        try:
+            stdout, stderr = proc.communicate(json.dumps(request.payload()) + "\n", timeout=request.timeout_seconds)
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+            stdout, stderr = proc.communicate()
+            reason = f"timed out after {request.timeout_seconds:g} s"
+    finally:
+        live.done(proc)
+    rows: list[dict[str, Any]] = []
+    for line in (stdout or "").splitlines():
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            reason = reason or f"cell printed a line that is not JSON: {line[:80]!r}"
+            break
+        if not isinstance(obj, dict):
+            reason = reason or "cell printed JSON that is not an object"
+            break
+        rows.append(obj)
+    if reason is None and proc.returncode != 0:
+        reason = describe_exit(proc.returncode, stderr or "")
+    if reason is None and len(rows) != request.repeats:
+        reason = f"cell printed {len(rows)} rows for {request.repeats} repeats"
+    return CellResult(rows=rows[: request.repeats], error=reason or "")
+
+
+class _MemoryGate:
+    """Admit a cell while the running cells' reserved bytes sum to at most the budget (one always runs)."""
+
+    def __init__(self, budget_bytes: int | None):
+        self.budget, self.in_use, self.running = budget_bytes, 0, 0
+        self.cond = threading.Condition()
+
+    def acquire(self, need: int) -> None:
+        with self.cond:
+            while self.budget is not None and self.running and self.in_use + need > self.budget:
+                self.cond.wait()
+            self.in_use += need
+            self.running += 1
+
+    def release(self, need: int) -> None:
+        with self.cond:
+            self.in_use -= need
+            self.running -= 1
+            self.cond.notify_all()
+
+
+class LocalExecutor:
+    """Cells in fresh processes on this machine, `jobs` at a time (threads that wait on their subprocess).
+
+    `budget_bytes`: cells start only while the bytes reserved by running cells (their predicted peaks) fit.
+    """
+
+    def __init__(self, jobs: int = 1, command: Sequence[str] | None = None, env: dict[str, str] | None = None,
+                 budget_bytes: int | None = None):
+        self.jobs = jobs
+        self.command = list(command) if command is not None else list(CELL_COMMAND)
+        self.env = env if env is not None else cell_environment()
+        self.live = LiveCells()
+        self._gate = _MemoryGate(budget_bytes)
+        self._pool = cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="memstudy-cell")
+
+    def submit(self, request: CellRequest, reserve_bytes: int = 0) -> "cf.Future[CellResult | None]":
+        return self._pool.submit(self._run, request, reserve_bytes)
+
+    def _run(self, request: CellRequest, reserve_bytes: int) -> CellResult | None:
+        self._gate.acquire(reserve_bytes)
+        try:
+            return launch(request, self.command, self.env, self.live)
+        finally:
+            self._gate.release(reserve_bytes)
+
+    def stop(self) -> None:
+        """An interrupt: cancel what has not started, kill every cell that has."""
+        self.live.stop_all()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
