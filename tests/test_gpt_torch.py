@@ -1,6 +1,6 @@
 """The GPT family against a hand-written PyTorch GPT (nanoGPT's explicit attention path), weights copied by name.
 
-Two checks of what a step holds:
+The reference is benchmarks/torch_gpt.py (also the benchmark's PyTorch side). Two checks of what a step holds:
 - gradients of every parameter in float64 agree to 1e-9 relative;
 - activation + input bytes (ledger, and `saved_buffers` on the graph) equal the bytes of PyTorch's saved
   tensors (`saved_tensors_hooks`, each storage once, parameters and registered buffers excluded), exactly,
@@ -10,21 +10,24 @@ Why not at dropout > 0: PyTorch's CPU dropout saves a noise tensor in the input'
 in float32), where memstudy (and the Megatron-LM paper, and PyTorch's fused CUDA kernel) keeps a 1-byte
 boolean mask; `test_torch_cpu_dropout_saves_a_noise_tensor_of_the_input_dtype` measures that fact.
 
-The reference does not use `scaled_dot_product_attention`: on CPU it may take a fused kernel that saves no
-s × s tensor. Its causal mask is a registered buffer (masked_fill saves the mask: a view of that buffer, so
-it is excluded, as memstudy's mask op saves nothing); its loss is log_softmax + gather (F.cross_entropy would
-also save a 0-d total-weight tensor).
+The reference does not use `scaled_dot_product_attention` (on CPU it may take a fused kernel that saves no
+s × s tensor). Its causal mask is a registered buffer (masked_fill saves a view of it, excluded, as memstudy's
+mask op saves nothing); its loss is log_softmax + gather (F.cross_entropy would also save a 0-d total-weight
+tensor).
 """
 from __future__ import annotations
 
-import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not an installed package
 
+from benchmarks.torch_gpt import TorchGPT, next_token_loss as torch_loss  # noqa: E402
 from gradcheck import rel_error  # noqa: E402
 from memstudy import nn  # noqa: E402
 from memstudy.autograd import Tensor, apply, ops, saved_buffers  # noqa: E402
@@ -32,78 +35,6 @@ from memstudy.memory.workload import Workload  # noqa: E402
 from memstudy.nn.models.registry import normalize  # noqa: E402
 
 TOL = 1e-9
-
-
-class TorchAttention(torch.nn.Module):
-    def __init__(self, width, heads, seq_len, dropout, bias):
-        super().__init__()
-        self.heads = heads
-        self.c_attn = torch.nn.Linear(width, 3 * width, bias=bias)
-        self.c_proj = torch.nn.Linear(width, width, bias=bias)
-        self.dropout = dropout
-        self.register_buffer("mask", torch.ones(seq_len, seq_len, dtype=torch.bool).triu(1))
-
-    def forward(self, x):
-        b, s, h = x.shape
-        d = h // self.heads
-        q, k, v = self.c_attn(x).split(h, dim=2)
-        q = q.view(b, s, self.heads, d).transpose(1, 2)
-        k = k.view(b, s, self.heads, d).transpose(1, 2)
-        v = v.view(b, s, self.heads, d).transpose(1, 2)
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(d))
-        att = att.masked_fill(self.mask[:s, :s], float("-inf"))
-        att = F.softmax(att, dim=-1)
-        att = F.dropout(att, self.dropout, self.training)
-        y = (att @ v).transpose(1, 2).contiguous().view(b, s, h)
-        return F.dropout(self.c_proj(y), self.dropout, self.training)
-
-
-class TorchMLP(torch.nn.Module):
-    def __init__(self, width, dropout, bias):
-        super().__init__()
-        self.c_fc = torch.nn.Linear(width, 4 * width, bias=bias)
-        self.c_proj = torch.nn.Linear(4 * width, width, bias=bias)
-        self.dropout = dropout
-
-    def forward(self, x):
-        return F.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")), self.dropout, self.training)
-
-
-class TorchBlock(torch.nn.Module):
-    def __init__(self, width, heads, seq_len, dropout, bias):
-        super().__init__()
-        self.ln_1 = torch.nn.LayerNorm(width, bias=bias)
-        self.attn = TorchAttention(width, heads, seq_len, dropout, bias)
-        self.ln_2 = torch.nn.LayerNorm(width, bias=bias)
-        self.mlp = TorchMLP(width, dropout, bias)
-
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
-
-
-class TorchGPT(torch.nn.Module):
-    def __init__(self, vocab, seq_len, depth, width, heads, dropout=0.0, bias=True):
-        super().__init__()
-        self.dropout = dropout
-        self.transformer = torch.nn.ModuleDict(dict(
-            wte=torch.nn.Embedding(vocab, width), wpe=torch.nn.Embedding(seq_len, width),
-            h=torch.nn.ModuleList([TorchBlock(width, heads, seq_len, dropout, bias) for _ in range(depth)]),
-            ln_f=torch.nn.LayerNorm(width, bias=bias)))
-        self.lm_head = torch.nn.Linear(width, vocab, bias=False)
-        self.transformer.wte.weight = self.lm_head.weight  # tied, as nanoGPT does
-
-    def forward(self, idx):
-        pos = torch.arange(idx.shape[1], dtype=torch.long)
-        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
-        x = F.dropout(x, self.dropout, self.training)
-        for block in self.transformer.h:
-            x = block(x)
-        return self.lm_head(self.transformer.ln_f(x))
-
-
-def torch_loss(logits, targets):
-    return -F.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).mean()
 
 
 def torch_twin(model: nn.GPT, dtype) -> TorchGPT:
