@@ -91,6 +91,14 @@ def layer_bytes(seq_len: int, batch: int, width: int, heads: int, itemsize: int,
     return seq_len * batch * width * linear + quadratic * heads * seq_len * seq_len * batch
 
 
+STATISTICS_PER_POSITION = 4  # mean and 1/std of ln_1 and ln_2: values per position per layer, not in the formula
+
+
+def statistics_bytes(seq_len: int, batch: int, itemsize: int) -> int:
+    """What a block's two layer norms keep beyond the formula: their mean and 1/std, one value per position."""
+    return STATISTICS_PER_POSITION * seq_len * batch * itemsize
+
+
 def fraction_removed(seq_len: int, heads: int, width: int) -> float:
     """Selective recomputation's share of the paper's per-layer activations: 5as/h ÷ (34 + 5as/h)."""
     quadratic = 5 * heads * seq_len / width

@@ -35,7 +35,7 @@ class LayerNorm(Function):
                 np.add.reduce(xb, axis=1, keepdims=True, out=mb)
                 mb /= width
                 np.subtract(xb, mb, out=ob)
-                var = np.vecdot(ob, ob)[:, None]  # Σ (x − mean)², one value per row, no block-size temporary
+                var = np.add.reduce(np.multiply(ob, ob), axis=1, keepdims=True)  # Σ (x − mean)² per row
                 var /= width
                 var += eps
                 np.sqrt(var, out=var)
@@ -77,7 +77,7 @@ class LayerNorm(Function):
                     gw = np.multiply(gb, weight)
                     m1 = np.add.reduce(gw, axis=1, keepdims=True)
                     m1 /= width
-                    m2 = np.vecdot(gw, xhat)[:, None]
+                    m2 = np.add.reduce(np.multiply(gw, xhat), axis=1, keepdims=True)
                     m2 /= width
                     xhat *= m2
                     out = gx_rows[block]

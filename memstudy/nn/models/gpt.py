@@ -194,7 +194,12 @@ class GPT(Module):
                 positions = None
                 x = t.drop(x, dropout_rng((self.seed, call, depth + 1), EMBEDDING_DROPOUT), self.training)
             if self.segments is None or not STATE.grad_enabled:
-                x = self.run_blocks(x, 0, depth, call)
+                # the loop inline (not a call to run_blocks, whose caller would hold the embeddings' output for the
+                # whole loop): each block's input is dropped once the next block's exists
+                selective = self.checkpoint == "selective"
+                for i in range(depth):
+                    with layer_scope(i):
+                        x = t.h[i](x, (self.seed, call, i), selective)
             else:
                 for start, stop in self.segments:
                     params = [p for block in t.h[start:stop] for p in block.parameters()]
@@ -205,12 +210,11 @@ class GPT(Module):
                 return self.lm_head(x)
 
     def run_blocks(self, x: Tensor, start: int, stop: int, call: int) -> Tensor:
-        """Blocks start..stop-1 (a checkpoint's segment, or all of them) of forward call `call`."""
-        selective = self.checkpoint == "selective"
+        """Blocks start..stop-1 of forward call `call`: one checkpoint segment (run again in its recompute)."""
         with ops.small_ufunc_buffer():  # a checkpoint recomputes this outside `forward`
             for i in range(start, stop):
                 with layer_scope(i):
-                    x = self.transformer.h[i](x, (self.seed, call, i), selective)
+                    x = self.transformer.h[i](x, (self.seed, call, i))
         return x
 
 
