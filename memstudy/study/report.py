@@ -1,4 +1,5 @@
-"""`memstudy report DIR`: summary.csv, report.md and PNG figures from a sweep's runs.csv (and env.json, timeline.csv).
+"""`memstudy report DIR`: summary.csv, report.md, report.html and PNG figures from a sweep's runs.csv (and env.json,
+timeline.csv).
 
 The report adapts to what the grid varies: the depth × batch law needs two depths; a grid that varies
 width fits activation bytes against depth·batch·width; fields that vary but are not in a law (dtype,
@@ -76,13 +77,23 @@ class ReportError(RuntimeError):
 
 # --- small helpers ----------------------------------------------------------------------------------
 
-def _md_table(header: list[str], rows: Iterable[list[Any]]) -> str:
+class Table(str):
+    """A table's Markdown text that keeps its header and rows as data: report.html shows the same table."""
+
+    header: list[str]
+    rows: list[list[str]]
+
+
+def _md_table(header: list[str], rows: Iterable[list[Any]]) -> Table:
     def cell(value: Any) -> str:
         return str(value).replace("|", "\\|").replace("\n", " ")
 
+    rows = [list(row) for row in rows]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    table = Table("\n".join(lines))
+    table.header, table.rows = [str(h) for h in header], [[str(v) for v in row] for row in rows]
+    return table
 
 
 def _bytes(value: Any) -> str:
@@ -503,6 +514,9 @@ def write_report(results_dir: str | Path, figures: bool = True) -> list[Path]:
     report_path = out / "report.md"
     report_path.write_text("\n".join(md).rstrip() + "\n", encoding="utf-8")
     written.append(report_path)
+    from .webpage import write_study_page  # the same tables (kept as data in `md`), interactive
+
+    written.append(write_study_page(out, runs, summary, env, md))
     written += list(made.values())
     if figures:  # a figure this data no longer supports must not linger from an earlier report
         from .remedies import FIGURES as REMEDY_FIGURES
