@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from . import megatron
-from .report import _bytes, _figure, _itemsize, _md_table, least_squares
+from .reportkit import _bytes, _figure, _itemsize, _md_table, least_squares
 from .fields import GRID_FIELDS
 
 FIGURES = ("attention_loglog.png", "attention_inference.png", "attention_checkpoint.png")

@@ -397,6 +397,10 @@ def write_report(results_dir: str | Path, figures: bool = True) -> list[Path]:
     from .remedies import sections as remedy_sections
 
     md += remedy_sections(ok_cells, vary, out, made, plots)
+    from . import attention  # a gpt study over sequence lengths: the Megatron-LM formula, term by term
+
+    if attention.applies(ok_cells):
+        md += attention.section(ok_cells, out, made, draw=figures)
     md += _breakdown_section(ok_cells, out, made, plots)
     md += _timeline_section(out, env, made, plots)
     md += _agreement_section(ok_rows, out, made, plots)
@@ -412,7 +416,7 @@ def write_report(results_dir: str | Path, figures: bool = True) -> list[Path]:
     if figures:  # a figure this data no longer supports must not linger from an earlier report
         from .remedies import FIGURES as REMEDY_FIGURES
 
-        for name in FIGURES + REMEDY_FIGURES:
+        for name in FIGURES + REMEDY_FIGURES + attention.FIGURES:
             if (out / name).exists() and out / name not in made.values():
                 (out / name).unlink()
     return written
