@@ -20,8 +20,8 @@ SPEED = ("engine_vs_numpy", "ledger_overhead", "tracemalloc_overhead", "engine_v
 MEMORY = ("activation_bytes_vs_torch", "inference_peak_vs_floor", "inference_traced_peak_vs_floor")
 GPT = ("gpt_engine_vs_numpy", "gpt_engine_vs_torch", "gpt_floor_vs_torch")
 GPT_OPS = ("gpt_ops_memstudy", "gpt_ops_torch")
-PROCESS = ("python_startup_seconds", "numpy_import_seconds", "cell_import_seconds", "sweep_cells_per_second",
-           "study_wall_seconds")
+PROCESS = ("python_startup_seconds", "numpy_import_seconds", "cell_import_seconds", "predict_seconds",
+           "predict_traced_mb", "sweep_cells_per_second", "study_wall_seconds")
 
 Row = dict[str, str]
 
@@ -236,6 +236,8 @@ def process_table(rows: list[Row]) -> list[str]:
         shown = f"{value:.3f} {unit}{_mark(r)}" if value is not None else r["status"]
         if r["figure"] == "study_wall_seconds":
             parts = f"sweep {float(r['measured']):.1f} s + report {float(r['reference']):.1f} s"
+        elif r["figure"] == "predict_traced_mb":
+            parts = f"{int(r['measured']):,} bytes traced at {_size(r)}"
         elif r["figure"] == "sweep_cells_per_second":
             parts = f"{r['measured']} cells in {float(r['reference']):.1f} s"
         else:

@@ -11,6 +11,9 @@ the model (which owns its parameters), never a closure over arrays. The op's pos
 segment's input and its parameters, so a graph is recorded whenever a parameter requires grad. A segment may
 take several inputs (`run(q, k, v, *args)`: the GPT's selective checkpoint of the attention core); each is
 saved, and backward returns each one's gradient.
+
+Shape-only prediction: the same code; the recompute runs the segment again on MetaArrays, so the recomputed
+buffers and `recomputed_ops` are the ledger's own.
 """
 from __future__ import annotations
 

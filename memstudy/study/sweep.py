@@ -315,7 +315,7 @@ def run_sweep(spec: Spec, out_dir: str | Path, jobs: int | None = None, fresh: b
                 predicted = predict(config)
             except Exception as exc:  # a predictor bug must not stop the sweep, nor run an unchecked cell
                 finished.append(_CellResult(cid, _placeholder_rows(
-                    spec, cid, config, range(spec.repeats), "failed", f"prediction failed: {exc}"), "failed"))
+                    spec, cid, config, range(spec.repeats), "failed", f"prediction failed: {type(exc).__name__}: {exc}"), "failed"))
                 continue
             peak = predicted.get("predicted_peak_bytes")
             if peak is not None and peak > budget:

@@ -14,7 +14,8 @@ class SoftmaxCrossEntropy(Function):
     (b, s, vocab) with (b, s) next-token targets): the leading axes are positions, averaged over together.
     Saves the softmax probabilities (the logits' shape) and the labels (as given: a view of the caller's
     array is saved as that view): backward is (p - onehot) / positions.
-    Shape-only predictor: the same ufuncs, reductions and take_along_axis on shape-only arrays give the shapes.
+    Shape-only prediction: by dispatch (same numpy calls); the row indices are `np.arange(..., like=logits)`,
+    and `float(grad)` of a shape-only gradient is a neutral 1.0 (a value scales the result, never sizes it).
     """
 
     name = "softmax_cross_entropy"
@@ -23,8 +24,7 @@ class SoftmaxCrossEntropy(Function):
     def forward(ctx: Node, logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
         if logits.ndim < 2:
             raise ValueError(f"cross_entropy takes (..., classes) logits, got shape {logits.shape}")
-        if not hasattr(labels, "dtype"):  # a list of ints; arrays (and shape-only arrays) are used as given
-            labels = np.asarray(labels)
+        labels = np.asarray(labels, like=logits)  # an array (or a view of one) is used as given
         if labels.shape != logits.shape[:-1] or labels.dtype.kind not in "iu":
             raise ValueError(f"labels must be integers of shape {logits.shape[:-1]}, got {labels.dtype} "
                              f"{labels.shape}")
@@ -32,14 +32,14 @@ class SoftmaxCrossEntropy(Function):
             return SoftmaxCrossEntropy._forward_positions(ctx, logits, labels)
         batch = logits.shape[0]
         probs = np.subtract(logits, np.maximum.reduce(logits, axis=1, keepdims=True))  # shifted: row maxima 0
-        picked = probs[np.arange(batch), labels]  # shifted logit of each example's label
+        picked = probs[np.arange(batch, like=logits), labels]  # shifted logit of each example's label
         np.exp(probs, out=probs)
         total = np.add.reduce(probs, axis=1, keepdims=True)
         probs /= total
         # mean of log Σexp − picked, as two sums (np.mean's Python wrapper costs more than the arithmetic here)
         loss = (np.add.reduce(np.log(total), axis=None) - np.add.reduce(picked)) / batch
         ctx.save(probs=probs, labels=labels)
-        return np.asarray(loss, dtype=logits.dtype)
+        return np.asarray(loss, dtype=logits.dtype, like=logits)
 
     @staticmethod
     def _forward_positions(ctx: Node, logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -53,14 +53,14 @@ class SoftmaxCrossEntropy(Function):
         probs /= total
         loss = (np.add.reduce(np.log(total), axis=None) - np.add.reduce(picked, axis=None)) / positions
         ctx.save(probs=probs, labels=labels)
-        return np.asarray(loss, dtype=logits.dtype)
+        return np.asarray(loss, dtype=logits.dtype, like=logits)
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
         probs, labels = ctx.saved_tensors
         result = probs.copy()
         if probs.ndim == 2:
-            result[np.arange(probs.shape[0]), labels] -= 1
+            result[np.arange(probs.shape[0], like=probs), labels] -= 1
             result *= float(grad) / probs.shape[0]
             return (result, None)
         index = labels[..., None]
@@ -72,7 +72,10 @@ class SoftmaxCrossEntropy(Function):
 
 
 class MSE(Function):
-    """Mean over all elements of (pred - target)²; saves the difference only."""
+    """Mean over all elements of (pred - target)²; saves the difference only.
+
+    Shape-only prediction: by dispatch (same numpy calls; the 0-d result via `np.asarray(..., like=diff)`).
+    """
 
     name = "mse"
 
@@ -83,7 +86,7 @@ class MSE(Function):
         ctx.count = diff.size
         ctx.save(diff=diff)
         flat = diff.reshape(-1)
-        return np.asarray(np.vdot(flat, flat) / diff.size, dtype=diff.dtype)
+        return np.asarray(np.vdot(flat, flat) / diff.size, dtype=diff.dtype, like=diff)
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
