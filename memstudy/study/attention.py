@@ -106,6 +106,14 @@ def local_slopes(layers: pd.DataFrame) -> list[tuple[int, int, float]]:
     return out
 
 
+def _quadratic_shares(layers: pd.DataFrame) -> tuple[float, float]:
+    """The fitted a·s²·b terms' share of per-layer bytes at the shortest and the longest s (median over groups)."""
+    fit = fit_formula(layers)
+    share = fit["beta"] * layers["as2b"] / layers["per_layer_bytes"]
+    lengths = layers["seq_len"]
+    return float(share[lengths == lengths.min()].median()), float(share[lengths == lengths.max()].median())
+
+
 def _formula(frame: pd.DataFrame) -> tuple[int, int, int, float]:
     itemsize = _itemsize(frame["dtype"].iloc[0])
     dropout = float(frame["dropout"].iloc[0])
@@ -175,14 +183,15 @@ def _law_lines(plain: pd.DataFrame, out: Path, figures: dict[str, Path], draw: b
     if slopes:
         first, last = slopes[0][2], slopes[-1][2]
         rising = all(later[2] >= earlier[2] - 1e-9 for earlier, later in zip(slopes, slopes[1:]))
-        verdict = [f"From s = {slopes[0][0]} to {slopes[-1][1]} it "
-                   + ("rises at every step" if rising else "does not rise at every step (not so)")]
-        verdict.append(f"starts near 1 ({first:.2f})" if abs(first - 1) < 0.25 else f"not so near 1 at first ({first:.2f})")
-        verdict.append(f"ends near 2 ({last:.2f})" if abs(last - 2) < 0.25 else f"ends at {last:.2f}, short of 2"
-                       if last < 2 else f"ends above 2 ({last:.2f})")
+        shares = _quadratic_shares(plain)
         lines += ["Local log-log slope of per-layer bytes against s (median over batch and heads): "
-                  + ", ".join(f"{s1}→{s2}: {k:.2f}" for s1, s2, k in slopes) + ". " + "; ".join(verdict)
-                  + ": linear in s where s·b·h dominates, quadratic where a·s²·b does.", ""]
+                  + ", ".join(f"{s1}→{s2}: {k:.2f}" for s1, s2, k in slopes) + ". From s = "
+                  f"{slopes[0][0]} to {slopes[-1][1]} it " + ("rises at every step" if rising else
+                                                              "does not rise at every step (not so)")
+                  + f", from {first:.2f} to {last:.2f}: the slope of α·s + β·s² is 1 + the quadratic term's share, "
+                  f"and the a·s²·b terms are {100 * shares[0]:.0f}% of a layer's bytes at s = {slopes[0][0]} and "
+                  f"{100 * shares[1]:.0f}% at s = {slopes[-1][1]} (median over batch and heads). A slope of 1 "
+                  "needs s ≪ s*, one of 2 needs s ≫ s*; this range spans s* and shows the turn.", ""]
     if draw:
         from . import attention_plots
 
@@ -330,6 +339,7 @@ def _checkpoint_lines(train: pd.DataFrame, layers: pd.DataFrame, out: Path, figu
               "the ledger's largest live total (the recompute's transient included), time the median step:", "",
               _md_table(["s", "strategy", "activation bytes", "÷ none", "total peak", "step time", "time ÷ none",
                          "ops recomputed"], body), ""]
+    lines += _time_lines(pick, strategies)
     lines += _fraction_lines(layers, linear, quadratic)
     if draw:
         from . import attention_plots
@@ -340,6 +350,32 @@ def _checkpoint_lines(train: pd.DataFrame, layers: pd.DataFrame, out: Path, figu
             figures["attention_checkpoint"] = p
             lines += _figure(figures, "attention_checkpoint", "activation bytes and step time per strategy")
     return lines
+
+
+def _time_lines(pick: pd.DataFrame, strategies: list[str]) -> list[str]:
+    """Each strategy's step time against no checkpointing over the table's lengths: median and range."""
+    none = pick[pick["checkpoint"] == "none"].set_index("seq_len")["step_seconds"].astype(float)
+    ratios = {}
+    for strategy in strategies:
+        if strategy == "none":
+            continue
+        mine = pick[pick["checkpoint"] == strategy].set_index("seq_len")["step_seconds"].astype(float)
+        r = (mine / none).dropna()
+        if len(r):
+            ratios[strategy] = r
+    if not ratios:
+        return []
+    parts = [f"`{k}` {v.median():.2f}× (from {v.min():.2f}× to {v.max():.2f}×)" for k, v in ratios.items()]
+    line = "Step time against no checkpointing, median over the table's lengths: " + "; ".join(parts) + "."
+    if "selective" in ratios and len(ratios) > 1:
+        full = min((v.median(), k) for k, v in ratios.items() if k != "selective")
+        cheaper = ratios["selective"].median() < full[0]
+        line += (f" Selective recomputation's median is {'below' if cheaper else 'not below (not so)'} that of "
+                 f"`{full[1]}`, the cheapest full checkpointing")
+        spread = max(v.max() / v.min() for v in ratios.values())
+        line += (f"; single steps on this shared 2-core machine vary a lot (a strategy's ratio spans up to "
+                 f"{spread:.1f}× across lengths), so the time figures are rough." if spread > 1.5 else ".")
+    return [line, ""]
 
 
 def _fraction_lines(layers: pd.DataFrame, linear: int, quadratic: int) -> list[str]:

@@ -2,7 +2,7 @@
 
 numpy cannot fuse a chain of ufuncs, so an op like GELU written on whole arrays would allocate hidden
 temporaries the size of its input, invisible to the ledger. Such ops instead compute block by block: each
-block's scratch holds at most `CHUNK_ELEMENTS` elements (256 KiB of float32, cache-sized), and only the op's
+block's scratch holds at most `CHUNK_ELEMENTS` elements (64 KiB of float32), and only the op's
 result and what it saves are full-size buffers.
 
 Shape-only arrays (the predictor's) are not real buffers and have no scratch: they get one block.
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-CHUNK_ELEMENTS = 1 << 16
+CHUNK_ELEMENTS = 1 << 14
 
 
 def row_blocks(array: Any, row_elements: int) -> list[slice]:

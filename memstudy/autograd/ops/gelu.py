@@ -46,10 +46,13 @@ class GELU(Function):
         # d/dx = 0.5·(1 + t) + 0.5·x·(1 − t²)·c·(1 + 3k·x²), t = tanh(c·(x + k·x³))
         result = np.empty_like(grad)
         flat_x, flat_g, flat_r = x.reshape(-1), grad.reshape(-1), result.reshape(-1)
-        for block in row_blocks(flat_x, 1):
+        blocks = row_blocks(flat_x, 1)
+        squares, tanhs = np.empty_like(flat_x[blocks[0]]), np.empty_like(flat_x[blocks[0]])  # reused per block
+        for block in blocks:
             xb, rb = flat_x[block], flat_r[block]
-            x2 = np.multiply(xb, xb)
-            t = np.multiply(x2, xb)
+            x2, t = squares[: xb.size], tanhs[: xb.size]
+            np.multiply(xb, xb, out=x2)
+            np.multiply(x2, xb, out=t)
             t *= CUBIC
             t += xb
             t *= SQRT_2_OVER_PI

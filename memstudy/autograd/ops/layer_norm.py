@@ -29,17 +29,21 @@ class LayerNorm(Function):
         mean = np.empty(x.shape[:-1] + (1,), dtype=x.dtype, like=x)
         rstd = np.empty_like(mean)
         mean_rows, rstd_rows = mean.reshape(-1, 1), rstd.reshape(-1, 1)
+        blocks = row_blocks(rows, width)
+        squares = np.empty_like(rows[blocks[0]])  # one block of scratch, reused by every block
         with small_ufunc_buffer():  # weight and bias broadcast over the rows
-            for block in row_blocks(rows, width):
+            for block in blocks:
                 xb, ob, mb, rb = rows[block], out_rows[block], mean_rows[block], rstd_rows[block]
+                sq = squares[: xb.shape[0]]
                 np.add.reduce(xb, axis=1, keepdims=True, out=mb)
                 mb /= width
                 np.subtract(xb, mb, out=ob)
-                var = np.add.reduce(np.multiply(ob, ob), axis=1, keepdims=True)  # Σ (x − mean)² per row
-                var /= width
-                var += eps
-                np.sqrt(var, out=var)
-                np.divide(1, var, out=rb)
+                np.multiply(ob, ob, out=sq)
+                np.add.reduce(sq, axis=1, keepdims=True, out=rb)  # Σ (x − mean)² per row, then 1/std
+                rb /= width
+                rb += eps
+                np.sqrt(rb, out=rb)
+                np.divide(1, rb, out=rb)
                 ob *= rb
                 ob *= weight
                 if bias is not None:
@@ -65,19 +69,26 @@ class LayerNorm(Function):
         grad_w = np.zeros(width, dtype=grad.dtype, like=grad) if need_w else None
         grad_x = np.empty_like(grad) if need_x else None
         gx_rows = grad_x.reshape(-1, width) if need_x else None
+        blocks = row_blocks(x_rows, width)
+        # three blocks of scratch, allocated once: x̂, grad · weight, and a product
+        xhats, gws, products = (np.empty_like(x_rows[blocks[0]]) for _ in range(3))
         with small_ufunc_buffer():
-            for block in row_blocks(x_rows, width):
-                xhat = np.subtract(x_rows[block], mean_rows[block])
-                xhat *= rstd_rows[block]
+            for block in blocks:
                 gb = g_rows[block]
+                n = gb.shape[0]
+                xhat, gw, product = xhats[:n], gws[:n], products[:n]
+                np.subtract(x_rows[block], mean_rows[block], out=xhat)
+                xhat *= rstd_rows[block]
                 if need_w:
-                    grad_w += np.add.reduce(np.multiply(gb, xhat), axis=0)  # Σ over rows of grad · x̂
+                    np.multiply(gb, xhat, out=product)
+                    grad_w += np.add.reduce(product, axis=0)  # Σ over rows of grad · x̂
                 if need_x:
                     # dx = rstd · (gŵ − mean(gŵ) − x̂ · mean(gŵ · x̂)), gŵ = grad · weight
-                    gw = np.multiply(gb, weight)
+                    np.multiply(gb, weight, out=gw)
                     m1 = np.add.reduce(gw, axis=1, keepdims=True)
                     m1 /= width
-                    m2 = np.add.reduce(np.multiply(gw, xhat), axis=1, keepdims=True)
+                    np.multiply(gw, xhat, out=product)
+                    m2 = np.add.reduce(product, axis=1, keepdims=True)
                     m2 /= width
                     xhat *= m2
                     out = gx_rows[block]
