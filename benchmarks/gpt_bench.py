@@ -6,6 +6,8 @@ Figures (bench.csv rows; depth, width and batch_size in their columns, heads, se
   gpt_engine_vs_torch   memstudy step / PyTorch's (benchmarks.torch_gpt: the same explicit attention), no target
   gpt_floor_vs_torch    the numpy floor's step / PyTorch's: what numpy allows at all, beside the engine's figure
   gpt_ops_memstudy, gpt_ops_torch   where a step's time goes, op by op (each op's share in the note)
+  gpt_checkpoint_selective, gpt_checkpoint_sqrt, gpt_checkpoint_every:1   the step with that checkpointing ÷ without
+                        (interleaved like the rest, so a busy machine's drift cancels), activation bytes in the note
 Ratios are measured side by side in interleaved blocks (benchmarks.timing), torch in its own process.
 The op-by-op figures come from separate, untimed profiling steps: memstudy's by timing each op's forward and
 backward (the ops' methods wrapped in this process only, then restored), PyTorch's from torch.profiler.
@@ -28,12 +30,23 @@ from .timing import Variant, interleave, steps_for, timed
 
 GPT_SIZE = {"depth": 2, "width": 256, "heads": 4, "seq_len": 256, "batch_size": 8, "vocab": 512}
 QUICK_SIZE = {"depth": 1, "width": 64, "heads": 2, "seq_len": 64, "batch_size": 2, "vocab": 128}
-FIGURES = ("gpt_engine_vs_numpy", "gpt_engine_vs_torch", "gpt_floor_vs_torch", "gpt_ops_memstudy", "gpt_ops_torch")
-STEP_LABELS = {"memstudy": "memstudy GPT step s", "numpy": "numpy GPT step s", "torch": "torch GPT step s"}
+CHECKPOINTS = ("selective", "sqrt", "every:1")  # each timed against no checkpointing, side by side
+FIGURES = ("gpt_engine_vs_numpy", "gpt_engine_vs_torch", "gpt_floor_vs_torch", "gpt_ops_memstudy", "gpt_ops_torch",
+           *(f"gpt_checkpoint_{c}" for c in CHECKPOINTS))
+STEP_LABELS = {"memstudy": "memstudy GPT step s", "numpy": "numpy GPT step s", "torch": "torch GPT step s",
+               **{c: f"memstudy GPT step s, checkpoint {c}" for c in CHECKPOINTS}}
 
 
-def gpt_config(size: dict[str, int], dtype: str = "float32") -> dict[str, Any]:
-    return normalize({"model": "gpt", **size, "dtype": dtype, "dropout": 0.0, "optimizer": "sgd", "seed": 0})
+def gpt_config(size: dict[str, int], dtype: str = "float32", checkpoint: str = "none") -> dict[str, Any]:
+    return normalize({"model": "gpt", **size, "dtype": dtype, "dropout": 0.0, "optimizer": "sgd", "seed": 0,
+                      "checkpoint": checkpoint})
+
+
+def _stepper(work: Workload) -> Callable[[], None]:
+    def step() -> None:
+        work.optimizer.zero_grad()
+        work.step()
+    return step
 
 
 def describe(size: dict[str, int]) -> str:
@@ -103,6 +116,9 @@ def speed_rows(worker: Any, make_row: Callable[..., dict[str, Any]], rounds: int
 
     variants = [Variant("memstudy", timed(engine_step), faults=minor_faults),
                 Variant("numpy", timed(lambda: floor.step(idx, targets)), faults=minor_faults)]
+    checkpointed = {c: Workload(gpt_config(size, checkpoint=c)) for c in CHECKPOINTS}
+    for name, other in checkpointed.items():
+        variants.append(Variant(name, timed(_stepper(other)), faults=minor_faults))
     torch_ok = worker is not None and worker.available
     key = f"gpt-{size}"
     if torch_ok:
@@ -135,6 +151,16 @@ def speed_rows(worker: Any, make_row: Callable[..., dict[str, Any]], rounds: int
                         note=note + (f"; {extra}" if extra else ""), **common)
 
     rows = [ratio_row("gpt_engine_vs_numpy", "memstudy", "numpy")]
+    plain_bytes = work.ledger_step().activation_bytes
+    work.reset()
+    for name, other in checkpointed.items():
+        held = other.ledger_step().activation_bytes
+        other.reset()
+        row = ratio_row(f"gpt_checkpoint_{name}", name, "memstudy",
+                        f"activation bytes {held:,} B against {plain_bytes:,} B without checkpointing "
+                        f"({held / plain_bytes:.3f}×)")
+        row["reference_label"] = "memstudy GPT step s, no checkpointing"
+        rows.append(row)
     if torch_ok:
         rows.append(ratio_row("gpt_engine_vs_torch", "memstudy", "torch",
                               f"torch {worker.info.get('torch')} with {worker.info.get('threads')} threads"))

@@ -20,6 +20,7 @@ SPEED = ("engine_vs_numpy", "ledger_overhead", "tracemalloc_overhead", "engine_v
 MEMORY = ("activation_bytes_vs_torch", "inference_peak_vs_floor", "inference_traced_peak_vs_floor")
 GPT = ("gpt_engine_vs_numpy", "gpt_engine_vs_torch", "gpt_floor_vs_torch")
 GPT_OPS = ("gpt_ops_memstudy", "gpt_ops_torch")
+GPT_CHECKPOINT = ("gpt_checkpoint_selective", "gpt_checkpoint_sqrt", "gpt_checkpoint_every:1")
 PROCESS = ("python_startup_seconds", "numpy_import_seconds", "cell_import_seconds", "predict_seconds",
            "predict_traced_mb", "sweep_cells_per_second", "study_wall_seconds")
 
@@ -192,7 +193,7 @@ def memory_table(rows: list[Row]) -> list[str]:
 
 def gpt_table(rows: list[Row]) -> list[str]:
     """The GPT step against the numpy floor and PyTorch, side by side, and where each step's time goes."""
-    by_figure = {r["figure"]: r for r in rows if r["figure"] in GPT + GPT_OPS}
+    by_figure = {r["figure"]: r for r in rows if r["figure"] in GPT + GPT_OPS + GPT_CHECKPOINT}
     first = next((by_figure[f] for f in GPT if f in by_figure), None)
     if first is None:
         return []
@@ -214,6 +215,12 @@ def gpt_table(rows: list[Row]) -> list[str]:
         "gpt_engine_vs_numpy ≤ 1.15; gpt_engine_vs_torch has none and is read beside gpt_floor_vs_torch, what "
         "numpy itself allows against PyTorch.",
     ]
+    timed = [by_figure[f] for f in GPT_CHECKPOINT if f in by_figure and by_figure[f]["status"] == "ok"]
+    if timed:
+        lines += ["", "Checkpointing, timed side by side with the plain step (step ÷ plain step; activation bytes "
+                      "from the ledger): " + "; ".join(
+                          f"`{r['figure'].removeprefix('gpt_checkpoint_')}` {_ratio_cell(r)}, "
+                          f"{r['note'].split('; ', 1)[-1]}" for r in timed) + "."]
     for figure, label in (("gpt_ops_memstudy", "memstudy"), ("gpt_ops_torch", "PyTorch")):
         r = by_figure.get(figure)
         if r is not None and r["status"] == "ok":
