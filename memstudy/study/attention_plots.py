@@ -35,7 +35,7 @@ def loglog(layers: pd.DataFrame, path: Path) -> Path | None:
     _bytes_axis(ax.yaxis, log=True)
     ax.set_xlabel("sequence length s")
     ax.set_ylabel("activation bytes per layer")
-    ax.set_title("Per-layer activation bytes: s·b·h term, then a·s²·b", fontsize=9)
+    ax.set_title("Per-layer activation bytes against sequence length (log-log)", fontsize=9)
     ax.legend(fontsize=7)
     return _save(fig, path)
 
@@ -57,7 +57,7 @@ def inference(cells: pd.DataFrame, path: Path) -> Path | None:
     ax.set_xlabel("sequence length s")
     ax.set_ylabel("inference step peak (ledger)")
     b, a = int(part["batch_size"].iloc[0]), int(part["heads"].iloc[0])
-    ax.set_title(f"Inference working memory: flat in depth, quadratic in s (batch {b}, heads {a})", fontsize=9)
+    ax.set_title(f"Inference working memory, one line per depth (batch {b}, heads {a})", fontsize=9)
     ax.legend(fontsize=7)
     return _save(fig, path)
 
@@ -78,6 +78,7 @@ def checkpoint(cells: pd.DataFrame, strategies: Sequence[str], path: Path, title
         ax.set_xlabel("sequence length s")
         ax.legend(fontsize=7)
     _bytes_axis(left.yaxis, log=True)
+    right.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
     left.set_ylabel("activation bytes (largest live)")
     right.set_ylabel("step time (ms)")
     fig.suptitle(f"Selective vs full checkpointing ({title})", fontsize=9)
