@@ -300,6 +300,9 @@ def readme_block(rows: list[Row], heap: str | None = None) -> str:
     memory = memory_summary(rows)
     if memory:
         parts += ["Memory:", "", *memory, ""]
+    gpt = gpt_table(rows)
+    if gpt:
+        parts += ["GPT:", "", *gpt, ""]
     process = process_table(rows)
     if process:
         parts += ["Start-up and study:", "", *process, ""]
