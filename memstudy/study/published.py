@@ -357,7 +357,11 @@ def probes_block(results: Results) -> list[str]:
     pooled = {label: np.concatenate([rel for _, rel in found]) for label, found in across.items()}
 
     def worst_study(label: str) -> tuple[str, float]:
-        name, rel = max(((n, r) for n, r in across[label] if len(r)), key=lambda nr: float(np.max(np.abs(nr[1]))))
+        """The study whose reading of this probe strays furthest from the ledger, and that reading's error."""
+        measured = [(n, r) for n, r in across[label] if len(r)]
+        if not measured:
+            return "no", float("nan")
+        name, rel = max(measured, key=lambda nr: float(np.max(np.abs(nr[1]))))
         return name, _extreme(rel)
 
     rel = errors["tracemalloc"]
