@@ -169,7 +169,7 @@ def test_the_example_command_line_parses_back_to_the_rows_configuration():
 
     results = Results(ROOT)
     row = results.example_run["train"][0]
-    config = published._row_config(row)
+    config = published.step._row_config(row)
     command = run_command(config, list(results.example_run))
     assert command.startswith("memstudy run --depth ") and command.endswith("--mode both")
     args = build_parser().parse_args(command.split()[1:])
