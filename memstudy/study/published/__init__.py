@@ -7,6 +7,10 @@ results/example/run.jsonl, results/bench/bench.csv). Without `--readme` it print
 rewrites them in README.md in place. tests/test_published.py requires the README to hold exactly what it
 renders, so a regenerated study that moves a figure fails the suite until `make readme` is run.
 
+One module per README section: step.py (What one step holds), probes.py (How the probes agree), study.py (What the
+study shows), remedies.py (what buys the memory back); results.py reads the committed files once. Wherever the
+report computes a figure, the block calls the same function (report.py, remedies.py), so each fact has one place.
+
 Each sentence says what its figure is over (which study, which rows or cells); a claim that depends on the
 numbers ("exactly", "within the bound") is only made when the numbers say so.
 """
