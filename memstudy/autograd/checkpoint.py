@@ -60,7 +60,7 @@ def checkpoint(run: Callable[..., Tensor], x: Any, params: list[Tensor], *args: 
 
     `x` may be a tuple of tensors (e.g. q, k, v for an attention core): then `run(*x, *args)`, and each of them
     is held, under the roles `names` (default x0, x1, ...)."""
-    from .engine import apply
+    from .tensor import apply
 
     if isinstance(x, tuple):
         names = names or tuple(f"x{i}" for i in range(len(x)))

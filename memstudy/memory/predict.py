@@ -34,7 +34,11 @@ def predicted_account(config: dict[str, Any]) -> StepAccount:
 
 def predict(raw_config: dict[str, Any]) -> dict[str, Any]:
     """Bytes by category, the step's peak and total peak, for one configuration (labelled predicted)."""
-    account = predicted_account(normalize(raw_config))
+    return prediction_fields(predicted_account(normalize(raw_config)))
+
+
+def prediction_fields(account: StepAccount) -> dict[str, Any]:
+    """A predicted step's account as the row's predicted fields (and the baseline they rest on)."""
     registered = account.registered_bytes
     return {
         "parameter_bytes": registered["parameter"],

@@ -22,6 +22,7 @@ import io
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -34,6 +35,14 @@ from .select import nearest_batch
 from .spec import Spec, cell_id
 
 CSV_COLUMNS: tuple[str, ...] = ("experiment", "cell") + ROW_FIELDS
+
+
+def csv_columns(spec: Spec) -> tuple[str, ...]:
+    """runs.csv's columns for a spec: the standard ones, then any field a user's own family declares."""
+    extra: list[str] = []
+    for config in spec.cells():
+        extra += [k for k in config if k not in CSV_COLUMNS and k not in extra]
+    return CSV_COLUMNS + tuple(extra)
 PREDICTED_KEYS = ("predicted_peak_bytes", "predicted_step_peak_bytes", "predicted_activation_bytes")
 SWEEP_FILES = ("runs.csv", "env.json", "spec.toml", "timeline.csv", "timeline.csv.tmp")
 MAX_ERROR_CHARS = 400
@@ -83,11 +92,11 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
-def format_rows(rows: Sequence[dict[str, Any]]) -> str:
+def format_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str] = CSV_COLUMNS) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     for row in rows:
-        writer.writerow([_csv_value(row.get(col)) for col in CSV_COLUMNS])
+        writer.writerow([_csv_value(row.get(col)) for col in columns])
     return buf.getvalue()
 
 
@@ -98,9 +107,9 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def append_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+def append_rows(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] = CSV_COLUMNS) -> None:
     """Append complete lines in one write call, then fsync: a crash leaves whole rows or a torn last line."""
-    data = format_rows(rows).encode("utf-8")
+    data = format_rows(rows, columns).encode("utf-8")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         _write_all(fd, data)
@@ -132,11 +141,11 @@ def _rewrite(path: Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
-def header_line() -> str:
-    return ",".join(CSV_COLUMNS) + "\n"
+def header_line(columns: Sequence[str] = CSV_COLUMNS) -> str:
+    return ",".join(columns) + "\n"
 
 
-def load_done(path: Path, repeats: int) -> dict[str, list[dict[str, str]]]:
+def load_done(path: Path, repeats: int, columns: Sequence[str] = CSV_COLUMNS) -> dict[str, list[dict[str, str]]]:
     """Cells complete in runs.csv (cell id -> its rows), repairing the file first.
 
     A torn trailing line is cut; a cell without exactly one row per repeat is removed (only the last
@@ -148,9 +157,9 @@ def load_done(path: Path, repeats: int) -> dict[str, list[dict[str, str]]]:
     text = raw.decode("utf-8", errors="replace")
     lines = text.splitlines(keepends=True)
     if not lines:
-        _rewrite(path, header_line())
+        _rewrite(path, header_line(columns))
         return {}
-    if lines[0] != header_line():
+    if lines[0] != header_line(columns):
         raise SweepError(f"{path}: its columns differ from this memstudy's runs.csv columns; use --fresh")
     by_cell: dict[str, list[tuple[str, dict[str, str]]]] = {}
     order: list[str] = []
@@ -159,9 +168,9 @@ def load_done(path: Path, repeats: int) -> dict[str, list[dict[str, str]]]:
             values = next(csv.reader([line]))
         except (csv.Error, StopIteration):
             continue
-        if len(values) != len(CSV_COLUMNS):
+        if len(values) != len(columns):
             continue
-        row = dict(zip(CSV_COLUMNS, values))
+        row = dict(zip(columns, values))
         if row["cell"] not in by_cell:
             by_cell[row["cell"]] = []
             order.append(row["cell"])
@@ -182,7 +191,7 @@ def load_done(path: Path, repeats: int) -> dict[str, list[dict[str, str]]]:
         else:
             changed = True
     if changed:
-        _rewrite(path, header_line() + "".join(kept))
+        _rewrite(path, header_line(columns) + "".join(kept))
     return done
 
 
@@ -190,7 +199,7 @@ def load_done(path: Path, repeats: int) -> dict[str, list[dict[str, str]]]:
 
 def _config_row(spec: Spec, cid: str, config: dict[str, Any], repeat: int) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(CSV_COLUMNS)
-    row.update({k: v for k, v in config.items() if k in ROW_FIELDS})
+    row.update(config)  # every field the family declares (a user family's own too)
     row.update(experiment=spec.name, cell=cid, repeat=repeat)
     return row
 
@@ -267,6 +276,7 @@ def run_sweep(spec: Spec, out_dir: str | Path, jobs: int | None = None, fresh: b
     memstudy.memory.predict.predict; None disables the budget check) are injectable for tests.
     Raises SweepError when `out_dir` holds results of a different spec (unless `fresh`).
     """
+    started = time.monotonic()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs = out / "runs.csv"
@@ -298,7 +308,8 @@ def run_sweep(spec: Spec, out_dir: str | Path, jobs: int | None = None, fresh: b
     cell_env = cell_environment()
     command = list(cell_command) if cell_command is not None else list(CELL_COMMAND)
 
-    done = load_done(runs, spec.repeats) if runs.exists() and runs.stat().st_size > 0 else {}
+    columns = csv_columns(spec)
+    done = load_done(runs, spec.repeats, columns) if runs.exists() and runs.stat().st_size > 0 else {}
 
     cells = [(cell_id(c), c) for c in spec.cells()]
     pending = [(cid, c) for cid, c in cells if cid not in done]
@@ -347,7 +358,7 @@ def run_sweep(spec: Spec, out_dir: str | Path, jobs: int | None = None, fresh: b
     if spec.text:
         (out / "spec.toml").write_text(spec.text, encoding="utf-8")
     if not runs.exists() or runs.stat().st_size == 0:  # only now: runs.csv without env.json is refused
-        _rewrite(runs, header_line())
+        _rewrite(runs, header_line(columns))
 
     from tqdm import tqdm
 
@@ -355,7 +366,7 @@ def run_sweep(spec: Spec, out_dir: str | Path, jobs: int | None = None, fresh: b
                disable=not progress, dynamic_ncols=True, postfix=_postfix(outcome))
 
     def record(result: _CellResult) -> None:
-        append_rows(runs, result.rows)
+        append_rows(runs, result.rows, columns)
         setattr(outcome, result.status, getattr(outcome, result.status) + 1)
         bar.update(1)
         bar.set_postfix_str(_postfix(outcome), refresh=False)
@@ -388,6 +399,9 @@ def run_sweep(spec: Spec, out_dir: str | Path, jobs: int | None = None, fresh: b
     finally:
         executor.shutdown()
         bar.close()
+    # the session's wall time, start to last row, so that a README can quote what a study took
+    env["sessions"][-1]["wall_seconds"] = round(time.monotonic() - started, 3)
+    write_json(env_path, env)
     if timeline_final.exists():
         outcome.timeline = timeline_final
     return outcome

@@ -61,3 +61,27 @@ def empty(shape: tuple[int, ...], dtype: Any) -> MetaArray:
 
 
 __all__ = ["MetaArray", "empty", "is_active", "meta_mode"]
+
+
+def shape_only_copy(obj: Any) -> Any:
+    """A deep copy of `obj` (a model built elsewhere, its batch) in which every ndarray is a MetaArray of the
+    same shape and dtype: the predictor runs a notebook's model without touching (or allocating) its data.
+
+    An array reached twice (a tied weight, a shared buffer) becomes one MetaArray, as `copy.deepcopy`'s memo
+    keeps shared objects shared. Views of a model's arrays become separate C-contiguous buffers (models hold
+    their parameters and buffers as whole arrays).
+    """
+    import copy
+
+    import numpy as np
+
+    dispatch = copy._deepcopy_dispatch  # type: ignore[attr-defined]
+    previous = dispatch.get(np.ndarray)
+    dispatch[np.ndarray] = lambda array, memo: MetaArray(array.shape, array.dtype)
+    try:
+        return copy.deepcopy(obj)
+    finally:
+        if previous is None:
+            del dispatch[np.ndarray]
+        else:
+            dispatch[np.ndarray] = previous

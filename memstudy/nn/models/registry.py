@@ -22,6 +22,7 @@ import numpy as np
 
 from ...autograd.engine import POLICIES  # the saved-tensor policies the engine implements
 from ...optim import OPTIMIZERS  # the optimisers optim.make builds
+from ..functional import cross_entropy
 
 DTYPES = ("float32", "float64")
 MODES = ("train", "inference")
@@ -158,8 +159,6 @@ class Family:
         raise NotImplementedError
 
     def loss(self, model: Any, inputs: Any, labels: Any) -> Any:
-        from ..functional import cross_entropy
-
         return cross_entropy(model(inputs), labels)
 
     def layer_names(self, config: dict[str, Any]) -> list[str]:
@@ -250,7 +249,10 @@ def _from_file(spec: str) -> Family:
     target = getattr(module, class_name, None)
     if target is None:
         raise ConfigError(f"model {spec!r}: {path} has no {class_name}")
-    family = target() if isinstance(target, type) else target
+    if isinstance(target, type) and issubclass(target, Family):
+        family = target()
+    else:
+        family = target
     if not isinstance(family, Family):
         raise ConfigError(f"model {spec!r}: {class_name} is not a memstudy.nn.models.Family")
     family.name = spec  # the row's `model` column names the file, so the cell process can load it again
