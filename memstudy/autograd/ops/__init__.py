@@ -23,7 +23,14 @@ from .loss import SoftmaxCrossEntropy, MSE
 from .conv import CONV_SAVES, Conv2d, col2im, im2col
 from .pool import AvgPool2d, GlobalAvgPool2d, MaxPool2d
 from .batch_norm import BatchNorm2d, BatchNorm2dEval
+from .attention import BatchedMatMul, CausalMask, Softmax, Slice
+from .dropout import Dropout, keep_mask
+from .embedding import Embedding
+from .gelu import GELU
+from .layer_norm import LayerNorm
 
-__all__ = ['unbroadcast', 'Transpose', 'Reshape', 'MatMul', 'BIAS_BUFFER_ELEMENTS', 'small_ufunc_buffer', 'Linear', 'Add', 'Sub', 'Mul', 'Scale', 'Neg', 'Exp', 'Log', 'Square', 'Pow', 'Sum', 'Mean', 'SumSquares', 'ReLU', 'Sigmoid', 'Tanh', 'SoftmaxCrossEntropy', 'MSE']
+__all__ = ['unbroadcast', 'Transpose', 'Reshape', 'MatMul', 'BIAS_BUFFER_ELEMENTS', 'small_ufunc_buffer', 'Linear', 'Add', 'Sub', 'Mul', 'Scale', 'Neg', 'Exp', 'Log', 'Square', 'Pow', 'Sum', 'Mean', 'SumSquares', 'ReLU', 'Sigmoid', 'Tanh', 'SoftmaxCrossEntropy', 'MSE',
+           'BatchedMatMul', 'CausalMask', 'Softmax', 'Slice', 'Dropout', 'keep_mask', 'Embedding', 'GELU',
+           'LayerNorm']
 __all__ += ['Flatten', 'CONV_SAVES', 'Conv2d', 'col2im', 'im2col', 'AvgPool2d', 'GlobalAvgPool2d', 'MaxPool2d',
             'BatchNorm2d', 'BatchNorm2dEval']
