@@ -20,7 +20,8 @@ from memstudy.study import published
 from memstudy.study.published import BLOCKS, Results, render, render_all, run_command, update_readme
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDIES = ("default", "width", "checkpointing", "policies", "optimizers", "dtypes")
+# every committed study (the blocks read them all): a study added to results/ is copied too
+STUDIES = tuple(sorted(p.parent.name for p in (ROOT / "results").glob("*/runs.csv")))
 
 
 @pytest.fixture(scope="module")
