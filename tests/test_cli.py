@@ -180,6 +180,9 @@ BAD = {
     "checkpoint garbage": ["predict", "--checkpoint", "sometimes"],
     "unknown policy": ["run", "--policy", "quarter"],
     "study --all with --spec": ["study", "--all", "--spec", "experiments/default.toml"],
+    "abbreviated flag": ["run", "--wid", "64"],
+    "abbreviated sweep flag": ["sweep", "experiments/default.toml", "--retry"],
+    "abbreviated graph flag": ["graph", "--dep", "2"],
 }
 
 
@@ -241,3 +244,20 @@ def test_study_all_runs_every_spec_into_results(tmp_path):
     empty = subprocess.run([sys.executable, "-m", "memstudy", "study", "--all"], cwd=tmp_path / "results",
                            capture_output=True, text=True, timeout=60, env=env)
     assert empty.returncode == 2 and empty.stderr.startswith("error: no experiments/*.toml")
+
+
+def test_json_is_documented_as_json_lines():
+    assert "JSON Lines" in ok("run", "--help")
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    assert "JSON Lines" in readme and "--json" in readme
+
+
+def test_report_warns_about_a_torn_runs_csv_on_stderr(tmp_path):
+    from memstudy.study.runs import format_rows
+    from test_report import synthetic_row
+
+    rows = [synthetic_row(depth, 16, mode, 0) for depth in (1, 2) for mode in ("train", "inference")]
+    (tmp_path / "runs.csv").write_text(format_rows(rows, header=True)[:-20])
+    done = memstudy("report", str(tmp_path), "--no-figures")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("warning: runs.csv: its last line is cut off"), done.stderr

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..config import normalize
 from ..memory import probes
+from ..memory.load import ForeignLoad
 from ..memory.workload import Workload
 from ..memory.predict import predict
 from .fields import CONFIG_FIELDS, ROW_FIELDS
@@ -51,6 +52,9 @@ def measure(raw_config: dict[str, Any], repeats: int = 1, timeline_path: str | N
     work.step()  # warm-up: optimiser state now exists, caches are warm
     rows = []
     for repeat in range(repeats):
+        # other processes' load over the whole repeat (probes' steps and timed steps): the timed steps of a
+        # small model last milliseconds, far below the kernel's 10 ms accounting tick
+        load = ForeignLoad().start()
         work.reset()
         account = work.ledger_step()
         if timeline_path and repeat == 0:
@@ -67,6 +71,7 @@ def measure(raw_config: dict[str, Any], repeats: int = 1, timeline_path: str | N
         # timed steps start from gradients None; no gc.collect() in between (it costs milliseconds and is
         # not part of a step)
         step_seconds = _median_step_seconds(work.step, work.optimizer.zero_grad)
+        foreign_cores = load.cores()
         row: dict[str, Any] = {name: config.get(name) for name in CONFIG_FIELDS}
         row.update(config)  # a user family's own fields too
         row["repeat"] = repeat
@@ -91,6 +96,7 @@ def measure(raw_config: dict[str, Any], repeats: int = 1, timeline_path: str | N
             hwm_bytes=hwm,
             rss_method=rss_method,
             step_seconds=step_seconds,
+            foreign_cores=None if foreign_cores is None else round(foreign_cores, 3),
             status="ok",
             error="",
         )

@@ -7,6 +7,7 @@ from typing import Any
 from ..config import ConfigError, normalize
 from ..memory.predict import predict
 from ..units import format_bytes
+from .folder import output_file, replace_atomically
 from .launcher import CellRequest, launch
 
 
@@ -30,19 +31,19 @@ def run_modes(config: dict[str, Any], modes: list[str], repeats: int, budget_byt
     """Measured rows per mode, each mode in its own fresh cell process."""
     if repeats < 1:
         raise ConfigError(f"repeats must be at least 1, got {repeats}")
-    if timeline_path:
-        folder = os.path.dirname(os.path.abspath(timeline_path))
-        if not os.path.isdir(folder):
-            raise ConfigError(f"--timeline folder {folder} does not exist")
-        if os.path.isdir(timeline_path):
-            raise ConfigError(f"--timeline {timeline_path} is a folder, not a file")
+    target = output_file(timeline_path, "--timeline") if timeline_path is not None else None
     configs = {mode: normalize({**config, "mode": mode}) for mode in modes}
     for mode_config in configs.values():
         check_budget(mode_config, budget_bytes)
     results = {}
     for index, (mode, mode_config) in enumerate(configs.items()):
-        timeline = os.path.abspath(timeline_path) if timeline_path and index == 0 else None
-        outcome = launch(CellRequest(mode_config, repeats, timeline, by_layer=by_layer))
+        if target is not None and index == 0:  # the cell writes a temporary file, renamed once the cell is done
+            with replace_atomically(target) as tmp:
+                outcome = launch(CellRequest(mode_config, repeats, os.path.abspath(tmp), by_layer=by_layer))
+                if outcome.error:
+                    raise RunError(f"the {mode} cell failed: {outcome.error}")
+        else:
+            outcome = launch(CellRequest(mode_config, repeats, None, by_layer=by_layer))
         if outcome.error:
             raise RunError(f"the {mode} cell failed: {outcome.error}")
         results[mode] = outcome.rows

@@ -1,14 +1,18 @@
-"""Run a spec's cells, each in a fresh Python process, into `DIR/runs.csv`; resumable and crash-safe.
+"""Run a spec's cells, each in a fresh Python process, into `DIR/runs.csv`; resumable, extendable, crash-safe.
 
-- A cell is `python -m memstudy.study.cell` fed one JSON config on stdin; it prints one JSON row per
-  repeat. Its environment gets MALLOC_MMAP_THRESHOLD_=65536 unless the variable is already set.
+- One writer per folder: the sweep holds DIR's lock (folder.FolderLock) from start to end.
+- A cell is `python -m memstudy.study.cell` fed one JSON config on stdin (launcher.launch); it prints one JSON
+  row per repeat. Its environment gets MALLOC_MMAP_THRESHOLD_=65536 unless the variable is already set.
 - A cell whose predicted total peak exceeds the budget is not started (`skipped`); one that raises, is
   killed or passes its timeout is `failed` with the reason in `error`. Either way the cell gets one row
   per repeat, and the sweep goes on.
-- A cell's rows are appended in one write of complete lines, then flushed and fsynced. On the next run
-  a torn trailing line or an incomplete cell is dropped, and cells already in runs.csv are not rerun.
-- `DIR/env.json` records the provenance and the spec's hash; a different spec in the same DIR is refused
-  unless `fresh=True`.
+- A cell's rows are appended in one write of complete lines, then fsynced (runs.py).
+- Resume: a (cell, repeat) already in runs.csv is not run again, except a failed one under `retry_failed`
+  and a skipped one that the current budget admits; missing repeats (a torn last line, a larger `repeats`)
+  and new cells (a grid that gained values) are run. A spec that would reinterpret the rows is refused
+  (resume.py); `fresh=True` deletes the folder's results first.
+- `DIR/env.json` records the provenance, the current spec, and one entry per session (what changed, the git
+  state, the settings it ran with). The git state is read before anything is deleted.
 
 Cells may run concurrently (`jobs`): a thread pool in which each thread waits on its subprocess. Cells
 only start while the sum of running cells' predicted peaks stays within the budget.
@@ -16,10 +20,7 @@ only start while the sum of running cells' predicted peaks stays within the budg
 from __future__ import annotations
 
 import concurrent.futures as cf
-import csv
 import datetime
-import io
-import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -27,20 +28,22 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..units import format_bytes
-from .launcher import CELL_COMMAND, CellRequest, CellResult, LocalExecutor, cell_environment
 from .fields import ROW_FIELDS
-from .provenance import collect_env, read_env, write_json
+from .folder import FolderLock, results_folder, write_text_atomically
+from .launcher import CELL_COMMAND, CellRequest, CellResult, LocalExecutor, cell_environment
+from .provenance import collect_env, git_info, read_env, spec_record, write_json
+from .resume import SweepError, check_compatible
+from .runs import (CSV_COLUMNS, RunsFile, RunsFileError, append_rows, format_rows, header_line, read_runs,
+                   rewrite_runs)
 from .select import nearest_batch
 from .spec import Spec, cell_id
 
-CSV_COLUMNS: tuple[str, ...] = ("experiment", "cell") + ROW_FIELDS
 PREDICTED_KEYS = ("predicted_peak_bytes", "predicted_step_peak_bytes", "predicted_activation_bytes")
-SWEEP_FILES = ("runs.csv", "env.json", "spec.toml", "timeline.csv", "timeline.csv.tmp")
+SWEEP_FILES = ("runs.csv", "runs.csv.tmp", "env.json", "spec.toml", "timeline.csv", "timeline.csv.tmp")
 MAX_ERROR_CHARS = 400
-
-
-class SweepError(RuntimeError):
-    """The sweep refuses to start (e.g. DIR holds results of a different spec); one-line message."""
+# exit statuses of `memstudy sweep` / `study` (cli.py): bad input is 2
+EXIT_OK = 0  # every cell ok or skipped by the budget
+EXIT_CELLS_FAILED = 1  # at least one cell of the spec has a failed repeat in runs.csv
 
 
 @dataclass
@@ -49,16 +52,23 @@ class SweepOutcome:
     runs_csv: Path
     env_json: Path
     cells: int  # in the spec
-    resumed: int  # already in runs.csv before this run
-    ok: int = 0  # cells run now whose every repeat is ok
+    resumed: int  # complete in runs.csv before this run: nothing left to run
+    ok: int = 0  # cells run now (some or all repeats) whose every repeat is ok
     skipped: int = 0
     failed: int = 0
+    failed_before: int = 0  # resumed cells with a failed repeat (`retry_failed` reruns them)
+    retried: int = 0  # cells whose failed rows this run dropped to rerun them
+    changes: list[str] = field(default_factory=list)  # how the spec differs from the one in env.json
     timeline: Path | None = None
     warnings: list[str] = field(default_factory=list)
 
     @property
     def done(self) -> int:
         return self.resumed + self.ok + self.skipped + self.failed
+
+    @property
+    def exit_status(self) -> int:
+        return EXIT_CELLS_FAILED if self.failed or self.failed_before else EXIT_OK
 
 
 @dataclass
@@ -68,122 +78,18 @@ class _CellResult:
     status: str  # ok | skipped | failed (failed if any repeat failed)
 
 
-# --- runs.csv --------------------------------------------------------------------------------------
+@dataclass
+class _Pending:
+    cid: str
+    config: dict[str, Any]
+    repeats: list[int]  # the repeat indexes to run
+    predicted: dict[str, Any] | None = None
+    kept_status: set[str] = field(default_factory=set)  # statuses of the rows this cell keeps
+
 
 def _one_line(value: Any) -> str:
     text = " ".join(str(value).split())
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
-
-
-def _csv_value(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return " ".join(value.split()) if ("\n" in value or "\r" in value) else value
-    return value
-
-
-def format_rows(rows: Sequence[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    for row in rows:
-        writer.writerow([_csv_value(row.get(col)) for col in CSV_COLUMNS])
-    return buf.getvalue()
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def append_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """Append complete lines in one write call, then fsync: a crash leaves whole rows or a torn last line."""
-    data = format_rows(rows).encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        _write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _rewrite(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def header_line() -> str:
-    return ",".join(CSV_COLUMNS) + "\n"
-
-
-def load_done(path: Path, repeats: int) -> dict[str, list[dict[str, str]]]:
-    """Cells complete in runs.csv (cell id -> its rows), repairing the file first.
-
-    A torn trailing line is cut; a cell without exactly one row per repeat is removed (only the last
-    cell written can be incomplete, and only after a crash), and so is any duplicate row.
-    """
-    raw = path.read_bytes()
-    if raw and not raw.endswith(b"\n"):
-        raw = raw[: raw.rfind(b"\n") + 1]
-    text = raw.decode("utf-8", errors="replace")
-    lines = text.splitlines(keepends=True)
-    if not lines:
-        _rewrite(path, header_line())
-        return {}
-    if lines[0] != header_line():
-        raise SweepError(f"{path}: its columns differ from this memstudy's runs.csv columns; use --fresh")
-    by_cell: dict[str, list[tuple[str, dict[str, str]]]] = {}
-    order: list[str] = []
-    for line in lines[1:]:
-        try:
-            values = next(csv.reader([line]))
-        except (csv.Error, StopIteration):
-            continue
-        if len(values) != len(CSV_COLUMNS):
-            continue
-        row = dict(zip(CSV_COLUMNS, values))
-        if row["cell"] not in by_cell:
-            by_cell[row["cell"]] = []
-            order.append(row["cell"])
-        by_cell[row["cell"]].append((line, row))
-    done: dict[str, list[dict[str, str]]] = {}
-    kept: list[str] = []
-    changed = len(lines) - 1 != sum(len(v) for v in by_cell.values()) or len(raw) != path.stat().st_size
-    for cid in order:
-        entries, seen, unique = by_cell[cid], set(), []
-        for line, row in entries:
-            if row["repeat"] not in seen:
-                seen.add(row["repeat"])
-                unique.append((line, row))
-        if seen == {str(r) for r in range(repeats)}:
-            done[cid] = [row for _, row in unique]
-            kept.extend(line for line, _ in unique)
-            changed |= len(unique) != len(entries)
-        else:
-            changed = True
-    if changed:
-        _rewrite(path, header_line() + "".join(kept))
-    return done
 
 
 # --- one cell ---------------------------------------------------------------------------------------
@@ -207,22 +113,24 @@ def _placeholder_rows(spec, cid, config, repeats, status, error, predicted=None)
     return rows
 
 
-def _cell_rows(spec: Spec, cid: str, config: dict[str, Any], result: CellResult,
-               predicted: dict[str, Any] | None) -> _CellResult:
-    """The launcher's result as runs.csv rows: the cell's rows with the config, then a failed row for each
-    repeat it did not deliver."""
+def _status(statuses: set[str]) -> str:
+    return "failed" if "failed" in statuses else "skipped" if "skipped" in statuses else "ok"
+
+
+def _cell_rows(spec: Spec, pending: _Pending, result: CellResult) -> _CellResult:
+    """The launcher's result as runs.csv rows: the cell's rows (numbered by the repeats it was asked for) with
+    the config, then a failed row for each repeat it did not deliver."""
     rows: list[dict[str, Any]] = []
-    for obj in result.rows:
-        row = _config_row(spec, cid, config, len(rows))
+    for obj, repeat in zip(result.rows, pending.repeats):
+        row = _config_row(spec, pending.cid, pending.config, repeat)
         row.update({k: v for k, v in obj.items() if k in ROW_FIELDS})
-        row.update(experiment=spec.name, cell=cid, repeat=len(rows))
+        row.update(experiment=spec.name, cell=pending.cid, repeat=repeat)
         row["status"] = row.get("status") or "ok"
         rows.append(row)
     if result.error:
-        rows += _placeholder_rows(spec, cid, config, range(len(rows), spec.repeats), "failed", result.error,
-                                  predicted)
-    status = "ok" if all(r["status"] == "ok" for r in rows) else "failed"
-    return _CellResult(cid, rows, status)
+        rows += _placeholder_rows(spec, pending.cid, pending.config, pending.repeats[len(rows):], "failed",
+                                  result.error, pending.predicted)
+    return _CellResult(pending.cid, rows, _status({r["status"] for r in rows} | pending.kept_status))
 
 
 # --- the sweep --------------------------------------------------------------------------------------
@@ -260,119 +168,171 @@ _DEFAULT = object()
 
 def run_sweep(spec: Spec, out_dir: str | Path, jobs: int | None = None, fresh: bool = False, progress: bool = True,
               cell_command: Sequence[str] | None = None, predictor: Any = _DEFAULT,
-              available_bytes: int | None = None) -> SweepOutcome:
-    """Run every cell of `spec` not yet in `out_dir/runs.csv`; see the module docstring.
+              available_bytes: int | None = None, retry_failed: bool = False,
+              git: dict[str, Any] | None = None) -> SweepOutcome:
+    """Run every (cell, repeat) of `spec` not yet in `out_dir/runs.csv`; see the module docstring.
 
     `cell_command` (default: this Python, `-m memstudy.study.cell`) and `predictor` (default:
-    memstudy.memory.predict.predict; None disables the budget check) are injectable for tests.
-    Raises SweepError when `out_dir` holds results of a different spec (unless `fresh`).
+    memstudy.memory.predict.predict; None disables the budget check) are injectable for tests. `git`: the
+    checkout's state if the caller read it already (`study --all` reads it once, before any study writes).
+    Raises SweepError when `out_dir` holds results this spec would reinterpret (unless `fresh`), PathError
+    when `out_dir` cannot be written or another process writes into it.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if jobs is not None and jobs < 1:
+        raise SweepError(f"jobs must be at least 1, got {jobs}")
+    out = results_folder(out_dir, "results folder")
+    git = git_info() if git is None else git  # before --fresh deletes tracked result files
+    with FolderLock(out, "sweep"):
+        return _run_locked(spec, out, spec.jobs if jobs is None else jobs, fresh, progress, cell_command,
+                           _default_predictor() if predictor is _DEFAULT else predictor, available_bytes,
+                           retry_failed, git)
+
+
+def _read_existing(out: Path, runs: Path) -> tuple[dict[str, Any] | None, RunsFile | None]:
+    """env.json and runs.csv as the folder holds them (None, None for a new folder)."""
+    if not runs.exists() or runs.stat().st_size == 0:
+        return None, None
+    previous_env = read_env(out)
+    if not (previous_env or {}).get("spec", {}).get("name"):
+        raise SweepError(f"{out} holds a runs.csv but no readable env.json with its spec; use --fresh or another --out")
+    try:
+        return previous_env, read_runs(runs)
+    except RunsFileError as exc:
+        raise SweepError(f"{exc}; use --fresh or another --out") from None
+
+
+def _run_locked(spec: Spec, out: Path, jobs: int, fresh: bool, progress: bool, cell_command: Sequence[str] | None,
+                predict: Callable[[dict], dict] | None, available_bytes: int | None, retry_failed: bool,
+                git: dict[str, Any]) -> SweepOutcome:
     runs = out / "runs.csv"
     env_path = out / "env.json"
-    jobs = spec.jobs if jobs is None else jobs
-    if jobs < 1:
-        raise SweepError(f"jobs must be at least 1, got {jobs}")
     if fresh:
         for name in SWEEP_FILES:
             (out / name).unlink(missing_ok=True)
-
-    previous_env = read_env(out)
-    if runs.exists() and runs.stat().st_size > 0:
-        stored = (previous_env or {}).get("spec", {}).get("hash")
-        if stored is None:
-            raise SweepError(f"{out} holds a runs.csv but no readable env.json with a spec hash; use --fresh or "
-                             "another --out")
-        if stored != spec.hash:
-            raise SweepError(f"{out} holds results of a different spec (hash {stored}, this spec {spec.hash}); "
-                             "use --fresh to start over or choose another --out")
-    else:
-        previous_env = None
+    previous_env, existing = _read_existing(out, runs)
+    changes = check_compatible(str(out), (previous_env or {}).get("spec"), existing, spec)
 
     warnings: list[str] = []
-    predict = _default_predictor() if predictor is _DEFAULT else predictor
+    if existing is not None:
+        warnings += [f"{runs}: {problem}; repaired" for problem in existing.problems]
     if predict is None:
         warnings.append("budget not checked: no predictor (memstudy.memory.predict) available")
     budget = spec.budget_bytes(available_bytes)
     cell_env = cell_environment()
     command = list(cell_command) if cell_command is not None else list(CELL_COMMAND)
 
-    done = load_done(runs, spec.repeats) if runs.exists() and runs.stat().st_size > 0 else {}
-
     cells = [(cell_id(c), c) for c in spec.cells()]
-    pending = [(cid, c) for cid, c in cells if cid not in done]
-    outcome = SweepOutcome(out, runs, env_path, cells=len(cells), resumed=len(cells) - len(pending),
-                           warnings=warnings)
+    outcome = SweepOutcome(out, runs, env_path, cells=len(cells), resumed=0, changes=changes, warnings=warnings)
+    by_cell: dict[str, list[dict[str, str]]] = {}
+    for row in existing.rows if existing is not None else []:
+        by_cell.setdefault(row["cell"], []).append(row)
+
+    def predicted_for(config: dict[str, Any]) -> dict[str, Any] | Exception | None:
+        if predict is None:
+            return None
+        try:
+            return predict(config)
+        except Exception as exc:  # a predictor bug must not stop the sweep, nor run an unchecked cell
+            return exc
+
+    def over_budget(predicted: Any) -> bool:
+        peak = predicted.get("predicted_peak_bytes") if isinstance(predicted, dict) else None
+        return peak is not None and peak > budget
+
+    # what each cell still needs: its missing repeats (failed ones too under retry_failed, skipped ones the
+    # budget now admits)
+    dropped: set[int] = set()  # id() of rows leaving runs.csv
+    pending: list[_Pending] = []
+    for cid, config in cells:
+        rows = by_cell.get(cid, [])
+        predicted = None
+        if retry_failed and any(r["status"] == "failed" for r in rows):
+            dropped.update(id(r) for r in rows if r["status"] == "failed")
+            outcome.retried += 1
+        if any(r["status"] == "skipped" for r in rows):
+            predicted = predicted_for(config)
+            if isinstance(predicted, dict) and not over_budget(predicted):
+                dropped.update(id(r) for r in rows if r["status"] == "skipped")
+        kept = [r for r in rows if id(r) not in dropped]
+        have = {r["repeat"] for r in kept}
+        missing = [r for r in range(spec.repeats) if str(r) not in have]
+        statuses = {r["status"] for r in kept}
+        if missing:
+            pending.append(_Pending(cid, config, missing, predicted, statuses))
+        else:
+            outcome.resumed += 1
+            outcome.failed_before += "failed" in statuses
 
     # budget check first: skipped cells cost nothing and must not distort the ETA
-    to_run: list[tuple[str, dict, dict | None]] = []
+    to_run: list[_Pending] = []
     finished: list[_CellResult] = []
-    for cid, config in pending:
-        predicted = None
-        if predict is not None:
-            try:
-                predicted = predict(config)
-            except Exception as exc:  # a predictor bug must not stop the sweep, nor run an unchecked cell
-                finished.append(_CellResult(cid, _placeholder_rows(
-                    spec, cid, config, range(spec.repeats), "failed", f"prediction failed: {exc}"), "failed"))
-                continue
-            peak = predicted.get("predicted_peak_bytes")
-            if peak is not None and peak > budget:
-                reason = (f"predicted peak {format_bytes(peak)} exceeds the budget {format_bytes(budget)} "
-                          f"(budget {spec.budget!r})")
-                finished.append(_CellResult(cid, _placeholder_rows(
-                    spec, cid, config, range(spec.repeats), "skipped", reason, predicted), "skipped"))
-                continue
-        to_run.append((cid, config, predicted))
+    for cell in pending:
+        predicted = cell.predicted if cell.predicted is not None else predicted_for(cell.config)
+        if isinstance(predicted, Exception):
+            rows = _placeholder_rows(spec, cell.cid, cell.config, cell.repeats, "failed",
+                                     f"prediction failed: {type(predicted).__name__}: {predicted}")
+            finished.append(_CellResult(cell.cid, rows, "failed"))
+            continue
+        cell.predicted = predicted
+        if over_budget(predicted):
+            peak = predicted["predicted_peak_bytes"]
+            reason = (f"predicted peak {format_bytes(peak)} exceeds the budget {format_bytes(budget)} "
+                      f"(budget {spec.budget!r})")
+            rows = _placeholder_rows(spec, cell.cid, cell.config, cell.repeats, "skipped", reason, predicted)
+            finished.append(_CellResult(cell.cid, rows, _status({"skipped"} | cell.kept_status)))
+            continue
+        to_run.append(cell)
 
     timeline_final = out / "timeline.csv"
     timeline_tmp = out / "timeline.csv.tmp"
     timeline_cid = None
     if not timeline_final.exists():
-        chosen = choose_timeline_cell([c for _, c, _ in to_run])
+        chosen = choose_timeline_cell([c.config for c in to_run])
         timeline_cid = cell_id(chosen) if chosen is not None else None
 
     session = {"jobs": jobs, "budget_bytes": budget, "cell_command": command, "timeline_cell": timeline_cid}
-    env = collect_env(spec, cell_environment=cell_env, extra={"sweep": session})
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     if previous_env is None:
+        env = collect_env(spec, cell_environment=cell_env, extra={"sweep": session}, git=git)
         env["sessions"] = []
-    else:  # a resume keeps the first record and notes what this session ran with
-        env = {**previous_env, "sessions": list(previous_env.get("sessions", []))}
+    else:  # a resume keeps the first record, takes the current spec, and notes what this session ran with
+        env = {**previous_env, "spec": spec_record(spec), "sessions": list(previous_env.get("sessions", []))}
     env["sessions"].append({
-        "recorded_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "resumed": previous_env is not None, **session,
+        "recorded_at": now, "resumed": previous_env is not None, **session, "spec_hash": spec.hash,
+        "changes": changes, "retry_failed": retry_failed, "git": git,
     })
     write_json(env_path, env)
     if spec.text:
-        (out / "spec.toml").write_text(spec.text, encoding="utf-8")
-    if not runs.exists() or runs.stat().st_size == 0:  # only now: runs.csv without env.json is refused
-        _rewrite(runs, header_line())
+        write_text_atomically(out / "spec.toml", spec.text)
+    if existing is None:  # only now: runs.csv without env.json is refused
+        rewrite_runs(runs, [])
+    elif existing.damaged or dropped or (not existing.current and (to_run or finished)):
+        rewrite_runs(runs, [r for r in existing.rows if id(r) not in dropped])
 
     from tqdm import tqdm
 
     bar = tqdm(total=len(cells), initial=outcome.resumed, desc=spec.name, unit="cell", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True, postfix=_postfix(outcome))
+               disable=not progress, dynamic_ncols=True, mininterval=0, postfix=_postfix(outcome))
 
     def record(result: _CellResult) -> None:
         append_rows(runs, result.rows)
         setattr(outcome, result.status, getattr(outcome, result.status) + 1)
+        bar.set_postfix_str(_postfix(outcome), refresh=False)  # before update, which redraws: no lag
         bar.update(1)
-        bar.set_postfix_str(_postfix(outcome), refresh=False)
 
     executor = LocalExecutor(jobs, command=command, env=cell_env, budget_bytes=budget)
-    submitted: dict[cf.Future, tuple[str, dict, dict | None, bool]] = {}
+    submitted: dict[cf.Future, tuple[_Pending, bool]] = {}
     try:
         for result in finished:
             record(result)
-        for cid, config, predicted in to_run:
-            with_timeline = cid == timeline_cid
-            request = CellRequest(config, spec.repeats, str(timeline_tmp) if with_timeline else None,
+        for cell in to_run:
+            with_timeline = cell.cid == timeline_cid
+            request = CellRequest(cell.config, len(cell.repeats), str(timeline_tmp) if with_timeline else None,
                                   timeout_seconds=spec.timeout_seconds)
-            need = int((predicted or {}).get("predicted_peak_bytes") or 0)
-            submitted[executor.submit(request, reserve_bytes=need)] = (cid, config, predicted, with_timeline)
+            need = int((cell.predicted or {}).get("predicted_peak_bytes") or 0)
+            submitted[executor.submit(request, reserve_bytes=need)] = (cell, with_timeline)
         for future in cf.as_completed(submitted):
-            cid, config, predicted, with_timeline = submitted[future]
+            cell, with_timeline = submitted[future]
             result = future.result()
             if result is None:  # interrupted before it started
                 continue
@@ -381,7 +341,7 @@ def run_sweep(spec: Spec, out_dir: str | Path, jobs: int | None = None, fresh: b
                     os.replace(timeline_tmp, timeline_final)
                 else:
                     timeline_tmp.unlink(missing_ok=True)
-            record(_cell_rows(spec, cid, config, result, predicted))
+            record(_cell_rows(spec, cell, result))
     except BaseException:  # KeyboardInterrupt, or a failure writing runs.csv: stop every cell we started
         executor.stop()
         raise
@@ -393,5 +353,5 @@ def run_sweep(spec: Spec, out_dir: str | Path, jobs: int | None = None, fresh: b
     return outcome
 
 
-__all__ = ["CSV_COLUMNS", "SweepError", "SweepOutcome", "append_rows", "cell_environment", "choose_timeline_cell",
-           "load_done", "run_sweep"]
+__all__ = ["CSV_COLUMNS", "EXIT_CELLS_FAILED", "EXIT_OK", "SweepError", "SweepOutcome", "append_rows",
+           "cell_environment", "choose_timeline_cell", "format_rows", "header_line", "run_sweep"]
