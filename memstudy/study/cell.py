@@ -46,9 +46,14 @@ def measure(raw_config: dict[str, Any], repeats: int = 1, timeline_path: str | N
     """Rows (dicts with every ROW_FIELDS key) for `repeats` measured steps of one configuration."""
     config = normalize(raw_config)
     prediction = predict(config)
-    work = Workload(config)
+    return measure_workload(Workload(config), config, prediction, repeats, timeline_path, by_layer)
+
+
+def measure_workload(work: Workload, config: dict[str, Any], prediction: dict[str, Any], repeats: int = 1,
+                     timeline_path: str | None = None, by_layer: bool = False) -> list[dict[str, Any]]:
+    """The measured steps of a built workload: warm-up, then per repeat the ledger, each probe and the clock."""
     # the approximate policy's gradient error, against `minimal` at the same (initial) parameters
-    grad_rel_error = work.gradient_error() if work.train and config["policy"] == "half" else None
+    grad_rel_error = work.gradient_error() if work.train and config["policy"] != "minimal" else None
     work.step()  # warm-up: optimiser state now exists, caches are warm
     rows = []
     for repeat in range(repeats):

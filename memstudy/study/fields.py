@@ -33,8 +33,8 @@ PREDICTED_FIELDS = ("predicted_peak_bytes", "predicted_step_peak_bytes", "predic
 # "unavailable"; hwm_bytes is the cell process's absolute VmHWM before the RSS probe resets it.
 PROBE_FIELDS = ("tracemalloc_step_peak_bytes", "rss_step_peak_bytes", "rss_method", "mprof_step_peak_bytes",
                 "hwm_bytes")
-# grad_rel_error: ‖g − g_minimal‖ / ‖g_minimal‖ over all parameter gradients; only under the `half` policy
-# (empty otherwise: `minimal` and `all` give identical gradients, and so does checkpointing)
+# grad_rel_error: ‖g − g_minimal‖ / ‖g_minimal‖ over all parameter gradients, for every policy but `minimal`
+# (the reference, empty) in training cells
 ACCURACY_FIELDS = ("grad_rel_error",)
 OUTCOME_FIELDS = ("step_seconds", "status", "error")
 

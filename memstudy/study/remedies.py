@@ -206,10 +206,12 @@ def policy_section(train: pd.DataFrame, out: Path, figures: dict[str, Path], plo
         r = rows[policy]
         part = timed[timed["policy"] == policy]
         time_ratio = _median(part["step_seconds"] / part["step_seconds_ref"])
-        if policy == "half":
+        if policy == "minimal":
+            error = "(the reference)"
+        elif np.isfinite(r["error"]):  # measured by the cell: this policy's gradients against minimal's
             error = f"{r['error']:.2e} (max {r['error_max']:.2e})"
         else:
-            error = "0 (identical, tested)"
+            error = "not measured"
         body.append([f"`{policy}`", f"{r['a']:,.1f} B", _ratio(r["a"] / pytorch), _ratio(r["a"] / minimal_a),
                      f"{r['saved_per_layer']:.2f}", error, _ratio(time_ratio), _ratio(r["r2"])])
     lines += [_md_table(["policy", "bytes / layer / example", "÷ PyTorch's figure", "÷ minimal",
@@ -337,9 +339,18 @@ def dtype_section(cells: pd.DataFrame, out: Path, figures: dict[str, Path], plot
         labels = (f" The input is the exception by construction: x halves but the int64 labels do not (batch {b}, "
                   f"{i} features: ({b}·{i}·4 + {b}·8) ÷ ({b}·{i}·8 + {b}·8) = "
                   f"{(b * i * 4 + b * 8) / (b * i * 8 + b * 8):.4f}); inference has no labels.")
-    lines += ["Every category of the step halves exactly: each buffer is the same number of elements at half the "
-              "itemsize, allocated and freed in the same order, so the peak falls at the same event." + labels
-              + " The step time is a measurement of its own, not a memory figure: float32 matrix products are "
+    exact = [label for label, (median, low, high) in ratios.items()
+             if low == high == 0.5 and label != "step time"]
+    inexact = [label for label in ratios if label not in exact and label not in ("step time", "input")]
+    if not inexact:
+        finding = ("Every category of the step but the input halves exactly (ratio 0.5000 in every pair): each "
+                   "buffer is the same number of elements at half the itemsize, allocated and freed in the same "
+                   "order, so the peak falls at the same event.")
+    else:
+        finding = (f"Not every category halves: {', '.join(inexact)} "
+                   f"{'does' if len(inexact) == 1 else 'do'} not have the ratio 0.5000 in every pair (see the "
+                   "range column)" + (f"; {', '.join(exact)} halve exactly." if exact else "."))
+    lines += [finding + labels + " The step time is a measurement of its own, not a memory figure: float32 matrix products are "
               "faster, but the engine's per-op overhead does not depend on the dtype.", ""]
     p = plots.dtype_ratio(ratios, out / "dtype_ratio.png", "float32 ÷ float64, per category (median, range)")
     if p:
