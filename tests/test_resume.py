@@ -111,13 +111,13 @@ def test_a_larger_budget_runs_the_cells_a_smaller_one_skipped(tmp_path, fake_cel
     out = tmp_path / "out"
 
     def predictor(config):
-        return {"predicted_peak_bytes": 1000 * config["depth"]}
+        return {"predicted_peak_bytes": config["depth"] << 30}
 
-    small = make_spec(tmp_path, SPEC.replace('budget = "1GiB"', "budget = 2500"))
+    small = make_spec(tmp_path, SPEC.replace('budget = "1GiB"', 'budget = "2.5GiB"'))
     first = sweep(small, out, fake_cell, predictor=predictor)
     assert (first.ok, first.skipped, first.exit_status) == (8, 4, 0)  # skipped is not a failure
     assert sweep(small, out, fake_cell, predictor=predictor).resumed == 12  # still over: stays skipped
-    large = make_spec(tmp_path, SPEC, "large.toml")
+    large = make_spec(tmp_path, SPEC.replace('budget = "1GiB"', 'budget = "4GiB"'), "large.toml")
     outcome = sweep(large, out, fake_cell, predictor=predictor)
     assert (outcome.resumed, outcome.ok, outcome.skipped) == (8, 4, 0)
     assert {r["status"] for r in assert_one_row_per_cell_and_repeat(large, out)} == {"ok"}
@@ -140,8 +140,11 @@ def test_a_spec_that_would_reinterpret_the_rows_is_refused_naming_the_field(tmp_
     assert (out / "runs.csv").read_bytes() == before
 
 
-@pytest.mark.parametrize("study", sorted(p.name for p in (ROOT / "results").iterdir()
-                                         if (p / "runs.csv").exists() and (ROOT / "experiments" / f"{p.name}.toml").exists()))
+COMMITTED = sorted(p.name for p in (ROOT / "results").iterdir()
+                   if (p / "runs.csv").exists() and (ROOT / "experiments" / f"{p.name}.toml").exists())
+
+
+@pytest.mark.parametrize("study", COMMITTED)
 def test_a_committed_study_resumes_with_nothing_to_run(tmp_path, fake_cell, monkeypatch, study):
     """Folders written by earlier memstudy versions (older columns, older env.json) resume as they are."""
     out = tmp_path / study

@@ -70,10 +70,10 @@ def test_second_run_resumes_without_rerunning(tmp_path, fake_cell, monkeypatch):
 
 
 def test_cell_over_budget_is_skipped(tmp_path, fake_cell):
-    spec = make_spec(tmp_path, SPEC.replace('budget = "1GiB"', "budget = 2500"))
+    spec = make_spec(tmp_path, SPEC.replace('budget = "1GiB"', 'budget = "2.5GiB"'))
 
-    def predictor(config):
-        return {"predicted_peak_bytes": 1000 * config["depth"], "predicted_step_peak_bytes": 7,
+    def predictor(config):  # GiB-scale peaks: the cell's own overhead and process baseline (tens of MiB) are noise
+        return {"predicted_peak_bytes": config["depth"] << 30, "predicted_step_peak_bytes": 7,
                 "predicted_activation_bytes": 3}
 
     out = tmp_path / "out"
@@ -82,8 +82,9 @@ def test_cell_over_budget_is_skipped(tmp_path, fake_cell):
     rows = assert_one_row_per_cell_and_repeat(spec, out)
     skipped = [r for r in rows if r["status"] == "skipped"]
     assert len(skipped) == 4 * spec.repeats
-    assert all(r["depth"] == "3" and "exceeds the budget" in r["error"] for r in skipped)
-    assert all(r["peak_bytes"] == "" and r["predicted_peak_bytes"] == "3000" for r in skipped)
+    assert all(r["depth"] == "3" and "exceeds the budget" in r["error"] and "predicted peak 3.00 GiB" in r["error"]
+               for r in skipped)
+    assert all(r["peak_bytes"] == "" and r["predicted_peak_bytes"] == str(3 << 30) for r in skipped)
     assert all(r["batch_size"] in ("4", "8") and r["width"] == "8" for r in skipped)  # config filled in
 
 
@@ -192,11 +193,11 @@ def test_concurrent_cells_stay_within_the_budget_together(tmp_path, fake_cell, m
     spans = tmp_path / "spans"
     monkeypatch.setenv("FAKE_CELL_SPANS", str(spans))
     monkeypatch.setenv("FAKE_CELL_SLEEP", "0.1")
-    spec = make_spec(tmp_path, SPEC.replace('budget = "1GiB"', "budget = 1000").replace("depth = [1, 2, 3]",
-                                                                                        "depth = [1]"))
+    spec = make_spec(tmp_path, SPEC.replace('budget = "1GiB"', 'budget = "1000MiB"').replace("depth = [1, 2, 3]",
+                                                                                             "depth = [1]"))
 
     def predictor(config):  # two cells fit the budget alone, not together
-        return {"predicted_peak_bytes": 600}
+        return {"predicted_peak_bytes": 600 << 20}
 
     outcome = run_sweep(spec, tmp_path / "out", jobs=4, progress=False, cell_command=fake_cell, predictor=predictor)
     assert outcome.ok == 4
@@ -323,9 +324,13 @@ def test_a_user_model_that_raises_fails_its_cells_and_the_sweep_goes_on(tmp_path
 
 def test_real_predictor_skips_a_cell_over_budget(tmp_path, real_cell):
     from memstudy.memory.predict import predict
+    from memstudy.study.budget import cell_need, process_baseline
+    from memstudy.study.launcher import cell_environment
 
     spec = make_spec(tmp_path, REAL_SPEC)
-    small, big = sorted(predict(c)["predicted_peak_bytes"] for c in spec.cells())[-2:]
+    baseline = process_baseline(cell_environment())
+    needs = {cell_id(c): cell_need(c, predict(c), baseline).total_bytes for c in spec.cells()}
+    small, big = sorted(needs.values())[-2:]
     budget = (small + big) // 2 if small < big else big - 1
     spec = make_spec(tmp_path, REAL_SPEC.replace('budget = "1GiB"', f"budget = {budget}"), "budget.toml")
     out = tmp_path / "out"
@@ -333,5 +338,4 @@ def test_real_predictor_skips_a_cell_over_budget(tmp_path, real_cell):
     assert outcome.skipped >= 1 and outcome.ok + outcome.skipped == 4
     rows = assert_one_row_per_cell_and_repeat(spec, out)
     for row in rows:
-        over = int(row["predicted_peak_bytes"]) > budget
-        assert (row["status"] == "skipped") == over
+        assert (row["status"] == "skipped") == (needs[row["cell"]] > budget), row["error"]

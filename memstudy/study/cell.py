@@ -41,6 +41,16 @@ def _median_step_seconds(step: Callable[[], Any], reset: Callable[[], None]) -> 
     return statistics.median(timings)
 
 
+def _address_space_limit_bytes() -> int | None:
+    """The RLIMIT_AS this process runs under (the launcher sets it), None when unlimited."""
+    try:
+        import resource
+    except ImportError:  # not on a Unix
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
 def measure(raw_config: dict[str, Any], repeats: int = 1, timeline_path: str | None = None,
             by_layer: bool = False) -> list[dict[str, Any]]:
     """Rows (dicts with every ROW_FIELDS key) for `repeats` measured steps of one configuration."""
@@ -102,6 +112,8 @@ def measure_workload(work: Workload, config: dict[str, Any], prediction: dict[st
             rss_method=rss_method,
             step_seconds=step_seconds,
             foreign_cores=None if foreign_cores is None else round(foreign_cores, 3),
+            vm_peak_bytes=probes.vm_peak_bytes(),
+            mem_limit_bytes=_address_space_limit_bytes(),
             status="ok",
             error="",
         )

@@ -41,7 +41,10 @@ OUTCOME_FIELDS = ("step_seconds", "status", "error")
 # foreign_cores: the average number of cores other processes kept busy while step_seconds was timed
 # (their CPU seconds over the timed steps ÷ wall seconds; memory/load.py); empty where it cannot be read
 LOAD_FIELDS = ("foreign_cores",)
-LATER_FIELDS: tuple[str, ...] = LOAD_FIELDS
+# vm_peak_bytes: the cell process's address-space peak (VmPeak) after the repeat, what its memory limit
+# (RLIMIT_AS, budget.py) holds; mem_limit_bytes: that limit (empty: none was set)
+LIMIT_FIELDS = ("vm_peak_bytes", "mem_limit_bytes")
+LATER_FIELDS: tuple[str, ...] = LOAD_FIELDS + LIMIT_FIELDS
 
 ROW_FIELDS: tuple[str, ...] = (
     LEGACY_CONFIG_FIELDS + BASELINE_FIELDS + LEDGER_FIELDS + PREDICTED_FIELDS + PROBE_FIELDS + ACCURACY_FIELDS

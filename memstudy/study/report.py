@@ -445,7 +445,8 @@ def _timeline_cell(env: dict[str, Any] | None) -> str | None:
     return next((c for c in candidates if c), None)
 
 
-def write_report(results_dir: str | Path, figures: bool = True, warn: Callable[[str], None] | None = None) -> list[Path]:
+def write_report(results_dir: str | Path, figures: bool = True,
+                 warn: Callable[[str], None] | None = None) -> list[Path]:
     """Write summary.csv, report.md and the figures into `results_dir`; returns the paths written.
 
     `figures=False` skips the PNGs (and their links, and removes figures an earlier report left), e.g. for quick
@@ -544,7 +545,8 @@ def _file_problems(runs: pd.DataFrame) -> list[str]:
     problems = runs.attrs.get("problems", [])
     if not problems:
         return []
-    return [f"**Warning** {p} (resuming the sweep repairs the file and reruns what is missing)." for p in problems] + [""]
+    return [f"**Warning** {p} (resuming the sweep repairs the file and reruns what is missing)."
+            for p in problems] + [""]
 
 
 LOADED_CORES = 0.5  # other processes' average busy cores above which a timing is flagged

@@ -90,7 +90,8 @@ def describe_changes(stored: dict[str, Any], spec: Spec) -> list[str]:
             gained = [v for v in new if v not in old_grid[key]]
             if gained:
                 changes.append(f"grid.{key} gained {', '.join(gained)}")
-    for key, label in (("repeats", "run.repeats"), ("budget", "run.budget"), ("timeout_seconds", "run.timeout_seconds")):
+    for key in ("repeats", "budget", "timeout_seconds"):
+        label = f"run.{key}"
         old, new = stored.get(key), getattr(spec, key)
         if old is not None and _text(old) != _text(new):
             changes.append(f"{label} {old} -> {new}")

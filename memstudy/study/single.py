@@ -7,6 +7,7 @@ from typing import Any
 from ..config import ConfigError, normalize
 from ..memory.predict import predict
 from ..units import format_bytes
+from .budget import cell_need
 from .folder import output_file, replace_atomically
 from .launcher import CellRequest, launch
 
@@ -16,13 +17,12 @@ class RunError(Exception):
 
 
 def check_budget(config: dict[str, Any], budget_bytes: int) -> dict[str, Any]:
-    """The prediction, or ConfigError when its total peak exceeds the budget."""
+    """The prediction, or ConfigError when the cell's need (its predicted total peak and its own overhead,
+    budget.py) exceeds the budget."""
     prediction = predict(config)
-    if prediction["predicted_peak_bytes"] > budget_bytes:
-        raise ConfigError(
-            f"predicted peak {format_bytes(prediction['predicted_peak_bytes'])} exceeds the budget "
-            f"{format_bytes(budget_bytes)} (--budget)"
-        )
+    need = cell_need(config, prediction, None)
+    if need.total_bytes > budget_bytes:
+        raise ConfigError(f"{need.describe()}: exceeds the budget {format_bytes(budget_bytes)} (--budget)")
     return prediction
 
 

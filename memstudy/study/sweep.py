@@ -3,9 +3,10 @@
 - One writer per folder: the sweep holds DIR's lock (folder.FolderLock) from start to end.
 - A cell is `python -m memstudy.study.cell` fed one JSON config on stdin (launcher.launch); it prints one JSON
   row per repeat. Its environment gets MALLOC_MMAP_THRESHOLD_=65536 unless the variable is already set.
-- A cell whose predicted total peak exceeds the budget is not started (`skipped`); one that raises, is
-  killed or passes its timeout is `failed` with the reason in `error`. Either way the cell gets one row
-  per repeat, and the sweep goes on.
+- A cell whose need (its predicted total peak, its own overhead and the process baseline: budget.py)
+  exceeds the budget is not started (`skipped`); one that raises, is killed, passes its timeout or runs
+  out of its address-space limit (RLIMIT_AS, budget.py) is `failed` with the reason in `error`. Either way
+  the cell gets one row per repeat, and the sweep goes on.
 - A cell's rows are appended in one write of complete lines, then fsynced (runs.py).
 - Resume: a (cell, repeat) already in runs.csv is not run again, except a failed one under `retry_failed`
   and a skipped one that the current budget admits; missing repeats (a torn last line, a larger `repeats`)
@@ -15,7 +16,7 @@
   state, the settings it ran with). The git state is read before anything is deleted.
 
 Cells may run concurrently (`jobs`): a thread pool in which each thread waits on its subprocess. Cells
-only start while the sum of running cells' predicted peaks stays within the budget.
+only start while the sum of running cells' needs stays within the budget.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..units import format_bytes
+from .budget import CellNeed, cell_need, explain_memory_failure, process_baseline
 from .fields import ROW_FIELDS
 from .folder import FolderLock, results_folder, write_text_atomically
 from .launcher import CELL_COMMAND, CellRequest, CellResult, LocalExecutor, cell_environment
@@ -85,6 +87,8 @@ class _Pending:
     repeats: list[int]  # the repeat indexes to run
     predicted: dict[str, Any] | None = None
     kept_status: set[str] = field(default_factory=set)  # statuses of the rows this cell keeps
+    need: CellNeed | None = None  # what it takes from the budget (None: not checked)
+    limit_bytes: int | None = None  # its address-space limit
 
 
 def _one_line(value: Any) -> str:
@@ -129,7 +133,7 @@ def _cell_rows(spec: Spec, pending: _Pending, result: CellResult) -> _CellResult
         rows.append(row)
     if result.error:
         rows += _placeholder_rows(spec, pending.cid, pending.config, pending.repeats[len(rows):], "failed",
-                                  result.error, pending.predicted)
+                                  explain_memory_failure(result.error, pending.limit_bytes), pending.predicted)
     return _CellResult(pending.cid, rows, _status({r["status"] for r in rows} | pending.kept_status))
 
 
@@ -235,9 +239,18 @@ def _run_locked(spec: Spec, out: Path, jobs: int, fresh: bool, progress: bool, c
         except Exception as exc:  # a predictor bug must not stop the sweep, nor run an unchecked cell
             return exc
 
-    def over_budget(predicted: Any) -> bool:
-        peak = predicted.get("predicted_peak_bytes") if isinstance(predicted, dict) else None
-        return peak is not None and peak > budget
+    baseline_measured: list = []  # [ProcessBaseline | None] once measured: a tiny cell, only if a check needs it
+
+    def need_for(config: dict[str, Any], predicted: dict[str, Any]) -> CellNeed:
+        if not baseline_measured:
+            baseline_measured.append(process_baseline(cell_env))
+            if baseline_measured[0] is None:
+                warnings.append("cells run without a memory limit: a tiny cell did not report its address-space "
+                                "peak (vm_peak_bytes; Linux only)")
+        return cell_need(config, predicted, baseline_measured[0])
+
+    def over_budget(config: dict[str, Any], predicted: Any) -> bool:
+        return isinstance(predicted, dict) and need_for(config, predicted).total_bytes > budget
 
     # what each cell still needs: its missing repeats (failed ones too under retry_failed, skipped ones the
     # budget now admits)
@@ -251,7 +264,7 @@ def _run_locked(spec: Spec, out: Path, jobs: int, fresh: bool, progress: bool, c
             outcome.retried += 1
         if any(r["status"] == "skipped" for r in rows):
             predicted = predicted_for(config)
-            if isinstance(predicted, dict) and not over_budget(predicted):
+            if isinstance(predicted, dict) and not over_budget(config, predicted):
                 dropped.update(id(r) for r in rows if r["status"] == "skipped")
         kept = [r for r in rows if id(r) not in dropped]
         have = {r["repeat"] for r in kept}
@@ -274,10 +287,11 @@ def _run_locked(spec: Spec, out: Path, jobs: int, fresh: bool, progress: bool, c
             finished.append(_CellResult(cell.cid, rows, "failed"))
             continue
         cell.predicted = predicted
-        if over_budget(predicted):
-            peak = predicted["predicted_peak_bytes"]
-            reason = (f"predicted peak {format_bytes(peak)} exceeds the budget {format_bytes(budget)} "
-                      f"(budget {spec.budget!r})")
+        if predicted is not None:
+            cell.need = need_for(cell.config, predicted)
+            cell.limit_bytes = cell.need.limit_bytes(baseline_measured[0])
+        if cell.need is not None and cell.need.total_bytes > budget:
+            reason = f"{cell.need.describe()}: exceeds the budget {format_bytes(budget)} (budget {spec.budget!r})"
             rows = _placeholder_rows(spec, cell.cid, cell.config, cell.repeats, "skipped", reason, predicted)
             finished.append(_CellResult(cell.cid, rows, _status({"skipped"} | cell.kept_status)))
             continue
@@ -290,7 +304,10 @@ def _run_locked(spec: Spec, out: Path, jobs: int, fresh: bool, progress: bool, c
         chosen = choose_timeline_cell([c.config for c in to_run])
         timeline_cid = cell_id(chosen) if chosen is not None else None
 
-    session = {"jobs": jobs, "budget_bytes": budget, "cell_command": command, "timeline_cell": timeline_cid}
+    baseline = baseline_measured[0] if baseline_measured else None
+    session = {"jobs": jobs, "budget_bytes": budget, "cell_command": command, "timeline_cell": timeline_cid,
+               "cell_baseline": None if baseline is None else {"vm_peak_bytes": baseline.vm_peak_bytes,
+                                                               "hwm_bytes": baseline.hwm_bytes}}
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     if previous_env is None:
         env = collect_env(spec, cell_environment=cell_env, extra={"sweep": session}, git=git)
@@ -328,9 +345,9 @@ def _run_locked(spec: Spec, out: Path, jobs: int, fresh: bool, progress: bool, c
         for cell in to_run:
             with_timeline = cell.cid == timeline_cid
             request = CellRequest(cell.config, len(cell.repeats), str(timeline_tmp) if with_timeline else None,
-                                  timeout_seconds=spec.timeout_seconds)
-            need = int((cell.predicted or {}).get("predicted_peak_bytes") or 0)
-            submitted[executor.submit(request, reserve_bytes=need)] = (cell, with_timeline)
+                                  timeout_seconds=spec.timeout_seconds, memory_limit_bytes=cell.limit_bytes)
+            reserve = cell.need.total_bytes if cell.need is not None else 0
+            submitted[executor.submit(request, reserve_bytes=reserve)] = (cell, with_timeline)
         for future in cf.as_completed(submitted):
             cell, with_timeline = submitted[future]
             result = future.result()
