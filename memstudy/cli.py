@@ -135,6 +135,9 @@ def build_parser(family: Any = None) -> argparse.ArgumentParser:
                                                               "gradients per layer")
     run.add_argument("--timeline", metavar="FILE.csv", help="write the ledger's event timeline of the first step "
                                                            "(its folder must exist)")
+    run.add_argument("--html", metavar="FILE.html", help="write an interactive page of the run: the first mode's "
+                                                          "step timeline (hover a buffer) and the tables; opens "
+                                                          "offline")
     run.set_defaults(handler=_cmd_run)
 
     predict = commands.add_parser("predict", help="predict a step's memory without running it")
@@ -227,10 +230,11 @@ def _sweep(spec_path: str, args: argparse.Namespace, git: dict[str, Any] | None 
 
 def _report(results_dir: str, figures: bool = True) -> None:
     from .study.report import ReportError, write_report
+    from .study.webpage import PageError
 
     try:
         written = write_report(results_dir, figures=figures, warn=_warn)
-    except ReportError as exc:
+    except (ReportError, PageError) as exc:
         raise UsageError(str(exc)) from None
     print(f"report: {len(written)} files in {results_dir} ({', '.join(p.name for p in written)})")
 
@@ -286,18 +290,33 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .study.single import run_modes
+    import tempfile
+
+    from .study.single import run_modes, write_run_html
     from .study.tables import run_report
+    from .study.webpage import PageError, check_output_path
 
     modes = ["train", "inference"] if args.mode == "both" else [args.mode]
-    results = run_modes(_config(args, args.family), modes, args.repeats, _budget(args.budget), args.timeline,
-                        args.by_layer)
+    if args.html:  # refuse a bad path before measuring anything
+        try:
+            check_output_path(args.html, "--html")
+        except PageError as exc:
+            raise UsageError(str(exc)) from None
+    with tempfile.TemporaryDirectory(prefix="memstudy-run-") as scratch:
+        # the page draws the first step's timeline: measure one even when --timeline was not asked for
+        timeline = args.timeline or (f"{scratch}/timeline.csv" if args.html else None)
+        results = run_modes(_config(args, args.family), modes, args.repeats, _budget(args.budget), timeline,
+                            args.by_layer)
+        if args.html:
+            write_run_html(args.html, results, timeline, args.by_layer)
     if args.json:
         for rows in results.values():
             for row in rows:
                 print(json.dumps(row))
     else:
         print(run_report(results, by_layer=args.by_layer))
+        if args.html:
+            print(f"\nhtml: {args.html}")
     return 0
 
 

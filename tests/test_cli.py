@@ -131,7 +131,7 @@ def test_run_timeline_csv(both_by_layer):
         columns = reader.fieldnames
         rows = list(reader)
     assert columns == ["event", "phase", "op", "layer", "category", "delta_bytes", "live_bytes"] + [
-        f"{c}_bytes" for c in CATEGORIES]
+        f"{c}_bytes" for c in CATEGORIES] + ["key", "buffer_op", "role", "shape", "dtype", "nbytes", "born", "died"]
     assert [int(r["event"]) for r in rows] == list(range(len(rows)))
     phases = [r["phase"] for r in rows]
     assert "forward" in phases and "backward" in phases  # the train step (the first mode)
@@ -141,6 +141,20 @@ def test_run_timeline_csv(both_by_layer):
     for r in rows:
         assert int(r["live_bytes"]) == sum(int(r[f"{c}_bytes"]) for c in CATEGORIES)
     assert sum(int(r["delta_bytes"]) for r in rows) == int(rows[-1]["live_bytes"])
+    # each buffer's columns: born at the event that adds its bytes, dead at the one that takes them away
+    births = {r["key"]: r for r in rows if int(r["delta_bytes"]) > 0}
+    deaths = {r["key"]: r for r in rows if int(r["delta_bytes"]) < 0}
+    assert len(births) + len(deaths) == len(rows)
+    for key, born in births.items():
+        assert int(born["born"]) == int(born["event"]) and int(born["nbytes"]) == int(born["delta_bytes"])
+        assert born["buffer_op"] == born["op"] and born["category"] and born["dtype"]
+        if key in deaths:
+            dead = deaths[key]
+            assert int(born["died"]) == int(dead["event"]) > int(born["event"])
+            assert dead["op"] == "free" and int(dead["delta_bytes"]) == -int(born["nbytes"])
+            assert (dead["buffer_op"], dead["shape"], dead["born"]) == (born["buffer_op"], born["shape"], born["born"])
+        else:
+            assert born["died"] == ""  # alive after the step: the baseline, gradients, the loss
 
 
 # --------------------------------------------------------------------------------------------------
@@ -172,6 +186,9 @@ BAD = {
     "budget 150%": ["run", "--budget", "150%"],
     "timeline folder missing": ["run", "--timeline", "{missing}/steps.csv"],
     "timeline is a folder": ["run", "--timeline", "{folder}"],
+    "html folder missing": ["run", "--html", "{missing}/step.html"],
+    "html is a folder": ["run", "--html", "{folder}"],
+    "html unwritable": ["run", "--html", "/proc/memstudy-step.html"],  # even root cannot create files in /proc
     "predict mode both": ["predict", "--mode", "both"],
     "predict unknown dtype": ["predict", "--dtype", "int8"],
     "bias with a value": ["run", "--bias=yes"],

@@ -110,7 +110,7 @@ def test_report_writes_every_file_and_recovers_the_slope(tmp_path):
 
 def test_summary_has_medians_and_the_train_inference_ratio(tmp_path):
     out = write_runs(tmp_path / "r", grid_rows(depths=(1, 2), batches=(16,)))
-    assert [p.name for p in write_report(out, figures=False)] == ["summary.csv", "report.md"]
+    assert [p.name for p in write_report(out, figures=False)] == ["summary.csv", "report.md", "report.html"]
     summary = pd.read_csv(out / "summary.csv")
     assert len(summary) == 4
     assert (summary["repeats"] == 3).all() and (summary["ok_repeats"] == 3).all()
@@ -187,7 +187,7 @@ def test_nothing_finished(tmp_path):
     rows = [synthetic_row(2, 16, "train", r, status="failed") for r in range(2)]
     out = write_runs(tmp_path / "r", rows)
     written = write_report(out)
-    assert {p.name for p in written} == {"summary.csv", "report.md"}
+    assert {p.name for p in written} == {"summary.csv", "report.md", "report.html"}
     assert "No cell finished" in (out / "report.md").read_text()
 
 

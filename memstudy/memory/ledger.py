@@ -39,6 +39,10 @@ from ..autograd.graph import base_buffer
 
 CATEGORIES = ("parameter", "optimizer_state", "input", "gradient", "activation", "temporary", "output")
 REGISTERED = ("parameter", "optimizer_state", "input")
+# timeline.csv: the event and the live bytes per category after it, then the event's buffer
+TIMELINE_COLUMNS = (["event", "phase", "op", "layer", "category", "delta_bytes", "live_bytes"]
+                    + [f"{c}_bytes" for c in CATEGORIES]
+                    + ["key", "buffer_op", "role", "shape", "dtype", "nbytes", "born", "died"])
 _DTYPE_NAMES: dict[np.dtype, str] = {}
 
 
@@ -113,12 +117,15 @@ class StepAccount:
         return [Event(*event) for event in self.raw_events]
 
     def timeline_rows(self) -> list[dict[str, Any]]:
-        """One row per event: what changed and the live bytes per category after it."""
-        category_of = {b.key: b.category for b in self.buffers}
+        """One row per event: what changed, the live bytes per category after it, and the event's buffer
+        (key, the op that made it, role, shape, dtype, bytes, birth and death event), so a reader can draw
+        each buffer's band without the account itself."""
+        buffer_of = {b.key: b for b in self.buffers}
         live = dict.fromkeys(CATEGORIES, 0)
         rows = []
         for event in self.events:
-            category = category_of[event.key]
+            buffer = buffer_of[event.key]
+            category = buffer.category
             live[category] += event.delta_bytes
             row = {
                 "event": event.index, "phase": event.phase, "op": event.op,
@@ -126,16 +133,18 @@ class StepAccount:
                 "delta_bytes": event.delta_bytes, "live_bytes": sum(live.values()),
             }
             row.update({f"{c}_bytes": live[c] for c in CATEGORIES})
+            row.update({
+                "key": buffer.key, "buffer_op": buffer.op, "role": buffer.role,
+                "shape": "x".join(map(str, buffer.shape)) or "scalar", "dtype": buffer.dtype,
+                "nbytes": buffer.nbytes, "born": buffer.born, "died": "" if buffer.died is None else buffer.died,
+            })
             rows.append(row)
         return rows
 
     def write_timeline(self, path: str) -> None:
         rows = self.timeline_rows()
-        columns = ["event", "phase", "op", "layer", "category", "delta_bytes", "live_bytes"] + [
-            f"{c}_bytes" for c in CATEGORIES
-        ]
         with open(path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer = csv.DictWriter(handle, fieldnames=TIMELINE_COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
 

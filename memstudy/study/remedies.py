@@ -14,8 +14,10 @@ import numpy as np
 import pandas as pd
 
 from .fields import GRID_FIELDS
-from .report import (TARGET_BATCH, _bytes, _describe_fixed, _figure, _itemsize, _md_table, _pct, _ratio,
-                     fix_others, least_squares)
+from ..nn.models.registry import checkpoint_segments
+from .reportkit import (_bytes, _describe_fixed, _figure, _itemsize, _md_table, _pct, _ratio, fix_others,
+                        least_squares)
+from .select import nearest_batch
 
 
 FIGURES = ("checkpoint_tradeoff.png", "policy_bytes.png", "optimizer_peak.png", "dtype_ratio.png")
@@ -57,10 +59,6 @@ def _unit(row: pd.Series) -> int:
     return int(row["batch_size"]) * int(row["width"]) * _itemsize(row["dtype"])
 
 
-def _nearest(values: list, target: int = TARGET_BATCH) -> Any:
-    return min(values, key=lambda v: (abs(int(v) - target), int(v)))
-
-
 def _median(series: pd.Series) -> float:
     values = pd.to_numeric(series, errors="coerce").dropna()
     return float(values.median()) if len(values) else float("nan")
@@ -69,12 +67,11 @@ def _median(series: pd.Series) -> float:
 # --- checkpointing ------------------------------------------------------------------------------------
 
 def _segments(strategy: str, depth: int) -> tuple[int, int] | None:
-    """(segment length, number of segments), or None without checkpointing."""
-    if strategy == "none":
+    """(segment length, number of segments), or None without checkpointing (the model's own segments)."""
+    segments = checkpoint_segments(str(strategy), depth)
+    if segments is None:
         return None
-    size = math.isqrt(depth - 1) + 1 if strategy == "sqrt" else int(str(strategy).split(":")[1])
-    size = min(size, depth)
-    return size, -(-depth // size)
+    return segments[0][1] - segments[0][0], len(segments)
 
 
 def _strategy_order(strategies: list[str]) -> list[str]:
@@ -122,7 +119,7 @@ def checkpoint_section(train: pd.DataFrame, out: Path, figures: dict[str, Path],
     if not sqrt.empty:
         depth = int(sqrt["depth"].max())
         deepest = sqrt[sqrt["depth"] == depth]
-        batch = _nearest(deepest["batch_size"].unique().tolist())
+        batch = nearest_batch(deepest["batch_size"].unique().tolist())
         r = deepest[deepest["batch_size"] == batch].iloc[0]
         root = math.isqrt(depth)
         exact_root = root * root == depth

@@ -1,4 +1,5 @@
-"""`memstudy report DIR`: summary.csv, report.md and PNG figures from a sweep's runs.csv (and env.json, timeline.csv).
+"""`memstudy report DIR`: summary.csv, report.md, report.html and PNG figures from a sweep's runs.csv (and env.json,
+timeline.csv).
 
 The report adapts to what the grid varies: the depth × batch law needs two depths; a grid that varies
 width fits activation bytes against depth·batch·width; fields that vary but are not in a law (dtype,
@@ -20,7 +21,10 @@ from .fields import (BASELINE_FIELDS, CATEGORIES, GRID_FIELDS, LEDGER_FIELDS, LE
                      PREDICTED_FIELDS, PROBE_FIELDS, ROW_FIELDS)
 from .folder import FolderLock, replace_atomically, results_folder, write_text_atomically
 from .provenance import read_env
+from .reportkit import (Table, _bytes, _coef, _describe_fixed, _figure, _itemsize, _md_table, _pct, _ratio,  # noqa: F401
+                        _values, fix_others, least_squares, representative, varying_fields)
 from .runs import RunsFileError, read_runs
+from .select import nearest_batch
 
 
 _MEASURED = BASELINE_FIELDS + LEDGER_FIELDS + PREDICTED_FIELDS + PROBE_FIELDS
@@ -61,7 +65,6 @@ SMALL_STEP_NOTE = (
     "reused without touching RSS; and Linux sums RSS from per-CPU counters that it folds in batches, so VmHWM "
     "can read a few hundred KiB low whatever the step's size."
 )
-TARGET_BATCH = 256
 FIGURES = ("peak_vs_depth.png", "peak_vs_batch.png", "peak_vs_width.png", "activation_law.png", "breakdown.png",
            "timeline.png", "predicted_vs_measured.png")
 
@@ -75,53 +78,6 @@ class _NoPlots:
 
 class ReportError(RuntimeError):
     """The directory holds no readable runs.csv; one-line message."""
-
-
-# --- small helpers ----------------------------------------------------------------------------------
-
-def _md_table(header: list[str], rows: Iterable[list[Any]]) -> str:
-    def cell(value: Any) -> str:
-        return str(value).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _bytes(value: Any) -> str:
-    if value is None or value is pd.NA or (isinstance(value, float) and not math.isfinite(value)):
-        return "—"
-    return format_bytes(value)
-
-
-def _coef(value: float) -> str:
-    """A fitted coefficient in bytes: exact-looking below 1 KiB, human units above."""
-    if value is None or not math.isfinite(value):
-        return "—"
-    value = round(value, 2) + 0.0  # no "-0.00 B", no "1024.00 KiB" for a slope of 1 MiB - 1e-6
-    return f"{value:,.2f} B" if abs(value) < 1024 else format_bytes(value)
-
-
-def _pct(value: float, signed: bool = True) -> str:
-    if value is None or not math.isfinite(value):
-        return "—"
-    return f"{value * 100:+.2f}%" if signed else f"{value * 100:.2f}%"
-
-
-def _ratio(value: float) -> str:
-    return "—" if value is None or not math.isfinite(value) else f"{value:.3f}"
-
-
-def _itemsize(dtype: Any) -> int:
-    return np.dtype(str(dtype)).itemsize
-
-
-def _values(frame: pd.DataFrame, column: str) -> list:
-    return sorted(frame[column].dropna().unique().tolist()) if column in frame.columns else []
-
-
-def _describe_fixed(fixed: dict[str, Any]) -> str:
-    return ", ".join(f"{k.replace('_size', '')} {v}" for k, v in fixed.items())
 
 
 # --- loading ----------------------------------------------------------------------------------------
@@ -199,60 +155,6 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 # --- slices and fits --------------------------------------------------------------------------------
-
-def varying_fields(frame: pd.DataFrame) -> list[str]:
-    return [f for f in GRID_FIELDS if frame[f].nunique(dropna=True) > 1]
-
-
-def representative(frame: pd.DataFrame, column: str) -> Any:
-    """The value of `column` with the most rows (ties: nearest to 256 for sizes, else the first)."""
-    counts = frame[column].value_counts()
-    best = counts[counts == counts.max()].index.tolist()
-    if column in ("width", "in_features", "batch_size"):
-        return min(best, key=lambda v: (abs(int(v) - TARGET_BATCH), int(v)))
-    if column == "depth":
-        ordered = sorted(best)
-        return ordered[len(ordered) // 2]
-    return sorted(best, key=str)[0]
-
-
-def fix_others(frame: pd.DataFrame, keep: Iterable[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Rows where every varying field outside `keep` (and `mode`) is at its representative value."""
-    fixed: dict[str, Any] = {}
-    for column in varying_fields(frame):
-        if column in keep or column == "mode":
-            continue
-        value = representative(frame, column)
-        fixed[column] = value
-        frame = frame[frame[column] == value]
-    return frame, fixed
-
-
-def least_squares(y: np.ndarray, terms: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Fit y ≈ Σ coef·term; a term that adds no rank (constant, collinear) is dropped and named."""
-    kept: list[str] = []
-    dropped: list[str] = []
-    columns: list[np.ndarray] = []
-    for name, values in terms.items():
-        trial = np.column_stack(columns + [values.astype(float)])
-        if np.linalg.matrix_rank(trial) > len(columns):
-            columns.append(values.astype(float))
-            kept.append(name)
-        else:
-            dropped.append(name)
-    if not columns or len(y) < len(columns):
-        return {"coef": {}, "r2": float("nan"), "n": int(len(y)), "dropped": dropped + kept}
-    design = np.column_stack(columns)
-    coef, *_ = np.linalg.lstsq(design, y.astype(float), rcond=None)
-    fitted = design @ coef
-    ss_res = float(np.sum((y - fitted) ** 2))
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
-    if ss_tot > 0:
-        r2 = 1.0 - ss_res / ss_tot
-    else:  # y is constant: a perfect fit or nothing to say
-        r2 = 1.0 if ss_res <= 1e-9 * max(1.0, float(np.abs(y).max())) else float("nan")
-    return {"coef": dict(zip(kept, map(float, coef))), "r2": r2, "n": int(len(y)), "dropped": dropped}
-
 
 LAW_FIELDS = ("depth", "batch_size", "width", "in_features", "mode")
 
@@ -531,6 +433,9 @@ def _write_report(out: Path, figures: bool, warn: Callable[[str], None] | None) 
     report_path = out / "report.md"
     write_text_atomically(report_path, "\n".join(md).rstrip() + "\n")
     written.append(report_path)
+    from .webpage import write_study_page  # the same tables (kept as data in `md`), interactive
+
+    written.append(write_study_page(out, runs, summary, env, md))
     written += list(made.values())
     # a figure this report does not link (this data no longer supports it, or --no-figures) must not linger
     from .remedies import FIGURES as REMEDY_FIGURES
@@ -559,7 +464,7 @@ def _timing_load_section(runs: pd.DataFrame) -> list[str]:
     if timed.empty:
         return []
     if known.empty:
-        return [f"Timing load: not recorded in these rows (runs.csv from an earlier memstudy, or not Linux); "
+        return ["Timing load: not recorded in these rows (runs.csv from an earlier memstudy, or not Linux); "
                 "step times may have been taken while other processes were busy.", ""]
     loaded = timed[timed["foreign_cores"] > LOADED_CORES]
     line = (f"Timing load: other processes kept a median {known.median():.2f} cores busy (max {known.max():.2f}) "
@@ -572,10 +477,6 @@ def _timing_load_section(runs: pd.DataFrame) -> list[str]:
             f"they used more than {LOADED_CORES:g} cores (cells {shown}): their step_seconds, and every time ratio "
             "built on them, are slower than on a quiet machine. Rerun those cells on a quiet machine (`--fresh`, or "
             "a new --out) to compare times.", ""]
-
-
-def _figure(figures: dict[str, Path], key: str, alt: str) -> list[str]:
-    return [f"![{alt}]({figures[key].name})", ""] if key in figures else []
 
 
 def _peak_section(ok_cells: pd.DataFrame, figures: dict[str, Path]) -> list[str]:
@@ -705,7 +606,7 @@ def _pick_depth_batch(cells: pd.DataFrame) -> tuple[Any, Any] | None:
     depths = sorted({d for d, _ in candidates})
     depth = depths[len(depths) // 2]
     batches = sorted(b for d, b in candidates if d == depth)
-    batch = min(batches, key=lambda b: (abs(int(b) - TARGET_BATCH), int(b)))
+    batch = nearest_batch(batches)
     return depth, batch
 
 

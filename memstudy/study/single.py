@@ -1,7 +1,8 @@
-"""`memstudy run` and `memstudy predict` for one configuration: check it, budget it, measure it."""
+"""`memstudy run` and `memstudy predict` for one configuration: check it, budget it, measure it (and show it)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, normalize
@@ -48,3 +49,18 @@ def run_modes(config: dict[str, Any], modes: list[str], repeats: int, budget_byt
             raise RunError(f"the {mode} cell failed: {outcome.error}")
         results[mode] = outcome.rows
     return results
+
+
+def write_run_html(path: str, results: dict[str, list[dict[str, Any]]], timeline_path: str,
+                   by_layer: bool = False) -> str:
+    """`memstudy run --html`: the first mode's step timeline and the run's tables as one offline page."""
+    from .bands import read_timeline
+    from .provenance import collect_env
+    from .tables import ratio_line, run_tables, run_title
+    from .webpage import write_run_page
+
+    mode = next(iter(results))
+    notes = [line for line in (ratio_line(results),) if line]
+    write_run_page(Path(path), run_title(results), run_tables(results, by_layer), notes,
+                   read_timeline(timeline_path), collect_env(), mode)
+    return path

@@ -45,13 +45,10 @@ def describe(config: dict[str, Any]) -> str:
     return get_family(config.get("model")).describe(config)
 
 
-def run_report(results: dict[str, list[dict[str, Any]]], by_layer: bool = False) -> str:
-    """Breakdown at the peak, the probes side by side, and train/inference ratio when both ran."""
+def run_tables(results: dict[str, list[dict[str, Any]]],
+               by_layer: bool = False) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The run's tables as (title, header, rows): the breakdown at the peak, the probes, and per layer."""
     modes = list(results)
-    first = results[modes[0]][0]
-    repeats = len(results[modes[0]])
-    out = [f"memstudy run: {describe(first)}"
-           + (f" (medians of {repeats} repeats)" if repeats > 1 else "")]
     body = [[label] + [format_bytes(_median(results[m], field)) for m in modes] for label, field in BREAKDOWN]
     body.append(["activations held for backward, max"]
                 + [format_bytes(_median(results[m], "activation_bytes")) for m in modes])
@@ -63,23 +60,47 @@ def run_report(results: dict[str, list[dict[str, Any]]], by_layer: bool = False)
         body.append(["gradient error vs minimal policy"] + [
             "—" if _median(results[m], "grad_rel_error") is None else f"{_median(results[m], 'grad_rel_error'):.2e}"
             for m in modes])
-    out += ["", _table(["breakdown at the peak (ledger)"] + modes, body)]
+    tables = [("breakdown at the peak (ledger)", ["breakdown at the peak (ledger)"] + modes, body)]
     body = [[label] + [format_bytes(_median(results[m], field)) for m in modes] for label, field in PROBES]
     body.append(["RSS method"] + [str(results[m][0].get("rss_method")) for m in modes])
     body.append(["cell process VmHWM (absolute)"] + [format_bytes(_median(results[m], "hwm_bytes")) for m in modes])
     body.append(["step time, median"] + [f"{1000 * _median(results[m], 'step_seconds'):.2f} ms" for m in modes])
-    out += ["", _table(["step peak over baseline, by probe"] + modes, body)]
-    if "train" in results and "inference" in results:
-        train, infer = _median(results["train"], "peak_bytes"), _median(results["inference"], "peak_bytes")
-        out += ["", f"train / inference peak: {train / infer:.2f}x "
-                    f"({format_bytes(train)} vs {format_bytes(infer)})"]
+    tables.append(("step peak over baseline, by probe", ["step peak over baseline, by probe"] + modes, body))
     if by_layer:
         for mode in modes:
             layers = results[mode][0].get("by_layer") or []
             body = [[str(r["layer"]), format_bytes(r["activation_bytes"]), format_bytes(r["parameter_bytes"]),
                      format_bytes(r["gradient_bytes"])] for r in layers]
-            out += ["", f"by layer ({mode}, repeat 0)",
-                    _table(["layer", "held for backward", "parameters", "gradients"], body)]
+            tables.append((f"by layer ({mode}, repeat 0)", ["layer", "held for backward", "parameters", "gradients"],
+                           body))
+    return tables
+
+
+def run_title(results: dict[str, list[dict[str, Any]]]) -> str:
+    modes = list(results)
+    repeats = len(results[modes[0]])
+    return describe(results[modes[0]][0]) + (f" (medians of {repeats} repeats)" if repeats > 1 else "")
+
+
+def ratio_line(results: dict[str, list[dict[str, Any]]]) -> str | None:
+    """The train / inference peak ratio, when both modes ran."""
+    if "train" not in results or "inference" not in results:
+        return None
+    train, infer = _median(results["train"], "peak_bytes"), _median(results["inference"], "peak_bytes")
+    return f"train / inference peak: {train / infer:.2f}x ({format_bytes(train)} vs {format_bytes(infer)})"
+
+
+def run_report(results: dict[str, list[dict[str, Any]]], by_layer: bool = False) -> str:
+    """Breakdown at the peak, the probes side by side, and train/inference ratio when both ran."""
+    out = [f"memstudy run: {run_title(results)}"]
+    tables = run_tables(results, by_layer)
+    for title, header, body in tables[:2]:
+        out += ["", _table(header, body)]
+    ratio = ratio_line(results)
+    if ratio:
+        out += ["", ratio]
+    for title, header, body in tables[2:]:  # per layer: a title line above the table
+        out += ["", title, _table(header, body)]
     return "\n".join(out)
 
 
