@@ -292,19 +292,21 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     import tempfile
 
+    from .study.folder import output_file
     from .study.single import run_modes, write_run_html
     from .study.tables import run_report
     from .study.webpage import PageError, check_output_path
 
     modes = ["train", "inference"] if args.mode == "both" else [args.mode]
-    if args.html:  # refuse a bad path before measuring anything
+    if args.html is not None:  # refuse a bad path before measuring anything
+        output_file(args.html, "--html")
         try:
             check_output_path(args.html, "--html")
         except PageError as exc:
             raise UsageError(str(exc)) from None
     with tempfile.TemporaryDirectory(prefix="memstudy-run-") as scratch:
         # the page draws the first step's timeline: measure one even when --timeline was not asked for
-        timeline = args.timeline or (f"{scratch}/timeline.csv" if args.html else None)
+        timeline = args.timeline if args.timeline is not None else (f"{scratch}/timeline.csv" if args.html else None)
         results = run_modes(_config(args, args.family), modes, args.repeats, _budget(args.budget), timeline,
                             args.by_layer)
         if args.html:

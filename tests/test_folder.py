@@ -132,6 +132,9 @@ BAD_PATHS = {
     "run --timeline a folder": ["run", *TINY, "--timeline", "{p}/folder"],
     "run --timeline missing parent": ["run", *TINY, "--timeline", "{p}/missing/t.csv"],
     "run --timeline under a file": ["run", *TINY, "--timeline", "{p}/a_file/t.csv"],
+    "run --html empty": ["run", *TINY, "--html", ""],
+    "run --html a folder": ["run", *TINY, "--html", "{p}/folder"],
+    "run --html missing parent": ["run", *TINY, "--html", "{p}/missing/r.html"],
     "graph --out empty": ["graph", *TINY, "--out", ""],
     "graph --out a folder": ["graph", *TINY, "--out", "{p}/folder"],
     "graph --out missing parent": ["graph", *TINY, "--out", "{p}/missing/deeper/g.dot"],
@@ -164,6 +167,7 @@ def test_read_only_folders_are_one_line_exit_2_from_every_command(tmp_path):
         assert "results" in one_error_line(memstudy("report", str(results)))
         assert "permission" in one_error_line(memstudy("run", *TINY, "--timeline", str(results / "t.csv")))
         one_error_line(memstudy("graph", *TINY, "--out", str(results / "g.dot")))
+        one_error_line(memstudy("run", *TINY, "--html", str(results / "r.html")))
         fresh = memstudy("sweep", str(spec), "--out", str(results / "new"), "--no-progress")
         one_error_line(fresh)
 

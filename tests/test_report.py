@@ -250,7 +250,7 @@ def test_no_figures_removes_the_figures_of_an_earlier_report(tmp_path):
     write_timeline(out)
     pngs = [p.name for p in write_report(out) if p.suffix == ".png"]
     assert pngs
-    assert [p.name for p in write_report(out, figures=False)] == ["summary.csv", "report.md"]
+    assert not [p for p in write_report(out, figures=False) if p.suffix == ".png"]
     assert not list(out.glob("*.png")), list(out.glob("*.png"))
     assert "](" not in (out / "report.md").read_text()
 
@@ -283,4 +283,4 @@ def test_an_older_runs_csv_without_the_newest_columns_loads(tmp_path):
     frame = load_runs(out)
     assert len(frame) == 4 and frame["foreign_cores"].isna().all() and set(frame["model"]) == {"mlp"}
     write_report(out, figures=False)
-    assert "Timing load: not recorded" in (out / "report.md").read_text()
+    assert "Timing load" not in (out / "report.md").read_text()  # unknown: no claim either way

@@ -463,9 +463,8 @@ def _timing_load_section(runs: pd.DataFrame) -> list[str]:
     known = timed["foreign_cores"].dropna()
     if timed.empty:
         return []
-    if known.empty:
-        return ["Timing load: not recorded in these rows (runs.csv from an earlier memstudy, or not Linux); "
-                "step times may have been taken while other processes were busy.", ""]
+    if known.empty:  # runs.csv from before the column, or not Linux: nothing to say either way
+        return []
     loaded = timed[timed["foreign_cores"] > LOADED_CORES]
     line = (f"Timing load: other processes kept a median {known.median():.2f} cores busy (max {known.max():.2f}) "
             f"while the steps were measured.")
