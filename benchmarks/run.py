@@ -13,6 +13,8 @@ Figures (one CSV row each; ratios are measured side by side in one run, see benc
   sweep_cells_per_second  `memstudy sweep SPEC` into a temporary folder
   study_wall_seconds      the sweep plus `memstudy report` (what `make study` runs, into a temporary folder)
   python_startup_seconds, numpy_import_seconds, cell_import_seconds   `python -c ...` wall time, median
+  predict_seconds, predict_traced_mb   predicting a depth-96, width-12288, batch-2048 Adam step (232 GB)
+                          on shape-only arrays, in-process: median seconds, tracemalloc peak (benchmarks.predict_cost)
 
 A timed step is one training-loop iteration: gradients set to None (last step's freed), forward, mean
 cross-entropy, backward, SGD update. The plain numpy step frees its gradients inside its step too.
@@ -44,7 +46,7 @@ from memstudy.memory import probes
 from memstudy.memory.workload import Workload
 from memstudy.study.provenance import collect_env, write_json
 
-from . import table
+from . import predict_cost, table
 from .heap import HEAP_MODES, HEAP_WARMUP_BYTES, minor_faults, warm_up_heap
 from .load import ForeignLoad, wait_until_quiet
 from .reference import NumpyMLP
@@ -88,6 +90,10 @@ def target(figure: str, size: tuple[int, int, int] | None = None) -> tuple[str, 
         return ("<=", 0.25)
     if figure == "study_wall_seconds":
         return ("<=", 180.0)
+    if figure == "predict_seconds":
+        return ("<=", 1.0)
+    if figure == "predict_traced_mb":
+        return ("<=", 10.0)
     return None
 
 
@@ -394,6 +400,24 @@ def startup_rows(samples: int) -> list[dict[str, Any]]:
     return rows
 
 
+def predict_rows(samples: int) -> list[dict[str, Any]]:
+    """The cost of predicting a huge step: it must not grow with the sizes (benchmarks.predict_cost)."""
+    config = predict_cost.HUGE
+    load = ForeignLoad().start()
+    result = predict_cost.measure(config, samples)
+    foreign = load.cores()
+    common = dict(size=(config["depth"], config["width"], config["batch_size"]), dtype=config["dtype"],
+                  foreign_cores=foreign, measured_label="memstudy.memory.predict.predict (adam)")
+    peak = result["prediction"]["predicted_peak_bytes"]
+    return [
+        make_row("predict_seconds", result["seconds"], "s", samples=samples, round_min=result["seconds_min"],
+                 round_max=result["seconds_max"], note=f"in-process, warm; the predicted step peaks at "
+                 f"{peak / 1e9:.1f} GB", **common),
+        make_row("predict_traced_mb", result["traced_peak_bytes"] / 2 ** 20, "MB", samples=1,
+                 measured=result["traced_peak_bytes"], note="tracemalloc peak over one prediction", **common),
+    ]
+
+
 def study_rows(spec_path: Path, log) -> list[dict[str, Any]]:
     """Time `memstudy sweep SPEC --out TMP` and `memstudy report TMP` (results/ is never written)."""
     from memstudy.study.spec import load_spec
@@ -524,6 +548,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.max_wait > 0:
             wait_until_quiet(args.quiet_cores, args.max_wait, log=log)
         rows += startup_rows(3 if quick else 9)
+        rows += predict_rows(3 if quick else 9)
     if "study" in sections:
         if quick or args.no_study:
             rows.append(make_row("study_wall_seconds", None, "s", status="skipped",

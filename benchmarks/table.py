@@ -18,8 +18,8 @@ COLUMNS = (
 )
 SPEED = ("engine_vs_numpy", "ledger_overhead", "tracemalloc_overhead", "engine_vs_torch", "floor_vs_torch")
 MEMORY = ("activation_bytes_vs_torch", "inference_peak_vs_floor", "inference_traced_peak_vs_floor")
-PROCESS = ("python_startup_seconds", "numpy_import_seconds", "cell_import_seconds", "sweep_cells_per_second",
-           "study_wall_seconds")
+PROCESS = ("python_startup_seconds", "numpy_import_seconds", "cell_import_seconds", "predict_seconds",
+           "predict_traced_mb", "sweep_cells_per_second", "study_wall_seconds")
 
 Row = dict[str, str]
 
@@ -202,6 +202,8 @@ def process_table(rows: list[Row]) -> list[str]:
         shown = f"{value:.3f} {unit}{_mark(r)}" if value is not None else r["status"]
         if r["figure"] == "study_wall_seconds":
             parts = f"sweep {float(r['measured']):.1f} s + report {float(r['reference']):.1f} s"
+        elif r["figure"] == "predict_traced_mb":
+            parts = f"{int(r['measured']):,} bytes traced at {_size(r)}"
         elif r["figure"] == "sweep_cells_per_second":
             parts = f"{r['measured']} cells in {float(r['reference']):.1f} s"
         else:

@@ -356,6 +356,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         return 130
+    except BrokenPipeError:  # the reader went away (`memstudy run | head`): nothing more to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # a failure of the tool, not of the input: still one line, exit 1
         sys.stderr.write(f"error: {type(exc).__name__}: {exc}\n")
         return FAILURE_EXIT

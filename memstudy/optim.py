@@ -4,6 +4,10 @@ numpy has no fused a·x + y, so `p -= lr * g` on a whole array would allocate a 
 of the parameter. Instead each step allocates one scratch buffer of at most `CHUNK_ELEMENTS` elements
 (64 KiB in float32), computes every intermediate of the update into it chunk by chunk, and reports it to
 the ledger as the optimiser's one temporary: no hidden allocation remains.
+
+On shape-only arrays (the predictor) the same code runs by dispatch: the scratch is made `like=` a parameter,
+the state by `np.zeros_like`, and the chunk loop runs one representative chunk per parameter, since the chunks
+allocate nothing the ledger sees (so a prediction's cost does not grow with the parameters' size).
 """
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ def _chunks(*arrays: np.ndarray) -> Iterable[tuple[np.ndarray, ...]]:
     size = flats[0].size
     if size <= CHUNK_ELEMENTS:  # one chunk (most biases, small layers): no generator on the hot path
         return (flats,)
+    if type(flats[0]) is not np.ndarray:  # shape-only: one chunk stands for all (see the module docstring)
+        return (tuple(f[:CHUNK_ELEMENTS] for f in flats),)
     return _slices(flats, size)
 
 
@@ -73,7 +79,8 @@ class Optimizer:
             for p in self.params:
                 sizes[p.data.dtype] = max(sizes.get(p.data.dtype, 0), min(p.data.size, CHUNK_ELEMENTS))
             self._scratch_elements = sizes
-        scratch = {dtype: np.empty(size, dtype=dtype) for dtype, size in sizes.items()}
+        like = self.params[0].data  # a shape-only parameter makes a shape-only scratch
+        scratch = {dtype: np.empty(size, dtype=dtype, like=like) for dtype, size in sizes.items()}
         instrument = STATE.instrument
         if instrument is not None:
             for buffer in scratch.values():

@@ -32,8 +32,10 @@ def test_quick_run_writes_csv_env_and_markdown(tmp_path):
     figures = {r["figure"] for r in rows}
     assert {"engine_vs_numpy", "ledger_overhead", "tracemalloc_overhead", "engine_vs_torch",
             "activation_bytes_vs_torch", "inference_peak_vs_floor", "cell_import_seconds",
-            "study_wall_seconds"} <= figures
+            "study_wall_seconds", "predict_seconds", "predict_traced_mb"} <= figures
     by_figure = {r["figure"]: r for r in rows}
+    assert float(by_figure["predict_traced_mb"]["value"]) < 10 and by_figure["predict_traced_mb"]["met"] == "yes"
+    assert by_figure["predict_seconds"]["status"] == "ok" and float(by_figure["predict_seconds"]["value"]) > 0
     assert by_figure["engine_vs_torch"]["status"] == "skipped"
     assert "pip install memstudy[torch]" in by_figure["engine_vs_torch"]["note"]
     ratio = by_figure["engine_vs_numpy"]

@@ -9,6 +9,9 @@ accumulate into their leaves as usual) and returns the gradient of the segment's
 The segment is a callable `run(x, *args) -> Tensor` kept on the node as an attribute: a bound method of
 the model (which owns its parameters), never a closure over arrays. The op's positional inputs are the
 segment's input and its parameters, so a graph is recorded whenever a parameter requires grad.
+
+Shape-only prediction: the same code; the recompute runs the segment again on MetaArrays, so the recomputed
+buffers and `recomputed_ops` are the ledger's own.
 """
 from __future__ import annotations
 

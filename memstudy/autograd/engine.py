@@ -17,6 +17,10 @@ inside an op:
   `Node.saved_tensors` casts it back to the compute dtype for backward. Caller-owned arrays (leaf tensors
   such as parameters and the network input, and plain arrays) are never cast: saving them costs nothing.
 Backward reads what its op saved through `Node.saved_tensors` only.
+
+Shape-only arrays (`meta.MetaArray`) run through the same code: wherever the engine checks for an ndarray it
+accepts a MetaArray too (`type(x) is np.ndarray or type(x) is MetaArray`: the ndarray test comes first, so real
+arrays pay nothing), which is how the predictor runs the engine itself under the ledger.
 """
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ from heapq import heappop, heappush
 from typing import Any, Iterator
 
 import numpy as np
+
+from .meta import MetaArray
 
 POLICIES = ("minimal", "all", "half")
 HALF = np.dtype(np.float16)
@@ -47,9 +53,14 @@ STATE = _State()
 
 
 def _base(array: np.ndarray) -> np.ndarray:
-    while isinstance(array.base, np.ndarray):
+    while isinstance(array.base, (np.ndarray, MetaArray)):
         array = array.base
     return array
+
+
+def _data_address(array: np.ndarray) -> int:
+    """Where the array's first element lives (a MetaArray's fake address: views keep their offsets)."""
+    return array.address if type(array) is MetaArray else array.__array_interface__["data"][0]
 
 
 _SEQUENCE = itertools.count()
@@ -134,7 +145,7 @@ Tensor: Any = None  # memstudy.autograd.tensor.Tensor, bound by that module (it 
 
 def _as_array(value: Any) -> np.ndarray:
     """numpy arithmetic on 0-d arrays returns numpy scalars; the instrument and tensors get ndarrays."""
-    return value if type(value) is np.ndarray else np.asarray(value)
+    return value if type(value) is np.ndarray or type(value) is MetaArray else np.asarray(value)
 
 
 def apply(fn: type, *inputs: Any, **consts: Any):
@@ -160,7 +171,7 @@ def apply(fn: type, *inputs: Any, **consts: Any):
     else:
         ctx = Node(fn, None, (False,) * len(inputs), STATE.layer)
     out = fn.forward(ctx, *arrays, **consts)
-    if type(out) is not np.ndarray:  # numpy arithmetic on 0-d arrays returns numpy scalars
+    if type(out) is not np.ndarray and type(out) is not MetaArray:  # 0-d arithmetic returns numpy scalars
         out = np.asarray(out)
     instrument = STATE.instrument
     if record and STATE.policy != "minimal":
@@ -194,12 +205,13 @@ def _apply_policy(ctx: Node, inputs: tuple, arrays: tuple, out: np.ndarray) -> t
     owned = cache.setdefault("owned", {})  # id(base) -> weakref(base): caller-owned buffers, never cast
     copies = cache.setdefault("copies", {})  # (id(base), address, shape, strides) -> (weakref base, weakref copy)
     for x, array in zip(inputs, arrays):
-        if type(array) is np.ndarray and (type(x) is not Tensor or x._node is None):
+        if (type(array) is np.ndarray or type(array) is MetaArray) and (type(x) is not Tensor or x._node is None):
             base = _base(array)
             owned[id(base)] = weakref.ref(base)
     saved, dtypes, sources = [], [], []
     for array in ctx.saved:
-        if array is None or type(array) is not np.ndarray or array.dtype.kind != "f" or array.dtype.itemsize <= 2:
+        if array is None or (type(array) is not np.ndarray and type(array) is not MetaArray) \
+                or array.dtype.kind != "f" or array.dtype.itemsize <= 2:
             saved.append(array)
             dtypes.append(None)
             continue
@@ -209,7 +221,7 @@ def _apply_policy(ctx: Node, inputs: tuple, arrays: tuple, out: np.ndarray) -> t
             saved.append(array)
             dtypes.append(None)
             continue
-        key = (id(base), array.__array_interface__["data"][0], array.shape, array.strides)
+        key = (id(base), _data_address(array), array.shape, array.strides)
         hit = copies.get(key)
         copy = hit[1]() if hit is not None and hit[0]() is base else None
         if copy is None:
@@ -253,7 +265,7 @@ def _accumulate_leaf(leaf: Any, grad: np.ndarray) -> None:
     """Add `grad` into a leaf's `.grad`; a leaf's gradient always owns a writeable buffer of its dtype."""
     if leaf.grad is None:
         if grad.base is not None or not grad.flags.writeable or grad.dtype != leaf.data.dtype:
-            grad = np.array(grad, dtype=leaf.data.dtype)  # never hand out a view of another buffer
+            grad = grad.astype(leaf.data.dtype)  # a copy (order K, as np.array): never a view of another buffer
         leaf.grad = grad
     else:
         leaf.grad = leaf.grad + grad  # not in place: the old buffer may be shared with the caller
@@ -271,7 +283,7 @@ def backward(root: Any, grad: np.ndarray | None = None, retain_graph: bool = Fal
             raise RuntimeError("backward() without a gradient needs a single-element output")
         seed = np.ones_like(root.data)
     else:
-        seed = np.asarray(grad, dtype=root.data.dtype)
+        seed = np.asarray(grad, dtype=root.data.dtype, like=root.data)
         if seed.shape != root.data.shape:
             raise ValueError(f"gradient shape {seed.shape} does not match output shape {root.data.shape}")
     instrument = STATE.instrument
@@ -309,7 +321,7 @@ def _run_backward(root_node: Node, pending: dict[int, np.ndarray], retain_graph:
             )
         input_grads = node.fn.backward(node, grad)
         for g in input_grads:
-            if g is not None and type(g) is not np.ndarray:  # a numpy scalar from 0-d arithmetic
+            if g is not None and type(g) is not np.ndarray and type(g) is not MetaArray:  # a numpy scalar
                 input_grads = tuple(None if g is None else _as_array(g) for g in input_grads)
                 break
         if instrument is not None:  # before `del grad`: the new gradients were made while it lived

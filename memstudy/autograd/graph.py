@@ -7,12 +7,13 @@ from typing import Any, Iterable
 import numpy as np
 
 from .engine import Node, walk
+from .meta import MetaArray
 from .tensor import Tensor
 
 
 def base_buffer(array: np.ndarray) -> np.ndarray:
-    """The array that owns the memory behind `array` (itself if it owns it)."""
-    while isinstance(array.base, np.ndarray):
+    """The array that owns the memory behind `array` (itself if it owns it); MetaArrays keep numpy's chain."""
+    while isinstance(array.base, (np.ndarray, MetaArray)):
         array = array.base
     return array
 
@@ -37,7 +38,7 @@ def saved_buffers(output: Any, inputs: Iterable[Any] = ()) -> list[SavedBuffer]:
     """
     # a Tensor's array, or the array itself (ndarrays have a `.data` too: a memoryview, not what we want)
     inputs = [x.data if isinstance(x, Tensor) else x for x in inputs]
-    input_ids = {id(base_buffer(np.asarray(x))) for x in inputs}
+    input_ids = {id(base_buffer(x if isinstance(x, MetaArray) else np.asarray(x))) for x in inputs}
     nodes = list(walk(output))
     leaf_ids = {
         id(base_buffer(parent.data))

@@ -9,10 +9,11 @@ import numpy as np
 from . import ops
 from . import engine
 from .engine import apply, backward
+from .meta import MetaArray
 
 
 class Tensor:
-    """Wraps an ndarray. Float arrays keep their dtype; `grad` is an ndarray or None."""
+    """Wraps an ndarray (or a shape-only `MetaArray`). Float arrays keep their dtype; `grad` is an ndarray or None."""
 
     __slots__ = ("data", "grad", "requires_grad", "name", "_node", "__weakref__")
     # numpy defers to Tensor's reflected operators: `ndarray + Tensor` and `ndarray @ Tensor` call
@@ -20,7 +21,7 @@ class Tensor:
     __array_ufunc__ = None
 
     def __init__(self, data: Any, requires_grad: bool = False, name: str | None = None):
-        array = data if type(data) is np.ndarray else np.asarray(data)
+        array = data if type(data) is np.ndarray or type(data) is MetaArray else np.asarray(data)
         if requires_grad and array.dtype.kind != "f":
             raise TypeError(f"only floating-point tensors can require grad, got {array.dtype}")
         self.data = array
@@ -99,7 +100,9 @@ class Tensor:
     def __truediv__(self, other: Any) -> "Tensor":
         if isinstance(other, Number):
             return apply(ops.Scale, self, factor=1.0 / other)
-        return self * (other ** -1 if isinstance(other, Tensor) else 1.0 / np.asarray(other))
+        if not isinstance(other, (Tensor, MetaArray)):
+            other = np.asarray(other)
+        return self * (other ** -1 if isinstance(other, Tensor) else 1.0 / other)
 
     def __rtruediv__(self, other: Any) -> "Tensor":
         return (self ** -1) * other

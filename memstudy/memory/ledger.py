@@ -20,6 +20,9 @@ counts the ops applied in that phase (`recomputed_ops`). Under the `half` policy
 the saved buffers (activations); the float32 arrays they were made from, and the cast-back copies backward
 reads (`unpack`), are temporaries, each seen by the ledger.
 
+The ledger counts shape-only arrays (`autograd.meta.MetaArray`) exactly as real ones: their `.base` chain,
+`nbytes` and weak references behave as numpy's, which is how `memory.predict` runs a step without data.
+
 What the ledger cannot see: arrays an op allocates and drops inside its own forward or backward
 (e.g. the row maxima in softmax) and the optimisers' chunk temporaries. tracemalloc sees them, so its
 step peak sits slightly above the ledger's; the ops are written to keep them small.

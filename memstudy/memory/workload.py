@@ -6,7 +6,7 @@ where every parameter and input is a shape-only array): one code path for both.
 from __future__ import annotations
 
 import gc
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -22,14 +22,28 @@ class Workload:
     """The model, optimiser and batch of one (normalized) configuration, and its step."""
 
     def __init__(self, config: dict[str, Any]):
+        family = get_family(config.get("model"))
+        inputs, labels = family.batch(config)
+        self._setup(config, family.build(config), inputs, labels, family.loss)
+
+    @classmethod
+    def from_model(cls, model: Any, inputs: Any, labels: Any, loss: Callable[[Any, Any, Any], Tensor],
+                   config: dict[str, Any]) -> "Workload":
+        """A workload around a model that was built elsewhere (a notebook): `loss(model, inputs, labels)`;
+        `config` needs mode, policy and optimizer."""
+        work = cls.__new__(cls)
+        work._setup(config, model, inputs, labels, loss)
+        return work
+
+    def _setup(self, config: dict[str, Any], model: Any, inputs: Any, labels: Any,
+               loss: Callable[[Any, Any, Any], Tensor]) -> None:
         self.config = config
-        self.family = get_family(config.get("model"))
         self.train = config["mode"] == "train"
         self.policy = config["policy"]
-        self.model = self.family.build(config)
-        inputs, labels = self.family.batch(config)
+        self.model = model
         self.inputs = inputs if isinstance(inputs, Tensor) else Tensor(inputs)
         self.labels = labels
+        self._loss = loss
         self.optimizer = optim.make(config["optimizer"], self.model.parameters())
 
     def step(self) -> Tensor:
@@ -45,7 +59,7 @@ class Workload:
     def loss(self, policy: str) -> Tensor:
         """Forward and loss, the graph's saved tensors under `policy` (the loss's too)."""
         with saved_tensors_policy(policy):
-            return self.family.loss(self.model, self.inputs, self.labels)
+            return self._loss(self.model, self.inputs, self.labels)
 
     def gradient_error(self, reference: str = "minimal") -> float:
         """‖g − g_ref‖ / ‖g_ref‖ over all parameters' gradients: this cell's policy against `reference`, at the

@@ -18,7 +18,9 @@ def linear(x: Any, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 def cross_entropy(logits: Tensor, labels: Any) -> Tensor:
     """Mean softmax cross-entropy over the batch; `labels` are integer class indices."""
-    labels = labels.data if isinstance(labels, Tensor) else np.asarray(labels)
+    # like=: shape-only logits (the predictor) take shape-only labels as they are
+    like = logits.data if isinstance(logits, Tensor) else logits
+    labels = labels.data if isinstance(labels, Tensor) else np.asarray(labels, like=like)
     return apply(ops.SoftmaxCrossEntropy, logits, labels)
 
 

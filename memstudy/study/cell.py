@@ -60,8 +60,10 @@ def measure(raw_config: dict[str, Any], repeats: int = 1, timeline_path: str | N
 
 
 def measure_workload(work: Workload, config: dict[str, Any], prediction: dict[str, Any], repeats: int = 1,
-                     timeline_path: str | None = None, by_layer: bool = False) -> list[dict[str, Any]]:
-    """The measured steps of a built workload: warm-up, then per repeat the ledger, each probe and the clock."""
+                     timeline_path: str | None = None, by_layer: bool = False,
+                     on_account: Callable[[Any], None] | None = None) -> list[dict[str, Any]]:
+    """The measured steps of a built workload: warm-up, then per repeat the ledger, each probe and the clock.
+    `on_account` receives each repeat's ledger account."""
     # the approximate policy's gradient error, against `minimal` at the same (initial) parameters
     grad_rel_error = work.gradient_error() if work.train and config["policy"] != "minimal" else None
     work.step()  # warm-up: optimiser state now exists, caches are warm
@@ -72,6 +74,8 @@ def measure_workload(work: Workload, config: dict[str, Any], prediction: dict[st
         load = ForeignLoad().start()
         work.reset()
         account = work.ledger_step()
+        if on_account is not None:
+            on_account(account)
         if timeline_path and repeat == 0:
             account.write_timeline(timeline_path)
         work.reset()

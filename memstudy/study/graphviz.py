@@ -177,7 +177,7 @@ def graph_dot(config: dict[str, Any]) -> str:
             lines.append(f"  {source} -> {op_key};")
         out = outputs.get(id(node))
         if name == "linear":
-            is_output = node.layer == model.depth
+            is_output = node.layer == config["depth"]
             title = "o" if is_output else f"z{node.layer + 1 if node.layer is not None else ''}"
         elif name in ("relu", "sigmoid", "tanh"):
             title = f"h{node.layer + 1 if node.layer is not None else ''}"

@@ -33,15 +33,11 @@ class RunsFile:
     """What `read_runs` found: the file's own columns, its usable rows and what it left out."""
 
     path: Path
-    columns: tuple[str, ...]  # the header as written (an older memstudy wrote fewer columns)
+    columns: tuple[str, ...]  # the header as written (older files lack the newest columns; a user family's
+    # own fields come after the standard columns)
     rows: list[dict[str, str]] = field(default_factory=list)  # usable rows, file order, keyed by `columns`
     problems: list[str] = field(default_factory=list)  # one sentence per kind of line left out
     damaged: bool = False  # lines were left out: the file on disk is not `columns` + `rows`
-
-    @property
-    def current(self) -> bool:
-        """Written with this memstudy's columns, in this order."""
-        return self.columns == CSV_COLUMNS
 
     def text(self) -> str:
         """The usable part as CSV text in the file's own columns (what the report parses)."""
@@ -77,10 +73,10 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def append_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """Append complete lines (current columns) in one write call, then fsync: a crash leaves whole rows or a
-    torn last line. The caller has made sure the file's header is the current one."""
-    data = format_rows(rows).encode("utf-8")
+def append_rows(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] = CSV_COLUMNS) -> None:
+    """Append complete lines in one write call, then fsync: a crash leaves whole rows or a torn last line.
+    The caller has made sure the file's header is `columns`."""
+    data = format_rows(rows, columns).encode("utf-8")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         _write_all(fd, data)
@@ -102,12 +98,12 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def rewrite_runs(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """Replace the file by the header and `rows` in the current columns: written to a temporary name,
-    fsynced, renamed over the old file (a crash leaves the old file or the new one, never half of one)."""
+def rewrite_runs(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] = CSV_COLUMNS) -> None:
+    """Replace the file by the header `columns` and `rows`: written to a temporary name, fsynced, renamed over
+    the old file (a crash leaves the old file or the new one, never half of one)."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8", newline="") as fh:
-        fh.write(format_rows(rows, header=True))
+        fh.write(format_rows(rows, columns, header=True))
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -143,11 +139,9 @@ def read_runs(path: Path) -> RunsFile:
         columns = tuple(next(csv.reader([lines[0]])))
     except csv.Error:
         columns = ()
-    unknown = [c for c in columns if c not in CSV_COLUMNS]
-    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-    if missing or unknown or len(set(columns)) != len(columns):
-        what = (f"missing column {missing[0]!r}" if missing else f"unknown column {unknown[0]!r}" if unknown
-                else "a repeated column")
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]  # other columns: a user family's own fields
+    if missing or len(set(columns)) != len(columns):
+        what = f"missing column {missing[0]!r}" if missing else "a repeated column"
         raise RunsFileError(f"{path}: not a runs.csv this memstudy can read ({what})")
     malformed = blank = repeated = 0
     seen: set[tuple[str, str]] = set()

@@ -40,6 +40,17 @@ from .runs import (CSV_COLUMNS, RunsFile, RunsFileError, append_rows, format_row
 from .select import nearest_batch
 from .spec import Spec, cell_id
 
+
+def csv_columns(spec: Spec, existing: Sequence[str] = ()) -> tuple[str, ...]:
+    """runs.csv's columns for a spec: the standard ones, then any field a user's own family declares (and any
+    such column a folder's runs.csv already has)."""
+    extra: list[str] = []
+    for config in spec.cells():
+        extra += [k for k in config if k not in CSV_COLUMNS and k not in extra]
+    extra += [k for k in existing if k not in CSV_COLUMNS and k not in extra]
+    return CSV_COLUMNS + tuple(extra)
+
+
 PREDICTED_KEYS = ("predicted_peak_bytes", "predicted_step_peak_bytes", "predicted_activation_bytes")
 SWEEP_FILES = ("runs.csv", "runs.csv.tmp", "env.json", "spec.toml", "timeline.csv", "timeline.csv.tmp")
 MAX_ERROR_CHARS = 400
@@ -100,7 +111,7 @@ def _one_line(value: Any) -> str:
 
 def _config_row(spec: Spec, cid: str, config: dict[str, Any], repeat: int) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(CSV_COLUMNS)
-    row.update({k: v for k, v in config.items() if k in ROW_FIELDS})
+    row.update(config)  # every field the family declares (a user family's own too)
     row.update(experiment=spec.name, cell=cid, repeat=repeat)
     return row
 
@@ -225,6 +236,7 @@ def _run_locked(spec: Spec, out: Path, jobs: int, fresh: bool, progress: bool, c
     cell_env = cell_environment()
     command = list(cell_command) if cell_command is not None else list(CELL_COMMAND)
 
+    columns = csv_columns(spec, existing.columns if existing is not None else ())
     cells = [(cell_id(c), c) for c in spec.cells()]
     outcome = SweepOutcome(out, runs, env_path, cells=len(cells), resumed=0, changes=changes, warnings=warnings)
     by_cell: dict[str, list[dict[str, str]]] = {}
@@ -322,9 +334,9 @@ def _run_locked(spec: Spec, out: Path, jobs: int, fresh: bool, progress: bool, c
     if spec.text:
         write_text_atomically(out / "spec.toml", spec.text)
     if existing is None:  # only now: runs.csv without env.json is refused
-        rewrite_runs(runs, [])
-    elif existing.damaged or dropped or (not existing.current and (to_run or finished)):
-        rewrite_runs(runs, [r for r in existing.rows if id(r) not in dropped])
+        rewrite_runs(runs, [], columns)
+    elif existing.damaged or dropped or (existing.columns != columns and (to_run or finished)):
+        rewrite_runs(runs, [r for r in existing.rows if id(r) not in dropped], columns)
 
     from tqdm import tqdm
 
@@ -332,7 +344,7 @@ def _run_locked(spec: Spec, out: Path, jobs: int, fresh: bool, progress: bool, c
                disable=not progress, dynamic_ncols=True, mininterval=0, postfix=_postfix(outcome))
 
     def record(result: _CellResult) -> None:
-        append_rows(runs, result.rows)
+        append_rows(runs, result.rows, columns)
         setattr(outcome, result.status, getattr(outcome, result.status) + 1)
         bar.set_postfix_str(_postfix(outcome), refresh=False)  # before update, which redraws: no lag
         bar.update(1)

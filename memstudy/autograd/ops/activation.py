@@ -7,7 +7,10 @@ from ..engine import Function, Node
 
 
 class ReLU(Function):
-    """Saves its output (not its input): out > 0 exactly where x > 0, and the next Linear saves it anyway."""
+    """Saves its output (not its input): out > 0 exactly where x > 0, and the next Linear saves it anyway.
+
+    Shape-only prediction: by dispatch (same numpy calls).
+    """
 
     name = "relu"
 
@@ -29,6 +32,8 @@ class ReLU(Function):
 
 
 class Sigmoid(Function):
+    """Shape-only prediction: by dispatch (same numpy calls)."""
+
     name = "sigmoid"
 
     @staticmethod
@@ -50,6 +55,8 @@ class Sigmoid(Function):
 
 
 class Tanh(Function):
+    """Shape-only prediction: by dispatch (same numpy calls)."""
+
     name = "tanh"
 
     @staticmethod

@@ -8,6 +8,8 @@ from .shape import unbroadcast
 
 
 class Add(Function):
+    """Shape-only prediction: by dispatch (same numpy calls)."""
+
     name = "add"
 
     @staticmethod
@@ -25,6 +27,8 @@ class Add(Function):
 
 
 class Sub(Function):
+    """Shape-only prediction: by dispatch (same numpy calls)."""
+
     name = "sub"
 
     @staticmethod
@@ -42,6 +46,8 @@ class Sub(Function):
 
 
 class Mul(Function):
+    """Shape-only prediction: by dispatch (same numpy calls)."""
+
     name = "mul"
 
     @staticmethod
@@ -62,7 +68,10 @@ class Mul(Function):
 
 
 class Scale(Function):
-    """x * c for a Python number c: the constant is an attribute, so nothing is saved."""
+    """x * c for a Python number c: the constant is an attribute, so nothing is saved.
+
+    Shape-only prediction: by dispatch (same numpy calls; NEP 50 keeps float32 * Python float in float32).
+    """
 
     name = "scale"
 
@@ -77,6 +86,8 @@ class Scale(Function):
 
 
 class Neg(Function):
+    """Shape-only prediction: by dispatch (same numpy calls)."""
+
     name = "neg"
 
     @staticmethod
@@ -89,6 +100,8 @@ class Neg(Function):
 
 
 class Exp(Function):
+    """Shape-only prediction: by dispatch (same numpy calls)."""
+
     name = "exp"
 
     @staticmethod
@@ -104,6 +117,8 @@ class Exp(Function):
 
 
 class Log(Function):
+    """Shape-only prediction: by dispatch (same numpy calls)."""
+
     name = "log"
 
     @staticmethod
@@ -118,6 +133,8 @@ class Log(Function):
 
 
 class Square(Function):
+    """Shape-only prediction: by dispatch (same numpy calls)."""
+
     name = "square"
 
     @staticmethod
@@ -134,6 +151,8 @@ class Square(Function):
 
 
 class Pow(Function):
+    """Shape-only prediction: by dispatch (same numpy calls)."""
+
     name = "pow"
 
     @staticmethod

@@ -7,6 +7,8 @@ from ..engine import STATE, Function, Node
 
 
 class MatMul(Function):
+    """Shape-only prediction: by dispatch (same numpy calls)."""
+
     name = "matmul"
 
     @staticmethod
@@ -52,7 +54,10 @@ class small_ufunc_buffer:
 
 
 class Linear(Function):
-    """Fused x @ Wᵀ + b (PyTorch's addmm): one output buffer instead of a matmul result plus a sum."""
+    """Fused x @ Wᵀ + b (PyTorch's addmm): one output buffer instead of a matmul result plus a sum.
+
+    Shape-only prediction: by dispatch (same numpy calls; `small_ufunc_buffer` still sets numpy's real bufsize).
+    """
 
     name = "linear"
 

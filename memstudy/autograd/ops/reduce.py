@@ -7,12 +7,14 @@ from ..engine import Function, Node
 
 
 class Sum(Function):
+    """Shape-only prediction: by dispatch (same numpy calls; a full sum is a 0-d array via `like=x`)."""
+
     name = "sum"
 
     @staticmethod
     def forward(ctx: Node, x: np.ndarray, *, axis=None, keepdims: bool = False) -> np.ndarray:
         ctx.shape, ctx.axis, ctx.keepdims = x.shape, axis, keepdims
-        return np.asarray(np.sum(x, axis=axis, keepdims=keepdims))
+        return np.asarray(np.sum(x, axis=axis, keepdims=keepdims), like=x)
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
@@ -20,12 +22,14 @@ class Sum(Function):
 
 
 class Mean(Function):
+    """Shape-only prediction: by dispatch (same numpy calls; a full mean is a 0-d array via `like=x`)."""
+
     name = "mean"
 
     @staticmethod
     def forward(ctx: Node, x: np.ndarray, *, axis=None, keepdims: bool = False) -> np.ndarray:
         ctx.shape, ctx.axis, ctx.keepdims = x.shape, axis, keepdims
-        out = np.asarray(np.mean(x, axis=axis, keepdims=keepdims))
+        out = np.asarray(np.mean(x, axis=axis, keepdims=keepdims), like=x)
         ctx.count = x.size // max(out.size, 1)  # elements averaged into each output element
         return out
 
@@ -44,7 +48,10 @@ def _expand(grad: np.ndarray, shape: tuple[int, ...], axis, keepdims: bool) -> n
 
 
 class SumSquares(Function):
-    """Σ x² (the squared Frobenius norm); np.vdot reads x once without an x² temporary."""
+    """Σ x² (the squared Frobenius norm); np.vdot reads x once without an x² temporary.
+
+    Shape-only prediction: by dispatch (same numpy calls; np.vdot gives a 0-d MetaArray).
+    """
 
     name = "sum_squares"
 
@@ -52,7 +59,7 @@ class SumSquares(Function):
     def forward(ctx: Node, x: np.ndarray) -> np.ndarray:
         ctx.save(x=x)
         flat = x.reshape(-1)
-        return np.asarray(np.vdot(flat, flat), dtype=x.dtype)
+        return np.asarray(np.vdot(flat, flat), dtype=x.dtype, like=x)
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:

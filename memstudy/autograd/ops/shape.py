@@ -7,7 +7,9 @@ from ..engine import Function, Node
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Sum `grad` down to `shape`, undoing numpy broadcasting (leading axes, then axes of size 1)."""
+    """Sum `grad` down to `shape`, undoing numpy broadcasting (leading axes, then axes of size 1).
+
+    Shape-only prediction: by dispatch (`.sum` and `.reshape` of a MetaArray)."""
     if grad.shape == shape:
         return grad
     extra = grad.ndim - len(shape)
@@ -20,6 +22,8 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 class Transpose(Function):
+    """Shape-only prediction: by dispatch (same numpy calls; the result is a view, as numpy's)."""
+
     name = "transpose"
 
     @staticmethod
@@ -36,6 +40,8 @@ class Transpose(Function):
 
 
 class Reshape(Function):
+    """Shape-only prediction: by dispatch (same numpy calls; the result is a view, as numpy's)."""
+
     name = "reshape"
 
     @staticmethod

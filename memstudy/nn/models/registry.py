@@ -250,7 +250,10 @@ def _from_file(spec: str) -> Family:
     target = getattr(module, class_name, None)
     if target is None:
         raise ConfigError(f"model {spec!r}: {path} has no {class_name}")
-    family = target() if isinstance(target, type) else target
+    if isinstance(target, type) and issubclass(target, Family):
+        family = target()
+    else:
+        family = target
     if not isinstance(family, Family):
         raise ConfigError(f"model {spec!r}: {class_name} is not a memstudy.nn.models.Family")
     family.name = spec  # the row's `model` column names the file, so the cell process can load it again

@@ -1,0 +1,87 @@
+"""Shape-only arrays (PyTorch's meta device): shape, dtype, strides and view relations, no data.
+
+A `MetaArray` is what an ndarray would be without its numbers: shape, dtype, strides, a `.base` chain like
+numpy's (a view's base is the array that owns the memory, and the view keeps it alive), a fake data address,
+`nbytes`, `flags`. It takes part in numpy's dispatch (`__array_ufunc__`, `__array_function__`, the Python
+operators, indexing), so the engine, the ops and the optimisers run on it unchanged, and the memory ledger
+counts its buffers exactly as it counts real ones: the prediction is the engine itself, run on shape-only
+arrays (DESIGN.md principle 13).
+
+Rules:
+- result shapes follow numpy's broadcasting and indexing rules, result dtypes come from `ufunc.resolve_dtypes`
+  / `np.result_type` (numpy 2's NEP 50: a Python float joins a float32 array as float32); no arithmetic ever
+  runs on stand-in data, so a MetaArray op costs the same whatever the array's size;
+- a new buffer gets numpy's memory layout (the ufunc iterator's 'K' order, `empty_like`'s sorted strides,
+  C order for matmul and copies), and a reshape is a view exactly when numpy's would be: the strides decide
+  (a port of numpy's `_attempt_nocopy_reshape`), so later views and copies match numpy's too;
+- where numpy returns a scalar (a full reduction, an integer index) a fresh 0-d MetaArray is returned;
+- anything unsupported raises TypeError (`np.asarray(m)` reaches `__array__`, which raises): nothing is ever
+  computed on a converted array.
+
+`meta_mode()` is the context in which `nn.init` draws parameters and batches as MetaArrays; `is_active()`
+says whether it is on; `empty(shape, dtype)` makes one.
+
+Modules: `layout` (numpy's rules for strides, contiguity, broadcasting and reshape), `array` (the type, its
+ufuncs and indexing), `functions` (the `np.*` functions it answers through `__array_function__`).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+from . import functions as _functions  # noqa: F401  (registers the np.* functions MetaArray answers)
+from .array import MetaArray
+
+
+class _Mode:
+    active = False
+
+
+_MODE = _Mode()
+
+
+@contextlib.contextmanager
+def meta_mode() -> Iterator[None]:
+    """Inside it, `nn.init` creates shape-only arrays instead of drawing numbers."""
+    previous = _MODE.active
+    _MODE.active = True
+    try:
+        yield
+    finally:
+        _MODE.active = previous
+
+
+def is_active() -> bool:
+    return _MODE.active
+
+
+def empty(shape: tuple[int, ...], dtype: Any) -> MetaArray:
+    """A new shape-only C-contiguous buffer."""
+    return MetaArray(shape, dtype)
+
+
+__all__ = ["MetaArray", "empty", "is_active", "meta_mode"]
+
+
+def shape_only_copy(obj: Any) -> Any:
+    """A deep copy of `obj` (a model built elsewhere, its batch) in which every ndarray is a MetaArray of the
+    same shape and dtype: the predictor runs a notebook's model without touching (or allocating) its data.
+
+    An array reached twice (a tied weight, a shared buffer) becomes one MetaArray, as `copy.deepcopy`'s memo
+    keeps shared objects shared. Views of a model's arrays become separate C-contiguous buffers (models hold
+    their parameters and buffers as whole arrays).
+    """
+    import copy
+
+    import numpy as np
+
+    dispatch = copy._deepcopy_dispatch  # type: ignore[attr-defined]
+    previous = dispatch.get(np.ndarray)
+    dispatch[np.ndarray] = lambda array, memo: MetaArray(array.shape, array.dtype)
+    try:
+        return copy.deepcopy(obj)
+    finally:
+        if previous is None:
+            del dispatch[np.ndarray]
+        else:
+            dispatch[np.ndarray] = previous

@@ -1,0 +1,416 @@
+"""The `np.*` functions a MetaArray answers (`__array_function__`): each computes its result's shape and dtype
+by numpy's rules. A function not listed here raises TypeError naming it."""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+from .array import (FUNCTIONS, MetaArray, argreduce, check_out, check_writeable, fresh, mean_of, outputs,
+                    ravel_of, reduction, reshape_of, squeeze_of, swapaxes_of, transpose_of, view_of)
+from .layout import broadcast_shapes, f_strides, like_strides, normalize_axes, normalize_shape
+
+
+def _implements(*funcs: Callable) -> Callable:
+    def register(handler: Callable) -> Callable:
+        for f in funcs:
+            FUNCTIONS[f] = handler
+        return handler
+    return register
+
+
+def _meta(x: Any, what: str) -> MetaArray:
+    if not isinstance(x, MetaArray):
+        raise TypeError(f"MetaArray: {what} needs a MetaArray here, got {type(x).__name__}")
+    return x
+
+
+def _shape_of(x: Any) -> tuple[int, ...]:
+    if isinstance(x, (MetaArray, np.ndarray, np.generic)):
+        return x.shape
+    if isinstance(x, (bool, int, float, complex)):
+        return ()
+    raise TypeError(f"MetaArray: unsupported operand {type(x).__name__}")
+
+
+def _dtype_or_value(x: Any) -> Any:
+    """For np.result_type / np.can_cast: a MetaArray stands for its dtype."""
+    return x.dtype if isinstance(x, MetaArray) else x
+
+
+@_implements(np.shape)
+def _np_shape(a: Any) -> tuple[int, ...]:
+    return a.shape
+
+
+@_implements(np.ndim)
+def _np_ndim(a: Any) -> int:
+    return a.ndim
+
+
+@_implements(np.size)
+def _np_size(a: Any, axis: int | None = None) -> int:
+    return a.size if axis is None else a.shape[axis]
+
+
+@_implements(np.result_type)
+def _np_result_type(*arrays_and_dtypes: Any) -> np.dtype:
+    return np.result_type(*(_dtype_or_value(x) for x in arrays_and_dtypes))
+
+
+@_implements(np.can_cast)
+def _np_can_cast(from_: Any, to: Any, casting: str = "safe") -> bool:
+    return np.can_cast(_dtype_or_value(from_), _dtype_or_value(to), casting)
+
+
+@_implements(np.reshape)
+def _np_reshape(a: MetaArray, shape: Any = None, order: str = "C", *, newshape: Any = None,
+                copy: bool | None = None) -> MetaArray:
+    return reshape_of(_meta(a, "reshape"), newshape if shape is None else shape, order, copy)
+
+
+@_implements(np.transpose)
+def _np_transpose(a: MetaArray, axes: Any = None) -> MetaArray:
+    return transpose_of(_meta(a, "transpose"), axes)
+
+
+@_implements(np.swapaxes)
+def _np_swapaxes(a: MetaArray, axis1: int, axis2: int) -> MetaArray:
+    return swapaxes_of(_meta(a, "swapaxes"), axis1, axis2)
+
+
+@_implements(np.moveaxis)
+def _np_moveaxis(a: MetaArray, source: Any, destination: Any) -> MetaArray:
+    a = _meta(a, "moveaxis")
+    src = normalize_axes(source, a.ndim)
+    dst = normalize_axes(destination, a.ndim)
+    if len(src) != len(dst):
+        raise ValueError("`source` and `destination` arguments must have the same number of elements")
+    order = [n for n in range(a.ndim) if n not in src]
+    for d, s in sorted(zip(dst, src)):
+        order.insert(d, s)
+    return transpose_of(a, order)
+
+
+@_implements(np.squeeze)
+def _np_squeeze(a: MetaArray, axis: Any = None) -> MetaArray:
+    return squeeze_of(_meta(a, "squeeze"), axis)
+
+
+@_implements(np.expand_dims)
+def _np_expand_dims(a: MetaArray, axis: Any) -> MetaArray:
+    a = _meta(a, "expand_dims")
+    axes = axis if isinstance(axis, (tuple, list)) else (axis,)
+    ndim = a.ndim + len(axes)
+    axes = normalize_axes(axes, ndim)
+    it = iter(a.shape)
+    return reshape_of(a, tuple(1 if i in axes else next(it) for i in range(ndim)))  # numpy: a.reshape(shape)
+
+
+@_implements(np.broadcast_to)
+def _np_broadcast_to(array: MetaArray, shape: Any, subok: bool = False) -> MetaArray:
+    """A read-only view with stride 0 along the broadcast axes (numpy's broadcast_to)."""
+    a = _meta(array, "broadcast_to")
+    shape = normalize_shape(shape)
+    lead = len(shape) - a.ndim
+    if lead < 0 or broadcast_shapes([a.shape, shape]) != shape:
+        raise ValueError(f"operands could not be broadcast together with remapped shapes [original->remapped]: "
+                         f"{a.shape} and requested shape {shape}")
+    strides = tuple(0 if i < lead or a.shape[i - lead] != shape[i] else a.strides[i - lead]
+                    for i in range(len(shape)))
+    return view_of(a, shape, strides, 0, writeable=False)
+
+
+@_implements(np.ravel)
+def _np_ravel(a: MetaArray, order: str = "C") -> MetaArray:
+    return ravel_of(_meta(a, "ravel"), order)
+
+
+@_implements(np.copy)
+def _np_copy(a: MetaArray, order: str = "K", subok: bool = False) -> MetaArray:
+    a = _meta(a, "copy")
+    return fresh(a.shape, a.dtype, like_strides(a, a.shape, a.dtype.itemsize, order))
+
+
+def _like(prototype: Any, dtype: Any = None, order: str = "K", subok: bool = True, shape: Any = None, *,
+          device: Any = None) -> MetaArray:
+    proto = _meta(prototype, "*_like")
+    dt = proto.dtype if dtype is None else np.dtype(dtype)
+    shape = proto.shape if shape is None else normalize_shape(shape)
+    return fresh(shape, dt, like_strides(proto, shape, dt.itemsize, order))
+
+
+_implements(np.empty_like, np.zeros_like, np.ones_like)(_like)
+
+
+@_implements(np.full_like)
+def _np_full_like(a: Any, fill_value: Any, dtype: Any = None, order: str = "K", subok: bool = True,
+                  shape: Any = None, *, device: Any = None) -> MetaArray:
+    return _like(a, dtype, order, subok, shape)
+
+
+def _created(shape: Any, dtype: Any, order: str) -> MetaArray:
+    shape = normalize_shape(shape)
+    dt = np.dtype(float if dtype is None else dtype)
+    if order not in ("C", "F"):
+        raise ValueError(f"order must be 'C' or 'F', got {order!r}")
+    return fresh(shape, dt, f_strides(shape, dt.itemsize) if order == "F" else None)
+
+
+@_implements(np.empty, np.zeros, np.ones)
+def _np_empty(shape: Any, dtype: Any = float, order: str = "C", *, device: Any = None) -> MetaArray:
+    return _created(shape, dtype, order)
+
+
+@_implements(np.full)
+def _np_full(shape: Any, fill_value: Any, dtype: Any = None, order: str = "C", *, device: Any = None) -> MetaArray:
+    if dtype is None:
+        dtype = fill_value.dtype if isinstance(fill_value, (MetaArray, np.ndarray, np.generic)) else \
+            np.result_type(fill_value)
+    return _created(shape, dtype, order)
+
+
+@_implements(np.arange)
+def _np_arange(start: Any, stop: Any = None, step: Any = None, dtype: Any = None, *,
+               device: Any = None) -> MetaArray:
+    """Its length from the (real) bounds, its dtype numpy's."""
+    if stop is None:
+        start, stop = 0, start
+    step = 1 if step is None else step
+    for v in (start, stop, step):
+        if isinstance(v, MetaArray):
+            raise TypeError("MetaArray: np.arange bounds must be numbers, not shape-only arrays")
+    if step == 0:
+        raise ZeroDivisionError("step must not be zero (arange)")
+    given = [v for v in (start, stop, step) if v is not None]
+    dt = np.dtype(dtype) if dtype is not None else np.result_type(*given)
+    length = max(0, math.ceil((stop - start) / step))
+    if all(isinstance(v, (int, np.integer)) for v in given):
+        length = len(range(int(start), int(stop), int(step)))
+    return fresh((length,), dt, None)
+
+
+@_implements(np.asarray, np.asanyarray)
+def _np_asarray(a: Any, dtype: Any = None, order: Any = None, *, device: Any = None, copy: Any = None) -> MetaArray:
+    """With `like=` a MetaArray: itself (or a cast copy); a Python or numpy scalar becomes a fresh 0-d."""
+    if isinstance(a, MetaArray):
+        if copy or (dtype is not None and np.dtype(dtype) != a.dtype):
+            return a.astype(a.dtype if dtype is None else dtype)
+        return a
+    if isinstance(a, (bool, int, float, complex, np.generic)):
+        dt = np.dtype(dtype) if dtype is not None else np.asarray(a).dtype
+        return fresh((), dt, None)
+    raise TypeError(f"MetaArray: np.asarray(..., like=MetaArray) takes a MetaArray or a scalar, got "
+                    f"{type(a).__name__} (a real array is not turned into a shape-only one implicitly)")
+
+
+@_implements(np.array)
+def _np_array(obj: Any, dtype: Any = None, *, copy: bool = True, order: str = "K", subok: bool = False,
+              ndmin: int = 0, device: Any = None) -> MetaArray:
+    if isinstance(obj, MetaArray):
+        if copy is False or copy is None:
+            result = _np_asarray(obj, dtype)
+        else:
+            dt = obj.dtype if dtype is None else np.dtype(dtype)
+            result = fresh(obj.shape, dt, like_strides(obj, obj.shape, dt.itemsize, order))
+    else:
+        result = _np_asarray(obj, dtype)
+    if result.ndim < ndmin:
+        result = reshape_of(result, (1,) * (ndmin - result.ndim) + result.shape)
+    return result
+
+
+@_implements(np.sum)
+def _np_sum(a: MetaArray, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False,
+            **kwargs: Any) -> MetaArray:
+    return reduction(np.add, _meta(a, "sum"), axis, dtype, out, keepdims, kwargs)
+
+
+@_implements(np.prod)
+def _np_prod(a: MetaArray, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False,
+             **kwargs: Any) -> MetaArray:
+    return reduction(np.multiply, _meta(a, "prod"), axis, dtype, out, keepdims, kwargs)
+
+
+@_implements(np.max, np.amax)
+def _np_max(a: MetaArray, axis: Any = None, out: Any = None, keepdims: bool = False, **kwargs: Any) -> MetaArray:
+    return reduction(np.maximum, _meta(a, "max"), axis, None, out, keepdims, kwargs)
+
+
+@_implements(np.min, np.amin)
+def _np_min(a: MetaArray, axis: Any = None, out: Any = None, keepdims: bool = False, **kwargs: Any) -> MetaArray:
+    return reduction(np.minimum, _meta(a, "min"), axis, None, out, keepdims, kwargs)
+
+
+@_implements(np.any)
+def _np_any(a: MetaArray, axis: Any = None, out: Any = None, keepdims: bool = False, **kwargs: Any) -> MetaArray:
+    return reduction(np.logical_or, _meta(a, "any"), axis, np.dtype(bool), out, keepdims, kwargs)
+
+
+@_implements(np.all)
+def _np_all(a: MetaArray, axis: Any = None, out: Any = None, keepdims: bool = False, **kwargs: Any) -> MetaArray:
+    return reduction(np.logical_and, _meta(a, "all"), axis, np.dtype(bool), out, keepdims, kwargs)
+
+
+@_implements(np.mean)
+def _np_mean(a: MetaArray, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False,
+             **kwargs: Any) -> MetaArray:
+    return mean_of(_meta(a, "mean"), axis, dtype, out, keepdims, **kwargs)
+
+
+@_implements(np.var, np.std)
+def _np_var(a: MetaArray, axis: Any = None, dtype: Any = None, out: Any = None, ddof: Any = 0,
+            keepdims: bool = False, **kwargs: Any) -> MetaArray:
+    """As np.mean's result (numpy's var and std keep the mean's dtype rules for real inputs)."""
+    kwargs.pop("mean", None)
+    kwargs.pop("correction", None)
+    return mean_of(_meta(a, "var/std"), axis, dtype, out, keepdims, **kwargs)
+
+
+@_implements(np.argmax, np.argmin)
+def _np_argmax(a: MetaArray, axis: Any = None, out: Any = None, *, keepdims: bool = False) -> MetaArray:
+    return argreduce(_meta(a, "argmax"), axis, out, keepdims)
+
+
+@_implements(np.vdot)
+def _np_vdot(a: Any, b: Any) -> MetaArray:
+    """A 0-d result of the operands' common dtype (numpy returns a scalar)."""
+    if math.prod(_shape_of(a)) != math.prod(_shape_of(b)):
+        raise ValueError("vectors have different lengths")
+    return fresh((), np.result_type(_dtype_or_value(a), _dtype_or_value(b)), None)
+
+
+@_implements(np.dot)
+def _np_dot(a: Any, b: Any, out: Any = None) -> MetaArray:
+    sa, sb = _shape_of(a), _shape_of(b)
+    if not sa or not sb:
+        return np.multiply(a, b, out=out)
+    if len(sa) <= 2 and len(sb) <= 2:
+        return np.matmul(a, b, out=out)
+    k = sb[-2] if len(sb) > 1 else sb[0]
+    if sa[-1] != k:
+        raise ValueError(f"shapes {sa} and {sb} not aligned: {sa[-1]} (dim {len(sa) - 1}) != {k}")
+    shape = sa[:-1] + sb[:-2] + sb[-1:]
+    dtype = np.result_type(_dtype_or_value(a), _dtype_or_value(b))
+    if out is not None:
+        (out,) = outputs(out, 1)
+        check_out("dot", out, shape, dtype, "no")
+        return out
+    return fresh(shape, dtype, None)
+
+
+@_implements(np.outer)
+def _np_outer(a: Any, b: Any, out: Any = None) -> MetaArray:
+    shape = (math.prod(_shape_of(a)), math.prod(_shape_of(b)))
+    dtype = np.result_type(_dtype_or_value(a), _dtype_or_value(b))
+    if out is not None:
+        (out,) = outputs(out, 1)
+        check_out("outer", out, shape, dtype, "same_kind")
+        return out
+    return fresh(shape, dtype, None)
+
+
+@_implements(np.concatenate)
+def _np_concatenate(arrays: Any, axis: int | None = 0, out: Any = None, *, dtype: Any = None,
+                    casting: str = "same_kind") -> MetaArray:
+    arrays = list(arrays)
+    if not arrays:
+        raise ValueError("need at least one array to concatenate")
+    shapes = [_shape_of(x) for x in arrays]
+    if axis is None:
+        shape = (sum(math.prod(s) for s in shapes),)
+    else:
+        ndim = len(shapes[0])
+        if ndim == 0:
+            raise ValueError("zero-dimensional arrays cannot be concatenated")
+        ax = normalize_axes(axis, ndim)[0]
+        for s in shapes:
+            if len(s) != ndim or any(s[i] != shapes[0][i] for i in range(ndim) if i != ax):
+                raise ValueError("all the input array dimensions except for the concatenation axis must match "
+                                 "exactly")
+        shape = shapes[0][:ax] + (sum(s[ax] for s in shapes),) + shapes[0][ax + 1:]
+    dt = np.dtype(dtype) if dtype is not None else np.result_type(*(_dtype_or_value(x) for x in arrays))
+    if out is not None:
+        (out,) = outputs(out, 1)
+        check_out("concatenate", out, shape, dt, casting)
+        return out
+    return fresh(shape, dt, None)
+
+
+@_implements(np.stack)
+def _np_stack(arrays: Any, axis: int = 0, out: Any = None, *, dtype: Any = None,
+              casting: str = "same_kind") -> MetaArray:
+    arrays = list(arrays)
+    if not arrays:
+        raise ValueError("need at least one array to stack")
+    shapes = {_shape_of(x) for x in arrays}
+    if len(shapes) != 1:
+        raise ValueError("all input arrays must have the same shape")
+    (shape,) = shapes
+    ax = normalize_axes(axis, len(shape) + 1)[0]
+    shape = shape[:ax] + (len(arrays),) + shape[ax:]
+    dt = np.dtype(dtype) if dtype is not None else np.result_type(*(_dtype_or_value(x) for x in arrays))
+    if out is not None:
+        (out,) = outputs(out, 1)
+        check_out("stack", out, shape, dt, casting)
+        return out
+    return fresh(shape, dt, None)
+
+
+@_implements(np.where)
+def _np_where(condition: Any, x: Any = None, y: Any = None) -> MetaArray:
+    if x is None or y is None:
+        raise TypeError("MetaArray: np.where(condition) returns data-dependent shapes; give x and y")
+    shape = broadcast_shapes([_shape_of(condition), _shape_of(x), _shape_of(y)])
+    return fresh(shape, np.result_type(_dtype_or_value(x), _dtype_or_value(y)), None)
+
+
+@_implements(np.triu, np.tril)
+def _np_triu(m: MetaArray, k: int = 0) -> MetaArray:
+    m = _meta(m, "triu/tril")
+    if m.ndim < 2:
+        raise TypeError("MetaArray: triu/tril of a 1-d array is not supported")
+    return fresh(m.shape, m.dtype, None)
+
+
+@_implements(np.take)
+def _np_take(a: MetaArray, indices: Any, axis: int | None = None, out: Any = None, mode: str = "raise") -> MetaArray:
+    a = _meta(a, "take")
+    ishape = _shape_of(indices)
+    if axis is None:
+        shape = ishape
+    else:
+        ax = normalize_axes(axis, a.ndim)[0]
+        shape = a.shape[:ax] + ishape + a.shape[ax + 1:]
+    if out is not None:
+        (out,) = outputs(out, 1)
+        check_out("take", out, shape, a.dtype, "no")
+        return out
+    return fresh(shape, a.dtype, None)
+
+
+@_implements(np.copyto)
+def _np_copyto(dst: Any, src: Any, casting: str = "same_kind", where: Any = True) -> None:
+    dst = _meta(dst, "copyto destination")
+    check_writeable(dst)
+    if broadcast_shapes([dst.shape, _shape_of(src)]) != dst.shape:
+        raise ValueError(f"could not broadcast input array from shape {_shape_of(src)} into shape {dst.shape}")
+    if not np.can_cast(_dtype_or_value(src), dst.dtype, casting):
+        raise TypeError(f"Cannot cast array data from {_dtype_or_value(src)!r} to {dst.dtype!r} according to "
+                        f"the rule {casting!r}")
+
+
+@_implements(np.sort)
+def _np_sort(a: MetaArray, axis: int | None = -1, kind: Any = None, order: Any = None, *,
+             stable: Any = None) -> MetaArray:
+    a = _meta(a, "sort")
+    return fresh((a.size,), a.dtype, None) if axis is None else fresh(a.shape, a.dtype,
+                                                                         like_strides(a, a.shape, a.itemsize))
+
+
+@_implements(np.argsort)
+def _np_argsort(a: MetaArray, axis: int | None = -1, kind: Any = None, order: Any = None, *,
+                stable: Any = None) -> MetaArray:
+    a = _meta(a, "argsort")
+    return fresh((a.size,) if axis is None else a.shape, np.dtype(np.intp), None)

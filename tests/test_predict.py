@@ -1,0 +1,179 @@
+"""The prediction is the engine run on shape-only arrays: it must equal the measured ledger byte for byte.
+
+For every registered model family, a grid of configurations runs twice in-process: on real arrays
+(`Workload(config)`, a warm-up step, then `ledger_step()`, as a cell measures) and through `predict` (the same
+Workload built inside `meta_mode()`). Every buffer the ledger saw, every event, every category's maximum, the
+peak, its split, the saved tensors and the recomputed ops must be equal. A family registered without
+configurations here fails the test: a new family (gpt, cnn) adds its own.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from memstudy import cli
+from memstudy.config import normalize
+from memstudy.memory.ledger import StepAccount
+from memstudy.memory.predict import predict, predicted_account
+from memstudy.memory.workload import Workload
+from memstudy.nn.models.registry import builtin_names
+
+
+def grid(**axes) -> list[dict]:
+    return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+
+
+def rotate(configs: list[dict], **axes) -> list[dict]:
+    """Each config gets the next combination of `axes` in turn (every combination appears, evenly)."""
+    combos = grid(**axes)
+    return [{**c, **combos[i % len(combos)]} for i, c in enumerate(configs)]
+
+
+MLP_SHAPE = dict(depth=4, width=16, in_features=12, out_features=5, batch_size=7)
+MLP_DEEPER = dict(depth=5, width=16, in_features=12, out_features=5, batch_size=7)
+# shapes whose peak falls mid-backward (an activation's or the loss's), and a single layer
+MLP_HEAVY = (dict(depth=7, width=16, in_features=12, out_features=5, batch_size=200),
+             dict(depth=4, width=8, in_features=4, out_features=300, batch_size=50),
+             dict(depth=1, width=64, in_features=3, out_features=2, batch_size=100))
+CHECKPOINTS = ("none", "sqrt", "every:1", "every:3")
+POLICIES = ("minimal", "all", "half")
+SEED_SHAPE = dict(width=16, in_features=12, out_features=5, batch_size=7)
+
+FAMILY_CONFIGS: dict[str, list[dict]] = {
+    # activation x dtype x optimiser x bias x mode, each with the next checkpoint x policy pair in turn; then
+    # checkpoint x policy x mode in full at two settings; then the mid-backward-peak shapes
+    "mlp": rotate([{"model": "mlp", **MLP_SHAPE, **c} for c in grid(
+        activation=("relu", "sigmoid", "tanh"), dtype=("float32", "float64"), optimizer=("sgd", "momentum", "adam"),
+        bias=(True, False), mode=("train", "inference"))], checkpoint=CHECKPOINTS[:3], policy=POLICIES)
+    + [{"model": "mlp", **MLP_DEEPER, **fixed, **c}
+       for fixed in (dict(activation="relu", dtype="float32", optimizer="adam", bias=True),
+                     dict(activation="tanh", dtype="float64", optimizer="momentum", bias=False))
+       for c in grid(checkpoint=CHECKPOINTS, policy=POLICIES, mode=("train", "inference"))]
+    + [{"model": "mlp", **shape, **c} for shape in MLP_HEAVY for c in grid(checkpoint=CHECKPOINTS, policy=POLICIES)],
+    "seed": rotate([{"model": "seed", **SEED_SHAPE, **c} for c in grid(
+        activation=("relu", "sigmoid", "tanh"), dtype=("float32", "float64"), mode=("train", "inference"),
+        policy=POLICIES, lam=(0.0, 0.1))], optimizer=("sgd", "momentum", "adam"))
+    + [dict(model="seed", width=64, in_features=3, out_features=300, batch_size=100, lam=0.1, policy=policy)
+       for policy in POLICIES],
+}
+
+
+def cases() -> list:
+    out = []
+    for family in builtin_names():
+        configs = FAMILY_CONFIGS.get(family) or [None]  # None: the family has no configurations here
+        out += [pytest.param(family, c, id=f"{family}-{i}") for i, c in enumerate(configs)]
+    return out
+
+
+def measured_account(config: dict) -> StepAccount:
+    """A steady-state step as the cell measures it: warm-up step, gradients None, then the ledger step."""
+    work = Workload(config)
+    work.step()
+    work.reset()
+    return work.ledger_step()
+
+
+def assert_same_account(predicted: StepAccount, measured: StepAccount) -> None:
+    assert predicted.registered_bytes == measured.registered_bytes
+    assert predicted.max_by_category == measured.max_by_category
+    assert predicted.peak_bytes == measured.peak_bytes
+    assert predicted.step_peak_bytes == measured.step_peak_bytes
+    assert predicted.peak_event == measured.peak_event
+    assert predicted.peak_by_category == measured.peak_by_category
+    assert predicted.saved_tensors == measured.saved_tensors
+    assert predicted.recomputed_ops == measured.recomputed_ops
+    # every buffer (op, role, layer, phase, shape, dtype, bytes, birth, death, category) and every event
+    assert predicted.buffers == measured.buffers
+    assert predicted.raw_events == measured.raw_events
+
+
+@pytest.mark.parametrize("family,raw", cases())
+def test_prediction_equals_measured_ledger(family, raw):
+    assert raw is not None, f"family {family!r} is registered but has no configurations in FAMILY_CONFIGS"
+    config = normalize(raw)
+    measured = measured_account(config)
+    assert_same_account(predicted_account(config), measured)
+    prediction = predict(raw)
+    assert prediction == {
+        "parameter_bytes": measured.registered_bytes["parameter"],
+        "gradient_bytes": measured.max_by_category["gradient"],
+        "optimizer_state_bytes": measured.registered_bytes["optimizer_state"],
+        "input_bytes": measured.registered_bytes["input"],
+        "predicted_activation_bytes": measured.activation_bytes,
+        "predicted_saved_tensors": measured.saved_tensors,
+        "predicted_recomputed_ops": measured.recomputed_ops,
+        "predicted_peak_bytes": measured.peak_bytes,
+        "predicted_step_peak_bytes": measured.step_peak_bytes,
+        "predicted_peak_by_category": measured.peak_by_category,
+    }
+
+
+def test_every_family_config_is_valid_and_families_are_covered():
+    assert set(FAMILY_CONFIGS) >= set(builtin_names())
+    assert {"mlp", "seed"} <= set(builtin_names())
+    for configs in FAMILY_CONFIGS.values():
+        for raw in configs:
+            normalize(raw)
+
+
+def test_prediction_allocates_nothing_real():
+    """Inside the prediction no array has data: the model, batch and every buffer the ledger saw are shape-only."""
+    from memstudy.autograd.meta import MetaArray, meta_mode
+
+    config = normalize(dict(depth=3, width=16, batch_size=7, optimizer="adam", policy="half"))
+    with meta_mode():
+        work = Workload(config)
+        work.step()
+    arrays = [p.data for p in work.model.parameters()] + work.optimizer.state_arrays() + [work.inputs.data]
+    assert all(type(a) is MetaArray for a in arrays)
+
+
+HUGE = dict(depth=96, width=12288, batch_size=2048, dtype="float32", optimizer="adam")
+
+
+def test_huge_prediction_traced_memory_is_small():
+    """Depth 96, width 12288, batch 2048, Adam: a 232 GB step predicted in a few MB of Python objects."""
+    predict(dict(HUGE, depth=2))  # imports and numpy's dtype caches are not the prediction's cost
+    tracemalloc.start()
+    try:
+        prediction = predict(HUGE)
+        traced_peak_bytes = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert traced_peak_bytes < 10 * 2 ** 20, traced_peak_bytes
+    width, batch, depth, item = 12288, 2048, 96, 4
+    params = (depth * (width * width + width) + 10 * width + 10) * item
+    assert prediction["parameter_bytes"] == params
+    assert prediction["optimizer_state_bytes"] == 2 * params
+    assert prediction["predicted_activation_bytes"] == depth * batch * width * item + batch * 10 * item
+    assert prediction["predicted_peak_bytes"] > 4 * params
+
+
+def test_cli_predict_table_and_json(capsys):
+    """`memstudy predict --depth 64 --batch 1024 --checkpoint sqrt` (table and --json) prints the prediction."""
+    args = ["predict", "--depth", "64", "--batch", "1024", "--checkpoint", "sqrt"]
+    assert cli.main(args + ["--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    expected = predict(dict(depth=64, batch_size=1024, checkpoint="sqrt"))
+    assert {k: printed[k] for k in expected} == expected
+    # sqrt of 64: segments of 8; backward holds 7 segment inputs and the last segment's 8 recomputed layers
+    unit = 1024 * 256 * 4
+    assert printed["predicted_activation_bytes"] == 15 * unit
+    assert printed["predicted_recomputed_ops"] == 2 * 64
+    assert cli.main(args) == 0
+    table = capsys.readouterr().out
+    assert "memstudy predict (train)" in table and "ops recomputed (checkpointing)" in table
+    assert "128" in table  # the recomputed ops
+
+
+def test_gradients_of_real_runs_unchanged_by_meta_support():
+    """A real step on real arrays still produces real gradients (the engine's MetaArray checks are no-ops)."""
+    work = Workload(normalize(dict(depth=2, width=8, batch_size=4, dtype="float64")))
+    work.loss("minimal").backward()
+    grads = [p.grad for p in work.model.parameters()]
+    assert all(type(g) is np.ndarray and np.isfinite(g).all() and g.any() for g in grads)
