@@ -3,6 +3,7 @@ an address-space limit from a measured baseline, and a cell that needs more than
 (a MemoryError under RLIMIT_AS), never the OOM killer."""
 from __future__ import annotations
 
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -102,3 +103,29 @@ def test_a_cell_needing_more_than_predicted_fails_with_the_reason_and_the_sweep_
         failed["error"], failed["error"]
     assert "SIG" not in failed["error"]  # not killed: stopped by its own limit
     assert failed["cell"] == cell_id(spec.cells()[1])
+
+
+def test_a_model_too_big_for_the_budget_is_refused_in_time_that_does_not_grow_with_it(tmp_path):
+    """A million layers of 64 MiB: the shape-only build stops once it has drawn the budget's worth."""
+    import time
+
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text(SPEC.replace("depth = 2", "depth = [2, 1000000]").replace("width = [64, 4096]", "width = 4096"))
+    spec = load_spec(spec_path)
+    start = time.monotonic()
+    outcome = run_sweep(spec, tmp_path / "out", progress=False, cell_command=[sys.executable, "-c", "pass"])
+    assert time.monotonic() - start < 30
+    assert outcome.skipped == 1
+    (deep,) = [r for r in read_rows(tmp_path / "out") if r["depth"] == "1000000"]
+    assert deep["status"] == "skipped" and "parameters and batch alone exceed the budget 4.00 GiB" in deep["error"]
+
+
+def test_the_shape_only_build_stops_at_its_draw_limit():
+    from memstudy.autograd.meta import DrawLimitExceeded
+
+    config = normalize({"depth": 100, "width": 1024, "batch_size": 8})
+    parameter_bytes = predict(config)["parameter_bytes"]
+    with pytest.raises(DrawLimitExceeded) as stopped:
+        predict(config, max_drawn_bytes=parameter_bytes // 2)
+    assert parameter_bytes // 2 < stopped.value.drawn_bytes < parameter_bytes // 2 + 2 * 1024 * 1024 * 4
+    assert predict(config, max_drawn_bytes=parameter_bytes * 2)["parameter_bytes"] == parameter_bytes

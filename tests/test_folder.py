@@ -172,11 +172,13 @@ def test_read_only_folders_are_one_line_exit_2_from_every_command(tmp_path):
         one_error_line(fresh)
 
 
-def test_graph_checks_its_size_against_the_budget_before_building():
+@pytest.mark.parametrize("size", [["--depth", "4", "--width", "65536", "--batch", "65536"],  # the step's activations
+                                  ["--depth", "1000000", "--width", "4096"]])  # a million layers of 64 MiB each
+def test_graph_checks_its_size_against_the_budget_before_building(size):
     start = time.monotonic()
-    done = memstudy("graph", "--depth", "4", "--width", "65536", "--batch", "65536", "--out", "/tmp/never.dot")
-    assert "exceeds the budget" in one_error_line(done)
-    assert time.monotonic() - start < 30
+    done = memstudy("graph", *size, "--out", "/tmp/never.dot")
+    assert "exceed" in one_error_line(done) and "the budget" in done.stderr
+    assert time.monotonic() - start < 20  # the refusal does not build, nor predict, a million layers
     assert not Path("/tmp/never.dot").exists()
 
 

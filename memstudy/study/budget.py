@@ -7,7 +7,7 @@ running cells reserved):
                                   the predictor (no arrays allocated)
          + own overhead           what the cell adds beyond the step: the probes' and the ledger's bookkeeping
                                   (Python objects per buffer: graph nodes, ledger records, tracemalloc traces;
-                                  measured at about 1.3 KiB per ledger buffer, allowed 4 KiB, plus 32 MiB)
+                                  measured at about 1 KiB per ledger buffer, allowed 4 KiB, plus 32 MiB)
                                   and, under a policy other than `minimal`, the gradient check's reference
                                   gradients (one set of parameter bytes)
          + resident baseline      the interpreter and its libraries, resident (VmHWM of a tiny cell, ~40 MiB)
@@ -32,7 +32,7 @@ from typing import Any
 from ..units import format_bytes
 
 BOOKKEEPING_BYTES = 32 << 20  # fixed part of the probes' and ledger's bookkeeping
-BYTES_PER_BUFFER = 4 << 10  # per buffer the ledger records (measured: ~1.3 KiB)
+BYTES_PER_BUFFER = 4 << 10  # per buffer the ledger records (measured: about 1 KiB, depth 4096)
 GRAD_CHECK_SCRATCH_BYTES = 4 << 20  # the gradient check's two float64 chunks (workload.GRAD_ERROR_CHUNK_ELEMENTS)
 SLACK = 0.10  # on the cell's own bytes: allocator rounding, small scratch arrays the ledger does not see
 HEADROOM_BYTES = 64 << 20  # address space on top: one more glibc arena (64 MiB) if a new thread allocates
@@ -119,6 +119,73 @@ def _measured_baseline(env_items: tuple[tuple[str, str], ...]) -> ProcessBaselin
     return ProcessBaseline(vm, hwm)
 
 
+@dataclass
+class Verdict:
+    """A cell checked against the budget: run it (`skip_reason` and `error` empty), skip it, or fail it."""
+
+    predicted: dict[str, Any] | None = None  # the prediction (None: not checked, or refused before finishing it)
+    need: CellNeed | None = None
+    limit_bytes: int | None = None  # its RLIMIT_AS
+    skip_reason: str = ""  # over the budget: skipped
+    error: str = ""  # the prediction failed: failed (a cell is never run unchecked)
+
+
+class BudgetCheck:
+    """Checks cells against one budget: `check(config) -> Verdict`.
+
+    `predictor`: None (no check), DEFAULT_PREDICTOR (memory.predict.predict, stopped early by the budget: a model
+    whose parameters and batch alone pass it is refused after drawing only what the budget holds, in time that
+    does not grow with the model), or any callable config -> prediction dict. The process baseline is measured
+    (a tiny cell, `process_baseline`) the first time a check needs it; `warnings` says when it could not be."""
+
+    def __init__(self, budget_bytes: int, label: str, predictor: Any, env: dict[str, str]):
+        self.budget_bytes, self.label, self.predictor, self.env = budget_bytes, label, predictor, env
+        self.warnings: list[str] = []
+        self._baseline: list[ProcessBaseline | None] = []
+
+    @property
+    def enabled(self) -> bool:
+        return self.predictor is not None
+
+    @property
+    def baseline(self) -> ProcessBaseline | None:
+        if not self._baseline:
+            self._baseline.append(process_baseline(self.env))
+            if self._baseline[0] is None:
+                self.warnings.append("cells run without a memory limit: a tiny cell did not report its "
+                                     "address-space peak (vm_peak_bytes; Linux only)")
+        return self._baseline[0]
+
+    def _predict(self, config: dict[str, Any]) -> dict[str, Any]:
+        if self.predictor is DEFAULT_PREDICTOR:
+            from ..memory.predict import predict
+
+            return predict(config, max_drawn_bytes=self.budget_bytes)
+        return self.predictor(config)
+
+    def check(self, config: dict[str, Any]) -> Verdict:
+        if self.predictor is None:
+            return Verdict()
+        from ..autograd.meta import DrawLimitExceeded
+
+        budget = f"the budget {format_bytes(self.budget_bytes)} ({self.label})"
+        try:
+            predicted = self._predict(config)
+        except DrawLimitExceeded as exc:
+            return Verdict(skip_reason=f"its parameters and batch alone exceed {budget} (building them shape-only "
+                                       f"stopped after {format_bytes(exc.drawn_bytes)})")
+        except Exception as exc:  # a predictor bug must not stop the sweep, nor run an unchecked cell
+            return Verdict(error=f"prediction failed: {type(exc).__name__}: {exc}")
+        need = cell_need(config, predicted, self.baseline)
+        verdict = Verdict(predicted, need, need.limit_bytes(self.baseline))
+        if need.total_bytes > self.budget_bytes:
+            verdict.skip_reason = f"{need.describe()}: exceeds {budget}"
+        return verdict
+
+
+DEFAULT_PREDICTOR = object()  # BudgetCheck's predictor: memory.predict.predict, stopped early by the budget
+
+
 def explain_memory_failure(error: str, limit_bytes: int | None) -> str:
     """A failed cell's reason, with the limit named when the cell ran out of address space under it."""
     markers = ("MemoryError", "Cannot allocate memory", "Memory allocation", "can't start new thread",
@@ -129,5 +196,5 @@ def explain_memory_failure(error: str, limit_bytes: int | None) -> str:
             "more than its prediction allows)")
 
 
-__all__ = ["CellNeed", "ProcessBaseline", "cell_need", "explain_memory_failure", "overhead_bytes",
-           "process_baseline"]
+__all__ = ["BudgetCheck", "CellNeed", "DEFAULT_PREDICTOR", "ProcessBaseline", "Verdict", "cell_need",
+           "explain_memory_failure", "overhead_bytes", "process_baseline"]

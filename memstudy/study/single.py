@@ -19,11 +19,19 @@ class RunError(Exception):
 
 def check_budget(config: dict[str, Any], budget_bytes: int) -> dict[str, Any]:
     """The prediction, or ConfigError when the cell's need (its predicted total peak and its own overhead,
-    budget.py) exceeds the budget."""
-    prediction = predict(config)
+    budget.py) exceeds the budget. A model whose parameters and batch alone exceed it is refused as soon as the
+    shape-only build has drawn that much, however large the model."""
+    from ..autograd.meta import DrawLimitExceeded
+
+    budget = f"the budget {format_bytes(budget_bytes)} (--budget)"
+    try:
+        prediction = predict(config, max_drawn_bytes=budget_bytes)
+    except DrawLimitExceeded as exc:
+        raise ConfigError(f"its parameters and batch alone exceed {budget} (building them shape-only stopped "
+                          f"after {format_bytes(exc.drawn_bytes)})") from None
     need = cell_need(config, prediction, None)
     if need.total_bytes > budget_bytes:
-        raise ConfigError(f"{need.describe()}: exceeds the budget {format_bytes(budget_bytes)} (--budget)")
+        raise ConfigError(f"{need.describe()}: exceeds {budget}")
     return prediction
 
 

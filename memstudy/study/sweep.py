@@ -26,10 +26,10 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from ..units import format_bytes
-from .budget import CellNeed, cell_need, explain_memory_failure, process_baseline
+from .budget import DEFAULT_PREDICTOR, BudgetCheck, Verdict, explain_memory_failure
 from .fields import ROW_FIELDS
 from .folder import FolderLock, results_folder, write_text_atomically
 from .launcher import CELL_COMMAND, CellRequest, CellResult, LocalExecutor, cell_environment
@@ -96,10 +96,8 @@ class _Pending:
     cid: str
     config: dict[str, Any]
     repeats: list[int]  # the repeat indexes to run
-    predicted: dict[str, Any] | None = None
+    verdict: Verdict | None = None  # the budget's (None: not checked yet)
     kept_status: set[str] = field(default_factory=set)  # statuses of the rows this cell keeps
-    need: CellNeed | None = None  # what it takes from the budget (None: not checked)
-    limit_bytes: int | None = None  # its address-space limit
 
 
 def _one_line(value: Any) -> str:
@@ -144,7 +142,8 @@ def _cell_rows(spec: Spec, pending: _Pending, result: CellResult) -> _CellResult
         rows.append(row)
     if result.error:
         rows += _placeholder_rows(spec, pending.cid, pending.config, pending.repeats[len(rows):], "failed",
-                                  explain_memory_failure(result.error, pending.limit_bytes), pending.predicted)
+                                  explain_memory_failure(result.error, pending.verdict.limit_bytes),
+                                  pending.verdict.predicted)
     return _CellResult(pending.cid, rows, _status({r["status"] for r in rows} | pending.kept_status))
 
 
@@ -170,15 +169,7 @@ def choose_timeline_cell(cells: Sequence[dict[str, Any]]) -> dict[str, Any] | No
     return next((c for c in candidates if c.get("checkpoint") == "sqrt"), candidates[0])
 
 
-def _default_predictor() -> Callable[[dict], dict] | None:
-    try:
-        from ..memory.predict import predict
-    except ImportError:
-        return None
-    return predict
-
-
-_DEFAULT = object()
+_DEFAULT = DEFAULT_PREDICTOR
 
 
 def run_sweep(spec: Spec, out_dir: str | Path, jobs: int | None = None, fresh: bool = False, progress: bool = True,
@@ -188,7 +179,8 @@ def run_sweep(spec: Spec, out_dir: str | Path, jobs: int | None = None, fresh: b
     """Run every (cell, repeat) of `spec` not yet in `out_dir/runs.csv`; see the module docstring.
 
     `cell_command` (default: this Python, `-m memstudy.study.cell`) and `predictor` (default:
-    memstudy.memory.predict.predict; None disables the budget check) are injectable for tests. `git`: the
+    memstudy.memory.predict.predict, stopped early by the budget; None disables the budget check) are
+    injectable for tests. `git`: the
     checkout's state if the caller read it already (`study --all` reads it once, before any study writes).
     Raises SweepError when `out_dir` holds results this spec would reinterpret (unless `fresh`), PathError
     when `out_dir` cannot be written or another process writes into it.
@@ -199,8 +191,7 @@ def run_sweep(spec: Spec, out_dir: str | Path, jobs: int | None = None, fresh: b
     git = git_info() if git is None else git  # before --fresh deletes tracked result files
     with FolderLock(out, "sweep"):
         return _run_locked(spec, out, spec.jobs if jobs is None else jobs, fresh, progress, cell_command,
-                           _default_predictor() if predictor is _DEFAULT else predictor, available_bytes,
-                           retry_failed, git)
+                           predictor, available_bytes, retry_failed, git)
 
 
 def _read_existing(out: Path, runs: Path) -> tuple[dict[str, Any] | None, RunsFile | None]:
@@ -217,7 +208,7 @@ def _read_existing(out: Path, runs: Path) -> tuple[dict[str, Any] | None, RunsFi
 
 
 def _run_locked(spec: Spec, out: Path, jobs: int, fresh: bool, progress: bool, cell_command: Sequence[str] | None,
-                predict: Callable[[dict], dict] | None, available_bytes: int | None, retry_failed: bool,
+                predictor: Any, available_bytes: int | None, retry_failed: bool,
                 git: dict[str, Any]) -> SweepOutcome:
     runs = out / "runs.csv"
     env_path = out / "env.json"
@@ -230,11 +221,12 @@ def _run_locked(spec: Spec, out: Path, jobs: int, fresh: bool, progress: bool, c
     warnings: list[str] = []
     if existing is not None:
         warnings += [f"{runs}: {problem}; repaired" for problem in existing.problems]
-    if predict is None:
-        warnings.append("budget not checked: no predictor (memstudy.memory.predict) available")
     budget = spec.budget_bytes(available_bytes)
     cell_env = cell_environment()
     command = list(cell_command) if cell_command is not None else list(CELL_COMMAND)
+    checker = BudgetCheck(budget, f"budget {spec.budget!r}", predictor, cell_env)
+    if not checker.enabled:
+        warnings.append("budget not checked: no predictor")
 
     columns = csv_columns(spec, existing.columns if existing is not None else ())
     cells = [(cell_id(c), c) for c in spec.cells()]
@@ -243,47 +235,26 @@ def _run_locked(spec: Spec, out: Path, jobs: int, fresh: bool, progress: bool, c
     for row in existing.rows if existing is not None else []:
         by_cell.setdefault(row["cell"], []).append(row)
 
-    def predicted_for(config: dict[str, Any]) -> dict[str, Any] | Exception | None:
-        if predict is None:
-            return None
-        try:
-            return predict(config)
-        except Exception as exc:  # a predictor bug must not stop the sweep, nor run an unchecked cell
-            return exc
-
-    baseline_measured: list = []  # [ProcessBaseline | None] once measured: a tiny cell, only if a check needs it
-
-    def need_for(config: dict[str, Any], predicted: dict[str, Any]) -> CellNeed:
-        if not baseline_measured:
-            baseline_measured.append(process_baseline(cell_env))
-            if baseline_measured[0] is None:
-                warnings.append("cells run without a memory limit: a tiny cell did not report its address-space "
-                                "peak (vm_peak_bytes; Linux only)")
-        return cell_need(config, predicted, baseline_measured[0])
-
-    def over_budget(config: dict[str, Any], predicted: Any) -> bool:
-        return isinstance(predicted, dict) and need_for(config, predicted).total_bytes > budget
-
     # what each cell still needs: its missing repeats (failed ones too under retry_failed, skipped ones the
     # budget now admits)
     dropped: set[int] = set()  # id() of rows leaving runs.csv
     pending: list[_Pending] = []
     for cid, config in cells:
         rows = by_cell.get(cid, [])
-        predicted = None
+        verdict = None
         if retry_failed and any(r["status"] == "failed" for r in rows):
             dropped.update(id(r) for r in rows if r["status"] == "failed")
             outcome.retried += 1
         if any(r["status"] == "skipped" for r in rows):
-            predicted = predicted_for(config)
-            if isinstance(predicted, dict) and not over_budget(config, predicted):
+            verdict = checker.check(config)
+            if checker.enabled and not verdict.skip_reason and not verdict.error:
                 dropped.update(id(r) for r in rows if r["status"] == "skipped")
         kept = [r for r in rows if id(r) not in dropped]
         have = {r["repeat"] for r in kept}
         missing = [r for r in range(spec.repeats) if str(r) not in have]
         statuses = {r["status"] for r in kept}
         if missing:
-            pending.append(_Pending(cid, config, missing, predicted, statuses))
+            pending.append(_Pending(cid, config, missing, verdict, statuses))
         else:
             outcome.resumed += 1
             outcome.failed_before += "failed" in statuses
@@ -292,22 +263,15 @@ def _run_locked(spec: Spec, out: Path, jobs: int, fresh: bool, progress: bool, c
     to_run: list[_Pending] = []
     finished: list[_CellResult] = []
     for cell in pending:
-        predicted = cell.predicted if cell.predicted is not None else predicted_for(cell.config)
-        if isinstance(predicted, Exception):
-            rows = _placeholder_rows(spec, cell.cid, cell.config, cell.repeats, "failed",
-                                     f"prediction failed: {type(predicted).__name__}: {predicted}")
-            finished.append(_CellResult(cell.cid, rows, "failed"))
-            continue
-        cell.predicted = predicted
-        if predicted is not None:
-            cell.need = need_for(cell.config, predicted)
-            cell.limit_bytes = cell.need.limit_bytes(baseline_measured[0])
-        if cell.need is not None and cell.need.total_bytes > budget:
-            reason = f"{cell.need.describe()}: exceeds the budget {format_bytes(budget)} (budget {spec.budget!r})"
-            rows = _placeholder_rows(spec, cell.cid, cell.config, cell.repeats, "skipped", reason, predicted)
-            finished.append(_CellResult(cell.cid, rows, _status({"skipped"} | cell.kept_status)))
+        verdict = cell.verdict = cell.verdict or checker.check(cell.config)
+        if verdict.error or verdict.skip_reason:
+            status = "failed" if verdict.error else "skipped"
+            rows = _placeholder_rows(spec, cell.cid, cell.config, cell.repeats, status,
+                                     verdict.error or verdict.skip_reason, verdict.predicted)
+            finished.append(_CellResult(cell.cid, rows, _status({status} | cell.kept_status)))
             continue
         to_run.append(cell)
+    warnings += checker.warnings
 
     timeline_final = out / "timeline.csv"
     timeline_tmp = out / "timeline.csv.tmp"
@@ -316,7 +280,7 @@ def _run_locked(spec: Spec, out: Path, jobs: int, fresh: bool, progress: bool, c
         chosen = choose_timeline_cell([c.config for c in to_run])
         timeline_cid = cell_id(chosen) if chosen is not None else None
 
-    baseline = baseline_measured[0] if baseline_measured else None
+    baseline = checker.baseline if checker.enabled and to_run else None
     session = {"jobs": jobs, "budget_bytes": budget, "cell_command": command, "timeline_cell": timeline_cid,
                "cell_baseline": None if baseline is None else {"vm_peak_bytes": baseline.vm_peak_bytes,
                                                                "hwm_bytes": baseline.hwm_bytes}}
@@ -357,8 +321,8 @@ def _run_locked(spec: Spec, out: Path, jobs: int, fresh: bool, progress: bool, c
         for cell in to_run:
             with_timeline = cell.cid == timeline_cid
             request = CellRequest(cell.config, len(cell.repeats), str(timeline_tmp) if with_timeline else None,
-                                  timeout_seconds=spec.timeout_seconds, memory_limit_bytes=cell.limit_bytes)
-            reserve = cell.need.total_bytes if cell.need is not None else 0
+                                  timeout_seconds=spec.timeout_seconds, memory_limit_bytes=cell.verdict.limit_bytes)
+            reserve = cell.verdict.need.total_bytes if cell.verdict.need is not None else 0
             submitted[executor.submit(request, reserve_bytes=reserve)] = (cell, with_timeline)
         for future in cf.as_completed(submitted):
             cell, with_timeline = submitted[future]
