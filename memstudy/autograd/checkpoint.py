@@ -51,6 +51,6 @@ class Checkpoint(Function):
 
 def checkpoint(run: Callable[..., Tensor], x: Any, params: list[Tensor], *args: Any) -> Tensor:
     """`run(x, *args)` with only `x` held for backward, the segment recomputed when backward reaches it."""
-    from .engine import apply
+    from .tensor import apply
 
     return apply(Checkpoint, x, *params, run=run, args=args)

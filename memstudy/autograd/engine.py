@@ -1,4 +1,5 @@
-"""The engine's core: `Node` (an op's context), `apply` (the one door in), `backward` (the one way out).
+"""The engine's core: `Node` (an op's context), `backward` (the one way out); `apply` (the one door in) is in
+tensor.py, beside the `Tensor` it wraps results in.
 
 Memory rules this file enforces (see DESIGN.md):
 - a node holds edges to its inputs (their nodes, or leaf tensors), never the output tensor nor the
@@ -25,11 +26,13 @@ arrays pay nothing), which is how the predictor runs the engine itself under the
 from __future__ import annotations
 
 import itertools
-import weakref
+
 from heapq import heappop, heappush
 from typing import Any, Iterator
 
 import numpy as np
+
+from . import heap
 
 from .meta import MetaArray
 
@@ -140,100 +143,9 @@ class Function:
         raise NotImplementedError
 
 
-Tensor: Any = None  # memstudy.autograd.tensor.Tensor, bound by that module (it imports this one)
-
-
 def _as_array(value: Any) -> np.ndarray:
     """numpy arithmetic on 0-d arrays returns numpy scalars; the instrument and tensors get ndarrays."""
     return value if type(value) is np.ndarray or type(value) is MetaArray else np.asarray(value)
-
-
-def apply(fn: type, *inputs: Any, **consts: Any):
-    """Run `fn` forward on the inputs' arrays, record a node if any input requires grad, wrap the result."""
-    # one pass over the inputs: their arrays, their edges (node, leaf tensor, or None: no grad flows)
-    arrays = []
-    parents = []
-    needs = []
-    for x in inputs:
-        if type(x) is Tensor:
-            arrays.append(x.data)
-            if x.requires_grad:
-                parents.append(x._node or x)  # its node, or the leaf tensor itself
-                needs.append(True)
-                continue
-        else:
-            arrays.append(x)
-        parents.append(None)
-        needs.append(False)
-    record = True in needs and STATE.grad_enabled
-    if record:
-        ctx = Node(fn, tuple(parents), tuple(needs), STATE.layer)
-    else:
-        ctx = Node(fn, None, (False,) * len(inputs), STATE.layer)
-    out = fn.forward(ctx, *arrays, **consts)
-    if type(out) is not np.ndarray and type(out) is not MetaArray:  # 0-d arithmetic returns numpy scalars
-        out = np.asarray(out)
-    instrument = STATE.instrument
-    if record and STATE.policy != "minimal":
-        sources = _apply_policy(ctx, inputs, arrays, out)
-        if instrument is not None:
-            instrument.on_forward(ctx, out)
-            for source in sources:  # a saved array that `half` replaced by its float16 copy: it existed too
-                instrument.on_new(source, fn.name, ctx.layer)
-        del sources  # the originals no one else holds die here, after the instrument saw them
-    elif instrument is not None:
-        instrument.on_forward(ctx, out)
-    result = Tensor(out, record)
-    if record:
-        result._node = ctx
-    return result
-
-
-def _apply_policy(ctx: Node, inputs: tuple, arrays: tuple, out: np.ndarray) -> tuple:
-    """The saved-tensor policy at the save door; returns the arrays `half` replaced (the caller drops them)."""
-    policy = STATE.policy
-    if policy == "all":  # keep the op's output too: every intermediate variable of the forward pass
-        if not any(a is out for a in ctx.saved):
-            ctx.saved += (out,)
-            ctx.saved_roles += ("out",)
-        return ()
-    if policy != "half":
-        raise ValueError(f"unknown saved-tensor policy {policy!r}; one of {', '.join(POLICIES)}")
-    cache = STATE.half_cache
-    if cache is None:  # half outside a `saved_tensors_policy` scope: a cache for this op alone
-        cache = {}
-    owned = cache.setdefault("owned", {})  # id(base) -> weakref(base): caller-owned buffers, never cast
-    copies = cache.setdefault("copies", {})  # (id(base), address, shape, strides) -> (weakref base, weakref copy)
-    for x, array in zip(inputs, arrays):
-        if (type(array) is np.ndarray or type(array) is MetaArray) and (type(x) is not Tensor or x._node is None):
-            base = _base(array)
-            owned[id(base)] = weakref.ref(base)
-    saved, dtypes, sources = [], [], []
-    for array in ctx.saved:
-        if array is None or (type(array) is not np.ndarray and type(array) is not MetaArray) \
-                or array.dtype.kind != "f" or array.dtype.itemsize <= 2:
-            saved.append(array)
-            dtypes.append(None)
-            continue
-        base = _base(array)
-        ref = owned.get(id(base))
-        if ref is not None and ref() is base:
-            saved.append(array)
-            dtypes.append(None)
-            continue
-        key = (id(base), _data_address(array), array.shape, array.strides)
-        hit = copies.get(key)
-        copy = hit[1]() if hit is not None and hit[0]() is base else None
-        if copy is None:
-            copy = array.astype(HALF)
-            copies[key] = (weakref.ref(base), weakref.ref(copy))
-        saved.append(copy)
-        dtypes.append(array.dtype)
-        sources.append(array)
-    if sources:
-        ctx.saved = tuple(saved)
-        ctx.stored_dtypes = tuple(dtypes)
-    return tuple(sources)
 
 
 def topological_order(root: Node) -> list[Node]:
@@ -278,6 +190,8 @@ def backward(root: Any, grad: np.ndarray | None = None, retain_graph: bool = Fal
     """Reverse-mode pass from `root`; gradients accumulate into the `.grad` of leaves that require grad."""
     if not root.requires_grad:
         raise RuntimeError("backward() on a tensor that does not require grad")
+    if not heap.HEAP.settled and type(root.data) is np.ndarray:  # once per process; see heap.py (not on shapes)
+        heap.settle()
     if grad is None:
         if root.data.size != 1:
             raise RuntimeError("backward() without a gradient needs a single-element output")

@@ -31,12 +31,12 @@ class _Heap:
     settled = False  # the warm-up ran, or was decided against, in this process
 
 
-_HEAP = _Heap()
+HEAP = _Heap()
 
 
 def disable() -> None:
     """No warm-up in this process (call before the first backward pass)."""
-    _HEAP.settled = True
+    HEAP.settled = True
 
 
 def _explicit_allocator_setting() -> bool:
@@ -55,9 +55,9 @@ def should_warm_up() -> bool:
 
 def settle() -> bool:
     """Warm the heap once per process; True if this call did it. The engine calls it before a backward pass."""
-    if _HEAP.settled:
+    if HEAP.settled:
         return False
-    _HEAP.settled = True
+    HEAP.settled = True
     if not should_warm_up():
         return False
     buffer = np.empty(WARMUP_BYTES, dtype=np.uint8)  # mmapped (above the default threshold), never touched

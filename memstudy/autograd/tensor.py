@@ -1,14 +1,15 @@
-"""`Tensor`: an ndarray, its gradient, and the node that produced it (if a graph was recorded)."""
+"""`Tensor` (an ndarray, its gradient, and the node that produced it, if a graph was recorded) and `apply`, the
+one door through which every op runs: it records a node when an input requires grad and wraps the result."""
 from __future__ import annotations
 
+import weakref
 from numbers import Number
 from typing import Any
 
 import numpy as np
 
 from . import ops
-from . import engine
-from .engine import apply, backward
+from .engine import HALF, POLICIES, STATE, Node, _base, _data_address, backward
 from .meta import MetaArray
 
 
@@ -164,4 +165,95 @@ def _constant(value: Any, like: Tensor) -> Any:
     return value
 
 
-engine.Tensor = Tensor  # the engine wraps results in Tensor without importing this module at call time
+
+
+# --- the one door in ------------------------------------------------------------------------------------
+# `apply` lives beside `Tensor` because it wraps every op's result in one; the engine (engine.py) knows nodes,
+# backward and the policies' state, never the Tensor class.
+
+def apply(fn: type, *inputs: Any, **consts: Any):
+    """Run `fn` forward on the inputs' arrays, record a node if any input requires grad, wrap the result."""
+    # one pass over the inputs: their arrays, their edges (node, leaf tensor, or None: no grad flows)
+    arrays = []
+    parents = []
+    needs = []
+    for x in inputs:
+        if type(x) is Tensor:
+            arrays.append(x.data)
+            if x.requires_grad:
+                parents.append(x._node or x)  # its node, or the leaf tensor itself
+                needs.append(True)
+                continue
+        else:
+            arrays.append(x)
+        parents.append(None)
+        needs.append(False)
+    record = True in needs and STATE.grad_enabled
+    if record:
+        ctx = Node(fn, tuple(parents), tuple(needs), STATE.layer)
+    else:
+        ctx = Node(fn, None, (False,) * len(inputs), STATE.layer)
+    out = fn.forward(ctx, *arrays, **consts)
+    if type(out) is not np.ndarray and type(out) is not MetaArray:  # 0-d arithmetic returns numpy scalars
+        out = np.asarray(out)
+    instrument = STATE.instrument
+    if record and STATE.policy != "minimal":
+        sources = _apply_policy(ctx, inputs, arrays, out)
+        if instrument is not None:
+            instrument.on_forward(ctx, out)
+            for source in sources:  # a saved array that `half` replaced by its float16 copy: it existed too
+                instrument.on_new(source, fn.name, ctx.layer)
+        del sources  # the originals no one else holds die here, after the instrument saw them
+    elif instrument is not None:
+        instrument.on_forward(ctx, out)
+    result = Tensor(out, record)
+    if record:
+        result._node = ctx
+    return result
+
+
+def _apply_policy(ctx: Node, inputs: tuple, arrays: tuple, out: np.ndarray) -> tuple:
+    """The saved-tensor policy at the save door; returns the arrays `half` replaced (the caller drops them)."""
+    policy = STATE.policy
+    if policy == "all":  # keep the op's output too: every intermediate variable of the forward pass
+        if not any(a is out for a in ctx.saved):
+            ctx.saved += (out,)
+            ctx.saved_roles += ("out",)
+        return ()
+    if policy != "half":
+        raise ValueError(f"unknown saved-tensor policy {policy!r}; one of {', '.join(POLICIES)}")
+    cache = STATE.half_cache
+    if cache is None:  # half outside a `saved_tensors_policy` scope: a cache for this op alone
+        cache = {}
+    owned = cache.setdefault("owned", {})  # id(base) -> weakref(base): caller-owned buffers, never cast
+    copies = cache.setdefault("copies", {})  # (id(base), address, shape, strides) -> (weakref base, weakref copy)
+    for x, array in zip(inputs, arrays):
+        if (type(array) is np.ndarray or type(array) is MetaArray) and (type(x) is not Tensor or x._node is None):
+            base = _base(array)
+            owned[id(base)] = weakref.ref(base)
+    saved, dtypes, sources = [], [], []
+    for array in ctx.saved:
+        if array is None or (type(array) is not np.ndarray and type(array) is not MetaArray) \
+                or array.dtype.kind != "f" or array.dtype.itemsize <= 2:
+            saved.append(array)
+            dtypes.append(None)
+            continue
+        base = _base(array)
+        ref = owned.get(id(base))
+        if ref is not None and ref() is base:
+            saved.append(array)
+            dtypes.append(None)
+            continue
+        key = (id(base), _data_address(array), array.shape, array.strides)
+        hit = copies.get(key)
+        copy = hit[1]() if hit is not None and hit[0]() is base else None
+        if copy is None:
+            copy = array.astype(HALF)
+            copies[key] = (weakref.ref(base), weakref.ref(copy))
+        saved.append(copy)
+        dtypes.append(array.dtype)
+        sources.append(array)
+    if sources:
+        ctx.saved = tuple(saved)
+        ctx.stored_dtypes = tuple(dtypes)
+    return tuple(sources)

@@ -24,6 +24,7 @@ import concurrent.futures as cf
 import datetime
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -185,13 +186,14 @@ def run_sweep(spec: Spec, out_dir: str | Path, jobs: int | None = None, fresh: b
     Raises SweepError when `out_dir` holds results this spec would reinterpret (unless `fresh`), PathError
     when `out_dir` cannot be written or another process writes into it.
     """
+    started = time.monotonic()
     if jobs is not None and jobs < 1:
         raise SweepError(f"jobs must be at least 1, got {jobs}")
     out = results_folder(out_dir, "results folder")
     git = git_info() if git is None else git  # before --fresh deletes tracked result files
     with FolderLock(out, "sweep"):
         return _run_locked(spec, out, spec.jobs if jobs is None else jobs, fresh, progress, cell_command,
-                           predictor, available_bytes, retry_failed, git)
+                           predictor, available_bytes, retry_failed, git, started)
 
 
 def _read_existing(out: Path, runs: Path) -> tuple[dict[str, Any] | None, RunsFile | None]:
@@ -209,7 +211,7 @@ def _read_existing(out: Path, runs: Path) -> tuple[dict[str, Any] | None, RunsFi
 
 def _run_locked(spec: Spec, out: Path, jobs: int, fresh: bool, progress: bool, cell_command: Sequence[str] | None,
                 predictor: Any, available_bytes: int | None, retry_failed: bool,
-                git: dict[str, Any]) -> SweepOutcome:
+                git: dict[str, Any], started: float) -> SweepOutcome:
     runs = out / "runs.csv"
     env_path = out / "env.json"
     if fresh:
@@ -341,6 +343,9 @@ def _run_locked(spec: Spec, out: Path, jobs: int, fresh: bool, progress: bool, c
     finally:
         executor.shutdown()
         bar.close()
+    # the session's wall time, start to last row, so that a README can quote what a study took
+    env["sessions"][-1]["wall_seconds"] = round(time.monotonic() - started, 3)
+    write_json(env_path, env)
     if timeline_final.exists():
         outcome.timeline = timeline_final
     return outcome
