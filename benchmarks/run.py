@@ -11,6 +11,11 @@ Figures (one CSV row each; ratios are measured side by side in one run, see benc
   inference_peak_vs_floor ledger step peak of an inference step / 2 × batch × width × itemsize
   inference_traced_peak_vs_floor   the same from tracemalloc (no target: it sees the output and hidden scratch)
   sweep_cells_per_second  `memstudy sweep SPEC` into a temporary folder
+  sweep_jobs1_cells_per_second, sweep_jobs2_cells_per_second, sweep_cluster2_cells_per_second
+                          the same spec with --jobs 1, --jobs 2 and --cluster local:2 (two Dask workers), side by side
+  cluster_fixed_seconds   what --cluster local:2 adds once: a sweep with nothing left to run, on the cluster minus
+                          locally (start and stop of the workers, every host's provenance)
+  cluster_seconds_per_cell   what it adds per cell: (cluster − jobs 2 − fixed) ÷ cells (a task's round trip)
   study_wall_seconds      the sweep plus `memstudy report` (what `make study` runs, into a temporary folder)
   python_startup_seconds, numpy_import_seconds, cell_import_seconds   `python -c ...` wall time, median
   predict_seconds, predict_traced_mb   predicting a depth-96, width-12288, batch-2048 Adam step (232 GB)
@@ -58,7 +63,9 @@ LARGE_SIZES = SIZES[:2]
 DTYPES = ("float32", "float64")
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 CLASSES = 10
-SECTIONS = ("speed", "memory", "startup", "study")
+SECTIONS = ("speed", "memory", "startup", "study", "sweep")
+SWEEP_EXECUTORS = (("jobs1", ["--jobs", "1"], "--jobs 1"), ("jobs2", ["--jobs", "2"], "--jobs 2"),
+                   ("cluster2", ["--cluster", "local:2"], "--cluster local:2"))
 COLUMNS = table.COLUMNS
 TORCH_HINT = "pip install memstudy[torch] (torch==2.13.0, CPU)"
 
@@ -466,6 +473,58 @@ def study_rows(spec_path: Path, log) -> list[dict[str, Any]]:
     ]
 
 
+def _timed_sweep(spec_path: Path, out: Path, flags: list[str]) -> tuple[float, float | None, str]:
+    """Wall seconds of `memstudy sweep SPEC --out OUT FLAGS`, others' load meanwhile, and an error ('' if ok)."""
+    load = ForeignLoad().start()
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "memstudy", "sweep", str(spec_path), "--out", str(out),
+                           "--no-progress", *flags], cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    error = "" if done.returncode == 0 else \
+        f"exited {done.returncode}: {(done.stderr.strip().splitlines() or [''])[-1]}"
+    return seconds, load.cores(), error
+
+
+def sweep_rows(spec_path: Path, log) -> list[dict[str, Any]]:
+    """Cells per second of one spec with --jobs 1, --jobs 2 and --cluster local:2, and what the cluster adds."""
+    from memstudy.study.spec import load_spec
+
+    spec = load_spec(spec_path)
+    cells = len(spec.cells())
+    tmp = Path(tempfile.mkdtemp(prefix="memstudy-bench-sweep-"))
+    rows: list[dict[str, Any]] = []
+    try:
+        seconds: dict[str, float] = {}
+        for name, flags, label in SWEEP_EXECUTORS:
+            log(f"  sweep: {cells} cells of {spec_path.name} with {label}")
+            wall, foreign, error = _timed_sweep(spec_path, tmp / name, flags)
+            seconds[name] = wall
+            rows.append(make_row(f"sweep_{name}_cells_per_second", cells / wall, "cells/s", measured=cells,
+                                 reference=wall, measured_label="cells", reference_label="sweep s",
+                                 status="failed" if error else "ok", foreign_cores=foreign,
+                                 note=f"memstudy sweep {spec_path.name} {label} ({spec.repeats} repeats)"
+                                      + (f"; {error}" if error else "")))
+        # fixed cost: resume each folder with nothing left to run, on the cluster and locally
+        log("  sweep: a resume with nothing to run, locally and on local:2 (the cluster's fixed cost)")
+        local_wall, _, local_error = _timed_sweep(spec_path, tmp / "jobs1", ["--jobs", "1"])
+        cluster_wall, foreign, cluster_error = _timed_sweep(spec_path, tmp / "cluster2", ["--cluster", "local:2"])
+        fixed = cluster_wall - local_wall
+        error = local_error or cluster_error
+        status = "failed" if error or any(r["status"] != "ok" for r in rows) else "ok"
+        rows.append(make_row("cluster_fixed_seconds", fixed, "s", measured=cluster_wall, reference=local_wall,
+                             measured_label="resume on local:2 s", reference_label="resume locally s",
+                             status=status, foreign_cores=foreign,
+                             note="start and stop of 2 Dask workers and their hosts' provenance" +
+                                  (f"; {error}" if error else "")))
+        per_cell = (seconds["cluster2"] - seconds["jobs2"] - fixed) / cells
+        rows.append(make_row("cluster_seconds_per_cell", per_cell, "s", measured=seconds["cluster2"],
+                             reference=seconds["jobs2"], measured_label="local:2 s", reference_label="--jobs 2 s",
+                             status=status, note=f"(local:2 − jobs 2 − fixed) ÷ {cells} cells: a task's round trip"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
 # --- main -------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -557,6 +616,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.max_wait > 0:
                 wait_until_quiet(args.quiet_cores, args.max_wait, log=log)
             rows += study_rows(Path(args.spec).resolve(), log)
+    if "sweep" in sections:
+        if quick or args.no_study:
+            rows.append(make_row("sweep_cluster2_cells_per_second", None, "cells/s", status="skipped",
+                                 note="skipped (--quick)" if quick else "skipped (--no-study)"))
+        else:
+            if args.max_wait > 0:
+                wait_until_quiet(args.quiet_cores, args.max_wait, log=log)
+            rows += sweep_rows(Path(args.spec).resolve(), log)
 
     csv_path = out / "bench.csv"
     with open(csv_path, "w", newline="") as fh:

@@ -188,6 +188,10 @@ STUDIES_DIR = "experiments"
 def _add_sweep_flags(parser: argparse.ArgumentParser, out_default: str | None) -> None:
     parser.add_argument("--out", default=out_default, metavar="DIR", help="results folder (results/<study name>)")
     parser.add_argument("--jobs", type=_positive_int, default=None, help="cells at once (the spec's [run] jobs)")
+    parser.add_argument("--cluster", metavar="ADDRESS|local:N", default=None,
+                        help="run the cells on a Dask cluster (tcp://host:8786; workers started with --nthreads 1 "
+                             "--resources memstudy-cell=1), or on N local Dask worker processes (local:N); needs "
+                             "pip install 'memstudy[distributed]'")
     parser.add_argument("--fresh", action="store_true", help="discard earlier results in DIR and start over")
     parser.add_argument("--retry-failed", action="store_true", help="rerun the cells whose rows in DIR failed or "
                                                                     "timed out")
@@ -208,6 +212,8 @@ def _sweep(spec_path: str, args: argparse.Namespace, git: dict[str, Any] | None 
 
     if not os.path.isfile(spec_path):
         raise UsageError(f"spec file {spec_path} not found")
+    if args.cluster is not None and args.jobs is not None:
+        raise UsageError("--jobs and --cluster: choose one (on a cluster each worker runs one cell at a time)")
     try:
         spec = load_spec(spec_path)
         out = args.out
@@ -215,7 +221,7 @@ def _sweep(spec_path: str, args: argparse.Namespace, git: dict[str, Any] | None 
             results_folder("results", "results folder")
             out = os.path.join("results", spec.name)
         outcome = run_sweep(spec, out, jobs=args.jobs, fresh=args.fresh, progress=not args.no_progress,
-                            retry_failed=args.retry_failed, git=git)
+                            retry_failed=args.retry_failed, git=git, cluster=args.cluster)
     except (SpecError, SweepError) as exc:
         raise UsageError(str(exc)) from None
     for warning in outcome.warnings:

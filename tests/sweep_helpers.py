@@ -19,6 +19,11 @@ FAKE_CELL = textwrap.dedent('''
 
     ROW_FIELDS = __ROW_FIELDS__  # inlined: the fake starts in milliseconds without importing numpy
 
+    control = os.environ.get("FAKE_CELL_CONTROL")  # a file of settings, for cells on Dask workers started earlier
+    if control and os.path.exists(control):
+        with open(control) as fh:
+            os.environ.update(json.load(fh))
+
     def matches(var, config):
         hook = os.environ.get(var)
         if not hook:
@@ -32,7 +37,7 @@ FAKE_CELL = textwrap.dedent('''
     log = os.environ.get("FAKE_CELL_LOG")
     if log:
         with open(log, "a") as fh:
-            fh.write(json.dumps({"config": request, "repeats": repeats, "pid": os.getpid(),
+            fh.write(json.dumps({"config": request, "repeats": repeats, "pid": os.getpid(), "ppid": os.getppid(),
                                  "pandas": "pandas" in sys.modules,
                                  "malloc": os.environ.get("MALLOC_MMAP_THRESHOLD_")}) + "\\n")
     started = time.time()

@@ -284,3 +284,22 @@ def test_an_older_runs_csv_without_the_newest_columns_loads(tmp_path):
     assert len(frame) == 4 and frame["foreign_cores"].isna().all() and set(frame["model"]) == {"mlp"}
     write_report(out, figures=False)
     assert "Timing load" not in (out / "report.md").read_text()  # unknown: no claim either way
+
+
+def test_timings_from_several_hosts_are_grouped_and_warned_about(tmp_path):
+    rows = grid_rows(depths=(1, 2), batches=(16,), repeats=2)
+    for i, row in enumerate(rows):
+        row["host"], row["step_seconds"] = ("fast", 0.001) if i % 2 else ("slow", 0.003)
+    out = write_runs(tmp_path / "r", rows)
+    machine = {"cpu_model": "Fast CPU", "usable_cores": 8}
+    env = {"hosts": {"fast": {"machine": machine, "numpy": {"version": "2.4"}},
+                     "slow": {"machine": {**machine, "cpu_model": "Slow CPU"}, "numpy": {"version": "2.4"}}}}
+    (out / "env.json").write_text(json.dumps(env))
+    write_report(out, figures=False)
+    report = (out / "report.md").read_text()
+    assert "timings from 2 hosts (they differ in CPU)" in report
+    assert "| `fast` | 4 | 4 | Fast CPU | 1.00 ms |" in report and "| `slow` | 4 | 4 | Slow CPU | 3.00 ms |" in report
+    for row in rows:
+        row["host"] = "fast"
+    write_report(write_runs(tmp_path / "one", rows), figures=False)
+    assert "hosts" not in (tmp_path / "one" / "report.md").read_text()

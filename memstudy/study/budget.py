@@ -83,12 +83,21 @@ class CellNeed:
             parts += f" + process baseline {format_bytes(self.resident_baseline_bytes)}"
         return f"needs {format_bytes(self.total_bytes)} ({parts})"
 
+    @property
+    def own_bytes(self) -> int:
+        """What the cell adds to a cell process's baseline: its predicted peak and its own overhead."""
+        return self.predicted_peak_bytes + self.overhead_bytes
+
     def limit_bytes(self, baseline: ProcessBaseline | None) -> int | None:
-        """The cell process's RLIMIT_AS, None without a measured baseline."""
-        if baseline is None:
-            return None
-        own = self.predicted_peak_bytes + self.overhead_bytes
-        return baseline.vm_peak_bytes + int(own * (1 + SLACK)) + HEADROOM_BYTES
+        """The cell process's RLIMIT_AS on the host whose baseline this is, None without one."""
+        return address_space_limit(self.own_bytes, baseline)
+
+
+def address_space_limit(own_bytes: int, baseline: ProcessBaseline | None) -> int | None:
+    """RLIMIT_AS for a cell whose own bytes are `own_bytes` on the host of `baseline` (None: no limit)."""
+    if baseline is None:
+        return None
+    return baseline.vm_peak_bytes + int(own_bytes * (1 + SLACK)) + HEADROOM_BYTES
 
 
 def cell_need(config: dict[str, Any], prediction: dict[str, Any], baseline: ProcessBaseline | None) -> CellNeed:
@@ -125,7 +134,6 @@ class Verdict:
 
     predicted: dict[str, Any] | None = None  # the prediction (None: not checked, or refused before finishing it)
     need: CellNeed | None = None
-    limit_bytes: int | None = None  # its RLIMIT_AS
     skip_reason: str = ""  # over the budget: skipped
     error: str = ""  # the prediction failed: failed (a cell is never run unchecked)
 
@@ -177,7 +185,7 @@ class BudgetCheck:
         except Exception as exc:  # a predictor bug must not stop the sweep, nor run an unchecked cell
             return Verdict(error=f"prediction failed: {type(exc).__name__}: {exc}")
         need = cell_need(config, predicted, self.baseline)
-        verdict = Verdict(predicted, need, need.limit_bytes(self.baseline))
+        verdict = Verdict(predicted, need)
         if need.total_bytes > self.budget_bytes:
             verdict.skip_reason = f"{need.describe()}: exceeds {budget}"
         return verdict
@@ -196,5 +204,5 @@ def explain_memory_failure(error: str, limit_bytes: int | None) -> str:
             "more than its prediction allows)")
 
 
-__all__ = ["BudgetCheck", "CellNeed", "DEFAULT_PREDICTOR", "ProcessBaseline", "Verdict", "cell_need",
+__all__ = ["BudgetCheck", "CellNeed", "address_space_limit", "DEFAULT_PREDICTOR", "ProcessBaseline", "Verdict", "cell_need",
            "explain_memory_failure", "overhead_bytes", "process_baseline"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import json
+import socket
 import statistics
 import sys
 import time
@@ -118,6 +119,8 @@ def measure_workload(work: Workload, config: dict[str, Any], prediction: dict[st
             foreign_cores=None if foreign_cores is None else round(foreign_cores, 3),
             vm_peak_bytes=probes.vm_peak_bytes(),
             mem_limit_bytes=_address_space_limit_bytes(),
+            host=socket.gethostname(),
+            worker=None,  # the sweep names the Dask worker that started the cell
             status="ok",
             error="",
         )

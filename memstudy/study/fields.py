@@ -44,7 +44,9 @@ LOAD_FIELDS = ("foreign_cores",)
 # vm_peak_bytes: the cell process's address-space peak (VmPeak) after the repeat, what its memory limit
 # (RLIMIT_AS, budget.py) holds; mem_limit_bytes: that limit (empty: none was set)
 LIMIT_FIELDS = ("vm_peak_bytes", "mem_limit_bytes")
-LATER_FIELDS: tuple[str, ...] = LOAD_FIELDS + LIMIT_FIELDS
+# host: the machine that measured the row; worker: the Dask worker that ran the cell (empty for a local sweep)
+PLACE_FIELDS = ("host", "worker")
+LATER_FIELDS: tuple[str, ...] = LOAD_FIELDS + LIMIT_FIELDS + PLACE_FIELDS
 
 ROW_FIELDS: tuple[str, ...] = (
     LEGACY_CONFIG_FIELDS + BASELINE_FIELDS + LEDGER_FIELDS + PREDICTED_FIELDS + PROBE_FIELDS + ACCURACY_FIELDS

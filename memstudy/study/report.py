@@ -111,7 +111,7 @@ def load_runs(results_dir: Path) -> pd.DataFrame:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
     if frame["bias"].dtype != bool:
         frame["bias"] = frame["bias"].astype(str).str.lower().map({"true": True, "false": False})
-    for column in ("status", "error", *TEXT_MEASURES):  # an all-empty column is read as float NaN
+    for column in ("status", "error", "host", "worker", *TEXT_MEASURES):  # an all-empty column is read as NaN
         frame[column] = [("" if pd.isna(v) else str(v)) for v in frame[column]]
     frame["foreign_cores"] = pd.to_numeric(frame["foreign_cores"], errors="coerce")
     frame.attrs["problems"] = [f"runs.csv: {p}" for p in runs_file.problems]
@@ -406,6 +406,7 @@ def _write_report(out: Path, figures: bool, warn: Callable[[str], None] | None) 
     md += _env_section(env, runs, summary)
     md += _file_problems(runs)
     md += _timing_load_section(runs)
+    md += _hosts_section(runs, env)
     made: dict[str, Path] = {}
 
     # peak vs depth and vs batch
@@ -487,6 +488,41 @@ def _timing_load_section(runs: pd.DataFrame) -> list[str]:
             f"they used more than {LOADED_CORES:g} cores (cells {shown}): their step_seconds, and every time ratio "
             "built on them, are slower than on a quiet machine. Rerun those cells on a quiet machine (`--fresh`, or "
             "a new --out) to compare times.", ""]
+
+
+def _host_differences(hosts: dict[str, Any]) -> list[str]:
+    """What differs between the hosts' recorded environments (CPU, cores, memory, Python, numpy, BLAS)."""
+    facts = {
+        "CPU": lambda h: h.get("machine", {}).get("cpu_model"),
+        "cores": lambda h: h.get("machine", {}).get("usable_cores"),
+        "memory": lambda h: h.get("machine", {}).get("total_memory_bytes"),
+        "Python": lambda h: h.get("python", {}).get("version"),
+        "numpy": lambda h: h.get("numpy", {}).get("version"),
+        "BLAS": lambda h: _blas_summary(h.get("numpy", {}).get("blas", {})),
+        "memstudy": lambda h: h.get("memstudy_version"),
+    }
+    return [name for name, fact in facts.items() if len({str(fact(h)) for h in hosts.values()}) > 1]
+
+
+def _hosts_section(runs: pd.DataFrame, env: dict[str, Any] | None) -> list[str]:
+    """Timings by host when more than one host measured: bytes compare across hosts, seconds do not."""
+    timed = runs[(runs["status"] == "ok") & (runs["host"] != "")]
+    hosts = sorted(timed["host"].unique().tolist())
+    if len(hosts) < 2:
+        return []
+    recorded = (env or {}).get("hosts") or {}
+    differ = _host_differences({h: recorded[h] for h in hosts if h in recorded})
+    body = []
+    for host in hosts:
+        part = timed[timed["host"] == host]
+        machine = recorded.get(host, {}).get("machine", {})
+        body.append([f"`{host}`", part["cell"].nunique(), len(part), machine.get("cpu_model", "—"),
+                     f"{1000 * part['step_seconds'].median():.2f} ms", _ratio(part["foreign_cores"].median())])
+    what = f" (they differ in {', '.join(differ)})" if differ else ""
+    return [f"**Warning: timings from {len(hosts)} hosts{what}.** Byte counts compare across hosts; seconds do not: "
+            "each host's CPU, BLAS and load set its step times, so a time ratio between cells measured on different "
+            "hosts says as much about the hosts as about the cells. Timings by host:", "",
+            _md_table(["host", "cells", "rows", "CPU", "median step time", "median foreign cores"], body), ""]
 
 
 def peak_ratio_cells(ok_cells: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:

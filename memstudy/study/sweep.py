@@ -15,21 +15,23 @@
 - `DIR/env.json` records the provenance, the current spec, and one entry per session (what changed, the git
   state, the settings it ran with). The git state is read before anything is deleted.
 
-Cells may run concurrently (`jobs`): a thread pool in which each thread waits on its subprocess. Cells
-only start while the sum of running cells' needs stays within the budget.
+Cells run through an executor with the `concurrent.futures` shape, `submit(request, reserve_bytes)`:
+`jobs` local processes (launcher.LocalExecutor: a thread pool in which each thread waits on its subprocess,
+starting cells only while the running cells' needs fit the budget together), or a Dask cluster
+(`cluster`, dask_executor.DaskExecutor: one cell per worker, each worker's budget of its own memory).
+Either way only this process writes runs.csv, a cell's rows as its future completes.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
 import datetime
-import os
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..units import format_bytes
 from .budget import DEFAULT_PREDICTOR, BudgetCheck, Verdict, explain_memory_failure
 from .fields import ROW_FIELDS
 from .folder import FolderLock, results_folder, write_text_atomically
@@ -138,13 +140,15 @@ def _cell_rows(spec: Spec, pending: _Pending, result: CellResult) -> _CellResult
     for obj, repeat in zip(result.rows, pending.repeats):
         row = _config_row(spec, pending.cid, pending.config, repeat)
         row.update({k: v for k, v in obj.items() if k in ROW_FIELDS})
-        row.update(experiment=spec.name, cell=pending.cid, repeat=repeat)
+        row.update(experiment=spec.name, cell=pending.cid, repeat=repeat, worker=result.worker or None)
         row["status"] = row.get("status") or "ok"
         rows.append(row)
     if result.error:
         rows += _placeholder_rows(spec, pending.cid, pending.config, pending.repeats[len(rows):], "failed",
-                                  explain_memory_failure(result.error, pending.verdict.limit_bytes),
+                                  explain_memory_failure(result.error, result.memory_limit_bytes),
                                   pending.verdict.predicted)
+        for row in rows[len(result.rows):]:
+            row.update(host=result.host or None, worker=result.worker or None)
     return _CellResult(pending.cid, rows, _status({r["status"] for r in rows} | pending.kept_status))
 
 
@@ -176,15 +180,16 @@ _DEFAULT = DEFAULT_PREDICTOR
 def run_sweep(spec: Spec, out_dir: str | Path, jobs: int | None = None, fresh: bool = False, progress: bool = True,
               cell_command: Sequence[str] | None = None, predictor: Any = _DEFAULT,
               available_bytes: int | None = None, retry_failed: bool = False,
-              git: dict[str, Any] | None = None) -> SweepOutcome:
+              git: dict[str, Any] | None = None, cluster: str | None = None) -> SweepOutcome:
     """Run every (cell, repeat) of `spec` not yet in `out_dir/runs.csv`; see the module docstring.
 
-    `cell_command` (default: this Python, `-m memstudy.study.cell`) and `predictor` (default:
-    memstudy.memory.predict.predict, stopped early by the budget; None disables the budget check) are
-    injectable for tests. `git`: the
-    checkout's state if the caller read it already (`study --all` reads it once, before any study writes).
-    Raises SweepError when `out_dir` holds results this spec would reinterpret (unless `fresh`), PathError
-    when `out_dir` cannot be written or another process writes into it.
+    `cluster`: run the cells on a Dask cluster (`tcp://host:8786`, or `local:N` for N local worker processes,
+    dask_executor.py) instead of `jobs` local processes. `cell_command` (default: the cell module under the
+    Python of the machine that runs it) and `predictor` (default: memstudy.memory.predict.predict, stopped
+    early by the budget; None disables the budget check) are injectable for tests. `git`: the checkout's state
+    if the caller read it already (`study --all` reads it once, before any study writes).
+    Raises SweepError when `out_dir` holds results this spec would reinterpret (unless `fresh`) or the cluster
+    cannot be used, PathError when `out_dir` cannot be written or another process writes into it.
     """
     started = time.monotonic()
     if jobs is not None and jobs < 1:
@@ -192,8 +197,8 @@ def run_sweep(spec: Spec, out_dir: str | Path, jobs: int | None = None, fresh: b
     out = results_folder(out_dir, "results folder")
     git = git_info() if git is None else git  # before --fresh deletes tracked result files
     with FolderLock(out, "sweep"):
-        return _run_locked(spec, out, spec.jobs if jobs is None else jobs, fresh, progress, cell_command,
-                           predictor, available_bytes, retry_failed, git, started)
+        run = _Run(spec, out, spec.jobs if jobs is None else jobs, cell_command, retry_failed, git, started)
+        return run.go(fresh, progress, predictor, available_bytes, cluster)
 
 
 def _read_existing(out: Path, runs: Path) -> tuple[dict[str, Any] | None, RunsFile | None]:
@@ -209,146 +214,212 @@ def _read_existing(out: Path, runs: Path) -> tuple[dict[str, Any] | None, RunsFi
         raise SweepError(f"{exc}; use --fresh or another --out") from None
 
 
-def _run_locked(spec: Spec, out: Path, jobs: int, fresh: bool, progress: bool, cell_command: Sequence[str] | None,
-                predictor: Any, available_bytes: int | None, retry_failed: bool,
-                git: dict[str, Any], started: float) -> SweepOutcome:
-    runs = out / "runs.csv"
-    env_path = out / "env.json"
-    if fresh:
-        for name in SWEEP_FILES:
-            (out / name).unlink(missing_ok=True)
-    previous_env, existing = _read_existing(out, runs)
-    changes = check_compatible(str(out), (previous_env or {}).get("spec"), existing, spec)
+def _open_cluster(address: str, command: Sequence[str] | None) -> Any:
+    from .dask_executor import ClusterError, DaskExecutor
 
-    warnings: list[str] = []
-    if existing is not None:
-        warnings += [f"{runs}: {problem}; repaired" for problem in existing.problems]
-    budget = spec.budget_bytes(available_bytes)
-    cell_env = cell_environment()
-    command = list(cell_command) if cell_command is not None else list(CELL_COMMAND)
-    checker = BudgetCheck(budget, f"budget {spec.budget!r}", predictor, cell_env)
-    if not checker.enabled:
-        warnings.append("budget not checked: no predictor")
-
-    columns = csv_columns(spec, existing.columns if existing is not None else ())
-    cells = [(cell_id(c), c) for c in spec.cells()]
-    outcome = SweepOutcome(out, runs, env_path, cells=len(cells), resumed=0, changes=changes, warnings=warnings)
-    by_cell: dict[str, list[dict[str, str]]] = {}
-    for row in existing.rows if existing is not None else []:
-        by_cell.setdefault(row["cell"], []).append(row)
-
-    # what each cell still needs: its missing repeats (failed ones too under retry_failed, skipped ones the
-    # budget now admits)
-    dropped: set[int] = set()  # id() of rows leaving runs.csv
-    pending: list[_Pending] = []
-    for cid, config in cells:
-        rows = by_cell.get(cid, [])
-        verdict = None
-        if retry_failed and any(r["status"] == "failed" for r in rows):
-            dropped.update(id(r) for r in rows if r["status"] == "failed")
-            outcome.retried += 1
-        if any(r["status"] == "skipped" for r in rows):
-            verdict = checker.check(config)
-            if checker.enabled and not verdict.skip_reason and not verdict.error:
-                dropped.update(id(r) for r in rows if r["status"] == "skipped")
-        kept = [r for r in rows if id(r) not in dropped]
-        have = {r["repeat"] for r in kept}
-        missing = [r for r in range(spec.repeats) if str(r) not in have]
-        statuses = {r["status"] for r in kept}
-        if missing:
-            pending.append(_Pending(cid, config, missing, verdict, statuses))
-        else:
-            outcome.resumed += 1
-            outcome.failed_before += "failed" in statuses
-
-    # budget check first: skipped cells cost nothing and must not distort the ETA
-    to_run: list[_Pending] = []
-    finished: list[_CellResult] = []
-    for cell in pending:
-        verdict = cell.verdict = cell.verdict or checker.check(cell.config)
-        if verdict.error or verdict.skip_reason:
-            status = "failed" if verdict.error else "skipped"
-            rows = _placeholder_rows(spec, cell.cid, cell.config, cell.repeats, status,
-                                     verdict.error or verdict.skip_reason, verdict.predicted)
-            finished.append(_CellResult(cell.cid, rows, _status({status} | cell.kept_status)))
-            continue
-        to_run.append(cell)
-    warnings += checker.warnings
-
-    timeline_final = out / "timeline.csv"
-    timeline_tmp = out / "timeline.csv.tmp"
-    timeline_cid = None
-    if not timeline_final.exists():
-        chosen = choose_timeline_cell([c.config for c in to_run])
-        timeline_cid = cell_id(chosen) if chosen is not None else None
-
-    baseline = checker.baseline if checker.enabled and to_run else None
-    session = {"jobs": jobs, "budget_bytes": budget, "cell_command": command, "timeline_cell": timeline_cid,
-               "cell_baseline": None if baseline is None else {"vm_peak_bytes": baseline.vm_peak_bytes,
-                                                               "hwm_bytes": baseline.hwm_bytes}}
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    if previous_env is None:
-        env = collect_env(spec, cell_environment=cell_env, extra={"sweep": session}, git=git)
-        env["sessions"] = []
-    else:  # a resume keeps the first record, takes the current spec, and notes what this session ran with
-        env = {**previous_env, "spec": spec_record(spec), "sessions": list(previous_env.get("sessions", []))}
-    env["sessions"].append({
-        "recorded_at": now, "resumed": previous_env is not None, **session, "spec_hash": spec.hash,
-        "changes": changes, "retry_failed": retry_failed, "git": git,
-    })
-    write_json(env_path, env)
-    if spec.text:
-        write_text_atomically(out / "spec.toml", spec.text)
-    if existing is None:  # only now: runs.csv without env.json is refused
-        rewrite_runs(runs, [], columns)
-    elif existing.damaged or dropped or (existing.columns != columns and (to_run or finished)):
-        rewrite_runs(runs, [r for r in existing.rows if id(r) not in dropped], columns)
-
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(cells), initial=outcome.resumed, desc=spec.name, unit="cell", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True, mininterval=0, postfix=_postfix(outcome))
-
-    def record(result: _CellResult) -> None:
-        append_rows(runs, result.rows, columns)
-        setattr(outcome, result.status, getattr(outcome, result.status) + 1)
-        bar.set_postfix_str(_postfix(outcome), refresh=False)  # before update, which redraws: no lag
-        bar.update(1)
-
-    executor = LocalExecutor(jobs, command=command, env=cell_env, budget_bytes=budget)
-    submitted: dict[cf.Future, tuple[_Pending, bool]] = {}
     try:
-        for result in finished:
-            record(result)
-        for cell in to_run:
-            with_timeline = cell.cid == timeline_cid
-            request = CellRequest(cell.config, len(cell.repeats), str(timeline_tmp) if with_timeline else None,
-                                  timeout_seconds=spec.timeout_seconds, memory_limit_bytes=cell.verdict.limit_bytes)
-            reserve = cell.verdict.need.total_bytes if cell.verdict.need is not None else 0
-            submitted[executor.submit(request, reserve_bytes=reserve)] = (cell, with_timeline)
-        for future in cf.as_completed(submitted):
-            cell, with_timeline = submitted[future]
-            result = future.result()
-            if result is None:  # interrupted before it started
+        return DaskExecutor(address, command)
+    except ClusterError as exc:
+        raise SweepError(str(exc)) from None
+
+
+def _host_environment(env: dict[str, Any]) -> dict[str, Any]:
+    """The per-host part of a collect_env() record (what env.json's `hosts` keeps for each machine)."""
+    keys = ("memstudy_version", "git", "python", "packages", "numpy", "machine", "os", "environment",
+            "cell_environment")
+    return {k: env[k] for k in keys if k in env}
+
+
+class _Run:
+    """One sweep session in a locked folder: plan what is missing, check the budget, run, record."""
+
+    def __init__(self, spec: Spec, out: Path, jobs: int, cell_command: Sequence[str] | None, retry_failed: bool,
+                 git: dict[str, Any], started: float):
+        self.spec, self.out, self.jobs, self.retry_failed, self.git, self.started = (
+            spec, out, jobs, retry_failed, git, started)
+        self.cell_command = list(cell_command) if cell_command is not None else None
+        self.runs, self.env_path = out / "runs.csv", out / "env.json"
+        self.cell_env = cell_environment()
+
+    def go(self, fresh: bool, progress: bool, predictor: Any, available_bytes: int | None,
+           cluster: str | None) -> SweepOutcome:
+        spec, out = self.spec, self.out
+        if fresh:
+            for name in SWEEP_FILES:
+                (out / name).unlink(missing_ok=True)
+        previous_env, existing = _read_existing(out, self.runs)
+        changes = check_compatible(str(out), (previous_env or {}).get("spec"), existing, spec)
+        dask = _open_cluster(cluster, self.cell_command) if cluster else None  # before anything is written
+        try:
+            if dask is not None:  # each worker's budget is the spec's budget of that worker's memory
+                dask.set_budgets(lambda memory: spec.budget_bytes(available_bytes or memory))
+                budget, label = dask.largest_budget_bytes(), f"budget {spec.budget!r} of the largest worker's memory"
+            else:
+                budget, label = spec.budget_bytes(available_bytes), f"budget {spec.budget!r}"
+            checker = BudgetCheck(budget, label, predictor, self.cell_env)
+            outcome = SweepOutcome(out, self.runs, self.env_path, cells=len(spec.cells()), resumed=0, changes=changes)
+            if existing is not None:
+                outcome.warnings += [f"{self.runs}: {problem}; repaired" for problem in existing.problems]
+            if not checker.enabled:
+                outcome.warnings.append("budget not checked: no predictor")
+            pending, dropped = self._plan(existing, checker, outcome)
+            to_run, finished = self._check(pending, checker)
+            outcome.warnings += checker.warnings
+            columns = csv_columns(spec, existing.columns if existing is not None else ())
+            timeline_cid = self._timeline_cell(to_run)
+            env = self._record_session(previous_env, changes, budget, checker, to_run, timeline_cid, dask)
+            if existing is None:  # only now: runs.csv without env.json is refused
+                rewrite_runs(self.runs, [], columns)
+            elif existing.damaged or dropped or (existing.columns != columns and (to_run or finished)):
+                rewrite_runs(self.runs, [r for r in existing.rows if id(r) not in dropped], columns)
+            if dask is not None:
+                executor = dask
+            else:
+                executor = LocalExecutor(self.jobs, command=self.cell_command, env=self.cell_env, budget_bytes=budget)
+            dask = None  # the executor owns the cluster from here: _execute shuts it down
+            self._execute(executor, outcome, columns, to_run, finished, timeline_cid, progress)
+        finally:
+            if dask is not None:
+                dask.shutdown()
+        # the session's wall time, start to last row, so that a README can quote what a study took
+        env["sessions"][-1]["wall_seconds"] = round(time.monotonic() - self.started, 3)
+        write_json(self.env_path, env)
+        if (out / "timeline.csv").exists():
+            outcome.timeline = out / "timeline.csv"
+        return outcome
+
+    def _plan(self, existing: RunsFile | None, checker: BudgetCheck,
+              outcome: SweepOutcome) -> tuple[list[_Pending], set[int]]:
+        """What each cell still needs: its missing repeats (failed ones too under retry_failed, skipped ones the
+        budget now admits); the id() of the rows that leave runs.csv."""
+        by_cell: dict[str, list[dict[str, str]]] = {}
+        for row in existing.rows if existing is not None else []:
+            by_cell.setdefault(row["cell"], []).append(row)
+        dropped: set[int] = set()
+        pending: list[_Pending] = []
+        for config in self.spec.cells():
+            cid = cell_id(config)
+            rows = by_cell.get(cid, [])
+            verdict = None
+            if self.retry_failed and any(r["status"] == "failed" for r in rows):
+                dropped.update(id(r) for r in rows if r["status"] == "failed")
+                outcome.retried += 1
+            if any(r["status"] == "skipped" for r in rows):
+                verdict = checker.check(config)
+                if checker.enabled and not verdict.skip_reason and not verdict.error:
+                    dropped.update(id(r) for r in rows if r["status"] == "skipped")
+            kept = [r for r in rows if id(r) not in dropped]
+            have = {r["repeat"] for r in kept}
+            missing = [r for r in range(self.spec.repeats) if str(r) not in have]
+            statuses = {r["status"] for r in kept}
+            if missing:
+                pending.append(_Pending(cid, config, missing, verdict, statuses))
+            else:
+                outcome.resumed += 1
+                outcome.failed_before += "failed" in statuses
+        return pending, dropped
+
+    def _check(self, pending: list[_Pending], checker: BudgetCheck) -> tuple[list[_Pending], list[_CellResult]]:
+        """The budget first: skipped cells cost nothing and must not distort the ETA."""
+        to_run: list[_Pending] = []
+        finished: list[_CellResult] = []
+        for cell in pending:
+            verdict = cell.verdict = cell.verdict or checker.check(cell.config)
+            if verdict.error or verdict.skip_reason:
+                status = "failed" if verdict.error else "skipped"
+                rows = _placeholder_rows(self.spec, cell.cid, cell.config, cell.repeats, status,
+                                         verdict.error or verdict.skip_reason, verdict.predicted)
+                finished.append(_CellResult(cell.cid, rows, _status({status} | cell.kept_status)))
                 continue
-            if with_timeline:
-                if not result.error and timeline_tmp.exists():
-                    os.replace(timeline_tmp, timeline_final)
-                else:
-                    timeline_tmp.unlink(missing_ok=True)
-            record(_cell_rows(spec, cell, result))
-    except BaseException:  # KeyboardInterrupt, or a failure writing runs.csv: stop every cell we started
-        executor.stop()
-        raise
-    finally:
-        executor.shutdown()
-        bar.close()
-    # the session's wall time, start to last row, so that a README can quote what a study took
-    env["sessions"][-1]["wall_seconds"] = round(time.monotonic() - started, 3)
-    write_json(env_path, env)
-    if timeline_final.exists():
-        outcome.timeline = timeline_final
-    return outcome
+            to_run.append(cell)
+        return to_run, finished
+
+    def _timeline_cell(self, to_run: list[_Pending]) -> str | None:
+        if (self.out / "timeline.csv").exists():
+            return None
+        chosen = choose_timeline_cell([c.config for c in to_run])
+        return cell_id(chosen) if chosen is not None else None
+
+    def _record_session(self, previous_env: dict[str, Any] | None, changes: list[str], budget: int,
+                        checker: BudgetCheck, to_run: list[_Pending], timeline_cid: str | None,
+                        dask: Any) -> dict[str, Any]:
+        """env.json: the first record (provenance of this host), the current spec, every host that measured,
+        and this session (what changed, the git state, the settings and where the cells ran)."""
+        spec = self.spec
+        baseline = checker.baseline if checker.enabled and to_run and dask is None else None
+        session = {"jobs": self.jobs, "budget_bytes": budget, "cell_command": self.cell_command or list(CELL_COMMAND),
+                   "timeline_cell": timeline_cid,
+                   "cell_baseline": None if baseline is None else {"vm_peak_bytes": baseline.vm_peak_bytes,
+                                                                   "hwm_bytes": baseline.hwm_bytes},
+                   "executor": dask.address if dask is not None else "local"}
+        if dask is not None:
+            session["workers"] = dask.worker_hosts()
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        if previous_env is None:
+            env = collect_env(spec, cell_environment=self.cell_env, extra={"sweep": session}, git=self.git)
+            env["sessions"] = []
+        else:  # a resume keeps the first record, takes the current spec, and notes what this session ran with
+            env = {**previous_env, "spec": spec_record(spec), "sessions": list(previous_env.get("sessions", []))}
+        hosts = dict(env.get("hosts") or {})
+        if dask is not None:
+            for host, host_env in dask.host_environments().items():
+                hosts[host] = host_env
+        else:
+            hosts[socket.gethostname()] = _host_environment(
+                collect_env(cell_environment=self.cell_env, git=self.git) if previous_env is not None else env)
+        env["hosts"] = hosts
+        env["sessions"].append({
+            "recorded_at": now, "resumed": previous_env is not None, **session, "spec_hash": spec.hash,
+            "changes": changes, "retry_failed": self.retry_failed, "git": self.git,
+        })
+        write_json(self.env_path, env)
+        if spec.text:
+            write_text_atomically(self.out / "spec.toml", spec.text)
+        return env
+
+    def _execute(self, executor: Any, outcome: SweepOutcome, columns: tuple[str, ...], to_run: list[_Pending],
+                 finished: list[_CellResult], timeline_cid: str | None, progress: bool) -> None:
+        """Submit every cell, append each cell's rows as its future completes (this process is the only
+        writer), and stop every cell on an interrupt."""
+        from tqdm import tqdm
+
+        spec = self.spec
+        bar = tqdm(total=outcome.cells, initial=outcome.resumed, desc=spec.name, unit="cell", file=sys.stderr,
+                   disable=not progress, dynamic_ncols=True, mininterval=0, postfix=_postfix(outcome))
+
+        def record(result: _CellResult) -> None:
+            append_rows(self.runs, result.rows, columns)
+            setattr(outcome, result.status, getattr(outcome, result.status) + 1)
+            bar.set_postfix_str(_postfix(outcome), refresh=False)  # before update, which redraws: no lag
+            bar.update(1)
+
+        submitted: dict[cf.Future, _Pending] = {}
+        try:
+            for result in finished:
+                record(result)
+            for cell in to_run:
+                need = cell.verdict.need
+                request = CellRequest(cell.config, len(cell.repeats), timeout_seconds=spec.timeout_seconds,
+                                      memory_own_bytes=need.own_bytes if need is not None else None,
+                                      return_timeline=cell.cid == timeline_cid)
+                submitted[executor.submit(request, reserve_bytes=need.total_bytes if need else 0)] = cell
+            for future in cf.as_completed(submitted):
+                cell = submitted[future]
+                try:
+                    result = future.result()
+                except Exception as exc:  # the executor lost the cell (e.g. Dask gave up on it): a failed cell
+                    result = CellResult(error=f"{type(exc).__name__}: {exc}")
+                if result is None:  # interrupted before it started
+                    continue
+                if result.timeline_csv is not None:
+                    write_text_atomically(self.out / "timeline.csv", result.timeline_csv)
+                record(_cell_rows(spec, cell, result))
+        except BaseException:  # KeyboardInterrupt, or a failure writing runs.csv: stop every cell we started
+            executor.stop()
+            raise
+        finally:
+            executor.shutdown()
+            bar.close()
 
 
 __all__ = ["CSV_COLUMNS", "EXIT_CELLS_FAILED", "EXIT_OK", "SweepError", "SweepOutcome", "append_rows",
