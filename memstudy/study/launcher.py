@@ -139,23 +139,30 @@ def kill_group(proc: subprocess.Popen) -> None:
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _die_with_parent() -> None:
-    """In the child (between fork and exec): SIGKILL when the parent thread ends, where Linux offers it."""
+def _prctl() -> Any:
+    """libc's prctl, looked up in the parent: the child, between fork and exec, only calls it."""
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):  # not Linux: the sweep still kills its cells on an interrupt
-        pass
+        return None
 
 
 def _child_setup(limit_bytes: int | None):
-    def apply() -> None:  # runs in the child between fork and exec
-        _die_with_parent()
-        if limit_bytes:
-            import resource
+    """What the child does between fork and exec: die with its parent (PR_SET_PDEATHSIG, where Linux offers
+    it), and take its address-space limit. Everything it calls is bound here, in the parent: no import and no
+    lookup runs in the forked child of a threaded process."""
+    import resource
 
-            resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+    prctl, setrlimit, rlimit_as = _prctl(), resource.setrlimit, resource.RLIMIT_AS
+    die_signal = int(signal.SIGKILL)
+
+    def apply() -> None:
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, die_signal)
+        if limit_bytes:
+            setrlimit(rlimit_as, (limit_bytes, limit_bytes))
 
     return apply
 
