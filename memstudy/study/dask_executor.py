@@ -199,13 +199,16 @@ class DaskExecutor:
     def stop(self) -> None:
         """An interrupt: cancel every cell not finished. A LocalCluster is closed (its workers' cells die with
         them); on a remote cluster a cell already running finishes on its worker and is discarded."""
-        for executor in self._executors.values():
-            executor.shutdown(wait=False)
+        if self.client is not None:
+            for executor in self._executors.values():
+                executor.shutdown(wait=False)
         self._close()
 
     def shutdown(self) -> None:
-        for executor in self._executors.values():
-            executor.shutdown(wait=True)
+        """Wait for the submitted cells, then disconnect (and close a LocalCluster). Safe after `stop`."""
+        if self.client is not None:
+            for executor in self._executors.values():
+                executor.shutdown(wait=True)
         self._close()
 
     def _close(self) -> None:
