@@ -14,12 +14,17 @@ running cells reserved):
 
 Building the model costs no more than the step's baseline: nn.init draws every parameter in its own dtype.
 
+A model whose parameters and batch alone exceed the budget is refused while its shape-only build is still
+drawing them (BudgetCheck: meta_mode's draw limit), so the refusal costs what the budget holds, not what the
+model is.
+
 The cell process runs under RLIMIT_AS (set by the launcher between fork and exec), so a cell that needs
 more than its prediction stops with a MemoryError (a failed row saying so) instead of waking the machine's
 OOM killer. RLIMIT_AS counts address space, not resident bytes, and numpy, OpenBLAS (about 40 MiB per
 thread) and glibc's arenas reserve far more address space than they touch, and how much depends on the
 host's core count. So the limit starts from a measured baseline: the address-space peak (VmPeak) of a tiny
-cell run with the same interpreter and environment on the same host (`process_baseline`, once per process):
+cell run with the same interpreter and environment on the same host (`process_baseline`, once per process;
+the launcher applies it where the cell runs, so a Dask worker uses its own host's baseline):
 
     limit = baseline VmPeak + (predicted peak + own overhead) * (1 + SLACK) + HEADROOM_BYTES
 """
