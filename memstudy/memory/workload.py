@@ -42,7 +42,8 @@ class Workload:
         self.inputs = inputs if isinstance(inputs, Tensor) else Tensor(inputs)
         self.labels = labels
         self._loss = loss
-        self.optimizer = optim.make(config["optimizer"], self.model.parameters())
+        # the trainable parameters: a frozen one (requires_grad False) is model state, but nothing to update
+        self.optimizer = optim.make(config["optimizer"], [p for p in self.model.parameters() if p.requires_grad])
 
     def step(self) -> Tensor:
         """One training step (forward, loss, backward, optimiser step) or one inference forward."""
@@ -66,7 +67,7 @@ class Workload:
         for policy in (reference, self.policy):
             self.optimizer.zero_grad()
             self.loss(policy).backward()
-            grads[policy] = np.concatenate([p.grad.ravel().astype(np.float64) for p in self.model.parameters()])
+            grads[policy] = np.concatenate([p.grad.ravel().astype(np.float64) for p in self.optimizer.params])
         self.optimizer.zero_grad()
         ref = grads[reference]
         return float(np.linalg.norm(grads[self.policy] - ref) / np.linalg.norm(ref))
@@ -77,7 +78,7 @@ class Workload:
         gc.collect()
 
     def register(self, ledger: Ledger) -> None:
-        """The baseline: parameters (with their layers), optimiser state, the inputs and labels."""
+        """The baseline: parameters (frozen ones too, with their layers), optimiser state, the inputs and labels."""
         ledger.register_model(self.model.parameters(), self.model.parameter_layers())
         if self.train:
             for array in self.optimizer.state_arrays():
