@@ -577,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": [Path(sys.executable).name, "-m", "benchmarks", *(argv if argv is not None else sys.argv[1:])],
     }
     write_json(out / "env.json", collect_env(extra={"bench": bench_info}))
-    markdown = table.render(table.read_csv(csv_path), args.heap)
+    markdown = table.render(table.read_csv(csv_path), table.read_env(out / "env.json"))
     (out / "bench.md").write_text(markdown, encoding="utf-8")
     print(markdown)
     log(f"wrote {csv_path}, {out / 'env.json'}, {out / 'bench.md'}")
