@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: study test test-all bench clean
+.PHONY: study example readme results test test-all bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +14,29 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# the example step the README shows (What one step holds), measured as `memstudy run` prints it
+EXAMPLE := --depth 8 --width 256 --batch 64 --mode both
+
 study: $(STAMP)
 	$(BIN)/memstudy study --fresh  # measure on this machine: the committed results are replaced
+	$(MAKE) example
+	$(MAKE) readme
+
+example: $(STAMP)
+	mkdir -p results/example
+	$(BIN)/memstudy run $(EXAMPLE) --json > results/example/run.jsonl.tmp
+	mv results/example/run.jsonl.tmp results/example/run.jsonl
+
+# README's study figures are rendered from results/ (tests/test_published.py checks they match): rerun after
+# any study, the example or the benchmark is regenerated
+readme: $(STAMP)
+	$(BIN)/python -m memstudy.study.published --readme
+
+# every committed result afresh, then the README's figures from them (the benchmark is `make bench`)
+results: $(STAMP)
+	$(BIN)/memstudy study --all --fresh
+	$(MAKE) example
+	$(MAKE) readme
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -25,6 +46,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 	$(BIN)/python -m benchmarks.table --readme  # README's table is generated from bench.csv
+	$(MAKE) readme  # and the prose quotes it too
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ''

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -84,14 +84,44 @@ def _strategy_order(strategies: list[str]) -> list[str]:
     return sorted(strategies, key=key)
 
 
-def checkpoint_section(train: pd.DataFrame, out: Path, figures: dict[str, Path], plots: Any) -> list[str]:
+def checkpoint_cells(train: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any], list[str]]:
+    """(training cells by depth × strategy × batch, each beside the same cell without checkpointing (`*_ref`), with
+    `layers` = layers' worth of activations, `time_ratio` and `peak_ratio` against none; the fixed fields; the
+    strategies in order)."""
     data, fixed = fix_others(train, keep=("depth", "checkpoint", "batch_size"))
     data = _against(data, "checkpoint", "none", ["step_seconds", "activation_bytes", "peak_bytes"])
     data = data.assign(unit=[_unit(r) for _, r in data.iterrows()])
     data["layers"] = data["activation_bytes"].astype(float) / data["unit"]
     data["time_ratio"] = data["step_seconds"] / data["step_seconds_ref"]
     data["peak_ratio"] = data["peak_bytes"].astype(float) / data["peak_bytes_ref"].astype(float)
-    strategies = _strategy_order(data["checkpoint"].unique().tolist())
+    return data, fixed, _strategy_order(data["checkpoint"].unique().tolist())
+
+
+def sqrt_finding(data: pd.DataFrame) -> dict[str, Any] | None:
+    """`sqrt` at the deepest depth (batch nearest 256), against its bound of 2·√depth + 1 layers' worth plus the
+    loss's probabilities, and the total peak against none at that depth for every batch; None without sqrt."""
+    sqrt = data[data["checkpoint"] == "sqrt"].dropna(subset=["time_ratio"])
+    if sqrt.empty:
+        return None
+    depth = int(sqrt["depth"].max())
+    deepest = sqrt[sqrt["depth"] == depth]
+    batch = nearest_batch(deepest["batch_size"].unique().tolist())
+    r = deepest[deepest["batch_size"] == batch].iloc[0]
+    root = math.isqrt(depth)
+    exact_root = root * root == depth
+    layers_bound = 2 * (root if exact_root else math.isqrt(depth - 1) + 1) + 1
+    loss_bytes = int(r["batch_size"]) * int(r["out_features"]) * _itemsize(r["dtype"])
+    bound = layers_bound * int(r["unit"]) + loss_bytes
+    peaks = [(b, deepest[deepest["batch_size"] == b].iloc[0]) for b in sorted(deepest["batch_size"].unique().tolist())]
+    return {"depth": depth, "batch": batch, "row": r, "layers_bound": layers_bound, "loss_bytes": loss_bytes,
+            "bound_bytes": bound, "within_bound": int(r["activation_bytes"]) <= bound,
+            "within_time": float(r["time_ratio"]) <= TIME_BOUND,
+            "peaks": [{"batch": b, "none_bytes": row["peak_bytes_ref"], "sqrt_bytes": row["peak_bytes"],
+                       "ratio": float(row["peak_ratio"])} for b, row in peaks]}
+
+
+def checkpoint_section(train: pd.DataFrame, out: Path, figures: dict[str, Path], plots: Any) -> list[str]:
+    data, fixed, strategies = checkpoint_cells(train)
     at = f" ({_describe_fixed(fixed)})" if fixed else ""
     lines = ["### Gradient checkpointing", "",
              "The hidden layers are split into segments; each segment runs forward under no_grad and keeps only its "
@@ -115,19 +145,11 @@ def checkpoint_section(train: pd.DataFrame, out: Path, figures: dict[str, Path],
     lines += [_md_table(["depth", "batch", "strategy", "segments × layers", "activation bytes", "layers' worth",
                          "total peak", "peak ÷ none", "step time", "time ÷ none", "ops recomputed"], body), ""]
 
-    sqrt = data[data["checkpoint"] == "sqrt"].dropna(subset=["time_ratio"])
-    if not sqrt.empty:
-        depth = int(sqrt["depth"].max())
-        deepest = sqrt[sqrt["depth"] == depth]
-        batch = nearest_batch(deepest["batch_size"].unique().tolist())
-        r = deepest[deepest["batch_size"] == batch].iloc[0]
-        root = math.isqrt(depth)
-        exact_root = root * root == depth
-        layers_bound = 2 * (root if exact_root else math.isqrt(depth - 1) + 1) + 1
-        loss_bytes = int(r["batch_size"]) * int(r["out_features"]) * _itemsize(r["dtype"])
-        bound = layers_bound * int(r["unit"]) + loss_bytes
-        ok_bytes = int(r["activation_bytes"]) <= bound
-        ok_time = float(r["time_ratio"]) <= TIME_BOUND
+    found = sqrt_finding(data)
+    if found is not None:
+        depth, batch, r = found["depth"], found["batch"], found["row"]
+        layers_bound, loss_bytes, bound = found["layers_bound"], found["loss_bytes"], found["bound_bytes"]
+        ok_bytes, ok_time = found["within_bound"], found["within_time"]
         lines += [f"**sqrt at depth {depth}, width {int(r['width'])}, batch {batch}, {r['dtype']}:** activation bytes "
                   f"{_bytes(r['activation_bytes'])} = {int(r['activation_bytes']):,} B = {r['layers']:.2f} layers' "
                   f"worth, against the bound 2·√{depth} + 1 = {layers_bound} layers' worth plus the loss's "
@@ -138,11 +160,8 @@ def checkpoint_section(train: pd.DataFrame, out: Path, figures: dict[str, Path],
                   f"{1000 * r['step_seconds_ref']:.1f} ms without checkpointing: {float(r['time_ratio']):.2f}× "
                   f"({'within' if ok_time else 'OVER'} the {TIME_BOUND}× bound); the extra time is one more "
                   f"forward pass ({int(r['recomputed_ops'])} recomputed ops).", ""]
-        peaks = []
-        for b in sorted(deepest["batch_size"].unique().tolist()):
-            row = deepest[deepest["batch_size"] == b].iloc[0]
-            peaks.append(f"batch {b}: {_bytes(row['peak_bytes_ref'])} → {_bytes(row['peak_bytes'])} "
-                         f"({_pct(float(row['peak_ratio']) - 1)})")
+        peaks = [f"batch {p['batch']}: {_bytes(p['none_bytes'])} → {_bytes(p['sqrt_bytes'])} "
+                 f"({_pct(p['ratio'] - 1)})" for p in found["peaks"]]
         lines += [f"The total peak moves less than the activations: at depth {depth}, none → sqrt, "
                   + "; ".join(peaks) + ". While backward frees a layer's activation it creates that layer's weight "
                   "gradient (width × width): when batch ≈ width the two trade places and the peak is set by "
@@ -171,7 +190,10 @@ POLICY_TEXT = {
 }
 
 
-def policy_section(train: pd.DataFrame, out: Path, figures: dict[str, Path], plots: Any) -> list[str]:
+def policy_figures(train: pd.DataFrame) -> dict[str, Any]:
+    """Per policy: bytes per layer per example (`a`, the slope of activation bytes ≈ a·depth·batch + b·batch + c)
+    and its R², buffers held per layer, the gradient error against minimal (median and max over cells) and the
+    step time ÷ minimal's (median over cells); with PyTorch's figure, width × itemsize (`pytorch_bytes`)."""
     data, fixed = fix_others(train, keep=("depth", "batch_size", "policy"))
     policies = [p for p in ("minimal", "all", "half") if p in set(data["policy"])]
     width, itemsize = int(data["width"].iloc[0]), _itemsize(data["dtype"].iloc[0])
@@ -190,6 +212,17 @@ def policy_section(train: pd.DataFrame, out: Path, figures: dict[str, Path], plo
                         "error": _median(part["grad_rel_error"]),
                         "error_max": float(pd.to_numeric(part["grad_rel_error"], errors="coerce").max())}
     timed = _against(data, "policy", "minimal", ["step_seconds", "peak_bytes"])
+    for policy in policies:
+        part = timed[timed["policy"] == policy]
+        rows[policy]["time_ratio"] = _median(part["step_seconds"] / part["step_seconds_ref"])
+    return {"data": data, "fixed": fixed, "policies": policies, "width": width, "itemsize": itemsize,
+            "pytorch_bytes": pytorch, "rows": rows}
+
+
+def policy_section(train: pd.DataFrame, out: Path, figures: dict[str, Path], plots: Any) -> list[str]:
+    found = policy_figures(train)
+    data, fixed, policies, rows = found["data"], found["fixed"], found["policies"], found["rows"]
+    width, itemsize, pytorch = found["width"], found["itemsize"], found["pytorch_bytes"]
     minimal_a = rows.get("minimal", {}).get("a", float("nan"))
     at = f" ({_describe_fixed(fixed)})" if fixed else ""
     lines = ["### Saved-tensor policies", "",
@@ -201,8 +234,7 @@ def policy_section(train: pd.DataFrame, out: Path, figures: dict[str, Path], plo
     body = []
     for policy in policies:
         r = rows[policy]
-        part = timed[timed["policy"] == policy]
-        time_ratio = _median(part["step_seconds"] / part["step_seconds_ref"])
+        time_ratio = r["time_ratio"]
         if policy == "minimal":
             error = "(the reference)"
         elif np.isfinite(r["error"]):  # measured by the cell: this policy's gradients against minimal's
@@ -234,7 +266,9 @@ def policy_section(train: pd.DataFrame, out: Path, figures: dict[str, Path], plo
 
 # --- optimisers ---------------------------------------------------------------------------------------
 
-def optimizer_section(train: pd.DataFrame, out: Path, figures: dict[str, Path], plots: Any) -> list[str]:
+def optimizer_cells(train: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any], list[str]]:
+    """(training cells with `parameter_share` of the peak, `state_ratio` = state ÷ parameter bytes and SGD's peak
+    beside each (`peak_bytes_ref`); the fixed fields; the optimisers in order)."""
     data, fixed = fix_others(train, keep=("optimizer", "width", "batch_size", "in_features"))
     data = data.copy()
     peak = data["peak_bytes"].astype(float)
@@ -242,6 +276,33 @@ def optimizer_section(train: pd.DataFrame, out: Path, figures: dict[str, Path], 
     data["state_ratio"] = data["optimizer_state_bytes"].astype(float) / data["parameter_bytes"].astype(float)
     data = _against(data, "optimizer", "sgd", ["peak_bytes"]) if "sgd" in set(data["optimizer"]) else data
     optimizers = [o for o in ("sgd", "momentum", "adam") if o in set(data["optimizer"])]
+    return data, fixed, optimizers
+
+
+def optimizer_figures(data: pd.DataFrame, optimizers: list[str]) -> dict[str, dict[str, float]]:
+    """Per optimiser, over its cells: state ÷ parameter bytes (min, max), the median peak ÷ SGD's peak, and the
+    parameter side's share of the peak (min, max)."""
+    found = {}
+    for o in optimizers:
+        part = data[data["optimizer"] == o]
+        found[o] = {"cells": len(part), "state_min": float(part["state_ratio"].min()),
+                    "state_max": float(part["state_ratio"].max()),
+                    "peak_ratio": _median(part["peak_bytes"].astype(float) / part["peak_bytes_ref"].astype(float))
+                    if "peak_bytes_ref" in part else float("nan"),
+                    "share_min": float(part["parameter_share"].min()),
+                    "share_max": float(part["parameter_share"].max())}
+    return found
+
+
+def parameter_share(data: pd.DataFrame, optimizer: str, width: Any, batch: Any) -> float | None:
+    """The parameter side's share of the peak in one cell; None when the grid has no such cell."""
+    hit = data[(data["optimizer"] == optimizer) & (data["width"] == width) & (data["batch_size"] == batch)]
+    return float(hit["parameter_share"].iloc[0]) if len(hit) else None
+
+
+def optimizer_section(train: pd.DataFrame, out: Path, figures: dict[str, Path], plots: Any) -> list[str]:
+    data, fixed, optimizers = optimizer_cells(train)
+    found = optimizer_figures(data, optimizers)
     expected = {"sgd": 0, "momentum": 1, "adam": 2}
     at = f" ({_describe_fixed(fixed)})" if fixed else ""
     lines = ["### Optimiser state", "",
@@ -249,13 +310,9 @@ def optimizer_section(train: pd.DataFrame, out: Path, figures: dict[str, Path], 
              f"parameter: state = 0×, 1×, 2× the parameter bytes{at}.", ""]
     body = []
     for o in optimizers:
-        part = data[data["optimizer"] == o]
-        ratios = part["state_ratio"]
-        peak_ratio = _median(part["peak_bytes"].astype(float) / part["peak_bytes_ref"].astype(float)) \
-            if "peak_bytes_ref" in part else float("nan")
-        body.append([o, f"{ratios.min():.3f} – {ratios.max():.3f}", f"{expected[o]}×", len(part),
-                     _ratio(peak_ratio), f"{_pct(float(part['parameter_share'].min()), False)} – "
-                     f"{_pct(float(part['parameter_share'].max()), False)}"])
+        f = found[o]
+        body.append([o, f"{f['state_min']:.3f} – {f['state_max']:.3f}", f"{expected[o]}×", f["cells"],
+                     _ratio(f["peak_ratio"]), f"{_pct(f['share_min'], False)} – {_pct(f['share_max'], False)}"])
     lines += [_md_table(["optimiser", "state ÷ parameter bytes (measured, all cells)", "expected", "cells",
                          "peak ÷ SGD's peak (median)", "parameter side of the peak"], body), ""]
     lines += ["The parameter side of the peak = parameters + gradients + optimiser state live at the step's peak, "
@@ -277,8 +334,8 @@ def optimizer_section(train: pd.DataFrame, out: Path, figures: dict[str, Path], 
                   _md_table(["width \\ batch"] + [str(b) for b in batches], grid), ""]
     if len(widths) > 1 and len(batches) > 1:
         def share(o: str, w: Any, b: Any) -> str:
-            hit = data[(data["optimizer"] == o) & (data["width"] == w) & (data["batch_size"] == b)]
-            return _pct(float(hit["parameter_share"].iloc[0]), False) if len(hit) else "—"
+            value = parameter_share(data, o, w, b)
+            return "—" if value is None else _pct(value, False)
         o = optimizers[-1]
         w0, w1, b0, b1 = widths[0], widths[-1], batches[0], batches[-1]
         lines += [f"Where the peak moves ({o}): at batch {b1}, widening the layers from {w0} to {w1} moves the "
@@ -299,25 +356,36 @@ def optimizer_section(train: pd.DataFrame, out: Path, figures: dict[str, Path], 
 
 # --- dtypes -------------------------------------------------------------------------------------------
 
-DTYPE_QUANTITIES = (
+DTYPE_CATEGORIES = (  # the ledger's categories, then the step's totals and the other measurements
     ("parameters", "parameter_bytes"), ("optimiser state", "optimizer_state_bytes"), ("input", "input_bytes"),
     ("gradients (at the peak)", "peak_gradient_bytes"), ("activations held for backward", "activation_bytes"),
     ("temporaries (at the peak)", "peak_temporary_bytes"), ("output (at the peak)", "peak_output_bytes"),
+)
+DTYPE_QUANTITIES = DTYPE_CATEGORIES + (
     ("step peak (ledger)", "step_peak_bytes"), ("total peak (ledger)", "peak_bytes"),
     ("step peak (tracemalloc)", "tracemalloc_step_peak_bytes"), ("step time", "step_seconds"),
 )
 
 
-def dtype_section(cells: pd.DataFrame, out: Path, figures: dict[str, Path], plots: Any) -> list[str]:
+class DtypeRatio(NamedTuple):
+    """float32 ÷ float64 of one quantity over the pairs where float64's value is above 0."""
+    median: float
+    low: float
+    high: float
+    pairs: int
+
+
+def dtype_pairs(cells: pd.DataFrame) -> pd.DataFrame | None:
+    """Each float32 cell beside the float64 cell with every other field equal (`*_ref`); None without both."""
     if not {"float32", "float64"} <= set(cells["dtype"]):
-        return []
-    columns = [c for _, c in DTYPE_QUANTITIES]
-    pairs = _against(cells, "dtype", "float64", columns)
-    pairs = pairs[pairs["dtype"] == "float32"].dropna(subset=["peak_bytes_ref"])
-    lines = ["### float32 against float64", "",
-             f"Each float32 cell against the float64 cell with every other field equal ({len(pairs)} pairs, "
-             "training and inference): ratio = float32 ÷ float64.", ""]
-    body, ratios = [], {}
+        return None
+    pairs = _against(cells, "dtype", "float64", [c for _, c in DTYPE_QUANTITIES])
+    return pairs[pairs["dtype"] == "float32"].dropna(subset=["peak_bytes_ref"])
+
+
+def dtype_ratios(pairs: pd.DataFrame) -> dict[str, DtypeRatio]:
+    """float32 ÷ float64 per quantity of DTYPE_QUANTITIES (by its label), over the pairs."""
+    ratios = {}
     for label, column in DTYPE_QUANTITIES:
         num = pd.to_numeric(pairs[column], errors="coerce").astype(float)
         den = pd.to_numeric(pairs[f"{column}_ref"], errors="coerce").astype(float)
@@ -325,8 +393,32 @@ def dtype_section(cells: pd.DataFrame, out: Path, figures: dict[str, Path], plot
         if not keep.any():
             continue
         r = (num[keep] / den[keep]).to_numpy()
-        ratios[label] = (float(np.median(r)), float(r.min()), float(r.max()))
-        body.append([label, int(keep.sum()), f"{np.median(r):.4f}", f"{r.min():.4f} – {r.max():.4f}"])
+        ratios[label] = DtypeRatio(float(np.median(r)), float(r.min()), float(r.max()), int(keep.sum()))
+    return ratios
+
+
+def exact_halves(ratios: dict[str, DtypeRatio]) -> tuple[list[str], list[str]]:
+    """(memory quantities at exactly 0.5 in every pair, those that are not; the input, with its int64 labels, and
+    the step time are in neither)."""
+    exact = [label for label, r in ratios.items() if r.low == r.high == 0.5 and label != "step time"]
+    inexact = [label for label in ratios if label not in exact and label not in ("step time", "input")]
+    return exact, inexact
+
+
+def labels_ratio(batch: int, in_features: int) -> float:
+    """float32 ÷ float64 of a training input: x halves, the int64 labels do not."""
+    return (batch * in_features * 4 + batch * 8) / (batch * in_features * 8 + batch * 8)
+
+
+def dtype_section(cells: pd.DataFrame, out: Path, figures: dict[str, Path], plots: Any) -> list[str]:
+    pairs = dtype_pairs(cells)
+    if pairs is None:
+        return []
+    lines = ["### float32 against float64", "",
+             f"Each float32 cell against the float64 cell with every other field equal ({len(pairs)} pairs, "
+             "training and inference): ratio = float32 ÷ float64.", ""]
+    ratios = dtype_ratios(pairs)
+    body = [[label, r.pairs, f"{r.median:.4f}", f"{r.low:.4f} – {r.high:.4f}"] for label, r in ratios.items()]
     lines += [_md_table(["quantity", "pairs", "median ratio", "range"], body), ""]
     train = pairs[pairs["mode"] == "train"]
     labels = ""
@@ -335,10 +427,8 @@ def dtype_section(cells: pd.DataFrame, out: Path, figures: dict[str, Path], plot
         b, i = int(r["batch_size"]), int(r["in_features"])
         labels = (f" The input is the exception by construction: x halves but the int64 labels do not (batch {b}, "
                   f"{i} features: ({b}·{i}·4 + {b}·8) ÷ ({b}·{i}·8 + {b}·8) = "
-                  f"{(b * i * 4 + b * 8) / (b * i * 8 + b * 8):.4f}); inference has no labels.")
-    exact = [label for label, (median, low, high) in ratios.items()
-             if low == high == 0.5 and label != "step time"]
-    inexact = [label for label in ratios if label not in exact and label not in ("step time", "input")]
+                  f"{labels_ratio(b, i):.4f}); inference has no labels.")
+    exact, inexact = exact_halves(ratios)
     if not inexact:
         finding = ("Every category of the step but the input halves exactly (ratio 0.5000 in every pair): each "
                    "buffer is the same number of elements at half the itemsize, allocated and freed in the same "

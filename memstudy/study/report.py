@@ -241,23 +241,34 @@ def depth_slopes(cells: pd.DataFrame) -> list[dict[str, Any]]:
 LARGE_STEP_BYTES = 2**20  # the issue's criterion: probes must agree on steps whose peak is at least 1 MiB
 
 
+def relative_errors(rows: pd.DataFrame, quantity: str, reference: str) -> np.ndarray:
+    """(quantity − reference) ÷ reference per row; a row where both are 0 agrees (0), one with reference 0 and a
+    non-zero quantity, or either missing, is left out."""
+    part = rows[[quantity, reference]].dropna()
+    both_zero = int(((part[quantity] == 0) & (part[reference] == 0)).sum())
+    part = part[part[reference] > 0]
+    rel = ((part[quantity] - part[reference]) / part[reference]).to_numpy(dtype=float)
+    return np.concatenate([rel, np.zeros(both_zero)])
+
+
+def large_steps(runs_ok: pd.DataFrame) -> pd.Series:
+    """Rows whose ledger step peak is at least LARGE_STEP_BYTES: where the probes are compared."""
+    return runs_ok["step_peak_bytes"] >= LARGE_STEP_BYTES
+
+
 def agreement(runs_ok: pd.DataFrame) -> list[list[Any]]:
     """Relative error of each probe and prediction against the ledger, per mode and step size, per repeat."""
     table = []
-    large = runs_ok["step_peak_bytes"] >= LARGE_STEP_BYTES
+    large = large_steps(runs_ok)
     for quantity, reference, label in AGREEMENT:
         for mode, size, rows in (
             (mode, size, runs_ok[(runs_ok["mode"] == mode) & mask])
             for mode in ("train", "inference")
             for size, mask in (("≥ 1 MiB", large), ("< 1 MiB", ~large))
         ):
-            part = rows[[quantity, reference]].dropna()
-            both_zero = int(((part[quantity] == 0) & (part[reference] == 0)).sum())
-            part = part[part[reference] > 0]
-            if part.empty and not both_zero:
+            rel = relative_errors(rows, quantity, reference)
+            if not len(rel):
                 continue
-            rel = ((part[quantity] - part[reference]) / part[reference]).to_numpy(dtype=float)
-            rel = np.concatenate([rel, np.zeros(both_zero)])
             magnitude = np.abs(rel)
             table.append([label, mode, size, len(rel), _pct(float(np.median(rel))),
                           _pct(float(np.median(magnitude)), False), _pct(float(np.max(magnitude)), False)])
@@ -418,14 +429,21 @@ def write_report(results_dir: str | Path, figures: bool = True) -> list[Path]:
     return written
 
 
+def peak_ratio_cells(ok_cells: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """(cells at depth × batch with every other varying field fixed, one row per depth × batch that has a train ÷
+    inference peak ratio, the fixed fields)."""
+    sliced, fixed = fix_others(ok_cells, keep=("depth", "batch_size"))
+    ratios = sliced.dropna(subset=["train_inference_peak_ratio"]).drop_duplicates(["depth", "batch_size"])
+    return sliced, ratios, fixed
+
+
 def _peak_section(ok_cells: pd.DataFrame, figures: dict[str, Path]) -> list[str]:
     if ok_cells.empty:
         return ["No cell finished, so there is nothing to show.", ""]
     lines = _figure(figures, "peak_vs_depth", "total peak vs depth")
     lines += _figure(figures, "peak_vs_batch", "total peak vs batch size")
     lines += _figure(figures, "peak_vs_width", "total peak vs width")
-    sliced, fixed = fix_others(ok_cells, keep=("depth", "batch_size"))
-    ratios = sliced.dropna(subset=["train_inference_peak_ratio"]).drop_duplicates(["depth", "batch_size"])
+    sliced, ratios, fixed = peak_ratio_cells(ok_cells)
     if ratios.empty:
         lines += ["(No configuration ran in both modes, so there is no train/inference ratio.)", ""]
         return lines
@@ -637,4 +655,5 @@ def _problems_section(summary: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
     return lines + [_md_table(["cell", "status", "ok repeats", "predicted peak", "reason"], body), ""]
 
 
-__all__ = ["ReportError", "load_runs", "summarize", "training_law", "write_report"]
+__all__ = ["ReportError", "agreement", "depth_slopes", "large_steps", "load_runs", "peak_ratio_cells", "relative_errors",
+           "summarize", "training_law", "write_report"]

@@ -22,6 +22,7 @@ import io
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -275,6 +276,7 @@ def run_sweep(spec: Spec, out_dir: str | Path, jobs: int | None = None, fresh: b
     memstudy.memory.predict.predict; None disables the budget check) are injectable for tests.
     Raises SweepError when `out_dir` holds results of a different spec (unless `fresh`).
     """
+    started = time.monotonic()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs = out / "runs.csv"
@@ -397,6 +399,9 @@ def run_sweep(spec: Spec, out_dir: str | Path, jobs: int | None = None, fresh: b
     finally:
         executor.shutdown()
         bar.close()
+    # the session's wall time, start to last row, so that a README can quote what a study took
+    env["sessions"][-1]["wall_seconds"] = round(time.monotonic() - started, 3)
+    write_json(env_path, env)
     if timeline_final.exists():
         outcome.timeline = timeline_final
     return outcome

@@ -22,6 +22,7 @@ import numpy as np
 
 from ...autograd.engine import POLICIES  # the saved-tensor policies the engine implements
 from ...optim import OPTIMIZERS  # the optimisers optim.make builds
+from ..functional import cross_entropy
 
 DTYPES = ("float32", "float64")
 MODES = ("train", "inference")
@@ -158,8 +159,6 @@ class Family:
         raise NotImplementedError
 
     def loss(self, model: Any, inputs: Any, labels: Any) -> Any:
-        from ..functional import cross_entropy
-
         return cross_entropy(model(inputs), labels)
 
     def layer_names(self, config: dict[str, Any]) -> list[str]:

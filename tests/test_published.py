@@ -1,0 +1,210 @@
+"""The README's figures are rendered from the committed results (memstudy.study.published), and the check bites.
+
+- Every `published` block the module renders from results/ is in README.md, character for character.
+- A small change to a committed-style runs.csv / env.json (in a copy) changes the rendered block, so a README
+  that was not re-rendered after a study moved fails the first test.
+- `--readme` rewrites only the blocks; bad use is one `error:` line and exit status 2.
+- The sweep records each session's wall time in env.json (what the README's study --all time is read from).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from memstudy.study import published
+from memstudy.study.published import BLOCKS, Results, render, render_all, run_command, update_readme
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDIES = ("default", "width", "checkpointing", "policies", "optimizers", "dtypes")
+
+
+@pytest.fixture(scope="module")
+def committed() -> dict[str, str]:
+    return render_all(Results(ROOT))
+
+
+@pytest.fixture()
+def copy(tmp_path) -> Path:
+    """The committed files the blocks read, copied into a project-like folder."""
+    for name in STUDIES:
+        for file in ("runs.csv", "env.json", "timeline.csv"):
+            source = ROOT / "results" / name / file
+            if source.is_file():
+                (tmp_path / "results" / name).mkdir(parents=True, exist_ok=True)
+                shutil.copy(source, tmp_path / "results" / name / file)
+    for relative in (published.BENCH_CSV, published.EXAMPLE_RUN, published.PROBE_TEST, "README.md"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / relative, tmp_path / relative)
+    return tmp_path
+
+
+def test_readme_holds_every_block_as_rendered_from_the_committed_results(committed):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name, block in committed.items():
+        assert block in readme, (f"README.md's published:{name} block differs from what results/ say: run "
+                                 "`make readme` (python -m memstudy.study.published --readme)")
+
+
+def test_each_block_appears_once_and_no_unknown_block_is_left(committed):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for block in BLOCKS:
+        assert readme.count(f"<!-- published:{block.name}:start") == 1, block.name
+        assert readme.count(published.end_marker(block)) == 1, block.name
+    assert readme.count("<!-- published:") == 2 * len(BLOCKS)
+
+
+def _rewrite_runs(folder: Path, change) -> None:
+    runs = pd.read_csv(folder / "runs.csv")
+    change(runs)
+    runs.to_csv(folder / "runs.csv", index=False)
+
+
+def _scale_cell(column: str, factor: float, **where):
+    def change(runs: pd.DataFrame) -> None:
+        mask = pd.Series(True, index=runs.index)
+        for key, value in where.items():
+            mask &= runs[key] == value
+        assert mask.any(), where
+        runs.loc[mask, column] = (runs.loc[mask, column] * factor).round().astype("int64")
+    return change
+
+
+def _first_large_train_row(runs: pd.DataFrame) -> int:
+    return runs[(runs["mode"] == "train") & (runs["step_peak_bytes"] >= 2**20)].index[0]
+
+
+def _tracemalloc_off_by_a_tenth(runs: pd.DataFrame) -> None:
+    row = _first_large_train_row(runs)
+    runs.loc[row, "tracemalloc_step_peak_bytes"] = int(runs.loc[row, "step_peak_bytes"] * 1.1)
+
+
+def _half_error_larger(runs: pd.DataFrame) -> None:
+    half = runs["policy"] == "half"
+    runs.loc[half, "grad_rel_error"] = runs.loc[half, "grad_rel_error"] * 100
+
+
+@pytest.mark.parametrize("study, change, block, before, after", [
+    # the deepest, largest training cell's peak doubles: the train ÷ inference range's top end doubles
+    ("default", _scale_cell("peak_bytes", 2, depth=32, batch_size=1024, mode="train"), "study",
+     "**3.90× (depth 32, batch 1024)**", "**7.80× (depth 32, batch 1024)**"),
+    # one step's tracemalloc reading 10% high: the probes' bound moves
+    ("default", _tracemalloc_off_by_a_tenth, "probes", "within 1.38% of the ledger", "within 10.00% of the ledger"),
+    # half's gradient error 100× larger: the remedies bullet says so
+    ("policies", _half_error_larger, "remedies", "relative error of 1.6e-04", "relative error of 1.6e-02"),
+])
+def test_a_changed_runs_csv_changes_the_rendered_block(copy, committed, study, change, block, before, after):
+    assert before in committed[block]  # the committed figure, as the README states it
+    _rewrite_runs(copy / "results" / study, change)
+    changed = render(next(b for b in BLOCKS if b.name == block), Results(copy))
+    assert changed != committed[block]
+    assert after in changed and before not in changed, changed
+
+
+def test_the_study_block_states_the_sweeps_wall_time_once_every_session_records_it(copy):
+    block = next(b for b in BLOCKS if b.name == "study")
+    walls = {}
+    for number, name in enumerate(STUDIES, 1):
+        path = copy / "results" / name / "env.json"
+        env = json.loads(path.read_text())
+        for session in env["sessions"]:
+            session["wall_seconds"] = 10.0 * number
+        walls[name] = 10.0 * number * len(env["sessions"])
+        path.write_text(json.dumps(env))
+    text = render(block, Results(copy))
+    assert (f"took {walls['default']:.1f} s for this study and {sum(walls.values()):.1f} s for all {len(STUDIES)} "
+            "studies") in text
+    path = copy / "results" / "width" / "env.json"
+    env = json.loads(path.read_text())
+    del env["sessions"][0]["wall_seconds"]
+    path.write_text(json.dumps(env))
+    assert f"for {len(STUDIES) - 1} of the {len(STUDIES)} committed studies, so no total is given" in render(
+        block, Results(copy))
+
+
+def test_readme_option_rewrites_only_the_blocks(copy, committed, capsys):
+    readme = copy / "README.md"
+    original = readme.read_text(encoding="utf-8")
+    stale = original.replace(committed["study"], committed["study"].replace("3.90×", "3.91×"))
+    assert stale != original
+    readme.write_text(stale, encoding="utf-8")
+    assert published.main(["--readme", "--root", str(copy)]) == 0
+    assert readme.read_text(encoding="utf-8") == original
+    assert "updated" in capsys.readouterr().out
+
+
+def test_readme_without_a_block_is_refused_and_left_alone(copy, capsys):
+    readme = copy / "README.md"
+    text = readme.read_text(encoding="utf-8").replace("<!-- published:width:end -->", "")
+    readme.write_text(text, encoding="utf-8")
+    assert update_readme(readme, Results(copy)) == ["width"]
+    assert published.main(["--readme", "--root", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "width" in err and err.count("\n") == 1
+    assert readme.read_text(encoding="utf-8") == text
+
+
+@pytest.mark.parametrize("argv, missing", [
+    (["--root", "{tmp}"], None),  # no results/ at all
+    (["--bogus"], None),
+    (["--root", "{copy}"], published.EXAMPLE_RUN),  # a file a block quotes is gone
+])
+def test_bad_use_is_one_error_line_and_exit_2(copy, tmp_path_factory, capsys, argv, missing):
+    empty = tmp_path_factory.mktemp("empty")
+    if missing:
+        (copy / missing).unlink()
+    argv = [a.format(tmp=empty, copy=copy) for a in argv]
+    assert published.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+
+
+def test_the_example_command_line_parses_back_to_the_rows_configuration():
+    from memstudy.cli import _config, build_parser
+    from memstudy.config import normalize
+
+    results = Results(ROOT)
+    row = results.example_run["train"][0]
+    config = published.step._row_config(row)
+    command = run_command(config, list(results.example_run))
+    assert command.startswith("memstudy run --depth ") and command.endswith("--mode both")
+    args = build_parser().parse_args(command.split()[1:])
+    from memstudy.nn.models.registry import get_family
+
+    parsed = normalize({**_config(args, get_family("mlp")), "mode": "train"})
+    assert parsed == normalize({**config, "mode": "train"})
+
+
+TINY_SPEC = """
+[study]
+name = "tiny"
+[grid]
+depth = 1
+width = 8
+batch_size = 2
+mode = "train"
+[run]
+repeats = 1
+budget = "1GiB"
+timeout_seconds = 120
+"""
+
+
+def test_the_sweep_records_each_sessions_wall_seconds(tmp_path):
+    from memstudy.study.spec import load_spec
+    from memstudy.study.sweep import run_sweep
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_SPEC)
+    spec = load_spec(path)
+    for sessions in (1, 2):  # the second run resumes: nothing to do, but it is a session too
+        started = time.monotonic()
+        run_sweep(spec, tmp_path / "out", progress=False)
+        elapsed = time.monotonic() - started
+        env = json.loads((tmp_path / "out" / "env.json").read_text())
+        assert len(env["sessions"]) == sessions
+        assert 0 < env["sessions"][-1]["wall_seconds"] <= elapsed
