@@ -13,6 +13,7 @@ Figures (one CSV row each; ratios are measured side by side in one run, see benc
   sweep_cells_per_second  `memstudy sweep SPEC` into a temporary folder
   study_wall_seconds      the sweep plus `memstudy report` (what `make study` runs, into a temporary folder)
   python_startup_seconds, numpy_import_seconds, cell_import_seconds   `python -c ...` wall time, median
+  gpt_engine_vs_numpy, gpt_engine_vs_torch, gpt_floor_vs_torch, gpt_ops_*   the GPT step (benchmarks.gpt_bench)
   predict_seconds, predict_traced_mb   predicting a depth-96, width-12288, batch-2048 Adam step (232 GB)
                           on shape-only arrays, in-process: median seconds, tracemalloc peak (benchmarks.predict_cost)
 
@@ -46,7 +47,7 @@ from memstudy.memory import probes
 from memstudy.memory.workload import Workload
 from memstudy.study.provenance import collect_env, write_json
 
-from . import predict_cost, table
+from . import gpt_bench, predict_cost, table
 from .heap import HEAP_MODES, HEAP_WARMUP_BYTES, minor_faults, warm_up_heap
 from .load import ForeignLoad, wait_until_quiet
 from .reference import NumpyMLP
@@ -58,7 +59,7 @@ LARGE_SIZES = SIZES[:2]
 DTYPES = ("float32", "float64")
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 CLASSES = 10
-SECTIONS = ("speed", "memory", "startup", "study")
+SECTIONS = ("speed", "memory", "gpt", "startup", "study")
 COLUMNS = table.COLUMNS
 TORCH_HINT = "pip install memstudy[torch] (torch==2.13.0, CPU)"
 
@@ -80,6 +81,8 @@ def target(figure: str, size: tuple[int, int, int] | None = None) -> tuple[str, 
         return ("<=", 1.10) if size in LARGE_SIZES else ("<=", 1.5)
     if figure == "engine_vs_torch":
         return ("<=", 1.0)
+    if figure == "gpt_engine_vs_numpy":
+        return ("<=", 1.15)
     if figure == "ledger_overhead":
         return ("<=", 1.05) if size in LARGE_SIZES else None
     if figure == "activation_bytes_vs_torch":
@@ -521,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.heap == "warm":
         warm_up_heap(lambda nbytes: np.empty(nbytes, dtype=np.uint8))
     worker = None
-    if not args.no_torch and ("speed" in sections or "memory" in sections):
+    if not args.no_torch and ("speed" in sections or "memory" in sections or "gpt" in sections):
         worker = TorchWorker(threads, args.heap)
         log(f"torch: {worker.info.get('torch', worker.info.get('reason'))}"
             + (f", {worker.info.get('threads')} threads" if worker.available else " (skipping torch figures)"))
@@ -540,6 +543,9 @@ def main(argv: list[str] | None = None) -> int:
                 for dtype in dtypes:
                     for activation, bias in memory_combos:
                         rows += memory_rows(size, dtype, activation, bias, worker)
+        if "gpt" in sections:
+            rows += gpt_bench.speed_rows(worker, make_row, rounds, block_seconds, min_steps, max_steps, log,
+                                         quick=quick, quiet_cores=args.quiet_cores, max_wait=args.max_wait)
     finally:
         if worker is not None:
             worker.close()

@@ -8,11 +8,13 @@ version, "threads": n} once torch is imported and set to THREADS intra-op thread
   {"cmd": "setup", "key": K, **config}   build the MLP, SGD and a batch for config K; warm up
   {"cmd": "time", "key": K, "steps": n}  -> {"seconds": [...], "minor_faults": total so far}: n timed steps of K
   {"cmd": "saved", **config}             -> what autograd saves for one training step (bytes by term)
+  {"cmd": "profile", "key": K, "steps": n} -> {"ops": [{"op", "seconds" per step, "calls" per step}, ...]}
   {"cmd": "quit"}
 
 A timed step is what memstudy's timed step is: gradients set to None, forward, mean cross-entropy,
 backward, SGD update (lr 0.01). The model is torch.nn.Linear + activation layers (the same shapes and
-init distribution as memstudy.nn.MLP). torch imports numpy, but nothing here calls it, so only torch's
+init distribution as memstudy.nn.MLP), or for `"model": "gpt"` benchmarks.torch_gpt's GPT (explicit attention,
+nanoGPT's F.cross_entropy over the flattened positions). torch imports numpy, but nothing here calls it, so only torch's
 thread pool works in this process.
 """
 from __future__ import annotations
@@ -46,16 +48,36 @@ def _build(torch: Any, config: dict[str, Any]):
 class Bench:
     def __init__(self, torch: Any, config: dict[str, Any]):
         self.torch = torch
-        self.model, self.x, self.y = _build(torch, config)
+        self.positions = config.get("model") == "gpt"  # (b, s, vocab) logits: positions flattened for the loss
+        if self.positions:
+            from .torch_gpt import build
+
+            self.model, self.x, targets = build(config)
+            self.y = targets.reshape(-1)  # contiguous, as nanoGPT's data loader hands them over
+        else:
+            self.model, self.x, self.y = _build(torch, config)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01)
         for _ in range(3):
             self.step()
 
     def step(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.torch.nn.functional.cross_entropy(self.model(self.x), self.y)
+        logits = self.model(self.x)
+        if self.positions:
+            logits = logits.view(-1, logits.shape[-1])
+        loss = self.torch.nn.functional.cross_entropy(logits, self.y)
         loss.backward()
         self.optimizer.step()
+
+    def profile(self, steps: int) -> list[dict[str, Any]]:
+        """Self CPU time per op over `steps` steps (torch.profiler), largest first."""
+        profiler = self.torch.profiler
+        with profiler.profile(activities=[profiler.ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                self.step()
+        ops = [{"op": e.key, "seconds": e.self_cpu_time_total / 1e6 / steps, "calls": e.count // steps}
+               for e in prof.key_averages()]
+        return sorted(ops, key=lambda o: -o["seconds"])
 
     def time(self, steps: int) -> list[float]:
         clock = time.perf_counter
@@ -143,6 +165,8 @@ def main(argv: list[str]) -> int:
                          "minor_faults": minor_faults()}
             elif cmd == "saved":
                 reply = saved_bytes(torch, request)
+            elif cmd == "profile":
+                reply = {"ops": benches[request["key"]].profile(int(request["steps"]))}
             else:
                 reply = {"error": f"unknown command {cmd!r}"}
         except Exception as exc:

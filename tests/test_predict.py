@@ -42,6 +42,11 @@ MLP_HEAVY = (dict(depth=7, width=16, in_features=12, out_features=5, batch_size=
 CHECKPOINTS = ("none", "sqrt", "every:1", "every:3")
 POLICIES = ("minimal", "all", "half")
 SEED_SHAPE = dict(width=16, in_features=12, out_features=5, batch_size=7)
+GPT_SHAPE = dict(depth=3, width=16, heads=4, seq_len=8, vocab=23, batch_size=3)
+GPT_CHECKPOINTS = ("none", "selective", "sqrt", "every:2")
+# a peak set by the logits' softmax (large vocab), and one set by the attention scores (long sequence, 8 heads)
+GPT_HEAVY = (dict(depth=2, width=8, heads=2, seq_len=16, vocab=300, batch_size=4),
+             dict(depth=1, width=32, heads=8, seq_len=64, vocab=11, batch_size=2))
 
 FAMILY_CONFIGS: dict[str, list[dict]] = {
     # activation x dtype x optimiser x bias x mode, each with the next checkpoint x policy pair in turn; then
@@ -59,6 +64,13 @@ FAMILY_CONFIGS: dict[str, list[dict]] = {
         policy=POLICIES, lam=(0.0, 0.1))], optimizer=("sgd", "momentum", "adam"))
     + [dict(model="seed", width=64, in_features=3, out_features=300, batch_size=100, lam=0.1, policy=policy)
        for policy in POLICIES],
+    # checkpoint (selective too) x dropout x mode, each with the next dtype x optimiser x policy x bias in turn;
+    # then the heavy shapes with every checkpoint, dropout on
+    "gpt": rotate([{"model": "gpt", **GPT_SHAPE, **c} for c in grid(
+        checkpoint=GPT_CHECKPOINTS, dropout=(0.0, 0.2), mode=("train", "inference"), policy=POLICIES)],
+        dtype=("float32", "float64"), optimizer=("sgd", "momentum", "adam"), bias=(True, False))
+    + [{"model": "gpt", **shape, "dropout": 0.1, "optimizer": "adam", "checkpoint": checkpoint}
+       for shape in GPT_HEAVY for checkpoint in GPT_CHECKPOINTS],
 }
 
 

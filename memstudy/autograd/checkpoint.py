@@ -8,7 +8,9 @@ accumulate into their leaves as usual) and returns the gradient of the segment's
 
 The segment is a callable `run(x, *args) -> Tensor` kept on the node as an attribute: a bound method of
 the model (which owns its parameters), never a closure over arrays. The op's positional inputs are the
-segment's input and its parameters, so a graph is recorded whenever a parameter requires grad.
+segment's input and its parameters, so a graph is recorded whenever a parameter requires grad. A segment may
+take several inputs (`run(q, k, v, *args)`: the GPT's selective checkpoint of the attention core); each is
+saved, and backward returns each one's gradient.
 
 Shape-only prediction: the same code; the recompute runs the segment again on MetaArrays, so the recomputed
 buffers and `recomputed_ops` are the ledger's own.
@@ -28,29 +30,39 @@ class Checkpoint(Function):
     name = "checkpoint"
 
     @staticmethod
-    def forward(ctx: Node, x: np.ndarray, *params: np.ndarray, run: Callable[..., Tensor],
-                args: tuple = ()) -> np.ndarray:
+    def forward(ctx: Node, *arrays: np.ndarray, run: Callable[..., Tensor], args: tuple = (),
+                names: tuple[str, ...] = ("x",)) -> np.ndarray:
+        """`arrays` are the segment's inputs (one per name in `names`), then its parameters."""
         ctx.run, ctx.args, ctx.policy = run, args, STATE.policy  # the recompute uses the same policy
-        ctx.save(x=x)
+        inputs = arrays[: len(names)]
+        ctx.save(**dict(zip(names, inputs)))
         with no_grad():
-            out = run(Tensor(x), *args)
+            out = run(*(Tensor(x) for x in inputs), *args)
         return out.data
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
-        (x,) = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        needs = ctx.needs_input_grad
         with phase_scope("recompute"), enable_grad(), saved_tensors_policy(ctx.policy):
-            inp = Tensor(x, requires_grad=ctx.needs_input_grad[0])
-            out = ctx.run(inp, *ctx.args)
+            inputs = tuple(Tensor(x, requires_grad=need) for x, need in zip(saved, needs))
+            out = ctx.run(*inputs, *ctx.args)
             node = out._node
             out = None  # the recomputed output's array is held by its node only (if it saved it)
-        del x
-        (grad_x,) = backward_to_inputs(node, grad, (inp,))
-        return (grad_x,) + (None,) * (len(ctx.needs_input_grad) - 1)
+        del saved
+        grads = backward_to_inputs(node, grad, inputs)
+        return grads + (None,) * (len(needs) - len(inputs))
 
 
-def checkpoint(run: Callable[..., Tensor], x: Any, params: list[Tensor], *args: Any) -> Tensor:
-    """`run(x, *args)` with only `x` held for backward, the segment recomputed when backward reaches it."""
+def checkpoint(run: Callable[..., Tensor], x: Any, params: list[Tensor], *args: Any,
+               names: tuple[str, ...] | None = None) -> Tensor:
+    """`run(x, *args)` with only `x` held for backward, the segment recomputed when backward reaches it.
+
+    `x` may be a tuple of tensors (e.g. q, k, v for an attention core): then `run(*x, *args)`, and each of them
+    is held, under the roles `names` (default x0, x1, ...)."""
     from .tensor import apply
 
+    if isinstance(x, tuple):
+        names = names or tuple(f"x{i}" for i in range(len(x)))
+        return apply(Checkpoint, *x, *params, run=run, args=args, names=names)
     return apply(Checkpoint, x, *params, run=run, args=args)

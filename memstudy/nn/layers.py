@@ -66,14 +66,20 @@ class Module:
 
 
 class Linear(Module):
-    """y = x Wᵀ + b with W of shape (out_features, in_features), initialised U(-1/√in, 1/√in) like PyTorch."""
+    """y = x Wᵀ + b with W of shape (out_features, in_features), initialised U(-1/√in, 1/√in) like PyTorch;
+    with `std`, W ~ N(0, std²) and b = 0 instead (GPT-2's initialisation)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: Any = "float32",
-                 seed: int | np.random.Generator | None = 0):
+                 seed: int | np.random.Generator | None = 0, std: float | None = None):
         dt = check_dtype(dtype)
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-        bound = 1.0 / np.sqrt(in_features)
         self.in_features, self.out_features = in_features, out_features
+        if std is not None:
+            self.weight = Tensor(init.normal(rng, (out_features, in_features), dt, std=std), requires_grad=True,
+                                 name="weight")
+            self.bias = Tensor(init.constant(0.0, out_features, dt), requires_grad=True, name="bias") if bias else None
+            return
+        bound = 1.0 / np.sqrt(in_features)
         self.weight = Tensor(init.uniform(rng, -bound, bound, (out_features, in_features), dt),
                              requires_grad=True, name="weight")
         self.bias = (Tensor(init.uniform(rng, -bound, bound, out_features, dt), requires_grad=True, name="bias")

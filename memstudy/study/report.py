@@ -404,10 +404,17 @@ def write_report(results_dir: str | Path, figures: bool = True) -> list[Path]:
 
     md += ["## Peak memory", ""]
     md += _peak_section(ok_cells, made)
-    md += _laws_section(ok_cells, train_cells, vary, out, made, plots)
+    from . import attention  # a gpt study over sequence lengths: the Megatron-LM formula, term by term
+
+    gpt_attention = attention.applies(ok_cells)
+    if not gpt_attention:  # the MLP's laws (one width-sized buffer per layer); attention has its own, per layer
+        md += _laws_section(ok_cells, train_cells, vary, out, made, plots)
     from .remedies import sections as remedy_sections
 
-    md += remedy_sections(ok_cells, vary, out, made, plots)
+    # the attention section compares its own checkpoint strategies (selective among them), per layer
+    md += remedy_sections(ok_cells, [f for f in vary if not (gpt_attention and f == "checkpoint")], out, made, plots)
+    if gpt_attention:
+        md += attention.section(ok_cells, out, made, draw=figures)
     md += _breakdown_section(ok_cells, out, made, plots)
     md += _timeline_section(out, env, made, plots)
     md += _agreement_section(ok_rows, out, made, plots)
@@ -423,7 +430,7 @@ def write_report(results_dir: str | Path, figures: bool = True) -> list[Path]:
     if figures:  # a figure this data no longer supports must not linger from an earlier report
         from .remedies import FIGURES as REMEDY_FIGURES
 
-        for name in FIGURES + REMEDY_FIGURES:
+        for name in FIGURES + REMEDY_FIGURES + attention.FIGURES:
             if (out / name).exists() and out / name not in made.values():
                 (out / name).unlink()
     return written

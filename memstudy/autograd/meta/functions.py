@@ -414,3 +414,28 @@ def _np_argsort(a: MetaArray, axis: int | None = -1, kind: Any = None, order: An
                 stable: Any = None) -> MetaArray:
     a = _meta(a, "argsort")
     return fresh((a.size,) if axis is None else a.shape, np.dtype(np.intp), None)
+
+
+@_implements(np.tri)
+def _np_tri(N: int, M: int | None = None, k: int = 0, dtype: Any = float) -> MetaArray:
+    """(N, M) of `dtype` (the causal mask's triangle)."""
+    return fresh((int(N), int(N if M is None else M)), np.dtype(dtype), None)
+
+
+@_implements(np.take_along_axis)
+def _np_take_along_axis(arr: MetaArray, indices: Any, axis: int | None = -1) -> MetaArray:
+    """numpy's rule: the indices' length along `axis`, the other axes broadcast with the array's."""
+    arr = _meta(arr, "take_along_axis")
+    ishape = _shape_of(indices)
+    if axis is None or len(ishape) != arr.ndim:
+        raise TypeError("MetaArray: take_along_axis needs indices with the array's number of axes and an axis")
+    ax = normalize_axes(axis, arr.ndim)[0]
+    shape = list(arr.shape)
+    shape[ax] = ishape[ax]
+    return fresh(broadcast_shapes([tuple(shape), ishape]), arr.dtype, None)
+
+
+@_implements(np.put_along_axis)
+def _np_put_along_axis(arr: MetaArray, indices: Any, values: Any, axis: int | None) -> None:
+    """In place: no new buffer."""
+    check_writeable(_meta(arr, "put_along_axis"))

@@ -20,5 +20,12 @@ from .elementwise import Add, Sub, Mul, Scale, Neg, Exp, Log, Square, Pow
 from .reduce import Mean, Sum, SumSquares
 from .activation import ReLU, Sigmoid, Tanh
 from .loss import SoftmaxCrossEntropy, MSE
+from .attention import BatchedMatMul, CausalMask, Softmax, Slice
+from .dropout import Dropout, keep_mask
+from .embedding import Embedding
+from .gelu import GELU
+from .layer_norm import LayerNorm
 
-__all__ = ['unbroadcast', 'Transpose', 'Reshape', 'MatMul', 'BIAS_BUFFER_ELEMENTS', 'small_ufunc_buffer', 'Linear', 'Add', 'Sub', 'Mul', 'Scale', 'Neg', 'Exp', 'Log', 'Square', 'Pow', 'Sum', 'Mean', 'SumSquares', 'ReLU', 'Sigmoid', 'Tanh', 'SoftmaxCrossEntropy', 'MSE']
+__all__ = ['unbroadcast', 'Transpose', 'Reshape', 'MatMul', 'BIAS_BUFFER_ELEMENTS', 'small_ufunc_buffer', 'Linear', 'Add', 'Sub', 'Mul', 'Scale', 'Neg', 'Exp', 'Log', 'Square', 'Pow', 'Sum', 'Mean', 'SumSquares', 'ReLU', 'Sigmoid', 'Tanh', 'SoftmaxCrossEntropy', 'MSE',
+           'BatchedMatMul', 'CausalMask', 'Softmax', 'Slice', 'Dropout', 'keep_mask', 'Embedding', 'GELU',
+           'LayerNorm']

@@ -65,7 +65,10 @@ class Linear(Function):
     def forward(ctx: Node, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         ctx.save(x=x if need_w else None, weight=weight if need_x else None)
-        out = x @ weight.T
+        if x.ndim > 2 and x.flags.c_contiguous:  # (b, s, in): one BLAS call on (b·s, in), not one per example
+            out = (x.reshape(-1, x.shape[-1]) @ weight.T).reshape(x.shape[:-1] + (weight.shape[0],))
+        else:
+            out = x @ weight.T
         if bias is None:
             return out
         if out.size <= BIAS_BUFFER_ELEMENTS or STATE.small_ufunc_buffer:
@@ -79,7 +82,11 @@ class Linear(Function):
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
         x, weight = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        grad_x = grad @ weight if needs[0] else None
+        if grad.ndim > 2 and grad.flags.c_contiguous:  # extra leading axes: one BLAS call, as in forward
+            grad_x = (grad.reshape(-1, grad.shape[-1]) @ weight).reshape(grad.shape[:-1] + (weight.shape[1],)) \
+                if needs[0] else None
+        else:
+            grad_x = grad @ weight if needs[0] else None
         if grad.ndim != 2:  # one example (1-d x) or extra leading axes: fold them into one batch axis
             grad = grad.reshape(-1, grad.shape[-1])
             x = x.reshape(-1, x.shape[-1]) if x is not None else None

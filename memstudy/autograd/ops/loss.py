@@ -8,9 +8,12 @@ from .shape import unbroadcast
 
 
 class SoftmaxCrossEntropy(Function):
-    """Mean over the batch of -log softmax(logits)[label], fused and stable (max subtracted first).
+    """Mean over all positions of -log softmax(logits)[label], fused and stable (max subtracted first).
 
-    Saves the softmax probabilities (batch × classes) and the labels: backward is (p - onehot) / batch.
+    Logits are (batch, classes) with (batch,) labels, or (..., classes) with (...) labels (a GPT's
+    (b, s, vocab) with (b, s) next-token targets): the leading axes are positions, averaged over together.
+    Saves the softmax probabilities (the logits' shape) and the labels (as given: a view of the caller's
+    array is saved as that view): backward is (p - onehot) / positions.
     Shape-only prediction: by dispatch (same numpy calls); the row indices are `np.arange(..., like=logits)`,
     and `float(grad)` of a shape-only gradient is a neutral 1.0 (a value scales the result, never sizes it).
     """
@@ -19,11 +22,14 @@ class SoftmaxCrossEntropy(Function):
 
     @staticmethod
     def forward(ctx: Node, logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        if logits.ndim != 2:
-            raise ValueError(f"cross_entropy takes (batch, classes) logits, got shape {logits.shape}")
-        labels = np.asarray(labels, like=logits)
-        if labels.shape != (logits.shape[0],) or labels.dtype.kind not in "iu":
-            raise ValueError(f"labels must be {logits.shape[0]} integers, got {labels.dtype} {labels.shape}")
+        if logits.ndim < 2:
+            raise ValueError(f"cross_entropy takes (..., classes) logits, got shape {logits.shape}")
+        labels = np.asarray(labels, like=logits)  # an array (or a view of one) is used as given
+        if labels.shape != logits.shape[:-1] or labels.dtype.kind not in "iu":
+            raise ValueError(f"labels must be integers of shape {logits.shape[:-1]}, got {labels.dtype} "
+                             f"{labels.shape}")
+        if logits.ndim > 2:
+            return SoftmaxCrossEntropy._forward_positions(ctx, logits, labels)
         batch = logits.shape[0]
         probs = np.subtract(logits, np.maximum.reduce(logits, axis=1, keepdims=True))  # shifted: row maxima 0
         picked = probs[np.arange(batch, like=logits), labels]  # shifted logit of each example's label
@@ -36,11 +42,32 @@ class SoftmaxCrossEntropy(Function):
         return np.asarray(loss, dtype=logits.dtype, like=logits)
 
     @staticmethod
+    def _forward_positions(ctx: Node, logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """(..., classes) logits: the same arithmetic over the last axis, labels picked by take_along_axis (no
+        flattening, so labels that are a strided view are not copied)."""
+        positions = labels.size
+        probs = np.subtract(logits, np.max(logits, axis=-1, keepdims=True))
+        picked = np.take_along_axis(probs, labels[..., None], axis=-1)
+        np.exp(probs, out=probs)
+        total = np.add.reduce(probs, axis=-1, keepdims=True)
+        probs /= total
+        loss = (np.add.reduce(np.log(total), axis=None) - np.add.reduce(picked, axis=None)) / positions
+        ctx.save(probs=probs, labels=labels)
+        return np.asarray(loss, dtype=logits.dtype, like=logits)
+
+    @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
         probs, labels = ctx.saved_tensors
         result = probs.copy()
-        result[np.arange(probs.shape[0], like=probs), labels] -= 1
-        result *= float(grad) / probs.shape[0]
+        if probs.ndim == 2:
+            result[np.arange(probs.shape[0], like=probs), labels] -= 1
+            result *= float(grad) / probs.shape[0]
+            return (result, None)
+        index = labels[..., None]
+        picked = np.take_along_axis(result, index, axis=-1)
+        picked -= 1
+        np.put_along_axis(result, index, picked, axis=-1)
+        result *= float(grad) / labels.size
         return (result, None)
 
 

@@ -1,0 +1,110 @@
+"""The attention core's ops: batched matmul, causal masking, softmax over an axis, and one piece of a split.
+
+Scaled dot-product attention as nanoGPT's explicit path writes it is these ops plus `Scale` (the 1/√d factor,
+which saves nothing) and `Dropout`: scores = q @ kᵀ · 1/√d, masked, softmax, dropout, then @ v.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..engine import Function, Node
+from .shape import unbroadcast
+
+
+class BatchedMatMul(Function):
+    """a @ b over leading (batch, head) axes: (..., m, k) @ (..., k, n) → (..., m, n), leading axes broadcast.
+
+    Saves a when b's gradient is needed and b when a's is; operands that are views (q, kᵀ, v of one c_attn
+    output) are saved as views, so the ledger counts their common buffer once.
+    Shape-only predictor: np.matmul of shape-only arrays gives the output's shape.
+    """
+
+    name = "batched_matmul"
+
+    @staticmethod
+    def forward(ctx: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-2]:
+            raise ValueError(f"batched_matmul takes (..., m, k) @ (..., k, n), got shapes {a.shape} and {b.shape}")
+        need_a, need_b = ctx.needs_input_grad
+        ctx.a_shape, ctx.b_shape = a.shape, b.shape
+        ctx.save(a=a if need_b else None, b=b if need_a else None)
+        return np.matmul(a, b)
+
+    @staticmethod
+    def backward(ctx: Node, grad: np.ndarray) -> tuple:
+        a, b = ctx.saved_tensors
+        need_a, need_b = ctx.needs_input_grad
+        grad_a = unbroadcast(np.matmul(grad, np.swapaxes(b, -1, -2)), ctx.a_shape) if need_a else None
+        grad_b = unbroadcast(np.matmul(np.swapaxes(a, -1, -2), grad), ctx.b_shape) if need_b else None
+        return grad_a, grad_b
+
+
+class CausalMask(Function):
+    """Scores above the diagonal of the last two axes set to −inf (query i sees keys 0..i); saves nothing.
+
+    The triangle is rebuilt from the shape in backward (np.tri: a hidden s × s boolean, 1/(4·b·a) of the
+    float32 scores it masks). Shape-only predictor: np.tri and np.where on shape-only arrays give the shape.
+    """
+
+    name = "causal_mask"
+
+    @staticmethod
+    def forward(ctx: Node, x: np.ndarray) -> np.ndarray:
+        rows, cols = x.shape[-2], x.shape[-1]
+        keep = np.tri(rows, cols, dtype=bool, like=x)
+        return np.where(keep, x, -np.inf)  # a Python float keeps x's dtype
+
+    @staticmethod
+    def backward(ctx: Node, grad: np.ndarray) -> tuple:
+        keep = np.tri(grad.shape[-2], grad.shape[-1], dtype=bool, like=grad)
+        return (np.where(keep, grad, 0),)
+
+
+class Softmax(Function):
+    """exp(x − max) / Σ exp(x − max) over `axis`; saves its output only (backward: y · (g − Σ g·y)).
+
+    Hidden scratch: the per-row maxima and sums (one value per row). Shape-only predictor: the same ufuncs
+    and reductions on shape-only arrays give the output's shape.
+    """
+
+    name = "softmax"
+
+    @staticmethod
+    def forward(ctx: Node, x: np.ndarray, *, axis: int = -1) -> np.ndarray:
+        ctx.axis = axis
+        out = np.subtract(x, np.max(x, axis=axis, keepdims=True))
+        np.exp(out, out=out)
+        out /= np.add.reduce(out, axis=axis, keepdims=True)
+        ctx.save(out=out if ctx.needs_input_grad[0] else None)
+        return out
+
+    @staticmethod
+    def backward(ctx: Node, grad: np.ndarray) -> tuple:
+        (out,) = ctx.saved_tensors
+        result = np.multiply(grad, out)  # g·y, then overwritten by (g − Σ g·y)·y: no second full-size buffer
+        total = np.add.reduce(result, axis=ctx.axis, keepdims=True)
+        np.subtract(grad, total, out=result)
+        result *= out
+        return (result,)
+
+
+class Slice(Function):
+    """x[start:stop] along `axis`, a view that saves nothing: one piece of a split (nanoGPT's q, k, v).
+
+    Backward places the gradient into zeros of x's shape; the pieces' gradients add up into x's.
+    Shape-only predictor: slicing and np.zeros(like=) on shape-only arrays give the shapes.
+    """
+
+    name = "slice"
+
+    @staticmethod
+    def forward(ctx: Node, x: np.ndarray, *, axis: int, start: int, stop: int) -> np.ndarray:
+        axis = axis % x.ndim
+        ctx.shape, ctx.index = x.shape, (slice(None),) * axis + (slice(start, stop),)
+        return x[ctx.index]
+
+    @staticmethod
+    def backward(ctx: Node, grad: np.ndarray) -> tuple:
+        result = np.zeros(ctx.shape, dtype=grad.dtype, like=grad)
+        result[ctx.index] = grad
+        return (result,)

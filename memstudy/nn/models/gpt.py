@@ -1,0 +1,260 @@
+"""The GPT family (`model = "gpt"`): GPT-2 as nanoGPT's model.py writes it, with its explicit attention path.
+
+Token embedding `wte` plus learned position embedding `wpe`, dropout; `depth` blocks
+x = x + attn(ln_1(x)), x = x + mlp(ln_2(x)); final `ln_f`; `lm_head` tied to `wte`. Attention:
+c_attn → q, k, v (views of its output), (q @ kᵀ)/√(h/a), causal mask, softmax, dropout, @ v, heads merged,
+c_proj, dropout. MLP: c_fc (4h), GELU (tanh approximation), c_proj, dropout. Loss: mean next-token
+cross-entropy over all b·s positions. Parameter names are nanoGPT's (`transformer.h.0.attn.c_attn.weight`).
+
+Layer indices (`layer_scope`, `parameter_layers`, the ledger's per-layer tables): block i is layer i
+(0 ≤ i < depth); the head (ln_f and lm_head) is layer `depth`; the embeddings (wte and wpe lookups and their
+dropout) are layer `depth + 1`, and the tied `wte` weight counts there. The loss is outside every layer.
+
+Checkpointing: `sqrt` / `every:K` run segments of blocks as one `Checkpoint` op each (as the MLP does);
+`selective` (Korthikanti et al. 2022) runs each block's attention core (q @ kᵀ, scale, mask, softmax, dropout,
+@ v) as one `Checkpoint` op holding q, k and v, recomputed in backward. Dropout masks are drawn from a
+generator derived from (seed, forward call, layer, site), so a recompute draws the same mask.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ...autograd import STATE, Tensor, apply, layer_scope
+from ...autograd import checkpoint as checkpoint_segment
+from ...autograd import ops
+from .. import init
+from ..layers import Linear, Module, check_dtype
+from ..transformer import GELU, Dropout, Embedding, LayerNorm
+from .registry import ConfigError, Family, Field, checkpoint_segments, parse_checkpoint
+
+INIT_STD = 0.02  # GPT-2's N(0, 0.02²) for Linear and embedding weights
+ATTN_DROPOUT, RESID_DROPOUT, MLP_DROPOUT, EMBEDDING_DROPOUT = range(4)  # dropout sites, for their generators
+
+
+def dropout_rng(stream: tuple[int, ...], site: int) -> np.random.Generator:
+    """The generator of one dropout site in one forward call; `stream` = (seed, call, layer)."""
+    return np.random.default_rng(stream + (site,))
+
+
+class CausalSelfAttention(Module):
+    def __init__(self, width: int, heads: int, depth: int, dropout: float, bias: bool, dtype: Any,
+                 rng: np.random.Generator):
+        self.width, self.heads = width, heads
+        self.c_attn = Linear(width, 3 * width, bias, dtype, rng, std=INIT_STD)
+        self.c_proj = Linear(width, width, bias, dtype, rng, std=INIT_STD / math.sqrt(2 * depth))
+        self.attn_dropout = Dropout(dropout)
+        self.resid_dropout = Dropout(dropout)
+        self.training = True
+
+    def forward(self, x: Tensor, stream: tuple[int, ...], selective: bool = False) -> Tensor:
+        b, s, h = x.shape
+        a = self.heads
+        qkv = self.c_attn(x)
+        q, k, v = (apply(ops.Slice, qkv, axis=2, start=i * h, stop=(i + 1) * h)  # views: nothing saved
+                   .reshape(b, s, a, h // a).transpose(0, 2, 1, 3) for i in range(3))
+        qkv = None
+        if selective and STATE.grad_enabled:
+            y = checkpoint_segment(self.core, (q, k, v), [], stream, names=("q", "k", "v"))
+        else:
+            y = self.core(q, k, v, stream)
+        q = k = v = None
+        y = y.transpose(0, 2, 1, 3).reshape(b, s, h)  # heads merged: a copy (the transpose is not contiguous)
+        return self.resid_dropout(self.c_proj(y), dropout_rng(stream, RESID_DROPOUT), self.training)
+
+    def core(self, q: Tensor, k: Tensor, v: Tensor, stream: tuple[int, ...]) -> Tensor:
+        """softmax(mask(q @ kᵀ / √d)) (dropped out) @ v, per head: the part that holds a·s² values per example."""
+        att = apply(ops.BatchedMatMul, q, k.transpose(0, 1, 3, 2))
+        att = att * (1.0 / math.sqrt(q.shape[-1]))
+        att = apply(ops.CausalMask, att)
+        att = apply(ops.Softmax, att, axis=-1)
+        att = self.attn_dropout(att, dropout_rng(stream, ATTN_DROPOUT), self.training)
+        return apply(ops.BatchedMatMul, att, v)
+
+
+class FeedForward(Module):
+    """nanoGPT's `MLP`: c_fc (h → 4h), GELU, c_proj (4h → h), dropout."""
+
+    def __init__(self, width: int, depth: int, dropout: float, bias: bool, dtype: Any, rng: np.random.Generator):
+        self.c_fc = Linear(width, 4 * width, bias, dtype, rng, std=INIT_STD)
+        self.gelu = GELU()
+        self.c_proj = Linear(4 * width, width, bias, dtype, rng, std=INIT_STD / math.sqrt(2 * depth))
+        self.dropout = Dropout(dropout)
+        self.training = True
+
+    def forward(self, x: Tensor, stream: tuple[int, ...]) -> Tensor:
+        h = self.gelu(self.c_fc(x))
+        return self.dropout(self.c_proj(h), dropout_rng(stream, MLP_DROPOUT), self.training)
+
+
+class Block(Module):
+    def __init__(self, width: int, heads: int, depth: int, dropout: float, bias: bool, dtype: Any,
+                 rng: np.random.Generator):
+        self.ln_1 = LayerNorm(width, bias, dtype)
+        self.attn = CausalSelfAttention(width, heads, depth, dropout, bias, dtype, rng)
+        self.ln_2 = LayerNorm(width, bias, dtype)
+        self.mlp = FeedForward(width, depth, dropout, bias, dtype, rng)
+
+    def forward(self, x: Tensor, stream: tuple[int, ...], selective: bool = False) -> Tensor:
+        x = x + self.attn(self.ln_1(x), stream, selective)
+        return x + self.mlp(self.ln_2(x), stream)
+
+
+class Transformer(Module):
+    """nanoGPT's `transformer` ModuleDict: wte, wpe, drop, h (the blocks), ln_f."""
+
+    def __init__(self, vocab: int, seq_len: int, depth: int, width: int, heads: int, dropout: float, bias: bool,
+                 dtype: Any, rng: np.random.Generator):
+        self.wte = Embedding(vocab, width, dtype, rng, std=INIT_STD)
+        self.wpe = Embedding(seq_len, width, dtype, rng, std=INIT_STD)
+        self.drop = Dropout(dropout)
+        self.h = [Block(width, heads, depth, dropout, bias, dtype, rng) for _ in range(depth)]
+        self.ln_f = LayerNorm(width, bias, dtype)
+
+
+class TiedHead(Module):
+    """lm_head: Linear(width, vocab, no bias) whose weight is the token embedding's (one Tensor, listed once)."""
+
+    def __init__(self, weight: Tensor):
+        self.weight = weight
+
+    def forward(self, x: Any) -> Tensor:
+        return apply(ops.Linear, x, self.weight)
+
+
+class GPT(Module):
+    """GPT-2 (see the module docstring). `model(idx)` maps (b, s) token ids to (b, s, vocab) logits."""
+
+    def __init__(self, vocab: int, seq_len: int, depth: int, width: int, heads: int, dropout: float = 0.0,
+                 bias: bool = True, dtype: Any = "float32", seed: int | None = 0, checkpoint: str = "none"):
+        for name, value in (("vocab", vocab), ("seq_len", seq_len), ("depth", depth), ("width", width),
+                            ("heads", heads)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if width % heads:
+            raise ValueError(f"heads must divide width: width {width} is not a multiple of heads {heads}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.vocab, self.seq_len, self.depth, self.width, self.heads = vocab, seq_len, depth, width, heads
+        self.dropout, self.dtype, self.seed = dropout, check_dtype(dtype), 0 if seed is None else int(seed)
+        self.checkpoint = parse_checkpoint(checkpoint, ("selective",))
+        self.segments = checkpoint_segments(self.checkpoint, depth)
+        self.training = True
+        self.calls = 0  # forward calls so far: part of each dropout generator's seed
+        rng = np.random.default_rng(seed)
+        self.transformer = Transformer(vocab, seq_len, depth, width, heads, dropout, bias, dtype, rng)
+        self.lm_head = TiedHead(self.transformer.wte.weight)
+
+    def train(self, mode: bool = True) -> "GPT":
+        """Training mode (dropout on) or, with mode False, evaluation mode (dropout off, nothing saved for it)."""
+        self.training = bool(mode)
+        for block in self.transformer.h:
+            block.attn.training = block.mlp.training = self.training
+        return self
+
+    def eval(self) -> "GPT":
+        return self.train(False)
+
+    def parameter_layers(self) -> list[int | None]:
+        layers = []
+        for name, _ in self.named_parameters():
+            parts = name.split(".")
+            if parts[1] == "h":
+                layers.append(int(parts[2]))
+            elif parts[1] == "ln_f":
+                layers.append(self.depth)
+            else:  # wte (tied with lm_head), wpe
+                layers.append(self.depth + 1)
+        return layers
+
+    def check_tokens(self, idx: Any) -> None:
+        """One-line ValueErrors for token arrays this model cannot take (shape, dtype, length, id range)."""
+        if len(idx.shape) != 2:
+            raise ValueError(f"tokens must be a (batch, seq_len) array, got shape {tuple(idx.shape)}")
+        if np.dtype(idx.dtype).kind not in "iu":
+            raise ValueError(f"tokens must be integers, got {idx.dtype}")
+        if idx.shape[1] > self.seq_len:
+            raise ValueError(f"sequence length {idx.shape[1]} is above the model's seq_len {self.seq_len}")
+        if isinstance(idx, np.ndarray) and idx.size:  # shape-only arrays have no values to check
+            low, high = int(idx.min()), int(idx.max())
+            if low < 0 or high >= self.vocab:
+                raise ValueError(f"token ids must be in [0, {self.vocab}), got ids from {low} to {high}")
+
+    def forward(self, idx: Any) -> Tensor:
+        idx = idx.data if isinstance(idx, Tensor) else idx
+        self.check_tokens(idx)
+        self.calls += 1
+        call, t, depth = self.calls, self.transformer, self.depth
+        with ops.small_ufunc_buffer():  # once per forward, not once per bias add
+            with layer_scope(depth + 1):
+                positions = np.arange(idx.shape[1], dtype=np.int64, like=idx)
+                x = t.wte(idx) + t.wpe(positions)
+                positions = None
+                x = t.drop(x, dropout_rng((self.seed, call, depth + 1), EMBEDDING_DROPOUT), self.training)
+            if self.segments is None or not STATE.grad_enabled:
+                # the loop inline (not a call to run_blocks, whose caller would hold the embeddings' output for the
+                # whole loop): each block's input is dropped once the next block's exists
+                selective = self.checkpoint == "selective"
+                for i in range(depth):
+                    with layer_scope(i):
+                        x = t.h[i](x, (self.seed, call, i), selective)
+            else:
+                for start, stop in self.segments:
+                    params = [p for block in t.h[start:stop] for p in block.parameters()]
+                    with layer_scope(start):
+                        x = checkpoint_segment(self.run_blocks, x, params, start, stop, call)
+            with layer_scope(depth):
+                x = t.ln_f(x)
+                return self.lm_head(x)
+
+    def run_blocks(self, x: Tensor, start: int, stop: int, call: int) -> Tensor:
+        """Blocks start..stop-1 of forward call `call`: one checkpoint segment (run again in its recompute)."""
+        with ops.small_ufunc_buffer():  # a checkpoint recomputes this outside `forward`
+            for i in range(start, stop):
+                with layer_scope(i):
+                    x = self.transformer.h[i](x, (self.seed, call, i))
+        return x
+
+
+class GPTFamily(Family):
+    name = "gpt"
+    description = ("GPT-2 as nanoGPT writes it: embeddings, depth × (LayerNorm, causal self-attention, LayerNorm, "
+                   "GELU MLP), LayerNorm, tied head; next-token cross-entropy")
+    defaults = {"depth": 2, "width": 128, "batch_size": 8}
+    checkpoints = ("selective",)
+    fields = (
+        Field("heads", int, 4, "attention heads (must divide width)", minimum=1),
+        Field("seq_len", int, 64, "tokens per sequence (also the position table's length)", minimum=1),
+        Field("vocab", int, 512, "vocabulary size", minimum=1),
+        Field("dropout", float, 0.0, "dropout probability (embeddings, attention, residual, MLP)", minimum=0.0,
+              maximum=1.0, exclusive_maximum=True),
+        Field("bias", bool, True, "biases in Linear and LayerNorm"),
+    )
+
+    def check(self, config: dict[str, Any]) -> None:
+        if config["width"] % config["heads"]:
+            raise ConfigError(f"heads must divide width: width {config['width']} is not a multiple of heads "
+                              f"{config['heads']}")
+
+    def build(self, config: dict[str, Any]) -> GPT:
+        model = GPT(config["vocab"], config["seq_len"], config["depth"], config["width"], config["heads"],
+                    dropout=config["dropout"], bias=config["bias"], dtype=config["dtype"], seed=config["seed"],
+                    checkpoint=config["checkpoint"])
+        return model.train(config["mode"] == "train")
+
+    def batch(self, config: dict[str, Any]) -> tuple[Any, Any]:
+        """(b, seq_len) token ids in [0, vocab) and their next-token targets: two views of one (b, seq_len + 1)
+        draw (the targets are the ids shifted by one position)."""
+        rng = np.random.default_rng(config["seed"] + 1)
+        tokens = init.integers(rng, 0, config["vocab"], (config["batch_size"], config["seq_len"] + 1))
+        return tokens[:, :-1], tokens[:, 1:]
+
+    def layer_names(self, config: dict[str, Any]) -> list[str]:
+        return [f"block {i}" for i in range(config["depth"])] + ["head", "embedding"]
+
+
+FAMILY = GPTFamily()
+
+__all__ = ["FAMILY", "GPT", "GPTFamily"]

@@ -1,0 +1,79 @@
+"""The attention report section on cells measured here under the ledger (small sizes, the same engine)."""
+from __future__ import annotations
+
+import itertools
+import time
+
+import pandas as pd
+import pytest
+
+from memstudy.memory.workload import Workload
+from memstudy.nn.models.registry import normalize
+from memstudy.study import attention
+
+FIXED = dict(model="gpt", width=32, vocab=40, dtype="float32", dropout=0.1, optimizer="sgd", policy="minimal",
+             bias=True, seed=0)
+
+
+def measured_cells(lengths=(16, 32, 64), strategies=("none", "selective", "every:1")) -> pd.DataFrame:
+    rows = []
+    grid = itertools.product(lengths, (1, 2), (2, 4), (1, 2))
+    for s, b, a, depth in grid:
+        for mode, strategy in [("train", st) for st in strategies] + [("inference", "none")]:
+            config = normalize({**FIXED, "seq_len": s, "batch_size": b, "heads": a, "depth": depth, "mode": mode,
+                                "checkpoint": strategy})
+            work = Workload(config)
+            start = time.perf_counter()
+            account = work.ledger_step()
+            rows.append({**config, "activation_bytes": account.activation_bytes, "peak_bytes": account.peak_bytes,
+                         "step_peak_bytes": account.step_peak_bytes, "recomputed_ops": account.recomputed_ops,
+                         "step_seconds": time.perf_counter() - start})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def cells():
+    return measured_cells()
+
+
+def test_per_layer_fit_reproduces_66_and_9_exactly(cells):
+    layers = attention.per_layer(cells[cells["mode"] == "train"])
+    plain = layers[layers["checkpoint"] == "none"]
+    assert len(plain) == 3 * 2 * 2
+    fit = attention.fit_formula(plain)
+    statistics = 4 * 4 / 32  # mean and 1/std of two layer norms per position, float32, over h = 32
+    assert fit["alpha"] == pytest.approx(66 + statistics, abs=1e-6) and fit["beta"] == pytest.approx(9, abs=1e-6)
+    assert fit["alpha_expected"] == 66 + statistics and (fit["linear"], fit["quadratic"]) == (66, 9)
+    assert fit["r2"] == pytest.approx(1.0) and fit["worst_residual_bytes"] < 1e-3
+    selective = attention.fit_formula(layers[layers["checkpoint"] == "selective"])
+    assert selective["alpha"] == pytest.approx(66 + statistics, abs=1e-6) and abs(selective["beta"]) < 1e-9
+    slopes = attention.local_slopes(plain)
+    assert [k for _, _, k in slopes] == sorted(k for _, _, k in slopes) and 1 < slopes[0][2] < slopes[-1][2] < 2
+
+
+def test_section_states_findings_from_the_numbers(cells, tmp_path):
+    figures = {}
+    lines = "\n".join(attention.section(cells, tmp_path, figures, draw=True))
+    assert "so the ledger reproduces the formula's coefficients exactly" in lines
+    assert "the quadratic term is gone exactly (β = 0)" in lines
+    assert "The measured share equals the formula's for this dtype in every row." in lines
+    assert "flat in depth" in lines and "equal the sweep's row" in lines
+    assert "NO" not in lines.replace("NOT", "")  # every term of the one cell run again equals the formula's
+    assert "70.2% removed" in lines
+    assert set(figures) == {"attention_loglog", "attention_inference", "attention_checkpoint"}
+    assert all(path.exists() for path in figures.values())
+
+
+def test_section_says_not_so_when_the_rows_disagree(cells, tmp_path):
+    broken = cells.copy()
+    train = broken["mode"] == "train"
+    broken.loc[train, "activation_bytes"] = broken.loc[train, "activation_bytes"] * 1.5  # not the formula
+    lines = "\n".join(attention.section(broken, tmp_path, {}, draw=False))
+    assert "not so: the ledger's coefficients differ from the formula's" in lines
+    assert "do NOT equal the sweep's row" in lines
+
+
+def test_applies_only_to_gpt_studies_that_vary_seq_len(cells):
+    assert attention.applies(cells)
+    assert not attention.applies(cells[cells["seq_len"] == 16])
+    assert not attention.applies(cells.assign(model="mlp"))
