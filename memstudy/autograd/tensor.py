@@ -182,7 +182,8 @@ def apply(fn: type, *inputs: Any, **consts: Any):
     arrays = []
     parents = []
     needs = []
-    owned = None  # arrays of leaf tensors that need no grad and that no op made (frozen weights, the batch)
+    owned = ()  # id() of the base buffer of each leaf tensor that needs no grad and that no op made (frozen
+    # weights, the batch): ints, not references, so a node holds nothing more (see Node.caller_owned)
     for x in inputs:
         if type(x) is Tensor:
             arrays.append(x.data)
@@ -191,10 +192,8 @@ def apply(fn: type, *inputs: Any, **consts: Any):
                 needs.append(True)
                 continue
             if not x._from_op:
-                if owned is None:
-                    owned = [x.data]
-                else:
-                    owned.append(x.data)
+                data = x.data
+                owned += (id(data if data.base is None else _base(data)),)
         else:
             arrays.append(x)
         parents.append(None)
@@ -202,8 +201,8 @@ def apply(fn: type, *inputs: Any, **consts: Any):
     record = True in needs and STATE.grad_enabled
     if record:
         ctx = Node(fn, tuple(parents), tuple(needs), STATE.layer)
-        if owned is not None:  # ints, not references: the node holds nothing more (see Node.caller_owned)
-            ctx.caller_owned = tuple([id(_base(array)) for array in owned])
+        if owned:
+            ctx.caller_owned = owned
     else:
         ctx = Node(fn, None, (False,) * len(inputs), STATE.layer)
     out = fn.forward(ctx, *arrays, **consts)
