@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import optim
-from ..autograd import Tensor, no_grad, saved_tensors_policy
+from ..autograd import STATE, Tensor, no_grad, saved_tensors_policy
 from ..nn.models.registry import get_family
 from .ledger import Ledger, StepAccount
 
@@ -57,6 +57,8 @@ class Workload:
 
     def loss(self, policy: str) -> Tensor:
         """Forward and loss, the graph's saved tensors under `policy` (the loss's too)."""
+        if policy == "minimal" and STATE.policy == "minimal":  # the engine's default already: no scope to enter
+            return self._loss(self.model, self.inputs, self.labels)
         with saved_tensors_policy(policy):
             return self._loss(self.model, self.inputs, self.labels)
 
