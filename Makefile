@@ -44,7 +44,8 @@ test: $(STAMP)
 # speed and overhead figures -> results/bench/ (bench.csv, env.json, bench.md); PyTorch figures need the
 # optional extra: $(BIN)/pip install -e '.[torch]' (a CPU build of torch 2.13.0), else they are skipped
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks  # as processes come: the main table
+	$(BIN)/python -m benchmarks --heap warm --only speed --out results/bench/heap-warm  # the companion run
 	$(BIN)/python -m benchmarks.table --readme  # README's table is generated from bench.csv
 	$(MAKE) readme  # and the prose quotes it too
 

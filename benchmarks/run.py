@@ -24,8 +24,11 @@ Figures (one CSV row each; ratios are measured side by side in one run, see benc
 
 A timed step is one training-loop iteration: gradients set to None (last step's freed), forward, mean
 cross-entropy, backward, SGD update. The plain numpy step frees its gradients inside its step too.
-Every timing process first puts glibc's allocator in the same state (benchmarks.heap; `--heap default`
-skips that), and every speed row carries the minor page faults per step of the two variants it compares.
+Every timing process runs as a user's process comes (`--heap default`): memstudy's engine warms glibc's heap
+itself before its first backward pass (memstudy/autograd/heap.py), PyTorch's import already did, and the numpy
+floor shares memstudy's process. `--heap warm` is the companion run in which every timing process first allocates
+and frees one 24 MiB buffer (benchmarks.heap). Every speed row carries the minor page faults per step of the two
+variants it compares.
 Every timed row carries `foreign_cores`, the cores other processes kept busy meanwhile (benchmarks.load):
 on a shared 2-core machine a size is timed again while that exceeds --quiet-cores.
 """
@@ -551,10 +554,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-wait", type=float, default=None,
                         help="before timing a size (and the study), wait up to this many seconds for other "
                              "processes to quieten (120; quick 0)")
-    parser.add_argument("--heap", choices=HEAP_MODES, default="warm",
-                        help="warm: every timing process first allocates and frees one 24 MiB buffer, so glibc "
-                             "serves steps from its heap (see benchmarks/heap.py); default: as the process "
-                             "comes, page faults included (warm)")
+    parser.add_argument("--heap", choices=HEAP_MODES, default="default",
+                        help="default: every timing process as it comes (memstudy's engine warms the heap itself, "
+                             "see memstudy/autograd/heap.py); warm: the benchmark first allocates and frees one "
+                             "24 MiB buffer in every timing process (see benchmarks/heap.py) (default)")
     parser.add_argument("--block-seconds", type=float, default=None,
                         help="target length of one block (0.1 s; quick 0.01 s)")
     return parser
@@ -650,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": [Path(sys.executable).name, "-m", "benchmarks", *(argv if argv is not None else sys.argv[1:])],
     }
     write_json(out / "env.json", collect_env(extra={"bench": bench_info}))
-    markdown = table.render(table.read_csv(csv_path), args.heap)
+    markdown = table.render(table.read_csv(csv_path), table.read_env(out / "env.json"))
     (out / "bench.md").write_text(markdown, encoding="utf-8")
     print(markdown)
     log(f"wrote {csv_path}, {out / 'env.json'}, {out / 'bench.md'}")

@@ -68,12 +68,24 @@ def test_numpy_floor_is_the_same_step_as_memstudy(activation, bias):
 
 
 def test_readme_benchmark_block_is_generated_from_the_committed_bench_csv():
-    from benchmarks.table import heap_mode, read_csv, readme_block
+    from benchmarks.table import read_csv, read_env, readme_block
 
     bench = ROOT / "results" / "bench"
-    expected = readme_block(read_csv(bench / "bench.csv"), heap_mode(bench / "env.json"))
+    expected = readme_block(read_csv(bench / "bench.csv"), read_env(bench / "env.json"))
     assert expected in (ROOT / "README.md").read_text(encoding="utf-8"), (
         "README's benchmark block differs from results/bench/bench.csv: run `python -m benchmarks.table --readme`")
+
+
+def test_the_tables_machine_facts_come_from_the_runs_provenance():
+    from benchmarks.table import read_csv, read_env, render
+
+    bench = ROOT / "results" / "bench"
+    rows, env = read_csv(bench / "bench.csv"), read_env(bench / "env.json")
+    cores = env["machine"]["logical_cores"]
+    assert f"(this machine has {cores})" in render(rows, env)
+    other = {**env, "machine": {**env["machine"], "logical_cores": cores + 62}}
+    assert f"(this machine has {cores + 62})" in render(rows, other)
+    assert "(the machine's core count was not recorded)" in render(rows, None)
 
 
 def test_readme_update_replaces_only_the_marked_block(tmp_path):

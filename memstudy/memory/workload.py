@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import optim
-from ..autograd import Tensor, no_grad, saved_tensors_policy
+from ..autograd import STATE, Tensor, no_grad, saved_tensors_policy
 from ..nn.models.registry import get_family
 from .ledger import Ledger, StepAccount
 
@@ -44,7 +44,8 @@ class Workload:
         self.inputs = inputs if isinstance(inputs, Tensor) else Tensor(inputs)
         self.labels = labels
         self._loss = loss
-        self.optimizer = optim.make(config["optimizer"], self.model.parameters())
+        # the trainable parameters: a frozen one (requires_grad False) is model state, but nothing to update
+        self.optimizer = optim.make(config["optimizer"], [p for p in self.model.parameters() if p.requires_grad])
 
     def step(self) -> Tensor:
         """One training step (forward, loss, backward, optimiser step) or one inference forward."""
@@ -58,6 +59,8 @@ class Workload:
 
     def loss(self, policy: str) -> Tensor:
         """Forward and loss, the graph's saved tensors under `policy` (the loss's too)."""
+        if policy == "minimal" and STATE.policy == "minimal":  # the engine's default already: no scope to enter
+            return self._loss(self.model, self.inputs, self.labels)
         with saved_tensors_policy(policy):
             return self._loss(self.model, self.inputs, self.labels)
 
@@ -67,7 +70,7 @@ class Workload:
 
         It holds the reference gradients (one parameter's worth of bytes) and float64 chunks of at most
         GRAD_ERROR_CHUNK_ELEMENTS, so it needs little memory beyond a step's: the cell's budget allows for it."""
-        params = self.model.parameters()
+        params = self.optimizer.params
         self.optimizer.zero_grad()
         self.loss(reference).backward()
         ref = [p.grad for p in params]
@@ -93,7 +96,7 @@ class Workload:
         gc.collect()
 
     def register(self, ledger: Ledger) -> None:
-        """The baseline: parameters (with their layers), optimiser state, the inputs and labels."""
+        """The baseline: parameters (frozen ones too, with their layers), optimiser state, the inputs and labels."""
         ledger.register_model(self.model.parameters(), self.model.parameter_layers())
         if self.train:
             for array in self.optimizer.state_arrays():
