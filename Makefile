@@ -11,7 +11,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,distributed]'  # the Dask tests run too
 	touch $(STAMP)
 
 # the example step the README shows (What one step holds), measured as `memstudy run` prints it
@@ -44,7 +44,8 @@ test: $(STAMP)
 # speed and overhead figures -> results/bench/ (bench.csv, env.json, bench.md); PyTorch figures need the
 # optional extra: $(BIN)/pip install -e '.[torch]' (a CPU build of torch 2.13.0), else they are skipped
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks  # as processes come: the main table
+	$(BIN)/python -m benchmarks --heap warm --only speed --out results/bench/heap-warm  # the companion run
 	$(BIN)/python -m benchmarks.table --readme  # README's table is generated from bench.csv
 	$(MAKE) readme  # and the prose quotes it too
 

@@ -12,6 +12,11 @@ Figures (one CSV row each; ratios are measured side by side in one run, see benc
   inference_peak_vs_floor ledger step peak of an inference step / 2 × batch × width × itemsize
   inference_traced_peak_vs_floor   the same from tracemalloc (no target: it sees the output and hidden scratch)
   sweep_cells_per_second  `memstudy sweep SPEC` into a temporary folder
+  sweep_jobs1_cells_per_second, sweep_jobs2_cells_per_second, sweep_cluster2_cells_per_second
+                          the same spec with --jobs 1, --jobs 2 and --cluster local:2 (two Dask workers), side by side
+  cluster_fixed_seconds   what --cluster local:2 adds once: a sweep with nothing left to run, on the cluster minus
+                          locally (start and stop of the workers, every host's provenance)
+  cluster_seconds_per_cell   what it adds per cell: (cluster − jobs 2 − fixed) ÷ cells (a task's round trip)
   study_wall_seconds      the sweep plus `memstudy report` (what `make study` runs, into a temporary folder)
   python_startup_seconds, numpy_import_seconds, cell_import_seconds   `python -c ...` wall time, median
   gpt_engine_vs_numpy, gpt_engine_vs_torch, gpt_floor_vs_torch, gpt_ops_*   the GPT step (benchmarks.gpt_bench)
@@ -20,8 +25,11 @@ Figures (one CSV row each; ratios are measured side by side in one run, see benc
 
 A timed step is one training-loop iteration: gradients set to None (last step's freed), forward, mean
 cross-entropy, backward, SGD update. The plain numpy step frees its gradients inside its step too.
-Every timing process first puts glibc's allocator in the same state (benchmarks.heap; `--heap default`
-skips that), and every speed row carries the minor page faults per step of the two variants it compares.
+Every timing process runs as a user's process comes (`--heap default`): memstudy's engine warms glibc's heap
+itself before its first backward pass (memstudy/autograd/heap.py), PyTorch's import already did, and the numpy
+floor shares memstudy's process. `--heap warm` is the companion run in which every timing process first allocates
+and frees one 24 MiB buffer (benchmarks.heap). Every speed row carries the minor page faults per step of the two
+variants it compares.
 Every timed row carries `foreign_cores`, the cores other processes kept busy meanwhile (benchmarks.load):
 on a shared 2-core machine a size is timed again while that exceeds --quiet-cores.
 """
@@ -60,7 +68,9 @@ LARGE_SIZES = SIZES[:2]
 DTYPES = ("float32", "float64")
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 CLASSES = 10
-SECTIONS = ("speed", "memory", "gpt", "cnn", "startup", "study")
+SECTIONS = ("speed", "memory", "gpt", "cnn", "startup", "study", "sweep")
+SWEEP_EXECUTORS = (("jobs1", ["--jobs", "1"], "--jobs 1"), ("jobs2", ["--jobs", "2"], "--jobs 2"),
+                   ("cluster2", ["--cluster", "local:2"], "--cluster local:2"))
 COLUMNS = table.COLUMNS
 TORCH_HINT = "pip install memstudy[torch] (torch==2.13.0, CPU)"
 
@@ -470,6 +480,58 @@ def study_rows(spec_path: Path, log) -> list[dict[str, Any]]:
     ]
 
 
+def _timed_sweep(spec_path: Path, out: Path, flags: list[str]) -> tuple[float, float | None, str]:
+    """Wall seconds of `memstudy sweep SPEC --out OUT FLAGS`, others' load meanwhile, and an error ('' if ok)."""
+    load = ForeignLoad().start()
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "memstudy", "sweep", str(spec_path), "--out", str(out),
+                           "--no-progress", *flags], cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    error = "" if done.returncode == 0 else \
+        f"exited {done.returncode}: {(done.stderr.strip().splitlines() or [''])[-1]}"
+    return seconds, load.cores(), error
+
+
+def sweep_rows(spec_path: Path, log) -> list[dict[str, Any]]:
+    """Cells per second of one spec with --jobs 1, --jobs 2 and --cluster local:2, and what the cluster adds."""
+    from memstudy.study.spec import load_spec
+
+    spec = load_spec(spec_path)
+    cells = len(spec.cells())
+    tmp = Path(tempfile.mkdtemp(prefix="memstudy-bench-sweep-"))
+    rows: list[dict[str, Any]] = []
+    try:
+        seconds: dict[str, float] = {}
+        for name, flags, label in SWEEP_EXECUTORS:
+            log(f"  sweep: {cells} cells of {spec_path.name} with {label}")
+            wall, foreign, error = _timed_sweep(spec_path, tmp / name, flags)
+            seconds[name] = wall
+            rows.append(make_row(f"sweep_{name}_cells_per_second", cells / wall, "cells/s", measured=cells,
+                                 reference=wall, measured_label="cells", reference_label="sweep s",
+                                 status="failed" if error else "ok", foreign_cores=foreign,
+                                 note=f"memstudy sweep {spec_path.name} {label} ({spec.repeats} repeats)"
+                                      + (f"; {error}" if error else "")))
+        # fixed cost: resume each folder with nothing left to run, on the cluster and locally
+        log("  sweep: a resume with nothing to run, locally and on local:2 (the cluster's fixed cost)")
+        local_wall, _, local_error = _timed_sweep(spec_path, tmp / "jobs1", ["--jobs", "1"])
+        cluster_wall, foreign, cluster_error = _timed_sweep(spec_path, tmp / "cluster2", ["--cluster", "local:2"])
+        fixed = cluster_wall - local_wall
+        error = local_error or cluster_error
+        status = "failed" if error or any(r["status"] != "ok" for r in rows) else "ok"
+        rows.append(make_row("cluster_fixed_seconds", fixed, "s", measured=cluster_wall, reference=local_wall,
+                             measured_label="resume on local:2 s", reference_label="resume locally s",
+                             status=status, foreign_cores=foreign,
+                             note="start and stop of 2 Dask workers and their hosts' provenance" +
+                                  (f"; {error}" if error else "")))
+        per_cell = (seconds["cluster2"] - seconds["jobs2"] - fixed) / cells
+        rows.append(make_row("cluster_seconds_per_cell", per_cell, "s", measured=seconds["cluster2"],
+                             reference=seconds["jobs2"], measured_label="local:2 s", reference_label="--jobs 2 s",
+                             status=status, note=f"(local:2 − jobs 2 − fixed) ÷ {cells} cells: a task's round trip"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
 # --- main -------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -493,10 +555,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-wait", type=float, default=None,
                         help="before timing a size (and the study), wait up to this many seconds for other "
                              "processes to quieten (120; quick 0)")
-    parser.add_argument("--heap", choices=HEAP_MODES, default="warm",
-                        help="warm: every timing process first allocates and frees one 24 MiB buffer, so glibc "
-                             "serves steps from its heap (see benchmarks/heap.py); default: as the process "
-                             "comes, page faults included (warm)")
+    parser.add_argument("--heap", choices=HEAP_MODES, default="default",
+                        help="default: every timing process as it comes (memstudy's engine warms the heap itself, "
+                             "see memstudy/autograd/heap.py); warm: the benchmark first allocates and frees one "
+                             "24 MiB buffer in every timing process (see benchmarks/heap.py) (default)")
     parser.add_argument("--block-seconds", type=float, default=None,
                         help="target length of one block (0.1 s; quick 0.01 s)")
     return parser
@@ -571,6 +633,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.max_wait > 0:
                 wait_until_quiet(args.quiet_cores, args.max_wait, log=log)
             rows += study_rows(Path(args.spec).resolve(), log)
+    if "sweep" in sections:
+        if quick or args.no_study:
+            rows.append(make_row("sweep_cluster2_cells_per_second", None, "cells/s", status="skipped",
+                                 note="skipped (--quick)" if quick else "skipped (--no-study)"))
+        else:
+            if args.max_wait > 0:
+                wait_until_quiet(args.quiet_cores, args.max_wait, log=log)
+            rows += sweep_rows(Path(args.spec).resolve(), log)
 
     csv_path = out / "bench.csv"
     with open(csv_path, "w", newline="") as fh:
@@ -591,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": [Path(sys.executable).name, "-m", "benchmarks", *(argv if argv is not None else sys.argv[1:])],
     }
     write_json(out / "env.json", collect_env(extra={"bench": bench_info}))
-    markdown = table.render(table.read_csv(csv_path), args.heap)
+    markdown = table.render(table.read_csv(csv_path), table.read_env(out / "env.json"))
     (out / "bench.md").write_text(markdown, encoding="utf-8")
     print(markdown)
     log(f"wrote {csv_path}, {out / 'env.json'}, {out / 'bench.md'}")

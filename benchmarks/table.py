@@ -24,6 +24,8 @@ GPT_OPS = ("gpt_ops_memstudy", "gpt_ops_torch")
 GPT_CHECKPOINT = ("gpt_checkpoint_selective", "gpt_checkpoint_sqrt", "gpt_checkpoint_every:1")
 PROCESS = ("python_startup_seconds", "numpy_import_seconds", "cell_import_seconds", "predict_seconds",
            "predict_traced_mb", "sweep_cells_per_second", "study_wall_seconds")
+SWEEP = ("sweep_jobs1_cells_per_second", "sweep_jobs2_cells_per_second", "sweep_cluster2_cells_per_second")
+SWEEP_LABELS = dict(zip(SWEEP, ("--jobs 1", "--jobs 2", "--cluster local:2")))
 
 Row = dict[str, str]
 
@@ -92,7 +94,9 @@ def _heap_sentence(heap: str | None) -> str:
     return ""
 
 
-def speed_table(rows: list[Row], heap: str | None = None) -> list[str]:
+def speed_table(rows: list[Row], env: dict | None = None) -> list[str]:
+    """The speed table and its notes; `env` is the run's env.json (its heap mode and the machine's cores)."""
+    heap, cores = heap_mode(env), logical_cores(env)
     by_key = {(r["figure"], _size(r), r["dtype"]): r for r in rows if r["figure"] in SPEED}
     keys = _unique((_size(r), r["dtype"]) for r in rows if r["figure"] in SPEED)
     if not keys:
@@ -129,7 +133,8 @@ def speed_table(rows: list[Row], heap: str | None = None) -> list[str]:
         "against torch, has no target: it shows what numpy's BLAS allows in that run). A timed step is one loop "
         "iteration: gradients set to None, forward, cross-entropy, backward, SGD. ReLU, with bias. "
         "Others' load: the average number of cores other processes kept busy while that size was timed "
-        "(this machine has 2); above about 0.15 the figures are disturbed and the size was timed again "
+        + (f"(this machine has {cores})" if cores else "(the machine's core count was not recorded)")
+        + "; above about 0.15 the figures are disturbed and the size was timed again "
         "(up to --retries times, the quietest attempt kept). " + _heap_sentence(heap),
     ]
     skipped = next((r for r in rows if r["figure"] == "engine_vs_torch" and r["status"] != "ok"), None)
@@ -279,6 +284,28 @@ def process_table(rows: list[Row]) -> list[str]:
     return lines
 
 
+def sweep_table(rows: list[Row]) -> list[str]:
+    """One spec swept three ways, side by side, and what the Dask cluster adds (benchmarks.run.sweep_rows)."""
+    by = {r["figure"]: r for r in rows}
+    ran = [by[f] for f in SWEEP if f in by and by[f]["status"] != "skipped"]
+    if not ran:
+        skipped = [by[f] for f in SWEEP if f in by]
+        return [f"Sweep executors: skipped ({skipped[0]['note']})."] if skipped else []
+    lines = ["| executor | cells | wall | cells / s | others' load (cores) | note |", "|---|--:|--:|--:|--:|---|"]
+    for r in ran:
+        value = _f(r["value"])
+        shown = f"{value:.3f}" if value is not None and r["status"] == "ok" else r["status"]
+        lines.append(f"| {SWEEP_LABELS[r['figure']]} | {r['measured']} | {float(r['reference']):.1f} s | {shown} | "
+                     f"{r['foreign_cores']} | {r['note']} |")
+    fixed, per_cell = by.get("cluster_fixed_seconds"), by.get("cluster_seconds_per_cell")
+    if fixed and per_cell and _f(fixed["value"]) is not None and _f(per_cell["value"]) is not None:
+        lines += ["", f"The cluster adds {_f(fixed['value']):.2f} s once (a resume with nothing to run: "
+                      f"{_f(fixed['measured']):.2f} s on local:2 against {_f(fixed['reference']):.2f} s locally) and "
+                      f"{1000 * _f(per_cell['value']):.0f} ms per cell (local:2 against --jobs 2, less the fixed "
+                      "part)."]
+    return lines
+
+
 def targets_summary(rows: list[Row]) -> list[str]:
     judged = [r for r in rows if r["met"] in ("yes", "no")]
     if not judged:
@@ -294,22 +321,36 @@ def targets_summary(rows: list[Row]) -> list[str]:
     return lines
 
 
-def heap_mode(env_path: Path) -> str | None:
-    """The --heap mode a run recorded in its env.json (None if absent)."""
+def read_env(env_path: Path) -> dict | None:
+    """A run's provenance (env.json beside bench.csv), or None if it is missing or unreadable."""
     try:
-        return json.loads(env_path.read_text(encoding="utf-8"))["bench"].get("heap")
-    except (OSError, ValueError, KeyError, TypeError):
+        env = json.loads(env_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return None
+    return env if isinstance(env, dict) else None
 
 
-def render(rows: list[Row], heap: str | None = None) -> str:
-    """The report; `heap` is the run's --heap mode (env.json's bench.heap), named under the speed table."""
+def heap_mode(env: dict | None) -> str | None:
+    """The --heap mode the run recorded (env.json's bench.heap), or None."""
+    bench = (env or {}).get("bench")
+    return bench.get("heap") if isinstance(bench, dict) else None
+
+
+def logical_cores(env: dict | None) -> int | None:
+    """The logical cores of the machine the run measured on (env.json's machine.logical_cores), or None."""
+    machine = (env or {}).get("machine")
+    cores = machine.get("logical_cores") if isinstance(machine, dict) else None
+    return cores if isinstance(cores, int) and cores > 0 else None
+
+
+def render(rows: list[Row], env: dict | None = None) -> str:
+    """The report; `env` is the run's env.json (heap mode and cores are named under the speed table)."""
     out = ["# memstudy benchmarks", "",
            "Generated by `python -m benchmarks` (or `make bench`) from bench.csv; the machine, versions, BLAS "
            "and threads are in env.json.", ""]
-    for title, lines in (("Targets", targets_summary(rows)), ("Speed", speed_table(rows, heap)),
+    for title, lines in (("Targets", targets_summary(rows)), ("Speed", speed_table(rows, env)),
                          ("Memory", memory_table(rows)), ("GPT", gpt_table(rows)), ("CNN speed", cnn_table(rows)),
-                         ("Start-up and study", process_table(rows))):
+                         ("Start-up and study", process_table(rows)), ("Sweep executors", sweep_table(rows))):
         if lines:
             out += [f"## {title}", "", *lines, ""]
     return "\n".join(out)
@@ -319,9 +360,9 @@ README_START = "<!-- bench:start (generated from results/bench/bench.csv by `pyt
 README_END = "<!-- bench:end -->"
 
 
-def readme_block(rows: list[Row], heap: str | None = None) -> str:
+def readme_block(rows: list[Row], env: dict | None = None) -> str:
     """What README.md shows between its bench markers: targets, the speed table, memory and start-up figures."""
-    parts = [README_START, "", *targets_summary(rows), "", *speed_table(rows, heap), ""]
+    parts = [README_START, "", *targets_summary(rows), "", *speed_table(rows, env), ""]
     cnn = cnn_table(rows)
     if cnn:
         parts += ["CNN:", "", *cnn, ""]
@@ -334,16 +375,19 @@ def readme_block(rows: list[Row], heap: str | None = None) -> str:
     process = process_table(rows)
     if process:
         parts += ["Start-up and study:", "", *process, ""]
+    sweep = sweep_table(rows)
+    if sweep:
+        parts += ["Sweep executors (the same spec with local processes and on a local Dask cluster):", "", *sweep, ""]
     return "\n".join(parts + [README_END])
 
 
-def update_readme(readme: Path, rows: list[Row], heap: str | None = None) -> bool:
+def update_readme(readme: Path, rows: list[Row], env: dict | None = None) -> bool:
     """Replace the block between the markers with `readme_block`; False when the markers are missing."""
     text = readme.read_text(encoding="utf-8")
     start, end = text.find(README_START), text.find(README_END)
     if start < 0 or end < start:
         return False
-    readme.write_text(text[:start] + readme_block(rows, heap) + text[end + len(README_END):], encoding="utf-8")
+    readme.write_text(text[:start] + readme_block(rows, env) + text[end + len(README_END):], encoding="utf-8")
     return True
 
 
@@ -364,11 +408,11 @@ def main(argv: list[str]) -> int:
         print(f"benchmarks.table: cannot read {path}: {exc.strerror if isinstance(exc, OSError) else exc}",
               file=sys.stderr)
         return 2
-    heap = heap_mode(path.parent / "env.json")
+    env = read_env(path.parent / "env.json")
     if readme is None:
-        sys.stdout.write(render(rows, heap))
+        sys.stdout.write(render(rows, env))
         return 0
-    if not update_readme(readme, rows, heap):
+    if not update_readme(readme, rows, env):
         print(f"{readme}: no {README_START!r} ... {README_END!r} block to replace", file=sys.stderr)
         return 2
     print(f"updated the benchmark table in {readme} from {path}")

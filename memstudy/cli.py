@@ -1,7 +1,8 @@
 """The `memstudy` command: argument parsing only; each command is a thin call into the packages.
 
-Bad input of any kind (a flag, a spec field, a size over the budget) ends with one line
-`error: ...` on stderr and exit status 2, never a traceback.
+Bad input of any kind (a flag, a spec field, a size over the budget, a path that cannot be written, a
+results folder another process is writing into) ends with one line `error: ...` on stderr and exit
+status 2, never a traceback. `sweep` and `study` exit 1 when a cell of the spec failed (EXIT_HELP).
 """
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from typing import Any, NoReturn
 
 USAGE_EXIT = 2
 FAILURE_EXIT = 1
+EXIT_HELP = ("exit status: 0 when every cell ended ok or was skipped by the budget; 1 when a cell of the spec "
+             "failed (its rows say why; --retry-failed reruns it); 2 for bad input (the spec, a flag, a path, "
+             "a folder another memstudy is writing into), with one line `error: ...`")
 
 
 class UsageError(Exception):
@@ -126,10 +130,11 @@ def build_parser(family: Any = None) -> argparse.ArgumentParser:
     run.add_argument("--repeats", type=_positive_int, default=1, help="measured steps (1)")
     run.add_argument("--budget", default="75%", help="refuse sizes whose predicted peak exceeds this (75%% of "
                                                      "available memory; or e.g. 4GiB)")
-    run.add_argument("--json", action="store_true", help="one JSON row per repeat, one per line")
+    run.add_argument("--json", action="store_true", help="JSON Lines: one JSON object (row) per repeat per line")
     run.add_argument("--by-layer", action="store_true", help="bytes held for backward, parameters and "
                                                               "gradients per layer")
-    run.add_argument("--timeline", metavar="FILE.csv", help="write the ledger's event timeline of the first step")
+    run.add_argument("--timeline", metavar="FILE.csv", help="write the ledger's event timeline of the first step "
+                                                           "(its folder must exist)")
     run.add_argument("--html", metavar="FILE.html", help="write an interactive page of the run: the first mode's "
                                                           "step timeline (hover a buffer) and the tables; opens "
                                                           "offline")
@@ -140,18 +145,20 @@ def build_parser(family: Any = None) -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="print the prediction as JSON")
     predict.set_defaults(handler=_cmd_predict)
 
-    sweep = commands.add_parser("sweep", help="run a study's grid, each cell in a fresh process, into runs.csv")
+    sweep = commands.add_parser("sweep", help="run a study's grid, each cell in a fresh process, into runs.csv",
+                                epilog=EXIT_HELP)
     sweep.add_argument("spec", metavar="SPEC.toml")
     _add_sweep_flags(sweep, out_default=None)
     sweep.set_defaults(handler=_cmd_sweep)
 
     report = commands.add_parser("report", help="summary.csv, report.md and plots from a sweep's folder")
     report.add_argument("results_dir", metavar="DIR")
-    report.add_argument("--no-figures", action="store_true", help="skip the PNG plots")
+    report.add_argument("--no-figures", action="store_true", help="skip the PNG plots (and remove earlier ones)")
     report.set_defaults(handler=_cmd_report)
 
     study = commands.add_parser("study", help="sweep experiments/default.toml into results/default, then report "
-                                              "(--all: every experiments/*.toml into results/<name>)")
+                                              "(--all: every experiments/*.toml into results/<name>)",
+                                epilog=EXIT_HELP)
     study.add_argument("--spec", default=None, metavar="SPEC.toml", help=f"({DEFAULT_SPEC})")
     study.add_argument("--all", action="store_true", help=f"every {STUDIES_DIR}/*.toml, each into results/<name>")
     _add_sweep_flags(study, out_default=None)
@@ -161,6 +168,8 @@ def build_parser(family: Any = None) -> argparse.ArgumentParser:
     _add_model_flags(graph, family, ("train",))
     graph.add_argument("--out", default="graph.dot", metavar="FILE", help="DOT file (graph.dot); a PNG "
                                                                          "is written beside it when `dot` exists")
+    graph.add_argument("--budget", default="75%", help="refuse sizes whose predicted peak exceeds this (75%% of "
+                                                       "available memory; or e.g. 4GiB)")
     graph.set_defaults(handler=_cmd_graph)
     return parser
 
@@ -179,29 +188,50 @@ STUDIES_DIR = "experiments"
 def _add_sweep_flags(parser: argparse.ArgumentParser, out_default: str | None) -> None:
     parser.add_argument("--out", default=out_default, metavar="DIR", help="results folder (results/<study name>)")
     parser.add_argument("--jobs", type=_positive_int, default=None, help="cells at once (the spec's [run] jobs)")
+    parser.add_argument("--cluster", metavar="ADDRESS|local:N", default=None,
+                        help="run the cells on a Dask cluster (tcp://host:8786; workers started with --nthreads 1 "
+                             "--resources memstudy-cell=1), or on N local Dask worker processes (local:N); needs "
+                             "pip install 'memstudy[distributed]'")
     parser.add_argument("--fresh", action="store_true", help="discard earlier results in DIR and start over")
+    parser.add_argument("--retry-failed", action="store_true", help="rerun the cells whose rows in DIR failed or "
+                                                                    "timed out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _sweep(spec_path: str, args: argparse.Namespace) -> str:
+def _warn(message: str) -> None:
+    sys.stderr.write(f"warning: {message}\n")
+
+
+def _sweep(spec_path: str, args: argparse.Namespace, git: dict[str, Any] | None = None) -> tuple[str, int]:
+    """Run one spec's sweep; returns its results folder and its exit status (0, or 1 if a cell failed)."""
     import os
 
+    from .study.folder import results_folder
     from .study.spec import SpecError, load_spec
     from .study.sweep import SweepError, run_sweep
 
     if not os.path.isfile(spec_path):
         raise UsageError(f"spec file {spec_path} not found")
+    if args.cluster is not None and args.jobs is not None:
+        raise UsageError("--jobs and --cluster: choose one (on a cluster each worker runs one cell at a time)")
     try:
         spec = load_spec(spec_path)
-        out = args.out or os.path.join("results", spec.name)
-        outcome = run_sweep(spec, out, jobs=args.jobs, fresh=args.fresh, progress=not args.no_progress)
+        out = args.out
+        if out is None:  # the default results/<name>: results/ is part of what was asked for
+            results_folder("results", "results folder")
+            out = os.path.join("results", spec.name)
+        outcome = run_sweep(spec, out, jobs=args.jobs, fresh=args.fresh, progress=not args.no_progress,
+                            retry_failed=args.retry_failed, git=git, cluster=args.cluster)
     except (SpecError, SweepError) as exc:
         raise UsageError(str(exc)) from None
     for warning in outcome.warnings:
-        sys.stderr.write(f"warning: {warning}\n")
+        _warn(warning)
+    changed = f"; extended ({'; '.join(outcome.changes)})" if outcome.changes and outcome.resumed + outcome.done else ""
+    earlier = (f"; {outcome.failed_before} cells failed in an earlier run (--retry-failed reruns them)"
+               if outcome.failed_before else "")
     print(f"{spec.name}: {outcome.cells} cells ({outcome.resumed} already done): {outcome.ok} ok, "
-          f"{outcome.skipped} skipped, {outcome.failed} failed -> {outcome.runs_csv}")
-    return out
+          f"{outcome.skipped} skipped, {outcome.failed} failed{earlier}{changed} -> {outcome.runs_csv}")
+    return out, outcome.exit_status
 
 
 def _report(results_dir: str, figures: bool = True) -> None:
@@ -209,15 +239,14 @@ def _report(results_dir: str, figures: bool = True) -> None:
     from .study.webpage import PageError
 
     try:
-        written = write_report(results_dir, figures=figures)
+        written = write_report(results_dir, figures=figures, warn=_warn)
     except (ReportError, PageError) as exc:
         raise UsageError(str(exc)) from None
     print(f"report: {len(written)} files in {results_dir} ({', '.join(p.name for p in written)})")
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    _sweep(args.spec, args)
-    return 0
+    return _sweep(args.spec, args)[1]
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -227,27 +256,39 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_study(args: argparse.Namespace) -> int:
     if not args.all:
-        _report(_sweep(args.spec or DEFAULT_SPEC, args))
-        return 0
+        out, status = _sweep(args.spec or DEFAULT_SPEC, args)
+        _report(out)
+        return status
     import glob
     import os
+
+    from .study.provenance import git_info
 
     if args.spec or args.out:
         raise UsageError("--all runs every experiments/*.toml into results/<name>: it takes no --spec or --out")
     specs = sorted(glob.glob(os.path.join(STUDIES_DIR, "*.toml")))
     if not specs:
         raise UsageError(f"no {STUDIES_DIR}/*.toml here (run from the project's folder)")
+    git = git_info()  # once, before the first study rewrites tracked result files
+    worst = 0
     for spec_path in specs:
-        _report(_sweep(spec_path, args))
-    return 0
+        out, status = _sweep(spec_path, args, git=git)
+        _report(out)
+        worst = max(worst, status)
+    return worst
 
 
 def _cmd_graph(args: argparse.Namespace) -> int:
     from .config import normalize
+    from .study.folder import output_file
     from .study.graphviz import GraphError, write_graph
+    from .study.single import check_budget
 
+    out = output_file(args.out, "--out")
+    config = normalize({**_config(args, args.family), "mode": "train"})
+    check_budget(config, _budget(args.budget))
     try:
-        written = write_graph(normalize({**_config(args, args.family), "mode": "train"}), args.out)
+        written = write_graph(config, out)
     except GraphError as exc:
         raise UsageError(str(exc)) from None
     print("graph: " + ", ".join(str(p) for p in written))
@@ -257,20 +298,23 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     import tempfile
 
+    from .study.folder import output_file
     from .study.single import run_modes, write_run_html
     from .study.tables import run_report
     from .study.webpage import PageError, check_output_path
 
     modes = ["train", "inference"] if args.mode == "both" else [args.mode]
-    if args.html:  # refuse a bad path before measuring anything
+    if args.html is not None:  # refuse a bad path before measuring anything
+        output_file(args.html, "--html")
         try:
             check_output_path(args.html, "--html")
         except PageError as exc:
             raise UsageError(str(exc)) from None
     with tempfile.TemporaryDirectory(prefix="memstudy-run-") as scratch:
         # the page draws the first step's timeline: measure one even when --timeline was not asked for
-        timeline = args.timeline or (f"{scratch}/timeline.csv" if args.html else None)
-        results = run_modes(_config(args, args.family), modes, args.repeats, _budget(args.budget), timeline, args.by_layer)
+        timeline = args.timeline if args.timeline is not None else (f"{scratch}/timeline.csv" if args.html else None)
+        results = run_modes(_config(args, args.family), modes, args.repeats, _budget(args.budget), timeline,
+                            args.by_layer)
         if args.html:
             write_run_html(args.html, results, timeline, args.by_layer)
     if args.json:
@@ -300,6 +344,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
+    from .study.folder import PathError  # a path that cannot be written, a folder in use: bad input
 
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -311,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     args.family = family
     try:
         return args.handler(args)
-    except (UsageError, ConfigError) as exc:
+    except (UsageError, ConfigError, PathError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return USAGE_EXIT
     except KeyboardInterrupt:

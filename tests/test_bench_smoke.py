@@ -68,12 +68,24 @@ def test_numpy_floor_is_the_same_step_as_memstudy(activation, bias):
 
 
 def test_readme_benchmark_block_is_generated_from_the_committed_bench_csv():
-    from benchmarks.table import heap_mode, read_csv, readme_block
+    from benchmarks.table import read_csv, read_env, readme_block
 
     bench = ROOT / "results" / "bench"
-    expected = readme_block(read_csv(bench / "bench.csv"), heap_mode(bench / "env.json"))
+    expected = readme_block(read_csv(bench / "bench.csv"), read_env(bench / "env.json"))
     assert expected in (ROOT / "README.md").read_text(encoding="utf-8"), (
         "README's benchmark block differs from results/bench/bench.csv: run `python -m benchmarks.table --readme`")
+
+
+def test_the_tables_machine_facts_come_from_the_runs_provenance():
+    from benchmarks.table import read_csv, read_env, render
+
+    bench = ROOT / "results" / "bench"
+    rows, env = read_csv(bench / "bench.csv"), read_env(bench / "env.json")
+    cores = env["machine"]["logical_cores"]
+    assert f"(this machine has {cores})" in render(rows, env)
+    other = {**env, "machine": {**env["machine"], "logical_cores": cores + 62}}
+    assert f"(this machine has {cores + 62})" in render(rows, other)
+    assert "(the machine's core count was not recorded)" in render(rows, None)
 
 
 def test_readme_update_replaces_only_the_marked_block(tmp_path):
@@ -133,3 +145,33 @@ def test_table_command_rejects_bad_input_in_one_line(tmp_path, args, message):
                           text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and message in done.stderr
+
+
+def test_sweep_executors_are_shown_side_by_side_with_the_clusters_overhead():
+    from benchmarks.run import make_row
+    from benchmarks.table import render
+
+    rows = [make_row(f"sweep_{name}_cells_per_second", 48 / wall, "cells/s", measured=48, reference=wall,
+                     foreign_cores=0.01, note=name)
+            for name, wall in (("jobs1", 60.0), ("jobs2", 36.0), ("cluster2", 40.0))]
+    rows += [make_row("cluster_fixed_seconds", 2.5, "s", measured=2.8, reference=0.3),
+             make_row("cluster_seconds_per_cell", (40.0 - 36.0 - 2.5) / 48, "s", measured=40.0, reference=36.0)]
+    text = render([{k: str(v) for k, v in r.items()} for r in rows])
+    assert "| --jobs 1 | 48 | 60.0 s | 0.800 |" in text and "| --cluster local:2 | 48 | 40.0 s | 1.200 |" in text
+    assert "adds 2.50 s once" in text and "31 ms per cell" in text
+
+
+@pytest.mark.slow
+def test_sweep_section_times_three_executors(tmp_path):
+    pytest.importorskip("distributed")
+    spec = tmp_path / "tiny.toml"
+    spec.write_text('[study]\nname = "tiny"\n[grid]\ndepth = [1, 2]\nwidth = 16\nbatch_size = 4\n[run]\nrepeats = 1\n')
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "sweep", "--spec", str(spec), "--no-torch",
+                           "--max-wait", "0", "--out", str(tmp_path / "bench")], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "bench" / "bench.csv", newline="") as fh:
+        rows = {r["figure"]: r for r in csv.DictReader(fh)}
+    for name in ("jobs1", "jobs2", "cluster2"):
+        assert rows[f"sweep_{name}_cells_per_second"]["status"] == "ok", rows[f"sweep_{name}_cells_per_second"]
+    assert float(rows["cluster_fixed_seconds"]["value"]) > 0

@@ -90,6 +90,7 @@ def test_write_graph_calls_dot_for_png(tmp_path, monkeypatch):
                     "open(args[3], 'wb').write(b'\\x89PNG fake')\n")
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", str(bin_dir) + os.pathsep + os.environ.get("PATH", ""))
+    (tmp_path / "out").mkdir()  # write_graph creates no folder
     written = write_graph(CONFIG, tmp_path / "out" / "graph.png")
     assert written == [tmp_path / "out" / "graph.dot", tmp_path / "out" / "graph.png"]
     assert (tmp_path / "out" / "graph.png").read_bytes().startswith(b"\x89PNG")

@@ -133,6 +133,7 @@ def test_prediction_equals_measured_ledger(family, raw):
         "predicted_peak_bytes": measured.peak_bytes,
         "predicted_step_peak_bytes": measured.step_peak_bytes,
         "predicted_peak_by_category": measured.peak_by_category,
+        "predicted_buffers": len(measured.records),
     }
 
 

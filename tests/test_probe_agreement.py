@@ -43,8 +43,16 @@ CONFIGS = {
 # batches, so VmHWM reads up to a few hundred KiB low) is itself near 15%; measured 0.79-0.87 here.
 TRACEMALLOC_ONLY = {"inference-f64-d2-w256-b256"}
 
+# `slow` (run by `make test-all`): each cell is a fresh process of 3 repeats × 4 probes (5-10 s on the 2-core
+# test machine), and what these add is covered more cheaply by the fast suite: a second large training step
+# (the same code path as train-d8-w256-b64), float64 Adam (Adam's path: the float32 Adam cell; float64 against
+# float32: the ledger's dtype grid), and the bias add's hidden ufunc buffer at exactly 1 MiB (in-process by
+# tests/test_ufunc_buffer.py)
+SLOW = {"train-d4-w512-b256", "train-f64-adam-d2-w256-b512", "inference-f64-d2-w256-b256"}
 
-@pytest.fixture(scope="module", params=list(CONFIGS), ids=list(CONFIGS))
+
+@pytest.fixture(scope="module", ids=list(CONFIGS),
+                params=[pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name for name in CONFIGS])
 def cell(request):
     config = normalize(CONFIGS[request.param])
     outcome = launch(CellRequest(config, REPEATS, timeout_seconds=60))

@@ -11,7 +11,7 @@ import pytest
 from memstudy.study.fields import CATEGORIES, ROW_FIELDS
 from memstudy.study.report import ReportError, load_runs, summarize, training_law, write_report
 from memstudy.study.spec import cell_id
-from memstudy.study.sweep import format_rows, header_line
+from memstudy.study.runs import format_rows, header_line
 
 SLOPE = 256 * 4  # bytes per layer per example: width 256 × float32
 PER_EXAMPLE = 40
@@ -216,3 +216,90 @@ def test_directory_without_runs_csv_is_refused(tmp_path):
     (tmp_path / "runs.csv").write_text("")
     with pytest.raises(ReportError):
         write_report(tmp_path)
+
+
+# --- when things go wrong ---------------------------------------------------------------------------------------
+
+def test_a_torn_last_line_is_said_and_left_out_never_a_blank_status(tmp_path):
+    out = write_runs(tmp_path / "r", grid_rows(depths=(1, 2), batches=(16,), repeats=2))
+    text = (out / "runs.csv").read_text()
+    (out / "runs.csv").write_text(text[: len(text) - 60])  # a crash mid-write cut the last row
+    warnings: list[str] = []
+    write_report(out, figures=False, warn=warnings.append)
+    assert len(warnings) == 1 and "last line is cut off" in warnings[0]
+    summary = pd.read_csv(out / "summary.csv", keep_default_na=False)
+    assert set(summary["status"]) == {"ok"}
+    cut = summary[summary["ok_repeats"] == 1]
+    assert len(cut) == 1 and len(summary) == 4  # the torn row's cell has one repeat left, not a blank one
+    report = (out / "report.md").read_text()
+    assert "last line is cut off" in report and "| mixed" not in report
+    assert (out / "runs.csv").read_text() == text[: len(text) - 60]  # the report only reads
+
+
+def test_repeated_rows_from_two_writers_are_counted_once(tmp_path):
+    rows = grid_rows(depths=(1, 2), batches=(16,), repeats=2)
+    out = write_runs(tmp_path / "r", rows + rows[:3])
+    warnings: list[str] = []
+    write_report(out, figures=False, warn=warnings.append)
+    assert any("3 rows repeat" in w for w in warnings), warnings
+    assert (pd.read_csv(out / "summary.csv")["repeats"] == 2).all()
+
+
+def test_no_figures_removes_the_figures_of_an_earlier_report(tmp_path):
+    out = write_runs(tmp_path / "r", grid_rows(depths=(1, 2), batches=(16, 64), repeats=1))
+    write_timeline(out)
+    pngs = [p.name for p in write_report(out) if p.suffix == ".png"]
+    assert pngs
+    assert not [p for p in write_report(out, figures=False) if p.suffix == ".png"]
+    assert not list(out.glob("*.png")), list(out.glob("*.png"))
+    assert "](" not in (out / "report.md").read_text()
+
+
+def test_timings_taken_under_load_are_flagged(tmp_path):
+    rows = grid_rows(depths=(1, 2), batches=(16,), repeats=2)
+    for i, row in enumerate(rows):
+        row["foreign_cores"] = 1.4 if i < 2 else 0.05
+    out = write_runs(tmp_path / "r", rows)
+    write_report(out, figures=False)
+    report = (out / "report.md").read_text()
+    assert "timings taken under load" in report and "2 of 8 rows" in report and rows[0]["cell"] in report
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary.set_index("cell").loc[rows[0]["cell"], "foreign_cores"] == pytest.approx(1.4)
+    for row in rows:
+        row["foreign_cores"] = 0.05
+    write_report(write_runs(tmp_path / "quiet", rows), figures=False)
+    quiet = (tmp_path / "quiet" / "report.md").read_text()
+    assert "under load" not in quiet and "No row above 0.5 cores" in quiet
+
+
+def test_an_older_runs_csv_without_the_newest_columns_loads(tmp_path):
+    from memstudy.study.fields import LATER_FIELDS
+
+    rows = grid_rows(depths=(1, 2), batches=(16,), repeats=1)
+    columns = [c for c in ("experiment", "cell", *ROW_FIELDS) if c not in LATER_FIELDS and c not in ("model", "lam")]
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "runs.csv").write_text(format_rows(rows, columns, header=True))
+    frame = load_runs(out)
+    assert len(frame) == 4 and frame["foreign_cores"].isna().all() and set(frame["model"]) == {"mlp"}
+    write_report(out, figures=False)
+    assert "Timing load" not in (out / "report.md").read_text()  # unknown: no claim either way
+
+
+def test_timings_from_several_hosts_are_grouped_and_warned_about(tmp_path):
+    rows = grid_rows(depths=(1, 2), batches=(16,), repeats=2)
+    for i, row in enumerate(rows):
+        row["host"], row["step_seconds"] = ("fast", 0.001) if i % 2 else ("slow", 0.003)
+    out = write_runs(tmp_path / "r", rows)
+    machine = {"cpu_model": "Fast CPU", "usable_cores": 8}
+    env = {"hosts": {"fast": {"machine": machine, "numpy": {"version": "2.4"}},
+                     "slow": {"machine": {**machine, "cpu_model": "Slow CPU"}, "numpy": {"version": "2.4"}}}}
+    (out / "env.json").write_text(json.dumps(env))
+    write_report(out, figures=False)
+    report = (out / "report.md").read_text()
+    assert "timings from 2 hosts (they differ in CPU)" in report
+    assert "| `fast` | 4 | 4 | Fast CPU | 1.00 ms |" in report and "| `slow` | 4 | 4 | Slow CPU | 3.00 ms |" in report
+    for row in rows:
+        row["host"] = "fast"
+    write_report(write_runs(tmp_path / "one", rows), figures=False)
+    assert "hosts" not in (tmp_path / "one" / "report.md").read_text()

@@ -57,7 +57,7 @@ def test_mlp_saved_buffers_by_hand(activation, bias):
     assert [b.shape for b in params] == [w.shape for w in weights[1:]]
     assert all(b.role == "weight" and b.saved_by == ("linear",) for b in params)
     assert [b.layer for b in params] == list(range(1, DEPTH + 1))
-    assert saved_bytes(loss, kind="parameter") == sum(w.nbytes for w in weights[1:])
+    assert saved_bytes(loss, inputs=[x, y], kind="parameter") == sum(w.nbytes for w in weights[1:])
 
     # buffers are listed in forward order, each where it was first saved
     expected = [("input", "x", 0), ("activation", "out", 0)]
@@ -72,9 +72,14 @@ def test_mlp_saved_buffers_by_hand(activation, bias):
     assert saved_bytes(loss) == 0
 
 
-def test_without_inputs_argument_x_counts_as_an_activation():
-    _, x, y, loss = mlp_graph("relu", True)
-    assert saved_bytes(loss) == saved_bytes(loss, inputs=[x, y]) + x.nbytes + y.nbytes
+def test_without_inputs_argument_a_leaf_tensor_is_caller_owned_and_an_array_an_activation():
+    # the graph cannot tell the batch from a frozen weight: a leaf tensor not among `inputs` is model state;
+    # a plain array (the labels) that is not among `inputs` is counted with the activations
+    model, x, y, loss = mlp_graph("relu", True)
+    weights = sum(layer.weight.nbytes for layer in model.linears[1:])
+    assert saved_bytes(loss) == saved_bytes(loss, inputs=[x, y]) + y.nbytes
+    assert saved_bytes(loss, kind="parameter") == weights + x.nbytes
+    assert saved_bytes(loss, inputs=[x, y], kind="parameter") == weights
 
 
 def test_input_that_requires_grad_is_a_parameter_kind_leaf():

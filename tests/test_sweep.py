@@ -11,124 +11,15 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from memstudy.study.fields import ROW_FIELDS
 from memstudy.study.spec import cell_id, load_spec
 from memstudy.study.sweep import CSV_COLUMNS, SweepError, choose_timeline_cell, run_sweep
-
-FAKE_CELL = textwrap.dedent('''
-    """A stand-in for memstudy.study.cell: rows made up from the config, behaviour steered by env vars."""
-    import json, os, signal, sys, time
-
-    ROW_FIELDS = __ROW_FIELDS__  # inlined: the fake starts in milliseconds without importing numpy
-
-    def matches(var, config):
-        hook = os.environ.get(var)
-        if not hook:
-            return False
-        name, _, value = hook.partition("=")
-        return str(config.get(name)) == value
-
-    request = json.loads(sys.stdin.read())
-    repeats = request.pop("repeats")
-    timeline = request.pop("timeline_path", None)
-    log = os.environ.get("FAKE_CELL_LOG")
-    if log:
-        with open(log, "a") as fh:
-            fh.write(json.dumps({"config": request, "pid": os.getpid(), "pandas": "pandas" in sys.modules,
-                                 "malloc": os.environ.get("MALLOC_MMAP_THRESHOLD_")}) + "\\n")
-    started = time.time()
-    time.sleep(float(os.environ.get("FAKE_CELL_SLEEP", "0")))
-    if matches("FAKE_CELL_HANG", request):
-        time.sleep(60)
-    if matches("FAKE_CELL_DIE", request):
-        os.kill(os.getpid(), signal.SIGKILL)
-    if matches("FAKE_CELL_RAISE", request):
-        sys.stderr.write("some noise\\nRuntimeError: a cell raised\\n")
-        sys.exit(1)
-    if timeline:
-        with open(timeline, "w") as fh:
-            fh.write("event,phase,op,layer,category,delta_bytes,live_bytes,parameter_bytes,activation_bytes\\n")
-            fh.write("0,forward,linear,0,activation,64,64,0,64\\n")
-    d, b, w = request["depth"], request["batch_size"], request["width"]
-    for repeat in range(repeats):
-        if repeat == 1 and matches("FAKE_CELL_PARTIAL", request):
-            sys.stderr.write("ValueError: died after one repeat\\n")
-            sys.exit(3)
-        row = {k: None for k in ROW_FIELDS}
-        row.update(request)
-        act = d * b * w * 4 if request["mode"] == "train" else 0
-        row.update(repeat=repeat, parameter_bytes=d * w * w * 4, optimizer_state_bytes=0, input_bytes=b * w * 4,
-                   activation_bytes=act, peak_bytes=d * w * w * 4 + b * w * 4 + act + 2 * b * w * 4,
-                   step_peak_bytes=act + 2 * b * w * 4, status="ok", error="")
-        print(json.dumps(row), flush=True)
-    spans = os.environ.get("FAKE_CELL_SPANS")
-    if spans:
-        with open(spans, "a") as fh:
-            fh.write(f"{started} {time.time()}\\n")
-''').replace("__ROW_FIELDS__", repr(ROW_FIELDS))
-
-SPEC = """
-[study]
-name = "fake"
-
-[grid]
-depth = [1, 2, 3]
-batch_size = [4, 8]
-mode = ["train", "inference"]
-width = 8
-
-[run]
-repeats = 2
-budget = "1GiB"
-timeout_seconds = 20
-jobs = 1
-"""
-
-
-@pytest.fixture()
-def fake_cell(tmp_path: Path) -> list[str]:
-    script = tmp_path / "fake_cell.py"
-    script.write_text(FAKE_CELL)
-    return [sys.executable, str(script)]
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    for var in ("FAKE_CELL_SPANS", "FAKE_CELL_SLEEP", "FAKE_CELL_HANG", "FAKE_CELL_DIE", "FAKE_CELL_PARTIAL",
-                "FAKE_CELL_LOG", "FAKE_CELL_RAISE"):
-        monkeypatch.delenv(var, raising=False)
-
-
-def make_spec(tmp_path: Path, text: str = SPEC, name: str = "spec.toml"):
-    path = tmp_path / name
-    path.write_text(text)
-    return load_spec(path)
-
-
-def no_predictor(config):
-    return {"predicted_peak_bytes": 1000, "predicted_step_peak_bytes": 500, "predicted_activation_bytes": 100}
-
-
-def read_rows(out: Path) -> list[dict[str, str]]:
-    with open(out / "runs.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def assert_one_row_per_cell_and_repeat(spec, out: Path) -> list[dict[str, str]]:
-    rows = read_rows(out)
-    keys = Counter((r["cell"], r["repeat"]) for r in rows)
-    expected = {(cell_id(c), str(r)) for c in spec.cells() for r in range(spec.repeats)}
-    assert set(keys) == expected
-    assert all(n == 1 for n in keys.values()), [k for k, n in keys.items() if n > 1]
-    return rows
-
+from sweep_helpers import (SPEC, SWEEP_SCRIPT, assert_one_row_per_cell_and_repeat, clean_env, fake_cell,  # noqa: F401
+                           make_spec, no_predictor, read_rows)
 
 def test_sweep_writes_rows_env_and_timeline(tmp_path, fake_cell, monkeypatch):
     log = tmp_path / "cells.log"
@@ -179,10 +70,10 @@ def test_second_run_resumes_without_rerunning(tmp_path, fake_cell, monkeypatch):
 
 
 def test_cell_over_budget_is_skipped(tmp_path, fake_cell):
-    spec = make_spec(tmp_path, SPEC.replace('budget = "1GiB"', "budget = 2500"))
+    spec = make_spec(tmp_path, SPEC.replace('budget = "1GiB"', 'budget = "2.5GiB"'))
 
-    def predictor(config):
-        return {"predicted_peak_bytes": 1000 * config["depth"], "predicted_step_peak_bytes": 7,
+    def predictor(config):  # GiB-scale peaks: the cell's own overhead and process baseline (tens of MiB) are noise
+        return {"predicted_peak_bytes": config["depth"] << 30, "predicted_step_peak_bytes": 7,
                 "predicted_activation_bytes": 3}
 
     out = tmp_path / "out"
@@ -191,8 +82,9 @@ def test_cell_over_budget_is_skipped(tmp_path, fake_cell):
     rows = assert_one_row_per_cell_and_repeat(spec, out)
     skipped = [r for r in rows if r["status"] == "skipped"]
     assert len(skipped) == 4 * spec.repeats
-    assert all(r["depth"] == "3" and "exceeds the budget" in r["error"] for r in skipped)
-    assert all(r["peak_bytes"] == "" and r["predicted_peak_bytes"] == "3000" for r in skipped)
+    assert all(r["depth"] == "3" and "exceeds the budget" in r["error"] and "predicted peak 3.00 GiB" in r["error"]
+               for r in skipped)
+    assert all(r["peak_bytes"] == "" and r["predicted_peak_bytes"] == str(3 << 30) for r in skipped)
     assert all(r["batch_size"] in ("4", "8") and r["width"] == "8" for r in skipped)  # config filled in
 
 
@@ -257,7 +149,7 @@ def test_changed_spec_is_refused_unless_fresh(tmp_path, fake_cell):
     out = tmp_path / "out"
     run_sweep(make_spec(tmp_path), out, progress=False, cell_command=fake_cell, predictor=no_predictor)
     changed = make_spec(tmp_path, SPEC.replace("depth = [1, 2, 3]", "depth = [1, 2]"), "changed.toml")
-    with pytest.raises(SweepError, match="different spec"):
+    with pytest.raises(SweepError, match="grid.depth: this spec has no depth = 3"):
         run_sweep(changed, out, progress=False, cell_command=fake_cell, predictor=no_predictor)
     outcome = run_sweep(changed, out, fresh=True, progress=False, cell_command=fake_cell, predictor=no_predictor)
     assert (outcome.resumed, outcome.ok) == (0, 8)
@@ -301,11 +193,11 @@ def test_concurrent_cells_stay_within_the_budget_together(tmp_path, fake_cell, m
     spans = tmp_path / "spans"
     monkeypatch.setenv("FAKE_CELL_SPANS", str(spans))
     monkeypatch.setenv("FAKE_CELL_SLEEP", "0.1")
-    spec = make_spec(tmp_path, SPEC.replace('budget = "1GiB"', "budget = 1000").replace("depth = [1, 2, 3]",
-                                                                                        "depth = [1]"))
+    spec = make_spec(tmp_path, SPEC.replace('budget = "1GiB"', 'budget = "1000MiB"').replace("depth = [1, 2, 3]",
+                                                                                             "depth = [1]"))
 
     def predictor(config):  # two cells fit the budget alone, not together
-        return {"predicted_peak_bytes": 600}
+        return {"predicted_peak_bytes": 600 << 20}
 
     outcome = run_sweep(spec, tmp_path / "out", jobs=4, progress=False, cell_command=fake_cell, predictor=predictor)
     assert outcome.ok == 4
@@ -321,16 +213,6 @@ def test_progress_bar_goes_to_stderr(tmp_path, fake_cell, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "12/12" in captured.err and "failed=0" in captured.err
-
-
-SWEEP_SCRIPT = """
-import sys
-from memstudy.study.spec import load_spec
-from memstudy.study.sweep import run_sweep
-def predictor(config):
-    return {"predicted_peak_bytes": 1}
-run_sweep(load_spec(sys.argv[1]), sys.argv[2], progress=False, cell_command=sys.argv[3:], predictor=predictor)
-"""
 
 
 def test_sweep_killed_halfway_then_resumed_has_one_row_per_cell_and_repeat(tmp_path, fake_cell):
@@ -454,9 +336,13 @@ def test_a_user_model_that_raises_fails_its_cells_and_the_sweep_goes_on(tmp_path
 
 def test_real_predictor_skips_a_cell_over_budget(tmp_path, real_cell):
     from memstudy.memory.predict import predict
+    from memstudy.study.budget import cell_need, process_baseline
+    from memstudy.study.launcher import cell_environment
 
     spec = make_spec(tmp_path, REAL_SPEC)
-    small, big = sorted(predict(c)["predicted_peak_bytes"] for c in spec.cells())[-2:]
+    baseline = process_baseline(cell_environment())
+    needs = {cell_id(c): cell_need(c, predict(c), baseline).total_bytes for c in spec.cells()}
+    small, big = sorted(needs.values())[-2:]
     budget = (small + big) // 2 if small < big else big - 1
     spec = make_spec(tmp_path, REAL_SPEC.replace('budget = "1GiB"', f"budget = {budget}"), "budget.toml")
     out = tmp_path / "out"
@@ -464,5 +350,4 @@ def test_real_predictor_skips_a_cell_over_budget(tmp_path, real_cell):
     assert outcome.skipped >= 1 and outcome.ok + outcome.skipped == 4
     rows = assert_one_row_per_cell_and_repeat(spec, out)
     for row in rows:
-        over = int(row["predicted_peak_bytes"]) > budget
-        assert (row["status"] == "skipped") == over
+        assert (row["status"] == "skipped") == (needs[row["cell"]] > budget), row["error"]

@@ -79,7 +79,7 @@ class Node:
     """
 
     __slots__ = ("fn", "parents", "needs_input_grad", "layer", "sequence", "saved", "saved_roles", "own",
-                 "released", "stored_dtypes", "unpacked", "__dict__")
+                 "released", "stored_dtypes", "unpacked", "caller_owned", "__dict__")
 
     def __init__(self, fn: type, parents: tuple | None, needs_input_grad: tuple[bool, ...], layer: int | None):
         self.fn = fn
@@ -93,6 +93,10 @@ class Node:
         self.released = False
         self.stored_dtypes: tuple | None = None  # under `half`: the compute dtype of each float16-stored array
         self.unpacked: tuple = ()  # cast-back copies made for the running backward, dropped right after it
+        # id() of the base buffer of each input that is a leaf tensor needing no grad that no op made (a frozen
+        # weight, the batch): caller-owned, never an activation. Ints only, set by `apply` when it records: an id
+        # is matched only against what this node saved, which keeps that buffer (so the id is still its own)
+        self.caller_owned: tuple[int, ...] = ()
 
     def save(self, **arrays: np.ndarray | None) -> None:
         """The one door for saved state: keyword = role, value = array (None if not needed)."""

@@ -23,7 +23,7 @@ class SavedBuffer:
     op: str  # the first op (in forward order) that saved the buffer
     role: str  # the name it was saved under, e.g. "x", "out", "probs"
     layer: int | None
-    kind: str  # "parameter" (a leaf that requires grad), "input" (one of `inputs`), or "activation"
+    kind: str  # "parameter" (model state: a leaf tensor, trainable or frozen), "input" (one of `inputs`), "activation"
     shape: tuple[int, ...]  # of the base buffer
     dtype: str
     nbytes: int  # of the base buffer
@@ -34,7 +34,12 @@ def saved_buffers(output: Any, inputs: Iterable[Any] = ()) -> list[SavedBuffer]:
     """Every distinct buffer the graph behind `output` holds for backward, in forward order.
 
     A buffer saved by two ops (ReLU's output is also the next Linear's input) or through a view is
-    listed once. `inputs` (tensors or arrays) are labelled `input` rather than `activation`.
+    listed once. A buffer that is the data of a leaf tensor (one no op made) belongs to the caller, never to
+    the graph: `parameter` when the tensor requires grad, `input` when it is one of `inputs` (tensors or
+    arrays), else `parameter` too (a frozen weight: a parameter that needs no gradient; so pass the batch as
+    `inputs`). Everything else the graph holds is an `activation`: op outputs, including those of ops that
+    recorded no graph (a frozen layer's output that the next trainable layer saves), and plain arrays
+    that are not among `inputs`.
     """
     # a Tensor's array, or the array itself (ndarrays have a `.data` too: a memoryview, not what we want)
     inputs = [x.data if isinstance(x, Tensor) else x for x in inputs]
@@ -48,6 +53,7 @@ def saved_buffers(output: Any, inputs: Iterable[Any] = ()) -> list[SavedBuffer]:
     }
     found: dict[int, dict] = {}
     for node in reversed(nodes):  # forward order
+        caller_owned = node.caller_owned  # this node's leaf inputs that need no grad (ids valid for what it saved)
         for role, array in zip(node.saved_roles, node.saved):
             if array is None:
                 continue
@@ -56,7 +62,14 @@ def saved_buffers(output: Any, inputs: Iterable[Any] = ()) -> list[SavedBuffer]:
             if key in found:
                 found[key]["saved_by"].append(node.fn.name)
                 continue
-            kind = "parameter" if key in leaf_ids else "input" if key in input_ids else "activation"
+            if key in leaf_ids:
+                kind = "parameter"
+            elif key in input_ids:
+                kind = "input"
+            elif key in caller_owned:
+                kind = "parameter"
+            else:
+                kind = "activation"
             found[key] = dict(
                 op=node.fn.name, role=role, layer=node.layer, kind=kind, shape=base.shape,
                 dtype=str(base.dtype), nbytes=base.nbytes, saved_by=[node.fn.name],

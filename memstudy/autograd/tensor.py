@@ -16,7 +16,7 @@ from .meta import MetaArray
 class Tensor:
     """Wraps an ndarray (or a shape-only `MetaArray`). Float arrays keep their dtype; `grad` is an ndarray or None."""
 
-    __slots__ = ("data", "grad", "requires_grad", "name", "_node", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "name", "_node", "_from_op", "__weakref__")
     # numpy defers to Tensor's reflected operators: `ndarray + Tensor` and `ndarray @ Tensor` call
     # Tensor.__radd__ / __rmatmul__ instead of building an object array of Tensors (or failing)
     __array_ufunc__ = None
@@ -30,6 +30,9 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self.name = name
         self._node = None  # the Node that produced this tensor; None for leaves
+        # True for an op's output that no graph recorded (no_grad, or no input needed grad): a leaf by `_node`,
+        # but a buffer the step made, never one the caller owns (see `apply`'s caller-owned inputs)
+        self._from_op = False
 
     # --- plain facts -------------------------------------------------------------------------
     @property
@@ -59,7 +62,9 @@ class Tensor:
         return self.data.item()
 
     def detach(self) -> "Tensor":
-        return Tensor(self.data, requires_grad=False, name=self.name)
+        detached = Tensor(self.data, requires_grad=False, name=self.name)
+        detached._from_op = self._from_op or self._node is not None  # the same buffer: made by an op or not
+        return detached
 
     def backward(self, grad: np.ndarray | None = None, retain_graph: bool = False) -> None:
         backward(self, grad, retain_graph)
@@ -177,6 +182,8 @@ def apply(fn: type, *inputs: Any, **consts: Any):
     arrays = []
     parents = []
     needs = []
+    owned = ()  # id() of the base buffer of each leaf tensor that needs no grad and that no op made (frozen
+    # weights, the batch): ints, not references, so a node holds nothing more (see Node.caller_owned)
     for x in inputs:
         if type(x) is Tensor:
             arrays.append(x.data)
@@ -184,6 +191,9 @@ def apply(fn: type, *inputs: Any, **consts: Any):
                 parents.append(x._node or x)  # its node, or the leaf tensor itself
                 needs.append(True)
                 continue
+            if not x._from_op:
+                data = x.data
+                owned += (id(data if data.base is None else _base(data)),)
         else:
             arrays.append(x)
         parents.append(None)
@@ -191,6 +201,8 @@ def apply(fn: type, *inputs: Any, **consts: Any):
     record = True in needs and STATE.grad_enabled
     if record:
         ctx = Node(fn, tuple(parents), tuple(needs), STATE.layer)
+        if owned:
+            ctx.caller_owned = owned
     else:
         ctx = Node(fn, None, (False,) * len(inputs), STATE.layer)
     out = fn.forward(ctx, *arrays, **consts)
@@ -209,6 +221,8 @@ def apply(fn: type, *inputs: Any, **consts: Any):
     result = Tensor(out, record)
     if record:
         result._node = ctx
+    else:
+        result._from_op = True
     return result
 
 

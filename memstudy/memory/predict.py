@@ -21,9 +21,12 @@ from .ledger import StepAccount
 from .workload import Workload
 
 
-def predicted_account(config: dict[str, Any]) -> StepAccount:
-    """The ledger's account of one steady-state step of a (normalized) configuration, on shape-only arrays."""
-    with meta.meta_mode():
+def predicted_account(config: dict[str, Any], max_drawn_bytes: int | None = None) -> StepAccount:
+    """The ledger's account of one steady-state step of a (normalized) configuration, on shape-only arrays.
+
+    `max_drawn_bytes`: stop with meta.DrawLimitExceeded as soon as the parameters and batch drawn pass it (a
+    budget check's early refusal: it then costs what the budget holds, not what the model is)."""
+    with meta.meta_mode(max_drawn_bytes):
         work = Workload(config)
         work.step()  # warm-up, as the cell does: the optimiser state exists
         # the cell's reset also runs gc.collect(), which frees nothing of a step (the engine makes no reference
@@ -32,9 +35,10 @@ def predicted_account(config: dict[str, Any]) -> StepAccount:
         return work.ledger_step()
 
 
-def predict(raw_config: dict[str, Any]) -> dict[str, Any]:
-    """Bytes by category, the step's peak and total peak, for one configuration (labelled predicted)."""
-    return prediction_fields(predicted_account(normalize(raw_config)))
+def predict(raw_config: dict[str, Any], max_drawn_bytes: int | None = None) -> dict[str, Any]:
+    """Bytes by category, the step's peak and total peak, for one configuration (labelled predicted); see
+    `predicted_account` for `max_drawn_bytes`."""
+    return prediction_fields(predicted_account(normalize(raw_config), max_drawn_bytes))
 
 
 def prediction_fields(account: StepAccount) -> dict[str, Any]:
@@ -51,4 +55,5 @@ def prediction_fields(account: StepAccount) -> dict[str, Any]:
         "predicted_peak_bytes": account.peak_bytes,
         "predicted_step_peak_bytes": account.step_peak_bytes,
         "predicted_peak_by_category": account.peak_by_category,
+        "predicted_buffers": len(account.records),  # what the ledger's bookkeeping grows with (study/budget.py)
     }

@@ -41,6 +41,7 @@ __all__ = [
     "rss_step_peak_bytes",
     "mprof_step_peak_bytes",
     "hwm_bytes",
+    "vm_peak_bytes",
     "rss_bytes",
     "vmhwm_resettable",
 ]
@@ -86,6 +87,15 @@ def _psutil_process():
     import psutil  # declared dependency; imported here so a missing psutil fails only this probe
 
     return psutil.Process(os.getpid())
+
+
+def vm_peak_bytes() -> int | None:
+    """Return the process's address-space high-water mark (VmPeak), in bytes: what an RLIMIT_AS is compared
+    against. It counts every mapping (libraries, thread stacks, allocator arenas), resident or not.
+
+    Returns None where /proc/self/status has no VmPeak (not Linux).
+    """
+    return _status_field_bytes("VmPeak")
 
 
 def hwm_bytes() -> int | None:

@@ -22,9 +22,10 @@ def check_dtype(dtype: Any) -> np.dtype:
 
 
 class Module:
-    """A layer or model. Parameters are found by walking attributes (in definition order): a Tensor that
-    requires grad, a Module, or a list of Modules, named PyTorch-style (`h.0.attn.c_attn.weight`).
-    A Tensor reached twice (a tied weight) is listed once, under its first name."""
+    """A layer or model. Parameters are found by walking attributes (in definition order): a leaf Tensor
+    (trainable, or frozen with `requires_grad = False`: model state either way), a Module, or a list of
+    Modules, named PyTorch-style (`h.0.attn.c_attn.weight`). A Tensor reached twice (a tied weight) is listed
+    once, under its first name. As in PyTorch, an optimiser skips a parameter whose gradient is None."""
 
     def named_parameters(self, prefix: str = "") -> list[tuple[str, Tensor]]:
         found: list[tuple[str, Tensor]] = []
@@ -39,7 +40,7 @@ class Module:
         for attr, value in vars(self).items():
             name = f"{prefix}{attr}"
             if isinstance(value, Tensor):
-                if value.requires_grad or getattr(value, "is_parameter", False):
+                if value.is_leaf:  # a recorded op's output kept on a module would be the graph's, not state
                     yield name, value
             elif isinstance(value, Module):
                 yield from value._walk(name + ".")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import json
+import socket
 import statistics
 import sys
 import time
@@ -21,6 +22,7 @@ import numpy as np
 
 from ..config import normalize
 from ..memory import probes
+from ..memory.load import ForeignLoad
 from ..memory.workload import Workload
 from ..memory.predict import predict
 from .fields import CONFIG_FIELDS, ROW_FIELDS
@@ -38,6 +40,16 @@ def _median_step_seconds(step: Callable[[], Any], reset: Callable[[], None]) -> 
         step()
         timings.append(time.perf_counter() - start)
     return statistics.median(timings)
+
+
+def _address_space_limit_bytes() -> int | None:
+    """The RLIMIT_AS this process runs under (the launcher sets it), None when unlimited."""
+    try:
+        import resource
+    except ImportError:  # not on a Unix
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def measure(raw_config: dict[str, Any], repeats: int = 1, timeline_path: str | None = None,
@@ -58,6 +70,9 @@ def measure_workload(work: Workload, config: dict[str, Any], prediction: dict[st
     work.step()  # warm-up: optimiser state now exists, caches are warm
     rows = []
     for repeat in range(repeats):
+        # other processes' load over the whole repeat (probes' steps and timed steps): the timed steps of a
+        # small model last milliseconds, far below the kernel's 10 ms accounting tick
+        load = ForeignLoad().start()
         work.reset()
         account = work.ledger_step()
         if on_account is not None:
@@ -76,6 +91,7 @@ def measure_workload(work: Workload, config: dict[str, Any], prediction: dict[st
         # timed steps start from gradients None; no gc.collect() in between (it costs milliseconds and is
         # not part of a step)
         step_seconds = _median_step_seconds(work.step, work.optimizer.zero_grad)
+        foreign_cores = load.cores()
         row: dict[str, Any] = {name: config.get(name) for name in CONFIG_FIELDS}
         row.update(config)  # a user family's own fields too
         row["repeat"] = repeat
@@ -100,6 +116,11 @@ def measure_workload(work: Workload, config: dict[str, Any], prediction: dict[st
             hwm_bytes=hwm,
             rss_method=rss_method,
             step_seconds=step_seconds,
+            foreign_cores=None if foreign_cores is None else round(foreign_cores, 3),
+            vm_peak_bytes=probes.vm_peak_bytes(),
+            mem_limit_bytes=_address_space_limit_bytes(),
+            host=socket.gethostname(),
+            worker=None,  # the sweep names the Dask worker that started the cell
             status="ok",
             error="",
         )

@@ -3,7 +3,9 @@
 `memstudy run --json`, the cell processes and `runs.csv` all use these names; the report reads them.
 Columns are only ever appended, so a `runs.csv` written by an earlier memstudy still loads: the first
 files had the MLP's config columns (`LEGACY_CONFIG_FIELDS`) up front; every other model field (the
-registry's `model` column and each family's own fields) comes after the outcome columns.
+registry's `model` column and each family's own fields) comes after the outcome columns, and the columns
+added since (`LATER_FIELDS`) after those. Readers go by column name and fill a column an older file lacks
+(empty); a sweep that appends to an older file first rewrites it in the current column order.
 """
 from __future__ import annotations
 
@@ -36,9 +38,19 @@ PROBE_FIELDS = ("tracemalloc_step_peak_bytes", "rss_step_peak_bytes", "rss_metho
 ACCURACY_FIELDS = ("grad_rel_error",)
 OUTCOME_FIELDS = ("step_seconds", "status", "error")
 
+# foreign_cores: the average number of cores other processes kept busy while step_seconds was timed
+# (their CPU seconds over the timed steps ÷ wall seconds; memory/load.py); empty where it cannot be read
+LOAD_FIELDS = ("foreign_cores",)
+# vm_peak_bytes: the cell process's address-space peak (VmPeak) after the repeat, what its memory limit
+# (RLIMIT_AS, budget.py) holds; mem_limit_bytes: that limit (empty: none was set)
+LIMIT_FIELDS = ("vm_peak_bytes", "mem_limit_bytes")
+# host: the machine that measured the row; worker: the Dask worker that ran the cell (empty for a local sweep)
+PLACE_FIELDS = ("host", "worker")
+LATER_FIELDS: tuple[str, ...] = LOAD_FIELDS + LIMIT_FIELDS + PLACE_FIELDS
+
 ROW_FIELDS: tuple[str, ...] = (
     LEGACY_CONFIG_FIELDS + BASELINE_FIELDS + LEDGER_FIELDS + PREDICTED_FIELDS + PROBE_FIELDS + ACCURACY_FIELDS
-    + OUTCOME_FIELDS + MODEL_FIELDS
+    + OUTCOME_FIELDS + MODEL_FIELDS + LATER_FIELDS
 )
 
 # Config columns a report groups by (every config field but the repeat index).

@@ -212,28 +212,32 @@ def graph_dot(config: dict[str, Any]) -> str:
 def write_graph(config: dict[str, Any], out_path: str | Path) -> list[Path]:
     """Write the DOT file (always) and a PNG (when Graphviz's `dot` is on PATH); returns the paths written.
 
-    `out_path` may end in .dot/.gv (PNG next to it) or .png (DOT next to it). Raises GraphError.
+    `out_path` may end in .dot/.gv (PNG next to it) or .png (DOT next to it); its folder must exist (no folder
+    is created). Each file is written under a temporary name and renamed. Raises GraphError, or PathError for
+    a path that cannot be written.
     """
-    out_path = Path(out_path)
+    from .folder import output_file, replace_atomically, write_text_atomically
+
+    out_path = output_file(out_path, "--out")
     if out_path.suffix.lower() == ".png":
-        dot_path, png_path = out_path.with_suffix(".dot"), out_path
+        dot_path, png_path = output_file(out_path.with_suffix(".dot"), "--out"), out_path
     else:
-        dot_path, png_path = out_path, out_path.with_suffix(".png")
+        dot_path, png_path = out_path, output_file(out_path.with_suffix(".png"), "--out")
     text = graph_dot(config)
-    dot_path.parent.mkdir(parents=True, exist_ok=True)
-    dot_path.write_text(text, encoding="utf-8")
+    write_text_atomically(dot_path, text)
     written = [dot_path]
     program = shutil.which("dot")
     if program is None:
         return written
-    try:
-        done = subprocess.run([program, "-Tpng", str(dot_path), "-o", str(png_path)], capture_output=True, text=True,
-                              timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise GraphError(f"dot failed: {exc}") from None
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        raise GraphError(f"dot failed: {last}")
+    with replace_atomically(png_path) as tmp:
+        try:
+            done = subprocess.run([program, "-Tpng", str(dot_path), "-o", str(tmp)], capture_output=True, text=True,
+                                  timeout=120)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise GraphError(f"dot failed: {exc}") from None
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+            raise GraphError(f"dot failed: {last}")
     written.append(png_path)
     return written
 

@@ -7,16 +7,25 @@ unless the caller set it: glibc then serves every buffer of 64 KiB or more with 
 it on free, so RSS follows live memory instead of glibc's adaptive threshold (which rises after a large
 free and keeps later buffers resident).
 
-Executors have the `concurrent.futures` shape: `submit(request) -> Future[CellResult]`.
+Executors have the `concurrent.futures` shape: `submit(request, reserve_bytes) -> Future[CellResult]`: the
+LocalExecutor here, and the DaskExecutor (dask_executor.py), whose tasks call `launch` on their worker.
+
+The address-space limit of a cell (RLIMIT_AS) depends on the host (budget.py): a request carries the cell's
+own bytes (`memory_own_bytes`), and `launch` adds the baseline measured on the host it runs on. A cell
+process also gets PR_SET_PDEATHSIG (Linux), so it dies with the process that started it: a killed sweep
+or a lost Dask worker leaves no orphan cell running.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -35,7 +44,9 @@ class CellRequest:
     timeline_path: str | None = None
     by_layer: bool = False
     timeout_seconds: float | None = None
-    memory_limit_bytes: int | None = None  # address-space limit of the cell process (None: none)
+    memory_limit_bytes: int | None = None  # address-space limit of the cell process (None: none, or see below)
+    memory_own_bytes: int | None = None  # or: the cell's own bytes; the limit is this host's baseline + these
+    return_timeline: bool = False  # write the timeline to a temporary file here and return its text
 
     def payload(self) -> dict[str, Any]:
         """The JSON object the cell reads on stdin."""
@@ -52,6 +63,10 @@ class CellRequest:
 class CellResult:
     rows: list[dict[str, Any]] = field(default_factory=list)  # the rows the cell printed, in order
     error: str = ""  # empty when the cell printed one row per repeat and exited 0
+    host: str = ""  # where the cell ran
+    worker: str = ""  # the Dask worker that started it ("" locally)
+    memory_limit_bytes: int | None = None  # the address-space limit it ran under
+    timeline_csv: str | None = None  # with `return_timeline`: the timeline's text (None if none was written)
 
 
 def cell_environment(base: dict[str, str] | None = None) -> dict[str, str]:
@@ -121,23 +136,73 @@ def kill_group(proc: subprocess.Popen) -> None:
             pass
 
 
-def _limit_address_space(limit_bytes: int):
-    def apply() -> None:  # runs in the child between fork and exec
-        import resource
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
-        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+
+def _prctl() -> Any:
+    """libc's prctl, looked up in the parent: the child, between fork and exec, only calls it."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: the sweep still kills its cells on an interrupt
+        return None
+
+
+def _child_setup(limit_bytes: int | None):
+    """What the child does between fork and exec: die with its parent (PR_SET_PDEATHSIG, where Linux offers
+    it), and take its address-space limit. Everything it calls is bound here, in the parent: no import and no
+    lookup runs in the forked child of a threaded process."""
+    import resource
+
+    prctl, setrlimit, rlimit_as = _prctl(), resource.setrlimit, resource.RLIMIT_AS
+    die_signal = int(signal.SIGKILL)
+
+    def apply() -> None:
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, die_signal)
+        if limit_bytes:
+            setrlimit(rlimit_as, (limit_bytes, limit_bytes))
 
     return apply
+
+
+def _memory_limit(request: CellRequest, env: dict[str, str]) -> int | None:
+    if request.memory_limit_bytes is not None or request.memory_own_bytes is None:
+        return request.memory_limit_bytes
+    from .budget import address_space_limit, process_baseline
+
+    return address_space_limit(request.memory_own_bytes, process_baseline(env))
 
 
 def launch(request: CellRequest, command: Sequence[str] | None = None, env: dict[str, str] | None = None,
            live: LiveCells | None = None) -> CellResult | None:
     """Run one cell to completion; None if `live` was stopping before it could start."""
     live = live or LiveCells()
-    preexec = _limit_address_space(request.memory_limit_bytes) if request.memory_limit_bytes else None
-    proc = live.start(list(command or CELL_COMMAND), env if env is not None else cell_environment(), preexec)
-    if proc is None:
-        return None
+    env = env if env is not None else cell_environment()
+    limit = _memory_limit(request, env)
+    scratch = None
+    if request.return_timeline and not request.timeline_path:
+        scratch = tempfile.TemporaryDirectory(prefix="memstudy-cell-")
+        request = dataclasses.replace(request, timeline_path=os.path.join(scratch.name, "timeline.csv"))
+    try:
+        proc = live.start(list(command or CELL_COMMAND), env, _child_setup(limit))
+        if proc is None:
+            return None
+        result = _finish(request, proc, live)
+        result.host, result.memory_limit_bytes = socket.gethostname(), limit
+        if request.return_timeline and not result.error and request.timeline_path and \
+                os.path.exists(request.timeline_path):
+            with open(request.timeline_path, encoding="utf-8") as fh:
+                result.timeline_csv = fh.read()
+        return result
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
+
+
+def _finish(request: CellRequest, proc: subprocess.Popen, live: LiveCells) -> CellResult:
+    """Feed the request, wait (up to the timeout), and read the rows back."""
     reason = None
     try:
         try:

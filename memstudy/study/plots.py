@@ -59,9 +59,14 @@ def _bytes_axis(axis: Any, log: bool) -> None:
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
+    from .folder import replace_atomically
+
     fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata=PNG_METADATA)
-    plt.close(fig)
+    try:
+        with replace_atomically(path) as tmp:  # a figure is whole or absent
+            fig.savefig(tmp, format="png", dpi=110, metadata=PNG_METADATA)
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -88,9 +88,21 @@ def _version(package: str) -> str | None:
         return None
 
 
+def spec_record(spec: Any) -> dict[str, Any]:
+    """The spec as env.json records it (the resume check reads `name` and `grid` back)."""
+    return {
+        "name": spec.name, "description": spec.description, "path": str(spec.path) if spec.path else None,
+        "hash": spec.hash, "grid": {k: list(v) for k, v in spec.grid.items()}, "repeats": spec.repeats,
+        "budget": spec.budget, "timeout_seconds": spec.timeout_seconds, "cells": len(spec.cells()),
+    }
+
+
 def collect_env(spec: Any = None, *, cell_environment: dict[str, str] | None = None,
-                extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything a reader needs to know where the numbers came from (JSON-serialisable)."""
+                extra: dict[str, Any] | None = None, git: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything a reader needs to know where the numbers came from (JSON-serialisable).
+
+    `git`: the checkout's state read earlier (`git_info()`), e.g. before a `--fresh` sweep deleted tracked
+    result files, which would otherwise read as uncommitted changes."""
     import numpy as np
     import psutil
 
@@ -103,7 +115,7 @@ def collect_env(spec: Any = None, *, cell_environment: dict[str, str] | None = N
     memory = psutil.virtual_memory()
     env: dict[str, Any] = {
         "memstudy_version": __version__,
-        "git": git_info(),
+        "git": git if git is not None else git_info(),
         "recorded_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "python": {"version": platform.python_version(), "implementation": platform.python_implementation(),
                    "executable": sys.executable},
@@ -120,11 +132,7 @@ def collect_env(spec: Any = None, *, cell_environment: dict[str, str] | None = N
         "cell_environment": measurement_env(cell_environment) if cell_environment is not None else None,
     }
     if spec is not None:
-        env["spec"] = {
-            "name": spec.name, "description": spec.description, "path": str(spec.path) if spec.path else None,
-            "hash": spec.hash, "grid": {k: list(v) for k, v in spec.grid.items()}, "repeats": spec.repeats,
-            "budget": spec.budget, "timeout_seconds": spec.timeout_seconds, "cells": len(spec.cells()),
-        }
+        env["spec"] = spec_record(spec)
     if extra:
         env.update(extra)
     return env
@@ -132,11 +140,9 @@ def collect_env(spec: Any = None, *, cell_environment: dict[str, str] | None = N
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:
     """Write atomically (temp file + rename), pretty and stable for diffs."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    from .folder import write_text_atomically
+
+    return write_text_atomically(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def read_env(results_dir: Path) -> dict[str, Any] | None:

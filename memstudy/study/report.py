@@ -8,9 +8,10 @@ value (named in their captions).
 """
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -18,9 +19,11 @@ import pandas as pd
 from ..units import format_bytes
 from .fields import (BASELINE_FIELDS, CATEGORIES, GRID_FIELDS, LEDGER_FIELDS, LEGACY_CONFIG_FIELDS, MODEL_FIELDS,
                      PREDICTED_FIELDS, PROBE_FIELDS, ROW_FIELDS)
+from .folder import FolderLock, replace_atomically, results_folder, write_text_atomically
 from .provenance import read_env
 from .reportkit import (Table, _bytes, _coef, _describe_fixed, _figure, _itemsize, _md_table, _pct, _ratio,  # noqa: F401
                         _values, fix_others, least_squares, representative, varying_fields)
+from .runs import RunsFileError, read_runs
 from .select import nearest_batch
 
 
@@ -80,12 +83,17 @@ class ReportError(RuntimeError):
 # --- loading ----------------------------------------------------------------------------------------
 
 def load_runs(results_dir: Path) -> pd.DataFrame:
+    """runs.csv's usable rows (runs.read_runs: a torn last line, a malformed line, a row without a status and
+    a repeated (cell, repeat) are left out, each said in `frame.attrs["problems"]`), every row column present."""
     path = results_dir / "runs.csv"
     if not path.is_file():
         raise ReportError(f"{results_dir}: no runs.csv here (run `memstudy sweep SPEC.toml --out {results_dir}` first)")
     try:
-        frame = pd.read_csv(path)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        runs_file = read_runs(path)
+        frame = pd.read_csv(io.StringIO(runs_file.text()))
+    except RunsFileError as exc:
+        raise ReportError(str(exc)) from None
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
         raise ReportError(f"{path}: unreadable ({exc})") from None
     missing = [c for c in ("cell", "status", *REQUIRED_CONFIG, "repeat") if c not in frame.columns]
     if missing:
@@ -103,8 +111,10 @@ def load_runs(results_dir: Path) -> pd.DataFrame:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
     if frame["bias"].dtype != bool:
         frame["bias"] = frame["bias"].astype(str).str.lower().map({"true": True, "false": False})
-    for column in ("status", "error", *TEXT_MEASURES):  # an all-empty column is read as float NaN
+    for column in ("status", "error", "host", "worker", *TEXT_MEASURES):  # an all-empty column is read as NaN
         frame[column] = [("" if pd.isna(v) else str(v)) for v in frame[column]]
+    frame["foreign_cores"] = pd.to_numeric(frame["foreign_cores"], errors="coerce")
+    frame.attrs["problems"] = [f"runs.csv: {p}" for p in runs_file.problems]
     return frame
 
 
@@ -138,8 +148,10 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     summary = summary.sort_values(list(GRID_FIELDS), kind="stable").reset_index(drop=True)
     for column in TEXT_MEASURES:
         summary[column] = summary[column].fillna("")
+    load = ok.groupby("cell", sort=False)["foreign_cores"].median().rename("foreign_cores")
+    summary = summary.merge(load, left_on="cell", right_index=True, how="left")
     return summary[["experiment", "cell", *_SUMMARY_CONFIG, "status", "repeats", "ok_repeats", *MEASURES,
-                    *TEXT_MEASURES, "train_inference_peak_ratio", *MODEL_FIELDS]]
+                    *TEXT_MEASURES, "train_inference_peak_ratio", *MODEL_FIELDS, "foreign_cores"]]
 
 
 # --- slices and fits --------------------------------------------------------------------------------
@@ -346,25 +358,39 @@ def _timeline_cell(env: dict[str, Any] | None) -> str | None:
     return next((c for c in candidates if c), None)
 
 
-def write_report(results_dir: str | Path, figures: bool = True) -> list[Path]:
+def write_report(results_dir: str | Path, figures: bool = True,
+                 warn: Callable[[str], None] | None = None) -> list[Path]:
     """Write summary.csv, report.md and the figures into `results_dir`; returns the paths written.
 
-    `figures=False` skips the PNGs (and their links), e.g. for quick text-only checks.
-    Raises ReportError when the directory has no (readable) runs.csv.
+    `figures=False` skips the PNGs (and their links, and removes figures an earlier report left), e.g. for quick
+    text-only checks. `warn` receives one line per problem found in runs.csv (also stated in report.md).
+    Raises ReportError when the directory has no (readable) runs.csv, PathError when it cannot be written or
+    another process (a sweep) is writing into it. Every file is written whole (temporary name, then rename).
     """
+    if str(results_dir).strip() and not Path(results_dir).exists():
+        raise ReportError(f"{results_dir}: no such folder")
+    out = results_folder(results_dir, "report folder", create=False)
+    with FolderLock(out, "report"):
+        return _write_report(out, figures, warn)
+
+
+def _write_report(out: Path, figures: bool, warn: Callable[[str], None] | None) -> list[Path]:
     if figures:
         from . import plots
     else:
         plots = _NoPlots()
 
-    out = Path(results_dir)
     runs = load_runs(out)
     env = read_env(out)
     written: list[Path] = []
+    for problem in runs.attrs.get("problems", []):
+        if warn is not None:
+            warn(problem)
 
     summary = summarize(runs)
     summary_path = out / "summary.csv"
-    summary.to_csv(summary_path, index=False)
+    with replace_atomically(summary_path) as tmp:
+        summary.to_csv(tmp, index=False)
     written.append(summary_path)
 
     ok_rows = runs[runs["status"] == "ok"]
@@ -378,6 +404,9 @@ def write_report(results_dir: str | Path, figures: bool = True) -> list[Path]:
            "the ledger (every buffer the engine allocates) unless a probe is named; predicted means computed from "
            "the configuration without running.", ""]
     md += _env_section(env, runs, summary)
+    md += _file_problems(runs)
+    md += _timing_load_section(runs)
+    md += _hosts_section(runs, env)
     made: dict[str, Path] = {}
 
     # peak vs depth and vs batch
@@ -430,20 +459,87 @@ def write_report(results_dir: str | Path, figures: bool = True) -> list[Path]:
     md += _problems_section(summary, runs)
 
     report_path = out / "report.md"
-    report_path.write_text("\n".join(md).rstrip() + "\n", encoding="utf-8")
+    write_text_atomically(report_path, "\n".join(md).rstrip() + "\n")
     written.append(report_path)
     from .webpage import write_study_page  # the same tables (kept as data in `md`), interactive
 
     written.append(write_study_page(out, runs, summary, env, md))
     written += list(made.values())
-    if figures:  # a figure this data no longer supports must not linger from an earlier report
-        from .cnn_report import FIGURES as CNN_FIGURES
-        from .remedies import FIGURES as REMEDY_FIGURES
+    # a figure this report does not link (this data no longer supports it, or --no-figures) must not linger
+    from .cnn_report import FIGURES as CNN_FIGURES
+    from .remedies import FIGURES as REMEDY_FIGURES
 
-        for name in FIGURES + REMEDY_FIGURES + attention.FIGURES + CNN_FIGURES:
-            if (out / name).exists() and out / name not in made.values():
-                (out / name).unlink()
+    for name in FIGURES + REMEDY_FIGURES + attention.FIGURES + CNN_FIGURES:
+        if (out / name).exists() and out / name not in made.values():
+            (out / name).unlink()
     return written
+
+
+def _file_problems(runs: pd.DataFrame) -> list[str]:
+    problems = runs.attrs.get("problems", [])
+    if not problems:
+        return []
+    return [f"**Warning** {p} (resuming the sweep repairs the file and reruns what is missing)."
+            for p in problems] + [""]
+
+
+LOADED_CORES = 0.5  # other processes' average busy cores above which a timing is flagged
+
+
+def _timing_load_section(runs: pd.DataFrame) -> list[str]:
+    """Flag timings taken while other processes kept the machine busy (`foreign_cores`)."""
+    timed = runs[(runs["status"] == "ok") & runs["step_seconds"].notna()]
+    known = timed["foreign_cores"].dropna()
+    if timed.empty:
+        return []
+    if known.empty:  # runs.csv from before the column, or not Linux: nothing to say either way
+        return []
+    loaded = timed[timed["foreign_cores"] > LOADED_CORES]
+    line = (f"Timing load: other processes kept a median {known.median():.2f} cores busy (max {known.max():.2f}) "
+            f"while the steps were measured.")
+    if loaded.empty:
+        return [line + f" No row above {LOADED_CORES:g} cores.", ""]
+    cells = loaded["cell"].unique().tolist()
+    shown = ", ".join(f"`{c}`" for c in cells[:5]) + (f" and {len(cells) - 5} more" if len(cells) > 5 else "")
+    return [f"**Warning: timings taken under load.** {line} {len(loaded)} of {len(timed)} rows were timed while "
+            f"they used more than {LOADED_CORES:g} cores (cells {shown}): their step_seconds, and every time ratio "
+            "built on them, are slower than on a quiet machine. Rerun those cells on a quiet machine (`--fresh`, or "
+            "a new --out) to compare times.", ""]
+
+
+def _host_differences(hosts: dict[str, Any]) -> list[str]:
+    """What differs between the hosts' recorded environments (CPU, cores, memory, Python, numpy, BLAS)."""
+    facts = {
+        "CPU": lambda h: h.get("machine", {}).get("cpu_model"),
+        "cores": lambda h: h.get("machine", {}).get("usable_cores"),
+        "memory": lambda h: h.get("machine", {}).get("total_memory_bytes"),
+        "Python": lambda h: h.get("python", {}).get("version"),
+        "numpy": lambda h: h.get("numpy", {}).get("version"),
+        "BLAS": lambda h: _blas_summary(h.get("numpy", {}).get("blas", {})),
+        "memstudy": lambda h: h.get("memstudy_version"),
+    }
+    return [name for name, fact in facts.items() if len({str(fact(h)) for h in hosts.values()}) > 1]
+
+
+def _hosts_section(runs: pd.DataFrame, env: dict[str, Any] | None) -> list[str]:
+    """Timings by host when more than one host measured: bytes compare across hosts, seconds do not."""
+    timed = runs[(runs["status"] == "ok") & (runs["host"] != "")]
+    hosts = sorted(timed["host"].unique().tolist())
+    if len(hosts) < 2:
+        return []
+    recorded = (env or {}).get("hosts") or {}
+    differ = _host_differences({h: recorded[h] for h in hosts if h in recorded})
+    body = []
+    for host in hosts:
+        part = timed[timed["host"] == host]
+        machine = recorded.get(host, {}).get("machine", {})
+        body.append([f"`{host}`", part["cell"].nunique(), len(part), machine.get("cpu_model", "—"),
+                     f"{1000 * part['step_seconds'].median():.2f} ms", _ratio(part["foreign_cores"].median())])
+    what = f" (they differ in {', '.join(differ)})" if differ else ""
+    return [f"**Warning: timings from {len(hosts)} hosts{what}.** Byte counts compare across hosts; seconds do not: "
+            "each host's CPU, BLAS and load set its step times, so a time ratio between cells measured on different "
+            "hosts says as much about the hosts as about the cells. Timings by host:", "",
+            _md_table(["host", "cells", "rows", "CPU", "median step time", "median foreign cores"], body), ""]
 
 
 def peak_ratio_cells(ok_cells: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:

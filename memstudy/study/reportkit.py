@@ -37,7 +37,7 @@ def _md_table(header: list[str], rows: Iterable[list[Any]]) -> Table:
 
 
 def _bytes(value: Any) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    if value is None or value is pd.NA or (isinstance(value, float) and not math.isfinite(value)):
         return "—"
     return format_bytes(value)
 

@@ -8,6 +8,8 @@ from typing import Any
 from ..config import ConfigError, normalize
 from ..memory.predict import predict
 from ..units import format_bytes
+from .budget import cell_need
+from .folder import output_file, replace_atomically
 from .launcher import CellRequest, launch
 
 
@@ -16,13 +18,20 @@ class RunError(Exception):
 
 
 def check_budget(config: dict[str, Any], budget_bytes: int) -> dict[str, Any]:
-    """The prediction, or ConfigError when its total peak exceeds the budget."""
-    prediction = predict(config)
-    if prediction["predicted_peak_bytes"] > budget_bytes:
-        raise ConfigError(
-            f"predicted peak {format_bytes(prediction['predicted_peak_bytes'])} exceeds the budget "
-            f"{format_bytes(budget_bytes)} (--budget)"
-        )
+    """The prediction, or ConfigError when the cell's need (its predicted total peak and its own overhead,
+    budget.py) exceeds the budget. A model whose parameters and batch alone exceed it is refused as soon as the
+    shape-only build has drawn that much, however large the model."""
+    from ..autograd.meta import DrawLimitExceeded
+
+    budget = f"the budget {format_bytes(budget_bytes)} (--budget)"
+    try:
+        prediction = predict(config, max_drawn_bytes=budget_bytes)
+    except DrawLimitExceeded as exc:
+        raise ConfigError(f"its parameters and batch alone exceed {budget} (building them shape-only stopped "
+                          f"after {format_bytes(exc.drawn_bytes)})") from None
+    need = cell_need(config, prediction, None)
+    if need.total_bytes > budget_bytes:
+        raise ConfigError(f"{need.describe()}: exceeds {budget}")
     return prediction
 
 
@@ -31,19 +40,19 @@ def run_modes(config: dict[str, Any], modes: list[str], repeats: int, budget_byt
     """Measured rows per mode, each mode in its own fresh cell process."""
     if repeats < 1:
         raise ConfigError(f"repeats must be at least 1, got {repeats}")
-    if timeline_path:
-        folder = os.path.dirname(os.path.abspath(timeline_path))
-        if not os.path.isdir(folder):
-            raise ConfigError(f"--timeline folder {folder} does not exist")
-        if os.path.isdir(timeline_path):
-            raise ConfigError(f"--timeline {timeline_path} is a folder, not a file")
+    target = output_file(timeline_path, "--timeline") if timeline_path is not None else None
     configs = {mode: normalize({**config, "mode": mode}) for mode in modes}
     for mode_config in configs.values():
         check_budget(mode_config, budget_bytes)
     results = {}
     for index, (mode, mode_config) in enumerate(configs.items()):
-        timeline = os.path.abspath(timeline_path) if timeline_path and index == 0 else None
-        outcome = launch(CellRequest(mode_config, repeats, timeline, by_layer=by_layer))
+        if target is not None and index == 0:  # the cell writes a temporary file, renamed once the cell is done
+            with replace_atomically(target) as tmp:
+                outcome = launch(CellRequest(mode_config, repeats, os.path.abspath(tmp), by_layer=by_layer))
+                if outcome.error:
+                    raise RunError(f"the {mode} cell failed: {outcome.error}")
+        else:
+            outcome = launch(CellRequest(mode_config, repeats, None, by_layer=by_layer))
         if outcome.error:
             raise RunError(f"the {mode} cell failed: {outcome.error}")
         results[mode] = outcome.rows

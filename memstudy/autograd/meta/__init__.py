@@ -35,20 +35,35 @@ from .array import MetaArray
 
 class _Mode:
     active = False
+    drawn_bytes = 0  # bytes `empty` made since meta_mode began (what nn.init drew: parameters, batches)
+    max_drawn_bytes: int | None = None
 
 
 _MODE = _Mode()
 
 
+class DrawLimitExceeded(Exception):
+    """`nn.init` drew more bytes in meta mode than `meta_mode(max_drawn_bytes=...)` allows.
+
+    A budget check uses it to refuse a model whose parameters and batch alone pass the budget after drawing
+    only what the budget holds: the refusal costs the same however large the model is."""
+
+    def __init__(self, drawn_bytes: int, max_drawn_bytes: int):
+        super().__init__(f"drew {drawn_bytes} bytes, over {max_drawn_bytes}")
+        self.drawn_bytes = drawn_bytes
+        self.max_drawn_bytes = max_drawn_bytes
+
+
 @contextlib.contextmanager
-def meta_mode() -> Iterator[None]:
-    """Inside it, `nn.init` creates shape-only arrays instead of drawing numbers."""
-    previous = _MODE.active
-    _MODE.active = True
+def meta_mode(max_drawn_bytes: int | None = None) -> Iterator[None]:
+    """Inside it, `nn.init` creates shape-only arrays instead of drawing numbers; with `max_drawn_bytes`, the
+    draw that takes their total past it raises DrawLimitExceeded."""
+    previous = (_MODE.active, _MODE.drawn_bytes, _MODE.max_drawn_bytes)
+    _MODE.active, _MODE.drawn_bytes, _MODE.max_drawn_bytes = True, 0, max_drawn_bytes
     try:
         yield
     finally:
-        _MODE.active = previous
+        _MODE.active, _MODE.drawn_bytes, _MODE.max_drawn_bytes = previous
 
 
 def is_active() -> bool:
@@ -56,11 +71,16 @@ def is_active() -> bool:
 
 
 def empty(shape: tuple[int, ...], dtype: Any) -> MetaArray:
-    """A new shape-only C-contiguous buffer."""
-    return MetaArray(shape, dtype)
+    """A new shape-only C-contiguous buffer (counted against meta_mode's `max_drawn_bytes`)."""
+    array = MetaArray(shape, dtype)
+    if _MODE.max_drawn_bytes is not None:
+        _MODE.drawn_bytes += array.nbytes
+        if _MODE.drawn_bytes > _MODE.max_drawn_bytes:
+            raise DrawLimitExceeded(_MODE.drawn_bytes, _MODE.max_drawn_bytes)
+    return array
 
 
-__all__ = ["MetaArray", "empty", "is_active", "meta_mode"]
+__all__ = ["DrawLimitExceeded", "MetaArray", "empty", "is_active", "meta_mode"]
 
 
 def shape_only_copy(obj: Any) -> Any:
