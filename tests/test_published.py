@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+import re
+
 import json
 import shutil
 import time
@@ -94,16 +96,21 @@ def _half_error_larger(runs: pd.DataFrame) -> None:
     ("default", _scale_cell("peak_bytes", 2, depth=32, batch_size=1024, mode="train"), "study",
      "**3.90× (depth 32, batch 1024)**", "**7.80× (depth 32, batch 1024)**"),
     # one step's tracemalloc reading 10% high: the probes' bound moves
-    ("default", _tracemalloc_off_by_a_tenth, "probes", "within 1.38% of the ledger", "within 10.00% of the ledger"),
+    # (the committed bound is a measurement, so it is matched by pattern, not typed)
+    ("default", _tracemalloc_off_by_a_tenth, "probes", re.compile(r"within [0-4]\.\d\d% of the ledger"),
+     "within 10.00% of the ledger"),
     # half's gradient error 100× larger: the remedies bullet says so
     ("policies", _half_error_larger, "remedies", "relative error of 1.6e-04", "relative error of 1.6e-02"),
 ])
 def test_a_changed_runs_csv_changes_the_rendered_block(copy, committed, study, change, block, before, after):
-    assert before in committed[block]  # the committed figure, as the README states it
+    def holds(text: str) -> bool:
+        return bool(before.search(text)) if isinstance(before, re.Pattern) else before in text
+
+    assert holds(committed[block])  # the committed figure, as the README states it
     _rewrite_runs(copy / "results" / study, change)
     changed = render(next(b for b in BLOCKS if b.name == block), Results(copy))
     assert changed != committed[block]
-    assert after in changed and before not in changed, changed
+    assert after in changed and not holds(changed), changed
 
 
 def test_the_study_block_states_the_sweeps_wall_time_once_every_session_records_it(copy):

@@ -1,7 +1,7 @@
 """The engine's core: `Node` (an op's context), `backward` (the one way out); `apply` (the one door in) is in
 tensor.py, beside the `Tensor` it wraps results in.
 
-Memory rules this file enforces (see DESIGN.md):
+Memory rules this file enforces:
 - a node holds edges to its inputs (their nodes, or leaf tensors), never the output tensor nor the
   inputs' arrays, so an intermediate that no op saved dies as soon as Python drops it;
 - everything backward needs is stored by `Node.save`, the one door the ledger and `saved_buffers` read;

@@ -1,7 +1,7 @@
 """Independent probes of the memory peak of one call ``step()``.
 
 Each probe runs a zero-argument callable once and reports how far memory rose above a baseline taken
-just before the call (see DESIGN.md, "Measuring honestly"). The probes are independent of the
+just before the call (the README's "How the probes agree"). The probes are independent of the
 ledger, and of each other:
 
 - :func:`tracemalloc_step_peak_bytes`: Python's allocation tracer. numpy reports its array buffers to

@@ -120,6 +120,32 @@ def sqrt_finding(data: pd.DataFrame) -> dict[str, Any] | None:
                        "ratio": float(row["peak_ratio"])} for b, row in peaks]}
 
 
+def _recompute_finding(data: pd.DataFrame) -> str:
+    """What the checkpointed cells recomputed, and which strategy held least at the deepest depth: from the rows."""
+    strategies_rows = data[data["checkpoint"] != "none"].dropna(subset=["recomputed_ops"])
+    if strategies_rows.empty:
+        return "No checkpointed cell recorded its recomputed ops."
+    once = strategies_rows["recomputed_ops"].astype(int) == 2 * strategies_rows["depth"].astype(int)
+    if once.all():
+        text = (f"In every checkpointed cell ({len(strategies_rows)}), ops recomputed = 2 × depth: each strategy "
+                "recomputed each hidden layer (a Linear and an activation) exactly once, one extra forward pass "
+                "whatever its segment length, so the segment length decides the memory only.")
+    else:
+        text = (f"Not every strategy recomputed each hidden layer exactly once: ops recomputed ≠ 2 × depth in "
+                f"{int((~once).sum())} of {len(strategies_rows)} checkpointed cells.")
+    depth = int(strategies_rows["depth"].max())
+    deepest = strategies_rows[strategies_rows["depth"] == depth].dropna(subset=["activation_bytes"])
+    if not deepest.empty:
+        best = deepest.groupby("checkpoint")["activation_bytes"].median().astype(float)
+        winner = str(best.idxmin())
+        segment = _segments(winner, depth)
+        text += (f" At depth {depth} the strategy holding least is `{winner}`"
+                 + (f" (segments of {segment[0]} layers; ⌈√{depth}⌉ = {math.isqrt(depth - 1) + 1})" if segment else "")
+                 + ".")
+    return text + (" The activation law fitted above is linear in depth for `none` only: the other strategies "
+                   "grow like m + K, so their fitted slope a is not a per-layer cost.")
+
+
 def checkpoint_section(train: pd.DataFrame, out: Path, figures: dict[str, Path], plots: Any) -> list[str]:
     data, fixed, strategies = checkpoint_cells(train)
     at = f" ({_describe_fixed(fixed)})" if fixed else ""
@@ -167,11 +193,7 @@ def checkpoint_section(train: pd.DataFrame, out: Path, figures: dict[str, Path],
                   "gradient (width × width): when batch ≈ width the two trade places and the peak is set by "
                   "parameters plus gradients; only when the batch is larger than the width do the activations, "
                   "and so checkpointing, set the peak.", ""]
-    lines += ["Every strategy recomputes each hidden layer once (a Linear and an activation per layer: `ops "
-              "recomputed` = 2 × depth), so each pays about one extra forward pass whatever its segment length; "
-              "the segment length only decides the memory, which is smallest near √depth. The activation law "
-              "fitted above is linear in depth for `none` only: the other strategies grow like m + K, so their "
-              "fitted slope a is not a per-layer cost.", ""]
+    lines += [_recompute_finding(data), ""]
     p = plots.checkpoint_tradeoff(data, strategies, out / "checkpoint_tradeoff.png",
                                   "Gradient checkpointing: memory held for backward against depth and step time"
                                   + at)

@@ -5,7 +5,7 @@ numpy's (a view's base is the array that owns the memory, and the view keeps it 
 `nbytes`, `flags`. It takes part in numpy's dispatch (`__array_ufunc__`, `__array_function__`, the Python
 operators, indexing), so the engine, the ops and the optimisers run on it unchanged, and the memory ledger
 counts its buffers exactly as it counts real ones: the prediction is the engine itself, run on shape-only
-arrays (DESIGN.md principle 13).
+arrays: the prediction cannot drift from the engine.
 
 Rules:
 - result shapes follow numpy's broadcasting and indexing rules, result dtypes come from `ufunc.resolve_dtypes`

@@ -1,6 +1,6 @@
 """The seed's model (`model = "seed"`): o = W2 φ(W1 x), no biases; J = mean cross-entropy + λ/2 (‖W1‖² + ‖W2‖²).
 
-The one-hidden-layer perceptron of the lesson the project comes from (shared/SEED.md). `depth` is fixed at 1.
+The one-hidden-layer perceptron of the lesson the project comes from (the README's opening section). `depth` is fixed at 1.
 """
 from __future__ import annotations
 
