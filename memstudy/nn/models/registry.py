@@ -169,14 +169,15 @@ class Family:
         """One line naming the family and every field's value (for tables, captions and graph titles)."""
         parts = []
         for f in self.all_fields():
-            if f.name in ("mode",):
-                continue
             value = config.get(f.name)
+            if f.name == "mode" or (f.name, value) in (("checkpoint", "none"), ("policy", "minimal")):
+                continue  # the mode is said elsewhere; the defaults that change nothing are left out
             if f.type is bool:
                 parts.append(f.name if value else f"no {f.name}")
-            elif f.choices is not None or f.name in ("checkpoint",):
-                if not (f.name == "checkpoint" and value == "none") and not (f.name == "policy" and value == "minimal"):
-                    parts.append(f"{f.name} {value}" if f.name in ("checkpoint", "policy") else str(value))
+            elif f.name in ("checkpoint", "policy"):
+                parts.append(f"{f.name} {value}")
+            elif f.choices is not None:
+                parts.append(str(value))
             else:
                 parts.append(f"{f.cli_flag[2:].replace('-', ' ')} {value}")
         return f"{self.name}: " + ", ".join(parts)
