@@ -54,7 +54,7 @@ import numpy as np
 from memstudy.config import normalize
 from memstudy.memory import probes
 from memstudy.memory.workload import Workload
-from memstudy.study.provenance import collect_env, write_json
+from memstudy.study.provenance import collect_env, git_info, write_json
 
 from . import gpt_bench, predict_cost, table
 from .heap import HEAP_MODES, HEAP_WARMUP_BYTES, minor_faults, warm_up_heap
@@ -566,6 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    git = git_info()  # before this run writes bench.csv into the tree, which would read as uncommitted changes
     quick = args.quick
     rounds = args.rounds or (2 if quick else 15)
     args.retries = (0 if quick else 2) if args.retries is None else args.retries
@@ -660,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": round(time.perf_counter() - started, 1),
         "command": [Path(sys.executable).name, "-m", "benchmarks", *(argv if argv is not None else sys.argv[1:])],
     }
-    write_json(out / "env.json", collect_env(extra={"bench": bench_info}))
+    write_json(out / "env.json", collect_env(extra={"bench": bench_info}, git=git))
     markdown = table.render(table.read_csv(csv_path), table.read_env(out / "env.json"))
     (out / "bench.md").write_text(markdown, encoding="utf-8")
     print(markdown)
