@@ -221,9 +221,14 @@ def _inference_pass(model, X):
         model(X)
 
 
-def _traced_growth(fn, repeats):
-    """Traced bytes after `repeats` more calls minus traced bytes after the first call (gc disabled).
+def _traced_growth(fn, repeats, windows=2):
+    """Traced bytes gained over `repeats` more calls, after a first call (gc disabled): the smallest gain of
+    `windows` consecutive windows of `repeats` calls each.
 
+    A leak gains in every window; a one-off allocation does not. One was seen: a single 1.9 MB block allocated
+    inside numpy's `__array_interface__` (a tracemalloc snapshot diff showed it; the next window gained nothing) in the middle of
+    test_remedies.py::test_no_growth_and_no_cycles[every:2-half] when tests/test_published.py had run first in
+    the same process; with one window that read as a 1.9 MB leak.
     At each measurement a full `gc.collect()` must find no garbage (nothing was left to the cyclic
     collector); it also empties CPython's free lists (tuples, frames, ...), which otherwise fill up over
     the first few hundred steps and look like a slow leak of Python objects.
@@ -233,14 +238,15 @@ def _traced_growth(fn, repeats):
     try:
         fn()
         assert gc.collect() == 0
-        after_one = tracemalloc.get_traced_memory()[0]
-        for _ in range(repeats):
-            fn()
-        assert gc.collect() == 0
-        after_many = tracemalloc.get_traced_memory()[0]
+        traced = [tracemalloc.get_traced_memory()[0]]
+        for _ in range(windows):
+            for _ in range(repeats):
+                fn()
+            assert gc.collect() == 0
+            traced.append(tracemalloc.get_traced_memory()[0])
     finally:
         tracemalloc.stop()
-    return after_many - after_one
+    return min(after - before for before, after in zip(traced, traced[1:]))
 
 
 # one activation of this model is 64 × 256 × 8 bytes = 128 KiB; a leak of one per step would be 12 MiB
@@ -254,7 +260,7 @@ def test_no_growth_over_training_steps(opt_name):
     X, y = data(batch=64, features=256, classes=10)
     assert X[:, :1].size * 256 * 8 > 50 * 1024
     with gc_disabled():
-        growth = _traced_growth(lambda: _training_step(model, opt, X, y), 99)
+        growth = _traced_growth(lambda: _training_step(model, opt, X, y), 50)
     assert abs(growth) < LEAK_TOLERANCE_BYTES, growth
     assert all(p.grad is None for p in model.parameters())
 
@@ -263,7 +269,7 @@ def test_no_growth_over_inference_passes():
     model = MLP(256, 256, 2, 10, dtype="float64", seed=0)
     X, _ = data(batch=64, features=256, classes=10)
     with gc_disabled():
-        growth = _traced_growth(lambda: _inference_pass(model, X), 99)
+        growth = _traced_growth(lambda: _inference_pass(model, X), 50)
     assert abs(growth) < LEAK_TOLERANCE_BYTES, growth
 
 

@@ -1,4 +1,5 @@
-"""numpy's hidden ufunc buffer: Linear's broadcast bias add keeps it small, and the scope that does so is undone.
+"""numpy's hidden ufunc buffer: Linear's broadcast bias add keeps it small, the scope that does so is undone, and
+ReLU's backward makes no hidden mask.
 
 numpy broadcasts through a scratch buffer of `bufsize` elements (8192: 64 KiB of float64) that the ledger
 cannot see; `ops.small_ufunc_buffer` shrinks it for a whole forward pass (see ops.py).
@@ -76,3 +77,23 @@ def test_a_forward_restores_numpys_buffer_size_even_when_it_fails():
             assert np.getbufsize() == ops.BIAS_BUFFER_ELEMENTS
         assert np.getbufsize() == ops.BIAS_BUFFER_ELEMENTS and STATE.small_ufunc_buffer is True
     assert np.getbufsize() == DEFAULT_BUFSIZE
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_relu_backward_makes_its_gradient_and_no_hidden_mask(dtype):
+    """ReLU's backward builds the mask in its result's dtype (sign of the saved output): no boolean mask and no
+    cast buffer beside the gradient. Writing a comparison into a float buffer (np.greater(out=), the old code)
+    casts through numpy's buffer: ~9 KiB unseen by the ledger at this size."""
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.standard_normal((BATCH, WIDTH)).astype(dtype), requires_grad=True)
+    y = apply(ops.ReLU, x)
+    grad = rng.standard_normal((BATCH, WIDTH)).astype(dtype)
+    result = None
+
+    def backward():
+        nonlocal result
+        (result,) = ops.ReLU.backward(y._node, grad)
+        return result
+
+    assert hidden_scratch_bytes(backward) <= 1024
+    np.testing.assert_array_equal(result, np.where(x.data > 0, grad, 0))
