@@ -2,6 +2,9 @@
 
 Figures (one CSV row each; ratios are measured side by side in one run, see benchmarks.timing):
   engine_vs_numpy         memstudy training step / the same step by hand in plain numpy (the floor)
+  minimal_vs_numpy        the same step through a minimal autograd (benchmarks.minimal_engine: one node per op,
+                          none of memstudy's features) / the numpy floor: what recording a graph costs at all
+  engine_vs_minimal       memstudy step / the minimal engine's: what memstudy's features add on top
   ledger_overhead         step with the memory ledger on (register, record, finish) / ledger off
   tracemalloc_overhead    step with tracemalloc tracing / tracing off
   engine_vs_torch         memstudy step / PyTorch CPU step, same threads (torch in its own process)
@@ -59,6 +62,7 @@ from memstudy.study.provenance import collect_env, git_info, write_json
 from . import gpt_bench, predict_cost, table
 from .heap import HEAP_MODES, HEAP_WARMUP_BYTES, minor_faults, warm_up_heap
 from .load import ForeignLoad, wait_until_quiet
+from .minimal_engine import MinimalMLP
 from .reference import NumpyMLP
 from .timing import Variant, interleave, steps_for, timed
 
@@ -227,7 +231,7 @@ class TorchWorker:
 
 # what each timed variant's step is, in bench.csv's measured_label / reference_label
 STEP_LABELS = {"memstudy": "memstudy step s", "numpy": "numpy step s", "ledger": "ledger-on step s",
-               "tracemalloc": "tracemalloc-on step s", "torch": "torch step s"}
+               "tracemalloc": "tracemalloc-on step s", "torch": "torch step s", "minimal": "minimal-engine step s"}
 
 
 def speed_rows(size, dtype: str, worker: TorchWorker | None, rounds: int, block_seconds: float,
@@ -239,6 +243,7 @@ def speed_rows(size, dtype: str, worker: TorchWorker | None, rounds: int, block_
     config = config_for(size, dtype)
     work = Workload(config)
     reference = NumpyMLP.from_memstudy(work.model)
+    minimal = MinimalMLP.from_memstudy(work.model)
     x, labels = work.inputs.data, work.labels
     optimizer = work.optimizer
 
@@ -253,6 +258,7 @@ def speed_rows(size, dtype: str, worker: TorchWorker | None, rounds: int, block_
     variants = [
         Variant("memstudy", timed(engine_step), faults=minor_faults),
         Variant("numpy", timed(lambda: reference.step(x, labels)), faults=minor_faults),
+        Variant("minimal", timed(lambda: minimal.step(x, labels)), faults=minor_faults),
         Variant("ledger", timed(ledger_step), faults=minor_faults),
         Variant("tracemalloc", timed(engine_step), before=tracemalloc.start, after=tracemalloc.stop,
                 faults=minor_faults),
@@ -311,6 +317,9 @@ def speed_rows(size, dtype: str, worker: TorchWorker | None, rounds: int, block_
                         reference_faults_per_step=t.faults_per_step(reference), note=note, **common)
 
     rows.append(ratio_row("engine_vs_numpy", "memstudy", "numpy"))
+    rows.append(ratio_row("minimal_vs_numpy", "minimal", "numpy",
+                          note="benchmarks/minimal_engine.py: autograd with none of memstudy's features"))
+    rows.append(ratio_row("engine_vs_minimal", "memstudy", "minimal"))
     rows.append(ratio_row("ledger_overhead", "ledger", "memstudy", reference_label="ledger-off step s"))
     rows.append(ratio_row("tracemalloc_overhead", "tracemalloc", "memstudy", reference_label="tracemalloc-off step s"))
     if torch_ok:

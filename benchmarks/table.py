@@ -16,7 +16,8 @@ COLUMNS = (
     "measured", "reference", "measured_label", "reference_label", "samples", "round_min", "round_max",
     "foreign_cores", "measured_faults_per_step", "reference_faults_per_step", "status", "note",
 )
-SPEED = ("engine_vs_numpy", "ledger_overhead", "tracemalloc_overhead", "engine_vs_torch", "floor_vs_torch")
+SPEED = ("engine_vs_numpy", "minimal_vs_numpy", "engine_vs_minimal", "ledger_overhead", "tracemalloc_overhead",
+         "engine_vs_torch", "floor_vs_torch")
 CNN = ("cnn_engine_vs_numpy", "cnn_engine_vs_torch", "cnn_floor_vs_torch")
 MEMORY = ("activation_bytes_vs_torch", "inference_peak_vs_floor", "inference_traced_peak_vs_floor")
 GPT = ("gpt_engine_vs_numpy", "gpt_engine_vs_torch", "gpt_floor_vs_torch")
@@ -129,10 +130,10 @@ def speed_table(rows: list[Row], env: dict | None = None) -> list[str]:
     if not keys:
         return []
     lines = [
-        "| MLP (depth, width, batch) | dtype | memstudy ms | numpy ms | engine_vs_numpy | ledger_overhead "
-        "| tracemalloc_overhead | torch ms | engine_vs_torch | floor_vs_torch "
+        "| MLP (depth, width, batch) | dtype | memstudy ms | numpy ms | engine_vs_numpy | minimal_vs_numpy "
+        "| engine_vs_minimal | ledger_overhead | tracemalloc_overhead | torch ms | engine_vs_torch | floor_vs_torch "
         "| page faults / step (memstudy · numpy · torch) | others' load (cores) |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for size, dtype in keys:
         get = lambda figure: by_key.get((figure, size, dtype))  # noqa: E731
@@ -140,7 +141,8 @@ def speed_table(rows: list[Row], env: dict | None = None) -> list[str]:
         lines.append("| " + " | ".join([
             size, dtype,
             _ms(numpy_row["measured"]) if numpy_row else "", _ms(numpy_row["reference"]) if numpy_row else "",
-            _ratio_cell(numpy_row), _ratio_cell(get("ledger_overhead")), _ratio_cell(get("tracemalloc_overhead")),
+            _ratio_cell(numpy_row), _ratio_cell(get("minimal_vs_numpy")), _ratio_cell(get("engine_vs_minimal")),
+            _ratio_cell(get("ledger_overhead")), _ratio_cell(get("tracemalloc_overhead")),
             _ms(torch_row["reference"]) if torch_row and torch_row["status"] == "ok" else "",
             _ratio_cell(torch_row), _ratio_cell(get("floor_vs_torch")),
             " · ".join([_faults(numpy_row["measured_faults_per_step"]) if numpy_row else "–",
@@ -154,7 +156,10 @@ def speed_table(rows: list[Row], env: dict | None = None) -> list[str]:
         "Step times (ms) are medians over all steps of interleaved blocks (the `samples` column of bench.csv, "
         f"e.g. {samples} steps per variant at the first size). A ratio is measured / reference, lower is "
         "faster: the median over rounds of the ratio of the two variants' block medians in that round, with "
-        "the lowest and highest round in brackets. "
+        "the lowest and highest round in brackets. minimal_vs_numpy times the same step through a minimal "
+        "autograd (benchmarks/minimal_engine.py: one node per op, none of memstudy's features), so engine_vs_numpy "
+        "≈ minimal_vs_numpy (what recording a graph in Python costs at all) × engine_vs_minimal (what memstudy adds "
+        "on top: ledger hooks, saved-tensor policies, the save door with roles, the ufunc-buffer scope, modules). "
         f"Targets (the `target` column): {_targets_sentence(rows, ('engine_vs_numpy', 'ledger_overhead', 'engine_vs_torch'))} "
         "(floor_vs_torch, the numpy floor "
         "against torch, has no target: it shows what numpy's BLAS allows in that run). A timed step is one loop "

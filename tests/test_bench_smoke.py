@@ -40,6 +40,7 @@ def test_quick_run_writes_csv_env_and_markdown(tmp_path):
     assert "pip install memstudy[torch]" in by_figure["engine_vs_torch"]["note"]
     ratio = by_figure["engine_vs_numpy"]
     assert ratio["status"] == "ok" and float(ratio["value"]) > 0 and ratio["target"] == "<= 1.3"  # issue 13
+    assert {"minimal_vs_numpy", "engine_vs_minimal"} <= figures and by_figure["engine_vs_minimal"]["status"] == "ok"
     assert float(by_figure["inference_peak_vs_floor"]["value"]) > 0
     env = json.loads((tmp_path / "env.json").read_text())
     assert env["bench"]["quick"] is True and "git" in env and "numpy" in env
@@ -65,6 +66,32 @@ def test_numpy_floor_is_the_same_step_as_memstudy(activation, bias):
     ours = [p for pair in zip(floor.weights, floor.biases) for p in pair if p is not None]
     for mine, theirs in zip(ours, model.parameters()):
         np.testing.assert_allclose(mine, theirs.data, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+@pytest.mark.parametrize("bias", [True, False])
+def test_minimal_engine_is_the_same_step_as_memstudy(depth, bias):
+    """engine_vs_minimal compares like with like: the minimal autograd computes memstudy's loss and update."""
+    from benchmarks.minimal_engine import MinimalMLP
+    from memstudy import nn, optim
+
+    model = nn.MLP(12, 16, depth, 5, bias=bias, dtype="float64", seed=3)
+    minimal = MinimalMLP.from_memstudy(model, lr=0.1)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((8, 12)), rng.integers(0, 5, size=8)
+    for _ in range(2):  # the second step starts from the updated weights: gradients were reset, not summed
+        expected_loss = minimal.step(x, y)
+        for p in model.parameters():
+            p.grad = None
+        loss = nn.cross_entropy(model(x), y)
+        loss.backward()
+        optim.SGD(model.parameters(), lr=0.1).step()
+        assert loss.item() == pytest.approx(expected_loss, rel=1e-12)
+    theirs = [p for pair in zip(minimal.weights, minimal.biases) for p in pair if p is not None]
+    for mine, other in zip(model.parameters(), theirs):
+        np.testing.assert_allclose(mine.data, other.data, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="ReLU"):
+        MinimalMLP.from_memstudy(nn.MLP(4, 4, 1, 2, activation="tanh"))
 
 
 def test_readme_benchmark_block_is_generated_from_the_committed_bench_csv():

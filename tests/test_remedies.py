@@ -319,7 +319,7 @@ def test_saved_arrays_die_when_backward_is_done():
         assert refs and all(r() is not None for r in refs)
         loss.backward()
         assert all(r() is None for r in refs)
-        assert all(node.saved == () and node.unpacked == () for node in _nodes(loss))
+        assert all(node.saved == () and node.saved_tensors == () for node in _nodes(loss))
 
 
 # --------------------------------------------------------------------------------------------------

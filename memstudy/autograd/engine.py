@@ -15,7 +15,7 @@ inside an op:
   every intermediate variable (z, h, o, L: the pre-activations too);
 - `half`: `apply` replaces each saved floating-point array by a float16 copy (one copy per saved buffer
   within the policy's scope, so ReLU's output that the next Linear also saves is one float16 buffer), and
-  `Node.saved_tensors` casts it back to the compute dtype for backward. Caller-owned arrays (leaf tensors
+  the engine casts it back to the compute dtype for backward (`Node.unpack`). Caller-owned arrays (leaf tensors
   such as parameters and the network input, and plain arrays) are never cast: saving them costs nothing.
 Backward reads what its op saved through `Node.saved_tensors` only. A large buffer an op makes and drops within
 its own forward or backward (a convolution's column matrix) is reported through `Node.workspace`, so the
@@ -78,8 +78,8 @@ class Node:
     Plain numbers (axes, shapes, scalars) go on the node as attributes; arrays go through `save`.
     """
 
-    __slots__ = ("fn", "parents", "needs_input_grad", "layer", "sequence", "saved", "saved_roles", "own",
-                 "released", "stored_dtypes", "unpacked", "caller_owned", "__dict__")
+    __slots__ = ("fn", "parents", "needs_input_grad", "layer", "sequence", "saved", "saved_roles", "saved_tensors",
+                 "released", "stored_dtypes", "caller_owned", "__dict__")
 
     def __init__(self, fn: type, parents: tuple | None, needs_input_grad: tuple[bool, ...], layer: int | None):
         self.fn = fn
@@ -87,12 +87,13 @@ class Node:
         self.needs_input_grad = needs_input_grad
         self.layer = layer
         self.sequence = next(_SEQUENCE)  # creation order: every consumer of a node comes after it
-        self.saved: tuple = ()
+        self.saved: tuple = ()  # what the node holds for backward: the graph's memory (the ledger reads this)
         self.saved_roles: tuple[str, ...] = ()
-        self.own = 0  # how many of `saved` the op itself saved (the rest are the `all` policy's extras)
+        # what the op's backward reads: the op's own saves, in the compute dtype. The same arrays as `saved` except
+        # under `all` (whose extra outputs no backward reads) and `half` (empty until `unpack` casts back)
+        self.saved_tensors: tuple = ()
         self.released = False
         self.stored_dtypes: tuple | None = None  # under `half`: the compute dtype of each float16-stored array
-        self.unpacked: tuple = ()  # cast-back copies made for the running backward, dropped right after it
         # id() of the base buffer of each input that is a leaf tensor needing no grad that no op made (a frozen
         # weight, the batch): caller-owned, never an activation. Ints only, set by `apply` when it records: an id
         # is matched only against what this node saved, which keeps that buffer (so the id is still its own)
@@ -103,8 +104,7 @@ class Node:
         if self.parents is None:  # nothing is saved when no graph is recorded
             return
         self.saved_roles = tuple(arrays)
-        self.saved = tuple(arrays.values())
-        self.own = len(self.saved)
+        self.saved = self.saved_tensors = tuple(arrays.values())
 
     def workspace(self, array: np.ndarray, role: str = "workspace") -> np.ndarray:
         """Report a transient buffer the op makes and drops inside its forward or backward (im2col's columns).
@@ -132,28 +132,19 @@ class Node:
             instrument.on_new(array, self.fn.name + "_backward" if backward else self.fn.name, self.layer)
         return array
 
-    @property
-    def saved_tensors(self) -> tuple:
-        """What the op saved, as its backward needs it: float16-stored arrays cast back to the compute dtype.
-
-        Each cast-back copy is a new buffer: it is reported to the instrument and kept on the node until the
-        engine has recorded the backward's gradients, then dropped (so the ledger sees it live alongside them).
-        """
-        saved = self.saved if self.own == len(self.saved) else self.saved[: self.own]
-        dtypes = self.stored_dtypes
-        if dtypes is None:
-            return saved
-        out, copies = [], []
+    def unpack(self) -> None:
+        """Under `half`, before this node's backward: `saved_tensors` becomes the float16-stored arrays cast back to
+        the compute dtype. Each cast-back copy is a new buffer, reported to the instrument; the engine drops them
+        once it has recorded the backward's gradients (so the ledger sees them live alongside those)."""
+        out = []
         instrument = STATE.instrument
-        for array, dtype in zip(saved, dtypes):
+        for array, dtype in zip(self.saved, self.stored_dtypes):
             if dtype is not None and array is not None:
                 array = array.astype(dtype)
-                copies.append(array)
                 if instrument is not None:
                     instrument.on_new(array, "unpack", self.layer)
             out.append(array)
-        self.unpacked = tuple(copies)
-        return tuple(out)
+        self.saved_tensors = tuple(out)
 
     def __repr__(self) -> str:
         return f"<Node {self.fn.name} layer={self.layer}>"
@@ -266,6 +257,8 @@ def _run_backward(root_node: Node, pending: dict[int, np.ndarray], retain_graph:
             raise RuntimeError(
                 "backward through a graph whose saved arrays were released; use backward(retain_graph=True)"
             )
+        if node.stored_dtypes is not None:  # `half`: the float16 copies cast back for this backward only
+            node.unpack()
         input_grads = node.fn.backward(node, grad)
         for g in input_grads:
             if g is not None and type(g) is not np.ndarray and type(g) is not MetaArray:  # a numpy scalar
@@ -273,11 +266,11 @@ def _run_backward(root_node: Node, pending: dict[int, np.ndarray], retain_graph:
                 break
         if instrument is not None:  # before `del grad`: the new gradients were made while it lived
             instrument.on_backward(node, input_grads)
-        if node.unpacked:
-            node.unpacked = ()  # cast-back copies (half policy) die now, after the gradients made from them
+        if node.stored_dtypes is not None:
+            node.saved_tensors = ()  # the cast-back copies die now, after the gradients made from them
         del grad  # the incoming gradient dies here unless an input grad aliases it
         if not retain_graph:  # release what the node saved (inline: this loop is the engine's hot path)
-            node.saved = ()
+            node.saved = node.saved_tensors = ()
             node.released = True
         for parent, input_grad in zip(node.parents, input_grads):
             if parent is None or input_grad is None:

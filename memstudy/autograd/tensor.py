@@ -270,4 +270,5 @@ def _apply_policy(ctx: Node, inputs: tuple, arrays: tuple, out: np.ndarray) -> t
     if sources:
         ctx.saved = tuple(saved)
         ctx.stored_dtypes = tuple(dtypes)
+        ctx.saved_tensors = ()  # the originals die after forward; backward reads what `Node.unpack` casts back
     return tuple(sources)
