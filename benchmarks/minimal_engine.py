@@ -3,7 +3,9 @@
 One node per op, a tensor wrapper per result, backward newest-node-first from a heap, gradients accumulated into
 leaves, SGD through one scratch buffer: the work any numpy autograd that records one node per op does. None of
 memstudy's features: no instrument hooks (the ledger), no saved-tensor policies, no `save` door with roles, no
-ufunc-buffer scope, no phases or layers, no shape-only arrays, no checks. The same numpy calls as memstudy's ops.
+ufunc-buffer scope, no phases or layers, no shape-only arrays, no checks. The same numpy calls as memstudy's ops;
+its SGD takes one scratch as large as the largest parameter, where memstudy's bounds its scratch to
+`optim.CHUNK_ELEMENTS` and walks larger parameters in chunks (a bounded-memory feature, counted on memstudy's side).
 
 It separates the two parts of memstudy's cost over the hand-written numpy step (`benchmarks.reference`) at small
 sizes, where that cost shows: `minimal_vs_numpy` is what recording a graph in Python costs at all,

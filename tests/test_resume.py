@@ -258,3 +258,30 @@ def test_git_state_is_read_before_fresh_deletes_tracked_results(tmp_path):
     for name in ("one", "two"):
         recorded = json.loads((repo / "results" / name / "env.json").read_text())["git"]
         assert recorded["dirty"] is False and recorded["commit"], (name, recorded)
+
+
+def test_git_state_names_the_changed_paths(tmp_path):
+    """dirty says something changed; `changed` says what (a results-only change is not changed code)."""
+    from memstudy.study.provenance import git_info
+
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, env=env)
+
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "bench.csv").write_text("a\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "start")
+    assert git_info(tmp_path)["dirty"] is False and git_info(tmp_path)["changed"] == []
+    (tmp_path / "results" / "bench.csv").write_text("b\n")
+    (tmp_path / "untracked.txt").write_text("not ours\n")
+    state = git_info(tmp_path)
+    assert state["dirty"] is True and state["changed"] == ["results/bench.csv"]
+    (tmp_path / "code.py").write_text("x = 2\n")
+    git("add", "code.py")  # staged counts too
+    assert git_info(tmp_path)["changed"] == ["code.py", "results/bench.csv"]
+    assert git_info(tmp_path / "nowhere")["commit"] is None

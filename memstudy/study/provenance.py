@@ -34,8 +34,13 @@ def project_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+GIT_CHANGED_LIMIT = 50  # paths kept in env.json: enough to see what kind of change it was
+
+
 def git_info(root: Path | None = None) -> dict[str, Any]:
-    """Commit and dirty flag (tracked files only) of the checkout memstudy is imported from, if any."""
+    """Commit, dirty flag and the changed paths (tracked files only, at most GIT_CHANGED_LIMIT) of the checkout
+    memstudy is imported from, if any. The paths tell a results-only change (a run that wrote into the tree before
+    another read it, as `make bench` does) from changed code."""
     root = project_root() if root is None else root
 
     def run(*args: str) -> str | None:
@@ -47,9 +52,13 @@ def git_info(root: Path | None = None) -> dict[str, Any]:
 
     commit = run("rev-parse", "HEAD")
     if commit is None:
-        return {"commit": None, "dirty": None}
+        return {"commit": None, "dirty": None, "changed": None}
     status = run("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+    if status is None:
+        return {"commit": commit, "dirty": None, "changed": None}
+    changed = run("diff", "--name-only", "HEAD")  # staged or not, against the commit
+    return {"commit": commit, "dirty": bool(status),
+            "changed": None if changed is None else changed.splitlines()[:GIT_CHANGED_LIMIT]}
 
 
 def blas_info() -> dict[str, Any]:
