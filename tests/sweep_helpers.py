@@ -127,8 +127,12 @@ def assert_one_row_per_cell_and_repeat(spec, out: Path) -> list[dict[str, str]]:
     return rows
 
 
+# A sweep in its own process, as a user runs it. SIGINT gets Python's default handler (Ctrl-C raises
+# KeyboardInterrupt): a process started in the background by a non-interactive shell (`sh -c '... &'`, how CI
+# may start `make test`) inherits SIGINT ignored, and the interrupt tests would then wait for nothing.
 SWEEP_SCRIPT = """
-import sys
+import signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from memstudy.study.spec import load_spec
 from memstudy.study.sweep import run_sweep
 def predictor(config):

@@ -222,7 +222,8 @@ def test_bad_cluster_flags_are_one_line_exit_2(tmp_path, args):
 
 
 INTERRUPTED = """
-import sys
+import signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in sweep_helpers.SWEEP_SCRIPT: not inherited ignored
 from memstudy.study.spec import load_spec
 from memstudy.study.sweep import run_sweep
 run_sweep(load_spec(sys.argv[1]), sys.argv[2], progress=False, cell_command=sys.argv[3:],
