@@ -54,7 +54,7 @@ def _targets_sentence(rows: list[Row], figures: Iterable[str]) -> str:
             parts.append(f"{figure} {_bound(next(iter(sizes)))}")
         elif sizes:
             parts.append(f"{figure} " + ", ".join(f"{_bound(goal)} at {' and '.join(at)}" for goal, at in sizes.items()))
-    return "; ".join(parts) + "." if parts else "none recorded."
+    return "; ".join(parts) if parts else "none recorded"
 
 
 def _bound(goal: str) -> str:
