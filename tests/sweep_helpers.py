@@ -39,7 +39,8 @@ FAKE_CELL = textwrap.dedent('''
         with open(log, "a") as fh:
             fh.write(json.dumps({"config": request, "repeats": repeats, "pid": os.getpid(), "ppid": os.getppid(),
                                  "pandas": "pandas" in sys.modules,
-                                 "malloc": os.environ.get("MALLOC_MMAP_THRESHOLD_")}) + "\\n")
+                                 "malloc": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
+                                 "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS")}) + "\\n")
     started = time.time()
     time.sleep(float(os.environ.get("FAKE_CELL_SLEEP", "0")))
     if matches("FAKE_CELL_HANG", request):

@@ -47,6 +47,35 @@ def test_sweep_writes_rows_env_and_timeline(tmp_path, fake_cell, monkeypatch):
     assert not any(c["pandas"] for c in calls)
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_concurrent_cells_share_the_cores_between_their_blas_threads(tmp_path, fake_cell, monkeypatch, jobs):
+    """--jobs N: each cell's BLAS gets usable cores ÷ N threads (at least 1), unless the user set a count; one cell
+    at a time keeps the process's own setting. (Two cells with one BLAS thread per core each ran the default study
+    at a third of --jobs 1's rate on 2 cores.)"""
+    from memstudy.study.launcher import BLAS_THREAD_ENV
+
+    for name in BLAS_THREAD_ENV:
+        monkeypatch.delenv(name, raising=False)
+    log = tmp_path / "cells.log"
+    monkeypatch.setenv("FAKE_CELL_LOG", str(log))
+    spec = make_spec(tmp_path, SPEC.replace("jobs = 1", f"jobs = {jobs}"))
+    run_sweep(spec, tmp_path / "out", progress=False, cell_command=fake_cell, predictor=no_predictor)
+    expected = str(max(1, len(os.sched_getaffinity(0)) // jobs)) if jobs > 1 else None
+    assert {json.loads(line)["blas_threads"] for line in log.read_text().splitlines()} == {expected}
+    recorded = json.loads((tmp_path / "out" / "env.json").read_text())["cell_environment"]
+    assert recorded.get("OPENBLAS_NUM_THREADS") == expected
+
+
+def test_a_users_blas_thread_setting_reaches_every_cell(tmp_path, fake_cell, monkeypatch):
+    from memstudy.study.launcher import cell_environment
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    env = cell_environment(jobs=2)
+    assert env["OMP_NUM_THREADS"] == "3" and "OPENBLAS_NUM_THREADS" not in env
+    assert cell_environment({}, jobs=64)["OPENBLAS_NUM_THREADS"] == "1"  # never fewer than one
+
+
 def test_timeline_cell_is_a_middle_depth_training_cell():
     cells = [{"depth": d, "batch_size": b, "mode": m} for d in (1, 2, 4, 8, 16, 32) for b in (16, 64, 256, 1024)
              for m in ("train", "inference")]

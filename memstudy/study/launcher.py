@@ -33,6 +33,8 @@ from typing import Any, Sequence
 MMAP_THRESHOLD_ENV = "MALLOC_MMAP_THRESHOLD_"
 MMAP_THRESHOLD_BYTES = "65536"
 CELL_COMMAND = (sys.executable, "-m", "memstudy.study.cell")
+# BLAS thread counts a cell may be given (OpenBLAS reads the first, OpenMP builds the second, MKL the third)
+BLAS_THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclass
@@ -69,12 +71,20 @@ class CellResult:
     timeline_csv: str | None = None  # with `return_timeline`: the timeline's text (None if none was written)
 
 
-def cell_environment(base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment a cell process gets: ours, plus the allocator setting, plus memstudy importable."""
-    from .provenance import project_root
+def cell_environment(base: dict[str, str] | None = None, jobs: int = 1) -> dict[str, str]:
+    """The environment a cell process gets: ours, plus the allocator setting, plus memstudy importable.
+
+    With `jobs` cells at a time and no BLAS thread count set by the user, each cell's BLAS gets usable cores ÷ jobs
+    threads (at least one): cells that each start one BLAS thread per core oversubscribe the cores (on 2 cores,
+    --jobs 2 ran the default study at a third of --jobs 1's rate: results/bench, sweep_jobs2_cells_per_second).
+    Dask's workers get one thread each from Dask itself."""
+    from .provenance import project_root, usable_cores
 
     env = dict(os.environ if base is None else base)
     env.setdefault(MMAP_THRESHOLD_ENV, MMAP_THRESHOLD_BYTES)
+    if jobs > 1 and not any(name in env for name in BLAS_THREAD_ENV):
+        threads = str(max(1, (usable_cores() or os.cpu_count() or 1) // jobs))
+        env.update(dict.fromkeys(BLAS_THREAD_ENV, threads))
     root = str(project_root())
     paths = env.get("PYTHONPATH", "")
     if root not in paths.split(os.pathsep):

@@ -61,6 +61,14 @@ def git_info(root: Path | None = None) -> dict[str, Any]:
             "changed": None if changed is None else changed.splitlines()[:GIT_CHANGED_LIMIT]}
 
 
+def usable_cores() -> int | None:
+    """Cores this process may run on (its CPU affinity), or None where the OS has no affinity."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return None
+
+
 def blas_info() -> dict[str, Any]:
     """BLAS/LAPACK in use: threadpoolctl's runtime view if installed, else numpy's build configuration."""
     try:
@@ -117,10 +125,7 @@ def collect_env(spec: Any = None, *, cell_environment: dict[str, str] | None = N
 
     from .. import __version__
 
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        affinity = None
+    affinity = usable_cores()
     memory = psutil.virtual_memory()
     env: dict[str, Any] = {
         "memstudy_version": __version__,

@@ -263,7 +263,7 @@ class _Run:
             spec, out, jobs, retry_failed, git, started)
         self.cell_command = list(cell_command) if cell_command is not None else None
         self.runs, self.env_path = out / "runs.csv", out / "env.json"
-        self.cell_env = cell_environment()
+        self.cell_env = cell_environment(jobs=jobs)
 
     def go(self, fresh: bool, progress: bool, predictor: Any, available_bytes: int | None,
            cluster: str | None) -> SweepOutcome:
