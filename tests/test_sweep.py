@@ -52,9 +52,7 @@ def test_concurrent_cells_share_the_cores_between_their_blas_threads(tmp_path, f
     """--jobs N: each cell's BLAS gets usable cores ÷ N threads (at least 1), unless the user set a count; one cell
     at a time keeps the process's own setting. (Two cells with one BLAS thread per core each ran the default study
     at a third of --jobs 1's rate on 2 cores.)"""
-    from memstudy.study.launcher import BLAS_THREAD_ENV
-
-    for name in BLAS_THREAD_ENV:
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.delenv(name, raising=False)
     log = tmp_path / "cells.log"
     monkeypatch.setenv("FAKE_CELL_LOG", str(log))
