@@ -226,9 +226,9 @@ def _traced_growth(fn, repeats, windows=2):
     `windows` consecutive windows of `repeats` calls each.
 
     A leak gains in every window; a one-off allocation does not. One was seen: a single 1.9 MB block allocated
-    inside numpy's `__array_interface__` (a tracemalloc snapshot diff showed it; the next window gained nothing) in the middle of
-    test_remedies.py::test_no_growth_and_no_cycles[every:2-half] when tests/test_published.py had run first in
-    the same process; with one window that read as a 1.9 MB leak.
+    inside numpy's `__array_interface__` (a tracemalloc snapshot diff showed it; the next window gained nothing)
+    during test_remedies.py::test_no_growth_and_no_cycles[every:2-half] when tests/test_published.py had run
+    first in the same process; with one window that read as a 1.9 MB leak.
     At each measurement a full `gc.collect()` must find no garbage (nothing was left to the cyclic
     collector); it also empties CPython's free lists (tuples, frames, ...), which otherwise fill up over
     the first few hundred steps and look like a slow leak of Python objects.

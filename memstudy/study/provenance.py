@@ -53,12 +53,11 @@ def git_info(root: Path | None = None) -> dict[str, Any]:
     commit = run("rev-parse", "HEAD")
     if commit is None:
         return {"commit": None, "dirty": None, "changed": None}
-    status = run("status", "--porcelain", "--untracked-files=no")
-    if status is None:
+    changed = run("diff", "--name-only", "HEAD")  # tracked files, staged or not, against the commit
+    if changed is None:
         return {"commit": commit, "dirty": None, "changed": None}
-    changed = run("diff", "--name-only", "HEAD")  # staged or not, against the commit
-    return {"commit": commit, "dirty": bool(status),
-            "changed": None if changed is None else changed.splitlines()[:GIT_CHANGED_LIMIT]}
+    paths = changed.splitlines()
+    return {"commit": commit, "dirty": bool(paths), "changed": paths[:GIT_CHANGED_LIMIT]}
 
 
 def usable_cores() -> int | None:
