@@ -1,10 +1,13 @@
-"""report.html (a study) and `memstudy run --html FILE` (one step): interactive pages that work from disk.
+"""The HTML renderer: report.html (a study) and `memstudy run --html FILE` (one step), pages that work from disk.
 
-A page is one HTML file: the charts' data as a JSON block, a small script of our own (static/page.js) and
-plotly.js to draw them. A study's page loads plotly.js from `_static/` beside the study folders, one copy
-per results tree (`results/_static/plotly-<version>.min.js`); a single step's page carries it inline, so it
-can be mailed around. Nothing is fetched: a Content-Security-Policy forbids every request but the page's own
-script files.
+A page renders a `Document` block by block, as report.md does: the same headings, prose and tables (each cell
+written from its value by `formats`, the value kept in `data-value` for sorting), and where report.md links a
+PNG the page draws its interactive chart (or shows the PNG when the figure has no chart). The charts' data sit
+in one JSON block, numbers rounded to `SIGNIFICANT_DIGITS` (a fit's last digits differ across machines and BLAS
+builds; the page must not); a small script of our own (static/page.js) draws them with plotly.js. A study's
+page loads plotly.js from `_static/` beside the study folders, one copy per results tree
+(`results/_static/plotly-<version>.min.js`); a single step's page carries it inline, so it can be mailed around.
+Nothing is fetched: a Content-Security-Policy forbids every request but the page's own files.
 """
 from __future__ import annotations
 
@@ -17,16 +20,15 @@ import shutil
 import tempfile
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
-from ..units import format_bytes
-from . import webcharts
-from .bands import TimelineError, read_timeline
+from .document import Bullets, Cell, Chart, Document, Figure, Heading, Paragraph, Table, slug, spans
 
 STATIC_DIR = "_static"
-# default-src 'none': no fetch, no image, no font from anywhere; scripts only inline or from files on disk
-CSP = ("default-src 'none'; script-src 'unsafe-inline' file:; style-src 'unsafe-inline'; img-src data: blob:; "
+# default-src 'none': no fetch, no font from anywhere; scripts and images only inline or from files on disk
+CSP = ("default-src 'none'; script-src 'unsafe-inline' file:; style-src 'unsafe-inline'; img-src data: blob: file:; "
        "font-src data:")
+SIGNIFICANT_DIGITS = 9  # of every non-integer number the page embeds
 
 
 class PageError(ValueError):
@@ -97,37 +99,48 @@ def shared_plotly(results_dir: Path) -> Path:
 
 
 def _asset(name: str) -> str:
-    return (resources.files("memstudy.study") / "static" / name).read_text(encoding="utf-8")
+    return (resources.files("memstudy.report") / "static" / name).read_text(encoding="utf-8")
 
 
 # --- pieces of a page ----------------------------------------------------------------------------------
 
-def _json_ready(value: Any) -> Any:
-    """NaN and infinities become null (JSON has neither); numpy scalars become Python numbers."""
+def json_ready(value: Any) -> Any:
+    """JSON-ready data: NaN and infinities become null (JSON has neither), numpy scalars Python numbers, and a
+    non-integer number keeps SIGNIFICANT_DIGITS significant digits."""
     if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
+        return [json_ready(v) for v in value]
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
         value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
     return value
 
 
-def _inline_markdown(text: str) -> str:
-    """A table cell's `code` and **bold** as HTML; everything else escaped."""
-    escaped = html.escape(str(text))
-    escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
-    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", escaped)
+def inline(text: str) -> str:
+    """Prose as HTML: the document's two spans (`code`, **strong**), line breaks, everything else escaped."""
+    out = []
+    for kind, part in spans(str(text)):
+        escaped = html.escape(part).replace("\n", "<br>")
+        out.append(f"<code>{escaped}</code>" if kind == "code" else
+                   f"<strong>{escaped}</strong>" if kind == "strong" else escaped)
+    return "".join(out)
 
 
-def table_html(title: str, header: Sequence[str], rows: Iterable[Sequence[Any]], note: str = "") -> str:
-    """A sortable table (click a column's header); cells as report.md shows them."""
-    head = "".join(f'<th scope="col">{_inline_markdown(h)}</th>' for h in header)
-    body = "\n".join("<tr>" + "".join(f"<td>{_inline_markdown(v)}</td>" for v in row) + "</tr>" for row in rows)
-    caption = _inline_markdown(title) + (f'<div class="ms-note">{_inline_markdown(note)}</div>' if note else "")
-    caption = f"<caption>{caption}</caption>" if caption else ""
+def _cell(cell: Cell, tag: str = "td") -> str:
+    value = cell.sort_value
+    sort = f' data-value="{value:.{SIGNIFICANT_DIGITS}g}"' if value is not None else ""
+    return f"<{tag}{sort}>{inline(cell.text)}</{tag}>"
+
+
+def table_html(block: Table) -> str:
+    """A sortable table (click a column's header: numbers sort by their values); cells as report.md shows them."""
+    head = "".join(f'<th scope="col">{inline(h)}</th>' for h in block.header)
+    body = "\n".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in block.rows)
+    caption = f"<caption>{inline(block.caption.rstrip(':'))}</caption>" if block.caption else ""
     return (f'<table class="sortable">{caption}<thead><tr>{head}</tr></thead>'
             f"<tbody>\n{body}\n</tbody></table>")
 
@@ -141,56 +154,51 @@ def chart_html(chart: dict[str, Any]) -> str:
     if layers:
         buttons = "".join(
             f'<button type="button" class="ms-layer" data-chart="{chart["id"]}" data-layer="{html.escape(layer)}" '
-            f'aria-pressed="false">{"no layer" if layer == "" else "layer " + html.escape(layer)}</button>'
-            for layer in layers)
+            f'aria-pressed="false">{html.escape(label)}</button>' for layer, label in layers)
         parts.append(f'<div class="ms-layers"><span>Highlight:</span>{buttons}</div>'
                      f'<p class="ms-status" id="{chart["id"]}-layer-status" aria-live="polite"></p>')
     return "\n".join(parts)
 
 
-def provenance_items(env: dict[str, Any] | None) -> list[tuple[str, str]]:
-    """(label, text) pairs from env.json (or a run's collect_env()): where the numbers came from."""
+def blocks_html(document: Document, drawn: Sequence[str] = ()) -> tuple[str, list[tuple[str, str]]]:
+    """The document's blocks as HTML, and (anchor, heading) for each section (level-2 heading), for the nav."""
+    parts, links, seen = [], [], set()
+    for block in document.blocks:
+        if isinstance(block, Heading):
+            anchor = block.anchor or slug(block.text)
+            while anchor in seen:
+                anchor += "-"
+            seen.add(anchor)
+            level = min(max(block.level, 2), 4)
+            parts.append(f'<h{level} id="section-{anchor}">{inline(block.text)}</h{level}>')
+            if level == 2:
+                links.append((anchor, block.text))
+        elif isinstance(block, Paragraph):
+            parts.append(f"<p>{inline(block.text)}</p>")
+        elif isinstance(block, Bullets):
+            parts.append("<ul>" + "".join(f"<li>{inline(item)}</li>" for item in block.items) + "</ul>")
+        elif isinstance(block, Table):
+            parts.append(table_html(block))
+        elif isinstance(block, Figure):
+            if block.chart is not None:
+                parts.append(chart_html(block.chart))
+            elif block.name in drawn:
+                parts.append(f'<p><img src="{html.escape(block.name)}" alt="{html.escape(block.alt)}"></p>')
+        elif isinstance(block, Chart):
+            parts.append(chart_html(block.spec))
+    return "\n".join(parts), links
+
+
+def provenance_html(env: dict[str, Any] | None) -> str:
+    """env.json as recorded, folded away: the prose above already says what it means."""
     if not env:
-        return [("Provenance", "unknown (no env.json)")]
-    from .report import _blas_summary
-
-    items = []
-    spec = env.get("spec") or {}
-    if spec:
-        items.append(("Study", f"{spec.get('name')}: {spec.get('description') or ''} (spec hash {spec.get('hash')})"))
-    git = env.get("git") or {}
-    commit = (git.get("commit") or "unknown")[:12]
-    items.append(("Code", f"memstudy {env.get('memstudy_version')}, git {commit}"
-                  + (" (uncommitted changes)" if git.get("dirty") else "")))
-    python, numpy_info = env.get("python") or {}, env.get("numpy") or {}
-    items.append(("Software", f"Python {python.get('version')}, numpy {numpy_info.get('version')}, BLAS "
-                  f"{_blas_summary(numpy_info.get('blas') or {})}"))
-    packages = env.get("packages") or {}
-    if packages:
-        items.append(("Packages", ", ".join(f"{k} {v}" for k, v in packages.items() if v)))
-    machine = env.get("machine") or {}
-    items.append(("Machine", f"{machine.get('cpu_model')}, {machine.get('logical_cores')} logical cores "
-                  f"({machine.get('usable_cores')} usable), {format_bytes(machine.get('total_memory_bytes'))} "
-                  f"memory; {(env.get('os') or {}).get('platform')}"))
-    cell_env = env.get("cell_environment") or {}
-    if cell_env:
-        items.append(("Cell environment", ", ".join(f"{k}={v}" for k, v in cell_env.items())))
-    items.append(("Recorded", str(env.get("recorded_at"))))
-    return items
-
-
-def provenance_html(env: dict[str, Any] | None, extra: Sequence[tuple[str, str]] = ()) -> str:
-    items = list(extra) + provenance_items(env)
-    rows = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in items)
-    raw = ""
-    if env:
-        raw = ("<details><summary>env.json, as recorded</summary><pre>"
-               + html.escape(json.dumps(env, indent=2, default=str)) + "</pre></details>")
-    return f'<h2 id="section-provenance">Provenance</h2>\n<dl class="ms-provenance">{rows}</dl>\n{raw}'
+        return ""
+    return ('<h2 id="section-provenance">Provenance</h2>\n<details><summary>env.json, as recorded</summary><pre>'
+            + html.escape(json.dumps(env, indent=2, default=str)) + "</pre></details>")
 
 
 def render_page(title: str, intro: str, body: str, charts: list[dict[str, Any]], plotly_tag: str) -> str:
-    payload = json.dumps(_json_ready({"charts": [{k: c[k] for k in ("id", "data", "layout")} for c in charts]}),
+    payload = json.dumps(json_ready({"charts": [{k: c[k] for k in ("id", "data", "layout")} for c in charts]}),
                          separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
     return "\n".join([
         "<!doctype html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
@@ -203,145 +211,40 @@ def render_page(title: str, intro: str, body: str, charts: list[dict[str, Any]],
         f"<script>\n{_asset('page.js')}</script>", "</body>", "</html>", ""])
 
 
-def _section(anchor: str, heading: str, parts: list[str]) -> str:
-    return f'<h2 id="section-{anchor}">{html.escape(heading)}</h2>\n' + "\n".join(parts) if parts else ""
-
-
 def _nav(links: list[tuple[str, str]]) -> str:
-    return "<nav>" + "".join(f'<a href="#section-{a}">{html.escape(t)}</a>' for a, t in links) + "</nav>"
+    return "<nav>" + "".join(f'<a href="#section-{a}">{inline(t)}</a>' for a, t in links) + "</nav>"
 
 
-# --- a study's report.html ---------------------------------------------------------------------------
-
-def report_tables(lines: Sequence[Any]) -> list[tuple[str, str, Any]]:
-    """report.md's tables as (section heading, caption, table): each table was built once as data (it keeps
-    its header and rows), and the heading and the sentence introducing it are the lines report.md puts
-    before it."""
-    found = []
-    heading, previous = "", ""
-    for line in lines:
-        if hasattr(line, "header") and hasattr(line, "rows"):
-            found.append((heading, previous if previous.endswith(":") else "", line))
-            previous = ""
-        elif isinstance(line, str) and line.startswith("#"):
-            heading, previous = line.lstrip("#").strip(), ""
-        elif isinstance(line, str) and line.strip():
-            previous = line.strip()
-    return found
+def render(document: Document, env: dict[str, Any] | None, intro: str, plotly_tag: str,
+           drawn: Sequence[str] = ()) -> str:
+    """A whole page: the document's blocks, env.json folded at the end, and the charts' data."""
+    body, links = blocks_html(document, drawn)
+    provenance = provenance_html(env)
+    if provenance:
+        links.append(("provenance", "Provenance"))
+    return render_page(document.title, f"<p>{intro}</p>\n{_nav(links)}", body + "\n" + provenance,
+                       document.charts(), plotly_tag)
 
 
-def study_charts(out: Path, runs: Any, summary: Any, env: dict[str, Any] | None) -> dict[str, list[dict[str, Any]]]:
-    """The study page's charts by section, computed from the same frames and fits as report.md."""
-    from .report import (_coef, _describe_fixed, _pick_depth_batch, _ratio, _timeline_cell, fix_others,
-                         training_law, varying_fields)
+# --- the two pages ----------------------------------------------------------------------------------------
 
-    sections: dict[str, list[dict[str, Any]]] = {"timeline": [], "peak": [], "modes": [], "laws": [], "probes": []}
-    path = out / "timeline.csv"
-    if path.is_file():
-        try:
-            rows = read_timeline(path)
-        except TimelineError:
-            rows = []
-        cell = _timeline_cell(env)
-        chart = webcharts.timeline_chart(rows, "Live bytes by category over one training step"
-                                         + (f": {cell}" if cell else ""))
-        if chart:
-            sections["timeline"].append(chart)
-    ok_cells = summary[summary["ok_repeats"] > 0]
-    if ok_cells.empty:
-        return sections
-    vary = varying_fields(ok_cells)
-    charted: list[str] = []
-    for field in [f for f in vary if f not in ("mode", "seed")]:
-        # a field that moves in step with this one (in_features = width) is not held fixed, and not charted twice
-        tied = tuple(f for f in vary if f != field and ok_cells.groupby(field)[f].nunique().max() == 1
-                     and ok_cells.groupby(f)[field].nunique().max() == 1)
-        if any(f in charted for f in tied):
-            continue
-        charted.append(field)
-        series = next((f for f in ("batch_size", "depth", "width") if f in vary and f != field and f not in tied),
-                      None)
-        sliced, fixed = fix_others(ok_cells, keep=(field,) + tied + ((series,) if series else ()))
-        chart = webcharts.peak_chart(sliced, field, fixed, series, tied)
-        if chart:
-            sections["peak"].append(chart)
-    sliced, fixed = fix_others(ok_cells, keep=("depth", "batch_size"))
-    pick = _pick_depth_batch(sliced)
-    if pick is not None:
-        depth, batch = pick
-        at = sliced[(sliced["depth"] == depth) & (sliced["batch_size"] == batch)]
-        rows_by_mode = {m: (at[at["mode"] == m].iloc[0] if (at["mode"] == m).any() else None)
-                        for m in ("train", "inference")}
-        where = f"depth {depth}, batch {batch}" + (f", {_describe_fixed(fixed)}" if fixed else "")
-        chart = webcharts.breakdown_chart(rows_by_mode, where)
-        if chart:
-            sections["modes"].append(chart)
-    train_cells = ok_cells[ok_cells["mode"] == "train"]
-    laws = training_law(train_cells) if not train_cells.empty else []
-    chart = webcharts.law_chart(train_cells, [law for law in laws if math.isfinite(law["r2"])], _coef, _ratio)
-    if chart:
-        sections["laws"].append(chart)
-    chart = webcharts.predicted_chart(runs[runs["status"] == "ok"])
-    if chart:
-        sections["probes"].append(chart)
-    return sections
-
-
-def write_study_page(out: Path, runs: Any, summary: Any, env: dict[str, Any] | None,
-                     md_lines: Sequence[Any]) -> Path:
-    """report.html beside report.md: the timeline, the study's charts, report.md's tables, provenance."""
-    experiment = runs["experiment"].dropna().iloc[0] if len(runs) else out.name
-    charts = study_charts(out, runs, summary, env)
+def write_study_page(out: Path, document: Document, env: dict[str, Any] | None, drawn: Sequence[str] = ()) -> Path:
+    """report.html beside report.md: the same document, its figures drawn as interactive charts."""
     script = shared_plotly(out)
     src = Path(os.path.relpath(script, out.resolve())).as_posix()
-    titles = {"timeline": "One training step over time", "peak": "Peak memory against each swept field",
-              "modes": "Train against inference", "laws": "The laws", "probes": "Probes and prediction"}
-    body, links = [], []
-    for key, title in titles.items():
-        if charts[key]:
-            body.append(_section(key, title, [chart_html(c) for c in charts[key]]))
-            links.append((key, title))
-    tables = report_tables(md_lines)
-    if tables:
-        parts, current = [], None
-        for heading, caption, table in tables:
-            if heading != current:
-                parts.append(f"<h3>{html.escape(heading)}</h3>")
-                current = heading
-            parts.append(table_html(caption.rstrip(":"), table.header, table.rows))
-        body.append(_section("tables", "Tables (as in report.md; click a column to sort)", parts))
-        links.append(("tables", "Tables"))
-    links.append(("provenance", "Provenance"))
-    body.append(provenance_html(env))
-    intro = (f"<p>The interactive companion of <a href=\"report.md\">report.md</a>: the same measurements "
-             f"({len(summary)} cells, {len(runs)} rows in runs.csv), with values on hover; click a legend entry "
-             f"to hide or show its series.</p>\n{_nav(links)}")
-    page = render_page(f"Memory study: {experiment}", intro, "\n".join(body),
-                       [c for key in titles for c in charts[key]], f'<script src="{html.escape(src)}"></script>')
+    intro = ('The interactive companion of <a href="report.md">report.md</a>: the same sections, tables and numbers '
+             "(rendered from the same document), with each figure as a chart: values on hover, click a legend entry "
+             "to hide or show its series, click a column's header to sort a table.")
+    page = render(document, env, intro, f'<script src="{html.escape(src)}"></script>', drawn)
     return write_atomic(out / "report.html", page)
 
 
-# --- one step's page (memstudy run --html) -----------------------------------------------------------
-
-def write_run_page(path: Path, description: str, tables: Sequence[tuple[str, Sequence[str], Sequence[Sequence[str]]]],
-                   notes: Sequence[str], timeline_rows: list[dict[str, str]], env: dict[str, Any] | None,
-                   mode: str) -> Path:
-    """A self-contained page for one `memstudy run`: the first mode's step timeline, the run's tables."""
-    chart = webcharts.timeline_chart(timeline_rows, f"Live bytes by category over one {mode} step")
-    charts = [chart] if chart else []
-    body = []
-    if chart:
-        body.append(_section("timeline", f"One {mode} step over time", [chart_html(chart)]))
-    parts = [table_html("" if title == header[0] else title, header, rows) for title, header, rows in tables]
-    parts += [f"<p>{html.escape(n)}</p>" for n in notes]
-    body.append(_section("tables", "The run's figures (click a column to sort)", parts))
-    body.append(provenance_html(env))
-    links = ([("timeline", "Timeline")] if chart else []) + [("tables", "Tables"), ("provenance", "Provenance")]
-    intro = f"<p>memstudy run: {html.escape(description)}</p>\n{_nav(links)}"
+def write_run_page(path: Path, document: Document, env: dict[str, Any] | None) -> Path:
+    """A self-contained page for one `memstudy run` (plotly.js inline)."""
     plotly_tag = "<script>\n" + plotly_source().read_text(encoding="utf-8") + "\n</script>"
-    page = render_page("memstudy run", intro, "\n".join(body), charts, plotly_tag)
-    return write_atomic(path, page)
+    intro = "One `memstudy run`: each measured step's timeline (hover a buffer) and the run's tables."
+    return write_atomic(path, render(document, env, inline(intro), plotly_tag))
 
 
-__all__ = ["PageError", "check_output_path", "report_tables", "shared_plotly", "write_run_page",
-           "write_study_page"]
+__all__ = ["CSP", "PageError", "SIGNIFICANT_DIGITS", "check_output_path", "json_ready", "render", "shared_plotly",
+           "write_run_page", "write_study_page"]
