@@ -13,6 +13,7 @@ from typing import Any, Sequence
 from ..study.fields import CATEGORIES
 from ..units import format_bytes
 from .formats import exact_bytes_text as exact_bytes
+from .formats import short_bytes_text as short_bytes
 from .style import CATEGORY_COLORS, CATEGORY_LABELS
 from .timeline import Band, bands, has_buffers, phase_spans, polygon
 
@@ -79,16 +80,6 @@ def count_axis(values: Sequence[float], title: str) -> dict[str, Any]:
         ticks = [2 ** k for k in range(first, last + 1, step)]
         axis.update(tickvals=ticks, ticktext=[f"{t:,}" for t in ticks])
     return axis
-
-
-def short_bytes(value: float) -> str:
-    if value <= 0:
-        return "0"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.3g} {unit}"
-        value /= 1024
-    return str(value)
 
 
 def chart_layout(title: str, **extra: Any) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from matplotlib.ticker import FuncFormatter, Locator, LogLocator, MaxNLocator, N
 
 from ..units import format_bytes  # noqa: E402
 from ..study.fields import CATEGORIES  # noqa: E402
+from .formats import short_bytes_text  # noqa: E402
 from .style import CATEGORY_COLORS, CATEGORY_LABELS  # noqa: E402
 
 MODE_STYLE = {"train": "-", "inference": "--"}
@@ -24,13 +25,8 @@ PNG_METADATA = {"Software": None}  # keep PNGs byte-stable across matplotlib ver
 
 
 def short_bytes(value: float, _pos: Any = None) -> str:
-    if value <= 0:
-        return "0"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.3g} {unit}"
-        value /= 1024
-    return str(value)  # pragma: no cover
+    """An axis tick in binary units (matplotlib's FuncFormatter passes the tick's position too)."""
+    return short_bytes_text(value)
 
 
 class BytesLocator(Locator):

@@ -38,6 +38,17 @@ def exact_bytes_text(value: Any) -> str:
     return f"{format_bytes(value)} = {int(round(float(value))):,} B"
 
 
+def short_bytes_text(value: float) -> str:
+    """An axis tick: three significant digits in binary units (`1.5 MiB`), "0" at or below zero."""
+    if value <= 0:
+        return "0"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.3g} {unit}"
+        value /= 1024
+    return str(value)  # pragma: no cover
+
+
 def coef_text(value: Any) -> str:
     """A fitted coefficient in bytes: exact-looking below 1 KiB, human units above."""
     if is_missing(value) or not math.isfinite(float(value)):

@@ -131,6 +131,8 @@ def run_document(results: dict[str, list[dict[str, Any]]], by_layer: bool = Fals
     body.append(["RSS method"] + [str(results[m][0].get("rss_method")) for m in modes])
     body.append(["cell process VmHWM (absolute)"] + [doc.nbytes(_median(results[m], "hwm_bytes")) for m in modes])
     body.append(["step time, median"] + [doc.ms(_median(results[m], "step_seconds"), 2) for m in modes])
+    # the load the time was measured under (other processes' busy cores), "(loaded)" above formats.LOADED_CORES
+    body.append(["  other cores busy meanwhile"] + [doc.load(_median(results[m], "foreign_cores")) for m in modes])
     document.blocks.append(doc.table(["step peak over baseline, by probe"] + modes, body))
     ratio = ratio_line(results)
     if ratio:
