@@ -58,7 +58,7 @@ def _write_report(out: Path, figures: bool, warn: Callable[[str], None] | None) 
     with replace_atomically(summary_path) as tmp:
         summary.to_csv(tmp, index=False)
 
-    study = Study(out, runs, summary, env, draw=figures)
+    study = Study(out, runs, summary, env)
     document = study_document(study)
     drawn = png.render(document, out) if figures else {}
     report_path = out / "report.md"

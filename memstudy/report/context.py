@@ -23,7 +23,6 @@ class Study:
     runs: pd.DataFrame  # every usable row of runs.csv (load.load_runs)
     summary: pd.DataFrame  # one row per cell (load.summarize)
     env: dict[str, Any] | None = None
-    draw: bool = True  # whether PNG figures will be drawn
     _families: dict[str, Family | None] = field(default_factory=dict, repr=False)
 
     @classmethod
