@@ -65,7 +65,8 @@ def _write_report(out: Path, figures: bool, warn: Callable[[str], None] | None) 
     write_text_atomically(report_path, markdown.render(document, drawn))
     page = html.write_study_page(out, document, env, list(drawn))
     # a figure this report does not draw (this data no longer supports it, or --no-figures) must not linger
-    for name in FIGURES + findings.all_figures():
+    declared = tuple(name for finding in findings.declared(study) for name in findings.load(finding).FIGURES)
+    for name in FIGURES + findings.all_figures() + declared:
         if name not in drawn and (out / name).exists():
             (out / name).unlink()
     return [summary_path, report_path, page, *drawn.values()]
