@@ -235,8 +235,8 @@ def _sweep(spec_path: str, args: argparse.Namespace, git: dict[str, Any] | None 
 
 
 def _report(results_dir: str, figures: bool = True) -> None:
-    from .study.report import ReportError, write_report
-    from .study.webpage import PageError
+    from .report.build import ReportError, write_report
+    from .report.html import PageError
 
     try:
         written = write_report(results_dir, figures=figures, warn=_warn)
@@ -299,9 +299,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import tempfile
 
     from .study.folder import output_file
-    from .study.single import run_modes, write_run_html
-    from .study.tables import run_report
-    from .study.webpage import PageError, check_output_path
+    from .report.html import PageError, check_output_path
+    from .report.terminal import run_report
+    from .study.single import run_modes
 
     modes = ["train", "inference"] if args.mode == "both" else [args.mode]
     if args.html is not None:  # refuse a bad path before measuring anything
@@ -311,12 +311,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except PageError as exc:
             raise UsageError(str(exc)) from None
     with tempfile.TemporaryDirectory(prefix="memstudy-run-") as scratch:
-        # the page draws the first step's timeline: measure one even when --timeline was not asked for
-        timeline = args.timeline if args.timeline is not None else (f"{scratch}/timeline.csv" if args.html else None)
+        # the page draws each step's timeline: measure them even when --timeline was not asked for
+        timelines = {mode: f"{scratch}/{mode}.csv" for mode in modes} if args.html else {}
+        timeline = args.timeline if args.timeline is not None else timelines.get(modes[0])
         results = run_modes(_config(args, args.family), modes, args.repeats, _budget(args.budget), timeline,
-                            args.by_layer)
+                            args.by_layer, timelines)
         if args.html:
-            write_run_html(args.html, results, timeline, args.by_layer)
+            from .report.run_page import write_run_html
+
+            write_run_html(args.html, results, {**timelines, modes[0]: timeline}, args.by_layer)
     if args.json:
         for rows in results.values():
             for row in rows:
@@ -331,7 +334,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .config import normalize
     from .memory.predict import predict
-    from .study.tables import predict_report
+    from .report.terminal import predict_report
 
     config = normalize({**_config(args, args.family), "mode": args.mode})
     prediction = predict(config)

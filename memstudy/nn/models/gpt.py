@@ -224,6 +224,7 @@ class GPTFamily(Family):
                    "GELU MLP), LayerNorm, tied head; next-token cross-entropy")
     defaults = {"depth": 2, "width": 128, "batch_size": 8}
     checkpoints = ("selective",)
+    findings = ("attention",)  # the report's sections on this family (memstudy/findings/)
     fields = (
         Field("heads", int, 4, "attention heads (must divide width)", minimum=1),
         Field("seq_len", int, 64, "tokens per sequence (also the position table's length)", minimum=1),

@@ -140,7 +140,9 @@ class Family:
       builds shape-only parameters for the predictor;
     - `batch(config)`: (inputs, labels) for one step, drawn through `nn.init` too; labels may be None;
     - `loss(model, inputs, labels)`: the training objective (default: mean cross-entropy of model(inputs));
-    - `layer_names(config)`: a name per layer index (the `layer_scope` indices the model uses), for reports.
+    - `layer_names(config)`: a name per layer index (the `layer_scope` indices the model uses), for reports;
+    - `findings`: the report's findings that describe this family (modules of `memstudy.findings`, or dotted
+      module paths of your own); a family that lists none gets the generic report only.
     """
 
     name: str = ""
@@ -148,6 +150,7 @@ class Family:
     fields: tuple[Field, ...] = ()
     defaults: dict[str, Any] = {}
     checkpoints: tuple[str, ...] = ()
+    findings: tuple[str, ...] = ()
 
     def check(self, config: dict[str, Any]) -> None:
         """Rules between fields; the default has none."""
@@ -163,6 +166,11 @@ class Family:
 
     def layer_names(self, config: dict[str, Any]) -> list[str]:
         return [str(i) for i in range(config["depth"] + 1)]
+
+    def graph_names(self, model: Any, config: dict[str, Any]) -> "GraphNames | None":
+        """How `memstudy graph` names this family's variables, or None: parameters by their own names, op
+        outputs numbered (the MLPs use the seed's W1, b1, z1, h1, o)."""
+        return None
 
     # --- derived from the declaration -------------------------------------------------------------------
     def describe(self, config: dict[str, Any]) -> str:
@@ -298,3 +306,12 @@ def all_field_names() -> tuple[str, ...]:
 
 
 Builder = Callable[[dict[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class GraphNames:
+    """A family's notation for `memstudy graph`: names of parameters (by `id` of the tensor) and of op outputs
+    (`output(op name, layer)`, None to number it)."""
+
+    parameters: dict[int, str]
+    output: Callable[[str, int | None], str | None]
