@@ -71,19 +71,23 @@ def cell_id(config: dict[str, Any]) -> str:
     """A stable short name built from a normalised config's values, e.g. d8-w256-i256-o10-b64-relu-bias-...
 
     MLP cells keep the names of the first studies (so their results resume); every other family's cell is
-    named by the family and each of its fields' values, in declaration order.
+    named by the family and each of its fields' values, in declaration order. An optional field (registry.Field)
+    is named only when it is set.
     """
     model = config.get("model") or "mlp"
+    fields = get_family(model).all_fields()
     if model != "mlp":
-        family = get_family(model)
         label = Path(model.split(":")[0]).stem + ":" + model.split(":")[1] if ":" in model else model
-        return "-".join([label] + [f"{f.name}={_id_value(config[f.name])}" for f in family.all_fields()])
+        return "-".join([label] + [f"{f.name}={_id_value(config[f.name])}" for f in fields
+                                   if not (f.optional and config[f.name] == f.default)])
     in_features = config.get("in_features") or config["width"]
+    optional = [f"{f.name}={_id_value(config[f.name])}" for f in fields
+                if f.optional and config.get(f.name, f.default) != f.default]
     return "-".join([
         f"d{config['depth']}", f"w{config['width']}", f"i{in_features}", f"o{config['out_features']}",
         f"b{config['batch_size']}", str(config["activation"]), "bias" if config["bias"] else "nobias",
         str(config["dtype"]), str(config["mode"]), str(config["optimizer"]), str(config["checkpoint"]),
-        str(config["policy"]), f"s{config['seed']}",
+        str(config["policy"]), f"s{config['seed']}", *optional,
     ])
 
 

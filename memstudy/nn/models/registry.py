@@ -38,7 +38,9 @@ class Field:
     """One config field: its name (the row's column and the spec's grid key), type, default and rules.
 
     `flag` is the CLI flag (default `--name` with dashes); `choices` the allowed values of a categorical
-    field; `minimum` / `maximum` bound a number (`maximum` exclusive when `exclusive_maximum`).
+    field; `minimum` / `maximum` bound a number (`maximum` exclusive when `exclusive_maximum`). An `optional`
+    field changes nothing at its default (LoRA's): descriptions and cell ids name it only when it is set, so
+    cells measured before the field existed keep their ids.
     """
 
     name: str
@@ -50,6 +52,7 @@ class Field:
     maximum: float | None = None
     exclusive_maximum: bool = False
     flag: str | None = None
+    optional: bool = False
 
     @property
     def cli_flag(self) -> str:
@@ -140,7 +143,9 @@ class Family:
       builds shape-only parameters for the predictor;
     - `batch(config)`: (inputs, labels) for one step, drawn through `nn.init` too; labels may be None;
     - `loss(model, inputs, labels)`: the training objective (default: mean cross-entropy of model(inputs));
-    - `layer_names(config)`: a name per layer index (the `layer_scope` indices the model uses), for reports.
+    - `layer_names(config)`: a name per layer index (the `layer_scope` indices the model uses), for reports;
+    - `hf_model_types` and `from_hf_config(hf)`: the Hugging Face `model_type`s whose config.json the family reads,
+      and its fields from such a config (`nn/models/hf_config.py` reads the file and picks the family).
     """
 
     name: str = ""
@@ -148,6 +153,7 @@ class Family:
     fields: tuple[Field, ...] = ()
     defaults: dict[str, Any] = {}
     checkpoints: tuple[str, ...] = ()
+    hf_model_types: tuple[str, ...] = ()
 
     def check(self, config: dict[str, Any]) -> None:
         """Rules between fields; the default has none."""
@@ -164,13 +170,18 @@ class Family:
     def layer_names(self, config: dict[str, Any]) -> list[str]:
         return [str(i) for i in range(config["depth"] + 1)]
 
+    def from_hf_config(self, hf: dict[str, Any]) -> dict[str, Any]:
+        """This family's fields from a Hugging Face config.json's keys; ConfigError naming a key it cannot honour."""
+        raise ConfigError(f"model {self.name!r} reads no Hugging Face config")
+
     # --- derived from the declaration -------------------------------------------------------------------
     def describe(self, config: dict[str, Any]) -> str:
         """One line naming the family and every field's value (for tables, captions and graph titles)."""
         parts = []
         for f in self.all_fields():
             value = config.get(f.name)
-            if f.name == "mode" or (f.name, value) in (("checkpoint", "none"), ("policy", "minimal")):
+            if f.name == "mode" or (f.name, value) in (("checkpoint", "none"), ("policy", "minimal")) \
+                    or (f.optional and value == f.default):
                 continue  # the mode is said elsewhere; the defaults that change nothing are left out
             if f.type is bool:
                 parts.append(f.name if value else f"no {f.name}")
@@ -217,7 +228,7 @@ class Family:
         return config
 
 
-_BUILTIN = {"mlp": "mlp", "seed": "seed", "gpt": "gpt", "cnn": "cnn"}  # name -> module in this package
+_BUILTIN = {"mlp": "mlp", "seed": "seed", "gpt": "gpt", "cnn": "cnn", "llama": "llama"}  # name -> module in this package
 _LOADED: dict[str, Family] = {}
 
 
