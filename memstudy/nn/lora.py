@@ -103,9 +103,8 @@ def lora_targets(model: Module, rank: int, targets: str | list[str] | tuple[str,
     else:
         for target in names:
             if not any(n == target or n.endswith("." + target) for n, _ in linears):
-                shown = sorted({n.rsplit(".", 1)[-1] for n, _ in linears})
-                raise ValueError(f"lora_targets: {target!r} matches no Linear of the model (its Linears are named "
-                                 f"{', '.join(shown)})")
+                raise ValueError(f"lora_targets: {target!r} matches no Linear of the model (its Linears: "
+                                 f"{_names_shown(n for n, _ in linears)})")
         chosen = [(n, m) for n, m in linears if any(n == t or n.endswith("." + t) for t in names)]
     if any(isinstance(m, LoraLinear) for _, m in chosen):
         raise ValueError("the model has LoRA adapters already")
@@ -116,6 +115,17 @@ def lora_targets(model: Module, rank: int, targets: str | list[str] | tuple[str,
     if not chosen:
         raise ValueError(f"lora_targets {', '.join(names)} chose no Linear")
     return chosen
+
+
+def _names_shown(names: Any, most: int = 12) -> str:
+    """The Linears' names as targets name them: the last part (its parent too when that part is a list index)."""
+    shown = []
+    for name in names:
+        parts = name.split(".")
+        short = ".".join(parts[-2:]) if parts[-1].isdigit() and len(parts) > 1 else parts[-1]
+        if short not in shown:
+            shown.append(short)
+    return ", ".join(shown[:most]) + (f", ... ({len(shown)} in all)" if len(shown) > most else "")
 
 
 def _replace(model: Module, name: str, new: Module) -> None:

@@ -3,7 +3,9 @@
     [study]  name, description
     [grid]   `model` (a family's name or path/to/file.py:ClassName; default mlp) and any config field that
              family declares (its own fields and the shared ones, see nn/models/registry.py), each a value
-             or a list of values; the cells are the cartesian product, in the order the keys appear
+             or a list of values; the cells are the cartesian product, in the order the keys appear;
+             `hf_config = "path/config.json"` (relative to the spec file) fills the fields the grid does not
+             give from a Hugging Face config (and `model`, from its model_type)
     [run]    repeats, budget, timeout_seconds, jobs
 
 TOML has no null: leave `in_features` out of the grid to mean "as many input features as `width`".
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..nn.models.hf_config import hf_config_fields
 from ..nn.models.registry import ConfigError, Family, get_family, normalize
 from ..units import parse_bytes
 STUDY_KEYS = ("name", "description")
@@ -134,8 +137,33 @@ def _check_grid_value(key: str, value: Any, family: Family) -> None:
         raise SpecError(f"grid.{key}: {exc}") from None
 
 
-def parse_spec(data: dict[str, Any], *, name: str = "study", path: Path | None = None, text: str = "") -> Spec:
-    """A checked Spec from parsed TOML (a dict); `name` is used when [study] has none."""
+def _with_hf_config(grid: dict[str, Any], spec_path: Path | None, cli_path: str | None) -> dict[str, Any]:
+    """The grid with the fields a Hugging Face config fills (those the grid does not give) and its family as
+    `model`; `cli_path` (--hf-config, relative to the working folder) replaces the grid's `hf_config` (relative to
+    the spec file)."""
+    grid = dict(grid)
+    source = grid.pop("hf_config", None)
+    if cli_path is not None:
+        source = cli_path
+    elif not isinstance(source, str) or not source:
+        raise SpecError(f"grid.hf_config: the path of one config.json, got {source!r}")
+    elif spec_path is not None and not Path(source).is_absolute():
+        source = str(Path(spec_path).parent / source)
+    model = grid.get("model")
+    if model is not None and not isinstance(model, str):
+        raise SpecError(f"grid.hf_config: one config describes one model, got model = {model!r}")
+    try:
+        family, fields = hf_config_fields(source, model)
+    except ConfigError as exc:
+        raise SpecError(f"grid.hf_config: {exc}") from None
+    return {"model": family.name, **{k: v for k, v in grid.items() if k != "model"},
+            **{k: v for k, v in fields.items() if k not in grid}}
+
+
+def parse_spec(data: dict[str, Any], *, name: str = "study", path: Path | None = None, text: str = "",
+               hf_config: str | None = None) -> Spec:
+    """A checked Spec from parsed TOML (a dict); `name` is used when [study] has none; `hf_config` (a path) as
+    --hf-config gives it."""
     for table in data:
         if table not in ("study", "grid", "run"):
             raise SpecError(f"{table}: unknown table or key; a spec has [study], [grid] and [run]")
@@ -143,6 +171,9 @@ def parse_spec(data: dict[str, Any], *, name: str = "study", path: Path | None =
     grid_table = data.get("grid", {})
     if not isinstance(grid_table, dict):
         raise SpecError(f"grid: must be a table [grid], got {type(grid_table).__name__}")
+    if "hf_config" in grid_table or hf_config is not None:
+        grid_table = _with_hf_config(grid_table, path, hf_config)
+        data = {**data, "grid": grid_table}
     models = grid_table.get("model", "mlp")
     models = tuple(models) if isinstance(models, list) else (models,)
     try:
@@ -218,8 +249,9 @@ def _with_hash(spec: Spec) -> Spec:
     return spec
 
 
-def load_spec(path: str | Path) -> Spec:
-    """Read and check a spec file; raises SpecError (one line, naming the key) on any problem."""
+def load_spec(path: str | Path, hf_config: str | None = None) -> Spec:
+    """Read and check a spec file; raises SpecError (one line, naming the key) on any problem. `hf_config`: a
+    Hugging Face config.json that replaces the grid's `hf_config`."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -229,7 +261,7 @@ def load_spec(path: str | Path) -> Spec:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path}: invalid TOML: {exc}") from None
-    return parse_spec(data, name=path.stem, path=path, text=text)
+    return parse_spec(data, name=path.stem, path=path, text=text, hf_config=hf_config)
 
 
 __all__ = ["Spec", "SpecError", "cell_id", "load_spec", "parse_budget", "parse_spec",
