@@ -131,8 +131,10 @@ def _check_table(data: dict, table: str, allowed: tuple[str, ...]) -> dict:
 
 
 def _check_grid_value(key: str, value: Any, family: Family) -> None:
+    """One grid value against its field's own rules; rules between fields are checked on the cells, where the
+    other fields have their grid values (kv_heads = 8 is fine beside heads = 32, not beside the default 4)."""
     try:
-        family.normalize({"model": family.name, key: value})
+        family.check_field(next(f for f in family.all_fields() if f.name == key), value)
     except ConfigError as exc:
         raise SpecError(f"grid.{key}: {exc}") from None
 

@@ -201,6 +201,14 @@ class Family:
         )
         return shared + tuple(self.fields)
 
+    def check_field(self, f: Field, value: Any) -> Any:
+        """One field's value in canonical form, or ConfigError naming it (the rules between fields are `check`'s)."""
+        if value is None and f.default is not None and f.name != "checkpoint":
+            raise ConfigError(f"{f.name} must be given a value, got None")
+        if f.name == "checkpoint":
+            return parse_checkpoint(value, self.checkpoints)
+        return None if value is None else f.check(value)  # a default of None: `check` resolves it (in_features)
+
     def normalize(self, raw: dict[str, Any]) -> dict[str, Any]:
         """Defaults filled in, every field checked; ConfigError (one line naming the field) otherwise."""
         fields = self.all_fields()
@@ -210,15 +218,7 @@ class Family:
             raise ConfigError(f"unknown field {unknown[0]!r} for model {self.name!r}")
         config: dict[str, Any] = {"model": self.name}
         for f in fields:
-            value = raw.get(f.name, f.default)
-            if value is None and f.default is not None and f.name != "checkpoint":
-                raise ConfigError(f"{f.name} must be given a value, got None")
-            if f.name == "checkpoint":
-                config[f.name] = parse_checkpoint(value, self.checkpoints)
-            elif value is None:  # a default of None: the family resolves it in `check` (e.g. in_features)
-                config[f.name] = None
-            else:
-                config[f.name] = f.check(value)
+            config[f.name] = self.check_field(f, raw.get(f.name, f.default))
         try:
             self.check(config)
         except ConfigError:
