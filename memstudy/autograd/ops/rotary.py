@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import Function, Node
-from .chunks import CHUNK_ELEMENTS
+from .chunks import index_blocks
 
 
 class RotaryTables(Function):
@@ -44,20 +44,21 @@ class RotaryTables(Function):
         return (None,)
 
 
-def _rows_per_block(shape: tuple[int, ...], half: int, real: bool) -> int:
-    """Rows of axis −2 per block so that one half-width product over all leading axes stays ≤ CHUNK_ELEMENTS."""
-    rows = shape[-2] if len(shape) >= 2 else 1
-    if not real:
-        return max(rows, 1)  # shape-only arrays have no scratch: one block
-    lead = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
-    return max(1, CHUNK_ELEMENTS // max(lead * half, 1))
-
-
-def _along_rows(array: np.ndarray, start: int, stop: int) -> np.ndarray:
-    """array[..., start:stop, :] when the array has a position axis of its own (not broadcast), else itself."""
-    if array.ndim >= 2 and array.shape[-2] != 1:
-        return array[..., start:stop, :]
-    return array
+def _table_index(index: tuple, x_ndim: int, table_shape: tuple[int, ...]) -> tuple:
+    """The index of a table (broadcast against x) that matches x's block `index` (from `chunks.index_blocks`)."""
+    if index == (Ellipsis,):
+        return index
+    offset = x_ndim - len(table_shape)
+    out = []
+    for axis, entry in enumerate(index):
+        t_axis = axis - offset
+        if t_axis < 0:
+            continue  # an axis the table does not have: it broadcasts
+        if table_shape[t_axis] == 1:
+            out.append(0 if isinstance(entry, int) else slice(None))  # a broadcast axis of length 1
+        else:
+            out.append(entry)
+    return tuple(out) + (Ellipsis,)
 
 
 class Rotary(Function):
@@ -70,10 +71,11 @@ class Rotary(Function):
     is needed. Backward: grad[..., :d/2] = g₁·cos₁ + g₂·sin₂, grad[..., d/2:] = g₂·cos₂ − g₁·sin₁ (subscripts:
     first and second half). The tables take no gradient.
 
-    Elementwise the same arithmetic as transformers' q·cos + rotate_half(q)·sin. Computed in blocks of positions:
-    the hidden half-width product stays ≤ CHUNK_ELEMENTS elements. Any layout (a transposed view of a projection's
-    output is the usual x): the output is a new C-contiguous buffer. Shape-only predictor: the same ufuncs on one
-    block of shape-only arrays give every buffer's shape.
+    Elementwise the same arithmetic as transformers' q·cos + rotate_half(q)·sin. Any layout (a transposed view of a
+    projection's output is the usual x): computed in blocks that are views of x, the tables, the gradient and the
+    new C-contiguous result (`chunks.index_blocks`): no hidden copy, and the hidden half-width product stays
+    ≤ CHUNK_ELEMENTS elements. Shape-only predictor: the same ufuncs on one block of shape-only arrays give every
+    buffer's shape.
     """
 
     name = "rotary"
@@ -89,14 +91,12 @@ class Rotary(Function):
                              f"{x.shape}, {cos.shape} and {sin.shape}")
         half = d // 2
         out = np.empty(x.shape, dtype=np.result_type(x, cos, sin), like=x)
-        rows = x.shape[-2] if x.ndim >= 2 else 1
-        step = _rows_per_block(x.shape, half, isinstance(x, np.ndarray))
-        for start in range(0, max(rows, 1), step):
-            stop = start + step
-            xb, cb, sb, ob = (_along_rows(a, start, stop) for a in (x, cos, sin, out))
+        for index in index_blocks(x.shape, isinstance(x, np.ndarray)):
+            xb, ob = x[index], out[index]
+            cb, sb = cos[_table_index(index, x.ndim, cos.shape)], sin[_table_index(index, x.ndim, sin.shape)]
             x1, x2, o1, o2 = xb[..., :half], xb[..., half:], ob[..., :half], ob[..., half:]
             np.multiply(x1, cb[..., :half], out=o1)  # x₁·cos₁ − x₂·sin₁
-            o1 -= np.multiply(x2, sb[..., :half])
+            o1 -= np.multiply(x2, sb[..., :half])  # the block's scratch: one half-width product
             np.multiply(x2, cb[..., half:], out=o2)  # x₂·cos₂ + x₁·sin₂
             o2 += np.multiply(x1, sb[..., half:])
         need = ctx.needs_input_grad[0]
@@ -109,11 +109,9 @@ class Rotary(Function):
         d = grad.shape[-1]
         half = d // 2
         result = np.empty(grad.shape, dtype=grad.dtype, like=grad)
-        rows = grad.shape[-2] if grad.ndim >= 2 else 1
-        step = _rows_per_block(grad.shape, half, isinstance(grad, np.ndarray))
-        for start in range(0, max(rows, 1), step):
-            stop = start + step
-            gb, cb, sb, rb = (_along_rows(a, start, stop) for a in (grad, cos, sin, result))
+        for index in index_blocks(grad.shape, isinstance(grad, np.ndarray)):
+            gb, rb = grad[index], result[index]
+            cb, sb = cos[_table_index(index, grad.ndim, cos.shape)], sin[_table_index(index, grad.ndim, sin.shape)]
             g1, g2, r1, r2 = gb[..., :half], gb[..., half:], rb[..., :half], rb[..., half:]
             np.multiply(g1, cb[..., :half], out=r1)  # g₁·cos₁ + g₂·sin₂
             r1 += np.multiply(g2, sb[..., half:])

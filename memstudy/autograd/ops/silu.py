@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import Function, Node
-from .chunks import row_blocks
+from .chunks import index_blocks
 
 
 class SiLU(Function):
@@ -16,9 +16,9 @@ class SiLU(Function):
     ledger's bytes can be reconciled with transformers' saved tensors term by term (a fused op could keep gate and
     up only and recompute silu(gate) in backward: one f-sized buffer less per layer, and no longer transformers').
 
-    Computed block by block (`chunks.row_blocks`): the hidden scratch stays ≤ CHUNK_ELEMENTS elements. Any layout:
-    the output is a new C-contiguous buffer. Shape-only predictor: the same ufuncs on one block of shape-only
-    arrays give the output's shape and dtype.
+    Any layout: computed in blocks that are views of x, the gradient and the new C-contiguous result
+    (`chunks.index_blocks`): no hidden copy, and the hidden scratch stays ≤ CHUNK_ELEMENTS elements. Shape-only
+    predictor: the same ufuncs on one block of shape-only arrays give the output's shape and dtype.
     """
 
     name = "silu"
@@ -27,10 +27,9 @@ class SiLU(Function):
     def forward(ctx: Node, x: np.ndarray) -> np.ndarray:
         ctx.save(x=x if ctx.needs_input_grad[0] else None)
         out = np.empty(x.shape, dtype=x.dtype, like=x)
-        flat_x, flat_out = x.reshape(-1), out.reshape(-1)  # flat_out is a view: out is fresh and C-contiguous
         with np.errstate(over="ignore"):  # e^(−x) = inf for very negative x gives x / inf = −0, as PyTorch's
-            for block in row_blocks(flat_x, 1):
-                xb, ob = flat_x[block], flat_out[block]
+            for index in index_blocks(x.shape, isinstance(x, np.ndarray)):
+                xb, ob = x[index], out[index]
                 np.negative(xb, out=ob)
                 np.exp(ob, out=ob)
                 ob += 1
@@ -42,14 +41,10 @@ class SiLU(Function):
         (x,) = ctx.saved_tensors
         # d/dx = σ(x) · (1 + x · (1 − σ(x)))
         result = np.empty(grad.shape, dtype=grad.dtype, like=grad)
-        flat_x, flat_g, flat_r = x.reshape(-1), grad.reshape(-1), result.reshape(-1)
-        blocks = row_blocks(flat_x, 1)
-        sigmoids = np.empty(flat_x[blocks[0]].shape, dtype=grad.dtype, like=grad)  # one block, reused
         with np.errstate(over="ignore"):
-            for block in blocks:
-                xb, rb = flat_x[block], flat_r[block]
-                s = sigmoids[: xb.size]
-                np.negative(xb, out=s)
+            for index in index_blocks(grad.shape, isinstance(grad, np.ndarray)):
+                xb, rb = x[index], result[index]
+                s = np.negative(xb)  # the block's scratch: σ(x)
                 np.exp(s, out=s)
                 s += 1
                 np.reciprocal(s, out=s)
@@ -57,5 +52,5 @@ class SiLU(Function):
                 rb *= xb
                 rb += 1
                 rb *= s
-                rb *= flat_g[block]
+                rb *= grad[index]
         return (result,)
