@@ -44,7 +44,8 @@ class SiLU(Function):
         with np.errstate(over="ignore"):
             for index in index_blocks(grad.shape, isinstance(grad, np.ndarray)):
                 xb, rb = x[index], result[index]
-                s = np.negative(xb)  # the block's scratch: σ(x)
+                s = np.empty(xb.shape, dtype=grad.dtype, like=grad)  # the block's scratch: σ(x)
+                np.negative(xb, out=s)
                 np.exp(s, out=s)
                 s += 1
                 np.reciprocal(s, out=s)
