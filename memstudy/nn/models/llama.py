@@ -245,7 +245,8 @@ def shape_problem(width: int, heads: int, kv_heads: int) -> str | None:
 def parameter_count(config: dict[str, Any]) -> int:
     """Parameters of a (normalized) llama config, in closed form: V·h (+ V·h untied) + h + depth · (2·h·a·d +
     2·h·kv·d + 3·h·ffn + 2·h), LoRA adapters excluded (`lora_parameter_count`)."""
-    h, a, kv, f, v = config["width"], config["heads"], config["kv_heads"] or config["heads"], config["ffn"], config["vocab"]
+    h, a, f, v = config["width"], config["heads"], config["ffn"], config["vocab"]
+    kv = config["kv_heads"] or a
     d = h // a
     per_layer = 2 * h * a * d + 2 * h * kv * d + 3 * h * f + 2 * h
     return v * h * (1 if config["tie"] else 2) + h + config["depth"] * per_layer

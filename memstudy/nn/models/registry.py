@@ -181,7 +181,7 @@ class Family:
         for f in self.all_fields():
             value = config.get(f.name)
             if f.name == "mode" or (f.name, value) in (("checkpoint", "none"), ("policy", "minimal")) \
-                    or (f.optional and value == f.default):
+                    or (f.optional and value in (None, f.default)):  # None: a row from before the field
                 continue  # the mode is said elsewhere; the defaults that change nothing are left out
             if f.type is bool:
                 parts.append(f.name if value else f"no {f.name}")
@@ -228,7 +228,8 @@ class Family:
         return config
 
 
-_BUILTIN = {"mlp": "mlp", "seed": "seed", "gpt": "gpt", "cnn": "cnn", "llama": "llama"}  # name -> module in this package
+# name -> module in this package
+_BUILTIN = {"mlp": "mlp", "seed": "seed", "gpt": "gpt", "cnn": "cnn", "llama": "llama"}
 _LOADED: dict[str, Family] = {}
 
 
