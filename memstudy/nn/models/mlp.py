@@ -13,6 +13,7 @@ from ...autograd import checkpoint as checkpoint_segment
 from ...autograd import ops
 from .. import init
 from ..layers import ACTIVATIONS, Linear, Module, activation as make_activation, check_dtype
+from ..lora import apply_lora_config, check_lora_config, lora_fields
 from .registry import ConfigError, Family, Field, GraphNames, checkpoint_segments, parse_checkpoint
 
 
@@ -43,6 +44,8 @@ class MLP(Module):
         self.output = Linear(hidden, out_features, bias, dtype, rng)
         self.checkpoint = parse_checkpoint(checkpoint)
         self.segments = checkpoint_segments(self.checkpoint, depth)
+
+    output_layer_name = "output"  # LoRA's `all-linear` leaves the output layer out, as peft does
 
     @property
     def linears(self) -> list[Linear]:
@@ -89,16 +92,22 @@ class MLPFamily(Family):
         Field("out_features", int, 10, "output classes", minimum=1, flag="--classes"),
         Field("activation", str, "relu", "hidden activation", choices=ACTIVATIONS),
         Field("bias", bool, True, "Linear biases"),
+        *lora_fields("all-linear"),  # the hidden layers (all-linear leaves the output layer out)
     )
 
     def check(self, config: dict[str, Any]) -> None:
         if config["in_features"] is None:
             config["in_features"] = config["width"]
+        check_lora_config(self.base_model, config)
 
-    def build(self, config: dict[str, Any]) -> MLP:
+    def base_model(self, config: dict[str, Any]) -> MLP:
+        """The model without LoRA."""
         return MLP(config["in_features"], config["width"], config["depth"], config["out_features"],
                    activation=config["activation"], bias=config["bias"], dtype=config["dtype"],
                    seed=config["seed"], checkpoint=config["checkpoint"])
+
+    def build(self, config: dict[str, Any]) -> MLP:
+        return apply_lora_config(self.base_model(config), config)
 
     def batch(self, config: dict[str, Any]) -> tuple[Any, Any]:
         rng = np.random.default_rng(config["seed"] + 1)
