@@ -1,4 +1,4 @@
-"""The Llama's per-layer formula (memstudy.study.llama_terms, docs/llama.md) against the ledger, term by term."""
+"""The Llama's per-layer formula (memstudy.findings.llama_terms, docs/llama.md) against the ledger, term by term."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 from memstudy.config import normalize
 from memstudy.memory.predict import predicted_account
 from memstudy.memory.workload import Workload
-from memstudy.study import llama_terms
+from memstudy.findings import llama_terms
 
 SHAPE = dict(model="llama", depth=3, width=16, heads=4, ffn=24, seq_len=8, vocab=23, batch_size=3)
 
