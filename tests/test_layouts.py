@@ -144,7 +144,7 @@ def _gelu(x):
 
 
 def _softmax(x, axis):
-    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True, initial=-np.inf))
     return e / np.sum(e, axis=axis, keepdims=True)
 
 
@@ -625,6 +625,9 @@ def test_every_op_has_a_layout_case():
     assert {op.__name__ for op in CASES} <= {op.__name__ for op in OPS}
 
 
+# statistics of rows with no elements (a layer norm over an axis of length 0) are 0/0: numpy warns, nothing is wrong
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning",
+                            "ignore:Mean of empty slice:RuntimeWarning", "ignore:Degrees of freedom:RuntimeWarning")
 @pytest.mark.parametrize("op", OPS, ids=lambda op: op.__name__)
 @SETTINGS
 @given(data=st.data())
