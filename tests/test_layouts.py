@@ -50,7 +50,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from gradcheck import check_grad
-from memstudy import nn
+from memstudy import nn, optim
 from memstudy.autograd import Tensor, apply, ops
 from memstudy.autograd.checkpoint import checkpoint
 from memstudy.autograd.engine import Function, Node
@@ -870,3 +870,43 @@ def test_no_hidden_copy_on_a_strided_layout(op, layout):
         if op in RESHAPE_IS_THE_RESULT:
             continue
         assert hidden < HIDDEN_LIMIT_BYTES, f"{op.__name__} {what} on a {layout} layout: {hidden} hidden bytes"
+
+
+# --- beyond the ops: the optimisers update parameters and read gradients of any layout -----------------------------
+
+OPTIMIZER_SHAPES = [(3, 5), (8 * CHUNK_ELEMENTS // 96 + 7, 96)]  # one update chunk; several (1 MB), the last partial
+
+
+def _gradient_in(layout: str, values: np.ndarray) -> np.ndarray:
+    if layout == "fortran":
+        return np.asfortranarray(values)
+    if layout == "broadcast":  # read-only, stride 0 along the rows: the values of its first row everywhere
+        return np.broadcast_to(values[:1], values.shape)
+    return np.ascontiguousarray(values.T).T  # transposed storage
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("shape", OPTIMIZER_SHAPES, ids=["one chunk", "several chunks"])
+@pytest.mark.parametrize("param_layout", ["C", "fortran"])
+@pytest.mark.parametrize("grad_layout", ["fortran", "broadcast", "transposed"])
+def test_optimizer_updates_any_layout_like_c_order(name, shape, param_layout, grad_layout):
+    """Two steps with the gradient (and the parameter's data) in another layout move the parameter exactly as with
+    C-contiguous ones, and read the gradient without a hidden copy of it."""
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=shape)
+    grads = [rng.normal(size=shape) for _ in range(2)]
+    results = []
+    for strided in (False, True):
+        param = Tensor(start.copy(), requires_grad=True)
+        opt = optim.make(name, [param], lr=0.1)
+        if strided and param_layout == "fortran":  # the data replaced after the optimiser was made (loaded weights)
+            param.data = np.asfortranarray(param.data)
+        for g in grads:
+            values = np.broadcast_to(g[:1], shape).copy() if grad_layout == "broadcast" else g
+            param.grad = _gradient_in(grad_layout, values) if strided else np.ascontiguousarray(values)
+            existing = [param.data, param.grad, *opt.state_arrays()]
+            hidden = hidden_peak_bytes(lambda: (opt.step(), opt.state_arrays())[1], existing)  # new state: visible
+            if strided and param.data.size > CHUNK_ELEMENTS:
+                assert hidden < HIDDEN_LIMIT_BYTES, f"{name} step: {hidden} hidden bytes"
+        results.append(param.data.copy())
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-12, atol=1e-12)

@@ -25,22 +25,26 @@ WHOLE = (Ellipsis,)  # the one block of a small or shape-only array
 
 
 def blocks(array: Any, keep_last: bool = False) -> list[tuple]:
-    """Indices splitting an array of `array`'s shape into boxes of ≤ CHUNK_ELEMENTS elements, in C order of its
-    axes: the outer axes one index at a time, one axis in slices, the inner axes whole. With `keep_last` the last
-    axis is never split (a row whose statistics need all of it: a box then holds at least one row). [WHOLE] for a
-    shape-only array or one of at most CHUNK_ELEMENTS elements."""
-    shape = array.shape
-    if not isinstance(array, np.ndarray) or math.prod(shape) <= CHUNK_ELEMENTS:
+    """Indices splitting an array of `array`'s shape into boxes of ≤ CHUNK_ELEMENTS elements (`box_blocks`);
+    [WHOLE] for a shape-only array or one of at most CHUNK_ELEMENTS elements."""
+    if not isinstance(array, np.ndarray) or math.prod(array.shape) <= CHUNK_ELEMENTS:
         return [WHOLE]
+    return box_blocks(array.shape, CHUNK_ELEMENTS, keep_last)
+
+
+def box_blocks(shape: tuple[int, ...], limit: int, keep_last: bool = False) -> list[tuple]:
+    """Indices splitting `shape` into boxes of ≤ `limit` elements, in C order of its axes: the outer axes one index
+    at a time, one axis in slices, the inner axes whole. With `keep_last` the last axis is never split (a row whose
+    statistics need all of it: a box then holds at least one row)."""
     ndim = len(shape)
     last = ndim - 2 if keep_last else ndim - 1  # the innermost axis that may be sliced
-    if last < 0:  # one row
+    if math.prod(shape) <= limit or last < 0:  # one box (or one row)
         return [WHOLE]
     split, inner = last, math.prod(shape[last + 1:])
-    while split > 0 and inner * shape[split] <= CHUNK_ELEMENTS:  # the outermost axis whose inner boxes fit
+    while split > 0 and inner * shape[split] <= limit:  # the outermost axis whose inner boxes fit
         inner *= shape[split]
         split -= 1
-    step = max(1, CHUNK_ELEMENTS // inner)
+    step = max(1, limit // inner)
     outer = itertools.product(*(range(n) for n in shape[:split]))
     return [index + (slice(start, start + step),) for index in outer for start in range(0, shape[split], step)]
 
