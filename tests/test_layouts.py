@@ -23,14 +23,23 @@ op's shapes and returns `Call([floats(shape), ...], consts=..., formula=...)`:
     @st.composite
     def _rms_norm(draw):
         shape = draw(shapes(min_dims=1))
-        formula = lambda x, w: x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + 1e-6) * w
+        formula = lambda x, w, eps: x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
         return Call([floats(shape), floats(shape[-1:])], consts=dict(eps=1e-6), formula=formula)
 
 `floats(shape, low, high, grad=True)` is a float input (its gradient may be asked for), `integers(shape, high)` an
 index input; `consts` are the op's keyword constants (a callable returning a fresh dict when the op consumes state,
 e.g. a random generator); `formula(*float64 inputs, **consts)` is the forward by its definition (optional).
 `smooth_on_repeats=False` skips the finite-difference check when a broadcast input repeats values (max-pooling's
-ties). Everything else — layouts, references, gradients, shape-only arrays — the harness does.
+ties). Everything else — layouts, references, gradients, shape-only arrays — the harness does. An op whose code
+reshapes, ravels or flattens also needs a `BIG` entry (input shapes of ~200k elements): there tracemalloc checks
+that a Fortran-ordered input or a broadcast gradient costs no copy the ledger does not see.
+
+Further down: the reported cases by name (GELU of a transpose, LayerNorm of a transposed input, an encoder that
+mean-pools after its final LayerNorm, against finite differences), the optimisers on parameters and gradients of
+any layout, and the shape-only matmul's strides against numpy's.
+
+`LAYOUTS_NO_SHRINK=1 pytest tests/test_layouts.py` reports a failing example as drawn (no shrinking: quick when
+many ops fail).
 """
 from __future__ import annotations
 
@@ -57,7 +66,6 @@ from memstudy.autograd.engine import Function, Node
 from memstudy.autograd.meta import MetaArray
 from memstudy.autograd.ops.chunks import CHUNK_ELEMENTS
 
-# LAYOUTS_NO_SHRINK=1: a failing example is reported as drawn, not shrunk (quick on broken code)
 PHASES = [Phase.explicit, Phase.reuse, Phase.generate] if os.environ.get("LAYOUTS_NO_SHRINK") else list(Phase)
 SETTINGS = settings(max_examples=25, deadline=None, phases=PHASES,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
