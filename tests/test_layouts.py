@@ -532,7 +532,7 @@ def build(make: Callable[[tuple], Any], shape: tuple[int, ...], layout: Layout) 
         else:
             index.append(slice(pad, pad + n * step, step))
     view = buffer
-    if any(s != slice(0, n * 1, 1) for s, n in zip(index, (source[a] for a in layout.perm))):
+    if any(s != slice(0, source[a], 1) for s, a in zip(index, layout.perm)):  # C order itself: the buffer, no view
         view = buffer[tuple(index)]
     if layout.perm != tuple(range(len(shape))):
         view = view.transpose(tuple(np.argsort(layout.perm)))
@@ -683,7 +683,8 @@ def test_op_on_any_layout(op, data):
     grads = grad = None
     if any(needs):
         grad_layout = data.draw(layouts(out.ndim), label="layout of the upstream gradient")
-        grad = build(lambda shape: np.asarray(rng.uniform(-1, 1, size=shape), dtype=out.dtype), out.shape, grad_layout)
+        grad = build(lambda shape: np.asarray(rng.uniform(-1, 1, size=shape), dtype=out.dtype), out.shape,
+                     grad_layout)
         grad_before = snapshot([grad])
         grads = tuple(as_array(g) for g in op.backward(ctx, grad))
         ref_grads = op.backward(ref_ctx, np.array(grad, dtype=np.float64, order="C"))
@@ -702,7 +703,8 @@ def test_op_on_any_layout(op, data):
             eps = 1e-6
 
             def moved(sign):
-                return [x if d is None else np.asarray(x + sign * eps * d) for x, d in zip(reference_inputs, directions)]
+                return [x if d is None else np.asarray(x + sign * eps * d)
+                        for x, d in zip(reference_inputs, directions)]
             numeric = (scalar(op, moved(1), call.make_consts(), weight)
                        - scalar(op, moved(-1), call.make_consts(), weight)) / (2 * eps)
             analytic = sum(float(np.sum(g * d)) for g, d in zip(grads, directions) if d is not None)
@@ -732,7 +734,8 @@ def test_op_on_any_layout(op, data):
         return [(role, describe(a, known)) for role, a in pairs]
     assert described(zip(meta_ctx.saved_roles, meta_ctx.saved), meta_names) == \
         described(zip(ctx.saved_roles, ctx.saved), names), "saved arrays"
-    assert described(meta_ctx.log[:logged], meta_names) == described(ctx.log[:logged], names), "workspaces and results in forward"
+    assert described(meta_ctx.log[:logged], meta_names) == described(ctx.log[:logged], names), \
+        "workspaces and results in forward"
     if grads is not None:
         meta_grad = build(lambda shape: MetaArray(shape, out.dtype), out.shape, grad_layout)
         names.append(("upstream gradient", grad))
@@ -799,8 +802,9 @@ def test_encoder_mean_pooling_after_layer_norm_has_the_finite_difference_gradien
 
 HIDDEN_LIMIT_BYTES = 6 * CHUNK_ELEMENTS * 8  # a few blocks of float64 scratch, whatever the arrays' size
 
-# (input shapes, consts) with inputs of ~200k elements (1.6 MB in float64: twice the limit), for every op whose code reshapes, ravels or flattens an input, a
-# gradient or a result (`test_every_reshaping_op_has_a_hidden_copy_case` keeps this list complete)
+# (input shapes, consts) with inputs of ~200k elements (1.6 MB in float64: twice the limit), for every op whose code
+# reshapes, ravels or flattens an input, a gradient or a result (`test_every_reshaping_op_has_a_hidden_copy_case`
+# keeps this list complete)
 BIG = {
     ops.Linear: lambda: ([(64, 48, 64), (64, 64), (64,)], {}),
     ops.LayerNorm: lambda: ([(64, 48, 64), (64,), (64,)], dict(eps=1e-5)),
