@@ -8,6 +8,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import Function, Node
+from ..precision import FLOAT32, is_low
+from .chunks import blocks, part, scratch
+from .emulate import load, store
+from .linalg import product
 from .shape import unbroadcast
 
 
@@ -28,14 +32,14 @@ class BatchedMatMul(Function):
         need_a, need_b = ctx.needs_input_grad
         ctx.a_shape, ctx.b_shape = a.shape, b.shape
         ctx.save(a=a if need_b else None, b=b if need_a else None)
-        return np.matmul(a, b)
+        return product(ctx, a, b)  # numpy's matmul, or float32 tiles for 16-bit operands
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
         a, b = ctx.saved_tensors
         need_a, need_b = ctx.needs_input_grad
-        grad_a = unbroadcast(np.matmul(grad, np.swapaxes(b, -1, -2)), ctx.a_shape) if need_a else None
-        grad_b = unbroadcast(np.matmul(np.swapaxes(a, -1, -2), grad), ctx.b_shape) if need_b else None
+        grad_a = unbroadcast(product(ctx, grad, np.swapaxes(b, -1, -2)), ctx.a_shape) if need_a else None
+        grad_b = unbroadcast(product(ctx, np.swapaxes(a, -1, -2), grad), ctx.b_shape) if need_b else None
         return grad_a, grad_b
 
 
@@ -72,7 +76,8 @@ def _above_diagonal(x: np.ndarray) -> np.ndarray:
 class Softmax(Function):
     """exp(x − max) / Σ exp(x − max) over `axis`; saves its output only (backward: y · (g − Σ g·y)).
 
-    Hidden scratch: the per-row maxima and sums (one value per row). Shape-only predictor: the same ufuncs
+    Hidden scratch: the per-row maxima and sums (one value per row). A 16-bit x: rows in blocks, each computed in
+    float32 and rounded once into the output (and the gradient). Shape-only predictor: the same ufuncs
     and reductions on shape-only arrays give the output's shape.
     """
 
@@ -81,6 +86,10 @@ class Softmax(Function):
     @staticmethod
     def forward(ctx: Node, x: np.ndarray, *, axis: int = -1) -> np.ndarray:
         ctx.axis = axis
+        if is_low(x.dtype):
+            out = _softmax_rows(x, axis)
+            ctx.save(out=out if ctx.needs_input_grad[0] else None)
+            return out
         out = np.subtract(x, np.max(x, axis=axis, keepdims=True, initial=-np.inf))  # initial: an axis may be empty
         np.exp(out, out=out)
         out /= np.add.reduce(out, axis=axis, keepdims=True)
@@ -90,11 +99,45 @@ class Softmax(Function):
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
         (out,) = ctx.saved_tensors
+        if is_low(out.dtype) or is_low(grad.dtype):
+            return (_softmax_grad_rows(grad, out, ctx.axis),)
         result = np.multiply(grad, out)  # g·y, then overwritten by (g − Σ g·y)·y: no second full-size buffer
         total = np.add.reduce(result, axis=ctx.axis, keepdims=True)
         np.subtract(grad, total, out=result)
         result *= out
         return (result,)
+
+
+def _softmax_rows(x: np.ndarray, axis: int) -> np.ndarray:
+    """softmax over `axis` of a 16-bit x: blocks of whole rows (the axis moved last, views) in float32."""
+    out = np.empty(x.shape, dtype=x.dtype, like=x)
+    xs, os = np.swapaxes(x, axis, -1), np.swapaxes(out, axis, -1)
+    indices = blocks(xs, keep_last=True)
+    values = scratch(xs, indices[0], FLOAT32)
+    for index in indices:
+        v = load(values, xs[index])
+        v -= np.max(v, axis=-1, keepdims=True, initial=-np.inf)
+        np.exp(v, out=v)
+        v /= np.add.reduce(v, axis=-1, keepdims=True)
+        store(os[index], v)
+    return out
+
+
+def _softmax_grad_rows(grad: np.ndarray, y: np.ndarray, axis: int) -> np.ndarray:
+    """(g − Σ g·y)·y over `axis`, for 16-bit operands: rows in float32 blocks, rounded into the gradient's dtype."""
+    result = np.empty(grad.shape, dtype=np.result_type(grad.dtype, y.dtype), like=grad)
+    gs, ys, rs = (np.swapaxes(a, axis, -1) for a in (grad, y, result))
+    indices = blocks(gs, keep_last=True)
+    grads, outs, products = (scratch(gs, indices[0], FLOAT32) for _ in range(3))
+    for index in indices:
+        g, o = load(grads, gs[index]), load(outs, ys[index])
+        p = part(products, g)
+        np.multiply(g, o, out=p)
+        total = np.add.reduce(p, axis=-1, keepdims=True)
+        np.subtract(g, total, out=p)
+        p *= o
+        store(rs[index], p)
+    return result
 
 
 class Slice(Function):
