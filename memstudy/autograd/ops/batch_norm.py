@@ -16,7 +16,7 @@ import numpy as np
 
 from ..engine import Function, Node
 from ..precision import FLOAT32, is_low
-from .emulate import ufunc, widened
+from .emulate import elementwise, widened
 from .linalg import small_ufunc_buffer
 
 
@@ -169,7 +169,7 @@ class BatchNorm2dEval(Function):
         shift = bias - running_mean * scale
         with small_ufunc_buffer():  # per-channel broadcasts go through numpy's hidden buffer: keep it small
             if low:  # one affine map per channel, in float32 blocks, rounded once
-                out = ufunc(_affine, x, _per_channel(scale), _per_channel(shift))
+                out = elementwise(_affine, x.dtype, x, _per_channel(scale), _per_channel(shift))
             else:
                 out = np.multiply(x, _per_channel(scale))
                 out += _per_channel(shift)
@@ -193,7 +193,10 @@ class BatchNorm2dEval(Function):
             wide_x = None
         wide_grad = None
         with small_ufunc_buffer():
-            grad_x = ufunc(np.multiply, grad, _per_channel(weight * invstd)) if need_x else None
+            grad_x = None
+            if need_x:
+                factor = _per_channel(weight * invstd)
+                grad_x = elementwise(np.multiply, grad.dtype, grad, factor) if low else np.multiply(grad, factor)
         if low:  # the parameters' gradients in their dtype
             grad_sum = grad_sum.astype(ctx.weight_dtype)
             grad_w = None if grad_w is None else grad_w.astype(ctx.weight_dtype)

@@ -164,12 +164,8 @@ class Conv2d(Function):
             grad_w = ctx.result(np.zeros((out_channels, ctx.x_shape[1], kernel, kernel), dtype=grad.dtype,
                                          like=grad))
             flat = grad_w.reshape(out_channels, ctx.x_shape[1] * kernel * kernel)  # a view: grad_w is new, C
-            if low:  # Σ_n in a float32 workspace, each example's product in float32 tiles; rounded once
-                total = ctx.workspace(np.zeros(flat.shape, dtype=FLOAT32, like=grad), "fp32_out")
-                for i in range(n if type(grad) is np.ndarray else 1):  # shape-only: one example stands for all
-                    total += emulate.matmul(ctx, grad3[i], columns[i].T, dtype=FLOAT32)
-                np.copyto(flat, total, casting="unsafe")
-                total = None
+            if low:  # Σ_n grad[n] @ columns[n]ᵀ accumulated in float32 tiles, rounded once
+                emulate.matmul_sum(ctx, grad3, np.swapaxes(columns, 1, 2), out=flat)
             else:
                 term = np.empty_like(flat)
                 for i in range(n):

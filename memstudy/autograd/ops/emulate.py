@@ -106,6 +106,42 @@ def matmul(ctx: Node, a: Any, b: Any, bias: Any = None, dtype: Any = None) -> An
     return out
 
 
+def matmul_sum(ctx: Node, a: Any, b: Any, out: Any = None) -> Any:
+    """Σ_i a[i] @ b[i] for a (B, M, K) and b (B, K, N) into `out` (M, N) (default: a new array of their
+    `result_dtype`): every product accumulated in float32 tiles (workspaces as in `matmul`) and rounded once (a
+    convolution's weight gradient, summed over the examples)."""
+    count, (m, k), n = a.shape[0], a.shape[1:], b.shape[-1]
+    if out is None:
+        out = np.empty((m, n), dtype=result_dtype(a, b), like=a)
+    mb, kb, nb = _tiles(m, k, n)
+    lhs = ctx.workspace(np.empty(mb * kb, dtype=FLOAT32, like=out), "fp32_lhs")
+    rhs = ctx.workspace(np.empty(kb * nb, dtype=FLOAT32, like=out), "fp32_rhs")
+    res = ctx.workspace(np.empty(mb * nb, dtype=FLOAT32, like=out), "fp32_out")
+    product = ctx.workspace(np.empty(mb * nb, dtype=FLOAT32, like=out), "fp32_product")
+    ctx.result(out)
+    if not is_real(out):
+        return out
+    for i0 in range(0, m, mb):
+        rows = slice(i0, min(i0 + mb, m))
+        for j0 in range(0, n, nb):
+            cols = slice(j0, min(j0 + nb, n))
+            target = out[rows, cols]
+            acc = _view(res, target.shape)
+            acc.fill(0)
+            step = _view(product, target.shape)
+            for i in range(count):
+                for k0 in range(0, k, kb):
+                    depth = slice(k0, min(k0 + kb, k))
+                    av, bv = a[i, rows, depth], b[i, depth, cols]
+                    a32, b32 = _view(lhs, av.shape), _view(rhs, bv.shape)
+                    np.copyto(a32, av, casting="unsafe")
+                    np.copyto(b32, bv, casting="unsafe")
+                    np.matmul(a32, b32, out=step)
+                    acc += step
+            np.copyto(target, acc, casting="unsafe")
+    return out
+
+
 def _box_size(shape: tuple[int, ...], index: tuple) -> int:
     """Elements of `shape` a `box_blocks` index picks (integers on the outer axes, one slice, the rest whole)."""
     if index == (Ellipsis,):
@@ -202,5 +238,5 @@ def widened(x: Any) -> Any:
     return x.astype(FLOAT32) if is_low(x.dtype) else x
 
 
-__all__ = ["EMULATION_ROLES", "TILE_ELEMENTS", "elementwise", "load", "low_dtype", "matmul", "reduce_sum",
+__all__ = ["EMULATION_ROLES", "TILE_ELEMENTS", "elementwise", "load", "low_dtype", "matmul", "matmul_sum", "reduce_sum",
            "result_dtype", "store", "ufunc", "widened"]

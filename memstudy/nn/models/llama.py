@@ -40,6 +40,8 @@ import numpy as np
 from ...autograd import STATE, Tensor, apply, layer_scope
 from ...autograd import checkpoint as checkpoint_segment
 from ...autograd import ops
+from ...autograd.autocast import Cast
+from ...autograd.precision import compute_dtype
 from .. import init
 from ..layers import Linear, Module, check_dtype
 from ..lora import apply_lora_config, check_lora_config, lora_fields
@@ -52,6 +54,9 @@ INIT_STD = 0.02  # LlamaConfig.initializer_range: N(0, 0.02²) for Linear and em
 class LlamaAttention(Module):
     def __init__(self, width: int, heads: int, kv_heads: int, dtype: Any, rng: np.random.Generator):
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, width // heads
+        # transformers' eager attention: softmax(scores, dtype=torch.float32).to(query.dtype); float32 (and float64
+        # here, for a float64 model: tests/test_llama_hf.py lifts the upcast there) whatever the scores' dtype
+        self.softmax_dtype = compute_dtype(check_dtype(dtype))
         d = self.head_dim
         self.q_proj = Linear(width, heads * d, False, dtype, rng, std=INIT_STD)
         self.k_proj = Linear(width, kv_heads * d, False, dtype, rng, std=INIT_STD)
@@ -82,7 +87,10 @@ class LlamaAttention(Module):
         g = a // kv
         scores = apply(ops.BatchedMatMul, q.reshape(b, kv, g * s, d), k.transpose(0, 1, 3, 2))
         scores = scores * d ** -0.5  # transformers' `scaling = head_dim**-0.5`, after the matmul as there
-        probs = apply(ops.Softmax, apply(ops.CausalMask, scores.reshape(b, kv, g, s, s)), axis=-1)
+        probs = apply(ops.Softmax, apply(ops.CausalMask, scores.reshape(b, kv, g, s, s)), axis=-1,
+                      dtype=self.softmax_dtype)
+        if probs.dtype != q.dtype:  # `.to(query.dtype)`: a 16-bit copy (bfloat16 true), kept by the matmul
+            probs = apply(Cast, probs, dtype=q.dtype)
         return apply(ops.BatchedMatMul, probs.reshape(b, kv, g * s, s), v)
 
 
