@@ -52,9 +52,8 @@ def _chunks(*arrays: np.ndarray) -> list[tuple[np.ndarray, ...]]:
     first = arrays[0]
     if first.size <= CHUNK_ELEMENTS:  # one chunk (most biases, small layers): the arrays themselves
         return [arrays]
-    indices = box_blocks(first.shape, CHUNK_ELEMENTS)
-    if type(first) is not np.ndarray:  # shape-only: one chunk stands for all (see the module docstring)
-        indices = indices[:1]
+    # shape-only: one chunk stands for all (see the module docstring)
+    indices = box_blocks(first.shape, CHUNK_ELEMENTS, first=None if type(first) is np.ndarray else 1)
     return [tuple(a[index] for a in arrays) for index in indices]
 
 

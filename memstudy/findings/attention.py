@@ -90,7 +90,7 @@ def fit_formula(layers: pd.DataFrame) -> dict[str, Any]:
     predicted = alpha * terms["alpha"] + beta * terms["beta"] + gamma * sb
     worst = float(np.max(np.abs(predicted - layers["per_layer_bytes"].to_numpy(float)))) if len(layers) else math.nan
     linear, quadratic, itemsize, _ = _formula(layers)
-    statistics = megatron.STATISTICS_PER_POSITION * itemsize
+    statistics = megatron.STATISTICS_PER_POSITION * megatron.statistics_itemsize(itemsize)
     return {"alpha": alpha, "beta": beta, "gamma": gamma, "r2": fit["r2"], "n": fit["n"],
             "worst_residual_bytes": worst, "linear": linear, "quadratic": quadratic, "statistics": statistics,
             "width": None if several_widths else int(layers["width"].iloc[0]),
@@ -302,11 +302,12 @@ def _checkpoint_lines(train: pd.DataFrame, layers: pd.DataFrame) -> list[Block]:
                            f"β = {quadratic}):"))
     if "selective" in fits:
         sel = layers[layers["checkpoint"] == "selective"]
-        statistics = megatron.STATISTICS_PER_POSITION * itemsize * sel["seq_len"] * sel["batch_size"]
+        statistics = megatron.STATISTICS_PER_POSITION * megatron.statistics_itemsize(itemsize) * sel["seq_len"] \
+            * sel["batch_size"]
         matches = (sel["per_layer_bytes"] - statistics).round(6) == linear * sel["sbh"]
         lines.append(Paragraph(
             f"Selective: per-layer bytes equal {linear}·s·b·h (plus the layer-norm statistics, "
-            f"{megatron.STATISTICS_PER_POSITION}·s·b·{itemsize} B) in {int(matches.sum())} of {len(sel)} cell "
+            f"{megatron.STATISTICS_PER_POSITION}·s·b·{megatron.statistics_itemsize(itemsize)} B) in {int(matches.sum())} of {len(sel)} cell "
             "groups: " + ("the quadratic term is gone exactly (β = 0); the recompute holds one block's scores "
                           "only while that block's backward runs." if bool(matches.all()) else
                           "not so: some quadratic bytes remain.")))

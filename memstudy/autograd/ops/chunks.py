@@ -32,10 +32,11 @@ def blocks(array: Any, keep_last: bool = False) -> list[tuple]:
     return box_blocks(array.shape, CHUNK_ELEMENTS, keep_last)
 
 
-def box_blocks(shape: tuple[int, ...], limit: int, keep_last: bool = False) -> list[tuple]:
+def box_blocks(shape: tuple[int, ...], limit: int, keep_last: bool = False, first: int | None = None) -> list[tuple]:
     """Indices splitting `shape` into boxes of ≤ `limit` elements, in C order of its axes: the outer axes one index
     at a time, one axis in slices, the inner axes whole. With `keep_last` the last axis is never split (a row whose
-    statistics need all of it: a box then holds at least one row)."""
+    statistics need all of it: a box then holds at least one row). `first`: only the first so many boxes (the
+    largest ones: a shape-only loop's representative, made without listing the rest)."""
     ndim = len(shape)
     last = ndim - 2 if keep_last else ndim - 1  # the innermost axis that may be sliced
     if math.prod(shape) <= limit or last < 0:  # one box (or one row)
@@ -46,7 +47,8 @@ def box_blocks(shape: tuple[int, ...], limit: int, keep_last: bool = False) -> l
         split -= 1
     step = max(1, limit // inner)
     outer = itertools.product(*(range(n) for n in shape[:split]))
-    return [index + (slice(start, start + step),) for index in outer for start in range(0, shape[split], step)]
+    boxes = (index + (slice(start, start + step),) for index in outer for start in range(0, shape[split], step))
+    return list(itertools.islice(boxes, first))
 
 
 def scratch(array: Any, index: tuple, dtype: Any = None) -> Any:
