@@ -184,7 +184,8 @@ class Optimizer:
                     g *= grad_scale
                 if real and not found:  # inf·0 and NaN·0 are NaN: a NaN sum flags the chunk, with no new array
                     check = _step_buffer(s, g)
-                    np.multiply(g, 0, out=check)
+                    with np.errstate(invalid="ignore"):
+                        np.multiply(g, 0, out=check)
                     found = bool(np.isnan(np.add.reduce(check, axis=None)))
         return found
 
