@@ -88,11 +88,13 @@ class Cast(Function):
     @staticmethod
     def forward(ctx: Node, x: np.ndarray, *, dtype: np.dtype) -> np.ndarray:
         ctx.source_dtype = x.dtype
-        return x.astype(dtype)
+        with np.errstate(over="ignore"):  # beyond float16's range: inf, as on hardware
+            return x.astype(dtype)
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
-        return (grad.astype(ctx.source_dtype),)
+        with np.errstate(over="ignore"):  # a scaled gradient beyond float16's range: inf (the loss scaler backs off)
+            return (grad.astype(ctx.source_dtype),)
 
 
 class CastWeight(Cast):

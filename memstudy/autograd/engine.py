@@ -315,7 +315,8 @@ def _cast_grads(node: Node, grads: tuple, instrument: Any) -> tuple:
     out = []
     for g, dtype in zip(grads, node.grad_dtypes):
         if g is not None and dtype is not None and g.dtype != dtype:
-            g = g.astype(dtype)
+            with np.errstate(over="ignore"):  # a float16 overflow is an inf, as it is on hardware (loss scaling)
+                g = g.astype(dtype)
             if instrument is not None:
                 instrument.on_new(g, node.fn.name + "_backward", node.layer)
         out.append(g)

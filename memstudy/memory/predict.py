@@ -28,7 +28,7 @@ def predicted_account(config: dict[str, Any], max_drawn_bytes: int | None = None
     budget check's early refusal: it then costs what the budget holds, not what the model is)."""
     with meta.meta_mode(max_drawn_bytes):
         work = Workload(config)
-        work.step()  # warm-up, as the cell does: the optimiser state exists
+        work.warm_up()  # as the cell does: the optimiser state exists (shape-only: one step, none is skipped)
         # the cell's reset also runs gc.collect(), which frees nothing of a step (the engine makes no reference
         # cycles, tested with gc disabled) and costs 10-30 ms in a large process: gradients None is the baseline
         work.optimizer.zero_grad()

@@ -16,6 +16,7 @@ from ..nn.models.registry import get_family
 from .ledger import Ledger, StepAccount
 
 GRAD_ERROR_CHUNK_ELEMENTS = 1 << 18  # float64 scratch of the gradient check: 2 MiB per array
+MAX_WARM_UP_STEPS = 40  # a loss scale of 2¹⁶ halves to 2⁻²³ in 40 skipped steps
 
 
 class Workload:
@@ -51,6 +52,7 @@ class Workload:
                                     master_weights=bool(config.get("master_weights", False)))
         # dynamic loss scaling (training only): its scale and growth counter are optimiser-side state
         self.scaler = optim.LossScaler() if self.train and config.get("loss_scale", "none") == "dynamic" else None
+        self.skipped = False  # whether the last step's update was skipped (loss scaling: an inf or NaN gradient)
 
     def step(self) -> Tensor:
         """One training step (forward, loss, backward, optimiser step) or one inference forward."""
@@ -63,8 +65,21 @@ class Workload:
             self.optimizer.step()
             return loss
         (loss * float(self.scaler.scale)).backward()  # the scaled loss (a Scale op): small gradients stay > 0
-        self.optimizer.step(self.scaler)  # unscales, skips the update on inf/NaN, updates the scale
+        self.skipped = not self.optimizer.step(self.scaler)  # unscales, skips on inf/NaN, updates the scale
         return loss
+
+    def warm_up(self) -> int:
+        """Steps until one updates the parameters, so the optimiser state exists (the steady state a measured step
+        starts from): one step, or with loss scaling as many as the scaler needs to back off below an overflow
+        (GradScaler's first steps skip while 2¹⁶ is too large), at most MAX_WARM_UP_STEPS. Returns the steps."""
+        self.skipped = False
+        self.step()
+        steps = 1
+        while self.skipped and steps < MAX_WARM_UP_STEPS:
+            self.optimizer.zero_grad()
+            self.step()
+            steps += 1
+        return steps
 
     def loss(self, policy: str) -> Tensor:
         """Forward and loss under the configuration's autocast, the graph's saved tensors under `policy` (the loss's

@@ -67,7 +67,7 @@ def measure_workload(work: Workload, config: dict[str, Any], prediction: dict[st
     `on_account` receives each repeat's ledger account."""
     # the approximate policy's gradient error, against `minimal` at the same (initial) parameters
     grad_rel_error = work.gradient_error() if work.train and config["policy"] != "minimal" else None
-    work.step()  # warm-up: optimiser state now exists, caches are warm
+    work.warm_up()  # optimiser state now exists (a loss scaler has backed off below overflow), caches are warm
     rows = []
     for repeat in range(repeats):
         # other processes' load over the whole repeat (probes' steps and timed steps): the timed steps of a

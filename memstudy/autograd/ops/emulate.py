@@ -75,11 +75,21 @@ def matmul(ctx: Node, a: Any, b: Any, bias: Any = None, dtype: Any = None) -> An
     res = ctx.workspace(np.empty(count * mb * nb, dtype=FLOAT32, like=out), "fp32_out")
     product = ctx.workspace(np.empty(count * mb * nb, dtype=FLOAT32, like=out), "fp32_product") if kb < k else None
     ctx.result(out)
-    if not is_real(out):  # shape-only: the buffers above are what every tile uses (see the module docstring)
-        return out
+    if is_real(out):  # shape-only: the buffers above are what every tile uses (see the module docstring)
+        _tiled(a, b, bias, out, (lhs, rhs, res, product), (mb, kb, nb), batch_blocks, len(batch))
+    return out
+
+
+def _tiled(a: np.ndarray, b: np.ndarray, bias: Any, out: np.ndarray, scratch: tuple, tiles: tuple[int, int, int],
+           batch_blocks: list[tuple], batch_axes: int) -> None:
+    """`matmul`'s loops (a function of their own: the views of the scratch die with it, before the scratch itself,
+    the same way on every path)."""
+    lhs, rhs, res, product = scratch
+    mb, kb, nb = tiles
+    (m, k), n = a.shape[-2:], b.shape[-1]
     for index in batch_blocks:
         index = () if index == (Ellipsis,) else index
-        index += (slice(None),) * (len(batch) - len(index))  # the batch axes the box takes whole
+        index += (slice(None),) * (batch_axes - len(index))  # the batch axes the box takes whole
         for i0 in range(0, m, mb):
             rows = slice(i0, min(i0 + mb, m))
             for j0 in range(0, n, nb):
@@ -103,7 +113,6 @@ def matmul(ctx: Node, a: Any, b: Any, bias: Any = None, dtype: Any = None) -> An
                 if bias is not None:
                     acc += bias[cols]
                 np.copyto(target, acc, casting="unsafe")
-    return out
 
 
 def matmul_sum(ctx: Node, a: Any, b: Any, out: Any = None) -> Any:
@@ -119,8 +128,16 @@ def matmul_sum(ctx: Node, a: Any, b: Any, out: Any = None) -> Any:
     res = ctx.workspace(np.empty(mb * nb, dtype=FLOAT32, like=out), "fp32_out")
     product = ctx.workspace(np.empty(mb * nb, dtype=FLOAT32, like=out), "fp32_product")
     ctx.result(out)
-    if not is_real(out):
-        return out
+    if is_real(out):
+        _tiled_sum(a, b, out, (lhs, rhs, res, product), (mb, kb, nb))
+    return out
+
+
+def _tiled_sum(a: np.ndarray, b: np.ndarray, out: np.ndarray, scratch: tuple, tiles: tuple[int, int, int]) -> None:
+    """`matmul_sum`'s loops (see `_tiled`)."""
+    lhs, rhs, res, product = scratch
+    mb, kb, nb = tiles
+    count, (m, k), n = a.shape[0], a.shape[1:], b.shape[-1]
     for i0 in range(0, m, mb):
         rows = slice(i0, min(i0 + mb, m))
         for j0 in range(0, n, nb):
@@ -139,7 +156,6 @@ def matmul_sum(ctx: Node, a: Any, b: Any, out: Any = None) -> Any:
                     np.matmul(a32, b32, out=step)
                     acc += step
             np.copyto(target, acc, casting="unsafe")
-    return out
 
 
 def _box_size(shape: tuple[int, ...], index: tuple) -> int:
