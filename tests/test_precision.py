@@ -223,3 +223,44 @@ def test_16_bit_reductions_accumulate_in_float32():
     assert total.dtype == np.float16 and np.isinf(total.data)  # 100,000 > float16's largest, 65504: inf, honestly
     mean = x.mean()
     assert float(mean.data) == 1.0  # a float16 running sum would stop at 2048
+
+
+# --- the command line ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args", [["--precision", "bf17"], ["--dtype", "bfloat16", "--autocast", "bfloat16"],
+                                  ["--master-weights"], ["--precision", "bf16-true", "--dtype", "float64"],
+                                  ["--autocast", "bfloat16", "--loss-scale", "dynamic"]])
+def test_cli_refuses_bad_precision_flags_in_one_line(args, capsys):
+    from memstudy import cli
+
+    assert cli.main(["predict", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_cli_precision_name_sets_the_fields(capsys):
+    import json
+
+    from memstudy import cli
+
+    assert cli.main(["predict", "--precision", "16-mixed", "--depth", "2", "--width", "16", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert (row["dtype"], row["autocast"], row["master_weights"], row["loss_scale"]) == \
+        ("float32", "float16", False, "dynamic")
+
+
+def test_llama_3_8b_in_bfloat16_with_master_weights_is_zeros_16_bytes_per_parameter(capsys):
+    """Issue 24's must-show: `memstudy predict --hf-config llama-3-8b.json --dtype bfloat16 --master-weights
+    --optimizer adam --seq-len 4096 --batch 1`."""
+    import json
+    from pathlib import Path
+
+    from memstudy import cli
+
+    config = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "llama-3-8b.json"
+    assert cli.main(["predict", "--hf-config", str(config), "--dtype", "bfloat16", "--master-weights", "--optimizer",
+                     "adam", "--seq-len", "4096", "--batch", "1", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    psi = 8_030_261_248  # REFERENCES.md: transformers builds it with exactly this count
+    assert (row["parameter_bytes"], row["gradient_bytes"], row["optimizer_state_bytes"]) == (2 * psi, 2 * psi,
+                                                                                              12 * psi)

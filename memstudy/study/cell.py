@@ -20,6 +20,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..autograd.autocast import CastWeight
+from ..autograd.ops.emulate import EMULATION_PREFIX
 from ..config import normalize
 from ..memory import probes
 from ..memory.load import ForeignLoad
@@ -67,6 +69,9 @@ def measure_workload(work: Workload, config: dict[str, Any], prediction: dict[st
     `on_account` receives each repeat's ledger account."""
     # the approximate policy's gradient error, against `minimal` at the same (initial) parameters
     grad_rel_error = work.gradient_error() if work.train and config["policy"] != "minimal" else None
+    # the precision's, against a float64 twin at the same parameters (asked for: it costs a float64 step)
+    grad_error_vs_float64 = work.gradient_error_vs_float64() if work.train and config.get("float64_reference") \
+        else None
     work.warm_up()  # optimiser state now exists (a loss scaler has backed off below overflow), caches are warm
     rows = []
     for repeat in range(repeats):
@@ -106,6 +111,10 @@ def measure_workload(work: Workload, config: dict[str, Any], prediction: dict[st
             saved_tensors=account.saved_tensors,
             recomputed_ops=account.recomputed_ops,
             grad_rel_error=grad_rel_error,
+            grad_error_vs_float64=grad_error_vs_float64,
+            weight_copy_bytes=sum(b.nbytes for b in account.buffers if b.op == CastWeight.name),
+            peak_emulation_bytes=sum(b.nbytes for b in account.live_at(account.peak_event)
+                                     if b.op.rpartition(".")[2].startswith(EMULATION_PREFIX)),
             **{f"peak_{c}_bytes": peak[c] for c in peak},
             predicted_peak_bytes=prediction["predicted_peak_bytes"],
             predicted_step_peak_bytes=prediction["predicted_step_peak_bytes"],

@@ -47,10 +47,15 @@ LIMIT_FIELDS = ("vm_peak_bytes", "mem_limit_bytes")
 # host: the machine that measured the row; worker: the Dask worker that ran the cell (empty for a local sweep)
 PLACE_FIELDS = ("host", "worker")
 LATER_FIELDS: tuple[str, ...] = LOAD_FIELDS + LIMIT_FIELDS + PLACE_FIELDS
+# 16-bit training: grad_error_vs_float64 is ‖g − g₆₄‖ / ‖g₆₄‖ against a float64 twin at the same weights (training
+# cells with float64_reference, else empty); weight_copy_bytes the bytes of autocast's 16-bit weight copies (each
+# parameter cast once per forward); peak_emulation_bytes the float32 scratch of the 16-bit emulation (ops/emulate.py:
+# its tiles, workspaces named fp32_*) live at the ledger's peak, which counts among the temporaries
+PRECISION_ROW_FIELDS = ("grad_error_vs_float64", "weight_copy_bytes", "peak_emulation_bytes")
 
 ROW_FIELDS: tuple[str, ...] = (
     LEGACY_CONFIG_FIELDS + BASELINE_FIELDS + LEDGER_FIELDS + PREDICTED_FIELDS + PROBE_FIELDS + ACCURACY_FIELDS
-    + OUTCOME_FIELDS + MODEL_FIELDS + LATER_FIELDS
+    + OUTCOME_FIELDS + MODEL_FIELDS + LATER_FIELDS + PRECISION_ROW_FIELDS
 )
 
 # Config columns a report groups by (every config field but the repeat index).

@@ -32,6 +32,7 @@ from .chunks import blocks, box_blocks, part
 
 TILE_ELEMENTS = 1 << 20  # float32 elements per tile of a 16-bit matmul's operands and result (4 MiB each)
 MAX_TILE_DEPTH = 1 << 12  # the summed axis is split above this many elements
+EMULATION_PREFIX = "fp32_"  # the roles of the emulation's float32 workspaces (the ledger names them <op>.<role>)
 EMULATION_ROLES = ("fp32_lhs", "fp32_rhs", "fp32_out", "fp32_product")
 
 
@@ -254,5 +255,5 @@ def widened(x: Any) -> Any:
     return x.astype(FLOAT32) if is_low(x.dtype) else x
 
 
-__all__ = ["EMULATION_ROLES", "TILE_ELEMENTS", "elementwise", "load", "low_dtype", "matmul", "matmul_sum", "reduce_sum",
+__all__ = ["EMULATION_PREFIX", "EMULATION_ROLES", "TILE_ELEMENTS", "elementwise", "load", "low_dtype", "matmul", "matmul_sum", "reduce_sum",
            "result_dtype", "store", "ufunc", "widened"]

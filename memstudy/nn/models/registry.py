@@ -153,7 +153,11 @@ SHARED_FIELDS: tuple[Field, ...] = (
           "state (Megatron-LM's and DeepSpeed's mixed precision); dtype bfloat16 or float16", optional=True),
     Field("loss_scale", str, "none", "dynamic: PyTorch GradScaler's loss scaling (2^16, x2 after 2000 clean steps, "
           "x0.5 and the step skipped on inf/NaN); for float16 arithmetic", choices=LOSS_SCALES, optional=True),
+    Field("float64_reference", bool, False, "training cells also measure their gradients' relative error against a "
+          "float64 twin at the same weights and batch (row: grad_error_vs_float64); costs a float64 step",
+          optional=True),
 )
+LATE_SHARED_FIELDS = PRECISION_FIELDS[1:] + ("float64_reference",)  # row columns after the families' own
 SHARED_NAMES = tuple(f.name for f in SHARED_FIELDS)
 
 
@@ -369,13 +373,13 @@ def normalize(raw: dict[str, Any]) -> dict[str, Any]:
 def all_field_names() -> tuple[str, ...]:
     """`model`, the shared fields, then every built-in family's own fields in registry order, then the precision
     fields (the row's model columns)."""
-    names = ["model", *(n for n in SHARED_NAMES if n not in PRECISION_FIELDS or n == "dtype")]
+    names = ["model", *(n for n in SHARED_NAMES if n not in LATE_SHARED_FIELDS)]
     for family_name in builtin_names():
         for f in get_family(family_name).fields:
             if f.name not in names:
                 names.append(f.name)
     # the precision fields came after the families' own: columns are only ever appended (study/fields.py)
-    return tuple(names) + tuple(n for n in PRECISION_FIELDS if n not in names)
+    return tuple(names) + LATE_SHARED_FIELDS
 
 
 Builder = Callable[[dict[str, Any]], Any]
