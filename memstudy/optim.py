@@ -207,8 +207,10 @@ class Optimizer:
             wide = [np.empty(sizes[FLOAT32], dtype=FLOAT32, like=like) for _ in range(2 + len(self.state_names))]
         instrument = STATE.instrument
         if instrument is not None:
-            for buffer in [*rule.values(), *wide]:
+            for buffer in rule.values():
                 instrument.on_new(buffer, "optimizer_scratch", None)
+            for buffer in wide:  # the float32 copies numpy needs to update 16-bit arrays: the emulation's scratch
+                instrument.on_new(buffer, "optimizer_scratch.fp32_chunk", None)
         return rule, wide
 
 

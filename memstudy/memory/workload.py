@@ -133,7 +133,6 @@ class Workload:
             if isinstance(mine, np.ndarray) and isinstance(theirs, np.ndarray):
                 theirs[...] = mine.astype(theirs.dtype)
         calls = getattr(self.model, "calls", None)  # dropout masks are drawn per forward call: the same call twice
-        params = self.optimizer.params
         self.optimizer.zero_grad()
         loss = self.loss(self.policy)
         scale = 1.0 if self.scaler is None else float(self.scaler.scale)

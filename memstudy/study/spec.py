@@ -4,6 +4,7 @@
     [grid]   `model` (a family's name or path/to/file.py:ClassName; default mlp) and any config field that
              family declares (its own fields and the shared ones, see nn/models/registry.py), each a value
              or a list of values; the cells are the cartesian product, in the order the keys appear;
+             `precision` (names such as "bf16-mixed", registry.PRECISIONS) sets the four precision fields;
              `hf_config = "path/config.json"` (relative to the spec file) fills the fields the grid does not
              give from a Hugging Face config (and `model`, from its model_type)
     [run]    repeats, budget, timeout_seconds, jobs
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..nn.models.hf_config import hf_config_fields
-from ..nn.models.registry import ConfigError, Family, get_family, normalize
+from ..nn.models.registry import PRECISIONS, ConfigError, Family, get_family, normalize
 from ..units import parse_bytes
 STUDY_KEYS = ("name", "description")
 RUN_KEYS = ("repeats", "budget", "timeout_seconds", "jobs")
@@ -182,7 +183,7 @@ def parse_spec(data: dict[str, Any], *, name: str = "study", path: Path | None =
         families = grid_fields(models)
     except ConfigError as exc:
         raise SpecError(f"grid.model: {exc}") from None
-    grid_raw = _check_table(data, "grid", ("model", *families))
+    grid_raw = _check_table(data, "grid", ("model", "precision", *families))
     run = {**RUN_DEFAULTS, **_check_table(data, "run", RUN_KEYS)}
 
     for key in STUDY_KEYS:
@@ -202,7 +203,10 @@ def parse_spec(data: dict[str, Any], *, name: str = "study", path: Path | None =
         for v in values:
             if isinstance(v, (list, dict)):
                 raise SpecError(f"grid.{key}: values must be plain numbers, strings or booleans, got {v!r}")
-            if key != "model":
+            if key == "precision":  # a name that sets the precision fields (registry.PRECISIONS)
+                if v not in PRECISIONS:
+                    raise SpecError(f"grid.precision: must be one of {', '.join(PRECISIONS)}, got {v!r}")
+            elif key != "model":
                 _check_grid_value(key, v, families[key])
         seen = []
         for v in values:

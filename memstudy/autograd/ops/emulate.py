@@ -120,7 +120,7 @@ def matmul_sum(ctx: Node, a: Any, b: Any, out: Any = None) -> Any:
     """Σ_i a[i] @ b[i] for a (B, M, K) and b (B, K, N) into `out` (M, N) (default: a new array of their
     `result_dtype`): every product accumulated in float32 tiles (workspaces as in `matmul`) and rounded once (a
     convolution's weight gradient, summed over the examples)."""
-    count, (m, k), n = a.shape[0], a.shape[1:], b.shape[-1]
+    (m, k), n = a.shape[1:], b.shape[-1]
     if out is None:
         out = np.empty((m, n), dtype=result_dtype(a, b), like=a)
     mb, kb, nb = _tiles(m, k, n)

@@ -226,7 +226,7 @@ class GPTFamily(Family):
                    "GELU MLP), LayerNorm, tied head; next-token cross-entropy")
     defaults = {"depth": 2, "width": 128, "batch_size": 8}
     checkpoints = ("selective",)
-    findings = ("attention",)  # the report's sections on this family (memstudy/findings/)
+    findings = ("attention", "precision")  # the report's sections on this family (memstudy/findings/)
     hf_model_types = ("gpt2",)
     fields = (
         Field("heads", int, 4, "attention heads (must divide width)", minimum=1),

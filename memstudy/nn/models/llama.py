@@ -318,6 +318,7 @@ class LlamaFamily(Family):
                    "attention with rotary embeddings, RMSNorm, SwiGLU MLP), RMSNorm, head; next-token cross-entropy")
     defaults = {"depth": 2, "width": 64, "batch_size": 4}
     checkpoints = ("selective",)
+    findings = ("precision",)  # the report's sections on this family (memstudy/findings/)
     hf_model_types = ("llama",)
     fields = (
         Field("heads", int, 4, "attention (query) heads (must divide width; width / heads must be even)", minimum=1),

@@ -86,7 +86,7 @@ class MLP(Module):
 class MLPFamily(Family):
     name = "mlp"
     description = "depth × (Linear(width) + activation), then Linear(width, out_features); softmax cross-entropy"
-    findings = ("mlp", "remedies")  # the report's sections on this family (memstudy/findings/)
+    findings = ("mlp", "remedies", "precision")  # the report's sections on this family (memstudy/findings/)
     fields = (
         Field("in_features", int, None, "input features (default: width)", minimum=1),
         Field("out_features", int, 10, "output classes", minimum=1, flag="--classes"),

@@ -54,7 +54,7 @@ class SeedMLP(Module):
 class SeedFamily(Family):
     name = "seed"
     description = "the seed's perceptron: W2 φ(W1 x), no biases, cross-entropy + λ/2 Σ‖W‖²"
-    findings = ("mlp", "remedies")  # the report's sections on this family (memstudy/findings/)
+    findings = ("mlp", "remedies", "precision")  # the report's sections on this family (memstudy/findings/)
     defaults = {"depth": 1}
     fields = (
         Field("in_features", int, None, "input features d (default: width)", minimum=1),
