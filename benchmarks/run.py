@@ -25,6 +25,8 @@ Figures (one CSV row each; ratios are measured side by side in one run, see benc
   gpt_engine_vs_numpy, gpt_engine_vs_torch, gpt_floor_vs_torch, gpt_ops_*   the GPT step (benchmarks.gpt_bench)
   predict_seconds, predict_traced_mb   predicting a depth-96, width-12288, batch-2048 Adam step (232 GB)
                           on shape-only arrays, in-process: median seconds, tracemalloc peak (benchmarks.predict_cost)
+  bf16_step_vs_float32_gpt, bf16_step_vs_float32_mlp, bf16_mixed_step_vs_float32_gpt, fp16_step_vs_float32_gpt
+                          a 16-bit step (emulated on numpy) / the float32 step, side by side (benchmarks.precision_bench)
 
 A timed step is one training-loop iteration: gradients set to None (last step's freed), forward, mean
 cross-entropy, backward, SGD update. The plain numpy step frees its gradients inside its step too.
@@ -72,7 +74,7 @@ LARGE_SIZES = SIZES[:2]
 DTYPES = ("float32", "float64")
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 CLASSES = 10
-SECTIONS = ("speed", "memory", "gpt", "cnn", "startup", "study", "sweep")
+SECTIONS = ("speed", "memory", "gpt", "cnn", "precision", "startup", "study", "sweep")
 SWEEP_EXECUTORS = (("jobs1", ["--jobs", "1"], "--jobs 1"), ("jobs2", ["--jobs", "2"], "--jobs 2"),
                    ("cluster2", ["--cluster", "local:2"], "--cluster local:2"))
 COLUMNS = table.COLUMNS
@@ -112,6 +114,8 @@ def target(figure: str, size: tuple[int, int, int] | None = None) -> tuple[str, 
         return ("<=", 1.0)
     if figure == "predict_traced_mb":
         return ("<=", 10.0)
+    if figure in ("bf16_step_vs_float32_gpt", "bf16_step_vs_float32_mlp"):
+        return ("<=", 2.0)
     return None
 
 
@@ -629,6 +633,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if worker is not None:
             worker.close()
+    if "precision" in sections:
+        from .precision_bench import precision_rows
+
+        rows += precision_rows(make_row, rounds, block_seconds, min_steps, max_steps, log, quick=quick,
+                               quiet_cores=args.quiet_cores, max_wait=args.max_wait)
     if "startup" in sections:
         log("  start-up: python -c ... (median)")
         if args.max_wait > 0:
