@@ -113,6 +113,17 @@ def _budget(text: str) -> int:
         raise UsageError(str(exc)) from None
 
 
+def _max_seconds(value: float | None) -> float:
+    """--max-seconds: how long a prediction may be estimated to take (memory.predict.PREDICT_MAX_SECONDS)."""
+    from .memory.predict import PREDICT_MAX_SECONDS
+
+    if value is None:
+        return PREDICT_MAX_SECONDS
+    if not value > 0:  # NaN too
+        raise UsageError(f"--max-seconds must be a positive number of seconds, got {value:g}")
+    return value
+
+
 def build_parser(family: Any = None) -> argparse.ArgumentParser:
     """The parser; model flags are those of `family` (default: the MLP)."""
     if family is None:
@@ -130,6 +141,8 @@ def build_parser(family: Any = None) -> argparse.ArgumentParser:
     run.add_argument("--repeats", type=_positive_int, default=1, help="measured steps (1)")
     run.add_argument("--budget", default="75%", help="refuse sizes whose predicted peak exceeds this (75%% of "
                                                      "available memory; or e.g. 4GiB)")
+    run.add_argument("--max-seconds", type=float, default=None, metavar="S",
+                     help="refuse a size whose prediction (the budget check) is estimated to take longer (10)")
     run.add_argument("--json", action="store_true", help="JSON Lines: one JSON object (row) per repeat per line")
     run.add_argument("--by-layer", action="store_true", help="bytes held for backward, parameters and "
                                                               "gradients per layer")
@@ -143,6 +156,12 @@ def build_parser(family: Any = None) -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="predict a step's memory without running it")
     _add_model_flags(predict, family, ("train", "inference"))
     predict.add_argument("--json", action="store_true", help="print the prediction as JSON")
+    predict.add_argument("--budget", default=None, help="refuse sizes whose predicted peak exceeds this, as run does "
+                                                       "(e.g. 4GiB or 75%%; default: no limit)")
+    predict.add_argument("--max-seconds", type=float, default=None, metavar="S",
+                         help="refuse a prediction estimated to take longer (10; a family whose repeated blocks are "
+                              "predicted once takes the same at any depth)")
+    predict.add_argument("--no-progress", action="store_true", help="no progress bar")
     predict.set_defaults(handler=_cmd_predict)
 
     sweep = commands.add_parser("sweep", help="run a study's grid, each cell in a fresh process, into runs.csv",
@@ -314,7 +333,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         # the page draws the first step's timeline: measure one even when --timeline was not asked for
         timeline = args.timeline if args.timeline is not None else (f"{scratch}/timeline.csv" if args.html else None)
         results = run_modes(_config(args, args.family), modes, args.repeats, _budget(args.budget), timeline,
-                            args.by_layer)
+                            args.by_layer, _max_seconds(args.max_seconds))
         if args.html:
             write_run_html(args.html, results, timeline, args.by_layer)
     if args.json:
@@ -330,11 +349,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .config import normalize
-    from .memory.predict import predict
+    from .memory.predict import PredictionTooSlow, predict
+    from .study.single import check_budget
     from .study.tables import predict_report
 
     config = normalize({**_config(args, args.family), "mode": args.mode})
-    prediction = predict(config)
+    max_seconds = _max_seconds(args.max_seconds)
+    try:
+        if args.budget is not None:
+            prediction = check_budget(config, _budget(args.budget), max_seconds)
+        else:
+            prediction = predict(config, max_seconds=max_seconds, progress=not args.no_progress)
+    except PredictionTooSlow as exc:
+        raise UsageError(str(exc)) from None
     if args.json:
         print(json.dumps({**config, **prediction}))
     else:

@@ -8,7 +8,7 @@ from typing import Any
 from ..config import ConfigError, normalize
 from ..memory.predict import predict
 from ..units import format_bytes
-from .budget import cell_need
+from .budget import cell_need, drawn_over, state_refusal
 from .folder import output_file, replace_atomically
 from .launcher import CellRequest, launch
 
@@ -17,18 +17,25 @@ class RunError(Exception):
     """The measurement itself failed (not bad input)."""
 
 
-def check_budget(config: dict[str, Any], budget_bytes: int) -> dict[str, Any]:
+def check_budget(config: dict[str, Any], budget_bytes: int, max_seconds: float | None = None) -> dict[str, Any]:
     """The prediction, or ConfigError when the cell's need (its predicted total peak and its own overhead,
-    budget.py) exceeds the budget. A model whose parameters and batch alone exceed it is refused as soon as the
-    shape-only build has drawn that much, however large the model."""
+    budget.py) exceeds the budget. A model whose parameters, optimiser state and batch alone exceed it is refused
+    before its step is predicted, in time that does not grow with the model (budget.state_refusal); with
+    `max_seconds`, so is one whose prediction would take longer (memory.predict.PredictionTooSlow)."""
     from ..autograd.meta import DrawLimitExceeded
+    from ..memory.predict import PredictionTooSlow, check_cost
 
     budget = f"the budget {format_bytes(budget_bytes)} (--budget)"
     try:
+        check_cost(config, max_seconds, budget_bytes)
+        reason = state_refusal(config, budget_bytes, budget)
+        if reason:
+            raise ConfigError(reason)
         prediction = predict(config, max_drawn_bytes=budget_bytes)
+    except PredictionTooSlow as exc:
+        raise ConfigError(str(exc)) from None
     except DrawLimitExceeded as exc:
-        raise ConfigError(f"its parameters and batch alone exceed {budget} (building them shape-only stopped "
-                          f"after {format_bytes(exc.drawn_bytes)})") from None
+        raise ConfigError(drawn_over(exc, budget)) from None
     need = cell_need(config, prediction, None)
     if need.total_bytes > budget_bytes:
         raise ConfigError(f"{need.describe()}: exceeds {budget}")
@@ -36,14 +43,15 @@ def check_budget(config: dict[str, Any], budget_bytes: int) -> dict[str, Any]:
 
 
 def run_modes(config: dict[str, Any], modes: list[str], repeats: int, budget_bytes: int,
-              timeline_path: str | None = None, by_layer: bool = False) -> dict[str, list[dict[str, Any]]]:
-    """Measured rows per mode, each mode in its own fresh cell process."""
+              timeline_path: str | None = None, by_layer: bool = False,
+              max_seconds: float | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Measured rows per mode, each mode in its own fresh cell process (`max_seconds`: see `check_budget`)."""
     if repeats < 1:
         raise ConfigError(f"repeats must be at least 1, got {repeats}")
     target = output_file(timeline_path, "--timeline") if timeline_path is not None else None
     configs = {mode: normalize({**config, "mode": mode}) for mode in modes}
     for mode_config in configs.values():
-        check_budget(mode_config, budget_bytes)
+        check_budget(mode_config, budget_bytes, max_seconds)
     results = {}
     for index, (mode, mode_config) in enumerate(configs.items()):
         if target is not None and index == 0:  # the cell writes a temporary file, renamed once the cell is done

@@ -6,6 +6,17 @@ the predictor, `memstudy graph`, the report) reads the family's declaration and 
 
 Fields shared by every family keep one name everywhere (`SHARED_FIELDS`); a family may change their
 defaults (`Family.defaults`) and add checkpoint strategies of its own (`Family.checkpoints`).
+
+Two declarations keep a family's cost constant at any size (both optional; the built-in families make both):
+- `state_bytes(config)`: its parameter, trainable and batch bytes in closed form (a `StateBytes`), so that a size
+  over the budget is refused at once, without building anything (`memory.predict.state_bytes`; without the
+  declaration the model is built shape-only, which costs one pass over its layers);
+- repeated blocks through `nn.repeat.Plan`: build the stack of alike blocks with `plan.build(make_block)` and loop
+  over it with `plan.blocks(start, stop)` (and `plan.segments()` for checkpoint segments, sized by
+  `checkpoint_segment_size`), so that the predictor runs one block for each run of alike ones and `predict` costs
+  the same at any depth. A family that loops plainly is predicted by running every block.
+`tests/test_state_bytes.py` and `tests/test_repeat.py` check both against the full build and step, for every
+built-in family and for `tests/families/declared.py` (a user's file doing the same).
 """
 from __future__ import annotations
 
@@ -21,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ...autograd.engine import POLICIES  # the saved-tensor policies the engine implements
-from ...optim import OPTIMIZERS  # the optimisers optim.make builds
+from ...optim import OPTIMIZERS, STATE_COPIES  # the optimisers optim.make builds, and their state per parameter
 from ..functional import cross_entropy
 
 DTYPES = ("float32", "float64")
@@ -96,19 +107,44 @@ def parse_checkpoint(value: Any, extra: tuple[str, ...] = ()) -> str:
     raise ConfigError(f"checkpoint must be {allowed} or every:K with K a positive integer, got {value!r}")
 
 
-def checkpoint_segments(checkpoint: str, depth: int) -> list[tuple[int, int]] | None:
-    """The layers' segments [start, stop) under a strategy, or None when nothing is checkpointed by segment.
+def checkpoint_segment_size(checkpoint: str, depth: int) -> int | None:
+    """Layers per checkpoint segment under a strategy, or None when nothing is checkpointed by segment.
 
     `sqrt` uses segments of ⌈√depth⌉ layers (Chen et al. 2016); `every:K` segments of K layers (the last one
     shorter when K does not divide the depth). Any other strategy (none, a family's own) has no segments.
     """
     if checkpoint == "sqrt":
-        size = math.isqrt(depth - 1) + 1  # ⌈√depth⌉
-    elif checkpoint.startswith("every:"):
-        size = int(checkpoint.split(":")[1])
-    else:
+        return math.isqrt(depth - 1) + 1  # ⌈√depth⌉
+    if checkpoint.startswith("every:"):
+        return int(checkpoint.split(":")[1])
+    return None
+
+
+def checkpoint_segments(checkpoint: str, depth: int) -> list[tuple[int, int]] | None:
+    """The layers' segments [start, stop) under a strategy (see `checkpoint_segment_size`), or None."""
+    size = checkpoint_segment_size(checkpoint, depth)
+    if size is None:
         return None
     return [(start, min(start + size, depth)) for start in range(0, depth, size)]
+
+
+@dataclass(frozen=True)
+class StateBytes:
+    """What a configuration holds before its step starts, in closed form (a family's `state_bytes`): the ledger's
+    registered `parameter` bytes (parameters and model state such as running statistics), the part of them an
+    optimiser updates (its state is 0×, 1× or 2× these: `optim.STATE_COPIES`), and the batch as registered in the
+    configuration's mode (training registers the labels too; a view of the inputs counts once)."""
+
+    parameter_bytes: int
+    trainable_bytes: int
+    input_bytes: int
+
+    def optimizer_state_bytes(self, config: dict[str, Any]) -> int:
+        return STATE_COPIES[config["optimizer"]] * self.trainable_bytes if config["mode"] == "train" else 0
+
+    def total_bytes(self, config: dict[str, Any]) -> int:
+        """Bytes alive throughout the step: none of it can be freed, so no step of this configuration needs less."""
+        return self.parameter_bytes + self.optimizer_state_bytes(config) + self.input_bytes
 
 
 # The fields every family has, in the row's column order (`model` comes first of all).
@@ -140,7 +176,9 @@ class Family:
       builds shape-only parameters for the predictor;
     - `batch(config)`: (inputs, labels) for one step, drawn through `nn.init` too; labels may be None;
     - `loss(model, inputs, labels)`: the training objective (default: mean cross-entropy of model(inputs));
-    - `layer_names(config)`: a name per layer index (the `layer_scope` indices the model uses), for reports.
+    - `layer_names(config)`: a name per layer index (the `layer_scope` indices the model uses), for reports;
+    - `state_bytes(config)`: parameter, trainable and batch bytes in closed form (`StateBytes`), or None (the default:
+      not declared, the model is built shape-only to count them); see the module docstring.
     """
 
     name: str = ""
@@ -163,6 +201,9 @@ class Family:
 
     def layer_names(self, config: dict[str, Any]) -> list[str]:
         return [str(i) for i in range(config["depth"] + 1)]
+
+    def state_bytes(self, config: dict[str, Any]) -> StateBytes | None:
+        return None
 
     # --- derived from the declaration -------------------------------------------------------------------
     def describe(self, config: dict[str, Any]) -> str:
