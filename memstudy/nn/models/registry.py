@@ -7,7 +7,8 @@ the predictor, `memstudy graph`, the report) reads the family's declaration and 
 Fields shared by every family keep one name everywhere (`SHARED_FIELDS`); a family may change their
 defaults (`Family.defaults`) and add checkpoint strategies of its own (`Family.checkpoints`).
 
-Two declarations keep a family's cost constant at any size (both optional; the built-in families make both):
+Two declarations keep a family's cost constant at any size (both optional; every built-in family makes the first,
+the MLP and the GPT, whose blocks are alike, the second; the CNN's blocks differ and its depth is bounded anyway):
 - `state_bytes(config)`: its parameter, trainable and batch bytes in closed form (a `StateBytes`), so that a size
   over the budget is refused at once, without building anything (`memory.predict.state_bytes`; without the
   declaration the model is built shape-only, which costs one pass over its layers);
@@ -17,6 +18,30 @@ Two declarations keep a family's cost constant at any size (both optional; the b
   the same at any depth. A family that loops plainly is predicted by running every block.
 `tests/test_state_bytes.py` and `tests/test_repeat.py` check both against the full build and step, for every
 built-in family and for `tests/families/declared.py` (a user's file doing the same).
+
+Adopting both in a family module (as mlp.py and gpt.py do; `tests/families/declared.py` is the shortest example):
+
+    def __init__(self, ..., depth, checkpoint):                       # the model
+        self.plan = Plan(depth, checkpoint_segment_size(checkpoint, depth))
+        self.blocks = self.plan.build(lambda i: Block(...))            # block i; every block, or those that run
+    def forward(self, x):
+        ...
+        for i in self.plan.blocks(0, self.depth):                     # or: for start, stop in self.plan.segments():
+            with layer_scope(i):                                      #        x = checkpoint(self.run, x, params,
+                x = self.blocks[i](x)                                 #                       start, stop)
+    def parameter_layers(self):                                       # (index, block) pairs, in either mode
+        return [i for i, block in self.blocks.items() for _ in block.parameters()]
+
+    def state_bytes(self, config) -> StateBytes:                      # the family
+        return StateBytes(parameter_bytes, trainable_bytes, input_bytes)   # input: labels too when training
+
+What `Plan` assumes: the blocks it compresses are alike (same code, same shapes; the first may differ, as the MLP's
+first takes in_features) and each block's input looks like its output; every block's state is its own (a weight
+tied between blocks, or a cache one block fills for the next, breaks this). The ledger checks what it can
+(`RepeatMismatch`, then every block runs); the tests check the rest: a new built-in family adds configurations to
+`FAMILY_CONFIGS` in tests/test_predict.py (test_state_bytes.py reads them too) and to `FAMILY_GRID` (and, if it
+builds through `Plan`, `REPEATING`) in tests/test_repeat.py, at depths where runs of more than three blocks and
+of more than three checkpoint segments occur.
 """
 from __future__ import annotations
 
