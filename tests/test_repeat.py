@@ -219,3 +219,32 @@ def test_a_slow_prediction_shows_progress_on_stderr(monkeypatch, capsys):
     with predict_module._progress_bar(True, None):  # quicker than the threshold: nothing drawn
         pass
     assert capsys.readouterr().err == ""
+
+
+def test_a_cnn_prediction_does_as_much_work_for_any_batch(monkeypatch):
+    """The convolution's weight gradient, summed example by example, runs one example on shape-only arrays (each
+    allocates nothing): the prediction's numpy calls do not grow with the batch, and its figures stay exact."""
+    from memstudy.autograd.meta import MetaArray
+
+    calls = []
+    functions, ufuncs = MetaArray.__array_function__, MetaArray.__array_ufunc__
+
+    def counting_function(self, func, types, args, kwargs):
+        calls.append(func.__name__)
+        return functions(self, func, types, args, kwargs)
+
+    def counting_ufunc(self, ufunc, method, *args, **kwargs):
+        calls.append(ufunc.__name__)
+        return ufuncs(self, ufunc, method, *args, **kwargs)
+
+    monkeypatch.setattr(MetaArray, "__array_function__", counting_function)
+    monkeypatch.setattr(MetaArray, "__array_ufunc__", counting_ufunc)
+    counts = []
+    for batch in (3, 300):
+        calls.clear()
+        predict(dict(model="cnn", depth=2, width=4, image_size=8, batch_size=batch))
+        counts.append(len(calls))
+    assert counts[0] == counts[1]
+    monkeypatch.undo()
+    raw = dict(model="cnn", depth=2, width=4, image_size=8, batch_size=5, conv_save="columns")
+    assert totals(memoised_account(normalize(raw))) == totals(predicted_account(normalize(raw)))
