@@ -104,15 +104,18 @@ def memoised_account(config: dict[str, Any], max_drawn_bytes: int | None = None,
 
 
 def predict(raw_config: dict[str, Any], max_drawn_bytes: int | None = None, *, memoise: bool = True,
-            max_seconds: float | None = None, progress: bool = False) -> dict[str, Any]:
+            max_seconds: float | None = None, progress: bool = False,
+            estimate_seconds: float | None = None) -> dict[str, Any]:
     """Bytes by category, the step's peak and total peak, for one configuration (labelled predicted).
 
     `memoise`: repeated blocks predicted once (the default; False runs every block, same figures);
     `max_drawn_bytes`: see `predicted_account`; `max_seconds`: refuse (PredictionTooSlow) a prediction estimated
-    to take longer (`prediction_cost`); `progress`: a progress bar on stderr once it has run a second."""
+    to take longer (`prediction_cost`); `progress`: a progress bar on stderr once it has run a second, against
+    `estimate_seconds` when the caller has it (from `check_cost`), else against `prediction_cost`'s."""
     config = normalize(raw_config)
-    estimate = check_cost(config, max_seconds, max_drawn_bytes) if max_seconds is not None or progress else None
-    with _progress_bar(progress, estimate):
+    if max_seconds is not None or (progress and estimate_seconds is None):
+        estimate_seconds = check_cost(config, max_seconds, max_drawn_bytes)
+    with _progress_bar(progress, estimate_seconds):
         account = (memoised_account if memoise else predicted_account)(config, max_drawn_bytes)
     return prediction_fields(account)
 

@@ -27,11 +27,12 @@ def check_budget(config: dict[str, Any], budget_bytes: int, max_seconds: float |
 
     budget = f"the budget {format_bytes(budget_bytes)} (--budget)"
     try:
-        check_cost(config, max_seconds, budget_bytes)
+        estimate = check_cost(config, max_seconds, budget_bytes)
         reason = state_refusal(config, budget_bytes, budget)
         if reason:
             raise ConfigError(reason)
-        prediction = predict(config, max_drawn_bytes=budget_bytes)
+        # a bar on stderr once it has run a second (0: no estimate, none computed again)
+        prediction = predict(config, max_drawn_bytes=budget_bytes, progress=True, estimate_seconds=estimate or 0.0)
     except PredictionTooSlow as exc:
         raise ConfigError(str(exc)) from None
     except DrawLimitExceeded as exc:
