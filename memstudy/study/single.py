@@ -64,11 +64,11 @@ def write_run_html(path: str, results: dict[str, list[dict[str, Any]]], timeline
     """`memstudy run --html`: the first mode's step timeline and the run's tables as one offline page."""
     from .bands import read_timeline
     from .provenance import collect_env
-    from .tables import ratio_line, run_tables, run_title
+    from .tables import load_note, ratio_line, run_tables, run_title
     from .webpage import write_run_page
 
     mode = next(iter(results))
-    notes = [line for line in (ratio_line(results),) if line]
+    notes = [line for line in (ratio_line(results), load_note(results)) if line]
     write_run_page(Path(path), run_title(results), run_tables(results, by_layer), notes,
                    read_timeline(timeline_path), collect_env(), mode)
     return path

@@ -39,7 +39,7 @@ from typing import Any, Sequence
 from .budget import DEFAULT_PREDICTOR, BudgetCheck, Verdict, explain_memory_failure
 from .fields import ROW_FIELDS
 from .folder import FolderLock, results_folder, write_text_atomically
-from .launcher import CELL_COMMAND, CellRequest, CellResult, LocalExecutor, cell_environment
+from .launcher import CELL_COMMAND, CellLost, CellRequest, CellResult, LocalExecutor, blas_policy, cell_environment
 from .provenance import collect_env, git_info, read_env, spec_record, write_json
 from .resume import SweepError, check_compatible
 from .runs import (CSV_COLUMNS, RunsFile, RunsFileError, append_rows, format_rows, header_line, read_runs,
@@ -378,6 +378,8 @@ class _Run:
                    "executor": dask.address if dask is not None else "local"}
         if dask is not None:
             session["workers"] = dask.worker_hosts()
+        else:  # a Dask worker's host records its own (env.json's hosts)
+            session["blas_threads"] = blas_policy(self.cell_env)
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         if previous_env is None:
             env = collect_env(spec, cell_environment=self.cell_env, extra={"sweep": session}, git=self.git)

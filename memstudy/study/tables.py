@@ -64,7 +64,7 @@ def run_tables(results: dict[str, list[dict[str, Any]]],
     body = [[label] + [format_bytes(_median(results[m], field)) for m in modes] for label, field in PROBES]
     body.append(["RSS method"] + [str(results[m][0].get("rss_method")) for m in modes])
     body.append(["cell process VmHWM (absolute)"] + [format_bytes(_median(results[m], "hwm_bytes")) for m in modes])
-    body.append(["step time, median"] + [f"{1000 * _median(results[m], 'step_seconds'):.2f} ms" for m in modes])
+    body += _timing_rows(results)
     tables.append(("step peak over baseline, by probe", ["step peak over baseline, by probe"] + modes, body))
     if by_layer:
         for mode in modes:
@@ -74,6 +74,42 @@ def run_tables(results: dict[str, list[dict[str, Any]]],
             tables.append((f"by layer ({mode}, repeat 0)", ["layer", "held for backward", "parameters", "gradients"],
                            body))
     return tables
+
+
+def _loaded(rows: list[dict[str, Any]]) -> float | None:
+    """Other processes' median busy cores while these rows were timed, if above LOADED_CORES."""
+    from ..memory.load import LOADED_CORES
+
+    load = _median(rows, "foreign_cores")
+    return load if load is not None and load > LOADED_CORES else None
+
+
+def _timing_rows(results: dict[str, list[dict[str, Any]]]) -> list[list[str]]:
+    """The step time (flagged when taken under load), the load itself, and the BLAS threads each cell had."""
+    modes = list(results)
+    body = [["step time, median"] + [f"{1000 * _median(results[m], 'step_seconds'):.2f} ms"
+                                     + (" (loaded)" if _loaded(results[m]) else "") for m in modes]]
+    loads = [_median(results[m], "foreign_cores") for m in modes]
+    body.append(["others' load, cores"] + ["—" if load is None else f"{load:.2f}" for load in loads])
+    if any(r.get("blas_threads") is not None for m in modes for r in results[m]):
+        threads = [[r for r in results[m] if r.get("blas_threads") is not None] for m in modes]
+        body.append(["BLAS threads (cores free at start)"] + [
+            "—" if not rows else f"{_median(rows, 'blas_threads'):.0f}"
+            + ("" if _median(rows, "free_cores") is None else f" ({_median(rows, 'free_cores'):.2f} free)")
+            for rows in threads])
+    return body
+
+
+def load_note(results: dict[str, list[dict[str, Any]]]) -> str | None:
+    """A line saying which step times were taken while other processes kept the machine busy, if any."""
+    from ..memory.load import LOADED_CORES
+
+    loaded = {m: _loaded(rows) for m, rows in results.items() if _loaded(rows)}
+    if not loaded:
+        return None
+    which = " and ".join(f"the {m} step time ({load:.2f} cores)" for m, load in loaded.items())
+    return (f"note: other processes kept the machine busy while {which} was timed (above {LOADED_CORES:g} cores): "
+            "slower than on a quiet machine; the byte counts are not affected")
 
 
 def run_title(results: dict[str, list[dict[str, Any]]]) -> str:
@@ -96,9 +132,9 @@ def run_report(results: dict[str, list[dict[str, Any]]], by_layer: bool = False)
     tables = run_tables(results, by_layer)
     for title, header, body in tables[:2]:
         out += ["", _table(header, body)]
-    ratio = ratio_line(results)
-    if ratio:
-        out += ["", ratio]
+    for line in (ratio_line(results), load_note(results)):
+        if line:
+            out += ["", line]
     for title, header, body in tables[2:]:  # per layer: a title line above the table
         out += ["", title, _table(header, body)]
     return "\n".join(out)
