@@ -1,6 +1,8 @@
 """Sweeps on a Dask cluster (loopback only, each test bounded in time): the same rows as a local sweep, a worker
 killed mid-sweep loses and duplicates nothing, resume works in both directions, and an unusable cluster is
-one error line, exit 2, at once."""
+one error line, exit 2, at once. An address that is not a scheduler (a web server, the dashboard's port) is one
+line within the connect timeout, a scheduler killed mid-sweep leaves its cells un-run for a resume, Ctrl-C on
+local:N is one line, and tls:// runs with certificates from Dask's configuration (made here with openssl)."""
 from __future__ import annotations
 
 import csv

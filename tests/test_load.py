@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from memstudy.memory.load import ForeignLoad, machine_busy_seconds
+from memstudy.memory.load import ForeignLoad, machine_busy_seconds, own_seconds, process_seconds
 
 pytestmark = pytest.mark.skipif(machine_busy_seconds() is None, reason="needs Linux /proc/stat")
 
@@ -23,15 +23,23 @@ def spin_here(seconds: float) -> None:
 
 
 def test_another_process_counts_and_our_own_work_does_not():
-    own = ForeignLoad().start()
-    spin_here(0.6)
-    own_cores = own.cores()
-    other = ForeignLoad().start()
-    proc = subprocess.Popen([sys.executable, "-c", SPIN.format(seconds=0.8)])
-    time.sleep(0.6)
-    other_cores = other.cores()  # read before the spinner is reaped: it is another process's work
+    """Two figures over one window, so that whatever else the machine runs meanwhile cancels out (the earlier
+    version compared two windows and failed when other processes kept both cores busy): a spinning child is
+    foreign load unless it is named as ours (`helper_pids`), and our own CPU time is in `own_seconds`."""
+    proc = subprocess.Popen([sys.executable, "-c", SPIN.format(seconds=1.5)])
+    time.sleep(0.2)  # spinning, not starting
+    theirs, ours = ForeignLoad().start(), ForeignLoad(helper_pids=lambda: [proc.pid]).start()
+    wall0, spun0, own0 = time.perf_counter(), process_seconds(proc.pid), own_seconds()
+    cpu_end = time.process_time() + 0.2
+    while time.process_time() < cpu_end:  # 0.2 CPU seconds of our own, however busy the machine is
+        pass
+    time.sleep(0.3)
+    spun, own = process_seconds(proc.pid) - spun0, own_seconds() - own0
+    foreign_theirs, foreign_ours, wall = theirs.cores(), ours.cores(), time.perf_counter() - wall0
+    proc.kill()
     proc.wait()
-    assert other_cores - own_cores > 0.3, (own_cores, other_cores)
+    assert own >= 0.15 and spun > 0.05, (own, spun)  # os.times() counts in 10 ms ticks
+    assert abs((foreign_theirs - foreign_ours) - spun / wall) < 0.1, (foreign_theirs, foreign_ours, spun / wall)
 
 
 def test_each_cell_row_records_the_load_while_it_was_timed():

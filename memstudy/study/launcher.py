@@ -92,18 +92,25 @@ def cell_environment(base: dict[str, str] | None = None, jobs: int = 1) -> dict[
     --jobs 2 ran the default study at a third of --jobs 1's rate: results/bench, sweep_jobs2_cells_per_second);
     `launch` lowers that further to the cores free when the cell starts. Dask's nannies set one thread per worker
     process (their `pre-spawn-environ`), which counts as set by the user."""
-    from .provenance import project_root, usable_cores
+    from .provenance import project_root
 
     env = dict(os.environ if base is None else base)
     env.setdefault(MMAP_THRESHOLD_ENV, MMAP_THRESHOLD_BYTES)
     if jobs > 1 and not any(name in env for name in BLAS_THREAD_ENV):
-        threads = str(max(1, (usable_cores() or os.cpu_count() or 1) // jobs))
+        threads = str(max(1, _usable_cores() // jobs))
         env.update(dict.fromkeys(BLAS_THREAD_ENV, threads))
     root = str(project_root())
     paths = env.get("PYTHONPATH", "")
     if root not in paths.split(os.pathsep):
         env["PYTHONPATH"] = root + (os.pathsep + paths if paths else "")
     return env
+
+
+def _usable_cores() -> int:
+    """The cores a cell may run on (provenance.usable_cores: this process's CPU affinity), at least 1."""
+    from .provenance import usable_cores
+
+    return usable_cores() or os.cpu_count() or 1
 
 
 def user_blas_threads() -> dict[str, str]:
@@ -122,24 +129,21 @@ def blas_thread_count(free_cores: float | None, ceiling: int) -> int:
 def _blas_ceiling(env: dict[str, str]) -> int:
     """The most threads a cell's BLAS may get: its share of the cores set by `cell_environment`, else the usable
     cores."""
-    from .provenance import usable_cores
-
     for name in BLAS_THREAD_ENV:
         if env.get(name, "").isdigit() and int(env[name]) >= 1:
             return int(env[name])
-    return usable_cores() or os.cpu_count() or 1
+    return _usable_cores()
 
 
 def free_cores(window_seconds: float = BLAS_LOAD_WINDOW_SECONDS) -> float | None:
     """The usable cores that no process kept busy over the next `window_seconds`; None where the load is unknown."""
     from ..memory.load import busy_cores
-    from .provenance import usable_cores
 
     busy = busy_cores(window_seconds)
     if busy is None:
         return None
-    cores = os.cpu_count() or 1
-    return max(0.0, min(float(usable_cores() or cores), cores - busy))
+    all_cores = os.cpu_count() or 1  # what /proc/stat's busy time is spread over
+    return max(0.0, min(float(_usable_cores()), all_cores - busy))
 
 
 def blas_for_cell(env: dict[str, str]) -> tuple[dict[str, str], dict[str, Any]]:
