@@ -121,7 +121,9 @@ def _check_reachable(address: str) -> None:
         raise ClusterError(f"--cluster {address}: no Dask scheduler at {host}:{port} ({reason})") from None
 
 
-TLS_SETTINGS = (("tls_ca_file", "distributed.comm.tls.ca-file"), ("tls_client_cert", "distributed.comm.tls.client.cert"),
+# the client's TLS settings: distributed.Security's attribute, and Dask's configuration key it is read from
+TLS_SETTINGS = (("tls_ca_file", "distributed.comm.tls.ca-file"),
+                ("tls_client_cert", "distributed.comm.tls.client.cert"),
                 ("tls_client_key", "distributed.comm.tls.client.key"))
 
 
