@@ -74,7 +74,8 @@ def _add_model_flags(parser: argparse.ArgumentParser, family: Any, modes: tuple[
     `defaults` (the fields an --hf-config file gives) replace the fields' own defaults."""
     group = parser.add_argument_group(f"model and step (--model {family.name})")
     group.add_argument("--model", default="mlp", metavar="NAME|FILE.py:Class",
-                       help="model family: a built-in name or your own file's Family class (mlp)")
+                       help="model family: a built-in name or your own file's Family class (mlp); that file "
+                            "is Python memstudy runs: name only files you trust")
     group.add_argument("--hf-config", metavar="CONFIG.json", help=HF_CONFIG_HELP)
     for field in family.all_fields():
         value = defaults.get(field.name, field.default)
@@ -213,9 +214,12 @@ def _add_sweep_flags(parser: argparse.ArgumentParser, out_default: str | None) -
     parser.add_argument("--out", default=out_default, metavar="DIR", help="results folder (results/<study name>)")
     parser.add_argument("--jobs", type=_positive_int, default=None, help="cells at once (the spec's [run] jobs)")
     parser.add_argument("--cluster", metavar="ADDRESS|local:N", default=None,
-                        help="run the cells on a Dask cluster (tcp://host:8786; workers started with --nthreads 1 "
-                             "--resources memstudy-cell=1), or on N local Dask worker processes (local:N); needs "
-                             "pip install 'memstudy[distributed]'")
+                        help="run the cells on a Dask cluster (tcp://host:8786 or tls://host:8786; workers started "
+                             "with --nthreads 1 --resources memstudy-cell=1), or on N local Dask worker processes "
+                             "(local:N); needs pip install 'memstudy[distributed]'. Whoever reaches a tcp:// "
+                             "scheduler's port can run code on its workers: keep it on a private network, or use "
+                             "tls:// with certificates in Dask's configuration (distributed.comm.tls.ca-file, "
+                             ".client.cert, .client.key)")
     parser.add_argument("--fresh", action="store_true", help="discard earlier results in DIR and start over")
     parser.add_argument("--retry-failed", action="store_true", help="rerun the cells whose rows in DIR failed or "
                                                                     "timed out")

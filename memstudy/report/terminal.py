@@ -10,7 +10,7 @@ from typing import Any
 
 from . import document as doc
 from .document import Bullets, Document, Heading, Paragraph, Table
-from .formats import bytes_text
+from .formats import LOADED_CORES, bytes_text
 
 BREAKDOWN = (
     ("parameters", "peak_parameter_bytes"),
@@ -130,19 +130,49 @@ def run_document(results: dict[str, list[dict[str, Any]]], by_layer: bool = Fals
     body = [[label] + [doc.nbytes(_median(results[m], field)) for m in modes] for label, field in PROBES]
     body.append(["RSS method"] + [str(results[m][0].get("rss_method")) for m in modes])
     body.append(["cell process VmHWM (absolute)"] + [doc.nbytes(_median(results[m], "hwm_bytes")) for m in modes])
-    body.append(["step time, median"] + [doc.ms(_median(results[m], "step_seconds"), 2) for m in modes])
+    body.append(["step time, median"] + [_step_time(results[m]) for m in modes])
     # the load the time was measured under (other processes' busy cores), "(loaded)" above formats.LOADED_CORES
     body.append(["  other cores busy meanwhile"] + [doc.load(_median(results[m], "foreign_cores")) for m in modes])
+    if any(r.get("blas_threads") is not None for m in modes for r in results[m]):
+        # the BLAS threads each cell had: the free cores when it started, unless the user set a count
+        body.append(["  BLAS threads (cores free at start)"] + [_threads(results[m]) for m in modes])
     document.blocks.append(doc.table(["step peak over baseline, by probe"] + modes, body))
-    ratio = ratio_line(results)
-    if ratio:
-        document.blocks.append(Paragraph(ratio))
+    for line in (ratio_line(results), load_note(results)):
+        if line:
+            document.blocks.append(Paragraph(line))
     if by_layer:
         for mode in modes:
             document.add(by_layer_table(mode, results[mode][0].get("by_layer") or [],
                                         layer_names(results[mode][0])))
         document.blocks.append(Paragraph(LAYER_NOTE))
     return document
+
+
+def _step_time(rows: list[dict[str, Any]]) -> Any:
+    """The median step time, "(loaded)" when other processes kept more than LOADED_CORES busy meanwhile."""
+    seconds, load = _median(rows, "step_seconds"), _median(rows, "foreign_cores")
+    if load is not None and load > LOADED_CORES:
+        return doc.compound("{} (loaded)", doc.ms(seconds, 2))
+    return doc.ms(seconds, 2)
+
+
+def _threads(rows: list[dict[str, Any]]) -> str:
+    rows = [r for r in rows if r.get("blas_threads") is not None]
+    if not rows:
+        return "—"
+    free = _median(rows, "free_cores")
+    return f"{_median(rows, 'blas_threads'):.0f}" + ("" if free is None else f" ({free:.2f} free)")
+
+
+def load_note(results: dict[str, list[dict[str, Any]]]) -> str | None:
+    """A line saying which step times were taken while other processes kept the machine busy, if any."""
+    loaded = {m: load for m, rows in results.items()
+              if (load := _median(rows, "foreign_cores")) is not None and load > LOADED_CORES}
+    if not loaded:
+        return None
+    which = " and ".join(f"the {m} step time ({load:.2f} cores)" for m, load in loaded.items())
+    return (f"note: other processes kept the machine busy while {which} was timed (above {LOADED_CORES:g} cores): "
+            "slower than on a quiet machine; the byte counts are not affected")
 
 
 def run_title(results: dict[str, list[dict[str, Any]]]) -> str:
