@@ -25,8 +25,8 @@ Figures (one CSV row each; ratios are measured side by side in one run, see benc
   gpt_engine_vs_numpy, gpt_engine_vs_torch, gpt_floor_vs_torch, gpt_ops_*   the GPT step (benchmarks.gpt_bench)
   predict_seconds, predict_traced_mb   predicting a depth-96, width-12288, batch-2048 Adam step (232 GB)
                           on shape-only arrays, in-process: median seconds, tracemalloc peak (benchmarks.predict_cost)
-  predict_mlp_depth1000_seconds, predict_mlp_depth100000_seconds, predict_gpt2_small_seconds, predict_gpt80_seconds
-                          predicting deep models with repeated blocks predicted once (and the depth-1000 MLP with
+  predict_mlp_depth1000_seconds, predict_mlp_depth100000_seconds, predict_gpt2_small_seconds, predict_gpt80_seconds,
+  predict_llama70b_seconds    predicting deep models with repeated blocks predicted once (and the depth-1000 MLP with
                           every block run: predict_mlp_depth1000_every_block_seconds), median seconds
 
 A timed step is one training-loop iteration: gradients set to None (last step's freed), forward, mean

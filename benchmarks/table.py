@@ -26,6 +26,7 @@ GPT_CHECKPOINT = ("gpt_checkpoint_selective", "gpt_checkpoint_sqrt", "gpt_checkp
 PROCESS = ("python_startup_seconds", "numpy_import_seconds", "cell_import_seconds", "predict_seconds",
            "predict_traced_mb", "predict_mlp_depth1000_seconds", "predict_mlp_depth1000_every_block_seconds",
            "predict_mlp_depth100000_seconds", "predict_gpt2_small_seconds", "predict_gpt80_seconds",
+           "predict_llama70b_seconds",
            "sweep_cells_per_second", "study_wall_seconds")
 SWEEP = ("sweep_jobs1_cells_per_second", "sweep_jobs2_cells_per_second", "sweep_cluster2_cells_per_second")
 SWEEP_LABELS = dict(zip(SWEEP, ("--jobs 1", "--jobs 2", "--cluster local:2")))

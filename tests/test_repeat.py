@@ -44,11 +44,19 @@ FAMILY_GRID: dict[str, list[dict]] = {
     "mlp": rotate([{"model": "mlp", "depth": 26, **c} for c in grid(
         checkpoint=("none", "sqrt", "every:1", "every:3"), policy=POLICIES, mode=MODES)],
         shape=range(len(MLP_SHAPES)), optimizer=("sgd", "momentum", "adam"), dtype=("float32", "float64"),
-        activation=("relu", "sigmoid", "tanh"), bias=(True, False)),
+        activation=("relu", "sigmoid", "tanh"), bias=(True, False))
+    + [{"model": "mlp", "depth": 26, **MLP_SHAPES[0], "lora_rank": 2, "checkpoint": c, "policy": p}
+       for c in ("none", "sqrt") for p in POLICIES],
     "gpt": rotate([{"model": "gpt", "depth": 16 if c["checkpoint"] == "sqrt" else 10, **c} for c in grid(
         checkpoint=("none", "selective", "sqrt", "every:2"), policy=POLICIES, mode=MODES)],
         shape=range(len(GPT_SHAPES)), dropout=(0.0, 0.2), optimizer=("sgd", "adam", "momentum"),
-        dtype=("float32", "float64"), bias=(True, False)),
+        dtype=("float32", "float64"), bias=(True, False))
+    + [{"model": "gpt", "depth": 10, **GPT_SHAPES[0], "lora_rank": 2, "checkpoint": c, "mode": m}
+       for c in ("none", "every:2") for m in MODES],
+    "llama": rotate([{"model": "llama", "depth": 16 if c["checkpoint"] == "sqrt" else 10, **c} for c in grid(
+        checkpoint=("none", "selective", "sqrt", "every:2"), lora_rank=(0, 2), mode=MODES)],
+        shape=range(2), policy=POLICIES, optimizer=("adam", "sgd", "momentum"), kv_heads=(4, 2, 1),
+        tie=(False, True), dtype=("float32", "float64")),
     "seed": [dict(model="seed", width=16, in_features=12, out_features=5, batch_size=7, lam=0.1, policy=p, mode=m)
              for p in POLICIES for m in MODES[:1]] + [dict(model="seed", mode="inference")],
     "cnn": [dict(model="cnn", depth=3, width=4, image_size=16, batch_size=3, checkpoint=c, policy=p, mode=m)
@@ -58,14 +66,16 @@ FAMILY_GRID: dict[str, list[dict]] = {
         optimizer=("adam", "sgd", "momentum"), dtype=("float32", "float64")),
     "undeclared": [dict(model=UNDECLARED, depth=6, width=8, in_features=4, batch_size=3, mode=m) for m in MODES],
 }
-REPEATING = {"mlp", "gpt", "declared"}  # families that build their blocks through nn.repeat.Plan
+LLAMA_SHAPES = (dict(width=16, heads=4, ffn=24, seq_len=8, vocab=23, batch_size=3),
+                dict(width=32, heads=8, ffn=40, seq_len=32, vocab=11, batch_size=2))  # the attention scores
+REPEATING = {"mlp", "gpt", "llama", "declared"}  # families that build their blocks through nn.repeat.Plan
 
 
 def _shaped(raw: dict) -> dict:
     raw = dict(raw)
     shape = raw.pop("shape", None)
     if shape is not None:
-        raw.update((MLP_SHAPES if raw["model"] == "mlp" else GPT_SHAPES)[shape])
+        raw.update({"mlp": MLP_SHAPES, "gpt": GPT_SHAPES, "llama": LLAMA_SHAPES}[raw["model"]][shape])
     return raw
 
 
@@ -248,3 +258,17 @@ def test_a_cnn_prediction_does_as_much_work_for_any_batch(monkeypatch):
     monkeypatch.undo()
     raw = dict(model="cnn", depth=2, width=4, image_size=8, batch_size=5, conv_save="columns")
     assert totals(memoised_account(normalize(raw))) == totals(predicted_account(normalize(raw)))
+
+
+def test_a_lora_target_naming_one_block_runs_every_block():
+    """`lora_targets = hidden_layers.3` gives block 3 adapters the others lack: no block stands for it, so the
+    compressed build refuses (NotRepeatable) and every block runs; the state bytes are counted the same way."""
+    from memstudy.memory.predict import state_bytes
+
+    raw = dict(depth=9, width=16, batch_size=3, lora_rank=2, lora_targets="hidden_layers.3", optimizer="adam")
+    config = normalize(raw)
+    memoised = memoised_account(config)
+    plain = predicted_account(config)
+    assert not memoised.repeated and totals(memoised) == totals(plain)
+    held = state_bytes(config)
+    assert held.trainable_bytes == 2 * 16 * 4 * 2 and held.parameter_bytes == plain.registered_bytes["parameter"]

@@ -49,19 +49,19 @@ def test_sweep_writes_rows_env_and_timeline(tmp_path, fake_cell, monkeypatch):
 
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_concurrent_cells_share_the_cores_between_their_blas_threads(tmp_path, fake_cell, monkeypatch, jobs):
-    """--jobs N: each cell's BLAS gets usable cores ÷ N threads (at least 1), unless the user set a count; one cell
-    at a time keeps the process's own setting. (Two cells with one BLAS thread per core each ran the default study
-    at a third of --jobs 1's rate on 2 cores.)"""
+    """--jobs N: each cell's BLAS gets at most usable cores ÷ N threads (at least 1; fewer when cores are busy as it
+    starts, tests/test_load.py), unless the user set a count. (Two cells with one BLAS thread per core each ran the
+    default study at a third of --jobs 1's rate on 2 cores.)"""
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.delenv(name, raising=False)
     log = tmp_path / "cells.log"
     monkeypatch.setenv("FAKE_CELL_LOG", str(log))
     spec = make_spec(tmp_path, SPEC.replace("jobs = 1", f"jobs = {jobs}"))
     run_sweep(spec, tmp_path / "out", progress=False, cell_command=fake_cell, predictor=no_predictor)
-    expected = str(max(1, len(os.sched_getaffinity(0)) // jobs)) if jobs > 1 else None
-    assert {json.loads(line)["blas_threads"] for line in log.read_text().splitlines()} == {expected}
+    share = max(1, len(os.sched_getaffinity(0)) // jobs)
+    assert all(1 <= int(json.loads(line)["blas_threads"]) <= share for line in log.read_text().splitlines())
     recorded = json.loads((tmp_path / "out" / "env.json").read_text())["cell_environment"]
-    assert recorded.get("OPENBLAS_NUM_THREADS") == expected
+    assert recorded.get("OPENBLAS_NUM_THREADS") == (str(share) if jobs > 1 else None)  # the share; each row: its own
 
 
 def test_a_users_blas_thread_setting_reaches_every_cell(tmp_path, fake_cell, monkeypatch):

@@ -387,6 +387,11 @@ class layer_scope:
 _REPEAT_IDS = itertools.count(1)
 
 
+class NotRepeatable(ValueError):
+    """What ran inside repeat scopes cannot stand for the runs it was counted as (blocks that do not chain, a LoRA
+    target naming one block by its index): the predictor runs every block instead."""
+
+
 class repeat_scope:
     """What runs inside it stands for `copies` identical runs, one after the other (`nn.repeat`: the predictor runs
     one block of a stack of identical ones): the ledger counts its events that many times, and those of the backward

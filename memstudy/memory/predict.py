@@ -21,7 +21,8 @@ at two small depths and extrapolates: `predict(..., max_seconds=...)` refuses on
 with the estimate), and `progress=True` shows a bar on stderr once a prediction has run a second.
 
 `state_bytes` is what the configuration holds before its step (parameters, trainable parameters, batch): the
-family's closed form when it declares one (registry.StateBytes), else counted from a shape-only build. A budget
+family's closed form when it declares one (registry.StateBytes), else counted from a shape-only build (repeated
+blocks built once and counted as many). A budget
 check compares it first (study/budget.py), so a size whose parameters alone exceed the budget is refused without
 building anything.
 
@@ -42,7 +43,7 @@ from ..autograd import STATE, meta
 from ..config import get_family, normalize
 from ..nn import repeat
 from ..nn.models.registry import StateBytes
-from .ledger import Ledger, RepeatMismatch, StepAccount
+from .ledger import Ledger, StepAccount
 from .workload import Workload
 
 PREDICT_MAX_SECONDS = 10.0  # `memstudy predict`'s default --max-seconds
@@ -93,11 +94,11 @@ def memoised_account(config: dict[str, Any], max_drawn_bytes: int | None = None,
                      plans: list[int] | None = None) -> StepAccount:
     """The same step's account with repeated blocks predicted once (see the module docstring): its totals (every
     field `prediction_fields` reads) equal `predicted_account`'s; its buffers and events are those of the blocks
-    that ran (`repeated` says so). Falls back to running every block where the blocks do not chain. `plans`: see
-    `_account` (0 appended on the fallback)."""
+    that ran (`repeated` says so). Falls back to running every block where the blocks do not chain, or cannot stand
+    for one another (`nn.repeat.NotRepeatable`). `plans`: see `_account` (0 appended on the fallback)."""
     try:
         return _account(config, max_drawn_bytes, True, plans)
-    except RepeatMismatch:
+    except repeat.NotRepeatable:
         if plans is not None:
             plans[:] = [0]
         return predicted_account(config, max_drawn_bytes)
@@ -200,7 +201,14 @@ def state_bytes(config: dict[str, Any], max_drawn_bytes: int | None = None) -> S
     declared = get_family(config["model"]).state_bytes(config)
     if declared is not None:
         return declared
-    with meta.meta_mode(max_drawn_bytes), repeat.compressing():
+    try:
+        return _built_state_bytes(config, max_drawn_bytes, True)
+    except repeat.NotRepeatable:
+        return _built_state_bytes(config, max_drawn_bytes, False)
+
+
+def _built_state_bytes(config: dict[str, Any], max_drawn_bytes: int | None, compressed: bool) -> StateBytes:
+    with meta.meta_mode(max_drawn_bytes), repeat.compressing() if compressed else contextlib.nullcontext():
         work = Workload(config)
         ledger = Ledger()
         work.register(ledger)

@@ -10,6 +10,7 @@ from ..autograd import Tensor, apply
 from ..autograd import ops
 from . import init
 from .models.registry import DTYPES
+from .repeat import Blocks
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 
@@ -19,6 +20,12 @@ def check_dtype(dtype: Any) -> np.dtype:
     if dt.name not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dt.name}")
     return dt
+
+
+def _indexed(items: Any) -> Any:
+    """(name index, item) of a list of modules: its position, or a block's index in a compressed stack of blocks
+    (nn.repeat.Blocks), so that names and `model.blocks[i]` agree either way."""
+    return items.items() if isinstance(items, Blocks) else enumerate(items)
 
 
 class Module:
@@ -45,12 +52,24 @@ class Module:
             elif isinstance(value, Module):
                 yield from value._walk(name + ".")
             elif isinstance(value, (list, tuple)):
-                for i, item in enumerate(value):
+                for i, item in _indexed(value):
                     if isinstance(item, Module):
                         yield from item._walk(f"{name}.{i}.")
 
     def parameters(self) -> list[Tensor]:
         return [p for _, p in self.named_parameters()]
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
+        """(name, module) of this module ("" for itself) and every module below it, PyTorch-style names, in
+        definition order (the walk `named_parameters` makes)."""
+        yield prefix.rstrip("."), self
+        for attr, value in vars(self).items():
+            if isinstance(value, Module):
+                yield from value.named_modules(f"{prefix}{attr}.")
+            elif isinstance(value, (list, tuple)):
+                for i, item in _indexed(value):
+                    if isinstance(item, Module):
+                        yield from item.named_modules(f"{prefix}{attr}.{i}.")
 
     # Model state that is not a parameter (batch norm's running statistics; PyTorch's "buffers"): plain
     # arrays named in a module's `buffer_names`. They take no gradient and no optimiser step; the ledger
@@ -64,7 +83,7 @@ class Module:
             if isinstance(value, Module):
                 found += value.named_buffers(f"{prefix}{attr}.")
             elif isinstance(value, (list, tuple)):
-                for i, item in enumerate(value):
+                for i, item in _indexed(value):
                     if isinstance(item, Module):
                         found += item.named_buffers(f"{prefix}{attr}.{i}.")
         return found
@@ -106,6 +125,15 @@ class Linear(Module):
                              requires_grad=True, name="weight")
         self.bias = (Tensor(init.uniform(rng, -bound, bound, out_features, dt), requires_grad=True, name="bias")
                      if bias else None)
+
+    @classmethod
+    def from_weight(cls, weight: Tensor, bias: Tensor | None = None) -> "Linear":
+        """A Linear around parameters that exist already (a head tied to an embedding's weight: one Tensor, which
+        `named_parameters` lists once, under its first name)."""
+        layer = cls.__new__(cls)
+        layer.out_features, layer.in_features = weight.shape
+        layer.weight, layer.bias = weight, bias
+        return layer
 
     def forward(self, x: Any) -> Tensor:  # functional.linear, one call frame less per layer
         if self.bias is None:

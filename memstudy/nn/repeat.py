@@ -30,7 +30,11 @@ import contextlib
 from typing import Any, Callable, Iterator
 
 from ..autograd import meta
-from ..autograd.engine import repeat_scope
+from ..autograd.engine import NotRepeatable, repeat_scope
+
+
+def is_compressing() -> bool:
+    return _COMPRESS.active
 
 
 class Compression:
@@ -81,6 +85,12 @@ class Blocks(list):
             start, stop = key.start or 0, key.stop if key.stop is not None else self.indices[-1] + 1
             return [block for index, block in zip(self.indices, self) if start <= index < stop]
         return super().__getitem__(self._position[key])
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if self._position is None or isinstance(key, slice):
+            super().__setitem__(key, value)
+        else:
+            super().__setitem__(self._position[key], value)
 
     def items(self) -> list[tuple[int, Any]]:
         """(index, block) of every built block, in order."""
@@ -188,4 +198,4 @@ def copies(model: Any) -> dict[int, int]:
     return found
 
 
-__all__ = ["Blocks", "Compression", "Plan", "compressing", "copies"]
+__all__ = ["Blocks", "Compression", "NotRepeatable", "Plan", "compressing", "copies", "is_compressing"]

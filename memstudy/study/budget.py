@@ -127,7 +127,7 @@ def _measured_baseline(env_items: tuple[tuple[str, str], ...]) -> ProcessBaselin
     from .launcher import CELL_COMMAND, CellRequest, launch
 
     request = CellRequest(normalize(dict(CALIBRATION_CONFIG)), 1, timeout_seconds=CALIBRATION_TIMEOUT_SECONDS)
-    result = launch(request, list(CELL_COMMAND), dict(env_items))
+    result = launch(request, list(CELL_COMMAND), dict(env_items), blas_cap=False)  # at the most threads a cell gets
     if result is None or result.error or not result.rows:
         return None
     row = result.rows[0]

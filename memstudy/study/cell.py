@@ -121,6 +121,7 @@ def measure_workload(work: Workload, config: dict[str, Any], prediction: dict[st
             mem_limit_bytes=_address_space_limit_bytes(),
             host=socket.gethostname(),
             worker=None,  # the sweep names the Dask worker that started the cell
+            blas_threads=None, free_cores=None,  # the launcher records these: it set the threads before we started
             status="ok",
             error="",
         )

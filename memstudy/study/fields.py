@@ -46,7 +46,10 @@ LOAD_FIELDS = ("foreign_cores",)
 LIMIT_FIELDS = ("vm_peak_bytes", "mem_limit_bytes")
 # host: the machine that measured the row; worker: the Dask worker that ran the cell (empty for a local sweep)
 PLACE_FIELDS = ("host", "worker")
-LATER_FIELDS: tuple[str, ...] = LOAD_FIELDS + LIMIT_FIELDS + PLACE_FIELDS
+# blas_threads: the BLAS threads the cell process got (the user's count if set, else the cores free as it started,
+# launcher.py); free_cores: the usable cores no process kept busy over 0.1 s just before it started
+THREAD_FIELDS = ("blas_threads", "free_cores")
+LATER_FIELDS: tuple[str, ...] = LOAD_FIELDS + LIMIT_FIELDS + PLACE_FIELDS + THREAD_FIELDS
 
 ROW_FIELDS: tuple[str, ...] = (
     LEGACY_CONFIG_FIELDS + BASELINE_FIELDS + LEDGER_FIELDS + PREDICTED_FIELDS + PROBE_FIELDS + ACCURACY_FIELDS

@@ -39,7 +39,7 @@ from typing import Any, Sequence
 from .budget import DEFAULT_PREDICTOR, BudgetCheck, Verdict, explain_memory_failure
 from .fields import ROW_FIELDS
 from .folder import FolderLock, results_folder, write_text_atomically
-from .launcher import CELL_COMMAND, CellRequest, CellResult, LocalExecutor, cell_environment
+from .launcher import CELL_COMMAND, CellLost, CellRequest, CellResult, LocalExecutor, blas_policy, cell_environment
 from .provenance import collect_env, git_info, read_env, spec_record, write_json
 from .resume import SweepError, check_compatible
 from .runs import (CSV_COLUMNS, RunsFile, RunsFileError, append_rows, format_rows, header_line, read_runs,
@@ -378,6 +378,8 @@ class _Run:
                    "executor": dask.address if dask is not None else "local"}
         if dask is not None:
             session["workers"] = dask.worker_hosts()
+        else:  # a Dask worker's host records its own (env.json's hosts)
+            session["blas_threads"] = blas_policy(self.cell_env)
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         if previous_env is None:
             env = collect_env(spec, cell_environment=self.cell_env, extra={"sweep": session}, git=self.git)
@@ -430,17 +432,24 @@ class _Run:
                                       memory_own_bytes=need.own_bytes if need is not None else None,
                                       return_timeline=cell.cid == timeline_cid)
                 submitted[executor.submit(request, reserve_bytes=need.total_bytes if need else 0)] = cell
+            lost: list[CellLost] = []
             for future in cf.as_completed(submitted):
                 cell = submitted[future]
                 try:
                     result = future.result()
-                except Exception as exc:  # the executor lost the cell (e.g. Dask gave up on it): a failed cell
+                except CellLost as exc:  # the cluster's failure, not the cell's: no row, so that a resume runs it
+                    lost.append(exc)
+                    continue
+                except Exception as exc:  # the executor gave up on the cell (Dask: it killed workers): a failed cell
                     result = CellResult(error=f"{type(exc).__name__}: {exc}")
                 if result is None:  # interrupted before it started
                     continue
                 if result.timeline_csv is not None:
                     write_text_atomically(self.out / "timeline.csv", result.timeline_csv)
                 record(_cell_rows(spec, cell, result))
+            if lost:
+                raise SweepError(f"{lost[0]}; {len(lost)} cells not run (no row written): run the same command again "
+                                 "to run them")
         except BaseException:  # KeyboardInterrupt, or a failure writing runs.csv: stop every cell we started
             executor.stop()
             raise

@@ -13,8 +13,10 @@ from ...autograd import checkpoint as checkpoint_segment
 from ...autograd import ops
 from .. import init
 from ..layers import ACTIVATIONS, Linear, Module, activation as make_activation, check_dtype
+from ..lora import apply_lora_config, check_lora_config, lora_fields
 from ..repeat import Plan
-from .registry import ConfigError, Family, Field, StateBytes, checkpoint_segment_size, parse_checkpoint
+from .registry import (ConfigError, Family, Field, GraphNames, StateBytes, checkpoint_segment_size,
+                       parse_checkpoint)
 
 
 class MLP(Module):
@@ -48,12 +50,15 @@ class MLP(Module):
         self.activations = self.plan.build(lambda i: make_activation(activation))
         self.output = Linear(hidden, out_features, bias, dtype, rng)
 
+    output_layer_name = "output"  # LoRA's `all-linear` leaves the output layer out, as peft does
+
     @property
     def linears(self) -> list[Linear]:
         return self.hidden_layers + [self.output]
 
     def parameter_layers(self) -> list[int | None]:
-        return [i for i, linear in enumerate(self.linears) for _ in linear.parameters()]
+        return [i for i, linear in self.hidden_layers.items() + [(self.depth, self.output)]
+                for _ in linear.parameters()]
 
     def forward(self, x: Any) -> Tensor:
         h = x if isinstance(x, Tensor) else Tensor(x)
@@ -87,21 +92,28 @@ class MLP(Module):
 class MLPFamily(Family):
     name = "mlp"
     description = "depth × (Linear(width) + activation), then Linear(width, out_features); softmax cross-entropy"
+    findings = ("mlp", "remedies")  # the report's sections on this family (memstudy/findings/)
     fields = (
         Field("in_features", int, None, "input features (default: width)", minimum=1),
         Field("out_features", int, 10, "output classes", minimum=1, flag="--classes"),
         Field("activation", str, "relu", "hidden activation", choices=ACTIVATIONS),
         Field("bias", bool, True, "Linear biases"),
+        *lora_fields("all-linear"),  # the hidden layers (all-linear leaves the output layer out)
     )
 
     def check(self, config: dict[str, Any]) -> None:
         if config["in_features"] is None:
             config["in_features"] = config["width"]
+        check_lora_config(self.base_model, config)
 
-    def build(self, config: dict[str, Any]) -> MLP:
+    def base_model(self, config: dict[str, Any]) -> MLP:
+        """The model without LoRA."""
         return MLP(config["in_features"], config["width"], config["depth"], config["out_features"],
                    activation=config["activation"], bias=config["bias"], dtype=config["dtype"],
                    seed=config["seed"], checkpoint=config["checkpoint"])
+
+    def build(self, config: dict[str, Any]) -> MLP:
+        return apply_lora_config(self.base_model(config), config)
 
     def batch(self, config: dict[str, Any]) -> tuple[Any, Any]:
         rng = np.random.default_rng(config["seed"] + 1)
@@ -113,9 +125,12 @@ class MLPFamily(Family):
     def layer_names(self, config: dict[str, Any]) -> list[str]:
         return [f"hidden {i}" for i in range(config["depth"])] + ["output"]
 
-    def state_bytes(self, config: dict[str, Any]) -> StateBytes:
+    def state_bytes(self, config: dict[str, Any]) -> StateBytes | None:
         """W (out × in) and b (out) per Linear: in_features → width, depth − 1 × width → width, width → classes;
-        the batch: x (batch × in_features) and int64 labels."""
+        the batch: x (batch × in_features) and int64 labels. With LoRA: None (counted from the shape-only build,
+        the hidden layers built once and counted as many)."""
+        if config.get("lora_rank"):
+            return None
         depth, width, n_in, n_out, batch = (config["depth"], config["width"], config["in_features"],
                                             config["out_features"], config["batch_size"])
         bias = 1 if config["bias"] else 0
@@ -123,6 +138,27 @@ class MLPFamily(Family):
         itemsize = np.dtype(config["dtype"]).itemsize
         labels = 8 * batch if config["mode"] == "train" else 0
         return StateBytes(weights * itemsize, weights * itemsize, batch * n_in * itemsize + labels)
+
+    def graph_names(self, model: Any, config: dict[str, Any]) -> GraphNames:
+        return seed_notation(model.linears, config["depth"])
+
+
+def seed_notation(linears: list[Linear], depth: int) -> GraphNames:
+    """The seed's names: W1, b1, ... for the Linears' weights and biases; z_i (a Linear's output), h_i (its
+    activation's) and o (the output layer's)."""
+    names = {}
+    for i, linear in enumerate(linears):
+        names[id(linear.weight)] = f"W{i + 1}"
+        if linear.bias is not None:
+            names[id(linear.bias)] = f"b{i + 1}"
+
+    def output(op: str, layer: int | None) -> str | None:
+        index = "" if layer is None else layer + 1
+        if op == "linear":
+            return "o" if layer == depth else f"z{index}"
+        return f"h{index}" if op in ACTIVATIONS else None
+
+    return GraphNames(names, output)
 
 
 FAMILY = MLPFamily()
