@@ -16,12 +16,14 @@ ledger counts its events, forward and backward, n − 2 times in a row (memory/l
 the unrolled step from one run's); only the blocks that run are built, and each one's parameters count as often
 as the block stands for (`copies(model)`, which `memory.workload` hands to the ledger). The first and the last stay
 real so that the stand-in meets what every middle block meets: a block like itself before and after it. Runs of
-segments nest with the blocks inside them: a depth of 10⁹ in segments of ⌈√depth⌉ runs 9 blocks.
+segments nest with the blocks inside them: a depth of 10⁹ in segments of ⌈√depth⌉ runs 12 blocks (three in
+each of the four segments that run: the first, the stand-in, the last full one and the shorter last one).
 
 What the stand-in may assume, and what a model adopting `Plan` must keep true: the blocks of a run are built by
 the same code with the same shapes, run the same code on an input like their output, and share no state that one
 block's run changes for the next (a tied weight, a cache). The ledger checks the part it can see (each repeat
-scope hands on, by category and size, what it takes in) and the predictor then runs every block instead;
+scope hands on, by category and size, what it takes in; a model may also raise `NotRepeatable` itself, as a LoRA
+target naming one block does) and the predictor then runs every block instead;
 `tests/test_repeat.py` checks, for every family over its grid, that the compressed account equals the full one.
 """
 from __future__ import annotations
@@ -34,6 +36,7 @@ from ..autograd.engine import NotRepeatable, repeat_scope
 
 
 def is_compressing() -> bool:
+    """Whether plans made now are compressed (inside `compressing()`)."""
     return _COMPRESS.active
 
 
@@ -175,9 +178,10 @@ def copies(model: Any) -> dict[int, int]:
     blocks that stand for more than one (empty for a model whose every block was built)."""
     if not _COMPRESS.active:
         return {}
-    from .layers import Module
-
     found: dict[int, int] = {}
+
+    def is_module(value: Any) -> bool:  # nn.layers.Module, known by what it offers (layers imports this module)
+        return hasattr(value, "parameters") and hasattr(value, "named_buffers")
 
     def visit(module: Any, factor: int) -> None:
         for value in vars(module).values():
@@ -187,11 +191,11 @@ def copies(model: Any) -> dict[int, int]:
                         found.update((id(p), factor * n) for p in block.parameters())
                         found.update((id(array), factor * n) for _, array in block.named_buffers())
                     visit(block, factor * n)
-            elif isinstance(value, Module):
+            elif is_module(value):
                 visit(value, factor)
             elif isinstance(value, (list, tuple)):
                 for item in value:
-                    if isinstance(item, Module):
+                    if is_module(item):
                         visit(item, factor)
 
     visit(model, 1)
