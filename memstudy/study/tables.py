@@ -109,7 +109,8 @@ def predict_report(config: dict[str, Any], prediction: dict[str, Any]) -> str:
     body = [[category.replace("_", " "), format_bytes(split[category])] for category in split]
     body.append(["peak, total", format_bytes(prediction["predicted_peak_bytes"])])
     facts = [
-        ["parameters", format_bytes(prediction["parameter_bytes"])],
+        ["parameters", f"{format_bytes(prediction['parameter_bytes'])} ({prediction['parameter_count']:,} "
+                       f"parameters, {prediction['trainable_parameter_count']:,} trainable)"],
         ["gradients", format_bytes(prediction["gradient_bytes"])],
         ["optimizer state", format_bytes(prediction["optimizer_state_bytes"])],
         ["input", format_bytes(prediction["input_bytes"])],

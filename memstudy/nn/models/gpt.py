@@ -224,6 +224,8 @@ class GPTFamily(Family):
                    "GELU MLP), LayerNorm, tied head; next-token cross-entropy")
     defaults = {"depth": 2, "width": 128, "batch_size": 8}
     checkpoints = ("selective",)
+    checkpoint_help = {"selective": "recompute each block's attention core (scores, softmax, dropout: the a·s²·b "
+                                    "terms) in backward, holding only q, k, v (Korthikanti et al. 2022)"}
     fields = (
         Field("heads", int, 4, "attention heads (must divide width)", minimum=1),
         Field("seq_len", int, 64, "tokens per sequence (also the position table's length)", minimum=1),

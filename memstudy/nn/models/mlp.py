@@ -85,7 +85,7 @@ class MLPFamily(Family):
     description = "depth × (Linear(width) + activation), then Linear(width, out_features); softmax cross-entropy"
     fields = (
         Field("in_features", int, None, "input features (default: width)", minimum=1),
-        Field("out_features", int, 10, "output classes", minimum=1, flag="--classes"),
+        Field("out_features", int, 10, "output classes", minimum=1, flag="--classes", aliases=("classes",)),
         Field("activation", str, "relu", "hidden activation", choices=ACTIVATIONS),
         Field("bias", bool, True, "Linear biases"),
     )
