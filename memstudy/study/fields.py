@@ -46,7 +46,10 @@ LOAD_FIELDS = ("foreign_cores",)
 LIMIT_FIELDS = ("vm_peak_bytes", "mem_limit_bytes")
 # host: the machine that measured the row; worker: the Dask worker that ran the cell (empty for a local sweep)
 PLACE_FIELDS = ("host", "worker")
-LATER_FIELDS: tuple[str, ...] = LOAD_FIELDS + LIMIT_FIELDS + PLACE_FIELDS
+# model_source_hash: sha256 (first 16 hex digits) of the model's source file when the row was made: a user's
+# file, or the built-in family's module (provenance.model_source); a sweep refuses to mix two in one folder
+SOURCE_FIELDS = ("model_source_hash",)
+LATER_FIELDS: tuple[str, ...] = LOAD_FIELDS + LIMIT_FIELDS + PLACE_FIELDS + SOURCE_FIELDS
 
 ROW_FIELDS: tuple[str, ...] = (
     LEGACY_CONFIG_FIELDS + BASELINE_FIELDS + LEDGER_FIELDS + PREDICTED_FIELDS + PROBE_FIELDS + ACCURACY_FIELDS
