@@ -121,15 +121,85 @@ def test_report_md_is_unchanged_and_report_html_shows_its_tables(built):
         assert expected and html_tables((out / "report.html").read_text()) == expected
 
 
+# Floating-point results of BLAS differ in their last digits between machines and thread counts (a fitted line's
+# point reads 33407.999999999105 here and 33407.99999999906 there): a page is compared by what it means, its text
+# and markup exactly and every number in it to NUMBER_TOLERANCE (relative, or absolute near zero).
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+NUMBER_TOLERANCE = dict(rel_tol=1e-9, abs_tol=1e-6)
+
+
+def page_meaning(path: Path) -> tuple[list[str], list[float]]:
+    """A page as (its text with every number cut out, its numbers); the plotly.js file name (which follows the
+    installed plotly's version) left out."""
+    text = re.sub(r'<script src="[^"]*"', '<script src=""', path.read_text())
+    return NUMBER.split(text), [float(n) for n in NUMBER.findall(text)]
+
+
+def assert_same_meaning(expected: Path, got: Path) -> None:
+    import math
+
+    skeleton, numbers = page_meaning(expected)
+    got_skeleton, got_numbers = page_meaning(got)
+    assert got_skeleton == skeleton, (
+        f"{got} differs from {expected} in its text or markup, first at piece "
+        f"{next(i for i, (a, b) in enumerate(zip(skeleton, got_skeleton)) if a != b) if got_skeleton[:len(skeleton)] != skeleton[:len(got_skeleton)] else min(len(skeleton), len(got_skeleton))}")
+    off = [(a, b) for a, b in zip(numbers, got_numbers) if not math.isclose(a, b, **NUMBER_TOLERANCE)]
+    assert not off, f"{len(off)} numbers of {got} differ from {expected} beyond {NUMBER_TOLERANCE}, e.g. {off[:3]}"
+
+
 def test_committed_report_html_is_what_report_writes(built):
     _, outs = built
     for name, out in outs.items():
         committed = ROOT / "results" / name / "report.html"
         assert committed.exists(), f"results/{name}/report.html is not committed: run memstudy report"
-        def page(path: Path) -> str:  # the plotly.js file name follows the installed plotly's version
-            return re.sub(r'<script src="[^"]*"', '<script src=""', path.read_text())
+        assert_same_meaning(committed, out / "report.html")
 
-        assert page(committed) == page(out / "report.html"), f"results/{name}/report.html is stale"
+
+def test_page_comparison_sees_a_changed_number_and_a_changed_word(tmp_path):
+    """The comparison is not blind: a byte count off by one, or a word changed, is a different page."""
+    committed = ROOT / "results" / "default" / "report.html"
+    text = committed.read_text()
+    first = NUMBER.search(text[text.index('id="memstudy-data"'):])
+    for changed in (text.replace("Provenance", "Provenience", 1), text.replace('"x":[', '"x":[1,', 1)):
+        (tmp_path / "page.html").write_text(changed)
+        with pytest.raises(AssertionError):
+            assert_same_meaning(committed, tmp_path / "page.html")
+    assert first is not None
+
+
+def test_a_fit_that_differs_in_its_last_digits_writes_a_page_that_means_the_same(tmp_path, monkeypatch):
+    """Another machine's BLAS, imitated: every least-squares solution moved by 3e-14 relative. The page says the
+    same, and what it embeds is rounded to 12 significant digits, so such noise does not reach the file."""
+    import json
+
+    import numpy as np
+
+    lstsq = np.linalg.lstsq
+
+    def other_blas(*args, **kwargs):
+        solution, *rest = lstsq(*args, **kwargs)
+        return (solution * (1 + 3e-14), *rest)
+
+    monkeypatch.setattr(np.linalg, "lstsq", other_blas)
+    out = copy_study("default", tmp_path)
+    write_report(out, figures=False)
+    assert_same_meaning(ROOT / "results" / "default" / "report.html", out / "report.html")
+    page = (out / "report.html").read_text()
+    payload = re.search(r'<script type="application/json" id="memstudy-data">(.*?)</script>', page, re.S).group(1)
+    floats = []
+
+    def collect(value):
+        if isinstance(value, float):
+            floats.append(value)
+        elif isinstance(value, dict):
+            for v in value.values():
+                collect(v)
+        elif isinstance(value, list):
+            for v in value:
+                collect(v)
+
+    collect(json.loads(payload.replace("<\\/", "</")))
+    assert floats and all(float(f"{v:.12g}") == v for v in floats), [v for v in floats if float(f"{v:.12g}") != v][:5]
 
 
 def test_report_html_without_buffer_columns_still_draws_the_categories(tmp_path):

@@ -102,16 +102,21 @@ def _asset(name: str) -> str:
 
 # --- pieces of a page ----------------------------------------------------------------------------------
 
+EMBEDDED_DIGITS = 12  # significant digits of a float the page embeds
+
+
 def _json_ready(value: Any) -> Any:
-    """NaN and infinities become null (JSON has neither); numpy scalars become Python numbers."""
+    """NaN and infinities become null (JSON has neither); numpy scalars become Python numbers; floats are rounded
+    to EMBEDDED_DIGITS significant digits, so that a least-squares fit's last-digit noise (which differs between
+    machines and BLAS thread counts) does not reach the file: a chart needs no more."""
     if isinstance(value, dict):
         return {str(k): _json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_json_ready(v) for v in value]
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
         value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    if isinstance(value, float):
+        return float(f"{value:.{EMBEDDED_DIGITS}g}") if math.isfinite(value) else None
     return value
 
 
