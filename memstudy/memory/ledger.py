@@ -108,6 +108,10 @@ class StepAccount:
     recomputed_ops: int
     records: list[list] = field(repr=False)  # one per buffer, see _KEY.._CATEGORY
     raw_events: list[tuple] = field(repr=False)  # (index, phase, op, layer, key, delta_bytes)
+    # elements of the parameters `register_model` registered (frozen ones too; model buffers such as batch
+    # norm's running statistics are not parameters), and of those that require a gradient
+    parameter_count: int = 0
+    trainable_parameter_count: int = 0
 
     @cached_property
     def buffers(self) -> list[Buffer]:
@@ -201,6 +205,7 @@ class Ledger:
         self._layer_of_leaf: dict[int, int | None] = {}  # id(leaf tensor) -> layer
         self._unplaced: dict[int, int] = {}  # id(leaf) -> key of a parameter registered without a layer
         self.recomputed_ops = 0  # ops applied while a checkpoint recomputed its segment
+        self.parameter_count = self.trainable_parameter_count = 0  # elements, see StepAccount
 
     # --- registration and the engine's hooks ---------------------------------------------------
     def register(self, array: np.ndarray, category: str, layer: int | None = None, role: str = "",
@@ -218,6 +223,9 @@ class Ledger:
     def register_model(self, params: Iterable[Any], layers: Iterable[int | None]) -> None:
         for p, layer in zip(params, layers):
             self.register(p.data, "parameter", layer=layer, role=p.name or "", leaf=p)
+            self.parameter_count += p.data.size
+            if p.requires_grad:
+                self.trainable_parameter_count += p.data.size
 
     def on_forward(self, ctx: Any, out: np.ndarray) -> None:
         name = ctx.fn.name
@@ -357,6 +365,8 @@ class Ledger:
             recomputed_ops=self.recomputed_ops,
             records=list(records),
             raw_events=list(self.events),
+            parameter_count=self.parameter_count,
+            trainable_parameter_count=self.trainable_parameter_count,
         )
 
 

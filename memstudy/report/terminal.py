@@ -199,7 +199,9 @@ def predict_report(config: dict[str, Any], prediction: dict[str, Any]) -> str:
     body = [[category.replace("_", " "), doc.nbytes(split[category])] for category in split]
     body.append(["peak, total", doc.nbytes(prediction["predicted_peak_bytes"])])
     facts = [
-        ["parameters", doc.nbytes(prediction["parameter_bytes"])],
+        ["parameters", doc.compound(f"{{}} ({prediction['parameter_count']:,} parameters, "
+                                    f"{prediction['trainable_parameter_count']:,} trainable)",
+                                    doc.nbytes(prediction["parameter_bytes"]))],
         ["gradients", doc.nbytes(prediction["gradient_bytes"])],
         ["optimizer state", doc.nbytes(prediction["optimizer_state_bytes"])],
         ["input", doc.nbytes(prediction["input_bytes"])],

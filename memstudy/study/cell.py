@@ -26,6 +26,7 @@ from ..memory.load import ForeignLoad
 from ..memory.workload import Workload
 from ..memory.predict import predict
 from .fields import CONFIG_FIELDS, ROW_FIELDS
+from .provenance import model_source
 
 MIN_TIMED_STEPS = 3
 MAX_TIMED_STEPS = 20
@@ -68,6 +69,7 @@ def measure_workload(work: Workload, config: dict[str, Any], prediction: dict[st
     # the approximate policy's gradient error, against `minimal` at the same (initial) parameters
     grad_rel_error = work.gradient_error() if work.train and config["policy"] != "minimal" else None
     work.step()  # warm-up: optimiser state now exists, caches are warm
+    source = model_source(config.get("model"))  # the model file this process imported (provenance.py)
     rows = []
     for repeat in range(repeats):
         # other processes' load over the whole repeat (probes' steps and timed steps): the timed steps of a
@@ -122,6 +124,7 @@ def measure_workload(work: Workload, config: dict[str, Any], prediction: dict[st
             host=socket.gethostname(),
             worker=None,  # the sweep names the Dask worker that started the cell
             blas_threads=None, free_cores=None,  # the launcher records these: it set the threads before we started
+            model_source_hash=source["sha256"] if source else None,
             status="ok",
             error="",
         )
