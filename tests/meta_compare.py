@@ -48,11 +48,11 @@ def describe(result: Any, inputs: list) -> Any:
     """What a call returned, comparable between numpy and MetaArray (a numpy scalar as a fresh 0-d array)."""
     if isinstance(result, (tuple, list)):
         return {type(result).__name__: [describe(r, inputs) for r in result]}
-    if result is None or isinstance(result, (bool, int, float, str, np.dtype)):
-        return {"value": result}
-    if isinstance(result, np.generic):
+    if isinstance(result, np.generic):  # before the Python types: np.float64 is a float
         return dict(shape=(), dtype=result.dtype, strides=(), c=True, f=True, writeable=True, owndata=True,
                     memory="new")
+    if result is None or isinstance(result, (bool, int, float, str, np.dtype)):
+        return {"value": result}
     memory = "new"
     for i, x in enumerate(inputs):
         if result is x:

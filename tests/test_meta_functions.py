@@ -108,6 +108,8 @@ CASES = {
     "prod of int64 keepdims": (lambda a: np.prod(a, axis=(0, 1), keepdims=True), [((2, 3, 4), I8)]),
     "any keepdims": (lambda a: np.any(a, axis=1, keepdims=True), [((3, 4), B, "F")]),
     "all": (lambda a: np.all(a), [((3, 4), F4)]),
+    "amax keepdims": (lambda a: np.amax(a, axis=0, keepdims=True), [((3, 4), F4, "F")]),
+    "amin": (lambda a: np.amin(a, axis=-1), [((3, 4, 5), F8, "perm")]),
     "mean keepdims of a permutation": (lambda a: np.mean(a, axis=2, keepdims=True), [((3, 4, 5), F8, "perm")]),
     "mean into out": (lambda a, o: np.mean(a, axis=0, out=o), [((3, 4), F8), ((4,), F8)]),
     "mean of float16 keepdims": (lambda a: np.mean(a, axis=-1, keepdims=True), [((3, 4), F2, "F")]),
@@ -149,6 +151,9 @@ CASES = {
     "abs of a permutation": (lambda a: np.abs(a), [((3, 4, 5), F4, "perm")]),
     "round": (lambda a: np.round(a), [((3, 4), F4, "F")]),
     "round decimals": (lambda a: np.round(a, 2), [((3, 4), F8)]),
+    "round decimals of a Fortran array": (lambda a: np.round(a, 1), [((3, 4), F8, "F")]),
+    "round an integer array copies it": (lambda a: np.round(a), [((3, 4, 5), I8, "perm")]),
+    "around into out": (lambda a, o: np.around(a, 1, out=o), [((3, 4), F4), ((3, 4), F4)]),
     "nan_to_num": (lambda a: np.nan_to_num(a), [((3, 4), F4, "F")]),
     "nan_to_num of int64": (lambda a: np.nan_to_num(a), [((3, 4), I8)]),
     # --- where, concatenate, stack, take: their layouts --------------------------------------------------------
@@ -184,7 +189,9 @@ CASES = {
     "moveaxis several": (lambda a: np.moveaxis(a, [0, 1], [-1, -2]), [((3, 4, 5), F4)]),
     "broadcast_to of a strided view": (lambda a: np.broadcast_to(a, (2, 3, 4)), [((3, 4), F4, "step")]),
     "broadcast_arrays": (lambda a, b: np.broadcast_arrays(a, b), [((3, 1), F4), ((4,), F8)]),
+    "atleast_1d of a 0-d array": (lambda a: np.atleast_1d(a), [((), F4)]),
     "atleast_2d": (lambda a: np.atleast_2d(a), [((3,), F4)]),
+    "atleast_3d of several": (lambda a, b: np.atleast_3d(a, b), [((3,), F4), ((3, 4), F8, "F")]),
     "flip all axes is a view": (lambda a: np.flip(a), [((3, 4), F4, "F")]),
     "flip one axis": (lambda a: np.flip(a, 1), [((3, 4, 2), F8, "offset")]),
     "fliplr": (lambda a: np.fliplr(a), [((3, 4), F4)]),
@@ -214,6 +221,14 @@ CASES = {
     "astype of a strided view": (lambda a: a.astype(F2), [((3, 4), F4, "step")]),
     "array copy=True keeps the layout": (lambda a: np.array(a, copy=True, like=a), [((3, 4), F4, "F")]),
     "array order C": (lambda a: np.array(a, order="C", like=a), [((3, 4), F4, "F")]),
+    "array ndmin prepends a view": (lambda a: np.array(a, ndmin=3, like=a), [((3, 4), F4, "F")]),
+    "asanyarray of itself like=": (lambda a: np.asanyarray(a, like=a), [((3, 4), F4, "step")]),
+    # --- facts: shape, ndim, size, dtypes ------------------------------------------------------------------------
+    "ndim": (lambda a: np.ndim(a), [((3, 4), F4)]),
+    "size along an axis": (lambda a: np.size(a, 1), [((3, 4), F4)]),
+    "shape": (lambda a: np.shape(a), [((3, 4), F4, "F")]),
+    "result_type": (lambda a, b: np.result_type(a, b, 1.5), [((3,), F2), ((2,), I8)]),
+    "can_cast": (lambda a: np.can_cast(a, np.float16), [((3,), F4)]),
     # --- indexing: fancy and real boolean masks ---------------------------------------------------------------
     "fancy index of a Fortran array keeps the subspace layout": (lambda a, i: a[i], [((3, 4, 5), F8, "F"), ((2,), I8)]),
     "fancy index of a permutation": (lambda a, i: a[i], [((3, 4, 5), F8, "perm"), ((2,), I8)]),
@@ -396,7 +411,7 @@ ANY_ARRAY = {
 def laid_out(draw):
     """A shape, and a chain of views that reaches it from a fresh buffer (the same chain for both kinds)."""
     ndim = draw(st.integers(1, 3))
-    shape = tuple(draw(st.lists(st.integers(1, 4), min_size=ndim, max_size=ndim)))
+    shape = tuple(draw(st.lists(st.integers(0, 4), min_size=ndim, max_size=ndim)))
     steps = []
     for axis in range(ndim):
         step = draw(st.sampled_from((1, 1, 2, -1, -2)))
