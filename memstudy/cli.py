@@ -300,7 +300,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from .study.folder import output_file
     from .study.single import run_modes, write_run_html
-    from .study.tables import run_report
+    from .study.tables import agreement_lines, run_report
     from .study.webpage import PageError, check_output_path
 
     modes = ["train", "inference"] if args.mode == "both" else [args.mode]
@@ -325,6 +325,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(run_report(results, by_layer=args.by_layer))
         if args.html:
             print(f"\nhtml: {args.html}")
+    for line in agreement_lines(results):  # on stderr too, --json or not
+        _warn(line)
     return 0
 
 
@@ -333,8 +335,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .memory.predict import predict
     from .study.tables import predict_report
 
+    from .autograd.meta import Unsupported
+
     config = normalize({**_config(args, args.family), "mode": args.mode})
-    prediction = predict(config)
+    try:
+        prediction = predict(config)
+    except Unsupported as exc:
+        raise UsageError(f"cannot predict this step: {exc}") from None
     if args.json:
         print(json.dumps({**config, **prediction}))
     else:

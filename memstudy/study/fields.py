@@ -46,7 +46,12 @@ LOAD_FIELDS = ("foreign_cores",)
 LIMIT_FIELDS = ("vm_peak_bytes", "mem_limit_bytes")
 # host: the machine that measured the row; worker: the Dask worker that ran the cell (empty for a local sweep)
 PLACE_FIELDS = ("host", "worker")
-LATER_FIELDS: tuple[str, ...] = LOAD_FIELDS + LIMIT_FIELDS + PLACE_FIELDS
+# prediction_matches: the ledger's step peak, total peak and activation bytes each equal the prediction's (memory/
+# agreement.py); False is shown wherever the row is; empty when the row has no prediction to compare
+# prediction_unavailable: why the step has no prediction (a numpy call the shape-only arrays cannot follow, named
+# with the file and op that made it); the step was measured anyway; empty when it has one
+AGREEMENT_FIELDS = ("prediction_matches", "prediction_unavailable")
+LATER_FIELDS: tuple[str, ...] = LOAD_FIELDS + LIMIT_FIELDS + PLACE_FIELDS + AGREEMENT_FIELDS
 
 ROW_FIELDS: tuple[str, ...] = (
     LEGACY_CONFIG_FIELDS + BASELINE_FIELDS + LEDGER_FIELDS + PREDICTED_FIELDS + PROBE_FIELDS + ACCURACY_FIELDS

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from ..memory.agreement import COMPARED, prediction_matches
 from ..units import format_bytes
 from .fields import (BASELINE_FIELDS, CATEGORIES, GRID_FIELDS, LEDGER_FIELDS, LEGACY_CONFIG_FIELDS, MODEL_FIELDS,
                      PREDICTED_FIELDS, PROBE_FIELDS, ROW_FIELDS)
@@ -82,6 +83,9 @@ class ReportError(RuntimeError):
 
 # --- loading ----------------------------------------------------------------------------------------
 
+_COMPARED_FIELDS = tuple(f for _, measured, predicted in COMPARED for f in (measured, predicted))
+
+
 def load_runs(results_dir: Path) -> pd.DataFrame:
     """runs.csv's usable rows (runs.read_runs: a torn last line, a malformed line, a row without a status and
     a repeated (cell, repeat) are left out, each said in `frame.attrs["problems"]`), every row column present."""
@@ -111,8 +115,10 @@ def load_runs(results_dir: Path) -> pd.DataFrame:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
     if frame["bias"].dtype != bool:
         frame["bias"] = frame["bias"].astype(str).str.lower().map({"true": True, "false": False})
-    for column in ("status", "error", "host", "worker", *TEXT_MEASURES):  # an all-empty column is read as NaN
+    for column in ("status", "error", "host", "worker", "prediction_unavailable", *TEXT_MEASURES):  # empty: NaN
         frame[column] = [("" if pd.isna(v) else str(v)) for v in frame[column]]
+    # from the figures themselves, so that a file from before the column says it too (memory/agreement.py)
+    frame["prediction_matches"] = [prediction_matches(r) for r in frame[list(_COMPARED_FIELDS)].to_dict("records")]
     frame["foreign_cores"] = pd.to_numeric(frame["foreign_cores"], errors="coerce")
     frame.attrs["problems"] = [f"runs.csv: {p}" for p in runs_file.problems]
     return frame

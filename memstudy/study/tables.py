@@ -4,6 +4,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from ..memory.agreement import prediction_matches, row_warning
 from ..units import format_bytes
 
 BREAKDOWN = (
@@ -62,6 +63,7 @@ def run_tables(results: dict[str, list[dict[str, Any]]],
             for m in modes])
     tables = [("breakdown at the peak (ledger)", ["breakdown at the peak (ledger)"] + modes, body)]
     body = [[label] + [format_bytes(_median(results[m], field)) for m in modes] for label, field in PROBES]
+    body.append(["prediction = ledger"] + [_agreement(results[m]) for m in modes])
     body.append(["RSS method"] + [str(results[m][0].get("rss_method")) for m in modes])
     body.append(["cell process VmHWM (absolute)"] + [format_bytes(_median(results[m], "hwm_bytes")) for m in modes])
     body.append(["step time, median"] + [f"{1000 * _median(results[m], 'step_seconds'):.2f} ms" for m in modes])
@@ -74,6 +76,24 @@ def run_tables(results: dict[str, list[dict[str, Any]]],
             tables.append((f"by layer ({mode}, repeat 0)", ["layer", "held for backward", "parameters", "gradients"],
                            body))
     return tables
+
+
+def _agreement(rows: list[dict[str, Any]]) -> str:
+    """The probes table's cell: does the prediction equal the ledger (step peak, total peak, activations)?"""
+    if any(r.get("prediction_unavailable") for r in rows):
+        return "unavailable"
+    verdicts = {prediction_matches(r) for r in rows}
+    return "differs" if False in verdicts else "yes" if verdicts == {True} else "—"
+
+
+def agreement_lines(results: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """One line per mode whose prediction differs from its ledger or is unavailable (what and why)."""
+    lines = []
+    for mode, rows in results.items():
+        line = next((w for w in (row_warning(r, mode) for r in rows) if w), None)
+        if line:
+            lines.append(line)
+    return lines
 
 
 def run_title(results: dict[str, list[dict[str, Any]]]) -> str:
@@ -99,6 +119,9 @@ def run_report(results: dict[str, list[dict[str, Any]]], by_layer: bool = False)
     ratio = ratio_line(results)
     if ratio:
         out += ["", ratio]
+    agreement = agreement_lines(results)
+    if agreement:
+        out += [""] + agreement
     for title, header, body in tables[2:]:  # per layer: a title line above the table
         out += ["", title, _table(header, body)]
     return "\n".join(out)

@@ -57,18 +57,20 @@ class EinsumSquare(Function):
 
 
 class Interp(Function):
-    """A piecewise-linear activation through np.interp (float64 result, cast back to the input's dtype)."""
+    """A piecewise-linear activation through np.interp, cast back to the input's dtype; it keeps np.interp's
+    float64 result beside its input (so a shape rule that gets that dtype wrong shows in the bytes held)."""
 
     name = "interp"
 
     @staticmethod
     def forward(ctx: Node, x: np.ndarray) -> np.ndarray:
-        ctx.save(x=x)
-        return np.interp(x, KNOTS, VALUES).astype(x.dtype)
+        exact = np.interp(x, KNOTS, VALUES)
+        ctx.save(x=x, exact=exact)
+        return exact.astype(x.dtype)
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
-        (x,) = ctx.saved_tensors
+        x, _ = ctx.saved_tensors
         slope = np.where(x < -1, SLOPES[0], np.where(x < 0, SLOPES[1], SLOPES[2])).astype(grad.dtype)
         return (slope * grad,)
 
