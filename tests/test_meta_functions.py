@@ -121,6 +121,7 @@ CASES = {
     "var of int64 is float64": (lambda a: np.var(a, axis=0, ddof=1), [((3, 4), I8)]),
     "std of float16": (lambda a: a.std(axis=0), [((3, 4), F2)]),
     "var is a scalar": (lambda a: np.var(a), [((3, 4), F4)]),
+    "var method keepdims": (lambda a: a.var(axis=0, keepdims=True), [((3, 4), F4, "F")]),
     "argmax keepdims": (lambda a: np.argmax(a, axis=1, keepdims=True), [((3, 4), F4, "F")]),
     "argmin into out": (lambda a, o: np.argmin(a, axis=0, out=o), [((3, 4), F4), ((4,), I8)]),
     "add.reduce with where= and initial": (lambda a, m: np.add.reduce(a, axis=0, where=m, initial=0.0),
@@ -138,6 +139,8 @@ CASES = {
     "cumprod flattened": (lambda a: a.cumprod(), [((3, 4), I8, "F")]),
     "add.accumulate": (lambda a: np.add.accumulate(a, axis=1), [((3, 4), F4, "F")]),
     "multiply.accumulate dtype=": (lambda a: np.multiply.accumulate(a, dtype=F8), [((3, 4), F4)]),
+    "multiply.outer": (lambda a, b: np.multiply.outer(a, b), [((3,), F4, "step"), ((2, 2), F8, "F")]),
+    "subtract.outer of a transpose": (lambda a, b: np.subtract.outer(a, b), [((3, 4), F4, "F"), ((2,), F4)]),
     "clip": (lambda a: np.clip(a, 0, 1), [((3, 4), F4)]),
     "clip of a transpose": (lambda a: np.clip(a, -1.0, 1.0), [((3, 4, 5), F8, "perm")]),
     "clip with None": (lambda a: np.clip(a, None, 0.5), [((3, 4), F4, "F")]),
@@ -151,6 +154,7 @@ CASES = {
     "abs of a permutation": (lambda a: np.abs(a), [((3, 4, 5), F4, "perm")]),
     "round": (lambda a: np.round(a), [((3, 4), F4, "F")]),
     "round decimals": (lambda a: np.round(a, 2), [((3, 4), F8)]),
+    "round method": (lambda a: a.round(1), [((3, 4, 5), F4, "perm")]),
     "round decimals of a Fortran array": (lambda a: np.round(a, 1), [((3, 4), F8, "F")]),
     "round an integer array copies it": (lambda a: np.round(a), [((3, 4, 5), I8, "perm")]),
     "around into out": (lambda a, o: np.around(a, 1, out=o), [((3, 4), F4), ((3, 4), F4)]),
@@ -203,6 +207,7 @@ CASES = {
     "diagonal is a read-only view": (lambda a: np.diagonal(a), [((4, 4), F8)]),
     "diagonal of a batch": (lambda a: a.diagonal(axis1=1, axis2=2), [((2, 3, 3), F4, "perm")]),
     "trace": (lambda a: np.trace(a), [((4, 4), F8)]),
+    "trace method of a batch": (lambda a: a.trace(axis1=1, axis2=2), [((3, 4, 4), F4, "perm")]),
     "squeeze": (lambda a: np.squeeze(a, axis=1), [((3, 1, 4), F4, "F")]),
     "ravel of a transpose is new": (lambda a: np.ravel(a), [((3, 4), F4, "F")]),
     "reshape of a negative-stride view copies": (lambda a: np.reshape(a, (-1,)), [((3, 4), F4, "neg")]),
@@ -282,6 +287,7 @@ CASES = {
     "tensordot axes=0": (lambda a, b: np.tensordot(a, b, axes=0), [((2, 3), F4), ((4,), F4)]),
     "dot of n-d arrays": (lambda a, b: np.dot(a, b), [((2, 3, 4), F4), ((4, 5), F4)]),
     "dot of transposes": (lambda a, b: np.dot(a, b), [((3, 4), F8, "F"), ((4, 5), F8, "F")]),
+    "dot method": (lambda a, b: a.dot(b), [((3, 4), F4), ((4,), F4)]),
     "inner": (lambda a, b: np.inner(a, b), [((3, 4), F4), ((5, 4), F4)]),
     "matmul into out": (lambda a, b, o: np.matmul(a, b, out=o), [((3, 4), F4), ((4, 5), F4), ((3, 5), F4)]),
     # --- norms -------------------------------------------------------------------------------------------------
@@ -345,19 +351,26 @@ def test_value_dependent_calls_are_refused_naming_the_function_and_the_line(func
 
 
 def test_every_shape_rule_is_in_the_table(monkeypatch):
-    """Each numpy function a built-in rule answers is driven by at least one call of the table above."""
-    from memstudy.autograd.meta.array import FUNCTIONS
+    """Each numpy function, ndarray method and ufunc method a built-in rule answers is driven by at least one call
+    of the tables above."""
+    from memstudy.autograd.meta.array import FUNCTIONS, METHODS, UFUNC_METHODS
 
     used = set()
-    for func, rule in list(FUNCTIONS.items()):
-        def recording(*args, _func=func, _rule=rule, **kwargs):
-            used.add(_func)
-            return _rule(*args, **kwargs)
-        monkeypatch.setitem(FUNCTIONS, func, recording)
+    for registry in (FUNCTIONS, METHODS, UFUNC_METHODS):
+        for key, rule in list(registry.items()):
+            def recording(*args, _key=key, _rule=rule, **kwargs):
+                used.add(_key)
+                return _rule(*args, **kwargs)
+            monkeypatch.setitem(registry, key, recording)
     for call, specs in CASES.values():
         try:
             run(call, specs, _meta_array)
         except Exception:
+            pass
+    for call in REFUSED.values():
+        try:
+            call(MetaArray((3, 4), F4))
+        except TypeError:
             pass
     import test_meta  # the older table (ufuncs, indexing, creation) covers the rest
 
@@ -366,7 +379,8 @@ def test_every_shape_rule_is_in_the_table(monkeypatch):
             test_meta.run(call, specs, MetaArray)
         except Exception:
             pass
-    missing = sorted(getattr(f, "__name__", str(f)) for f in FUNCTIONS if f not in used)
+    missing = sorted(getattr(f, "__name__", str(f)) for registry in (FUNCTIONS, METHODS, UFUNC_METHODS)
+                     for f in registry if f not in used)
     assert not missing, f"shape rules no table drives: {missing}"
 
 

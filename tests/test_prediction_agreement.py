@@ -190,3 +190,5 @@ def test_a_cell_without_a_prediction_takes_the_whole_budget():
     assert not verdict.error and not verdict.skip_reason and verdict.predicted is None
     assert verdict.need.total_bytes == budget
     assert verdict.need.own_bytes == budget - verdict.need.resident_baseline_bytes
+    tiny = BudgetCheck(1 << 20, "test", cannot_predict, dict(os.environ)).check({"mode": "train", "depth": 1})
+    assert tiny.skip_reason.startswith("its step cannot be predicted") and "exceeds" in tiny.skip_reason

@@ -196,7 +196,11 @@ class BudgetCheck:
             return Verdict(skip_reason=f"its parameters and batch alone exceed {budget} (building them shape-only "
                                        f"stopped after {format_bytes(exc.drawn_bytes)})")
         except Unsupported:  # measured anyway (its rows say why there is no prediction), alone, within the budget
-            return Verdict(need=unpredicted_need(config, self.budget_bytes, self.baseline))
+            need = unpredicted_need(config, self.budget_bytes, self.baseline)
+            if need.total_bytes > self.budget_bytes:
+                return Verdict(need=need, skip_reason=f"its step cannot be predicted, and its overhead alone "
+                                                      f"({format_bytes(need.total_bytes)}) exceeds {budget}")
+            return Verdict(need=need)
         except Exception as exc:  # a predictor bug must not stop the sweep, nor run an unchecked cell
             return Verdict(error=f"prediction failed: {type(exc).__name__}: {exc}")
         need = cell_need(config, predicted, self.baseline)

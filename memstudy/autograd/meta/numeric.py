@@ -319,7 +319,7 @@ def _method(function: Any) -> Any:
 
 
 for _name, _function in (("cumsum", np.cumsum), ("cumprod", np.cumprod), ("round", np.round),
-                         ("nonzero", np.nonzero), ("searchsorted", np.searchsorted), ("dot", np.dot)):
+                         ("nonzero", np.nonzero), ("dot", np.dot)):  # nonzero: refused, by numpy's name
     METHODS[_name] = _method(_function)
 METHODS["clip"] = _clip_method
 METHODS["std"] = lambda self, *args, **kwargs: _np_var(self, *args, **kwargs)
