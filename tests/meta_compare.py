@@ -4,6 +4,7 @@ and owndata flags, and what memory it is: a new buffer, one of the inputs itself
 at which byte offset, or a view of a buffer the call made and hid (its shape, strides and dtype)."""
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -68,9 +69,11 @@ def describe(result: Any, inputs: list) -> Any:
             else:
                 memory = (f"view of a hidden buffer {owner.shape} {owner.dtype} strides {owner.strides} at byte "
                           f"{offset}")
+    with warnings.catch_warnings():  # numpy warns on reading broadcast_arrays' writeable flag (still True)
+        warnings.simplefilter("ignore", FutureWarning)
+        writeable = result.flags.writeable
     return dict(shape=result.shape, dtype=result.dtype, strides=result.strides, c=result.flags.c_contiguous,
-                f=result.flags.f_contiguous, writeable=result.flags.writeable, owndata=result.flags.owndata,
-                memory=memory)
+                f=result.flags.f_contiguous, writeable=writeable, owndata=result.flags.owndata, memory=memory)
 
 
 def run(call: Callable, specs: list, factory: Callable) -> tuple[Any, list]:
