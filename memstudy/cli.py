@@ -64,14 +64,22 @@ def _field_type(field: Any):
     return parse
 
 
-def _add_model_flags(parser: argparse.ArgumentParser, family: Any, modes: tuple[str, ...]) -> None:
-    """`--model` and every field the family declares (shared fields first), read from the registry."""
+HF_CONFIG_HELP = ("fill the model's fields from a Hugging Face config.json (llama: LlamaConfig, gpt: GPT2Config); "
+                  "flags given explicitly override the file's values")
+
+
+def _add_model_flags(parser: argparse.ArgumentParser, family: Any, modes: tuple[str, ...],
+                     defaults: dict[str, Any]) -> None:
+    """`--model`, `--hf-config` and every field the family declares (shared fields first), read from the registry;
+    `defaults` (the fields an --hf-config file gives) replace the fields' own defaults."""
     group = parser.add_argument_group(f"model and step (--model {family.name})")
     group.add_argument("--model", default="mlp", metavar="NAME|FILE.py:Class",
                        help="model family: a built-in name or your own file's Family class (mlp)")
+    group.add_argument("--hf-config", metavar="CONFIG.json", help=HF_CONFIG_HELP)
     for field in family.all_fields():
-        default = f" ({field.default})" if field.default is not None else ""
-        kwargs: dict[str, Any] = {"dest": field.name, "default": field.default, "help": field.help + default}
+        value = defaults.get(field.name, field.default)
+        default = f" ({value})" if value is not None else ""
+        kwargs: dict[str, Any] = {"dest": field.name, "default": value, "help": field.help + default}
         if field.name == "mode":
             kwargs.update(choices=modes)
         elif field.type is bool:
@@ -91,17 +99,29 @@ def _config(args: argparse.Namespace, family: Any) -> dict[str, Any]:
     return config
 
 
-def _family_from_argv(argv: list[str]) -> Any:
-    """The family `--model` names (flags depend on it, so it is read before the parser is built)."""
+def _flag_value(argv: list[str], flag: str) -> str | None:
+    """The value of the last `flag VALUE` or `flag=VALUE` in argv, or None."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def _family_from_argv(argv: list[str]) -> tuple[Any, dict[str, Any]]:
+    """The family `--model` names, or the one that reads `--hf-config`'s model_type, and the fields that file gives
+    (flags depend on both, so they are read before the parser is built; the file's fields become the defaults, so
+    that flags given explicitly override them)."""
     from .nn.models.registry import get_family
 
-    name = "mlp"
-    for i, arg in enumerate(argv):
-        if arg == "--model" and i + 1 < len(argv):
-            name = argv[i + 1]
-        elif arg.startswith("--model="):
-            name = arg.split("=", 1)[1]
-    return get_family(name)
+    name, hf_config = _flag_value(argv, "--model"), _flag_value(argv, "--hf-config")
+    if hf_config is None:
+        return get_family(name or "mlp"), {}
+    from .nn.models.hf_config import hf_config_fields
+
+    return hf_config_fields(hf_config, name)
 
 
 def _budget(text: str) -> int:
@@ -113,8 +133,10 @@ def _budget(text: str) -> int:
         raise UsageError(str(exc)) from None
 
 
-def build_parser(family: Any = None) -> argparse.ArgumentParser:
-    """The parser; model flags are those of `family` (default: the MLP)."""
+def build_parser(family: Any = None, defaults: dict[str, Any] | None = None) -> argparse.ArgumentParser:
+    """The parser; model flags are those of `family` (default: the MLP), with `defaults` (an --hf-config file's
+    fields) in place of the fields' own."""
+    defaults = defaults or {}
     if family is None:
         from .nn.models.registry import get_family
 
@@ -126,7 +148,7 @@ def build_parser(family: Any = None) -> argparse.ArgumentParser:
     commands.required = True
 
     run = commands.add_parser("run", help="measure one training or inference step, four probes and the prediction")
-    _add_model_flags(run, family, ("train", "inference", "both"))
+    _add_model_flags(run, family, ("train", "inference", "both"), defaults)
     run.add_argument("--repeats", type=_positive_int, default=1, help="measured steps (1)")
     run.add_argument("--budget", default="75%", help="refuse sizes whose predicted peak exceeds this (75%% of "
                                                      "available memory; or e.g. 4GiB)")
@@ -141,13 +163,15 @@ def build_parser(family: Any = None) -> argparse.ArgumentParser:
     run.set_defaults(handler=_cmd_run)
 
     predict = commands.add_parser("predict", help="predict a step's memory without running it")
-    _add_model_flags(predict, family, ("train", "inference"))
+    _add_model_flags(predict, family, ("train", "inference"), defaults)
     predict.add_argument("--json", action="store_true", help="print the prediction as JSON")
     predict.set_defaults(handler=_cmd_predict)
 
     sweep = commands.add_parser("sweep", help="run a study's grid, each cell in a fresh process, into runs.csv",
                                 epilog=EXIT_HELP)
     sweep.add_argument("spec", metavar="SPEC.toml")
+    sweep.add_argument("--hf-config", metavar="CONFIG.json", help=HF_CONFIG_HELP.replace("flags", "grid keys")
+                       + " (as hf_config in the spec's [grid], which this replaces)")
     _add_sweep_flags(sweep, out_default=None)
     sweep.set_defaults(handler=_cmd_sweep)
 
@@ -165,7 +189,7 @@ def build_parser(family: Any = None) -> argparse.ArgumentParser:
     study.set_defaults(handler=_cmd_study)
 
     graph = commands.add_parser("graph", help="the forward pass's computational graph and saved buffers as DOT")
-    _add_model_flags(graph, family, ("train",))
+    _add_model_flags(graph, family, ("train",), defaults)
     graph.add_argument("--out", default="graph.dot", metavar="FILE", help="DOT file (graph.dot); a PNG "
                                                                          "is written beside it when `dot` exists")
     graph.add_argument("--budget", default="75%", help="refuse sizes whose predicted peak exceeds this (75%% of "
@@ -215,7 +239,7 @@ def _sweep(spec_path: str, args: argparse.Namespace, git: dict[str, Any] | None 
     if args.cluster is not None and args.jobs is not None:
         raise UsageError("--jobs and --cluster: choose one (on a cluster each worker runs one cell at a time)")
     try:
-        spec = load_spec(spec_path)
+        spec = load_spec(spec_path, hf_config=getattr(args, "hf_config", None))
         out = args.out
         if out is None:  # the default results/<name>: results/ is part of what was asked for
             results_folder("results", "results folder")
@@ -235,8 +259,8 @@ def _sweep(spec_path: str, args: argparse.Namespace, git: dict[str, Any] | None 
 
 
 def _report(results_dir: str, figures: bool = True) -> None:
-    from .study.report import ReportError, write_report
-    from .study.webpage import PageError
+    from .report.build import ReportError, write_report
+    from .report.html import PageError
 
     try:
         written = write_report(results_dir, figures=figures, warn=_warn)
@@ -299,9 +323,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import tempfile
 
     from .study.folder import output_file
-    from .study.single import run_modes, write_run_html
-    from .study.tables import agreement_lines, run_report
-    from .study.webpage import PageError, check_output_path
+    from .report.html import PageError, check_output_path
+    from .report.terminal import agreement_lines, run_report
+    from .study.single import run_modes
 
     modes = ["train", "inference"] if args.mode == "both" else [args.mode]
     if args.html is not None:  # refuse a bad path before measuring anything
@@ -311,12 +335,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except PageError as exc:
             raise UsageError(str(exc)) from None
     with tempfile.TemporaryDirectory(prefix="memstudy-run-") as scratch:
-        # the page draws the first step's timeline: measure one even when --timeline was not asked for
-        timeline = args.timeline if args.timeline is not None else (f"{scratch}/timeline.csv" if args.html else None)
+        # the page draws each step's timeline: measure them even when --timeline was not asked for
+        timelines = {mode: f"{scratch}/{mode}.csv" for mode in modes} if args.html else {}
+        timeline = args.timeline if args.timeline is not None else timelines.get(modes[0])
         results = run_modes(_config(args, args.family), modes, args.repeats, _budget(args.budget), timeline,
-                            args.by_layer)
+                            args.by_layer, timelines)
         if args.html:
-            write_run_html(args.html, results, timeline, args.by_layer)
+            from .report.run_page import write_run_html
+
+            write_run_html(args.html, results, {**timelines, modes[0]: timeline}, args.by_layer)
     if args.json:
         for rows in results.values():
             for row in rows:
@@ -331,11 +358,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from .autograd.meta import Unsupported
     from .config import normalize
     from .memory.predict import predict
-    from .study.tables import predict_report
-
-    from .autograd.meta import Unsupported
+    from .report.terminal import predict_report
 
     config = normalize({**_config(args, args.family), "mode": args.mode})
     try:
@@ -355,11 +381,11 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        family = _family_from_argv(argv)
+        family, defaults = _family_from_argv(argv)
     except ConfigError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return USAGE_EXIT
-    args = build_parser(family).parse_args(argv)
+    args = build_parser(family, defaults).parse_args(argv)
     args.family = family
     try:
         return args.handler(args)

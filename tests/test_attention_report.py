@@ -9,7 +9,10 @@ import pytest
 
 from memstudy.memory.workload import Workload
 from memstudy.nn.models.registry import normalize
-from memstudy.study import attention
+from memstudy.findings import attention
+from memstudy.report import markdown
+from memstudy.report.context import Study
+from memstudy.report.document import Document, Figure
 
 FIXED = dict(model="gpt", width=32, vocab=40, dtype="float32", dropout=0.1, optimizer="sgd", policy="minimal",
              bias=True, seed=0)
@@ -51,29 +54,36 @@ def test_per_layer_fit_reproduces_66_and_9_exactly(cells):
     assert [k for _, _, k in slopes] == sorted(k for _, _, k in slopes) and 1 < slopes[0][2] < slopes[-1][2] < 2
 
 
+def section_text(cells: pd.DataFrame, out) -> tuple[str, list]:
+    """The section as report.md writes it, and its figure blocks."""
+    blocks = attention.blocks(Study.of_cells(cells, out))
+    return markdown.render(Document("t", blocks)), [b for b in blocks if isinstance(b, Figure)]
+
+
 def test_section_states_findings_from_the_numbers(cells, tmp_path):
-    figures = {}
-    lines = "\n".join(attention.section(cells, tmp_path, figures, draw=True))
+    lines, figures = section_text(cells, tmp_path)
     assert "so the ledger reproduces the formula's coefficients exactly" in lines
     assert "the quadratic term is gone exactly (β = 0)" in lines
     assert "The measured share equals the formula's for this dtype in every row." in lines
     assert "flat in depth" in lines and "equal the sweep's row" in lines
     assert "NO" not in lines.replace("NOT", "")  # every term of the one cell run again equals the formula's
     assert "70.2% removed" in lines
-    assert set(figures) == {"attention_loglog", "attention_inference", "attention_checkpoint"}
-    assert all(path.exists() for path in figures.values())
+    assert {f.name for f in figures} == {"attention_loglog.png", "attention_inference.png",
+                                        "attention_checkpoint.png"}
+    assert all(f.draw(tmp_path / f.name).stat().st_size > 0 for f in figures)
 
 
 def test_section_says_not_so_when_the_rows_disagree(cells, tmp_path):
     broken = cells.copy()
     train = broken["mode"] == "train"
     broken.loc[train, "activation_bytes"] = broken.loc[train, "activation_bytes"] * 1.5  # not the formula
-    lines = "\n".join(attention.section(broken, tmp_path, {}, draw=False))
+    lines, _ = section_text(broken, tmp_path)
     assert "not so: the ledger's coefficients differ from the formula's" in lines
     assert "do NOT equal the sweep's row" in lines
 
 
-def test_applies_only_to_gpt_studies_that_vary_seq_len(cells):
-    assert attention.applies(cells)
-    assert not attention.applies(cells[cells["seq_len"] == 16])
-    assert not attention.applies(cells.assign(model="mlp"))
+def test_applies_to_families_that_list_it_when_seq_len_varies(cells, tmp_path):
+    assert attention.applies(Study.of_cells(cells, tmp_path))
+    assert not attention.applies(Study.of_cells(cells[cells["seq_len"] == 16], tmp_path))
+    # the family's declaration decides, never the model's name: the MLP lists no attention finding
+    assert not attention.applies(Study.of_cells(cells.assign(model="mlp"), tmp_path))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memstudy.study.report import write_report
+from memstudy.report import write_report
 from memstudy.study.sweep import format_rows, header_line
 
 from test_remedies import predicted_rows

@@ -17,7 +17,10 @@ from pathlib import Path
 import pytest
 
 import browser
-from memstudy.study.report import _ratio, load_runs, summarize, training_law, write_report
+from memstudy.findings.mlp import training_law
+from memstudy.report import write_report
+from memstudy.report.formats import ratio_text as _ratio
+from memstudy.report.load import load_runs, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 REASON = browser.missing()
@@ -261,10 +264,16 @@ def test_run_html_page_is_self_contained_and_hovers_buffers(driver, run_page):
     assert "<script src=" not in text  # plotly.js inline: the page travels alone
     load(driver, page)
     drawn = charts(driver)
-    assert [c["id"] for c in drawn] == ["timeline"] and drawn[0]["drawn"] == drawn[0]["traces"] > 0
-    assert "train step" in drawn[0]["title"]  # the first mode's step
+    # both modes' steps are drawn (issue 21 item 10), each under its own heading
+    assert [c["id"] for c in drawn] == ["timeline", "timeline-inference"]
+    assert all(c["drawn"] == c["traces"] > 0 for c in drawn)
+    assert "train step" in drawn[0]["title"] and "inference step" in drawn[1]["title"]
+    assert "mlp: depth 3, width 64" in drawn[0]["title"]  # what was measured, not a cell key
     check_timeline_hover(driver, timeline)
     check_layer_highlight(driver, timeline, "1")
+    # the layer buttons use the family's names for its layers
+    buttons = [b.text for b in driver.find_elements("css selector", "button.ms-layer[data-chart='timeline']")]
+    assert "hidden 1 (layer 1)" in buttons and "output (layer 3)" in buttons and "no layer" in buttons
     tables = driver.execute_script("return Array.from(document.querySelectorAll('table.sortable thead'))"
                                    ".map(t => t.textContent)")
     assert any("breakdown at the peak" in t for t in tables) and any("by probe" in t for t in tables)

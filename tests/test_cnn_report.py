@@ -7,7 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from memstudy.study.cnn_report import sections
+from memstudy.findings import cnn
+from memstudy.report import markdown
+from memstudy.report.context import Study
+from memstudy.report.document import Document, Figure
 from memstudy.study.sweep import LAYER_COLUMNS
 
 BASE = dict(model="cnn", width=4, in_channels=3, classes=10, batch_norm=True, dtype="float32", optimizer="sgd",
@@ -62,8 +65,12 @@ def study(tmp_path: Path, image_power: float = 2.0, conv_factor: float = 1.0, sh
     return pd.DataFrame(cells)
 
 
+def sections(cells: pd.DataFrame, out: Path) -> list:
+    return cnn.blocks(Study.of_cells(cells, out))
+
+
 def text(tmp_path, **kwargs) -> str:
-    return "\n".join(sections(study(tmp_path, **kwargs), tmp_path, {}, draw=False))
+    return markdown.render(Document("t", sections(study(tmp_path, **kwargs), tmp_path)))
 
 
 def test_the_section_states_computed_findings(tmp_path):
@@ -87,17 +94,16 @@ def test_the_section_says_not_so(tmp_path):
 def test_without_layers_csv_the_breakdown_says_why(tmp_path):
     cells = study(tmp_path)
     (tmp_path / "layers.csv").unlink()
-    md = "\n".join(sections(cells, tmp_path, {}, draw=False))
+    md = markdown.render(Document("t", sections(cells, tmp_path)))
     assert "No layers.csv in this directory" in md
     assert "Activation bytes ∝ image_size²: so" in md  # the rows alone still give the law
 
 
 def test_figures_are_drawn(tmp_path):
     pytest.importorskip("matplotlib")
-    figures = {}
-    sections(study(tmp_path), tmp_path, figures, draw=True)
-    assert set(figures) == {"cnn_activation_law", "cnn_blocks"}
-    assert all(path.stat().st_size > 0 for path in figures.values())
+    figures = [b for b in sections(study(tmp_path), tmp_path) if isinstance(b, Figure)]
+    assert {f.name for f in figures} == {"cnn_activation_law.png", "cnn_blocks.png"}
+    assert all(f.draw(tmp_path / f.name).stat().st_size > 0 for f in figures)
 
 
 REAL_SPEC = """
@@ -124,7 +130,7 @@ jobs = 2
 
 def test_a_real_cnn_sweep_and_its_report(tmp_path):
     """Real cells: layers.csv adds up to each cell's activation bytes, and the report's findings follow."""
-    from memstudy.study.report import write_report
+    from memstudy.report import write_report
     from memstudy.study.spec import load_spec
     from memstudy.study.sweep import run_sweep
 

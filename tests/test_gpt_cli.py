@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from memstudy.study import megatron
+from memstudy.findings import megatron
 
 GPT = ["--model", "gpt", "--depth", "1", "--width", "32", "--heads", "4", "--seq-len", "16", "--vocab", "50",
        "--batch", "2"]

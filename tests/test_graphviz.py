@@ -105,3 +105,14 @@ def test_failing_dot_is_a_graph_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(bin_dir))
     with pytest.raises(GraphError, match="syntax error"):
         write_graph(CONFIG, tmp_path / "g.dot")
+
+
+def test_only_the_families_that_use_the_seeds_notation_get_it():
+    """Issue 22: W1, b1, z1, h1, o are the MLPs' names (their family says so), not every model with Linears."""
+    gpt = graph_dot({"model": "gpt", "depth": 1, "width": 8, "heads": 2, "seq_len": 4, "vocab": 10, "batch_size": 2})
+    titles = {label(v).split("\\n")[0] for v in nodes(gpt).values() if "shape=box" in v}
+    assert not titles & {"W1", "b1", "z1", "h1", "o"}, titles
+    assert "transformer.wte.weight" in titles and "lm_head.weight" not in titles  # tied: one box, wte's name
+    seed = graph_dot({"model": "seed", "width": 4, "batch_size": 3})
+    titles = {label(v).split("\\n")[0] for v in nodes(seed).values() if "shape=box" in v}
+    assert {"W1", "W2", "z1", "h1", "o", "L"} <= titles and "b1" not in titles  # the seed has no biases

@@ -35,3 +35,9 @@ def test_the_check_can_see_a_heavy_import():
         has_pandas = False
     if has_pandas:
         assert "pandas" in heavy(modules)
+
+
+def test_the_runs_text_and_page_do_not_import_pandas_or_matplotlib():
+    # `memstudy run` prints its tables and writes its page without the report's data-frame half
+    modules = modules_after("import memstudy.report.terminal, memstudy.report.run_page")
+    assert "memstudy.report.terminal" in modules and heavy(modules) == []

@@ -158,10 +158,10 @@ def test_tiny_timeline_ends_with_what_is_alive(tiny):
 
 def test_tiny_by_layer(tiny):
     assert tiny.by_layer() == [
-        {"layer": 0, "activation_bytes": HIDDEN, "parameter_bytes": P0, "gradient_bytes": P0},
-        {"layer": 1, "activation_bytes": HIDDEN, "parameter_bytes": P1, "gradient_bytes": P1},
-        {"layer": 2, "activation_bytes": 0, "parameter_bytes": P2, "gradient_bytes": P2},
-        {"layer": "loss", "activation_bytes": LOGITS, "parameter_bytes": 0, "gradient_bytes": 0},
+        {"layer": 0, "activation_bytes": HIDDEN, "parameter_bytes": P0, "gradient_bytes": P0, "gradient_buffers": 2},
+        {"layer": 1, "activation_bytes": HIDDEN, "parameter_bytes": P1, "gradient_bytes": P1, "gradient_buffers": 2},
+        {"layer": 2, "activation_bytes": 0, "parameter_bytes": P2, "gradient_bytes": P2, "gradient_buffers": 2},
+        {"layer": "loss", "activation_bytes": LOGITS, "parameter_bytes": 0, "gradient_bytes": 0, "gradient_buffers": 0},
     ]
 
 
@@ -274,3 +274,35 @@ def test_training_activation_bytes_linear_in_batch():
     assert activation == {b: b * slope for b in (16, 32, 64)}
     batches = sorted(activation)
     assert [(activation[b] - activation[a]) / (b - a) for a, b in zip(batches, batches[1:])] == [slope, slope]
+
+
+def test_by_layer_places_parameters_by_the_op_that_takes_them():
+    """Issue 21 item 9: a model without parameter_layers() had every parameter in the "loss" row; each parameter
+    now sits in the layer of the first op that takes it, and its gradient with it."""
+    from pathlib import Path
+
+    from memstudy.memory.workload import Workload
+    from memstudy.nn.models.registry import normalize
+
+    family = f"{Path(__file__).parent}/families/plain.py:PlainFamily"  # layer_scope per block, no parameter_layers
+    account = Workload(normalize({"model": family, "depth": 2, "width": 8, "batch_size": 4, "classes": 3})).ledger_step()
+    rows = {r["layer"]: r for r in account.by_layer()}
+    block, head = (8 * 8 + 8) * 4, (8 * 3 + 3) * 4
+    assert [rows[i]["parameter_bytes"] for i in (0, 1, 2)] == [block, block, head]
+    assert [rows[i]["gradient_bytes"] for i in (0, 1, 2)] == [block, block, head]
+    assert rows["loss"]["parameter_bytes"] == 0
+
+
+def test_by_layer_counts_a_tied_weights_gradient_twice():
+    """GPT-2's wte is also lm_head: its gradient is made by lm_head's backward, then summed with the embedding's;
+    the embedding layer's row counts both buffers (3 for 2 parameters), which the run's table explains."""
+    from memstudy.memory.workload import Workload
+    from memstudy.nn.models.registry import normalize
+
+    config = normalize({"model": "gpt", "depth": 1, "width": 8, "heads": 2, "seq_len": 4, "vocab": 10,
+                        "batch_size": 2})
+    rows = {r["layer"]: r for r in Workload(config).ledger_step().by_layer()}
+    embedding = rows[2]  # depth + 1
+    wte, wpe = 10 * 8 * 4, 4 * 8 * 4
+    assert embedding["parameter_bytes"] == wte + wpe
+    assert embedding["gradient_buffers"] == 3 and embedding["gradient_bytes"] == 2 * wte + wpe

@@ -5,7 +5,7 @@ import pytest
 
 from memstudy.memory.workload import Workload
 from memstudy.nn.models.registry import normalize
-from memstudy.study import megatron
+from memstudy.findings import megatron
 
 S, B, H, A, DEPTH, VOCAB = 16, 3, 32, 4, 2, 29
 

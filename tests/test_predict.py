@@ -48,6 +48,10 @@ GPT_CHECKPOINTS = ("none", "selective", "sqrt", "every:2")
 # a peak set by the logits' softmax (large vocab), and one set by the attention scores (long sequence, 8 heads)
 GPT_HEAVY = (dict(depth=2, width=8, heads=2, seq_len=16, vocab=300, batch_size=4),
              dict(depth=1, width=32, heads=8, seq_len=64, vocab=11, batch_size=2))
+LLAMA_SHAPE = dict(depth=3, width=16, heads=4, ffn=24, seq_len=8, vocab=23, batch_size=3)
+# a peak set by the logits' softmax (large vocab, one K/V head), and one by the attention scores (long sequence)
+LLAMA_HEAVY = (dict(depth=2, width=8, heads=2, kv_heads=1, ffn=12, seq_len=16, vocab=300, batch_size=4),
+               dict(depth=1, width=32, heads=8, kv_heads=2, ffn=40, seq_len=64, vocab=11, batch_size=2))
 
 FAMILY_CONFIGS: dict[str, list[dict]] = {
     # activation x dtype x optimiser x bias x mode, each with the next checkpoint x policy pair in turn; then
@@ -81,8 +85,20 @@ FAMILY_CONFIGS: dict[str, list[dict]] = {
         checkpoint=GPT_CHECKPOINTS, dropout=(0.0, 0.2), mode=("train", "inference"), policy=POLICIES)],
         dtype=("float32", "float64"), optimizer=("sgd", "momentum", "adam"), bias=(True, False))
     + [{"model": "gpt", **shape, "dropout": 0.1, "optimizer": "adam", "checkpoint": checkpoint}
-       for shape in GPT_HEAVY for checkpoint in GPT_CHECKPOINTS],
+       for shape in GPT_HEAVY for checkpoint in GPT_CHECKPOINTS]
+    + rotate([{"model": "gpt", **GPT_SHAPE, "lora_rank": 2, **c} for c in grid(
+        checkpoint=GPT_CHECKPOINTS, policy=POLICIES)], dropout=(0.0, 0.2), optimizer=("sgd", "adam")),
+    # checkpoint x LoRA x mode x policy in full, each with the next dtype x optimiser x kv_heads x tie in turn; then
+    # the heavy shapes with every checkpoint, LoRA on and off
+    "llama": rotate([{"model": "llama", **LLAMA_SHAPE, **c} for c in grid(
+        checkpoint=GPT_CHECKPOINTS, lora_rank=(0, 3), mode=("train", "inference"), policy=POLICIES)],
+        dtype=("float32", "float64"), optimizer=("sgd", "momentum", "adam"), kv_heads=(4, 2, 1), tie=(False, True))
+    + [{"model": "llama", **shape, "optimizer": "adam", "checkpoint": checkpoint, "lora_rank": lora}
+       for shape in LLAMA_HEAVY for checkpoint in GPT_CHECKPOINTS for lora in (0, 2)],
 }
+# LoRA on the MLP's hidden layers (all-linear), every checkpoint x policy
+FAMILY_CONFIGS["mlp"] += [{"model": "mlp", **MLP_SHAPE, "lora_rank": 2, "checkpoint": c, "policy": p,
+                           "optimizer": "adam"} for c in CHECKPOINTS for p in POLICIES]
 
 
 def cases() -> list:

@@ -157,7 +157,7 @@ def test_measure_model_measures_a_model_it_cannot_predict():
 
 def test_the_new_row_fields_are_documented_and_old_files_load(tmp_path):
     from memstudy.study.fields import ROW_FIELDS
-    from memstudy.study.report import load_runs
+    from memstudy.report.load import load_runs
     from memstudy.study.runs import format_rows
     from test_report import grid_rows
 

@@ -403,7 +403,7 @@ def write_predicted_runs(path, grid):
 
 
 def test_report_sections_for_each_remedy(tmp_path):
-    from memstudy.study.report import write_report
+    from memstudy.report import write_report
 
     studies = {
         "checkpointing": ({"depth": [4, 16, 64], "checkpoint": ["none", "sqrt", "every:2"], "batch_size": [256]},

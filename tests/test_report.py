@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 
 from memstudy.study.fields import CATEGORIES, ROW_FIELDS
-from memstudy.study.report import ReportError, load_runs, summarize, training_law, write_report
+from memstudy.findings.mlp import training_law
+from memstudy.report import ReportError, write_report
+from memstudy.report.load import load_runs, summarize
 from memstudy.study.spec import cell_id
 from memstudy.study.runs import format_rows, header_line
 

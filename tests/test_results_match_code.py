@@ -47,7 +47,9 @@ def cells(study: str) -> list[tuple[str, dict, dict]]:
                 continue
             family = get_family(row.get("model") or "mlp")
             config = {"model": family.name}
-            config.update({f.name: _value(f, row.get(f.name, "")) for f in family.all_fields()})
+            # a column the file lacks (a field added since, e.g. LoRA's) is the field's default
+            config.update({f.name: _value(f, row.get(f.name, "")) for f in family.all_fields() if row.get(f.name, "") != ""
+                           or f.default is None})
             ledger = {k: int(float(row[k])) for k in LEDGER_COLUMNS if row.get(k, "") != ""}
             found[row["cell"]] = (config, ledger)
     return [(cid, config, ledger) for cid, (config, ledger) in found.items()]

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from memstudy.study.bands import TimelineError, bands, has_buffers, live_by_category, polygon, read_timeline
+from memstudy.report.timeline import TimelineError, bands, has_buffers, live_by_category, polygon, read_timeline
 from memstudy.study.fields import CATEGORIES
-from memstudy.study.report import write_report
-from memstudy.study.webpage import STATIC_DIR, plotly_source
+from memstudy.report import write_report
+from memstudy.report.html import STATIC_DIR, plotly_source
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = sorted(p.parent.name for p in (ROOT / "results").glob("*/runs.csv"))
@@ -121,15 +121,47 @@ def test_report_md_is_unchanged_and_report_html_shows_its_tables(built):
         assert expected and html_tables((out / "report.html").read_text()) == expected
 
 
+NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+RELATIVE_TOLERANCE = 1e-6  # a least-squares fit's last digits differ across machines and BLAS builds
+
+
+def meaning(page: str) -> tuple[str, list[float]]:
+    """A page as its structure (every number replaced by #) and its numbers: what it says, not its last digits.
+    The plotly.js file name follows the installed plotly's version and is left out."""
+    page = re.sub(r'<script src="[^"]*"', '<script src=""', page)
+    return NUMBER.sub("#", page), [float(n) for n in NUMBER.findall(page)]
+
+
 def test_committed_report_html_is_what_report_writes(built):
+    """The committed page says what a fresh report says: the same structure exactly, every number within
+    RELATIVE_TOLERANCE (the page itself rounds what it embeds, html.SIGNIFICANT_DIGITS)."""
     _, outs = built
     for name, out in outs.items():
         committed = ROOT / "results" / name / "report.html"
         assert committed.exists(), f"results/{name}/report.html is not committed: run memstudy report"
-        def page(path: Path) -> str:  # the plotly.js file name follows the installed plotly's version
-            return re.sub(r'<script src="[^"]*"', '<script src=""', path.read_text())
+        # built without figures (as report.md's test): the committed page's PNGs are left out
+        old_structure, old_numbers = meaning(re.sub(r'<p><img src="[^"]*\.png"[^>]*></p>\n', "",
+                                                    committed.read_text()))
+        new_structure, new_numbers = meaning((out / "report.html").read_text())
+        assert old_structure == new_structure, f"results/{name}/report.html is stale (run memstudy report)"
+        assert new_numbers == pytest.approx(old_numbers, rel=RELATIVE_TOLERANCE, abs=1e-9), \
+            f"results/{name}/report.html holds other numbers (run memstudy report)"
 
-        assert page(committed) == page(out / "report.html"), f"results/{name}/report.html is stale"
+
+def test_the_page_comparison_sees_a_changed_number_and_ignores_a_last_digit():
+    page = '<td data-value="33408">32.62 KiB</td><script>{"y":[33407.99999999906]}</script>'
+    structure, numbers = meaning(page)
+    assert meaning(page.replace("33407.99999999906", "33408.00000000012"))[0] == structure
+    assert meaning(page.replace("33407.99999999906", "33408.00000000012"))[1] == pytest.approx(numbers, rel=1e-6)
+    assert meaning(page.replace("32.62", "32.63"))[1] != pytest.approx(numbers, rel=RELATIVE_TOLERANCE)
+    assert meaning(page.replace("<td", "<th"))[0] != structure
+
+
+def test_the_page_rounds_what_it_embeds():
+    from memstudy.report.html import SIGNIFICANT_DIGITS, json_ready
+
+    assert json_ready({"y": [33407.99999999906, 2, float("nan")]}) == {"y": [33408.0, 2, None]}
+    assert json_ready(1 / 3) == float(f"{1 / 3:.{SIGNIFICANT_DIGITS}g}")
 
 
 def test_report_html_without_buffer_columns_still_draws_the_categories(tmp_path):
@@ -145,3 +177,10 @@ def test_report_html_without_buffer_columns_still_draws_the_categories(tmp_path)
     assert out / "report.html" in written
     page = (out / "report.html").read_text()
     assert "predates the buffer columns" in page and 'class="ms-layer"' not in page
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_each_committed_report_html_holds_report_mds_tables(study):
+    """report.md and report.html are rendered from one document: the same tables, cell for cell."""
+    md = (ROOT / "results" / study / "report.md").read_text()
+    assert md_tables(md) == html_tables((ROOT / "results" / study / "report.html").read_text())

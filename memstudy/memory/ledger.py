@@ -152,7 +152,10 @@ class StepAccount:
             writer.writerows(rows)
 
     def by_layer(self) -> list[dict[str, Any]]:
-        """Per layer: bytes held for backward (by the layer whose op first saved them), parameters, gradients."""
+        """Per layer: bytes held for backward (by the layer whose op first saved them), parameters (by their
+        registered layer, else the layer of the first op that took them), gradients (every buffer that became a
+        parameter's .grad: a parameter used by two ops, a tied weight, gets two, the first use's and the sum) and
+        how many gradient buffers that was. Layer "loss": no layer (the loss, and ops outside every layer_scope)."""
         table: dict[Any, dict[str, int]] = {}
         for b in self.buffers:
             if b.category == "activation":
@@ -163,8 +166,10 @@ class StepAccount:
                 column = f"{b.category}_bytes"
             else:
                 continue
-            row = table.setdefault(layer, {"activation_bytes": 0, "parameter_bytes": 0, "gradient_bytes": 0})
+            row = table.setdefault(layer, {"activation_bytes": 0, "parameter_bytes": 0, "gradient_bytes": 0,
+                                           "gradient_buffers": 0})
             row[column] += b.nbytes
+            row["gradient_buffers"] += b.category == "gradient"
         ordered = sorted(table, key=lambda k: (k is None, -1 if k is None else k))
         return [{"layer": "loss" if k is None else k, **table[k]} for k in ordered]
 
@@ -194,6 +199,7 @@ class Ledger:
         self._self_ref = weakref.ref(self)  # what death callbacks hold: no cycle keeps a ledger alive
         self._baseline: list[np.ndarray] = []  # registered buffers, held while the ledger lives
         self._layer_of_leaf: dict[int, int | None] = {}  # id(leaf tensor) -> layer
+        self._unplaced: dict[int, int] = {}  # id(leaf) -> key of a parameter registered without a layer
         self.recomputed_ops = 0  # ops applied while a checkpoint recomputed its segment
 
     # --- registration and the engine's hooks ---------------------------------------------------
@@ -206,6 +212,8 @@ class Ledger:
         self.records[key][_REGISTERED] = category
         if leaf is not None:
             self._layer_of_leaf[id(leaf)] = layer
+            if layer is None:  # the model does not say (no parameter_layers()): the first op that uses it will
+                self._unplaced[id(leaf)] = key
 
     def register_model(self, params: Iterable[Any], layers: Iterable[int | None]) -> None:
         for p, layer in zip(params, layers):
@@ -218,6 +226,8 @@ class Ledger:
         if phase == "recompute":
             self.recomputed_ops += 1
         self._track(out, name, "out", layer, phase)
+        if self._unplaced and layer is not None and ctx.parents:
+            self._place(ctx.parents, layer)
         records = self.records
         for role, array in zip(ctx.saved_roles, ctx.saved):
             if array is not None:
@@ -225,6 +235,15 @@ class Ledger:
                 if record[_SAVED_BY] is None:
                     record[_SAVED_BY] = name
                     record[_SAVED_LAYER] = layer
+
+    def _place(self, parents: tuple, layer: int) -> None:
+        """A parameter registered without a layer belongs to the layer of the first op that takes it (its module's
+        layer_scope): its bytes and its gradient's are counted there."""
+        for parent in parents:
+            key = self._unplaced.pop(id(parent), None)
+            if key is not None:
+                self.records[key][_LAYER] = layer
+                self._layer_of_leaf[id(parent)] = layer
 
     def on_backward(self, node: Any, input_grads: tuple) -> None:
         op = node.fn.name + "_backward"

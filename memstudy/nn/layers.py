@@ -52,6 +52,18 @@ class Module:
     def parameters(self) -> list[Tensor]:
         return [p for _, p in self.named_parameters()]
 
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
+        """(name, module) of this module ("" for itself) and every module below it, PyTorch-style names, in
+        definition order (the walk `named_parameters` makes)."""
+        yield prefix.rstrip("."), self
+        for attr, value in vars(self).items():
+            if isinstance(value, Module):
+                yield from value.named_modules(f"{prefix}{attr}.")
+            elif isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    if isinstance(item, Module):
+                        yield from item.named_modules(f"{prefix}{attr}.{i}.")
+
     # Model state that is not a parameter (batch norm's running statistics; PyTorch's "buffers"): plain
     # arrays named in a module's `buffer_names`. They take no gradient and no optimiser step; the ledger
     # registers them at the baseline with the parameters (category `parameter`, role = the buffer's name).
@@ -106,6 +118,15 @@ class Linear(Module):
                              requires_grad=True, name="weight")
         self.bias = (Tensor(init.uniform(rng, -bound, bound, out_features, dt), requires_grad=True, name="bias")
                      if bias else None)
+
+    @classmethod
+    def from_weight(cls, weight: Tensor, bias: Tensor | None = None) -> "Linear":
+        """A Linear around parameters that exist already (a head tied to an embedding's weight: one Tensor, which
+        `named_parameters` lists once, under its first name)."""
+        layer = cls.__new__(cls)
+        layer.out_features, layer.in_features = weight.shape
+        layer.weight, layer.bias = weight, bias
+        return layer
 
     def forward(self, x: Any) -> Tensor:  # functional.linear, one call frame less per layer
         if self.bias is None:

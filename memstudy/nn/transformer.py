@@ -1,4 +1,5 @@
-"""The transformer's layers: LayerNorm, Embedding, Dropout and GELU as Modules (the GPT family builds on them)."""
+"""The transformer's layers: LayerNorm, RMSNorm, Embedding, Dropout and GELU as Modules (the GPT and Llama families
+build on them)."""
 from __future__ import annotations
 
 from typing import Any
@@ -24,6 +25,18 @@ class LayerNorm(Module):
         if self.bias is None:
             return apply(ops.LayerNorm, x, self.weight, eps=self.eps)
         return apply(ops.LayerNorm, x, self.weight, self.bias, eps=self.eps)
+
+
+class RMSNorm(Module):
+    """Root-mean-square normalisation over the last axis, then a scale by `weight` (ones); no bias (Llama's)."""
+
+    def __init__(self, width: int, dtype: Any = "float32", eps: float = 1e-6):
+        dt = check_dtype(dtype)
+        self.eps = eps
+        self.weight = Tensor(init.constant(1.0, width, dt), requires_grad=True, name="weight")
+
+    def forward(self, x: Any) -> Tensor:
+        return apply(ops.RMSNorm, x, self.weight, eps=self.eps)
 
 
 class Embedding(Module):

@@ -106,13 +106,12 @@ def graph_dot(config: dict[str, Any]) -> str:
             saved_by.setdefault(id(base), []).append(f"{op_names[id(node)]}.{role}")
             saved_arrays.setdefault(id(base), (base, node, role))
 
+    from ..nn.models.registry import get_family
+
     param_names = {id(p): name for name, p in model.named_parameters()}
-    linears = getattr(model, "linears", None)
-    if linears is not None:  # the MLP's weights in the seed's notation: W1, b1, W2, ...
-        for i, linear in enumerate(linears):
-            param_names[id(linear.weight)] = f"W{i + 1}"
-            if linear.bias is not None:
-                param_names[id(linear.bias)] = f"b{i + 1}"
+    notation = get_family(config.get("model")).graph_names(model, config)  # the seed's W1, z1, h1 for the MLPs
+    if notation is not None:
+        param_names.update(notation.parameters)
 
     lines = [
         "digraph forward {",
@@ -176,15 +175,9 @@ def graph_dot(config: dict[str, Any]) -> str:
                 source = variable(f"in{index}_{position}", title, array, PLAIN_FILL)
             lines.append(f"  {source} -> {op_key};")
         out = outputs.get(id(node))
-        if name == "linear":
-            is_output = node.layer == config["depth"]
-            title = "o" if is_output else f"z{node.layer + 1 if node.layer is not None else ''}"
-        elif name in ("relu", "sigmoid", "tanh"):
-            title = f"h{node.layer + 1 if node.layer is not None else ''}"
-        elif name in ("softmax_cross_entropy", "mse"):
-            title = "L"
-        else:
-            title = f"v{index}"
+        title = notation.output(name, node.layer) if notation is not None else None
+        if title is None:
+            title = "L" if name in ("softmax_cross_entropy", "mse") else f"v{index}"
         out_key = variable(f"v{index}", title, out, PLAIN_FILL)
         var_of_node[id(node)] = out_key
         lines.append(f"  {op_key} -> {out_key};")
@@ -197,8 +190,6 @@ def graph_dot(config: dict[str, Any]) -> str:
                 continue
             key = variable(f"s{index}_{role}", f"{role} (internal)", array, PLAIN_FILL)
             lines.append(f"  {op_key} -> {key} [style=dashed, arrowhead=none];")
-
-    from ..nn.models.registry import get_family
 
     caption = (f"{get_family(config.get('model')).describe(config)}.\nBoxes: variables; circles: operators; "
                f"orange: intermediates held for backward ({format_bytes(totals['activation'])}, the memory training "

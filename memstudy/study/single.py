@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, normalize
@@ -39,8 +38,10 @@ def check_budget(config: dict[str, Any], budget_bytes: int) -> dict[str, Any] | 
 
 
 def run_modes(config: dict[str, Any], modes: list[str], repeats: int, budget_bytes: int,
-              timeline_path: str | None = None, by_layer: bool = False) -> dict[str, list[dict[str, Any]]]:
-    """Measured rows per mode, each mode in its own fresh cell process."""
+              timeline_path: str | None = None, by_layer: bool = False,
+              timelines: dict[str, str] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Measured rows per mode, each mode in its own fresh cell process; the first mode's step timeline goes to
+    `timeline_path`, another mode's to its path in `timelines` (if any)."""
     if repeats < 1:
         raise ConfigError(f"repeats must be at least 1, got {repeats}")
     target = output_file(timeline_path, "--timeline") if timeline_path is not None else None
@@ -58,24 +59,10 @@ def run_modes(config: dict[str, Any], modes: list[str], repeats: int, budget_byt
                 if outcome.error:
                     raise RunError(f"the {mode} cell failed: {outcome.error}")
         else:
-            outcome = launch(CellRequest(mode_config, repeats, None, by_layer=by_layer,
-                                         memory_own_bytes=own_bytes[mode]))
+            scratch = (timelines or {}).get(mode)
+            outcome = launch(CellRequest(mode_config, repeats, None if scratch is None else os.path.abspath(scratch),
+                                         by_layer=by_layer, memory_own_bytes=own_bytes[mode]))
         if outcome.error:
             raise RunError(f"the {mode} cell failed: {outcome.error}")
         results[mode] = outcome.rows
     return results
-
-
-def write_run_html(path: str, results: dict[str, list[dict[str, Any]]], timeline_path: str,
-                   by_layer: bool = False) -> str:
-    """`memstudy run --html`: the first mode's step timeline and the run's tables as one offline page."""
-    from .bands import read_timeline
-    from .provenance import collect_env
-    from .tables import agreement_lines, ratio_line, run_tables, run_title
-    from .webpage import write_run_page
-
-    mode = next(iter(results))
-    notes = [line for line in (ratio_line(results), *agreement_lines(results)) if line]
-    write_run_page(Path(path), run_title(results), run_tables(results, by_layer), notes,
-                   read_timeline(timeline_path), collect_env(), mode)
-    return path

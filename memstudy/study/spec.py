@@ -3,7 +3,9 @@
     [study]  name, description
     [grid]   `model` (a family's name or path/to/file.py:ClassName; default mlp) and any config field that
              family declares (its own fields and the shared ones, see nn/models/registry.py), each a value
-             or a list of values; the cells are the cartesian product, in the order the keys appear
+             or a list of values; the cells are the cartesian product, in the order the keys appear;
+             `hf_config = "path/config.json"` (relative to the spec file) fills the fields the grid does not
+             give from a Hugging Face config (and `model`, from its model_type)
     [run]    repeats, budget, timeout_seconds, jobs
 
 TOML has no null: leave `in_features` out of the grid to mean "as many input features as `width`".
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..nn.models.hf_config import hf_config_fields
 from ..nn.models.registry import ConfigError, Family, get_family, normalize
 from ..units import parse_bytes
 STUDY_KEYS = ("name", "description")
@@ -71,19 +74,23 @@ def cell_id(config: dict[str, Any]) -> str:
     """A stable short name built from a normalised config's values, e.g. d8-w256-i256-o10-b64-relu-bias-...
 
     MLP cells keep the names of the first studies (so their results resume); every other family's cell is
-    named by the family and each of its fields' values, in declaration order.
+    named by the family and each of its fields' values, in declaration order. An optional field (registry.Field)
+    is named only when it is set.
     """
     model = config.get("model") or "mlp"
+    fields = get_family(model).all_fields()
     if model != "mlp":
-        family = get_family(model)
         label = Path(model.split(":")[0]).stem + ":" + model.split(":")[1] if ":" in model else model
-        return "-".join([label] + [f"{f.name}={_id_value(config[f.name])}" for f in family.all_fields()])
+        return "-".join([label] + [f"{f.name}={_id_value(config[f.name])}" for f in fields
+                                   if not (f.optional and config[f.name] == f.default)])
     in_features = config.get("in_features") or config["width"]
+    optional = [f"{f.name}={_id_value(config[f.name])}" for f in fields
+                if f.optional and config.get(f.name, f.default) != f.default]
     return "-".join([
         f"d{config['depth']}", f"w{config['width']}", f"i{in_features}", f"o{config['out_features']}",
         f"b{config['batch_size']}", str(config["activation"]), "bias" if config["bias"] else "nobias",
         str(config["dtype"]), str(config["mode"]), str(config["optimizer"]), str(config["checkpoint"]),
-        str(config["policy"]), f"s{config['seed']}",
+        str(config["policy"]), f"s{config['seed']}", *optional,
     ])
 
 
@@ -124,14 +131,41 @@ def _check_table(data: dict, table: str, allowed: tuple[str, ...]) -> dict:
 
 
 def _check_grid_value(key: str, value: Any, family: Family) -> None:
+    """One grid value against its field's own rules; rules between fields are checked on the cells, where the
+    other fields have their grid values (kv_heads = 8 is fine beside heads = 32, not beside the default 4)."""
     try:
-        family.normalize({"model": family.name, key: value})
+        family.check_field(next(f for f in family.all_fields() if f.name == key), value)
     except ConfigError as exc:
         raise SpecError(f"grid.{key}: {exc}") from None
 
 
-def parse_spec(data: dict[str, Any], *, name: str = "study", path: Path | None = None, text: str = "") -> Spec:
-    """A checked Spec from parsed TOML (a dict); `name` is used when [study] has none."""
+def _with_hf_config(grid: dict[str, Any], spec_path: Path | None, cli_path: str | None) -> dict[str, Any]:
+    """The grid with the fields a Hugging Face config fills (those the grid does not give) and its family as
+    `model`; `cli_path` (--hf-config, relative to the working folder) replaces the grid's `hf_config` (relative to
+    the spec file)."""
+    grid = dict(grid)
+    source = grid.pop("hf_config", None)
+    if cli_path is not None:
+        source = cli_path
+    elif not isinstance(source, str) or not source:
+        raise SpecError(f"grid.hf_config: the path of one config.json, got {source!r}")
+    elif spec_path is not None and not Path(source).is_absolute():
+        source = str(Path(spec_path).parent / source)
+    model = grid.get("model")
+    if model is not None and not isinstance(model, str):
+        raise SpecError(f"grid.hf_config: one config describes one model, got model = {model!r}")
+    try:
+        family, fields = hf_config_fields(source, model)
+    except ConfigError as exc:
+        raise SpecError(f"grid.hf_config: {exc}") from None
+    return {"model": family.name, **{k: v for k, v in grid.items() if k != "model"},
+            **{k: v for k, v in fields.items() if k not in grid}}
+
+
+def parse_spec(data: dict[str, Any], *, name: str = "study", path: Path | None = None, text: str = "",
+               hf_config: str | None = None) -> Spec:
+    """A checked Spec from parsed TOML (a dict); `name` is used when [study] has none; `hf_config` (a path) as
+    --hf-config gives it."""
     for table in data:
         if table not in ("study", "grid", "run"):
             raise SpecError(f"{table}: unknown table or key; a spec has [study], [grid] and [run]")
@@ -139,6 +173,9 @@ def parse_spec(data: dict[str, Any], *, name: str = "study", path: Path | None =
     grid_table = data.get("grid", {})
     if not isinstance(grid_table, dict):
         raise SpecError(f"grid: must be a table [grid], got {type(grid_table).__name__}")
+    if "hf_config" in grid_table or hf_config is not None:
+        grid_table = _with_hf_config(grid_table, path, hf_config)
+        data = {**data, "grid": grid_table}
     models = grid_table.get("model", "mlp")
     models = tuple(models) if isinstance(models, list) else (models,)
     try:
@@ -214,8 +251,9 @@ def _with_hash(spec: Spec) -> Spec:
     return spec
 
 
-def load_spec(path: str | Path) -> Spec:
-    """Read and check a spec file; raises SpecError (one line, naming the key) on any problem."""
+def load_spec(path: str | Path, hf_config: str | None = None) -> Spec:
+    """Read and check a spec file; raises SpecError (one line, naming the key) on any problem. `hf_config`: a
+    Hugging Face config.json that replaces the grid's `hf_config`."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -225,7 +263,7 @@ def load_spec(path: str | Path) -> Spec:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path}: invalid TOML: {exc}") from None
-    return parse_spec(data, name=path.stem, path=path, text=text)
+    return parse_spec(data, name=path.stem, path=path, text=text, hf_config=hf_config)
 
 
 __all__ = ["Spec", "SpecError", "cell_id", "load_spec", "parse_budget", "parse_spec",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..units import format_bytes
-from . import megatron
+from ..findings import megatron
 
 GPT2_SMALL = {"model": "gpt", "depth": 12, "width": 768, "heads": 12, "seq_len": 1024, "vocab": 50257,
               "batch_size": 8, "dtype": "float32", "optimizer": "adam", "dropout": 0.1}
@@ -58,7 +58,7 @@ def table_lines(configs: dict[str, Any], results: dict[str, Any], label: str = "
     lines = [f"GPT-2 small: depth {depth}, width {h}, heads {a}, seq_len {s}, vocab {config['vocab']}, batch {b}, "
              f"{config['dtype']}, {config['optimizer']}, dropout {dropout:g}; {label} by `memstudy predict` (the "
              "engine run on shape-only arrays under the ledger). Per layer: block 0's buffers held after forward, "
-             "sorted into the paper's terms (`memstudy.study.megatron`)"
+             "sorted into the paper's terms (`memstudy.findings.megatron`)"
              + ("; every block holds the same." if same else "; NOT every block holds the same."), "",
              "| what | per layer | × " + str(depth) + " layers / total | formula |", "|---|--:|--:|--:|",
              f"| parameters | | {_b(registered['parameter'])} | |",

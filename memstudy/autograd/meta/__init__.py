@@ -12,7 +12,8 @@ Rules:
   / `np.result_type` (numpy 2's NEP 50: a Python float joins a float32 array as float32); no arithmetic ever
   runs on stand-in data, so a MetaArray op costs the same whatever the array's size;
 - a new buffer gets numpy's memory layout (the ufunc iterator's 'K' order, `empty_like`'s sorted strides,
-  C order for matmul and copies), and a reshape is a view exactly when numpy's would be: the strides decide
+  matmul's core axes in C order with its batch axes in the iterator's order, C order for copies), and a reshape
+  is a view exactly when numpy's would be: the strides decide
   (a port of numpy's `_attempt_nocopy_reshape`), so later views and copies match numpy's too;
 - where numpy returns a scalar (a full reduction, an integer index) a fresh 0-d MetaArray is returned;
 - each numpy function answered has a rule that follows numpy's view/copy semantics (result shape, dtype, strides,

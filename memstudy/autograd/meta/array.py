@@ -426,6 +426,27 @@ def _matmul_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
     return out
 
 
+class _BatchAxes:
+    """An operand's batch (loop) axes, as `iterator_order` reads an operand."""
+
+    __slots__ = ("shape", "strides")
+
+    def __init__(self, array: Any):
+        self.shape, self.strides = array.shape[:-2], array.strides[:-2]
+
+
+def _matmul_order(shape: tuple[int, ...], inputs: tuple) -> list[int] | None:
+    """The axes of matmul's result innermost first, as numpy's gufunc allocates it: the core axes (n?, m?) innermost
+    in C order, the batch axes in the iterator's order over the operands' batch axes (a batch-transposed operand
+    gives a batch-transposed result). None when that is plain C order (at most one batch axis)."""
+    core = sum(1 for x in inputs if isinstance(x, (MetaArray, np.ndarray)) and x.ndim >= 2)
+    batch = len(shape) - core
+    if batch <= 1:
+        return None
+    operands = [_BatchAxes(x) for x in inputs if isinstance(x, (MetaArray, np.ndarray)) and x.ndim > 2]
+    return list(range(len(shape) - 1, batch - 1, -1)) + iterator_order(shape[:batch], operands)
+
+
 def _ufunc_call(ufunc: np.ufunc, inputs: tuple, kwargs: dict) -> Any:
     out = dtype = signature = None
     casting, order, where = "same_kind", "K", True
@@ -448,9 +469,11 @@ def _ufunc_call(ufunc: np.ufunc, inputs: tuple, kwargs: dict) -> Any:
     dtypes = _resolve(ufunc, tuple(map(_dtype_key, inputs)) + (None,) * nout, signature, casting)
     arrays = [x for x in inputs if isinstance(x, (MetaArray, np.ndarray))]
     shapes = [x.shape for x in arrays]
+    inner_first = None
     if ufunc is np.matmul:
         shape = _matmul_shape(*(x.shape if isinstance(x, (MetaArray, np.ndarray)) else () for x in inputs))
-        order = "C"  # matmul writes a C-contiguous result
+        inner_first = _matmul_order(shape, inputs)
+        order = "C" if inner_first is None else "K"
     elif ufunc.signature is not None:
         raise TypeError(f"MetaArray does not support the generalized ufunc {ufunc.__name__}")
     else:
@@ -460,7 +483,6 @@ def _ufunc_call(ufunc: np.ufunc, inputs: tuple, kwargs: dict) -> Any:
             shapes.append(where.shape)
         shape = broadcast_shapes(shapes)
     results = []
-    inner_first = None
     for i, o in enumerate(outs):
         result_dtype = dtypes[nin + i]
         if o is not None:

@@ -137,6 +137,7 @@ class CNNFamily(Family):
     description = ("depth × (Conv2d 3×3 to width·2^i channels + BatchNorm2d + ReLU + MaxPool2d 2×2), global "
                    "average pool, Linear(channels, classes); softmax cross-entropy")
     defaults = {"depth": 3, "width": 16, "batch_size": 32}
+    findings = ("cnn",)  # the report's sections on this family (memstudy/findings/)
     fields = (
         Field("image_size", int, 32, "side of the square input images, in pixels", minimum=1),
         Field("in_channels", int, 3, "channels of the input images", minimum=1),

@@ -17,6 +17,7 @@ generator derived from (seed, forward call, layer, site), so a recompute draws t
 """
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -27,6 +28,7 @@ from ...autograd import checkpoint as checkpoint_segment
 from ...autograd import ops
 from .. import init
 from ..layers import Linear, Module, check_dtype
+from ..lora import apply_lora_config, check_lora_config, lora_fields
 from ..transformer import GELU, Dropout, Embedding, LayerNorm
 from .registry import ConfigError, Family, Field, checkpoint_segments, parse_checkpoint
 
@@ -224,6 +226,8 @@ class GPTFamily(Family):
                    "GELU MLP), LayerNorm, tied head; next-token cross-entropy")
     defaults = {"depth": 2, "width": 128, "batch_size": 8}
     checkpoints = ("selective",)
+    findings = ("attention",)  # the report's sections on this family (memstudy/findings/)
+    hf_model_types = ("gpt2",)
     fields = (
         Field("heads", int, 4, "attention heads (must divide width)", minimum=1),
         Field("seq_len", int, 64, "tokens per sequence (also the position table's length)", minimum=1),
@@ -231,18 +235,27 @@ class GPTFamily(Family):
         Field("dropout", float, 0.0, "dropout probability (embeddings, attention, residual, MLP)", minimum=0.0,
               maximum=1.0, exclusive_maximum=True),
         Field("bias", bool, True, "biases in Linear and LayerNorm"),
+        *lora_fields("c_attn"),  # peft's default target for gpt2
     )
 
     def check(self, config: dict[str, Any]) -> None:
         if config["width"] % config["heads"]:
             raise ConfigError(f"heads must divide width: width {config['width']} is not a multiple of heads "
                               f"{config['heads']}")
+        check_lora_config(self.base_model, config)
 
-    def build(self, config: dict[str, Any]) -> GPT:
+    def base_model(self, config: dict[str, Any]) -> GPT:
+        """The model without LoRA."""
         model = GPT(config["vocab"], config["seq_len"], config["depth"], config["width"], config["heads"],
                     dropout=config["dropout"], bias=config["bias"], dtype=config["dtype"], seed=config["seed"],
                     checkpoint=config["checkpoint"])
         return model.train(config["mode"] == "train")
+
+    def build(self, config: dict[str, Any]) -> GPT:
+        return apply_lora_config(self.base_model(config), config)
+
+    def from_hf_config(self, hf: dict[str, Any]) -> dict[str, Any]:
+        return hf_fields(hf)
 
     def batch(self, config: dict[str, Any]) -> tuple[Any, Any]:
         """(b, seq_len) token ids in [0, vocab) and their next-token targets: two views of one (b, seq_len + 1)
@@ -253,6 +266,52 @@ class GPTFamily(Family):
 
     def layer_names(self, config: dict[str, Any]) -> list[str]:
         return [f"block {i}" for i in range(config["depth"])] + ["head", "embedding"]
+
+
+# --- Hugging Face's GPT2Config ------------------------------------------------------------------------------------
+# key -> (field, GPT2Config's default when the key is absent)
+HF_FIELDS: dict[str, tuple[str, Any]] = {
+    "n_layer": ("depth", 12), "n_embd": ("width", 768), "n_head": ("heads", 12), "n_positions": ("seq_len", 1024),
+    "vocab_size": ("vocab", 50257),
+}
+HF_DROPOUTS = ("resid_pdrop", "embd_pdrop", "attn_pdrop")  # one `dropout` field here: they must agree
+# keys whose only value this model implements (GPT2Config's default; absent means that value); n_inner None = 4·h
+HF_FIXED: dict[str, Any] = {"activation_function": "gelu_new", "layer_norm_epsilon": 1e-5, "scale_attn_weights": True,
+                            "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
+                            "add_cross_attention": False, "tie_word_embeddings": True}
+# keys that do not change what a causal LM computes or keeps: token ids, initialisation, caching, the double-heads
+# model's summary head, generation defaults, names, the stored weights' dtype (the step's is the --dtype field)
+HF_IGNORED = ("_name_or_path", "architectures", "bos_token_id", "eos_token_id", "pad_token_id", "initializer_range",
+              "model_type", "n_ctx", "summary_activation", "summary_first_dropout", "summary_proj_to_labels",
+              "summary_type", "summary_use_proj", "task_specific_params", "torch_dtype", "dtype",
+              "transformers_version", "use_cache")
+
+
+def hf_fields(hf: dict[str, Any]) -> dict[str, Any]:
+    """The gpt fields a GPT2Config dict describes; ConfigError naming the first key this model cannot honour."""
+    fields = {field: default for field, default in HF_FIELDS.values()}
+    dropouts = {key: hf.get(key, 0.1) for key in HF_DROPOUTS}
+    for key, value in hf.items():
+        if key in HF_FIELDS:
+            fields[HF_FIELDS[key][0]] = value
+        elif key in HF_FIXED:
+            if value != HF_FIXED[key] and not (key == "activation_function" and value == "gelu_pytorch_tanh"):
+                raise ConfigError(f"hf config: {key} = {json.dumps(value)} is not what memstudy's gpt computes (it "
+                                  f"implements {key} = {json.dumps(HF_FIXED[key])})")
+        elif key == "n_inner":
+            pass  # checked below, once n_embd is known
+        elif key not in HF_DROPOUTS and key not in HF_IGNORED:
+            raise ConfigError(f"hf config: unknown key {key!r} for a gpt2: it may change the architecture, and "
+                              f"memstudy's gpt does not implement it")
+    n_inner = hf.get("n_inner")
+    if n_inner is not None and n_inner != 4 * fields["width"]:
+        raise ConfigError(f"hf config: n_inner {n_inner} is not 4 · n_embd = {4 * fields['width']}; memstudy's gpt "
+                          f"has a 4h MLP")
+    if len(set(dropouts.values())) > 1:
+        raise ConfigError(f"hf config: {', '.join(f'{k} = {v}' for k, v in dropouts.items())}: memstudy's gpt has one "
+                          f"dropout probability for all three")
+    fields["dropout"] = dropouts["resid_pdrop"]
+    return fields
 
 
 FAMILY = GPTFamily()

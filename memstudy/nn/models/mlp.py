@@ -13,7 +13,8 @@ from ...autograd import checkpoint as checkpoint_segment
 from ...autograd import ops
 from .. import init
 from ..layers import ACTIVATIONS, Linear, Module, activation as make_activation, check_dtype
-from .registry import ConfigError, Family, Field, checkpoint_segments, parse_checkpoint
+from ..lora import apply_lora_config, check_lora_config, lora_fields
+from .registry import ConfigError, Family, Field, GraphNames, checkpoint_segments, parse_checkpoint
 
 
 class MLP(Module):
@@ -43,6 +44,8 @@ class MLP(Module):
         self.output = Linear(hidden, out_features, bias, dtype, rng)
         self.checkpoint = parse_checkpoint(checkpoint)
         self.segments = checkpoint_segments(self.checkpoint, depth)
+
+    output_layer_name = "output"  # LoRA's `all-linear` leaves the output layer out, as peft does
 
     @property
     def linears(self) -> list[Linear]:
@@ -83,21 +86,28 @@ class MLP(Module):
 class MLPFamily(Family):
     name = "mlp"
     description = "depth × (Linear(width) + activation), then Linear(width, out_features); softmax cross-entropy"
+    findings = ("mlp", "remedies")  # the report's sections on this family (memstudy/findings/)
     fields = (
         Field("in_features", int, None, "input features (default: width)", minimum=1),
         Field("out_features", int, 10, "output classes", minimum=1, flag="--classes"),
         Field("activation", str, "relu", "hidden activation", choices=ACTIVATIONS),
         Field("bias", bool, True, "Linear biases"),
+        *lora_fields("all-linear"),  # the hidden layers (all-linear leaves the output layer out)
     )
 
     def check(self, config: dict[str, Any]) -> None:
         if config["in_features"] is None:
             config["in_features"] = config["width"]
+        check_lora_config(self.base_model, config)
 
-    def build(self, config: dict[str, Any]) -> MLP:
+    def base_model(self, config: dict[str, Any]) -> MLP:
+        """The model without LoRA."""
         return MLP(config["in_features"], config["width"], config["depth"], config["out_features"],
                    activation=config["activation"], bias=config["bias"], dtype=config["dtype"],
                    seed=config["seed"], checkpoint=config["checkpoint"])
+
+    def build(self, config: dict[str, Any]) -> MLP:
+        return apply_lora_config(self.base_model(config), config)
 
     def batch(self, config: dict[str, Any]) -> tuple[Any, Any]:
         rng = np.random.default_rng(config["seed"] + 1)
@@ -108,6 +118,27 @@ class MLPFamily(Family):
 
     def layer_names(self, config: dict[str, Any]) -> list[str]:
         return [f"hidden {i}" for i in range(config["depth"])] + ["output"]
+
+    def graph_names(self, model: Any, config: dict[str, Any]) -> GraphNames:
+        return seed_notation(model.linears, config["depth"])
+
+
+def seed_notation(linears: list[Linear], depth: int) -> GraphNames:
+    """The seed's names: W1, b1, ... for the Linears' weights and biases; z_i (a Linear's output), h_i (its
+    activation's) and o (the output layer's)."""
+    names = {}
+    for i, linear in enumerate(linears):
+        names[id(linear.weight)] = f"W{i + 1}"
+        if linear.bias is not None:
+            names[id(linear.bias)] = f"b{i + 1}"
+
+    def output(op: str, layer: int | None) -> str | None:
+        index = "" if layer is None else layer + 1
+        if op == "linear":
+            return "o" if layer == depth else f"z{index}"
+        return f"h{index}" if op in ACTIVATIONS else None
+
+    return GraphNames(names, output)
 
 
 FAMILY = MLPFamily()

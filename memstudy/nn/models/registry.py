@@ -38,7 +38,9 @@ class Field:
     """One config field: its name (the row's column and the spec's grid key), type, default and rules.
 
     `flag` is the CLI flag (default `--name` with dashes); `choices` the allowed values of a categorical
-    field; `minimum` / `maximum` bound a number (`maximum` exclusive when `exclusive_maximum`).
+    field; `minimum` / `maximum` bound a number (`maximum` exclusive when `exclusive_maximum`). An `optional`
+    field changes nothing at its default (LoRA's): descriptions and cell ids name it only when it is set, so
+    cells measured before the field existed keep their ids.
     """
 
     name: str
@@ -50,6 +52,7 @@ class Field:
     maximum: float | None = None
     exclusive_maximum: bool = False
     flag: str | None = None
+    optional: bool = False
 
     @property
     def cli_flag(self) -> str:
@@ -140,7 +143,11 @@ class Family:
       builds shape-only parameters for the predictor;
     - `batch(config)`: (inputs, labels) for one step, drawn through `nn.init` too; labels may be None;
     - `loss(model, inputs, labels)`: the training objective (default: mean cross-entropy of model(inputs));
-    - `layer_names(config)`: a name per layer index (the `layer_scope` indices the model uses), for reports.
+    - `layer_names(config)`: a name per layer index (the `layer_scope` indices the model uses), for reports;
+    - `findings`: the report's findings that describe this family (modules of `memstudy.findings`, or dotted
+      module paths of your own); a family that lists none gets the generic report only.
+    - `hf_model_types` and `from_hf_config(hf)`: the Hugging Face `model_type`s whose config.json the family reads,
+      and its fields from such a config (`nn/models/hf_config.py` reads the file and picks the family).
     """
 
     name: str = ""
@@ -148,6 +155,8 @@ class Family:
     fields: tuple[Field, ...] = ()
     defaults: dict[str, Any] = {}
     checkpoints: tuple[str, ...] = ()
+    findings: tuple[str, ...] = ()
+    hf_model_types: tuple[str, ...] = ()
 
     def check(self, config: dict[str, Any]) -> None:
         """Rules between fields; the default has none."""
@@ -164,13 +173,22 @@ class Family:
     def layer_names(self, config: dict[str, Any]) -> list[str]:
         return [str(i) for i in range(config["depth"] + 1)]
 
+    def graph_names(self, model: Any, config: dict[str, Any]) -> "GraphNames | None":
+        """How `memstudy graph` names this family's variables, or None: parameters by their own names, op
+        outputs numbered (the MLPs use the seed's W1, b1, z1, h1, o)."""
+        return None
+    def from_hf_config(self, hf: dict[str, Any]) -> dict[str, Any]:
+        """This family's fields from a Hugging Face config.json's keys; ConfigError naming a key it cannot honour."""
+        raise ConfigError(f"model {self.name!r} reads no Hugging Face config")
+
     # --- derived from the declaration -------------------------------------------------------------------
     def describe(self, config: dict[str, Any]) -> str:
         """One line naming the family and every field's value (for tables, captions and graph titles)."""
         parts = []
         for f in self.all_fields():
             value = config.get(f.name)
-            if f.name == "mode" or (f.name, value) in (("checkpoint", "none"), ("policy", "minimal")):
+            if f.name == "mode" or (f.name, value) in (("checkpoint", "none"), ("policy", "minimal")) \
+                    or (f.optional and value in (None, f.default)):  # None: a row from before the field
                 continue  # the mode is said elsewhere; the defaults that change nothing are left out
             if f.type is bool:
                 parts.append(f.name if value else f"no {f.name}")
@@ -190,6 +208,14 @@ class Family:
         )
         return shared + tuple(self.fields)
 
+    def check_field(self, f: Field, value: Any) -> Any:
+        """One field's value in canonical form, or ConfigError naming it (the rules between fields are `check`'s)."""
+        if value is None and f.default is not None and f.name != "checkpoint":
+            raise ConfigError(f"{f.name} must be given a value, got None")
+        if f.name == "checkpoint":
+            return parse_checkpoint(value, self.checkpoints)
+        return None if value is None else f.check(value)  # a default of None: `check` resolves it (in_features)
+
     def normalize(self, raw: dict[str, Any]) -> dict[str, Any]:
         """Defaults filled in, every field checked; ConfigError (one line naming the field) otherwise."""
         fields = self.all_fields()
@@ -199,15 +225,7 @@ class Family:
             raise ConfigError(f"unknown field {unknown[0]!r} for model {self.name!r}")
         config: dict[str, Any] = {"model": self.name}
         for f in fields:
-            value = raw.get(f.name, f.default)
-            if value is None and f.default is not None and f.name != "checkpoint":
-                raise ConfigError(f"{f.name} must be given a value, got None")
-            if f.name == "checkpoint":
-                config[f.name] = parse_checkpoint(value, self.checkpoints)
-            elif value is None:  # a default of None: the family resolves it in `check` (e.g. in_features)
-                config[f.name] = None
-            else:
-                config[f.name] = f.check(value)
+            config[f.name] = self.check_field(f, raw.get(f.name, f.default))
         try:
             self.check(config)
         except ConfigError:
@@ -217,7 +235,8 @@ class Family:
         return config
 
 
-_BUILTIN = {"mlp": "mlp", "seed": "seed", "gpt": "gpt", "cnn": "cnn"}  # name -> module in this package
+# name -> module in this package
+_BUILTIN = {"mlp": "mlp", "seed": "seed", "gpt": "gpt", "cnn": "cnn", "llama": "llama"}
 _LOADED: dict[str, Family] = {}
 
 
@@ -298,3 +317,12 @@ def all_field_names() -> tuple[str, ...]:
 
 
 Builder = Callable[[dict[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class GraphNames:
+    """A family's notation for `memstudy graph`: names of parameters (by `id` of the tensor) and of op outputs
+    (`output(op name, layer)`, None to number it)."""
+
+    parameters: dict[int, str]
+    output: Callable[[str, int | None], str | None]

@@ -12,7 +12,7 @@ from ...autograd import Tensor, layer_scope
 from .. import init
 from ..functional import cross_entropy, l2_penalty
 from ..layers import ACTIVATIONS, Linear, Module, activation as make_activation
-from .registry import ConfigError, Family, Field
+from .registry import ConfigError, Family, Field, GraphNames
 
 
 class SeedMLP(Module):
@@ -54,6 +54,7 @@ class SeedMLP(Module):
 class SeedFamily(Family):
     name = "seed"
     description = "the seed's perceptron: W2 φ(W1 x), no biases, cross-entropy + λ/2 Σ‖W‖²"
+    findings = ("mlp", "remedies")  # the report's sections on this family (memstudy/findings/)
     defaults = {"depth": 1}
     fields = (
         Field("in_features", int, None, "input features d (default: width)", minimum=1),
@@ -85,6 +86,11 @@ class SeedFamily(Family):
 
     def layer_names(self, config: dict[str, Any]) -> list[str]:
         return ["hidden", "output"]
+
+    def graph_names(self, model: SeedMLP, config: dict[str, Any]) -> GraphNames:
+        from .mlp import seed_notation
+
+        return seed_notation([model.hidden_layer, model.output_layer], config["depth"])
 
 
 FAMILY = SeedFamily()

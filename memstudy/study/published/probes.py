@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 from ...units import format_bytes
-from ..report import LARGE_STEP_BYTES, large_steps, relative_errors
-from ..reportkit import _pct
+from ...report.fit import relative_errors
+from ...report.formats import percent_text as _pct
+from ...report.sections import LARGE_STEP_BYTES, large_steps
 from .results import DEFAULT_STUDY, PROBE_TEST, Results, and_list, row_median
 
 

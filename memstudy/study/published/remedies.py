@@ -1,12 +1,15 @@
 """The block "What buys it back": checkpointing, saved-tensor policies, optimisers and dtypes, each bullet from its
-study through the report's own section functions (memstudy/study/remedies.py)."""
+study through the report's own section functions (memstudy/findings/remedies.py)."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..remedies import (DTYPE_CATEGORIES, _segments, checkpoint_cells, dtype_pairs, dtype_ratios, exact_halves,
-                        optimizer_cells, optimizer_figures, parameter_share, policy_figures, sqrt_finding)
-from ..reportkit import _bytes, _pct, _ratio
+from ...findings.remedies import (DTYPE_CATEGORIES, checkpoint_cells, dtype_pairs, dtype_ratios, exact_halves,
+                                  optimizer_cells, optimizer_figures, parameter_share, policy_figures, segments_of,
+                                  sqrt_finding)
+from ...report.formats import bytes_text as _bytes
+from ...report.formats import percent_text as _pct
+from ...report.formats import ratio_text as _ratio
 from .results import OPTIMIZER_NAMES, Results, and_list, near, span, times
 
 
@@ -18,14 +21,14 @@ def _checkpoint_bullet(results: Results) -> str:
     if found is None:
         return link + " The study has no `sqrt` cell to compare."
     depth, batch, r = found["depth"], found["batch"], found["row"]
-    length, count = _segments("sqrt", depth)
+    length, count = segments_of("sqrt", depth)
     text = (f"{link} At depth {depth}, width {int(r['width'])}, batch {batch}, `sqrt` checkpointing (segments of "
             f"⌈√{depth}⌉ = {length} layers) holds **{r['layers']:.2f} layers' worth** of activations "
             f"({_bytes(r['activation_bytes'])}) instead of {float(r['activation_bytes_ref']) / r['unit']:.2f}. The "
             f"bound is 2√{depth} + 1 = {found['layers_bound']} layers' worth plus the loss's probabilities: "
             f"{'within it' if found['within_bound'] else 'it is OVER the bound'}. Its step took "
             f"**{times(r['time_ratio'])}** as long in this run")
-    same = [s for s in strategies if s not in ("none", "sqrt") and _segments(s, depth) == (length, count)]
+    same = [s for s in strategies if s not in ("none", "sqrt") and segments_of(s, depth) == (length, count)]
     for s in same:
         hit = data[(data["checkpoint"] == s) & (data["depth"] == depth) & (data["batch_size"] == batch)]
         if len(hit) and np.isfinite(hit["time_ratio"].iloc[0]):

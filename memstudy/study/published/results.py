@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..provenance import read_env
-from ..report import ReportError, load_runs, summarize
+from ...report.load import ReportError, load_runs, summarize
 
 DEFAULT_STUDY = "default"
 EXAMPLE_RUN = "results/example/run.jsonl"  # written by `make example` (memstudy run ... --json)

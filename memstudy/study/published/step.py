@@ -11,7 +11,7 @@ from ...memory.predict import predict
 from ...memory.workload import Workload
 from ...nn.models.registry import get_family, normalize
 from ...units import format_bytes
-from ..tables import run_report
+from ...report.terminal import run_report
 from .results import BENCH_CSV, EXAMPLE_RUN, OPTIMIZER_NAMES, Results, and_list, row_median, span
 
 SAVED_NAMES = {("relu", "out"): "ReLU outputs", ("sigmoid", "out"): "sigmoid outputs", ("tanh", "out"): "tanh outputs",

@@ -8,8 +8,12 @@ import numpy as np
 import pandas as pd
 
 from ...units import format_bytes
-from ..report import _timeline_cell, depth_slopes, input_law, peak_ratio_cells, training_law
-from ..reportkit import _bytes, _coef, _ratio
+from ...findings.mlp import depth_slopes, input_law, training_law
+from ...report.formats import bytes_text as _bytes
+from ...report.formats import coef_text as _coef
+from ...report.formats import ratio_text as _ratio
+from ...report.load import timeline_cell as _timeline_cell
+from ...report.sections import peak_ratio_cells
 from .results import (BENCH_CSV, DEFAULT_STUDY, OPTIMIZER_NAMES, Results, StudyData, and_list, at_cell, near,
                       span, times)
 

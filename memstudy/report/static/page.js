@@ -22,11 +22,13 @@
       opacities.push(lit ? 1 : 0.15);
       if (lit && layer !== null) { count += 1; total += trace.meta.nbytes; }
     });
-    var status = document.getElementById(chartId + "-layer-status");
+    var status = document.getElementById(chartId + "-layer-status"), name = "";
     document.querySelectorAll("button.ms-layer[data-chart='" + chartId + "']").forEach(function (b) {
-      b.setAttribute("aria-pressed", String(layer !== null && b.dataset.layer === layer));
+      var pressed = layer !== null && b.dataset.layer === layer;
+      b.setAttribute("aria-pressed", String(pressed));
+      if (pressed) { name = b.textContent; }
     });
-    status.textContent = layer === null ? "" : (layer === "" ? "no layer" : "layer " + layer) + ": " + count +
+    status.textContent = layer === null ? "" : name + ": " + count +
       " buffers, " + formatBytes(total) + " in all (each counted over its whole life)";
     status.dataset.buffers = layer === null ? "" : String(count);
     return Plotly.restyle(gd, {opacity: opacities}, indices);
@@ -41,13 +43,10 @@
     });
   }
 
-  /* A cell's sort key: the number it shows (bytes, %, ×, ms in one scale each), else its text. */
-  var UNITS = {"B": 1, "KiB": 1024, "MiB": 1048576, "GiB": 1073741824, "TiB": 1099511627776, "ms": 1e-3, "s": 1};
-  function sortKey(text) {
-    var t = text.replace(/,/g, "").replace(/\u2212/g, "-").trim();
-    var m = t.match(/^([+-]?\d*\.?\d+(?:e[+-]?\d+)?)\s*(TiB|GiB|MiB|KiB|B|ms|s|%|\u00d7)?(?![A-Za-z])/);
-    if (!m) { return {number: false, value: t.toLowerCase()}; }
-    return {number: true, value: parseFloat(m[1]) * (UNITS[m[2]] || 1)};
+  /* A cell's sort key: its value (data-value, written by the renderer from the number itself), else its text. */
+  function sortKey(cell) {
+    if (cell.dataset.value !== undefined) { return {number: true, value: parseFloat(cell.dataset.value)}; }
+    return {number: false, value: cell.textContent.trim().toLowerCase()};
   }
   function compare(a, b) {
     if (a.number !== b.number) { return a.number ? -1 : 1; }  /* numbers first, then text ("—" last) */
@@ -62,7 +61,7 @@
           th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
           var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
           rows.sort(function (r1, r2) {
-            var order = compare(sortKey(r1.cells[column].textContent), sortKey(r2.cells[column].textContent));
+            var order = compare(sortKey(r1.cells[column]), sortKey(r2.cells[column]));
             return ascending ? order : -order;
           });
           rows.forEach(function (row) { body.appendChild(row); });

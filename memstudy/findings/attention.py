@@ -12,31 +12,37 @@ Read from the per-cell medians (summary.csv) of a `gpt` study that varies `seq_l
 One representative training cell is also run once under the ledger, here, to show its block's buffers term by
 term beside the formula (`megatron.block_rows`): the one table not read from the rows, labelled so.
 Every sentence that states a finding is computed from those numbers; where the data disagree it says "not so".
+The transformer families list this finding (`attention`) and declare the fields it reads (seq_len, heads,
+dropout).
 """
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ..report import document as doc
+from ..report.context import Study
+from ..report.document import Block, Figure, Heading, Paragraph, plot
+from ..report.fit import itemsize as _itemsize
+from ..report.fit import least_squares
+from ..report.formats import LOADED_CORES
+from ..study.fields import GRID_FIELDS
 from . import megatron
-from .reportkit import _bytes, _figure, _itemsize, _md_table, least_squares
-from .fields import GRID_FIELDS
 
+NAME = "attention"
 FIGURES = ("attention_loglog.png", "attention_inference.png", "attention_checkpoint.png")
+FIGURES_MODULE = "memstudy.findings.attention_figures"
 SIZE_FIELDS = ("seq_len", "batch_size", "heads", "width")
 GPT3 = {"seq_len": 2048, "heads": 96, "width": 12288}  # the paper's GPT-3 175B: ~70% removed
 
 
-def applies(ok_cells: pd.DataFrame) -> bool:
-    """A gpt study that varies the sequence length."""
-    if ok_cells.empty or "seq_len" not in ok_cells.columns:
-        return False
-    gpt = ok_cells[ok_cells["model"] == "gpt"]
-    return not gpt.empty and gpt["seq_len"].nunique() > 1
+def applies(study: Study) -> bool:
+    """Cells of a family that lists this finding, over more than one sequence length."""
+    cells = study.cells_declaring(NAME)
+    return not cells.empty and "seq_len" in cells.columns and cells["seq_len"].nunique() > 1
 
 
 def _group_keys(frame: pd.DataFrame, leave_out: tuple[str, ...]) -> list[str]:
@@ -139,38 +145,38 @@ def _sentence_fit(fit: dict[str, Any]) -> str:
             f"cell groups, largest residual {fit['worst_residual_bytes']:,.0f} B: {verdict}.")
 
 
-def section(ok_cells: pd.DataFrame, out: Path, figures: dict[str, Path], draw: bool = True) -> list[str]:
-    """The markdown lines of the attention section (figures drawn into `out` when `draw`)."""
-    gpt = ok_cells[ok_cells["model"] == "gpt"]
+def blocks(study: Study) -> list[Block]:
+    """The attention section (its figures drawn by the PNG renderer)."""
+    gpt = study.cells_declaring(NAME)
     train, inference = gpt[gpt["mode"] == "train"], gpt[gpt["mode"] == "inference"]
-    lines = ["## Attention: memory quadratic in sequence length", "",
-             "Korthikanti et al. 2022 (Megatron-LM) count what one transformer layer holds for backward as "
-             "s·b·h·(34 + 5·a·s/h) bytes with 16-bit activations and 1-byte dropout masks (s sequence length, "
-             "b batch, h width, a heads). The same terms with this study's activation bytes give per-layer bytes "
-             "= α·s·b·h + β·a·s²·b; below, α and β are fitted to the ledger's per-layer bytes (the slope of "
-             "activation bytes over depth, so the embeddings, head and loss drop out) and set beside the "
-             "formula's.", ""]
+    out: list[Block] = [Heading("Attention: memory quadratic in sequence length"), Paragraph(
+        "Korthikanti et al. 2022 (Megatron-LM) count what one transformer layer holds for backward as "
+        "s·b·h·(34 + 5·a·s/h) bytes with 16-bit activations and 1-byte dropout masks (s sequence length, "
+        "b batch, h width, a heads). The same terms with this study's activation bytes give per-layer bytes "
+        "= α·s·b·h + β·a·s²·b; below, α and β are fitted to the ledger's per-layer bytes (the slope of "
+        "activation bytes over depth, so the embeddings, head and loss drop out) and set beside the "
+        "formula's.")]
     layers = per_layer(train) if not train.empty else pd.DataFrame()
     if layers.empty:
-        return lines + ["Not enough cells: per-layer bytes need training cells at two depths or more.", ""]
+        return out + [Paragraph("Not enough cells: per-layer bytes need training cells at two depths or more.")]
     plain = layers[layers["checkpoint"] == "none"] if "checkpoint" in layers else layers
     if not plain.empty:
-        lines += _law_lines(plain, out, figures, draw)
-        lines += _term_lines(plain, train)
+        out += _law_lines(plain)
+        out += _term_lines(plain, train)
     if not inference.empty:
-        lines += _inference_lines(inference, out, figures, draw)
+        out += _inference_lines(inference)
     if "checkpoint" in layers and layers["checkpoint"].nunique() > 1:
-        lines += _checkpoint_lines(train, layers, out, figures, draw)
-    return lines
+        out += _checkpoint_lines(train, layers)
+    return out
 
 
-def _law_lines(plain: pd.DataFrame, out: Path, figures: dict[str, Path], draw: bool) -> list[str]:
-    lines = ["### The law and the formula", ""]
+def _law_lines(plain: pd.DataFrame) -> list[Block]:
+    lines: list[Block] = [Heading("The law and the formula", 3)]
     for (dtype, dropout), part in plain.groupby(["dtype", "dropout"]):
         linear, quadratic, itemsize, _ = _formula(part)
         fit = fit_formula(part)
-        lines += [f"**{dtype}, dropout {dropout:g}** (activations {itemsize} B, masks 1 B; the paper's 34 and 5 "
-                  f"become {linear} and {quadratic}): " + _sentence_fit(fit), ""]
+        lines += [Paragraph(f"**{dtype}, dropout {dropout:g}** (activations {itemsize} B, masks 1 B; the paper's 34 "
+                            f"and 5 become {linear} and {quadratic}): " + _sentence_fit(fit))]
         crossings = []
         for (heads, width), _ in part.groupby(["heads", "width"]):
             if fit["beta"] > 0:
@@ -178,31 +184,26 @@ def _law_lines(plain: pd.DataFrame, out: Path, figures: dict[str, Path], draw: b
                 crossings.append(f"a = {heads}, h = {width}: s* = α·h/(β·a) = {crossing:.0f} (formula's "
                                  f"{linear}·h/({quadratic}·a) = {linear * width / (quadratic * heads):.0f})")
         if crossings:
-            lines += ["The quadratic term overtakes the linear one at " + "; ".join(crossings) + ".", ""]
+            lines += [Paragraph("The quadratic term overtakes the linear one at " + "; ".join(crossings) + ".")]
     slopes = local_slopes(plain)
     if slopes:
         first, last = slopes[0][2], slopes[-1][2]
         rising = all(later[2] >= earlier[2] - 1e-9 for earlier, later in zip(slopes, slopes[1:]))
         shares = _quadratic_shares(plain)
-        lines += ["Local log-log slope of per-layer bytes against s (median over batch and heads): "
+        lines += [Paragraph("Local log-log slope of per-layer bytes against s (median over batch and heads): "
                   + ", ".join(f"{s1}→{s2}: {k:.2f}" for s1, s2, k in slopes) + ". From s = "
                   f"{slopes[0][0]} to {slopes[-1][1]} it " + ("rises at every step" if rising else
                                                               "does not rise at every step (not so)")
                   + f", from {first:.2f} to {last:.2f}: the slope of α·s + β·s² is 1 + the quadratic term's share, "
                   f"and the a·s²·b terms are {100 * shares[0]:.0f}% of a layer's bytes at s = {slopes[0][0]} and "
                   f"{100 * shares[1]:.0f}% at s = {slopes[-1][1]} (median over batch and heads). A slope of 1 "
-                  "needs s ≪ s*, one of 2 needs s ≫ s*; this range spans s* and shows the turn.", ""]
-    if draw:
-        from . import attention_plots
-
-        p = attention_plots.loglog(plain, out / "attention_loglog.png")
-        if p:
-            figures["attention_loglog"] = p
-            lines += _figure(figures, "attention_loglog", "per-layer activation bytes against sequence length")
+                  "needs s ≪ s*, one of 2 needs s ≫ s*; this range spans s* and shows the turn.")]
+    lines.append(Figure("attention_loglog.png", "per-layer activation bytes against sequence length",
+                        plot(FIGURES_MODULE, "loglog", plain)))
     return lines
 
 
-def _term_lines(plain: pd.DataFrame, train: pd.DataFrame) -> list[str]:
+def _term_lines(plain: pd.DataFrame, train: pd.DataFrame) -> list[Block]:
     """One representative cell, run once here under the ledger: its block's buffers term by term."""
     from ..memory.workload import Workload
     from ..nn.models.registry import normalize
@@ -214,14 +215,13 @@ def _term_lines(plain: pd.DataFrame, train: pd.DataFrame) -> list[str]:
     row = candidates.sort_values(["depth", "batch_size", "heads"]).iloc[-1]
     fields = {f: row[f] for f in ("seq_len", "batch_size", "heads", "width", "depth", "vocab", "dtype", "dropout",
                                   "bias", "seed", "optimizer")}
-    config = normalize({"model": "gpt", **{k: (v.item() if hasattr(v, "item") else v) for k, v in fields.items()},
+    config = normalize({"model": row["model"], **{k: (v.item() if hasattr(v, "item") else v) for k, v in fields.items()},
                         "mode": "train", "checkpoint": "none"})
     account = Workload(config).ledger_step()
     s, b, a, h = config["seq_len"], config["batch_size"], config["heads"], config["width"]
     itemsize, dropout = _itemsize(config["dtype"]), config["dropout"]
     body, total_ledger, total_formula = [], 0, 0
     for r in megatron.block_rows(account, 0, s, b, h, a, itemsize, dropout):
-        formula = "—" if r.formula_bytes is None else f"{r.formula_bytes:,}"
         per = ""
         if r.terms:
             t = megatron.TERM[r.terms[0]]
@@ -229,27 +229,28 @@ def _term_lines(plain: pd.DataFrame, train: pd.DataFrame) -> list[str]:
                    f"·{1 if t.mask else itemsize}")
             total_ledger += r.ledger_bytes
             total_formula += r.formula_bytes
-        body.append([r.label, per, f"{r.ledger_bytes:,}", formula,
+        body.append([r.label, per, doc.count(r.ledger_bytes), doc.count(r.formula_bytes),
                      "" if r.formula_bytes is None else ("yes" if r.ledger_bytes == r.formula_bytes else "NO")])
-    body.append(["**block total (formula's terms)**", "", f"{total_ledger:,}", f"{total_formula:,}",
+    body.append([doc.strong("block total (formula's terms)"), "", doc.count(total_ledger), doc.count(total_formula),
                  "yes" if total_ledger == total_formula else "NO"])
     outside = megatron.outside_rows(account, config["depth"])
     outside_lines = [f"{r.label}: {r.ledger_bytes:,} B" for r in outside if r.ledger_bytes]
     agree = int(account.activation_bytes) == int(row["activation_bytes"])
-    return ["### The formula term by term", "",
-            f"One cell (s = {s}, b = {b}, a = {a}, h = {h}, depth {config['depth']}, {config['dtype']}, dropout "
-            f"{dropout:g}) run once more, here, under the ledger; its activation bytes ({account.activation_bytes:,} B) "
-            + ("equal" if agree else "do NOT equal") + f" the sweep's row ({int(row['activation_bytes']):,} B). Block "
-            "0's buffers held after forward, sorted into the paper's terms by the op that made each and the op that "
-            "saved it (`memstudy.study.megatron`):", "",
-            _md_table(["term", "per layer (elements × bytes)", "ledger bytes", "formula bytes", "equal"], body), "",
-            "Q, K and V are one buffer: c_attn's output, of which q, k and v are views, held once. What the formula "
-            "does not count is listed apart: per block the layer-norm statistics above; outside the blocks "
-            + "; ".join(outside_lines) + ".", ""]
+    return [Heading("The formula term by term", 3),
+            doc.table(["term", "per layer (elements × bytes)", "ledger bytes", "formula bytes", "equal"], body, caption=
+                      f"One cell (s = {s}, b = {b}, a = {a}, h = {h}, depth {config['depth']}, {config['dtype']}, "
+                      f"dropout {dropout:g}) run once more, here, under the ledger; its activation bytes "
+                      f"({account.activation_bytes:,} B) " + ("equal" if agree else "do NOT equal")
+                      + f" the sweep's row ({int(row['activation_bytes']):,} B). Block 0's buffers held after "
+                      "forward, sorted into the paper's terms by the op that made each and the op that saved it "
+                      f"(`{megatron.__name__}`):"),
+            Paragraph("Q, K and V are one buffer: c_attn's output, of which q, k and v are views, held once. What the "
+                      "formula does not count is listed apart: per block the layer-norm statistics above; outside "
+                      "the blocks " + "; ".join(outside_lines) + ".")]
 
 
-def _inference_lines(inference: pd.DataFrame, out: Path, figures: dict[str, Path], draw: bool) -> list[str]:
-    lines = ["### Inference: one layer's scores at a time", ""]
+def _inference_lines(inference: pd.DataFrame) -> list[Block]:
+    lines: list[Block] = [Heading("Inference: one layer's scores at a time", 3)]
     keys = _group_keys(inference, ("depth",))
     spreads = []
     for _, part in inference.groupby(keys, dropna=False):
@@ -258,10 +259,10 @@ def _inference_lines(inference: pd.DataFrame, out: Path, figures: dict[str, Path
             spreads.append((peaks.max() - peaks.min()) / peaks.max())
     if spreads:
         worst = max(spreads)
-        lines += [f"Working memory (the ledger's step peak) across depths, cells equal otherwise: at most "
-                  f"{100 * worst:.2f}% apart over {len(spreads)} groups: "
-                  + ("flat in depth: each block's intermediates are freed before the next block runs."
-                     if worst < 0.01 else "not so: it changes with depth.") , ""]
+        lines += [Paragraph(f"Working memory (the ledger's step peak) across depths, cells equal otherwise: at most "
+                            f"{100 * worst:.2f}% apart over {len(spreads)} groups: "
+                            + ("flat in depth: each block's intermediates are freed before the next block runs."
+                               if worst < 0.01 else "not so: it changes with depth."))]
     deepest = inference[inference["depth"] == inference["depth"].max()]
     s = deepest["seq_len"].to_numpy(float)
     b = deepest["batch_size"].to_numpy(float)
@@ -271,48 +272,44 @@ def _inference_lines(inference: pd.DataFrame, out: Path, figures: dict[str, Path
                         {"const": np.ones(len(s)), "sb": s * b, "sbh": s * b * h, "as2b": a * s * s * b})
     itemsize = _itemsize(deepest["dtype"].iloc[0])
     q = fit["coef"].get("as2b", float("nan"))
-    lines += [f"Fitted step peak = c + p·s·b(·h) + q·a·s²·b over {fit['n']} cells (R² = {fit['r2']:.6f}): "
-              f"q = {q:.3f} B per score element = {q / itemsize:.2f} × {itemsize} B: "
-              + (f"about {round(q / itemsize)} score tensors of one layer are alive at the peak (an op's input and "
-                 "its output), quadratic in s." if q > 0.5 * itemsize else
-                 "not so: no quadratic term stands out."), ""]
-    if draw:
-        from . import attention_plots
-
-        p = attention_plots.inference(inference, out / "attention_inference.png")
-        if p:
-            figures["attention_inference"] = p
-            lines += _figure(figures, "attention_inference", "inference step peak against sequence length, per depth")
+    lines += [Paragraph(f"Fitted step peak = c + p·s·b(·h) + q·a·s²·b over {fit['n']} cells (R² = {fit['r2']:.6f}): "
+                        f"q = {q:.3f} B per score element = {q / itemsize:.2f} × {itemsize} B: "
+                        + (f"about {round(q / itemsize)} score tensors of one layer are alive at the peak (an op's "
+                           "input and its output), quadratic in s." if q > 0.5 * itemsize else
+                           "not so: no quadratic term stands out.")),
+              Figure("attention_inference.png", "inference step peak against sequence length, per depth",
+                     plot(FIGURES_MODULE, "inference", inference))]
     return lines
 
 
-def _checkpoint_lines(train: pd.DataFrame, layers: pd.DataFrame, out: Path, figures: dict[str, Path],
-                      draw: bool) -> list[str]:
+def _checkpoint_lines(train: pd.DataFrame, layers: pd.DataFrame) -> list[Block]:
     strategies = sorted(layers["checkpoint"].unique(), key=lambda x: (x != "none", x != "selective", x))
     linear, quadratic, itemsize, dropout = _formula(layers)
-    lines = ["### Selective recomputation against full checkpointing", "",
-             "`selective` (the paper's remedy) runs each block's attention core (q @ kᵀ, scale, mask, softmax, "
-             "dropout, @ v) as one checkpoint that keeps q, k and v and recomputes the rest in backward; `sqrt` and "
-             "`every:K` recompute whole segments of blocks.", ""]
+    lines: list[Block] = [Heading("Selective recomputation against full checkpointing", 3), Paragraph(
+        "`selective` (the paper's remedy) runs each block's attention core (q @ kᵀ, scale, mask, softmax, "
+        "dropout, @ v) as one checkpoint that keeps q, k and v and recomputes the rest in backward; `sqrt` and "
+        "`every:K` recompute whole segments of blocks.")]
     fits = {}
     for strategy in strategies:
         part = layers[layers["checkpoint"] == strategy]
         fits[strategy] = fit_formula(part)
-    body = [[st, f"{f['alpha']:.4f}", f"{f['beta']:.4f}", f"{f['r2']:.6f}", f"{f['worst_residual_bytes']:,.0f}"]
-            for st, f in fits.items()]
+    body = [[st, doc.fixed(f["alpha"], 4), doc.fixed(f["beta"], 4), doc.fixed(f["r2"], 6),
+             doc.num(f["worst_residual_bytes"], "grouped", 0)] for st, f in fits.items()]
     expected = next(iter(fits.values()))["alpha_expected"]
-    lines += ["Per-layer bytes (the slope over depth of the largest live activation bytes), fitted per strategy "
-              f"(formula without checkpointing: α = {linear} (+ statistics: {expected:.4f}), β = {quadratic}):", "",
-              _md_table(["strategy", "α", "β", "R²", "largest residual (B)"], body), ""]
+    lines.append(doc.table(["strategy", "α", "β", "R²", "largest residual (B)"], body, caption=
+                           "Per-layer bytes (the slope over depth of the largest live activation bytes), fitted per "
+                           f"strategy (formula without checkpointing: α = {linear} (+ statistics: {expected:.4f}), "
+                           f"β = {quadratic}):"))
     if "selective" in fits:
         sel = layers[layers["checkpoint"] == "selective"]
         statistics = megatron.STATISTICS_PER_POSITION * itemsize * sel["seq_len"] * sel["batch_size"]
         matches = (sel["per_layer_bytes"] - statistics).round(6) == linear * sel["sbh"]
-        lines += [f"Selective: per-layer bytes equal {linear}·s·b·h (plus the layer-norm statistics, "
-                  f"{megatron.STATISTICS_PER_POSITION}·s·b·{itemsize} B) in {int(matches.sum())} of {len(sel)} cell "
-                  "groups: " + ("the quadratic term is gone exactly (β = 0); the recompute holds one block's scores "
-                                "only while that block's backward runs." if bool(matches.all()) else
-                                "not so: some quadratic bytes remain."), ""]
+        lines.append(Paragraph(
+            f"Selective: per-layer bytes equal {linear}·s·b·h (plus the layer-norm statistics, "
+            f"{megatron.STATISTICS_PER_POSITION}·s·b·{itemsize} B) in {int(matches.sum())} of {len(sel)} cell "
+            "groups: " + ("the quadratic term is gone exactly (β = 0); the recompute holds one block's scores "
+                          "only while that block's backward runs." if bool(matches.all()) else
+                          "not so: some quadratic bytes remain.")))
     # the table: the deepest cells, the largest batch × heads, every sequence length
     deepest = train[train["depth"] == train["depth"].max()]
     pick = deepest.assign(ba=deepest["batch_size"].astype(int) * deepest["heads"].astype(int))
@@ -330,29 +327,28 @@ def _checkpoint_lines(train: pd.DataFrame, layers: pd.DataFrame, out: Path, figu
             ref = none.loc[s] if s in none.index else None
             act_ratio = float(r["activation_bytes"]) / float(ref["activation_bytes"]) if ref is not None else math.nan
             time_ratio = float(r["step_seconds"]) / float(ref["step_seconds"]) if ref is not None else math.nan
-            body.append([int(s), strategy, _bytes(r["activation_bytes"]), f"{act_ratio:.3f}", _bytes(r["peak_bytes"]),
-                         f"{1000 * float(r['step_seconds']):.1f} ms", f"{time_ratio:.2f}",
+            load = [c for c in (r["foreign_cores"], None if ref is None else ref["foreign_cores"]) if pd.notna(c)]
+            body.append([int(s), strategy, doc.nbytes(r["activation_bytes"]), doc.fixed(act_ratio, 3),
+                         doc.nbytes(r["peak_bytes"]), doc.ms(r["step_seconds"]), doc.fixed(time_ratio, 2),
+                         doc.load(max(load) if load else None),
                          int(r["recomputed_ops"]) if pd.notna(r["recomputed_ops"]) else 0])
     h = int(pick["width"].iloc[0])
     depth = int(pick["depth"].iloc[0])
-    lines += [f"Depth {depth}, batch {b}, heads {a}, width {h} (the largest batch × heads): activation bytes are "
-              "the ledger's largest live total (the recompute's transient included), time the median step:", "",
-              _md_table(["s", "strategy", "activation bytes", "÷ none", "total peak", "step time", "time ÷ none",
-                         "ops recomputed"], body), ""]
+    lines.append(doc.table(["s", "strategy", "activation bytes", "÷ none", "total peak", "step time", "time ÷ none",
+                            "load (cores)", "ops recomputed"], body, caption=
+                           f"Depth {depth}, batch {b}, heads {a}, width {h} (the largest batch × heads): activation "
+                           "bytes are the ledger's largest live total (the recompute's transient included), time the "
+                           "median step; load = the cores other processes kept busy while the step and its `none` "
+                           f"reference were timed (the larger), (loaded) above {LOADED_CORES:g}:"))
     lines += _time_lines(pick, strategies)
     lines += _fraction_lines(layers, linear, quadratic)
-    if draw:
-        from . import attention_plots
-
-        p = attention_plots.checkpoint(pick, strategies, out / "attention_checkpoint.png",
-                                       f"depth {depth}, batch {b}, heads {a}, width {h}")
-        if p:
-            figures["attention_checkpoint"] = p
-            lines += _figure(figures, "attention_checkpoint", "activation bytes and step time per strategy")
+    lines.append(Figure("attention_checkpoint.png", "activation bytes and step time per strategy",
+                        plot(FIGURES_MODULE, "checkpoint", pick, strategies,
+                             title=f"depth {depth}, batch {b}, heads {a}, width {h}")))
     return lines
 
 
-def _time_lines(pick: pd.DataFrame, strategies: list[str]) -> list[str]:
+def _time_lines(pick: pd.DataFrame, strategies: list[str]) -> list[Block]:
     """Each strategy's step time against no checkpointing over the table's lengths: median and range."""
     none = pick[pick["checkpoint"] == "none"].set_index("seq_len")["step_seconds"].astype(float)
     ratios = {}
@@ -375,10 +371,14 @@ def _time_lines(pick: pd.DataFrame, strategies: list[str]) -> list[str]:
         spread = max(v.max() / v.min() for v in ratios.values())
         line += (f"; single steps on this shared 2-core machine vary a lot (a strategy's ratio spans up to "
                  f"{spread:.1f}× across lengths), so the time figures are rough." if spread > 1.5 else ".")
-    return [line, ""]
+    load = pick["foreign_cores"].dropna()
+    if len(load) and load.max() > LOADED_CORES:
+        line += (f" Some of these steps were timed under load (other processes kept up to {load.max():.2f} cores "
+                 "busy; the table marks them).")
+    return [Paragraph(line)]
 
 
-def _fraction_lines(layers: pd.DataFrame, linear: int, quadratic: int) -> list[str]:
+def _fraction_lines(layers: pd.DataFrame, linear: int, quadratic: int) -> list[Block]:
     """The share of per-layer activation memory selective recomputation removes: measured, and the formula's."""
     if "selective" not in set(layers["checkpoint"]):
         return []
@@ -393,16 +393,17 @@ def _fraction_lines(layers: pd.DataFrame, linear: int, quadratic: int) -> list[s
         this_dtype = quadratic * r["heads"] * r["seq_len"] / r["width"]
         this_dtype /= linear + this_dtype
         paper = megatron.fraction_removed(int(r["seq_len"]), int(r["heads"]), int(r["width"]))
-        body.append([int(r["seq_len"]), int(r["batch_size"]), int(r["heads"]), f"{100 * measured:.2f}%",
-                     f"{100 * this_dtype:.2f}%", f"{100 * paper:.2f}%"])
-    agree = all(row[3] == row[4] for row in body)
+        body.append([int(r["seq_len"]), int(r["batch_size"]), int(r["heads"]), doc.percent(measured, False),
+                     doc.percent(this_dtype, False), doc.percent(paper, False)])
+    agree = all(row[3].text == row[4].text for row in body)
     gpt3 = megatron.fraction_removed(GPT3["seq_len"], GPT3["heads"], GPT3["width"])
-    return [f"Share of per-layer activation memory selective recomputation removes (the formula's terms: the "
-            f"layer-norm statistics taken out of the measured bytes): measured, by the formula for this dtype ({quadratic}as/h ÷ ({linear} + {quadratic}as/h)) and in the paper's units "
-            "(5as/h ÷ (34 + 5as/h)):", "",
-            _md_table(["s", "batch", "heads", "measured", "formula, this dtype", "formula, paper's units"], body), "",
-            ("The measured share equals the formula's for this dtype in every row." if agree else
-             "Not so: the measured share differs from the formula's in some rows.")
-            + f" For GPT-3 (s = {GPT3['seq_len']}, a = {GPT3['heads']}, h = {GPT3['width']}) the formula gives "
-            f"5as/h = {5 * GPT3['heads'] * GPT3['seq_len'] / GPT3['width']:.0f} and {100 * gpt3:.1f}% removed, "
-            "the paper's \"about 70%\".", ""]
+    return [doc.table(["s", "batch", "heads", "measured", "formula, this dtype", "formula, paper's units"], body,
+                      caption="Share of per-layer activation memory selective recomputation removes (the formula's "
+                      "terms: the layer-norm statistics taken out of the measured bytes): measured, by the formula "
+                      f"for this dtype ({quadratic}as/h ÷ ({linear} + {quadratic}as/h)) and in the paper's units "
+                      "(5as/h ÷ (34 + 5as/h)):"),
+            Paragraph(("The measured share equals the formula's for this dtype in every row." if agree else
+                       "Not so: the measured share differs from the formula's in some rows.")
+                      + f" For GPT-3 (s = {GPT3['seq_len']}, a = {GPT3['heads']}, h = {GPT3['width']}) the formula "
+                      f"gives 5as/h = {5 * GPT3['heads'] * GPT3['seq_len'] / GPT3['width']:.0f} and "
+                      f"{100 * gpt3:.1f}% removed, the paper's \"about 70%\".")]

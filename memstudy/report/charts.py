@@ -1,4 +1,4 @@
-"""The interactive page's charts as Plotly figure specs (plain dicts, drawn by plotly.js in the browser).
+"""The HTML renderer's charts as Plotly figure specs (plain dicts, drawn by plotly.js in the browser).
 
 Each function returns `{"id", "title", "data", "layout"}` or None when the data cannot support the chart.
 Hover labels print bytes in human units and exactly (`12.00 MiB = 12,582,912 B`), so a reader (and the
@@ -10,36 +10,31 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from ..study.fields import CATEGORIES
 from ..units import format_bytes
-from .bands import Band, bands, has_buffers, phase_spans, polygon
-from .fields import CATEGORIES
+from .formats import exact_bytes_text as exact_bytes
+from .formats import short_bytes_text as short_bytes
+from .style import CATEGORY_COLORS, CATEGORY_LABELS
+from .timeline import Band, bands, has_buffers, phase_spans, polygon
 
-CATEGORY_LABELS = {
-    "parameter": "parameters", "optimizer_state": "optimiser state", "input": "input", "gradient": "gradients",
-    "activation": "activations (held for backward)", "temporary": "temporaries", "output": "output",
-}
-# the PNGs' colours (plots.py), so the page and the figures read alike
-CATEGORY_COLORS = dict(zip(CATEGORIES, ("#4c72b0", "#8172b2", "#937860", "#dd8452", "#c44e52", "#ccb974", "#55a868")))
 MODE_DASH = {"train": "solid", "inference": "dash"}
 SERIES_COLORS = ("#440154", "#3b528b", "#21908d", "#5dc963", "#c2a000", "#e5541b", "#a01a7d", "#1f77b4")
-SIZE_FIELDS = ("depth", "width", "in_features", "out_features", "batch_size")
-FIELD_LABELS = {"batch_size": "batch", "in_features": "input features", "out_features": "classes"}
 PROBES = (("ledger", "step_peak_bytes"), ("tracemalloc", "tracemalloc_step_peak_bytes"),
           ("RSS", "rss_step_peak_bytes"), ("memory_profiler", "mprof_step_peak_bytes"))
 
 
-def exact_bytes(value: float | int | None) -> str:
-    """'12.00 MiB = 12,582,912 B': the human figure and the exact count a CSV holds."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "—"
-    return f"{format_bytes(value)} = {int(round(value)):,} B"
+def field_label(field: str, frame: Any = None) -> str:
+    """A field as its CLI flag names it (`batch_size` -> batch, `out_features` -> classes), from the declaration of
+    the families in `frame` (a frame of rows)."""
+    declared = []
+    if frame is not None and "model" in getattr(frame, "columns", ()):
+        from .fit import field_declarations  # pandas: only for a frame of rows, never for a run's page
+
+        declared = field_declarations(frame, field)
+    return declared[0].cli_flag[2:].replace("-", " ") if declared else field.replace("_size", "")
 
 
-def _label(field: str) -> str:
-    return FIELD_LABELS.get(field, field)
-
-
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """numpy and pandas scalars as JSON-ready Python values (NaN and NA as None)."""
     if value is None:
         return None
@@ -71,7 +66,7 @@ def bytes_axis(values: Sequence[float], log: bool, title: str) -> dict[str, Any]
         nice = next(s for s in (0.1, 0.2, 0.25, 0.5, 1, 2, 2.5, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000)
                     if s >= raw)
         ticks = [i * nice * unit for i in range(0, int(top / unit / nice) + 2)]
-    axis.update(tickvals=ticks, ticktext=[_short_bytes(t) for t in ticks])
+    axis.update(tickvals=ticks, ticktext=[short_bytes(t) for t in ticks])
     return axis
 
 
@@ -87,18 +82,8 @@ def count_axis(values: Sequence[float], title: str) -> dict[str, Any]:
     return axis
 
 
-def _short_bytes(value: float) -> str:
-    if value <= 0:
-        return "0"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.3g} {unit}"
-        value /= 1024
-    return str(value)
-
-
-def _layout(title: str, **extra: Any) -> dict[str, Any]:
-    layout = {"title": {"text": title, "font": {"size": 14}}, "hovermode": "closest",
+def chart_layout(title: str, **extra: Any) -> dict[str, Any]:
+    layout = {"title": {"text": title_text(title), "font": {"size": 14}}, "hovermode": "closest",
               "margin": {"l": 80, "r": 20, "t": 60, "b": 60}, "legend": {"font": {"size": 11}},
               "font": {"family": "system-ui, sans-serif"}}
     layout.update(extra)
@@ -107,11 +92,18 @@ def _layout(title: str, **extra: Any) -> dict[str, Any]:
 
 # --- one step's timeline ---------------------------------------------------------------------------
 
-def _band_label(band: Band) -> str:
-    layer = f"layer {band.layer}" if band.layer != "" else "no layer"
+def layer_label(layer: str, names: dict[str, str]) -> str:
+    """A timeline layer as a reader knows it: the family's name for it (`hidden 3`), else `layer 3`; "" (no layer:
+    the loss, and any op outside a `layer_scope`) as `no layer`."""
+    if layer == "":
+        return "no layer"
+    return f"{names[layer]} (layer {layer})" if layer in names else f"layer {layer}"
+
+
+def _band_label(band: Band, names: dict[str, str]) -> str:
     death = f"event {band.died}" if band.died is not None else "alive at the end of the step"
-    return (f"<b>{band.op}</b> ({band.role}), {layer}<br>{CATEGORY_LABELS[band.category]}<br>"
-            f"{band.shape} {band.dtype}, {exact_bytes(band.nbytes)}<br>"
+    return (f"<b>{band.op}</b> ({band.role}), {layer_label(band.layer, names)}<br>{CATEGORY_LABELS[band.category]}"
+            f"<br>{band.shape} {band.dtype}, {exact_bytes(band.nbytes)}<br>"
             f"born event {band.born} ({band.phase}), died {death}")
 
 
@@ -130,8 +122,17 @@ def _phase_marks(rows: list[dict[str, str]]) -> tuple[list[dict], list[dict]]:
     return shapes, notes
 
 
-def timeline_chart(rows: list[dict[str, str]], title: str, chart_id: str = "timeline") -> dict[str, Any] | None:
-    """Live bytes by category over one step's events; with buffer columns, one hoverable band per buffer."""
+def title_text(title: str) -> str:
+    """A chart title as plotly.js writes it: a second line (what was measured) smaller, under the first."""
+    first, _, rest = title.partition("\n")
+    return first + (f"<br><span style='font-size:11px'>{rest}</span>" if rest else "")
+
+
+def timeline_chart(rows: list[dict[str, str]], title: str, chart_id: str = "timeline",
+                   names: dict[str, str] | None = None) -> dict[str, Any] | None:
+    """Live bytes by category over one step's events; with buffer columns, one hoverable band per buffer and a
+    button per layer (`names`: the family's name for each layer index)."""
+    names = names or {}
     if not rows:
         return None
     end = len(rows)
@@ -163,7 +164,7 @@ def timeline_chart(rows: list[dict[str, str]], title: str, chart_id: str = "time
                 "line": {"width": 0.6, "color": "rgba(255,255,255,0.9)"},
                 "fillcolor": CATEGORY_COLORS[band.category] + ("ff" if shade[band.category] else "c0"),
                 "legendgroup": band.category, "showlegend": False, "name": f"buffer {band.key}",
-                "text": _band_label(band), "hoverinfo": "text",
+                "text": _band_label(band, names), "hoverinfo": "text",
                 "meta": {"key": band.key, "layer": band.layer, "category": band.category, "nbytes": band.nbytes,
                          "op": band.op, "born": band.born, "died": band.died, "runs": band.runs},
             })
@@ -180,29 +181,33 @@ def timeline_chart(rows: list[dict[str, str]], title: str, chart_id: str = "time
                          "legendgroup": category, "showlegend": False, "name": CATEGORY_LABELS[category],
                          "text": text + text[-1:], "hovertemplate": "%{text}<extra></extra>"})
         note = "this timeline.csv predates the buffer columns: hover shows each event"
-    layout = _layout(title, shapes=shapes, annotations=notes, margin={"l": 80, "r": 20, "t": 80, "b": 40},
-                     legend={"orientation": "h", "y": -0.14, "font": {"size": 11}},
-                     xaxis={"title": {"text": "ledger event (allocation or free), in order"}, "range": [0, end],
-                            "zeroline": False},
-                     yaxis=bytes_axis([0, max(totals)], False, "live bytes"), height=520)
-    return {"id": chart_id, "title": title, "note": note, "data": data, "layout": layout, "layers": layers,
-            "peak_event": peak_event, "events": end}
+    layout = chart_layout(title, shapes=shapes, annotations=notes, margin={"l": 80, "r": 20, "t": 100, "b": 40},
+                          legend={"orientation": "h", "y": -0.14, "font": {"size": 11}},
+                          xaxis={"title": {"text": "ledger event (allocation or free), in order"}, "range": [0, end],
+                                 "zeroline": False},
+                          yaxis=bytes_axis([0, max(totals)], False, "live bytes"), height=540)
+    return {"id": chart_id, "title": title, "note": note, "data": data, "layout": layout,
+            "layers": [(layer, layer_label(layer, names)) for layer in layers], "peak_event": peak_event,
+            "events": end}
 
 
 # --- the study's charts ------------------------------------------------------------------------------
 
-def _hover_config(row: Any, fields: Sequence[str]) -> str:
-    return ", ".join(f"{_label(f)} {_plain(row[f])}" for f in fields)
+def hover_config(row: Any, fields: Sequence[str], frame: Any = None) -> str:
+    return ", ".join(f"{field_label(f, frame)} {plain(row[f])}" for f in fields)
 
 
 def peak_chart(cells: Any, field: str, fixed: dict[str, Any], series_field: str | None,
-               tied: Sequence[str] = ()) -> dict[str, Any] | None:
+               tied: Sequence[str] = (), numeric: bool = True) -> dict[str, Any] | None:
     """Median total peak against one swept field: train and inference (and one line per `series_field`);
-    `tied` fields move with `field` (named in the axis title)."""
+    `tied` fields move with `field` (named in the axis title); `numeric`: a size, drawn on a log axis."""
     data_cells = cells.dropna(subset=["peak_bytes"])
     if data_cells.empty or data_cells[field].nunique() < 2:
         return None
-    numeric = field in SIZE_FIELDS
+
+    def _label(name: str) -> str:
+        return field_label(name, cells)
+
     values = sorted(data_cells[field].unique().tolist(), key=lambda v: (str(type(v)), v))
     series_values = sorted(data_cells[series_field].unique().tolist()) if series_field else [None]
     traces = []
@@ -220,9 +225,9 @@ def peak_chart(cells: Any, field: str, fixed: dict[str, Any], series_field: str 
             name = f"{mode}" + (f", {_label(series_field)} {value}" if series_field else "")
             traces.append({
                 "type": "scatter", "mode": "lines+markers", "name": name,
-                "x": [_plain(v) if numeric else str(_plain(v)) for v in part[field]],
-                "y": [_plain(v) for v in part["peak_bytes"]], "customdata": part["cell"].tolist(),
-                "text": [f"{_hover_config(r, shown)}, {mode}<br>total peak {exact_bytes(r['peak_bytes'])}"
+                "x": [plain(v) if numeric else str(plain(v)) for v in part[field]],
+                "y": [plain(v) for v in part["peak_bytes"]], "customdata": part["cell"].tolist(),
+                "text": [f"{hover_config(r, shown, cells)}, {mode}<br>total peak {exact_bytes(r['peak_bytes'])}"
                          for _, r in part.iterrows()],
                 "hovertemplate": "%{text}<extra></extra>",
                 "line": {"color": color, "dash": MODE_DASH[mode]}, "marker": {"color": color, "size": 7},
@@ -234,10 +239,10 @@ def peak_chart(cells: Any, field: str, fixed: dict[str, Any], series_field: str 
     title = f"Total peak against {name}" + (f" ({at})" if at else "")
     xaxis: dict[str, Any] = {"title": {"text": name}}
     if numeric:
-        xaxis.update(type="log", tickvals=[_plain(v) for v in values], ticktext=[str(_plain(v)) for v in values])
+        xaxis.update(type="log", tickvals=[plain(v) for v in values], ticktext=[str(plain(v)) for v in values])
     else:
-        xaxis.update(type="category", categoryorder="array", categoryarray=[str(_plain(v)) for v in values])
-    layout = _layout(title, xaxis=xaxis, yaxis=bytes_axis(data_cells["peak_bytes"].tolist(), True,
+        xaxis.update(type="category", categoryorder="array", categoryarray=[str(plain(v)) for v in values])
+    layout = chart_layout(title, xaxis=xaxis, yaxis=bytes_axis(data_cells["peak_bytes"].tolist(), True,
                                                           "total peak (ledger)"))
     return {"id": f"peak-{field}", "title": title, "data": traces, "layout": layout}
 
@@ -250,87 +255,20 @@ def breakdown_chart(rows: dict[str, Any], where: str) -> dict[str, Any] | None:
     traces = []
     for category in CATEGORIES:
         column = f"peak_{category}_bytes"
-        ys = [_plain(rows[m][column]) or 0 for m in modes]
+        ys = [plain(rows[m][column]) or 0 for m in modes]
         traces.append({
             "type": "bar", "name": CATEGORY_LABELS[category], "x": modes, "y": ys,
             "marker": {"color": CATEGORY_COLORS[category]}, "customdata": [rows[m]["cell"] for m in modes],
             "text": [f"{m}: {CATEGORY_LABELS[category]}<br>{exact_bytes(y)}" for m, y in zip(modes, ys)],
             "hovertemplate": "%{text}<extra></extra>", "textposition": "none",
         })
-    peaks = [_plain(rows[m]["peak_bytes"]) or 0 for m in modes]
+    peaks = [plain(rows[m]["peak_bytes"]) or 0 for m in modes]
     title = f"What is live at the peak, train against inference ({where})"
     notes = [{"x": m, "y": p, "text": format_bytes(p), "showarrow": False, "yanchor": "bottom"}
              for m, p in zip(modes, peaks)]
-    layout = _layout(title, barmode="stack", annotations=notes,
+    layout = chart_layout(title, barmode="stack", annotations=notes,
                      yaxis=bytes_axis([0, max(peaks) * 1.08], False, "live bytes at the step's peak (ledger)"))
     return {"id": "breakdown", "title": title, "data": traces, "layout": layout}
-
-
-def _group_name(group: dict[str, Any]) -> str:
-    return ", ".join(f"{_label(k)} {v}" for k, v in group.items()) if group else "all cells"
-
-
-def law_chart(train_cells: Any, laws: list[dict[str, Any]], coef_text: Any, ratio_text: Any) -> dict[str, Any] | None:
-    """Training activation bytes against the fitted law's main term: measured points and fitted lines per group.
-
-    `coef_text` and `ratio_text` format coefficients and R² as report.md does."""
-    traces = []
-    formula = None
-    for i, law in enumerate(laws):
-        part = train_cells.dropna(subset=["activation_bytes"])
-        for k, v in law["group"].items():
-            part = part[part[k] == v]
-        if part.empty:
-            continue
-        width_term = law["width_varies"]
-        part = part.copy()
-        if law["depth_varies"]:
-            x_label = law["main_label"]
-            part["_x"] = part["depth"].astype(float) * part["batch_size"].astype(float) * (
-                part["width"].astype(float) if width_term else 1.0)
-        else:
-            x_label = "batch"
-            part["_x"] = part["batch_size"].astype(float)
-        coef = law["coef"]
-        d = coef.get("batch·in_features", 0.0)
-        part["_fit"] = (coef.get("main", 0.0) * part["_x"] if law["depth_varies"] else 0.0) \
-            + coef.get("batch", 0.0) * part["batch_size"].astype(float) \
-            + d * part["batch_size"].astype(float) * part["in_features"].astype(float) + coef.get("const", 0.0)
-        terms = [f"a·{law['main_label']}"] if law["depth_varies"] else []
-        terms += ["b·batch"] + (["d·batch·in_features"] if "batch·in_features" in coef else []) + ["c"]
-        formula = "activation bytes ≈ " + " + ".join(terms)
-        group = _group_name(law["group"])
-        values = f"a = {coef_text(law['a'])}, b = {coef_text(law['b'])}, c = {coef_text(law['c'])}, " \
-                 f"R² = {ratio_text(law['r2'])}"
-        color = SERIES_COLORS[i % len(SERIES_COLORS)]
-        part = part.sort_values("_x")
-        traces.append({
-            "type": "scatter", "mode": "markers", "name": f"{group}: measured", "legendgroup": group,
-            "x": part["_x"].tolist(), "y": [_plain(v) for v in part["activation_bytes"]],
-            "customdata": part["cell"].tolist(), "marker": {"color": color, "size": 7},
-            "text": [f"{group}: {_hover_config(r, ('depth', 'batch_size', 'width'))}<br>activation bytes "
-                     f"{exact_bytes(r['activation_bytes'])}<br>fit {exact_bytes(r['_fit'])}"
-                     for _, r in part.iterrows()],
-            "hovertemplate": "%{text}<extra></extra>",
-        })
-        # the fit is a line in x for each batch (and input width): b·batch and d·batch·in_features shift it
-        first = True
-        for (_, _), line in part.groupby(["batch_size", "in_features"], sort=True):
-            line = line.sort_values("_x")
-            traces.append({
-                "type": "scatter", "mode": "lines", "name": f"{group}: fit, {values}", "legendgroup": group,
-                "showlegend": first, "x": line["_x"].tolist(), "y": line["_fit"].tolist(),
-                "line": {"color": color, "width": 1}, "hoverinfo": "skip",
-            })
-            first = False
-    if not traces:
-        return None
-    title = f"The activation law: {formula} (least squares; R² per group in the legend)"
-    ys = [y for t in traces for y in t["y"] if y is not None]
-    layout = _layout(title, xaxis=count_axis([x for t in traces for x in t["x"]], x_label),
-                     yaxis=bytes_axis(ys, True, "activation bytes held for backward (ledger)"),
-                     legend={"font": {"size": 11}, "orientation": "h", "y": -0.2})
-    return {"id": "law-activation", "title": title, "data": traces, "layout": layout}
 
 
 def predicted_chart(ok_rows: Any) -> dict[str, Any] | None:
@@ -353,7 +291,7 @@ def predicted_chart(ok_rows: Any) -> dict[str, Any] | None:
             "type": "scatter", "mode": "markers", "name": label, "x": part["predicted_step_peak_bytes"].tolist(),
             "y": part[column].tolist(), "customdata": part["cell"].tolist(),
             "marker": {"size": 6, "opacity": 0.7, "color": SERIES_COLORS[(2 * i) % len(SERIES_COLORS)]},
-            "text": [f"{r['cell']} (repeat {_plain(r['repeat'])})<br>predicted "
+            "text": [f"{r['cell']} (repeat {plain(r['repeat'])})<br>predicted "
                      f"{exact_bytes(r['predicted_step_peak_bytes'])}<br>{label} {exact_bytes(r[column])}"
                      for _, r in part.iterrows()],
             "hovertemplate": "%{text}<extra></extra>",
@@ -364,6 +302,6 @@ def predicted_chart(ok_rows: Any) -> dict[str, Any] | None:
     traces.append({"type": "scatter", "mode": "lines", "name": "y = x", "x": [lo, hi], "y": [lo, hi],
                    "line": {"color": "black", "width": 1}, "hoverinfo": "skip"})
     title = "Measured step peak by probe against the predicted step peak (every repeat)"
-    layout = _layout(title, xaxis=bytes_axis(values, True, "predicted step peak"),
+    layout = chart_layout(title, xaxis=bytes_axis(values, True, "predicted step peak"),
                      yaxis=bytes_axis(values, True, "measured step peak"))
     return {"id": "predicted", "title": title, "data": traces, "layout": layout}

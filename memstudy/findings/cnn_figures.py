@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .plots import _bytes_axis, _log2_x, _save, plt
+from ..report.figures import bytes_axis, log2_x, save, plt
 
 
 def activation_law(cells: pd.DataFrame, p: float, q: float, path: Path, title: str) -> Path | None:
@@ -29,15 +29,15 @@ def activation_law(cells: pd.DataFrame, p: float, q: float, path: Path, title: s
     x_top, y_top = float(top["image_size"].iloc[-1]), float(top["activation_bytes"].iloc[-1])
     guide = np.array([float(data["image_size"].min()), x_top])
     ax.plot(guide, y_top * (guide / x_top) ** 2, ":", color="black", lw=1, label="∝ image_size²")
-    _log2_x(ax)
+    log2_x(ax)
     ax.set_yscale("log")
-    _bytes_axis(ax.yaxis, log=True)
+    bytes_axis(ax.yaxis, log=True)
     ax.set_xlabel("image size (pixels per side)")
     ax.set_ylabel("activation bytes held for backward (ledger)")
     ax.set_title(f"{title}\nfit: image_size^{p:.2f} · batch^{q:.2f}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def blocks(per_layer: pd.DataFrame, cells: pd.DataFrame, layers: Sequence[str], path: Path, title: str) -> Path | None:
@@ -55,9 +55,9 @@ def blocks(per_layer: pd.DataFrame, cells: pd.DataFrame, layers: Sequence[str], 
     ax.set_xticks(np.arange(len(layers)) + width * (len(cells) - 1) / 2,
                   [f"block {layer}" if layer not in ("loss",) and int(layer) < int(cells["depth"].iloc[0])
                    else ("head" if layer != "loss" else "loss") for layer in layers])
-    _bytes_axis(ax.yaxis, log=False)
+    bytes_axis(ax.yaxis, log=False)
     ax.set_ylabel("activation bytes the layer's ops saved (ledger)")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save(fig, path)

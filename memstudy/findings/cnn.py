@@ -1,9 +1,10 @@
-"""The report's section for a CNN study (`model = "cnn"`): where an image model keeps its memory.
+"""The CNN finding: where an image model keeps its memory (the convolutional families list it, `cnn`).
 
 It reads the per-cell medians (the summary) and `layers.csv` (the bytes each op saved per layer, per cell and
-repeat, written by the sweep), and `timeline.csv` for the column workspaces. Every sentence that states a
-finding is computed from them and says "not so" when the data says so; expected values (k² = 9, an exponent of
-2) are named as expectations.
+repeat, written by the sweep), and `timeline.csv` for the column workspaces; it reads the fields the CNN family
+declares (image_size, in_channels, classes, batch_norm, conv_save). Every sentence that states a finding is
+computed from them and says "not so" when the data says so; expected values (k² = 9, an exponent of 2) are
+named as expectations.
 """
 from __future__ import annotations
 
@@ -14,9 +15,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .reportkit import _bytes, _describe_fixed, _figure, _md_table, _ratio, least_squares
+from ..report import document as doc
+from ..report.context import Study
+from ..report.document import Block, Bullets, Figure, Heading, Paragraph, plot
+from ..report.fit import describe_fixed as _describe_fixed
+from ..report.fit import least_squares
+from ..report.formats import LOADED_CORES, bytes_text
 
+NAME = "cnn"
 FIGURES = ("cnn_activation_law.png", "cnn_blocks.png")
+FIGURES_MODULE = "memstudy.findings.cnn_figures"
 KERNEL_POSITIONS = 9  # k² of the family's 3×3 convolutions
 EXPONENT_TOLERANCE = 0.1  # |fitted − expected| within which an exponent counts as the expected one
 # the fields a CNN study's cells differ in besides the ones each part of the section compares
@@ -26,23 +34,6 @@ SHAPE_FIELDS = ("depth", "width", "image_size", "in_channels", "classes", "batch
 
 def _int(value: Any) -> int:
     return int(float(value))
-
-
-def load_layers(out: Path) -> pd.DataFrame | None:
-    """layers.csv as a frame (numeric bytes, the last entry of a repeated key kept), or None when absent."""
-    path = out / "layers.csv"
-    if not path.is_file():
-        return None
-    try:
-        frame = pd.read_csv(path, dtype={"layer": str, "op": str, "cell": str})
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
-        return None
-    if frame.empty or not {"cell", "repeat", "layer", "op", "activation_bytes", "input_bytes"} <= set(frame.columns):
-        return None
-    frame = frame.drop_duplicates(["cell", "repeat", "layer", "op"], keep="last")
-    for column in ("activation_bytes", "input_bytes"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").fillna(0)
-    return frame
 
 
 def _per_cell(layers: pd.DataFrame, value: str) -> pd.DataFrame:
@@ -62,34 +53,38 @@ def _layer_order(layer: str) -> tuple:
     return (1, 0) if layer == "loss" else (0, _int(layer))
 
 
-def sections(ok_cells: pd.DataFrame, out: Path, figures: dict[str, Path], draw: bool) -> list[str]:
-    cells = ok_cells[ok_cells["model"] == "cnn"].copy()
+def applies(study: Study) -> bool:
+    """Cells of a family that lists this finding."""
+    return not study.cells_declaring(NAME).empty
+
+
+def blocks(study: Study) -> list[Block]:
+    cells = study.cells_declaring(NAME).copy()
     if cells.empty:
         return []
     for column in ("image_size", "batch_size", "depth", "width", "in_channels", "classes"):
         cells[column] = pd.to_numeric(cells[column], errors="coerce")
     cells["batch_norm"] = cells["batch_norm"].astype(str).str.lower()
-    layers = load_layers(out)
-    lines = ["## Where a CNN keeps its memory", "",
-             "Block i of the CNN is a 3×3 convolution to width·2^i channels, batch norm, ReLU and a 2×2 max-pool: "
-             "each block has twice the channels and a quarter of the positions of the one before. Bytes below are "
-             "the ledger's; `conv_save = input` keeps each convolution's input (PyTorch's choice) and rebuilds its "
-             "im2col columns in backward, `columns` keeps the columns.", ""]
+    layers = study.layers
+    lines: list[Block] = [Heading("Where a CNN keeps its memory"), Paragraph(
+        "Block i of the CNN is a 3×3 convolution to width·2^i channels, batch norm, ReLU and a 2×2 max-pool: "
+        "each block has twice the channels and a quarter of the positions of the one before. Bytes below are "
+        "the ledger's; `conv_save = input` keeps each convolution's input (PyTorch's choice) and rebuilds its "
+        "im2col columns in backward, `columns` keeps the columns.")]
     train = cells[cells["mode"] == "train"]
     plain = train[train["checkpoint"] == "none"]
-    lines += _law_part(plain, layers, out, figures, draw)
-    lines += _blocks_part(plain, layers, out, figures, draw)
+    lines += _law_part(plain, layers)
+    lines += _blocks_part(plain, layers, study.layer_names)
     lines += _modes_part(cells)
-    lines += _columns_part(plain, layers, out)
+    lines += _columns_part(plain, layers, study.out, study.timeline_cell)
     lines += _checkpoint_part(train, layers)
     return lines
 
 
 # --- activation bytes against image size and batch -------------------------------------------------------
 
-def _law_part(plain: pd.DataFrame, layers: pd.DataFrame | None, out: Path, figures: dict[str, Path],
-              draw: bool) -> list[str]:
-    lines = ["### Activation bytes against image size and batch", ""]
+def _law_part(plain: pd.DataFrame, layers: pd.DataFrame | None) -> list[Block]:
+    lines: list[Block] = [Heading("Activation bytes against image size and batch", 3)]
     data = plain.dropna(subset=["activation_bytes"])
     data = data[data["activation_bytes"] > 0]
     split = [f for f in ("depth", "conv_save", "batch_norm", "width", "dtype") if data[f].nunique() > 1]
@@ -104,40 +99,37 @@ def _law_part(plain: pd.DataFrame, layers: pd.DataFrame | None, out: Path, figur
         fits.append((group, len(part), fit["coef"].get("image", float("nan")), fit["coef"].get("batch", float("nan")),
                      fit["r2"]))
     if not fits:
-        return lines + ["The grid needs two image sizes and two batch sizes (training, no checkpointing) for this fit; "
-                        "it has fewer.", ""]
-    lines += ["Least squares on logarithms, log(activation bytes) = p·log(image_size) + q·log(batch) + c, per group of "
-              "training cells without checkpointing; activations ∝ image_size²·batch would give p = 2 and q = 1.", ""]
-    body = [[_describe_fixed(g) or "all", n, f"{p:.3f}", f"{q:.3f}", _ratio(r2)] for g, n, p, q, r2 in fits]
-    lines += [_md_table(["group", "cells", "p (image_size)", "q (batch)", "R² (log)"], body), ""]
+        return lines + [Paragraph("The grid needs two image sizes and two batch sizes (training, no checkpointing) "
+                                  "for this fit; it has fewer.")]
+    lines += [Paragraph("Least squares on logarithms, log(activation bytes) = p·log(image_size) + q·log(batch) + c, "
+                        "per group of training cells without checkpointing; activations ∝ image_size²·batch would "
+                        "give p = 2 and q = 1.")]
+    body = [[_describe_fixed(g) or "all", n, doc.fixed(p, 3), doc.fixed(q, 3), doc.ratio(r2)]
+            for g, n, p, q, r2 in fits]
+    lines += [doc.table(["group", "cells", "p (image_size)", "q (batch)", "R² (log)"], body)]
     ps, qs, r2s = [f[2] for f in fits], [f[3] for f in fits], [f[4] for f in fits]
     p_ok = all(abs(p - 2) <= EXPONENT_TOLERANCE for p in ps)
     q_ok = all(abs(q - 1) <= EXPONENT_TOLERANCE for q in qs)
-    lines += [f"Image-size exponent {min(ps):.3f}–{max(ps):.3f} over {len(fits)} groups, batch exponent "
-              f"{min(qs):.3f}–{max(qs):.3f}, R² at least {min(r2s):.4f}. Activation bytes ∝ image_size²: "
-              + ("so (every p within ±0.1 of 2)." if p_ok else "not so (some p is further than 0.1 from 2).")
-              + " ∝ batch: " + ("so (every q within ±0.1 of 1)." if q_ok else "not so (some q is further than 0.1 "
-                                                                           "from 1).")]
+    text = (f"Image-size exponent {min(ps):.3f}–{max(ps):.3f} over {len(fits)} groups, batch exponent "
+            f"{min(qs):.3f}–{max(qs):.3f}, R² at least {min(r2s):.4f}. Activation bytes ∝ image_size²: "
+            + ("so (every p within ±0.1 of 2)." if p_ok else "not so (some p is further than 0.1 from 2).")
+            + " ∝ batch: " + ("so (every q within ±0.1 of 1)." if q_ok else "not so (some q is further than 0.1 "
+                                                                         "from 1)."))
     if layers is not None:
         low = _low_resolution_share(data, layers)
         if low is not None:
             image, share_small, image_large, share_large = low
-            lines[-1] += (f" What does not grow with the image (the classifier's input and the loss's probabilities, "
-                          f"which grow with the batch only) is {100 * share_small:.2g}% of the activation bytes at "
-                          f"image {image} and {100 * share_large:.2g}% at image {image_large} (medians over cells).")
-    lines += [""]
-    if draw and fits:
-        from .cnn_plots import activation_law
-
-        best = min(fits, key=lambda f: (f[0].get("conv_save", "input") != "input", str(f[0])))
-        part = data
-        for k, v in best[0].items():
-            part = part[part[k] == v]
-        path = activation_law(part, best[2], best[3], out / "cnn_activation_law.png",
-                              f"Training activation bytes vs image size ({_describe_fixed(best[0]) or 'all'})")
-        if path:
-            figures["cnn_activation_law"] = path
-            lines += _figure(figures, "cnn_activation_law", "activation bytes vs image size, one line per batch")
+            text += (f" What does not grow with the image (the classifier's input and the loss's probabilities, "
+                     f"which grow with the batch only) is {100 * share_small:.2g}% of the activation bytes at "
+                     f"image {image} and {100 * share_large:.2g}% at image {image_large} (medians over cells).")
+    lines += [Paragraph(text)]
+    best = min(fits, key=lambda f: (f[0].get("conv_save", "input") != "input", str(f[0])))
+    part = data
+    for k, v in best[0].items():
+        part = part[part[k] == v]
+    lines.append(Figure("cnn_activation_law.png", "activation bytes vs image size, one line per batch",
+                        plot(FIGURES_MODULE, "activation_law", part, best[2], best[3],
+                             title=f"Training activation bytes vs image size ({_describe_fixed(best[0]) or 'all'})")))
     return lines
 
 
@@ -158,15 +150,16 @@ def _low_resolution_share(data: pd.DataFrame, layers: pd.DataFrame) -> tuple | N
 
 # --- per block -----------------------------------------------------------------------------------------
 
-def _blocks_part(plain: pd.DataFrame, layers: pd.DataFrame | None, out: Path, figures: dict[str, Path],
-                 draw: bool) -> list[str]:
-    lines = ["### Which block holds the memory", ""]
+def _blocks_part(plain: pd.DataFrame, layers: pd.DataFrame | None, names: Any = None) -> list[Block]:
+    """`names(cell)`: the family's name of each layer index of a cell (`Study.layer_names`)."""
+    lines: list[Block] = [Heading("Which block holds the memory", 3)]
     if layers is None:
-        return lines + ["(No layers.csv in this directory: the per-block breakdown needs a sweep that writes it.)", ""]
+        return lines + [Paragraph("(No layers.csv in this directory: the per-block breakdown needs a sweep that "
+                                  "writes it.)")]
     per = _per_cell(layers, "activation_bytes").groupby(["cell", "layer"], sort=False)["activation_bytes"].sum()
     per = per.reset_index().merge(plain[["cell", "depth", "image_size", "batch_size", "conv_save"]], on="cell")
     if per.empty:
-        return lines + ["No training cell without checkpointing has per-layer figures.", ""]
+        return lines + [Paragraph("No training cell without checkpointing has per-layer figures.")]
     totals = per.groupby("cell")["activation_bytes"].sum()
     first = per[per["layer"] == "0"].set_index("cell")["activation_bytes"]
     shares = (first / totals).dropna()
@@ -175,16 +168,18 @@ def _blocks_part(plain: pd.DataFrame, layers: pd.DataFrame | None, out: Path, fi
     top = largest.sort_values("activation_bytes", ascending=False).groupby("cell").head(1)
     first_largest = int((top["layer"] == "0").sum())
     info = plain.set_index("cell")
-    lines += ["Each layer's bytes are those its ops saved first (the ledger's `by_layer`): a block's input is "
-              "counted in the block whose convolution keeps it; layer `depth` is the head (global pool and "
-              "classifier), `loss` the softmax probabilities. Block 0's convolution keeps the network input itself "
-              "under `conv_save = input`, which the ledger counts as input, not here.", ""]
+    lines += [Paragraph("Each layer's bytes are those its ops saved first (the ledger's `by_layer`): a block's input "
+                        "is counted in the block whose convolution keeps it; layer `depth` is the head (global pool "
+                        "and classifier), `loss` the softmax probabilities. Block 0's convolution keeps the network "
+                        "input itself under `conv_save = input`, which the ledger counts as input, not here.")]
+    items = []
     for conv_save in sorted(info.loc[shares.index, "conv_save"].unique()):
         subset = shares[info.loc[shares.index, "conv_save"] == conv_save]
-        lines += [f"- `{conv_save}`: block 0 holds {subset.min():.1%}–{subset.max():.1%} of the activation bytes "
-                  f"(median {subset.median():.1%}) over {len(subset)} cells."]
-    lines += [f"- Block 0 holds more than any other layer in {first_largest} of {len(top)} cells: "
-              + ("so in every cell." if first_largest == len(top) else "not so in every cell."), ""]
+        items.append(f"`{conv_save}`: block 0 holds {subset.min():.1%}–{subset.max():.1%} of the activation bytes "
+                     f"(median {subset.median():.1%}) over {len(subset)} cells.")
+    items.append(f"Block 0 holds more than any other layer in {first_largest} of {len(top)} cells: "
+                 + ("so in every cell." if first_largest == len(top) else "not so in every cell."))
+    lines.append(Bullets(tuple(items)))
     # one next-block / block ratio, the VGG pattern (channels ×2, positions ÷4: about half)
     ratios = []
     for cell, group in per.groupby("cell"):
@@ -192,32 +187,28 @@ def _blocks_part(plain: pd.DataFrame, layers: pd.DataFrame | None, out: Path, fi
         if "0" in by_layer and "1" in by_layer and by_layer["0"] > 0:
             ratios.append(by_layer["1"] / by_layer["0"])
     if ratios:
-        lines += [f"Block 1 holds {min(ratios):.3f}–{max(ratios):.3f}× what block 0 holds (median "
-                  f"{float(np.median(ratios)):.3f}×, {len(ratios)} cells).", ""]
+        lines += [Paragraph(f"Block 1 holds {min(ratios):.3f}–{max(ratios):.3f}× what block 0 holds (median "
+                            f"{float(np.median(ratios)):.3f}×, {len(ratios)} cells).")]
     pick = _representative_cell(plain)
     if pick is not None:
         sample = per[per["cell"].isin(pick["cell"])]
         layers_order = sorted(sample["layer"].unique(), key=_layer_order)
+        named = names(pick["cell"].iloc[0]) if names is not None else {}
         body = []
         for layer in layers_order:
-            row = [layer]
+            row: list[Any] = [f"{layer}: {named[layer]}" if layer in named else layer]
             for _, cell in pick.iterrows():
                 value = sample[(sample["cell"] == cell["cell"]) & (sample["layer"] == layer)]["activation_bytes"].sum()
                 total = totals.get(cell["cell"], float("nan"))
-                row.append(f"{_bytes(value)} ({value / total:.1%})")
+                row.append(doc.compound("{} ({})", doc.nbytes(value), doc.percent(value / total, False, 1)))
             body.append(row)
         where = (f"depth {_int(pick['depth'].iloc[0])}, image {_int(pick['image_size'].iloc[0])}, "
                  f"batch {_int(pick['batch_size'].iloc[0])}")
-        lines += [f"Per layer at {where} (share of the step's activation bytes):", "",
-                  _md_table(["layer"] + [f"`{c}`" for c in pick["conv_save"]], body), ""]
-        if draw:
-            from .cnn_plots import blocks
-
-            path = blocks(sample, pick, layers_order, out / "cnn_blocks.png",
-                          f"Activation bytes per layer ({where})")
-            if path:
-                figures["cnn_blocks"] = path
-                lines += _figure(figures, "cnn_blocks", "activation bytes per layer")
+        lines += [doc.table(["layer"] + [f"`{c}`" for c in pick["conv_save"]], body,
+                            caption=f"Per layer at {where} (share of the step's activation bytes):"),
+                  Figure("cnn_blocks.png", "activation bytes per layer",
+                         plot(FIGURES_MODULE, "blocks", sample, pick, layers_order,
+                              title=f"Activation bytes per layer ({where})"))]
     return lines
 
 
@@ -236,17 +227,18 @@ def _representative_cell(plain: pd.DataFrame) -> pd.DataFrame | None:
 
 # --- training against inference --------------------------------------------------------------------------
 
-def _modes_part(cells: pd.DataFrame) -> list[str]:
-    lines = ["### Training against inference", ""]
+def _modes_part(cells: pd.DataFrame) -> list[Block]:
+    lines: list[Block] = [Heading("Training against inference", 3)]
     keys = SHAPE_FIELDS + ("conv_save", "checkpoint")
     pairs = _pairs(cells, "mode", "train", "inference", ["peak_bytes", "activation_bytes"], keys)
     pairs = pairs[pairs["checkpoint"] == "none"] if "checkpoint" in pairs.columns else pairs
     if pairs.empty:
-        return lines + ["No configuration ran in both modes.", ""]
+        return lines + [Paragraph("No configuration ran in both modes.")]
     pairs = pairs.assign(ratio=pairs["peak_bytes"].astype(float) / pairs["peak_bytes_b"].astype(float))
+    items = []
     for conv_save in sorted(pairs["conv_save"].unique()):
         part = pairs[pairs["conv_save"] == conv_save]
-        lines += [f"- `{conv_save}`: training peak ÷ inference peak {part['ratio'].min():.2f}–"
+        items += [f"`{conv_save}`: training peak ÷ inference peak {part['ratio'].min():.2f}–"
                   f"{part['ratio'].max():.2f}× (median {part['ratio'].median():.2f}×) over {len(part)} pairs."]
     # does the ratio grow with the image? compare the smallest and largest image at equal other fields
     small, large = pairs["image_size"].min(), pairs["image_size"].max()
@@ -255,37 +247,36 @@ def _modes_part(cells: pd.DataFrame) -> list[str]:
                                         if k in pairs.columns], columns="image_size", values="ratio")
         both = grid[[small, large]].dropna()
         grows = int((both[large] > both[small]).sum())
-        lines += [f"- From image {int(small)} to image {int(large)} the ratio rises in {grows} of {len(both)} "
+        items += [f"From image {int(small)} to image {int(large)} the ratio rises in {grows} of {len(both)} "
                   "configurations" + (": it grows with the image." if grows == len(both) else
                                       (": not so, it does not grow with the image." if grows == 0 else "."))]
     infer = cells[cells["mode"] == "inference"]
     same = _pairs(infer, "conv_save", "input", "columns", ["peak_bytes"], SHAPE_FIELDS + ("checkpoint",))
     if not same.empty:
         equal = int((same["peak_bytes"] == same["peak_bytes_b"]).sum())
-        lines += [f"- Inference peaks under `input` and `columns` are equal in {equal} of {len(same)} pairs"
+        items += [f"Inference peaks under `input` and `columns` are equal in {equal} of {len(same)} pairs"
                   + (" (inference keeps nothing for backward; both make the same column workspace)."
                      if equal == len(same) else ".")]
-    lines += [""]
+    lines.append(Bullets(tuple(items)))
     pick = pairs[pairs["conv_save"] == "input"] if (pairs["conv_save"] == "input").any() else pairs
     depths = sorted(pick["depth"].unique())
     pick = pick[pick["depth"] == depths[len(depths) // 2]]
     table = pick.pivot_table(index="image_size", columns="batch_size", values="ratio")
     if not table.empty:
-        body = [[int(image)] + [f"{table.loc[image, b]:.2f}×" if pd.notna(table.loc[image, b]) else "—"
-                                for b in table.columns] for image in table.index]
-        lines += [f"Training peak ÷ inference peak at depth {int(depths[len(depths) // 2])}, "
-                  f"`{pick['conv_save'].iloc[0]}`; rows are image sizes, columns batch sizes:", "",
-                  _md_table(["image \\ batch"] + [str(int(b)) for b in table.columns], body), ""]
+        body = [[int(image)] + [doc.times(table.loc[image, b]) for b in table.columns] for image in table.index]
+        lines.append(doc.table(["image \\ batch"] + [str(int(b)) for b in table.columns], body,
+                               caption=f"Training peak ÷ inference peak at depth {int(depths[len(depths) // 2])}, "
+                               f"`{pick['conv_save'].iloc[0]}`; rows are image sizes, columns batch sizes:"))
     return lines
 
 
 # --- columns against input ---------------------------------------------------------------------------------
 
-def _columns_part(plain: pd.DataFrame, layers: pd.DataFrame | None, out: Path) -> list[str]:
-    lines = ["### Keeping the columns against keeping the input", ""]
+def _columns_part(plain: pd.DataFrame, layers: pd.DataFrame | None, out: Path, cell: str | None) -> list[Block]:
+    lines: list[Block] = [Heading("Keeping the columns against keeping the input", 3)]
     pairs = _pairs(plain, "conv_save", "columns", "input", ["cell", "activation_bytes", "peak_bytes"], SHAPE_FIELDS)
     if pairs.empty:
-        return lines + ["The grid does not run both `conv_save` values on the same configuration.", ""]
+        return lines + [Paragraph("The grid does not run both `conv_save` values on the same configuration.")]
     if layers is not None:
         conv = layers[layers["op"] == "conv2d"]
         held = (conv.assign(bytes=conv["activation_bytes"] + conv["input_bytes"])
@@ -295,27 +286,26 @@ def _columns_part(plain: pd.DataFrame, layers: pd.DataFrame | None, out: Path) -
         conv_ratio = (pairs["conv"] / pairs["conv_b"]).dropna()
         if len(conv_ratio):
             exact = bool(np.allclose(conv_ratio, KERNEL_POSITIONS, rtol=1e-9))
-            lines += [f"What the convolutions keep (their saved input, the network input included, or their "
-                      f"columns): `columns` ÷ `input` = {conv_ratio.min():.4f}–{conv_ratio.max():.4f} over "
-                      f"{len(conv_ratio)} pairs, against k² = {KERNEL_POSITIONS} expected for 3×3 kernels with "
-                      "stride 1 and padding 1 (one column per output position, as many positions as the input): "
-                      + ("so, exactly." if exact else "not so."), ""]
+            lines += [Paragraph(f"What the convolutions keep (their saved input, the network input included, or their "
+                                f"columns): `columns` ÷ `input` = {conv_ratio.min():.4f}–{conv_ratio.max():.4f} over "
+                                f"{len(conv_ratio)} pairs, against k² = {KERNEL_POSITIONS} expected for 3×3 kernels "
+                                "with stride 1 and padding 1 (one column per output position, as many positions as "
+                                "the input): " + ("so, exactly." if exact else "not so."))]
     total = (pairs["activation_bytes"].astype(float) / pairs["activation_bytes_b"].astype(float))
     peak = (pairs["peak_bytes"].astype(float) / pairs["peak_bytes_b"].astype(float))
-    lines += [f"The step's activation bytes grow {total.min():.2f}–{total.max():.2f}× (median {total.median():.2f}×) "
-              f"and its total peak {peak.min():.2f}–{peak.max():.2f}× (median {peak.median():.2f}×): "
-              + ("less than 9, because batch norm, ReLU and the pools keep the same bytes either way."
-                 if total.max() < KERNEL_POSITIONS else "not less than 9.")
-              + " (The activation bytes under `input` leave out the network input that block 0 keeps, which the "
-                "ledger counts as input.)", ""]
-    lines += _workspace_lines(out)
+    lines += [Paragraph(f"The step's activation bytes grow {total.min():.2f}–{total.max():.2f}× (median "
+                        f"{total.median():.2f}×) and its total peak {peak.min():.2f}–{peak.max():.2f}× (median "
+                        f"{peak.median():.2f}×): "
+                        + ("less than 9, because batch norm, ReLU and the pools keep the same bytes either way."
+                           if total.max() < KERNEL_POSITIONS else "not less than 9.")
+                        + " (The activation bytes under `input` leave out the network input that block 0 keeps, "
+                          "which the ledger counts as input.)")]
+    lines += _workspace_lines(out, cell)
     return lines
 
 
-def _workspace_lines(out: Path) -> list[str]:
+def _workspace_lines(out: Path, cell: str | None) -> list[Block]:
     """The column workspaces of the timeline's cell (timeline.csv, one training step)."""
-    from .provenance import read_env
-
     path = out / "timeline.csv"
     if not path.is_file():
         return []
@@ -327,49 +317,54 @@ def _workspace_lines(out: Path) -> list[str]:
         return []
     born = events[(events["delta_bytes"] > 0) & events["op"].astype(str).str.startswith("conv2d.")]
     if born.empty:
-        return ["The timeline's cell made no column workspace.", ""]
+        return [Paragraph("The timeline's cell made no column workspace.")]
     parts = []
     for (op, phase), group in born.groupby(["op", "phase"], sort=False):
-        parts.append(f"{len(group)} `{op}` in {phase} (largest {_bytes(group['delta_bytes'].max())})")
-    env = read_env(out) or {}
-    cell = next((c for c in [env.get("sweep", {}).get("timeline_cell")]
-                 + [s.get("timeline_cell") for s in env.get("sessions", [])] if c), None)
-    return [f"Column buffers the timeline's training cell{f' (`{cell}`)' if cell else ''} made and freed within the "
-            "step (the ledger sees them as temporaries through `Node.workspace`): " + "; ".join(parts) + ".", ""]
+        parts.append(f"{len(group)} `{op}` in {phase} (largest {bytes_text(group['delta_bytes'].max())})")
+    return [Paragraph(f"Column buffers the timeline's training cell{f' (`{cell}`)' if cell else ''} made and freed "
+                      "within the step (the ledger sees them as temporaries through `Node.workspace`): "
+                      + "; ".join(parts) + ".")]
 
 
 # --- checkpointing -----------------------------------------------------------------------------------------
 
-def _checkpoint_part(train: pd.DataFrame, layers: pd.DataFrame | None) -> list[str]:
-    lines = ["### Checkpointing the blocks", ""]
-    columns = ["cell", "activation_bytes", "peak_bytes", "step_seconds", "recomputed_ops"]
+def _checkpoint_part(train: pd.DataFrame, layers: pd.DataFrame | None) -> list[Block]:
+    lines: list[Block] = [Heading("Checkpointing the blocks", 3)]
+    columns = ["cell", "activation_bytes", "peak_bytes", "step_seconds", "recomputed_ops", "foreign_cores"]
     pairs = _pairs(train, "checkpoint", "sqrt", "none", columns, SHAPE_FIELDS + ("conv_save",))
     if pairs.empty:
-        return lines + ["The grid has no `sqrt` cell next to a `none` one.", ""]
+        return lines + [Paragraph("The grid has no `sqrt` cell next to a `none` one.")]
     pairs = pairs.assign(
         activation_ratio=pairs["activation_bytes"].astype(float) / pairs["activation_bytes_b"].astype(float),
         peak_ratio=pairs["peak_bytes"].astype(float) / pairs["peak_bytes_b"].astype(float),
         time_ratio=pairs["step_seconds"].astype(float) / pairs["step_seconds_b"].astype(float))
-    lines += ["`sqrt` splits the blocks into segments of ⌈√depth⌉ blocks; each segment keeps only its input in "
-              "forward and is recomputed in backward. Ratios are `sqrt` ÷ `none` on the same configuration.", ""]
+    lines += [Paragraph("`sqrt` splits the blocks into segments of ⌈√depth⌉ blocks; each segment keeps only its input "
+                        "in forward and is recomputed in backward. Ratios are `sqrt` ÷ `none` on the same "
+                        "configuration; load = the most cores other processes kept busy while a pair's steps were "
+                        f"timed, (loaded) above {LOADED_CORES:g}.")]
     body = []
     for depth, group in pairs.groupby("depth"):
         segment = math.isqrt(int(depth) - 1) + 1
         for conv_save, part in group.groupby("conv_save"):
+            load = pd.concat([part["foreign_cores"], part["foreign_cores_b"]]).dropna()
             body.append([int(depth), f"{-(-int(depth) // segment)} × {segment}", conv_save, len(part),
-                         f"{part['activation_ratio'].min():.3f}–{part['activation_ratio'].max():.3f}",
-                         f"{part['peak_ratio'].min():.3f}–{part['peak_ratio'].max():.3f}",
-                         f"{part['time_ratio'].median():.2f}× ({part['time_ratio'].min():.2f}–"
-                         f"{part['time_ratio'].max():.2f})", int(part["recomputed_ops"].median())])
-    lines += [_md_table(["depth", "segments × blocks", "conv_save", "pairs", "activation ratio", "peak ratio",
-                         "time ratio, median (range)", "ops recomputed (median)"], body), ""]
+                         doc.compound("{}–{}", doc.fixed(part["activation_ratio"].min(), 3),
+                                      doc.fixed(part["activation_ratio"].max(), 3)),
+                         doc.compound("{}–{}", doc.fixed(part["peak_ratio"].min(), 3),
+                                      doc.fixed(part["peak_ratio"].max(), 3)),
+                         doc.compound("{} ({}–{})", doc.times(part["time_ratio"].median()),
+                                      doc.fixed(part["time_ratio"].min(), 2), doc.fixed(part["time_ratio"].max(), 2)),
+                         doc.load(load.max() if len(load) else None), int(part["recomputed_ops"].median())])
+    lines += [doc.table(["depth", "segments × blocks", "conv_save", "pairs", "activation ratio", "peak ratio",
+                         "time ratio, median (range)", "load (cores)", "ops recomputed (median)"], body)]
     lower_act = int((pairs["activation_ratio"] < 1).sum())
     lower_peak = int((pairs["peak_ratio"] < 1).sum())
     n = len(pairs)
-    lines += [f"Checkpointing lowers the activation bytes in {lower_act} of {n} pairs and the total peak in "
-              f"{lower_peak} of {n}" + (": so, everywhere." if lower_peak == n and lower_act == n else
-                                        (": not so anywhere." if lower_peak == 0 and lower_act == 0 else "."))
-              + f" The median activation ratio is {pairs['activation_ratio'].median():.3f}.", ""]
+    lines += [Paragraph(f"Checkpointing lowers the activation bytes in {lower_act} of {n} pairs and the total peak in "
+                        f"{lower_peak} of {n}" + (": so, everywhere." if lower_peak == n and lower_act == n else
+                                                  (": not so anywhere." if lower_peak == 0 and lower_act == 0
+                                                   else "."))
+                        + f" The median activation ratio is {pairs['activation_ratio'].median():.3f}.")]
     if layers is not None:
         # the recompute of the first segment brings block 0's saved bytes back: they bound what sqrt can save
         per = layers.groupby(["cell", "repeat", "layer"])["activation_bytes"].sum().groupby(["cell", "layer"]).median()
@@ -380,8 +375,9 @@ def _checkpoint_part(train: pd.DataFrame, layers: pd.DataFrame | None) -> list[s
         known = ~np.isnan(share)
         if known.any():
             above = int((pairs["activation_ratio"].to_numpy()[known] >= share[known] - 1e-12).sum())
-            lines += [f"Block 0 alone holds {np.nanmin(share):.1%}–{np.nanmax(share):.1%} of the activation bytes "
-                      f"without checkpointing; `sqrt` keeps at least that share in {above} of {int(known.sum())} "
-                      "pairs" + (", as it must: the first segment's recompute brings block 0's saved tensors back."
-                                 if above == int(known.sum()) else ": not so in every pair."), ""]
+            lines += [Paragraph(f"Block 0 alone holds {np.nanmin(share):.1%}–{np.nanmax(share):.1%} of the activation "
+                                f"bytes without checkpointing; `sqrt` keeps at least that share in {above} of "
+                                f"{int(known.sum())} pairs"
+                                + (", as it must: the first segment's recompute brings block 0's saved tensors back."
+                                   if above == int(known.sum()) else ": not so in every pair."))]
     return lines

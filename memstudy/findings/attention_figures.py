@@ -7,12 +7,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .plots import _bytes_axis, _save, plt
+from ..report.figures import bytes_axis, save, plt
 
 STRATEGY_STYLE = {"none": "-", "selective": "--"}
 
 
-def _log2_x(ax) -> None:
+def log2_x(ax) -> None:
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
 
@@ -30,14 +30,14 @@ def loglog(layers: pd.DataFrame, path: Path) -> Path | None:
     for slope, style in ((1, ":"), (2, "-.")):
         ax.plot(s, low[0] * (s / s[0]) ** slope / 2, color="grey", linestyle=style, linewidth=1,
                 label=f"slope {slope}")
-    _log2_x(ax)
+    log2_x(ax)
     ax.set_yscale("log", base=2)
-    _bytes_axis(ax.yaxis, log=True)
+    bytes_axis(ax.yaxis, log=True)
     ax.set_xlabel("sequence length s")
     ax.set_ylabel("activation bytes per layer")
     ax.set_title("Per-layer activation bytes against sequence length (log-log)", fontsize=9)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def inference(cells: pd.DataFrame, path: Path) -> Path | None:
@@ -51,15 +51,15 @@ def inference(cells: pd.DataFrame, path: Path) -> Path | None:
         d = d.sort_values("seq_len")
         ax.plot(d["seq_len"], d["step_peak_bytes"], marker="o", label=f"depth {depth}",
                 linestyle="-" if depth == part["depth"].min() else "--")
-    _log2_x(ax)
+    log2_x(ax)
     ax.set_yscale("log", base=2)
-    _bytes_axis(ax.yaxis, log=True)
+    bytes_axis(ax.yaxis, log=True)
     ax.set_xlabel("sequence length s")
     ax.set_ylabel("inference step peak (ledger)")
     b, a = int(part["batch_size"].iloc[0]), int(part["heads"].iloc[0])
     ax.set_title(f"Inference working memory, one line per depth (batch {b}, heads {a})", fontsize=9)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def checkpoint(cells: pd.DataFrame, strategies: Sequence[str], path: Path, title: str) -> Path | None:
@@ -73,13 +73,13 @@ def checkpoint(cells: pd.DataFrame, strategies: Sequence[str], path: Path, title
         left.plot(part["seq_len"], part["activation_bytes"], marker="o", linestyle=style, label=strategy)
         right.plot(part["seq_len"], 1000 * part["step_seconds"], marker="o", linestyle=style, label=strategy)
     for ax in (left, right):
-        _log2_x(ax)
+        log2_x(ax)
         ax.set_yscale("log", base=2)
         ax.set_xlabel("sequence length s")
         ax.legend(fontsize=7)
-    _bytes_axis(left.yaxis, log=True)
+    bytes_axis(left.yaxis, log=True)
     right.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
     left.set_ylabel("activation bytes (largest live)")
     right.set_ylabel("step time (ms)")
     fig.suptitle(f"Selective vs full checkpointing ({title})", fontsize=9)
-    return _save(fig, path)
+    return save(fig, path)

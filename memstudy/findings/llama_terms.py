@@ -1,0 +1,273 @@
+"""What one Llama decoder layer holds for backward, term by term, against the ledger's buffers (docs/llama.md).
+
+The GPT's per-layer formula is Korthikanti et al.'s (`megatron.py`); the Llama's is derived here the same way, one
+term per array an op keeps, from the ops' save rules (each op's docstring) and transformers' layer: s sequence, b
+batch, h width, a heads, kv key/value heads, d = h / a, f the MLP's intermediate size, r the LoRA rank, p the
+activations' bytes per element (the model's dtype). Per position (s·b), full fine-tuning, no checkpointing:
+
+    attention  x (input_layernorm input) h, its rstd 1, q/k/v input h, q h, k kv·d, v kv·d, o_proj input h;
+               the softmax output a·s per position (a·s²·b in all)
+    MLP        x (post_attention_layernorm input) h, its rstd 1, gate/up input h, SiLU input f, SiLU output f,
+               up_proj output f, down_proj input f
+
+so p·s·b·(6h + 2·kv·d + 4f + 2) + p·a·s²·b per layer. What exists depends on what trains (a Linear keeps its input
+only when its weight, or its LoRA adapter, trains; an op keeps an operand only for another operand's gradient):
+`present` derives each term's presence from those rules for full fine-tuning, for LoRA on any targets (the base
+frozen, the first layer's input needing no gradient), and for `selective` checkpointing (the attention core's
+q, k, v held by the checkpoint instead of the softmax output). With LoRA each target adds its lora_A output,
+r per position, kept by lora_B.
+
+Outside the layers: the rotary tables (2·s·d, once per step, shared by every layer), the final norm's input and
+rstd, lm_head's input (when lm_head trains), the loss's softmax (b·s·vocab), and the token ids (the step's input).
+
+`layer_rows` sorts one layer's buffers held after forward (the ledger's account) into these terms; anything it does
+not recognise is a row of its own, never folded in. Written for the `minimal` saved-tensor policy and checkpoint
+none or selective.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .megatron import Row, held_after_forward
+
+ATTENTION_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP_TARGETS = ("gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class Term:
+    key: str
+    label: str
+    part: str  # attention | mlp | lora
+
+
+TERMS: tuple[Term, ...] = (
+    Term("x1", "input_layernorm input (the residual stream)", "attention"),
+    Term("rstd1", "input_layernorm rstd (one per position)", "attention"),
+    Term("y1", "q/k/v input (input_layernorm output)", "attention"),
+    Term("q", "q after the rotary embedding", "attention"),
+    Term("k", "k after the rotary embedding (kv heads)", "attention"),
+    Term("v", "v (v_proj output, kv heads)", "attention"),
+    Term("softmax", "softmax output (a·s per position)", "attention"),
+    Term("o_in", "o_proj input (heads merged)", "attention"),
+    Term("x2", "post_attention_layernorm input (the residual stream)", "mlp"),
+    Term("rstd2", "post_attention_layernorm rstd (one per position)", "mlp"),
+    Term("y2", "gate/up input (post_attention_layernorm output)", "mlp"),
+    Term("gate", "SiLU input (gate_proj output)", "mlp"),
+    Term("silu", "SiLU output", "mlp"),
+    Term("up", "up_proj output", "mlp"),
+    Term("down_in", "down_proj input (SiLU output · up)", "mlp"),
+    Term("lora", "LoRA: lora_A outputs (r per target)", "lora"),
+)
+TERM = {t.key: t for t in TERMS}
+
+
+def elements_per_position(key: str, config: dict[str, Any]) -> int:
+    """Elements per position (s·b) of one term; the softmax's grows with s (a·s per position)."""
+    h, a, f = config["width"], config["heads"], config["ffn"]
+    kv = config["kv_heads"] or a
+    d = h // a
+    return {"x1": h, "rstd1": 1, "y1": h, "q": a * d, "k": kv * d, "v": kv * d, "softmax": a * config["seq_len"],
+            "o_in": a * d, "x2": h, "rstd2": 1, "y2": h, "gate": f, "silu": f, "up": f, "down_in": f}[key]
+
+
+def targets_of(config: dict[str, Any]) -> tuple[str, ...] | None:
+    """The LoRA targets among a layer's Linears (None: full fine-tuning, every parameter trains)."""
+    if not config.get("lora_rank"):
+        return None
+    names = tuple(t.strip() for t in config["lora_targets"].split(","))
+    if "all-linear" in names:
+        return ATTENTION_TARGETS + MLP_TARGETS
+    return tuple(n for n in ATTENTION_TARGETS + MLP_TARGETS if any(n == t or n.endswith("." + t) or
+                                                                     t.endswith("." + n) for t in names))
+
+
+def present(config: dict[str, Any], layer: int) -> dict[str, bool]:
+    """Which terms one decoder layer keeps, from the ops' save rules (see the module docstring)."""
+    targets = targets_of(config)
+    full = targets is None
+
+    def trains(name: str) -> bool:
+        return full or name in targets
+
+    x_req = full or layer > 0  # the residual stream entering the layer needs a gradient
+    y1_req = x_req  # RMSNorm's output needs one when its input or its weight does (the weight trains in full)
+    q_req, k_req, v_req = (y1_req or trains(n) for n in ("q_proj", "k_proj", "v_proj"))
+    probs_req = q_req or k_req
+    core_req = probs_req or v_req
+    selective = config.get("checkpoint") == "selective"
+    attn_req = core_req or trains("o_proj")
+    x2_req = x_req or attn_req
+    g_req, u_req = (x2_req or trains(n) for n in ("gate_proj", "up_proj"))
+    return {
+        "x1": x_req, "rstd1": x_req,
+        "y1": any(trains(n) for n in ("q_proj", "k_proj", "v_proj")),
+        "q": core_req if selective else k_req,  # selective: the checkpoint holds q, k and v
+        "k": core_req if selective else q_req,
+        "v": core_req if selective else probs_req,
+        "softmax": False if selective else core_req,
+        "o_in": trains("o_proj"),
+        "x2": x2_req, "rstd2": x2_req,
+        "y2": trains("gate_proj") or trains("up_proj"),
+        "gate": g_req, "silu": u_req, "up": g_req,  # Mul keeps each factor for the other's gradient
+        "down_in": trains("down_proj"),
+    }
+
+
+def term_bytes(config: dict[str, Any], layer: int, itemsize: int) -> dict[str, int]:
+    """The formula's bytes of each term of one layer: elements per position × s·b × itemsize when present."""
+    positions = config["seq_len"] * config["batch_size"]
+    out = {key: (elements_per_position(key, config) * positions * itemsize if held else 0)
+           for key, held in present(config, layer).items()}
+    targets = targets_of(config)
+    out["lora"] = 0 if targets is None else len(targets) * config["lora_rank"] * positions * itemsize
+    return out
+
+
+def layer_bytes(config: dict[str, Any], layer: int, itemsize: int) -> int:
+    return sum(term_bytes(config, layer, itemsize).values())
+
+
+def _classify(account: Any, layer: int, buffers: list[Any]) -> list[tuple[str, Any]]:
+    """(term key, or `other: ...`, buffer) for one layer's saved buffers. Which norm or which rotary op made a
+    buffer is read from the order of the layer's outputs (every op output is in the account, saved or not): the
+    first RMSNorm output is input_layernorm's, the first rotary output is q's."""
+    made = [b for b in account.buffers if b.layer == layer and b.phase == "forward" and b.role == "out"]
+    norm_outputs = [b.key for b in made if b.op == "rms_norm"]
+    rotary_outputs = [b.key for b in made if b.op == "rotary"]
+    norm_born = [b.born for b in made if b.op == "rms_norm"]
+
+    def norm_index(b: Any) -> int:  # the norm whose output was born last before b (rstd is born right after it)
+        return max(sum(born <= b.born for born in norm_born) - 1, 0)
+
+    out = []
+    for b in buffers:
+        if b.op == "rms_norm" and b.role == "rstd":
+            key = ("rstd1", "rstd2")[min(norm_index(b), 1)]
+        elif b.saved_by == "rms_norm":
+            key = "x2" if b.layer == layer else "x1"  # x2 is this layer's residual add; x1 came from below
+        elif b.op == "rms_norm" and b.saved_by == "linear":
+            key = ("y1", "y2")[min(norm_outputs.index(b.key), 1)]
+        elif b.op == "rotary" and b.saved_by in ("batched_matmul", "checkpoint"):
+            key = ("q", "k")[min(rotary_outputs.index(b.key), 1)]
+        elif b.op in ("linear", "add") and b.saved_by in ("batched_matmul", "checkpoint"):
+            key = "v"
+        elif b.op == "softmax":
+            key = "softmax"
+        elif b.op == "reshape" and b.saved_by == "linear":
+            key = "o_in"
+        elif b.op in ("linear", "add") and b.saved_by == "silu":
+            key = "gate"
+        elif b.op == "silu" and b.saved_by == "mul":
+            key = "silu"
+        elif b.op in ("linear", "add") and b.saved_by == "mul":
+            key = "up"
+        elif b.op == "mul" and b.saved_by == "linear":
+            key = "down_in"
+        elif b.op == "linear" and b.saved_by == "linear":
+            key = "lora"
+        else:
+            key = f"other: {b.op} {b.role} saved by {b.saved_by}"
+        out.append((key, b))
+    return out
+
+
+def layer_rows(account: Any, layer: int, config: dict[str, Any], itemsize: int) -> list[Row]:
+    """One decoder layer's rows: each term (the ledger's bytes beside the formula's), then anything unrecognised.
+    The rotary tables, which layer 0's rotary ops save first, are left out here (`outside_rows` lists them)."""
+    buffers = [b for b in held_after_forward(account, layer) if b.op != "rotary_tables"]
+    sums: dict[str, list[int]] = {}
+    for key, b in _classify(account, layer, buffers):
+        entry = sums.setdefault(key, [0, 0])
+        entry[0] += b.nbytes
+        entry[1] += 1
+    formula = term_bytes(config, layer, itemsize)
+    rows = []
+    for t in TERMS:
+        got = sums.pop(t.key, [0, 0])
+        rows.append(Row(t.label, (t.key,), got[0], formula[t.key], got[1]))
+    rows += [Row(key, (), total, None, count) for key, (total, count) in sorted(sums.items())]
+    return rows
+
+
+OUTSIDE = (  # (label, layer: "tables" | "head" | "loss", how to recognise the buffer)
+    ("rotary tables (cos and sin, 2·s·d: once per step, every layer's rotary op keeps them)", "tables",
+     lambda b: b.op == "rotary_tables"),
+    ("head: norm rstd", "head", lambda b: b.op == "rms_norm" and b.role == "rstd"),
+    ("head: norm input (the last layer's output)", "head", lambda b: b.saved_by == "rms_norm"),
+    ("head: lm_head input (norm output)", "head", lambda b: b.op == "rms_norm" and b.saved_by == "linear"),
+    ("loss: softmax of the logits (b·s·vocab)", "loss", lambda b: b.saved_by == "softmax_cross_entropy"),
+)
+
+
+def outside_rows(account: Any, depth: int) -> list[Row]:
+    """What the step holds for backward outside the decoder layers, and the token ids (the step's input)."""
+    rows = []
+    for where in ("tables", "head", "loss"):
+        if where == "tables":  # saved first by the first layer whose rotary op records a graph
+            buffers = [b for b in account.buffers if b.category == "activation" and b.op == "rotary_tables"]
+        else:
+            buffers = held_after_forward(account, depth if where == "head" else None)
+        for label, place, match in OUTSIDE:
+            if place != where:
+                continue
+            mine = [b for b in buffers if match(b)]
+            buffers = [b for b in buffers if not match(b)]
+            rows.append(Row(label, (), sum(b.nbytes for b in mine), None, len(mine)))
+        rows += [Row(f"{where}: other: {b.op} {b.role} saved by {b.saved_by}", (), b.nbytes, None, 1)
+                 for b in buffers]
+    embedding = [b for b in held_after_forward(account, depth + 1)]
+    rows += [Row(f"embedding: {b.op} {b.role} saved by {b.saved_by}", (), b.nbytes, None, 1) for b in embedding]
+    inputs = [b for b in account.buffers if b.category == "input"]
+    rows.append(Row("token ids and targets (the step's input)", (), sum(b.nbytes for b in inputs), None,
+                    len(inputs)))
+    return rows
+
+
+def outside_formula(config: dict[str, Any], itemsize: int) -> dict[str, int]:
+    """The formula's bytes outside the layers (the same labels as `outside_rows`), for a training step."""
+    s, b, h, v = config["seq_len"], config["batch_size"], config["width"], config["vocab"]
+    d = h // config["heads"]
+    lm_head_trains = targets_of(config) is None or "lm_head" in config["lora_targets"].split(",")
+    return {
+        OUTSIDE[0][0]: 2 * s * d * itemsize,
+        OUTSIDE[1][0]: s * b * itemsize,
+        OUTSIDE[2][0]: s * b * h * itemsize,
+        OUTSIDE[3][0]: s * b * h * itemsize if lm_head_trains else 0,
+        OUTSIDE[4][0]: s * b * v * itemsize,
+    }
+
+
+@dataclass(frozen=True)
+class TableRow:
+    label: str
+    ledger_bytes: int  # from the account (measured, or predicted: the engine on shape-only arrays)
+    formula_bytes: int | None  # from this module's terms (None: the formula does not count it)
+
+
+def step_table(account: Any, config: dict[str, Any]) -> list[TableRow]:
+    """One training step of a (normalized) llama config, from its ledger account (`memory.predict.predicted_account`
+    for a prediction): parameters, gradients (largest live), optimiser state, the activations term by term (summed
+    over the layers) beside the formula, what is held outside the layers, the activations held for backward, and
+    the total peak. The pieces a worked example's table is made of."""
+    import numpy as np
+
+    itemsize = np.dtype(config["dtype"]).itemsize
+    depth = config["depth"]
+    registered = account.registered_bytes
+    rows = [TableRow("parameters", registered["parameter"], None),
+            TableRow("gradients (largest live)", account.max_by_category["gradient"], None),
+            TableRow(f"{config['optimizer']} state", registered["optimizer_state"], None)]
+    layers = [layer_rows(account, layer, config, itemsize) for layer in range(depth)]
+    labels = list(dict.fromkeys(r.label for rows_ in layers for r in rows_))
+    for label in labels:
+        mine = [r for rows_ in layers for r in rows_ if r.label == label]
+        formula = None if any(r.formula_bytes is None for r in mine) else sum(r.formula_bytes for r in mine)
+        rows.append(TableRow(f"activations: {label}", sum(r.ledger_bytes for r in mine), formula))
+    outside = outside_formula(config, itemsize)
+    for r in outside_rows(account, depth):
+        rows.append(TableRow(r.label, r.ledger_bytes, outside.get(r.label)))
+    rows += [TableRow("activations held for backward (the ledger's largest live)", account.activation_bytes, None),
+             TableRow("total peak", account.peak_bytes, None)]
+    return rows
