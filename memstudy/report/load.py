@@ -90,8 +90,11 @@ def load_runs(results_dir: Path) -> pd.DataFrame:
             frame[column] = frame[column].astype(str).str.lower().map({"true": True, "false": False})
     for column in ("status", "error", "host", "worker", "prediction_unavailable", *TEXT_MEASURES):  # empty: NaN
         frame[column] = [("" if pd.isna(v) else str(v)) for v in frame[column]]
-    # from the figures themselves, so that a file from before the column says it too (memory/agreement.py)
-    frame["prediction_matches"] = [prediction_matches(r) for r in frame[list(_COMPARED_FIELDS)].to_dict("records")]
+    # as the cell said it; a row from before the column, from its figures (the same check: memory/agreement.py)
+    frame["prediction_matches"] = [
+        {"true": True, "false": False}.get(str(said).strip().lower()) if pd.notna(said) and str(said).strip() else
+        prediction_matches(figures)
+        for said, figures in zip(frame["prediction_matches"], frame[list(_COMPARED_FIELDS)].to_dict("records"))]
     frame["foreign_cores"] = pd.to_numeric(frame["foreign_cores"], errors="coerce")
     frame.attrs["problems"] = [f"runs.csv: {p}" for p in runs_file.problems]
     return frame
