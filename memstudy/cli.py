@@ -360,7 +360,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from .study.folder import output_file
     from .report.html import PageError, check_output_path
-    from .report.terminal import run_report
+    from .report.terminal import agreement_lines, run_report
     from .study.single import run_modes
 
     modes = ["train", "inference"] if args.mode == "both" else [args.mode]
@@ -388,16 +388,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(run_report(results, by_layer=args.by_layer))
         if args.html:
             print(f"\nhtml: {args.html}")
+    for line in agreement_lines(results):  # on stderr too, --json or not
+        _warn(line)
     return 0
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from .autograd.meta import Unsupported
     from .config import normalize
     from .memory.predict import predict
     from .report.terminal import predict_report
 
     config = normalize({**_config(args, args.family), "mode": args.mode})
-    prediction = predict(config)
+    try:
+        prediction = predict(config)
+    except Unsupported as exc:
+        raise UsageError(f"cannot predict this step: {exc}") from None
     if args.json:
         print(json.dumps({**config, **prediction}))
     else:

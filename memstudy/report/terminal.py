@@ -8,6 +8,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from ..memory.agreement import prediction_matches, row_warning
 from . import document as doc
 from .document import Bullets, Document, Heading, Paragraph, Table
 from .formats import LOADED_CORES, bytes_text
@@ -128,6 +129,7 @@ def run_document(results: dict[str, list[dict[str, Any]]], by_layer: bool = Fals
     document = Document(f"memstudy run: {run_title(results)}")
     document.blocks.append(doc.table(["breakdown at the peak (ledger)"] + modes, body))
     body = [[label] + [doc.nbytes(_median(results[m], field)) for m in modes] for label, field in PROBES]
+    body.append(["prediction = ledger"] + [_agreement(results[m]) for m in modes])
     body.append(["RSS method"] + [str(results[m][0].get("rss_method")) for m in modes])
     body.append(["cell process VmHWM (absolute)"] + [doc.nbytes(_median(results[m], "hwm_bytes")) for m in modes])
     body.append(["step time, median"] + [_step_time(results[m]) for m in modes])
@@ -140,6 +142,8 @@ def run_document(results: dict[str, list[dict[str, Any]]], by_layer: bool = Fals
     for line in (ratio_line(results), load_note(results)):
         if line:
             document.blocks.append(Paragraph(line))
+    for line in agreement_lines(results):
+        document.blocks.append(Paragraph(line))
     if by_layer:
         for mode in modes:
             document.add(by_layer_table(mode, results[mode][0].get("by_layer") or [],
@@ -173,6 +177,24 @@ def load_note(results: dict[str, list[dict[str, Any]]]) -> str | None:
     which = " and ".join(f"the {m} step time ({load:.2f} cores)" for m, load in loaded.items())
     return (f"note: other processes kept the machine busy while {which} was timed (above {LOADED_CORES:g} cores): "
             "slower than on a quiet machine; the byte counts are not affected")
+
+
+def _agreement(rows: list[dict[str, Any]]) -> str:
+    """The probes table's cell: does the prediction equal the ledger (step peak, total peak, activations)?"""
+    if any(r.get("prediction_unavailable") for r in rows):
+        return "unavailable"
+    verdicts = {prediction_matches(r) for r in rows}
+    return "differs" if False in verdicts else "yes" if verdicts == {True} else "—"
+
+
+def agreement_lines(results: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """One line per mode whose prediction differs from its ledger or is unavailable (what and why)."""
+    lines = []
+    for mode, rows in results.items():
+        line = next((w for w in (row_warning(r, mode) for r in rows) if w), None)
+        if line:
+            lines.append(line)
+    return lines
 
 
 def run_title(results: dict[str, list[dict[str, Any]]]) -> str:

@@ -20,8 +20,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..autograd.meta import Unsupported
 from ..config import normalize
 from ..memory import probes
+from ..memory.agreement import prediction_matches, unavailable_prediction
 from ..memory.load import ForeignLoad
 from ..memory.workload import Workload
 from ..memory.predict import predict
@@ -55,9 +57,13 @@ def _address_space_limit_bytes() -> int | None:
 
 def measure(raw_config: dict[str, Any], repeats: int = 1, timeline_path: str | None = None,
             by_layer: bool = False) -> list[dict[str, Any]]:
-    """Rows (dicts with every ROW_FIELDS key) for `repeats` measured steps of one configuration."""
+    """Rows (dicts with every ROW_FIELDS key) for `repeats` measured steps of one configuration; a step the
+    shape-only arrays cannot follow is measured anyway, its rows saying why it has no prediction."""
     config = normalize(raw_config)
-    prediction = predict(config)
+    try:
+        prediction = predict(config)
+    except Unsupported as exc:
+        prediction = unavailable_prediction(str(exc))
     return measure_workload(Workload(config), config, prediction, repeats, timeline_path, by_layer)
 
 
@@ -127,7 +133,9 @@ def measure_workload(work: Workload, config: dict[str, Any], prediction: dict[st
             model_source_hash=source["sha256"] if source else None,
             status="ok",
             error="",
+            prediction_unavailable=prediction.get("prediction_unavailable", ""),
         )
+        row["prediction_matches"] = prediction_matches(row)
         missing = [f for f in ROW_FIELDS if f not in row]
         if missing:  # a programming error in this module, reported like any other cell failure
             raise RuntimeError(f"the cell's row lacks {', '.join(missing)}")

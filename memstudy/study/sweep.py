@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..memory.agreement import Tally
 from .budget import DEFAULT_PREDICTOR, BudgetCheck, Verdict, explain_memory_failure
 from .fields import ROW_FIELDS
 from .folder import FolderLock, results_folder, write_text_atomically
@@ -417,6 +418,8 @@ class _Run:
         bar = tqdm(total=outcome.cells, initial=outcome.resumed, desc=spec.name, unit="cell", file=sys.stderr,
                    disable=not progress, dynamic_ncols=True, mininterval=0, postfix=_postfix(outcome))
 
+        agreement = Tally()  # predictions that differ from their ledger, or are unavailable: warned at the end
+
         def record(result: _CellResult) -> None:
             for row in result.rows:  # a row the cell did not stamp (skipped, failed): this session's source
                 if not row.get("model_source_hash"):
@@ -425,6 +428,7 @@ class _Run:
             if result.layers:
                 append_layers(self.out / LAYERS_CSV, result.layers)
             append_rows(self.runs, result.rows, columns)
+            agreement.add(result.rows)
             setattr(outcome, result.status, getattr(outcome, result.status) + 1)
             bar.set_postfix_str(_postfix(outcome), refresh=False)  # before update, which redraws: no lag
             bar.update(1)
@@ -464,6 +468,7 @@ class _Run:
         finally:
             executor.shutdown()
             bar.close()
+            outcome.warnings += agreement.warnings()
 
 
 __all__ = ["CSV_COLUMNS", "EXIT_CELLS_FAILED", "EXIT_OK", "LAYER_COLUMNS", "SweepError", "SweepOutcome", "append_layers",
