@@ -83,14 +83,16 @@ def _add_model_flags(parser: argparse.ArgumentParser, family: Any, modes: tuple[
         kwargs: dict[str, Any] = {"dest": field.name, "default": value, "help": field.help + default}
         if field.name == "mode":
             kwargs.update(choices=modes)
+            if modes == ("train",):  # `graph`: what it draws, not what the other modes would do
+                kwargs["help"] = "the step whose forward graph is drawn: train only (inference records none)"
         elif field.type is bool:
             kwargs.update(action=argparse.BooleanOptionalAction)
         elif field.choices is not None:
             kwargs.update(choices=field.choices)
         elif field.name == "checkpoint":
             kwargs.update(metavar="{" + ",".join(("none", "sqrt", *family.checkpoints, "every:K")) + "}")
-        else:
-            kwargs.update(type=_field_type(field))
+        else:  # the metavar names the flag, not the row's column (--classes CLASSES, not OUT_FEATURES)
+            kwargs.update(type=_field_type(field), metavar=field.cli_flag[2:].replace("-", "_").upper())
         group.add_argument(field.cli_flag, **kwargs)
 
 
@@ -123,6 +125,31 @@ def _family_from_argv(argv: list[str]) -> tuple[Any, dict[str, Any]]:
     from .nn.models.hf_config import hf_config_fields
 
     return hf_config_fields(hf_config, name)
+
+
+def _cluster_address(text: str) -> str:
+    """An argparse type for --cluster: `local:N` is checked here, before any spec or folder is touched; a
+    scheduler's address is checked when the sweep connects (dask_executor.py)."""
+    from .study.dask_executor import ClusterError, parse_local
+
+    try:
+        parse_local(text)
+    except ClusterError:
+        raise argparse.ArgumentTypeError(f"local:N needs a number of workers N >= 1, got {text!r}") from None
+    return text
+
+
+def _other_familys_flag(flag: str, family: Any) -> str | None:
+    """`--heads is a flag of --model gpt` when `flag` is not `family`'s but a built-in family declares it."""
+    from .nn.models.registry import builtin_names, get_family
+
+    owners = [name for name in builtin_names() if name != family.name
+              and any(f.cli_flag == flag for f in get_family(name).all_fields())]
+    if not owners:
+        return None
+    models = " or ".join(f"--model {name}" for name in owners)
+    return (f"{flag} is a flag of {models}, not of --model {family.name}: add {models.split(' or ')[0]} "
+            f"(`memstudy COMMAND --model NAME --help` lists a family's flags)")
 
 
 def _budget(text: str) -> int:
@@ -195,7 +222,12 @@ def build_parser(family: Any = None, defaults: dict[str, Any] | None = None) -> 
     _add_sweep_flags(sweep, out_default=None)
     sweep.set_defaults(handler=_cmd_sweep)
 
-    report = commands.add_parser("report", help="summary.csv, report.md and plots from a sweep's folder")
+    report = commands.add_parser(
+        "report", help="summary.csv, report.md and plots from a sweep's folder",
+        description="Read DIR/runs.csv (and DIR/env.json, timeline.csv, layers.csv when there) and write "
+                    "DIR/summary.csv (the median of each cell's repeats), DIR/report.md (the study's findings, "
+                    "computed from the rows), DIR/report.html (the same with interactive charts; opens offline) "
+                    "and the PNG plots. Holds DIR's lock while it writes.")
     report.add_argument("results_dir", metavar="DIR")
     report.add_argument("--no-figures", action="store_true", help="skip the PNG plots (and remove earlier ones)")
     report.set_defaults(handler=_cmd_report)
@@ -232,7 +264,7 @@ STUDIES_DIR = "experiments"
 def _add_sweep_flags(parser: argparse.ArgumentParser, out_default: str | None) -> None:
     parser.add_argument("--out", default=out_default, metavar="DIR", help="results folder (results/<study name>)")
     parser.add_argument("--jobs", type=_positive_int, default=None, help="cells at once (the spec's [run] jobs)")
-    parser.add_argument("--cluster", metavar="ADDRESS|local:N", default=None,
+    parser.add_argument("--cluster", metavar="ADDRESS|local:N", default=None, type=_cluster_address,
                         help="run the cells on a Dask cluster (tcp://host:8786 or tls://host:8786; workers started "
                              "with --nthreads 1 --resources memstudy-cell=1), or on N local Dask worker processes "
                              "(local:N); needs pip install 'memstudy[distributed]'. Whoever reaches a tcp:// "
@@ -347,7 +379,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from .study.folder import output_file
     from .report.html import PageError, check_output_path
-    from .report.terminal import run_report
+    from .report.terminal import agreement_lines, run_report
     from .study.single import run_modes
 
     modes = ["train", "inference"] if args.mode == "both" else [args.mode]
@@ -375,10 +407,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(run_report(results, by_layer=args.by_layer))
         if args.html:
             print(f"\nhtml: {args.html}")
+    for line in agreement_lines(results):  # on stderr too, --json or not
+        _warn(line)
     return 0
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from .autograd.meta import Unsupported
     from .config import normalize
     from .memory.predict import PredictionTooSlow, predict
     from .report.terminal import predict_report
@@ -389,10 +424,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     try:
         if args.budget is not None:
             prediction = check_budget(config, _budget(args.budget), max_seconds)
+            if prediction is None:  # cannot be predicted: say why
+                predict(config)
         else:
             prediction = predict(config, max_seconds=max_seconds, progress=not args.no_progress)
     except PredictionTooSlow as exc:
         raise UsageError(str(exc)) from None
+    except Unsupported as exc:
+        raise UsageError(f"cannot predict this step: {exc}") from None
     if args.json:
         print(json.dumps({**config, **prediction}))
     else:
@@ -410,7 +449,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return USAGE_EXIT
-    args = build_parser(family, defaults).parse_args(argv)
+    parser = build_parser(family, defaults)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        flag = unknown[0].split("=", 1)[0]
+        parser.error(_other_familys_flag(flag, family) or f"unrecognized arguments: {' '.join(unknown)}")
     args.family = family
     try:
         return args.handler(args)

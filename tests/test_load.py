@@ -137,6 +137,7 @@ def _run_rows(mode: str, foreign_cores: float, blas_threads: int | None = None) 
     row = dict.fromkeys(ROW_FIELDS, 1000)
     row.update(normalize({"depth": 2, "width": 8, "batch_size": 4, "mode": mode}))
     row.update(rss_method="vmhwm", step_seconds=0.367, grad_rel_error=None, foreign_cores=foreign_cores,
+               prediction_matches=None, prediction_unavailable=None,
                blas_threads=blas_threads, free_cores=None if blas_threads is None else 0.9)
     return [row]
 

@@ -122,6 +122,10 @@ class StepAccount:
     recomputed_ops: int
     records: list[list] = field(repr=False)  # one per buffer, see _KEY.._CATEGORY
     raw_events: list[tuple] = field(repr=False)  # (index, phase, op, layer, key, delta_bytes, repeat)
+    # elements of the parameters `register_model` registered (frozen ones too; model buffers such as batch
+    # norm's running statistics are not parameters), and of those that require a gradient
+    parameter_count: int = 0
+    trainable_parameter_count: int = 0
     buffer_count: int = 0  # buffers of the step (with repeated blocks: of the step in which every block ran)
     event_count: int = 0  # births and deaths, likewise; `peak_event` indexes them
     repeated: bool = False  # True: repeated blocks ran once for many; records and events are those of the run
@@ -225,6 +229,7 @@ class Ledger:
         self._layer_of_leaf: dict[int, int | None] = {}  # id(leaf tensor) -> layer
         self._unplaced: dict[int, int] = {}  # id(leaf) -> key of a parameter registered without a layer
         self.recomputed_ops = 0  # ops applied while a checkpoint recomputed its segment
+        self.parameter_count = self.trainable_parameter_count = 0  # elements, see StepAccount
 
     # --- registration and the engine's hooks ---------------------------------------------------
     def register(self, array: np.ndarray, category: str, layer: int | None = None, role: str = "",
@@ -247,7 +252,11 @@ class Ledger:
         """Parameters and their layers; `copies`: id(parameter) -> how many alike it stands for (default 1)."""
         copies = copies or {}
         for p, layer in zip(params, layers):
-            self.register(p.data, "parameter", layer=layer, role=p.name or "", leaf=p, copies=copies.get(id(p), 1))
+            n = copies.get(id(p), 1)
+            self.register(p.data, "parameter", layer=layer, role=p.name or "", leaf=p, copies=n)
+            self.parameter_count += p.data.size * n
+            if p.requires_grad:
+                self.trainable_parameter_count += p.data.size * n
 
     def on_forward(self, ctx: Any, out: np.ndarray) -> None:
         name = ctx.fn.name
@@ -389,6 +398,8 @@ class Ledger:
             recomputed_ops=self.recomputed_ops,
             records=list(records),
             raw_events=list(events),
+            parameter_count=self.parameter_count,
+            trainable_parameter_count=self.trainable_parameter_count,
             buffer_count=buffer_count,
             event_count=run.events,
             repeated=repeated,

@@ -223,6 +223,8 @@ def prediction_fields(account: StepAccount) -> dict[str, Any]:
     registered = account.registered_bytes
     return {
         "parameter_bytes": registered["parameter"],
+        "parameter_count": account.parameter_count,
+        "trainable_parameter_count": account.trainable_parameter_count,
         "gradient_bytes": account.max_by_category["gradient"],
         "optimizer_state_bytes": registered["optimizer_state"],
         "input_bytes": registered["input"],

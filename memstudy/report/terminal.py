@@ -8,6 +8,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from ..memory.agreement import prediction_matches, row_warning
 from . import document as doc
 from .document import Bullets, Document, Heading, Paragraph, Table
 from .formats import LOADED_CORES, bytes_text
@@ -128,6 +129,7 @@ def run_document(results: dict[str, list[dict[str, Any]]], by_layer: bool = Fals
     document = Document(f"memstudy run: {run_title(results)}")
     document.blocks.append(doc.table(["breakdown at the peak (ledger)"] + modes, body))
     body = [[label] + [doc.nbytes(_median(results[m], field)) for m in modes] for label, field in PROBES]
+    body.append(["prediction = ledger"] + [_agreement(results[m]) for m in modes])
     body.append(["RSS method"] + [str(results[m][0].get("rss_method")) for m in modes])
     body.append(["cell process VmHWM (absolute)"] + [doc.nbytes(_median(results[m], "hwm_bytes")) for m in modes])
     body.append(["step time, median"] + [_step_time(results[m]) for m in modes])
@@ -140,6 +142,8 @@ def run_document(results: dict[str, list[dict[str, Any]]], by_layer: bool = Fals
     for line in (ratio_line(results), load_note(results)):
         if line:
             document.blocks.append(Paragraph(line))
+    for line in agreement_lines(results):
+        document.blocks.append(Paragraph(line))
     if by_layer:
         for mode in modes:
             document.add(by_layer_table(mode, results[mode][0].get("by_layer") or [],
@@ -175,6 +179,24 @@ def load_note(results: dict[str, list[dict[str, Any]]]) -> str | None:
             "slower than on a quiet machine; the byte counts are not affected")
 
 
+def _agreement(rows: list[dict[str, Any]]) -> str:
+    """The probes table's cell: does the prediction equal the ledger (step peak, total peak, activations)?"""
+    if any(r.get("prediction_unavailable") for r in rows):
+        return "unavailable"
+    verdicts = {prediction_matches(r) for r in rows}
+    return "differs" if False in verdicts else "yes" if verdicts == {True} else "—"
+
+
+def agreement_lines(results: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """One line per mode whose prediction differs from its ledger or is unavailable (what and why)."""
+    lines = []
+    for mode, rows in results.items():
+        line = next((w for w in (row_warning(r, mode) for r in rows) if w), None)
+        if line:
+            lines.append(line)
+    return lines
+
+
 def run_title(results: dict[str, list[dict[str, Any]]]) -> str:
     modes = list(results)
     repeats = len(results[modes[0]])
@@ -199,7 +221,9 @@ def predict_report(config: dict[str, Any], prediction: dict[str, Any]) -> str:
     body = [[category.replace("_", " "), doc.nbytes(split[category])] for category in split]
     body.append(["peak, total", doc.nbytes(prediction["predicted_peak_bytes"])])
     facts = [
-        ["parameters", doc.nbytes(prediction["parameter_bytes"])],
+        ["parameters", doc.compound(f"{{}} ({prediction['parameter_count']:,} parameters, "
+                                    f"{prediction['trainable_parameter_count']:,} trainable)",
+                                    doc.nbytes(prediction["parameter_bytes"]))],
         ["gradients", doc.nbytes(prediction["gradient_bytes"])],
         ["optimizer state", doc.nbytes(prediction["optimizer_state_bytes"])],
         ["input", doc.nbytes(prediction["input_bytes"])],

@@ -114,6 +114,14 @@ def cell_need(config: dict[str, Any], prediction: dict[str, Any], baseline: Proc
                     baseline.hwm_bytes if baseline is not None else 0)
 
 
+def unpredicted_need(config: dict[str, Any], budget_bytes: int, baseline: ProcessBaseline | None) -> CellNeed:
+    """A cell whose step cannot be predicted (meta.Unsupported) takes the whole budget: it runs alone, and its
+    address-space limit (own bytes: the budget less its overhead and the process baseline) holds it there."""
+    own = overhead_bytes(config, {})
+    resident = baseline.hwm_bytes if baseline is not None else 0
+    return CellNeed(max(0, budget_bytes - own - resident), own, resident)
+
+
 def process_baseline(env: dict[str, str]) -> ProcessBaseline | None:
     """VmPeak and VmHWM of a tiny cell (memstudy.study.cell, this interpreter) started with the cells'
     environment `env` on this host; None when it fails or cannot tell (not Linux). Measured once per process
@@ -206,7 +214,7 @@ class BudgetCheck:
     def check(self, config: dict[str, Any]) -> Verdict:
         if self.predictor is None:
             return Verdict()
-        from ..autograd.meta import DrawLimitExceeded
+        from ..autograd.meta import DrawLimitExceeded, Unsupported
         from ..memory.predict import PredictionTooSlow, check_cost, predict
 
         budget = f"the budget {format_bytes(self.budget_bytes)} ({self.label})"
@@ -223,6 +231,12 @@ class BudgetCheck:
             return Verdict(skip_reason=f"not checked against {budget}: {exc}")
         except DrawLimitExceeded as exc:
             return Verdict(skip_reason=drawn_over(exc, budget))
+        except Unsupported:  # measured anyway (its rows say why there is no prediction), alone, within the budget
+            need = unpredicted_need(config, self.budget_bytes, self.baseline)
+            if need.total_bytes > self.budget_bytes:
+                return Verdict(need=need, skip_reason=f"its step cannot be predicted, and its overhead alone "
+                                                      f"({format_bytes(need.total_bytes)}) exceeds {budget}")
+            return Verdict(need=need)
         except Exception as exc:  # a predictor bug must not stop the sweep, nor run an unchecked cell
             return Verdict(error=f"prediction failed: {type(exc).__name__}: {exc}")
         need = cell_need(config, predicted, self.baseline)
@@ -246,4 +260,5 @@ def explain_memory_failure(error: str, limit_bytes: int | None) -> str:
 
 
 __all__ = ["BudgetCheck", "CellNeed", "address_space_limit", "DEFAULT_PREDICTOR", "ProcessBaseline", "Verdict", "cell_need",
-           "drawn_over", "explain_memory_failure", "overhead_bytes", "process_baseline", "state_refusal"]
+           "drawn_over", "explain_memory_failure", "overhead_bytes", "process_baseline", "state_refusal",
+           "unpredicted_need"]

@@ -16,7 +16,9 @@
   reports that break a step down by layer; a cell's entries are written just before its runs.csv rows, and a
   reader keeps the last entry of a (cell, repeat, layer, op) that a resumed sweep wrote twice.
 - `DIR/env.json` records the provenance, the current spec, and one entry per session (what changed, the git
-  state, the settings it ran with). The git state is read before anything is deleted.
+  state, the settings it ran with, each model's source file and hash). The git state is read before anything
+  is deleted. Every row records its model's source hash (`model_source_hash`); a folder whose rows were made
+  from another version of a model's source is refused (resume.check_model_sources).
 
 Cells run through an executor with the `concurrent.futures` shape, `submit(request, reserve_bytes)`:
 `jobs` local processes (launcher.LocalExecutor: a thread pool in which each thread waits on its subprocess,
@@ -36,12 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..memory.agreement import Tally
 from .budget import DEFAULT_PREDICTOR, BudgetCheck, Verdict, explain_memory_failure
 from .fields import ROW_FIELDS
 from .folder import FolderLock, results_folder, write_text_atomically
 from .launcher import CELL_COMMAND, CellLost, CellRequest, CellResult, LocalExecutor, blas_policy, cell_environment
-from .provenance import collect_env, git_info, read_env, spec_record, write_json
-from .resume import SweepError, check_compatible
+from .provenance import collect_env, git_info, model_source, read_env, spec_record, write_json
+from .resume import SweepError, check_compatible, check_model_sources
 from .runs import (CSV_COLUMNS, RunsFile, RunsFileError, append_rows, format_rows, header_line, read_runs,
                    rewrite_runs)
 from .select import nearest_batch
@@ -273,6 +276,8 @@ class _Run:
                 (out / name).unlink(missing_ok=True)
         previous_env, existing = _read_existing(out, self.runs)
         changes = check_compatible(str(out), (previous_env or {}).get("spec"), existing, spec)
+        self.sources = {m: model_source(m) for m in dict.fromkeys(c["model"] for c in spec.cells())}
+        check_model_sources(str(out), existing, spec, self.sources)
         dask = _open_cluster(cluster, self.cell_command) if cluster else None  # before anything is written
         try:
             if dask is not None:  # each worker's budget is the spec's budget of that worker's memory
@@ -396,7 +401,7 @@ class _Run:
         env["hosts"] = hosts
         env["sessions"].append({
             "recorded_at": now, "resumed": previous_env is not None, **session, "spec_hash": spec.hash,
-            "changes": changes, "retry_failed": self.retry_failed, "git": self.git,
+            "changes": changes, "retry_failed": self.retry_failed, "git": self.git, "model_sources": self.sources,
         })
         write_json(self.env_path, env)
         if spec.text:
@@ -413,10 +418,17 @@ class _Run:
         bar = tqdm(total=outcome.cells, initial=outcome.resumed, desc=spec.name, unit="cell", file=sys.stderr,
                    disable=not progress, dynamic_ncols=True, mininterval=0, postfix=_postfix(outcome))
 
+        agreement = Tally()  # predictions that differ from their ledger, or are unavailable: warned at the end
+
         def record(result: _CellResult) -> None:
+            for row in result.rows:  # a row the cell did not stamp (skipped, failed): this session's source
+                if not row.get("model_source_hash"):
+                    source = self.sources.get(row.get("model") or "mlp")
+                    row["model_source_hash"] = source["sha256"] if source else None
             if result.layers:
                 append_layers(self.out / LAYERS_CSV, result.layers)
             append_rows(self.runs, result.rows, columns)
+            agreement.add(result.rows)
             setattr(outcome, result.status, getattr(outcome, result.status) + 1)
             bar.set_postfix_str(_postfix(outcome), refresh=False)  # before update, which redraws: no lag
             bar.update(1)
@@ -456,6 +468,7 @@ class _Run:
         finally:
             executor.shutdown()
             bar.close()
+            outcome.warnings += agreement.warnings()
 
 
 __all__ = ["CSV_COLUMNS", "EXIT_CELLS_FAILED", "EXIT_OK", "LAYER_COLUMNS", "SweepError", "SweepOutcome", "append_layers",

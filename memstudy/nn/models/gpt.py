@@ -230,6 +230,8 @@ class GPTFamily(Family):
     checkpoints = ("selective",)
     findings = ("attention",)  # the report's sections on this family (memstudy/findings/)
     hf_model_types = ("gpt2",)
+    checkpoint_help = {"selective": "recompute each block's attention core (scores, softmax, dropout: the a·s²·b "
+                                    "terms) in backward, holding only q, k, v (Korthikanti et al. 2022)"}
     fields = (
         Field("heads", int, 4, "attention heads (must divide width)", minimum=1),
         Field("seq_len", int, 64, "tokens per sequence (also the position table's length)", minimum=1),

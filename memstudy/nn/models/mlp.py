@@ -95,7 +95,7 @@ class MLPFamily(Family):
     findings = ("mlp", "remedies")  # the report's sections on this family (memstudy/findings/)
     fields = (
         Field("in_features", int, None, "input features (default: width)", minimum=1),
-        Field("out_features", int, 10, "output classes", minimum=1, flag="--classes"),
+        Field("out_features", int, 10, "output classes", minimum=1, flag="--classes", aliases=("classes",)),
         Field("activation", str, "relu", "hidden activation", choices=ACTIVATIONS),
         Field("bias", bool, True, "Linear biases"),
         *lora_fields("all-linear"),  # the hidden layers (all-linear leaves the output layer out)

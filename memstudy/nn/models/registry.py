@@ -52,7 +52,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -69,6 +69,15 @@ class ConfigError(ValueError):
     """A configuration field is missing, of the wrong type, or out of range (the message names the field)."""
 
 
+def did_you_mean(word: Any, choices: Iterable[Any]) -> str:
+    """'; did you mean depth?' when `word` is a likely typo of one of `choices` (difflib), else ''."""
+    import difflib
+
+    names = [str(c) for c in choices]
+    close = difflib.get_close_matches(str(word), names, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
 @dataclass(frozen=True)
 class Field:
     """One config field: its name (the row's column and the spec's grid key), type, default and rules.
@@ -76,7 +85,8 @@ class Field:
     `flag` is the CLI flag (default `--name` with dashes); `choices` the allowed values of a categorical
     field; `minimum` / `maximum` bound a number (`maximum` exclusive when `exclusive_maximum`). An `optional`
     field changes nothing at its default (LoRA's): descriptions and cell ids name it only when it is set, so
-    cells measured before the field existed keep their ids.
+    cells measured before the field existed keep their ids. `aliases` are other keys a spec or config may give it
+    by (the MLP's `out_features` is `classes`, as its flag and the CNN say).
     """
 
     name: str
@@ -89,6 +99,7 @@ class Field:
     exclusive_maximum: bool = False
     flag: str | None = None
     optional: bool = False
+    aliases: tuple[str, ...] = ()
 
     @property
     def cli_flag(self) -> str:
@@ -118,8 +129,25 @@ class Field:
             word = "below" if self.exclusive_maximum else "at most"
             raise ConfigError(f"{self.name} must be {word} {self.maximum:g}, got {value}")
         if self.choices is not None and value not in self.choices:
-            raise ConfigError(f"{self.name} must be one of {', '.join(map(str, self.choices))}, got {value!r}")
+            raise ConfigError(f"{self.name} must be one of {', '.join(map(str, self.choices))}, got {value!r}"
+                              + did_you_mean(value, self.choices))
         return value
+
+
+def rename_aliases(raw: dict[str, Any], aliases: dict[str, str]) -> dict[str, Any]:
+    """`raw` with each key in `aliases` renamed to the field it stands for, in its place; ConfigError (naming the
+    field) when a field is given by two of its names."""
+    if not any(k in aliases for k in raw):
+        return raw
+    out: dict[str, Any] = {}
+    given: dict[str, str] = {}  # field name -> the key it was given by
+    for key, value in raw.items():
+        name = aliases.get(key, key)
+        if name in given:
+            raise ConfigError(f"{name} is given twice, as {given[name]} and as {key} (two names of one field)")
+        given[name] = key
+        out[name] = value
+    return out
 
 
 def parse_checkpoint(value: Any, extra: tuple[str, ...] = ()) -> str:
@@ -198,7 +226,8 @@ class Family:
 
     - `fields`: the family's own config fields (besides `SHARED_FIELDS`);
     - `defaults`: the family's defaults for shared fields (e.g. a smaller width);
-    - `checkpoints`: strategies beyond none / sqrt / every:K that the family implements (e.g. "selective");
+    - `checkpoints`: strategies beyond none / sqrt / every:K that the family implements (e.g. "selective"), and
+      `checkpoint_help`: what each of them does, in a phrase (the `--checkpoint` help says it);
     - `check(config)`: cross-field rules (raise ConfigError with one line naming the field);
     - `build(config)`: the model (an `nn.Module`); parameters drawn through `nn.init` so that the same code
       builds shape-only parameters for the predictor;
@@ -220,6 +249,7 @@ class Family:
     checkpoints: tuple[str, ...] = ()
     findings: tuple[str, ...] = ()
     hf_model_types: tuple[str, ...] = ()
+    checkpoint_help: dict[str, str] = {}
 
     def check(self, config: dict[str, Any]) -> None:
         """Rules between fields; the default has none."""
@@ -267,10 +297,21 @@ class Family:
                 parts.append(f"{f.cli_flag[2:].replace('-', ' ')} {value}")
         return f"{self.name}: " + ", ".join(parts)
 
+    def aliases(self) -> dict[str, str]:
+        """Each alias a field may be given by -> the field's name."""
+        return {alias: f.name for f in self.all_fields() for alias in f.aliases}
+
+    def canonical_keys(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """`raw` with aliases renamed to their fields' names; ConfigError when a field is given twice."""
+        return rename_aliases(raw, self.aliases())
+
     def all_fields(self) -> tuple[Field, ...]:
         """Shared fields (with this family's defaults), then the family's own."""
+        own_strategies = "".join(f"; {name} = {self.checkpoint_help.get(name, 'a strategy of this family')}"
+                                 for name in self.checkpoints)
         shared = tuple(
-            Field(**{**f.__dict__, "default": self.defaults[f.name]}) if f.name in self.defaults else f
+            Field(**{**f.__dict__, **({"default": self.defaults[f.name]} if f.name in self.defaults else {}),
+                     **({"help": f.help + own_strategies} if f.name == "checkpoint" and own_strategies else {})})
             for f in SHARED_FIELDS
         )
         return shared + tuple(self.fields)
@@ -286,10 +327,12 @@ class Family:
     def normalize(self, raw: dict[str, Any]) -> dict[str, Any]:
         """Defaults filled in, every field checked; ConfigError (one line naming the field) otherwise."""
         fields = self.all_fields()
+        raw = self.canonical_keys(raw)
         known = {f.name for f in fields}
         unknown = [k for k in raw if k not in known and k not in ("model", "repeat")]
         if unknown:
-            raise ConfigError(f"unknown field {unknown[0]!r} for model {self.name!r}")
+            raise ConfigError(f"unknown field {unknown[0]!r} for model {self.name!r}"
+                              + did_you_mean(unknown[0], [*known, *self.aliases()]))
         config: dict[str, Any] = {"model": self.name}
         for f in fields:
             config[f.name] = self.check_field(f, raw.get(f.name, f.default))
@@ -362,7 +405,8 @@ def get_family(name: Any) -> Family:
         family = _from_file(name)
     else:
         allowed = ", ".join(builtin_names())
-        raise ConfigError(f"model must be one of {allowed} or path/to/file.py:ClassName, got {name!r}")
+        raise ConfigError(f"model must be one of {allowed} or path/to/file.py:ClassName, got {name!r}"
+                          + did_you_mean(name, builtin_names()))
     _LOADED[name] = family
     return family
 

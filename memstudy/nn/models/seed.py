@@ -58,7 +58,7 @@ class SeedFamily(Family):
     defaults = {"depth": 1}
     fields = (
         Field("in_features", int, None, "input features d (default: width)", minimum=1),
-        Field("out_features", int, 10, "outputs q", minimum=1, flag="--classes"),
+        Field("out_features", int, 10, "outputs q (classes)", minimum=1, flag="--classes", aliases=("classes",)),
         Field("activation", str, "relu", "φ", choices=ACTIVATIONS),
         Field("lam", float, 0.0, "L2 regularisation λ", minimum=0.0),
     )
