@@ -161,6 +161,17 @@ def _budget(text: str) -> int:
         raise UsageError(str(exc)) from None
 
 
+def _max_seconds(value: float | None) -> float:
+    """--max-seconds: how long a prediction may be estimated to take (memory.predict.PREDICT_MAX_SECONDS)."""
+    from .memory.predict import PREDICT_MAX_SECONDS
+
+    if value is None:
+        return PREDICT_MAX_SECONDS
+    if not value > 0:  # NaN too
+        raise UsageError(f"--max-seconds must be a positive number of seconds, got {value:g}")
+    return value
+
+
 def build_parser(family: Any = None, defaults: dict[str, Any] | None = None) -> argparse.ArgumentParser:
     """The parser; model flags are those of `family` (default: the MLP), with `defaults` (an --hf-config file's
     fields) in place of the fields' own."""
@@ -180,6 +191,8 @@ def build_parser(family: Any = None, defaults: dict[str, Any] | None = None) -> 
     run.add_argument("--repeats", type=_positive_int, default=1, help="measured steps (1)")
     run.add_argument("--budget", default="75%", help="refuse sizes whose predicted peak exceeds this (75%% of "
                                                      "available memory; or e.g. 4GiB)")
+    run.add_argument("--max-seconds", type=float, default=None, metavar="S",
+                     help="refuse a size whose prediction (the budget check) is estimated to take longer (10)")
     run.add_argument("--json", action="store_true", help="JSON Lines: one JSON object (row) per repeat per line")
     run.add_argument("--by-layer", action="store_true", help="bytes held for backward, parameters and "
                                                               "gradients per layer")
@@ -193,6 +206,12 @@ def build_parser(family: Any = None, defaults: dict[str, Any] | None = None) -> 
     predict = commands.add_parser("predict", help="predict a step's memory without running it")
     _add_model_flags(predict, family, ("train", "inference"), defaults)
     predict.add_argument("--json", action="store_true", help="print the prediction as JSON")
+    predict.add_argument("--budget", default=None, help="refuse sizes whose predicted peak exceeds this, as run does "
+                                                       "(e.g. 4GiB or 75%%; default: no limit)")
+    predict.add_argument("--max-seconds", type=float, default=None, metavar="S",
+                         help="refuse a prediction estimated to take longer (10; a family whose repeated blocks are "
+                              "predicted once takes the same at any depth)")
+    predict.add_argument("--no-progress", action="store_true", help="no progress bar")
     predict.set_defaults(handler=_cmd_predict)
 
     sweep = commands.add_parser("sweep", help="run a study's grid, each cell in a fresh process, into runs.csv",
@@ -375,7 +394,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         timelines = {mode: f"{scratch}/{mode}.csv" for mode in modes} if args.html else {}
         timeline = args.timeline if args.timeline is not None else timelines.get(modes[0])
         results = run_modes(_config(args, args.family), modes, args.repeats, _budget(args.budget), timeline,
-                            args.by_layer, timelines)
+                            args.by_layer, timelines, _max_seconds(args.max_seconds))
         if args.html:
             from .report.run_page import write_run_html
 
@@ -396,12 +415,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .autograd.meta import Unsupported
     from .config import normalize
-    from .memory.predict import predict
+    from .memory.predict import PredictionTooSlow, predict
     from .report.terminal import predict_report
+    from .study.single import check_budget
 
     config = normalize({**_config(args, args.family), "mode": args.mode})
+    max_seconds = _max_seconds(args.max_seconds)
     try:
-        prediction = predict(config)
+        if args.budget is not None:
+            prediction = check_budget(config, _budget(args.budget), max_seconds)
+            if prediction is None:  # cannot be predicted: say why
+                predict(config)
+        else:
+            prediction = predict(config, max_seconds=max_seconds, progress=not args.no_progress)
+    except PredictionTooSlow as exc:
+        raise UsageError(str(exc)) from None
     except Unsupported as exc:
         raise UsageError(f"cannot predict this step: {exc}") from None
     if args.json:

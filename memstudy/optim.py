@@ -25,6 +25,7 @@ from .autograd.ops.chunks import box_blocks
 
 CHUNK_ELEMENTS = 1 << 14
 OPTIMIZERS = ("sgd", "momentum", "adam")
+STATE_COPIES = {"sgd": 0, "momentum": 1, "adam": 2}  # state arrays per updated parameter (tests/test_state_bytes.py)
 
 
 def _chunks(*arrays: np.ndarray) -> list[tuple[np.ndarray, ...]]:
@@ -58,6 +59,10 @@ class Optimizer:
 
     def state_arrays(self) -> list[np.ndarray]:
         """Every buffer the optimiser keeps between steps."""
+        return [array for _, array in self.param_states()]
+
+    def param_states(self) -> list[tuple[int, np.ndarray]]:
+        """(index in `params`, array) of every buffer the optimiser keeps between steps, in `state_arrays` order."""
         return []
 
     def state_nbytes(self) -> int:
@@ -115,8 +120,8 @@ class Momentum(Optimizer):
         self.momentum = momentum
         self.velocity: list[np.ndarray | None] = [None] * len(self.params)
 
-    def state_arrays(self) -> list[np.ndarray]:
-        return [v for v in self.velocity if v is not None]
+    def param_states(self) -> list[tuple[int, np.ndarray]]:
+        return [(i, v) for i, v in enumerate(self.velocity) if v is not None]
 
     def _update(self, index: int, param: np.ndarray, grad: np.ndarray, scratch: np.ndarray) -> None:
         v = self.velocity[index]
@@ -142,8 +147,9 @@ class Adam(Optimizer):
         self.first_moment: list[np.ndarray | None] = [None] * len(self.params)
         self.second_moment: list[np.ndarray | None] = [None] * len(self.params)
 
-    def state_arrays(self) -> list[np.ndarray]:
-        return [a for a in self.first_moment + self.second_moment if a is not None]
+    def param_states(self) -> list[tuple[int, np.ndarray]]:
+        return [(i, a) for moments in (self.first_moment, self.second_moment) for i, a in enumerate(moments)
+                if a is not None]
 
     def step(self) -> None:
         self.steps += 1

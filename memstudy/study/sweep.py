@@ -285,7 +285,7 @@ class _Run:
                 budget, label = dask.largest_budget_bytes(), f"budget {spec.budget!r} of the largest worker's memory"
             else:
                 budget, label = spec.budget_bytes(available_bytes), f"budget {spec.budget!r}"
-            checker = BudgetCheck(budget, label, predictor, self.cell_env)
+            checker = BudgetCheck(budget, label, predictor, self.cell_env, max_seconds=spec.timeout_seconds)
             outcome = SweepOutcome(out, self.runs, self.env_path, cells=len(spec.cells()), resumed=0, changes=changes)
             if existing is not None:
                 outcome.warnings += [f"{self.runs}: {problem}; repaired" for problem in existing.problems]

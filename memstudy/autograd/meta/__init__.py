@@ -61,6 +61,7 @@ class _Mode:
     active = False
     drawn_bytes = 0  # bytes `empty` made since meta_mode began (what nn.init drew: parameters, batches)
     max_drawn_bytes: int | None = None
+    copies = 1  # each array drawn stands for this many (a repeated block built once: nn.repeat)
 
 
 _MODE = _Mode()
@@ -94,18 +95,30 @@ def is_active() -> bool:
     return _MODE.active
 
 
+@contextlib.contextmanager
+def drawing_copies(copies: int) -> Iterator[None]:
+    """Inside it, each array `empty` makes counts `copies` times against the draw limit (nn.repeat builds one block
+    that stands for `copies` alike ones)."""
+    previous = _MODE.copies
+    _MODE.copies = previous * copies
+    try:
+        yield
+    finally:
+        _MODE.copies = previous
+
+
 def empty(shape: tuple[int, ...], dtype: Any) -> MetaArray:
     """A new shape-only C-contiguous buffer (counted against meta_mode's `max_drawn_bytes`)."""
     array = MetaArray(shape, dtype)
     if _MODE.max_drawn_bytes is not None:
-        _MODE.drawn_bytes += array.nbytes
+        _MODE.drawn_bytes += array.nbytes * _MODE.copies
         if _MODE.drawn_bytes > _MODE.max_drawn_bytes:
             raise DrawLimitExceeded(_MODE.drawn_bytes, _MODE.max_drawn_bytes)
     return array
 
 
-__all__ = ["DrawLimitExceeded", "MetaArray", "Unsupported", "UnsupportedAttribute", "empty", "implements",
-           "is_active", "meta_mode", "new_buffer", "view"]
+__all__ = ["DrawLimitExceeded", "MetaArray", "Unsupported", "UnsupportedAttribute", "drawing_copies", "empty",
+           "implements", "is_active", "meta_mode", "new_buffer", "view"]
 
 
 def shape_only_copy(obj: Any) -> Any:

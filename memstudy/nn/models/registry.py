@@ -6,6 +6,42 @@ the predictor, `memstudy graph`, the report) reads the family's declaration and 
 
 Fields shared by every family keep one name everywhere (`SHARED_FIELDS`); a family may change their
 defaults (`Family.defaults`) and add checkpoint strategies of its own (`Family.checkpoints`).
+
+Two declarations keep a family's cost constant at any size (both optional; every built-in family makes the first,
+the MLP and the GPT, whose blocks are alike, the second; the CNN's blocks differ and its depth is bounded anyway):
+- `state_bytes(config)`: its parameter, trainable and batch bytes in closed form (a `StateBytes`), so that a size
+  over the budget is refused at once, without building anything (`memory.predict.state_bytes`; without the
+  declaration the model is built shape-only, which costs one pass over its layers);
+- repeated blocks through `nn.repeat.Plan`: build the stack of alike blocks with `plan.build(make_block)` and loop
+  over it with `plan.blocks(start, stop)` (and `plan.segments()` for checkpoint segments, sized by
+  `checkpoint_segment_size`), so that the predictor runs one block for each run of alike ones and `predict` costs
+  the same at any depth. A family that loops plainly is predicted by running every block.
+`tests/test_state_bytes.py` and `tests/test_repeat.py` check both against the full build and step, for every
+built-in family and for `tests/families/declared.py` (a user's file doing the same).
+
+Adopting both in a family module (as mlp.py and gpt.py do; `tests/families/declared.py` is the shortest example):
+
+    def __init__(self, ..., depth, checkpoint):                       # the model
+        self.plan = Plan(depth, checkpoint_segment_size(checkpoint, depth))
+        self.blocks = self.plan.build(lambda i: Block(...))            # block i; every block, or those that run
+    def forward(self, x):
+        ...
+        for i in self.plan.blocks(0, self.depth):                     # or: for start, stop in self.plan.segments():
+            with layer_scope(i):                                      #        x = checkpoint(self.run, x, params,
+                x = self.blocks[i](x)                                 #                       start, stop)
+    def parameter_layers(self):                                       # (index, block) pairs, in either mode
+        return [i for i, block in self.blocks.items() for _ in block.parameters()]
+
+    def state_bytes(self, config) -> StateBytes:                      # the family
+        return StateBytes(parameter_bytes, trainable_bytes, input_bytes)   # input: labels too when training
+
+What `Plan` assumes: the blocks it compresses are alike (same code, same shapes; the first may differ, as the MLP's
+first takes in_features) and each block's input looks like its output; every block's state is its own (a weight
+tied between blocks, or a cache one block fills for the next, breaks this). The ledger checks what it can
+(`RepeatMismatch`, then every block runs); the tests check the rest: a new built-in family adds configurations to
+`FAMILY_CONFIGS` in tests/test_predict.py (test_state_bytes.py reads them too) and to `FAMILY_GRID` (and, if it
+builds through `Plan`, `REPEATING`) in tests/test_repeat.py, at depths where runs of more than three blocks and
+of more than three checkpoint segments occur.
 """
 from __future__ import annotations
 
@@ -21,7 +57,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from ...autograd.engine import POLICIES  # the saved-tensor policies the engine implements
-from ...optim import OPTIMIZERS  # the optimisers optim.make builds
+from ...optim import OPTIMIZERS, STATE_COPIES  # the optimisers optim.make builds, and their state per parameter
 from ..functional import cross_entropy
 
 DTYPES = ("float32", "float64")
@@ -127,19 +163,44 @@ def parse_checkpoint(value: Any, extra: tuple[str, ...] = ()) -> str:
     raise ConfigError(f"checkpoint must be {allowed} or every:K with K a positive integer, got {value!r}")
 
 
-def checkpoint_segments(checkpoint: str, depth: int) -> list[tuple[int, int]] | None:
-    """The layers' segments [start, stop) under a strategy, or None when nothing is checkpointed by segment.
+def checkpoint_segment_size(checkpoint: str, depth: int) -> int | None:
+    """Layers per checkpoint segment under a strategy, or None when nothing is checkpointed by segment.
 
     `sqrt` uses segments of ⌈√depth⌉ layers (Chen et al. 2016); `every:K` segments of K layers (the last one
     shorter when K does not divide the depth). Any other strategy (none, a family's own) has no segments.
     """
     if checkpoint == "sqrt":
-        size = math.isqrt(depth - 1) + 1  # ⌈√depth⌉
-    elif checkpoint.startswith("every:"):
-        size = int(checkpoint.split(":")[1])
-    else:
+        return math.isqrt(depth - 1) + 1  # ⌈√depth⌉
+    if checkpoint.startswith("every:"):
+        return int(checkpoint.split(":")[1])
+    return None
+
+
+def checkpoint_segments(checkpoint: str, depth: int) -> list[tuple[int, int]] | None:
+    """The layers' segments [start, stop) under a strategy (see `checkpoint_segment_size`), or None."""
+    size = checkpoint_segment_size(checkpoint, depth)
+    if size is None:
         return None
     return [(start, min(start + size, depth)) for start in range(0, depth, size)]
+
+
+@dataclass(frozen=True)
+class StateBytes:
+    """What a configuration holds before its step starts, in closed form (a family's `state_bytes`): the ledger's
+    registered `parameter` bytes (parameters and model state such as running statistics), the part of them an
+    optimiser updates (its state is 0×, 1× or 2× these: `optim.STATE_COPIES`), and the batch as registered in the
+    configuration's mode (training registers the labels too; a view of the inputs counts once)."""
+
+    parameter_bytes: int
+    trainable_bytes: int
+    input_bytes: int
+
+    def optimizer_state_bytes(self, config: dict[str, Any]) -> int:
+        return STATE_COPIES[config["optimizer"]] * self.trainable_bytes if config["mode"] == "train" else 0
+
+    def total_bytes(self, config: dict[str, Any]) -> int:
+        """Bytes alive throughout the step: none of it can be freed, so no step of this configuration needs less."""
+        return self.parameter_bytes + self.optimizer_state_bytes(config) + self.input_bytes
 
 
 # The fields every family has, in the row's column order (`model` comes first of all).
@@ -177,6 +238,8 @@ class Family:
       module paths of your own); a family that lists none gets the generic report only.
     - `hf_model_types` and `from_hf_config(hf)`: the Hugging Face `model_type`s whose config.json the family reads,
       and its fields from such a config (`nn/models/hf_config.py` reads the file and picks the family).
+    - `state_bytes(config)`: parameter, trainable and batch bytes in closed form (`StateBytes`), or None (the default:
+      not declared, the model is built shape-only to count them); see the module docstring.
     """
 
     name: str = ""
@@ -203,10 +266,14 @@ class Family:
     def layer_names(self, config: dict[str, Any]) -> list[str]:
         return [str(i) for i in range(config["depth"] + 1)]
 
+    def state_bytes(self, config: dict[str, Any]) -> StateBytes | None:
+        return None
+
     def graph_names(self, model: Any, config: dict[str, Any]) -> "GraphNames | None":
         """How `memstudy graph` names this family's variables, or None: parameters by their own names, op
         outputs numbered (the MLPs use the seed's W1, b1, z1, h1, o)."""
         return None
+
     def from_hf_config(self, hf: dict[str, Any]) -> dict[str, Any]:
         """This family's fields from a Hugging Face config.json's keys; ConfigError naming a key it cannot honour."""
         raise ConfigError(f"model {self.name!r} reads no Hugging Face config")
