@@ -45,6 +45,8 @@ from .autograd.precision import FLOAT32, is_low
 
 CHUNK_ELEMENTS = 1 << 14
 OPTIMIZERS = ("sgd", "momentum", "adam")
+STATE_COPIES = {"sgd": 0, "momentum": 1, "adam": 2}  # state arrays per updated parameter (tests/test_state_bytes.py)
+LOSS_SCALER_BYTES = 8  # LossScaler's state: the scale (float32) and the growth counter (int32)
 
 
 def _chunks(*arrays: np.ndarray) -> list[tuple[np.ndarray, ...]]:
@@ -91,10 +93,14 @@ class Optimizer:
 
     def state_arrays(self) -> list[np.ndarray]:
         """Every buffer the optimiser keeps between steps (master weights first, then the state)."""
-        arrays = [a for a in self.master if a is not None]
+        return [array for _, array in self.param_states()]
+
+    def param_states(self) -> list[tuple[int, np.ndarray]]:
+        """(index in `params`, array) of every buffer the optimiser keeps between steps, in `state_arrays` order."""
+        out = [(i, a) for i, a in enumerate(self.master) if a is not None]
         for name in self.state_names:
-            arrays += [a for a in self.state[name] if a is not None]
-        return arrays
+            out += [(i, a) for i, a in enumerate(self.state[name]) if a is not None]
+        return out
 
     def state_nbytes(self) -> int:
         return sum(a.nbytes for a in self.state_arrays())

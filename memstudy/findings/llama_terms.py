@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..autograd.precision import dtype as as_dtype
 from .megatron import Row, held_after_forward
 
 ATTENTION_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -253,7 +254,7 @@ def step_table(account: Any, config: dict[str, Any]) -> list[TableRow]:
     the total peak. The pieces a worked example's table is made of."""
     import numpy as np
 
-    itemsize = np.dtype(config["dtype"]).itemsize
+    itemsize = as_dtype(config["dtype"]).itemsize
     depth = config["depth"]
     registered = account.registered_bytes
     rows = [TableRow("parameters", registered["parameter"], None),

@@ -168,7 +168,9 @@ class Conv2d(Function):
                 emulate.matmul_sum(ctx, grad3, np.swapaxes(columns, 1, 2), out=flat)
             else:
                 term = np.empty_like(flat)
-                for i in range(n):
+                # on shape-only arrays each example's product has the same shapes and allocates nothing: one stands
+                # for all, so that a prediction does not cost more for a larger batch
+                for i in range(n if type(grad3) is np.ndarray else min(n, 1)):
                     np.matmul(grad3[i], columns[i].T, out=term)
                     flat += term
                 term = None
