@@ -25,6 +25,7 @@ from .load import ForeignLoad, wait_until_quiet
 from .timing import Variant, interleave, steps_for, timed
 
 MLP_SIZE = (4, 512, 256)  # (depth, width, batch): the speed section's largest
+QUICK_MLP_SIZE = (4, 64, 32)
 FIGURES = ("bf16_step_vs_float32_gpt", "bf16_step_vs_float32_mlp", "bf16_mixed_step_vs_float32_gpt",
            "fp16_step_vs_float32_gpt")
 TARGET = 2.0
@@ -41,14 +42,15 @@ def precision_rows(make_row: Callable[..., dict[str, Any]], rounds: int, block_s
                    max_steps: int, log: Callable[[str], None], quick: bool = False, quiet_cores: float = 0.15,
                    max_wait: float = 0.0) -> list[dict[str, Any]]:
     gpt = QUICK_SIZE if quick else GPT_SIZE
-    depth, width, batch = MLP_SIZE
+    mlp_size = QUICK_MLP_SIZE if quick else MLP_SIZE
+    depth, width, batch = mlp_size
     groups = [
         ("gpt", {"model": "gpt", **gpt, "dropout": 0.0, "optimizer": "sgd"},
          (gpt["depth"], gpt["width"], gpt["batch_size"]),
          {"bf16_step_vs_float32_gpt": "bf16-true", "bf16_mixed_step_vs_float32_gpt": "bf16-mixed",
           "fp16_step_vs_float32_gpt": "16-true"}),
         ("mlp", {"model": "mlp", "depth": depth, "width": width, "batch_size": batch, "optimizer": "sgd"},
-         MLP_SIZE, {"bf16_step_vs_float32_mlp": "bf16-true"}),
+         mlp_size, {"bf16_step_vs_float32_mlp": "bf16-true"}),
     ]
     rows = []
     for name, base, size, figures in groups:

@@ -29,7 +29,8 @@ Figures (one CSV row each; ratios are measured side by side in one run, see benc
   predict_llama70b_seconds    predicting deep models with repeated blocks predicted once (and the depth-1000 MLP with
                           every block run: predict_mlp_depth1000_every_block_seconds), median seconds
   bf16_step_vs_float32_gpt, bf16_step_vs_float32_mlp, bf16_mixed_step_vs_float32_gpt, fp16_step_vs_float32_gpt
-                          a 16-bit step (emulated on numpy) / the float32 step, side by side (benchmarks.precision_bench)
+                          a 16-bit step (emulated on numpy) / the float32 step, side by side
+                          (benchmarks.precision_bench)
 
 A timed step is one training-loop iteration: gradients set to None (last step's freed), forward, mean
 cross-entropy, backward, SGD update. The plain numpy step frees its gradients inside its step too.

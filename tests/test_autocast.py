@@ -45,7 +45,8 @@ def test_torch_is_the_version_whose_lists_memstudy_follows():
 
 
 def autocast_entry(op: str) -> str:
-    lines = [line for line in torch._C._dispatch_dump_table(f"aten::{op}").splitlines() if line.startswith("AutocastCPU")]
+    table = torch._C._dispatch_dump_table(f"aten::{op}")
+    lines = [line for line in table.splitlines() if line.startswith("AutocastCPU")]
     assert len(lines) == 1, (op, lines)
     return lines[0]
 

@@ -321,7 +321,8 @@ def _checkpoint_lines(train: pd.DataFrame, layers: pd.DataFrame) -> list[Block]:
         matches = (sel["per_layer_bytes"] - statistics).round(6) == linear * sel["sbh"]
         lines.append(Paragraph(
             f"Selective: per-layer bytes equal {linear}·s·b·h (plus the layer-norm statistics, "
-            f"{megatron.STATISTICS_PER_POSITION}·s·b·{megatron.statistics_itemsize(itemsize)} B) in {int(matches.sum())} of {len(sel)} cell "
+            f"{megatron.STATISTICS_PER_POSITION}·s·b·{megatron.statistics_itemsize(itemsize)} B) "
+            f"in {int(matches.sum())} of {len(sel)} cell "
             "groups: " + ("the quadratic term is gone exactly (β = 0); the recompute holds one block's scores "
                           "only while that block's backward runs." if bool(matches.all()) else
                           "not so: some quadratic bytes remain.")))

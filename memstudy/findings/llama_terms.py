@@ -252,8 +252,6 @@ def step_table(account: Any, config: dict[str, Any]) -> list[TableRow]:
     for a prediction): parameters, gradients (largest live), optimiser state, the activations term by term (summed
     over the layers) beside the formula, what is held outside the layers, the activations held for backward, and
     the total peak. The pieces a worked example's table is made of."""
-    import numpy as np
-
     itemsize = as_dtype(config["dtype"]).itemsize
     depth = config["depth"]
     registered = account.registered_bytes

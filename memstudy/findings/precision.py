@@ -365,7 +365,7 @@ def _why_sentence(rows: list[list[Any]]) -> str:
 # --- ZeRO, errors, time, training ÷ inference ---------------------------------------------------------------------
 
 def zero_section(cells: pd.DataFrame) -> list[Block]:
-    train = cells[(cells["mode"] == "train") & (cells["master_weights"] == True) & (cells["optimizer"] == "adam")]  # noqa: E712
+    train = cells[(cells["mode"] == "train") & cells["master_weights"].astype(bool) & (cells["optimizer"] == "adam")]
     if train.empty:
         return []
     state = train["optimizer_state_bytes"].astype(float) - _scaler_bytes(train)

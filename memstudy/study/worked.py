@@ -76,8 +76,8 @@ def table_lines(configs: dict[str, Any], results: dict[str, Any], label: str = "
              "| what | per layer | × " + str(depth) + " layers / total | formula |", "|---|--:|--:|--:|",
              f"| parameters | | {_b(registered['parameter'])} | |",
              f"| gradients (largest live) | | {_b(train.max_by_category['gradient'])} | |",
-             f"| {config['optimizer']} state{' (float32 master weights and moments)' if config.get('master_weights') else ''}"
-             f" | | {_b(registered['optimizer_state'])} | |"]
+             f"| {config['optimizer']} state" + (" (float32 master weights and moments)" if config.get("master_weights")
+                                                 else "") + f" | | {_b(registered['optimizer_state'])} | |"]
     in_formula = 0
     for i, r in enumerate(blocks[0]):
         total = sum(rows[i].ledger_bytes for rows in blocks)
@@ -111,7 +111,8 @@ def table_lines(configs: dict[str, Any], results: dict[str, Any], label: str = "
               f"{linear} and {quadratic} are the paper's 34 and 5 for {itemsize}-byte activations and 1-byte masks")
     lines += ["", f"The ledger's activations in the formula's terms ({format_bytes(in_formula)}) {match} the "
               f"formula's {depth} × s·b·h·({linear} + {quadratic}·a·s/h) = {format_bytes(formula_total)} "
-              f"({in_formula:,} B against {formula_total:,} B; {papers}). Here a·s/h = {a * s / h:g}, so the a·s²·b terms "
+              f"({in_formula:,} B against {formula_total:,} B; {papers}). Here a·s/h = {a * s / h:g}, so the a·s²·b "
+              "terms "
               f"are {quadratic * a * s / h / (linear + quadratic * a * s / h):.0%} of them. Selective recomputation "
               f"keeps {format_bytes(selective_blocks)} in the blocks: it removes {measured_removed:.1%} of "
               f"their activations (the paper's units, 5as/h ÷ (34 + 5as/h): {removed:.1%})."

@@ -63,8 +63,8 @@ def part(buffer: Any, block: Any) -> Any:
 
 
 def sum_of_squares(array: Any) -> Any:
-    """Σ array² in array's dtype (a 16-bit array's in float32), block by block (np.vdot of a non-contiguous block copies it: ≤ CHUNK_ELEMENTS
-    hidden elements, never a copy of the whole array). A 0-d array for a shape-only one."""
+    """Σ array² in array's dtype (a 16-bit array's in float32), block by block (np.vdot of a non-contiguous block
+    copies it: ≤ CHUNK_ELEMENTS hidden elements, never a copy of the whole array). A 0-d array for a shape-only one."""
     total = None
     low = array.dtype.itemsize == 2 and array.dtype.kind in "fV"  # 16-bit: each block in float32 (exact squares)
     for index in blocks(array):

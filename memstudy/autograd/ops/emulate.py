@@ -255,5 +255,5 @@ def widened(x: Any) -> Any:
     return x.astype(FLOAT32) if is_low(x.dtype) else x
 
 
-__all__ = ["EMULATION_PREFIX", "EMULATION_ROLES", "TILE_ELEMENTS", "elementwise", "load", "low_dtype", "matmul", "matmul_sum", "reduce_sum",
-           "result_dtype", "store", "ufunc", "widened"]
+__all__ = ["EMULATION_PREFIX", "EMULATION_ROLES", "TILE_ELEMENTS", "elementwise", "load", "low_dtype", "matmul",
+           "matmul_sum", "reduce_sum", "result_dtype", "store", "ufunc", "widened"]

@@ -21,9 +21,9 @@ class RMSNorm(Function):
     Backward: grad_w = Σ_rows g·x̂; grad_x = rstd · (g·w − x̂ · mean(g·w·x̂)) over the last axis.
     Any layout: computed in blocks of rows that are views of x, the gradient and the new C-contiguous results
     (`chunks.blocks`), so a transposed, strided or broadcast input costs no hidden copy and the hidden scratch
-    stays ≤ CHUNK_ELEMENTS elements. A 16-bit x: rstd is float32 (transformers' LlamaRMSNorm computes the statistic in
-    float32 whatever the input), and each block is computed in float32 and rounded once. Shape-only predictor: the same ufuncs on one block of shape-only arrays give
-    every buffer's shape.
+    stays ≤ CHUNK_ELEMENTS elements. A 16-bit x: rstd is float32 (transformers' LlamaRMSNorm computes the statistic
+    in float32 whatever the input), and each block is computed in float32 and rounded once. Shape-only predictor:
+    the same ufuncs on one block of shape-only arrays give every buffer's shape.
     """
 
     name = "rms_norm"
