@@ -17,6 +17,7 @@ from typing import Any
 
 from ..autograd import meta
 from ..config import normalize
+from .generation import predicted_generation_figures
 from .ledger import StepAccount
 from .workload import Workload
 
@@ -56,4 +57,5 @@ def prediction_fields(account: StepAccount) -> dict[str, Any]:
         "predicted_step_peak_bytes": account.step_peak_bytes,
         "predicted_peak_by_category": account.peak_by_category,
         "predicted_buffers": len(account.records),  # what the ledger's bookkeeping grows with (study/budget.py)
+        **predicted_generation_figures(account),  # mode generate's cache and phase peaks (None otherwise)
     }

@@ -9,6 +9,7 @@ added since (`LATER_FIELDS`) after those. Readers go by column name and fill a c
 """
 from __future__ import annotations
 
+from ..memory.generation import GENERATION_COLUMNS, PREDICTED_GENERATION_COLUMNS
 from ..memory.ledger import CATEGORIES
 from ..nn.models.registry import all_field_names
 
@@ -26,7 +27,7 @@ BASELINE_FIELDS = ("parameter_bytes", "optimizer_state_bytes", "input_bytes")
 # recomputed_ops: ops applied while checkpoints recomputed their segments (0 without checkpointing)
 LEDGER_FIELDS = (
     "peak_bytes", "step_peak_bytes", "activation_bytes", "saved_tensors", "recomputed_ops",
-    *(f"peak_{c}_bytes" for c in CATEGORIES),
+    *(f"peak_{c}_bytes" for c in CATEGORIES if c != "kv_cache"),  # kv_cache came later: GENERATION_FIELDS
 )
 PREDICTED_FIELDS = ("predicted_peak_bytes", "predicted_step_peak_bytes", "predicted_activation_bytes")
 # rss_method says how the RSS figure was taken: "vmhwm" (exact reset), "sampled" (psutil thread) or
@@ -46,7 +47,11 @@ LOAD_FIELDS = ("foreign_cores",)
 LIMIT_FIELDS = ("vm_peak_bytes", "mem_limit_bytes")
 # host: the machine that measured the row; worker: the Dask worker that ran the cell (empty for a local sweep)
 PLACE_FIELDS = ("host", "worker")
-LATER_FIELDS: tuple[str, ...] = LOAD_FIELDS + LIMIT_FIELDS + PLACE_FIELDS
+# mode generate (memory/generation.py): the KV cache at the step's peak, after the prefill, its growth per decode
+# step and after the last; the prefill's and the largest decode step's peaks (total, as peak_bytes); predicted too.
+# Empty in every other mode.
+GENERATION_FIELDS = ("peak_kv_cache_bytes",) + GENERATION_COLUMNS + PREDICTED_GENERATION_COLUMNS
+LATER_FIELDS: tuple[str, ...] = LOAD_FIELDS + LIMIT_FIELDS + PLACE_FIELDS + GENERATION_FIELDS
 
 ROW_FIELDS: tuple[str, ...] = (
     LEGACY_CONFIG_FIELDS + BASELINE_FIELDS + LEDGER_FIELDS + PREDICTED_FIELDS + PROBE_FIELDS + ACCURACY_FIELDS

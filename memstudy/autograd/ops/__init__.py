@@ -10,15 +10,15 @@ ledger, which sees only op outputs, saved arrays and gradients; the ops below ar
 those hidden temporaries small (reductions over a batch of 10 classes, not batch×width buffers).
 
 One module per kind of op (shape, linalg, elementwise, reduce, activation, loss, conv, pool, batch_norm, rms_norm,
-rotary, silu, ...); this package
+rotary, silu, kv_cache, ...); this package
 re-exports every op so callers write `ops.Linear`.
 """
 from __future__ import annotations
 
-from .shape import unbroadcast, Transpose, Reshape, Flatten
+from .shape import unbroadcast, Transpose, Reshape, Flatten, Concatenate
 from .linalg import MatMul, BIAS_BUFFER_ELEMENTS, small_ufunc_buffer, Linear
 from .elementwise import Add, Sub, Mul, Scale, Neg, Exp, Log, Square, Pow
-from .reduce import Mean, Sum, SumSquares
+from .reduce import Argmax, Mean, Sum, SumSquares
 from .activation import ReLU, Sigmoid, Tanh
 from .loss import SoftmaxCrossEntropy, MSE
 from .conv import CONV_SAVES, Conv2d, col2im, im2col
@@ -32,6 +32,7 @@ from .layer_norm import LayerNorm
 from .rms_norm import RMSNorm
 from .rotary import Rotary, RotaryTables
 from .silu import SiLU
+from .kv_cache import CacheAllocate, CacheAppend, CacheWrite
 
 __all__ = ['unbroadcast', 'Transpose', 'Reshape', 'MatMul', 'BIAS_BUFFER_ELEMENTS', 'small_ufunc_buffer', 'Linear', 'Add', 'Sub', 'Mul', 'Scale', 'Neg', 'Exp', 'Log', 'Square', 'Pow', 'Sum', 'Mean', 'SumSquares', 'ReLU', 'Sigmoid', 'Tanh', 'SoftmaxCrossEntropy', 'MSE',
            'BatchedMatMul', 'CausalMask', 'Softmax', 'Slice', 'Dropout', 'keep_mask', 'Embedding', 'GELU',
@@ -39,3 +40,4 @@ __all__ = ['unbroadcast', 'Transpose', 'Reshape', 'MatMul', 'BIAS_BUFFER_ELEMENT
 __all__ += ['Flatten', 'CONV_SAVES', 'Conv2d', 'col2im', 'im2col', 'AvgPool2d', 'GlobalAvgPool2d', 'MaxPool2d',
             'BatchNorm2d', 'BatchNorm2dEval']
 __all__ += ['RMSNorm', 'Rotary', 'RotaryTables', 'SiLU']
+__all__ += ['Argmax', 'Concatenate', 'CacheAllocate', 'CacheAppend', 'CacheWrite']

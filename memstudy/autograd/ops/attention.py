@@ -40,23 +40,27 @@ class BatchedMatMul(Function):
 
 
 class CausalMask(Function):
-    """Scores above the diagonal of the last two axes set to −inf (query i sees keys 0..i); saves nothing.
+    """Scores above the diagonal of the last two axes set to −inf (query i sees keys 0..i + offset); saves nothing.
 
-    The triangle is rebuilt from the shape in backward (np.tri: a hidden s × s boolean, 1/(4·b·a) of the
-    float32 scores it masks). Shape-only predictor: np.tri and np.where on shape-only arrays give the shape.
+    `offset`: the position of the first query among the keys (the tokens a KV cache held before this forward),
+    so that query i, at position offset + i, sees keys 0..offset + i, and a static cache's unfilled slots (keys
+    beyond the last query) are masked too. The triangle is rebuilt from the shape in backward (np.tri: a hidden
+    s × s boolean, 1/(4·b·a) of the float32 scores it masks). Shape-only predictor: np.tri and np.where on
+    shape-only arrays give the shape.
     """
 
     name = "causal_mask"
 
     @staticmethod
-    def forward(ctx: Node, x: np.ndarray) -> np.ndarray:
+    def forward(ctx: Node, x: np.ndarray, *, offset: int = 0) -> np.ndarray:
         rows, cols = x.shape[-2], x.shape[-1]
-        keep = np.tri(rows, cols, dtype=bool, like=x)
+        ctx.offset = offset
+        keep = np.tri(rows, cols, k=offset, dtype=bool, like=x)
         return np.where(keep, x, -np.inf)  # a Python float keeps x's dtype
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
-        keep = np.tri(grad.shape[-2], grad.shape[-1], dtype=bool, like=grad)
+        keep = np.tri(grad.shape[-2], grad.shape[-1], k=ctx.offset, dtype=bool, like=grad)
         return (np.where(keep, grad, 0),)
 
 
