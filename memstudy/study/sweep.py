@@ -185,8 +185,12 @@ def _postfix(outcome: SweepOutcome) -> str:
 
 def choose_timeline_cell(cells: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     """A training cell of the middle depth and the batch nearest 256 (the report's timeline); sqrt checkpointing
-    if the grid has it."""
-    train = [c for c in cells if c["mode"] == "train"]
+    if the grid has it. A grid with generation cells shows one of those instead, the one with most decode steps."""
+    generate = [c for c in cells if c["mode"] == "generate"]
+    if generate:
+        most = max(c["new_tokens"] for c in generate)
+        cells = [c for c in generate if c["new_tokens"] == most]
+    train = [c for c in cells if c["mode"] in ("train", "generate")]
     if not train:
         return None
     depths = sorted({c["depth"] for c in train})
