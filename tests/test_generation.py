@@ -285,3 +285,15 @@ def test_argmax_on_a_view_and_a_cache_where_a_graph_is_recorded_is_refused():
 
     with pytest.raises(ValueError, match="under no_grad"):
         model(np.zeros((1, 2), dtype=np.int64), cache=KVCache(1))
+
+
+def test_measure_model_generates_a_model_built_by_hand():
+    import memstudy
+
+    model = nn.Llama(vocab=30, seq_len=16, depth=1, width=16, heads=2, ffn=24)
+    prompt = np.random.default_rng(0).integers(0, 30, (2, 5))
+    result = memstudy.measure_model(model, prompt, mode="generate", new_tokens=3, kv_cache="static")
+    row = result.rows[0]
+    per_token = 2 * 1 * 2 * 8 * 4  # 2 · L · kv · d · itemsize
+    assert row["kv_cache_bytes"] == row["predicted_kv_cache_bytes"] == per_token * 2 * (5 + 3)
+    assert row["prefill_peak_bytes"] == row["predicted_prefill_peak_bytes"]

@@ -4,7 +4,8 @@ Skipped (with the reason) when torch or transformers is missing: `pip install 'm
 - After the prefill and after each decode step, the bytes transformers' cache holds (every layer's keys and values,
   `DynamicCache` and `StaticCache(max_cache_len = prompt_len + new_tokens)`) equal the ledger's `kv_cache` bytes at
   the end of that phase, exactly, for every dtype the registry lists (registry.DTYPES; a dtype added there joins),
-  with grouped-query attention and without. transformers is driven as its generate drives it: the prefill asks for
+  with grouped-query attention and without. Shapes decide those bytes, so transformers' model keeps its own
+  weights here (and each side picks its own tokens). transformers is driven as its generate drives it: the prefill asks for
   the last position's logits only (`logits_to_keep = 1`), then one token per forward.
 - `generate(do_sample=False, max_new_tokens=n)` gives the token ids memstudy's generation gives, in float64, with
   the dynamic and the static cache (weights drawn N(0, 4/fan_in) so the tokens change from step to step).
@@ -20,7 +21,7 @@ torch = pytest.importorskip("torch", reason="the transformers cross-checks need 
 transformers = pytest.importorskip("transformers", reason="pip install 'memstudy[hf]' for the transformers checks")
 
 from test_generation import lively  # noqa: E402
-from test_llama_hf import float64_upcasts, twin  # noqa: E402
+from test_llama_hf import float64_upcasts, hf_config, twin  # noqa: E402
 from memstudy.config import normalize  # noqa: E402
 from memstudy.memory.generation import cache_bytes_after_each_step  # noqa: E402
 from memstudy.memory.workload import Workload  # noqa: E402
@@ -30,13 +31,16 @@ from memstudy.nn.models.registry import DTYPES  # noqa: E402
 GPT2_LINEARS = ("c_attn", "c_proj", "c_fc")  # transformers' Conv1D keeps these as (in, out): nanoGPT transposes them
 
 
-def gpt2_twin(model, dtype):
-    """transformers' GPT2LMHeadModel (eager attention) with memstudy's GPT weights copied by name."""
-    config = transformers.GPT2Config(
+def gpt2_config(model) -> "transformers.GPT2Config":
+    return transformers.GPT2Config(
         vocab_size=model.vocab, n_positions=model.seq_len, n_embd=model.width, n_layer=model.depth,
         n_head=model.heads, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
         activation_function="gelu_new", bos_token_id=None, eos_token_id=None, attn_implementation="eager")
-    hf = transformers.GPT2LMHeadModel(config).to(dtype).eval()
+
+
+def gpt2_twin(model, dtype):
+    """transformers' GPT2LMHeadModel (eager attention) with memstudy's GPT weights copied by name."""
+    hf = transformers.GPT2LMHeadModel(gpt2_config(model)).to(dtype).eval()
     params = dict(hf.named_parameters())
     ours = model.named_parameters()
     assert sorted(params) == sorted(n for n, _ in ours)
@@ -46,6 +50,15 @@ def gpt2_twin(model, dtype):
             params[name].copy_(value.T if name.endswith(".weight") and name.split(".")[-2] in GPT2_LINEARS
                                else value)
     return hf
+
+
+def hf_model(work: Workload, dtype):
+    """transformers' model of the same config and dtype, its own weights: the cache's bytes depend on the shapes
+    alone (and a 16-bit dtype needs no numpy-to-torch copy of its weights)."""
+    torch_dtype = getattr(torch, dtype)
+    if work.config["model"] == "gpt":
+        return transformers.GPT2LMHeadModel(gpt2_config(work.model)).to(torch_dtype).eval()
+    return transformers.LlamaForCausalLM(hf_config(work.model)).to(torch_dtype).eval()
 
 
 def hf_twin(work: Workload, dtype):
@@ -87,7 +100,7 @@ def test_cache_bytes_equal_transformers_after_the_prefill_and_each_decode_step(c
                      "kv_cache": kind})
     work = Workload(cfg)
     ours = cache_bytes_after_each_step(work.ledger_step())
-    theirs = hf_cache_bytes(hf_twin(work, dtype), work.inputs.data, 6, kind)
+    theirs = hf_cache_bytes(hf_model(work, dtype), work.inputs.data, 6, kind)
     assert ours == theirs
     assert len(set(ours)) == (6 if kind == "dynamic" else 1)  # the check can fail: a dynamic cache grows
 

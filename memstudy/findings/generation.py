@@ -386,12 +386,14 @@ def _gqa_part(cells: pd.DataFrame) -> list[Block]:
     lines.append(doc.table(["mode", "pairs", "total peak ratio", "decode-step peak ratio", "KV cache ratio"], body,
                            caption=f"kv_heads {int(small)} ÷ kv_heads {int(large)}, every other field equal:"))
     expected = _range(gen["expected"])
+    full = cells[(cells["mode"] == GENERATE) & (cells["kv_heads"] == large)]
+    share = full["peak_kv_cache_bytes"].astype(float) / full["peak_bytes"].astype(float)
     lines.append(Paragraph(
         f"The cache holds kv_heads heads of keys and values, so kv_heads {int(small)} should keep {expected} of "
         f"kv_heads {int(large)}'s cache: {exact} of {len(gen)} generation pairs keep exactly that ("
         + ("so" if exact == len(gen) else "not so") + f"). The generation's total peak falls to "
-        f"{_range(gen['peak_bytes'])} of it: the cache is only part of the peak (weights, the prefill's scores and "
-        "logits stay)."))
+        f"{_range(gen['peak_bytes'])} of it, and the largest decode step's to {_range(gen['decode_peak_bytes'])}: at "
+        f"the generation's peak the cache is {_range(share, '{:.1%}')} of the total with kv_heads {int(large)}."))
     return lines
 
 
