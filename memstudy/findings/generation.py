@@ -464,6 +464,13 @@ def _growth_part(cells: pd.DataFrame) -> list[Block]:
              f"({_range(per_token[dynamic], '{:,.0f}')} B here): exactly that in {grows} of {int(dynamic.sum())} "
              f"dynamic cells (" + ("so" if grows == int(dynamic.sum()) else "not so") + f"), and holds that times "
              f"prompt_len after the prefill in {int(sized[dynamic].sum())} of them."]
+    pairs = [("kv_cache_bytes", "predicted_kv_cache_bytes"), ("prefill_peak_bytes", "predicted_prefill_peak_bytes"),
+             ("decode_peak_bytes", "predicted_decode_peak_bytes")]
+    both = gen.dropna(subset=[c for pair in pairs for c in pair])
+    agree = int(sum(all(row[m] == row[p] for m, p in pairs) for _, row in both.iterrows()))
+    items.append(f"Measured = predicted: the ledger's cache after the last step, prefill peak and decode-step peak "
+                 f"equal the predictor's in {agree} of {len(both)} generation cells"
+                 + (" (so)." if agree == len(both) else " (not so: the prediction did not follow the engine)."))
     if static.any():
         items.append(f"A static cache holds prompt_len + new_tokens positions from the prefill on and grows by "
                      f"{_range(gen.loc[static, 'kv_cache_step_bytes'], '{:,.0f}')} B per step; its bytes equal the "
