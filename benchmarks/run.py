@@ -25,6 +25,9 @@ Figures (one CSV row each; ratios are measured side by side in one run, see benc
   gpt_engine_vs_numpy, gpt_engine_vs_torch, gpt_floor_vs_torch, gpt_ops_*   the GPT step (benchmarks.gpt_bench)
   predict_seconds, predict_traced_mb   predicting a depth-96, width-12288, batch-2048 Adam step (232 GB)
                           on shape-only arrays, in-process: median seconds, tracemalloc peak (benchmarks.predict_cost)
+  predict_mlp_depth1000_seconds, predict_mlp_depth100000_seconds, predict_gpt2_small_seconds, predict_gpt80_seconds,
+  predict_llama70b_seconds    predicting deep models with repeated blocks predicted once (and the depth-1000 MLP with
+                          every block run: predict_mlp_depth1000_every_block_seconds), median seconds
 
 A timed step is one training-loop iteration: gradients set to None (last step's freed), forward, mean
 cross-entropy, backward, SGD update. The plain numpy step frees its gradients inside its step too.
@@ -112,6 +115,8 @@ def target(figure: str, size: tuple[int, int, int] | None = None) -> tuple[str, 
         return ("<=", 1.0)
     if figure == "predict_traced_mb":
         return ("<=", 10.0)
+    if figure in predict_cost.DEEP and predict_cost.DEEP[figure][2] is not None:
+        return ("<=", predict_cost.DEEP[figure][2])
     return None
 
 
@@ -438,7 +443,25 @@ def predict_rows(samples: int) -> list[dict[str, Any]]:
                  f"{peak / 1e9:.1f} GB", **common),
         make_row("predict_traced_mb", result["traced_peak_bytes"] / 2 ** 20, "MB", samples=1,
                  measured=result["traced_peak_bytes"], note="tracemalloc peak over one prediction", **common),
-    ]
+    ] + deep_predict_rows(samples)
+
+
+def deep_predict_rows(samples: int) -> list[dict[str, Any]]:
+    """Predicting deep models: repeated blocks predicted once, so the depth costs nothing (benchmarks.predict_cost)."""
+    rows = []
+    for figure, (config, memoise, _) in predict_cost.DEEP.items():
+        load = ForeignLoad().start()
+        result = predict_cost.measure(config, samples, memoise, traced=False)
+        foreign = load.cores()
+        model = config.get("model", "mlp")
+        how = "repeated blocks predicted once" if memoise else "every block run (predict(..., memoise=False))"
+        peak = result["prediction"]["predicted_peak_bytes"]
+        rows.append(make_row(
+            figure, result["seconds"], "s", size=(config["depth"], config["width"], config["batch_size"]),
+            dtype="float32", samples=samples, round_min=result["seconds_min"], round_max=result["seconds_max"],
+            foreign_cores=foreign, measured_label=f"memstudy.memory.predict.predict ({model})",
+            note=f"in-process, warm; {how}; the predicted step peaks at {peak / 1e9:.1f} GB"))
+    return rows
 
 
 def study_rows(spec_path: Path, log) -> list[dict[str, Any]]:

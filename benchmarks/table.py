@@ -24,7 +24,10 @@ GPT = ("gpt_engine_vs_numpy", "gpt_engine_vs_torch", "gpt_floor_vs_torch")
 GPT_OPS = ("gpt_ops_memstudy", "gpt_ops_torch")
 GPT_CHECKPOINT = ("gpt_checkpoint_selective", "gpt_checkpoint_sqrt", "gpt_checkpoint_every:1")
 PROCESS = ("python_startup_seconds", "numpy_import_seconds", "cell_import_seconds", "predict_seconds",
-           "predict_traced_mb", "sweep_cells_per_second", "study_wall_seconds")
+           "predict_traced_mb", "predict_mlp_depth1000_seconds", "predict_mlp_depth1000_every_block_seconds",
+           "predict_mlp_depth100000_seconds", "predict_gpt2_small_seconds", "predict_gpt80_seconds",
+           "predict_llama70b_seconds",
+           "sweep_cells_per_second", "study_wall_seconds")
 SWEEP = ("sweep_jobs1_cells_per_second", "sweep_jobs2_cells_per_second", "sweep_cluster2_cells_per_second")
 SWEEP_LABELS = dict(zip(SWEEP, ("--jobs 1", "--jobs 2", "--cluster local:2")))
 

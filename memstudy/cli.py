@@ -74,7 +74,8 @@ def _add_model_flags(parser: argparse.ArgumentParser, family: Any, modes: tuple[
     `defaults` (the fields an --hf-config file gives) replace the fields' own defaults."""
     group = parser.add_argument_group(f"model and step (--model {family.name})")
     group.add_argument("--model", default="mlp", metavar="NAME|FILE.py:Class",
-                       help="model family: a built-in name or your own file's Family class (mlp)")
+                       help="model family: a built-in name or your own file's Family class (mlp); that file "
+                            "is Python memstudy runs: name only files you trust")
     group.add_argument("--hf-config", metavar="CONFIG.json", help=HF_CONFIG_HELP)
     for field in family.all_fields():
         value = defaults.get(field.name, field.default)
@@ -82,14 +83,16 @@ def _add_model_flags(parser: argparse.ArgumentParser, family: Any, modes: tuple[
         kwargs: dict[str, Any] = {"dest": field.name, "default": value, "help": field.help + default}
         if field.name == "mode":
             kwargs.update(choices=modes)
+            if modes == ("train",):  # `graph`: what it draws, not what the other modes would do
+                kwargs["help"] = "the step whose forward graph is drawn: train only (inference records none)"
         elif field.type is bool:
             kwargs.update(action=argparse.BooleanOptionalAction)
         elif field.choices is not None:
             kwargs.update(choices=field.choices)
         elif field.name == "checkpoint":
             kwargs.update(metavar="{" + ",".join(("none", "sqrt", *family.checkpoints, "every:K")) + "}")
-        else:
-            kwargs.update(type=_field_type(field))
+        else:  # the metavar names the flag, not the row's column (--classes CLASSES, not OUT_FEATURES)
+            kwargs.update(type=_field_type(field), metavar=field.cli_flag[2:].replace("-", "_").upper())
         group.add_argument(field.cli_flag, **kwargs)
 
 
@@ -124,6 +127,31 @@ def _family_from_argv(argv: list[str]) -> tuple[Any, dict[str, Any]]:
     return hf_config_fields(hf_config, name)
 
 
+def _cluster_address(text: str) -> str:
+    """An argparse type for --cluster: `local:N` is checked here, before any spec or folder is touched; a
+    scheduler's address is checked when the sweep connects (dask_executor.py)."""
+    from .study.dask_executor import ClusterError, parse_local
+
+    try:
+        parse_local(text)
+    except ClusterError:
+        raise argparse.ArgumentTypeError(f"local:N needs a number of workers N >= 1, got {text!r}") from None
+    return text
+
+
+def _other_familys_flag(flag: str, family: Any) -> str | None:
+    """`--heads is a flag of --model gpt` when `flag` is not `family`'s but a built-in family declares it."""
+    from .nn.models.registry import builtin_names, get_family
+
+    owners = [name for name in builtin_names() if name != family.name
+              and any(f.cli_flag == flag for f in get_family(name).all_fields())]
+    if not owners:
+        return None
+    models = " or ".join(f"--model {name}" for name in owners)
+    return (f"{flag} is a flag of {models}, not of --model {family.name}: add {models.split(' or ')[0]} "
+            f"(`memstudy COMMAND --model NAME --help` lists a family's flags)")
+
+
 def _budget(text: str) -> int:
     from .units import parse_bytes
 
@@ -131,6 +159,17 @@ def _budget(text: str) -> int:
         return parse_bytes(text, "--budget")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _max_seconds(value: float | None) -> float:
+    """--max-seconds: how long a prediction may be estimated to take (memory.predict.PREDICT_MAX_SECONDS)."""
+    from .memory.predict import PREDICT_MAX_SECONDS
+
+    if value is None:
+        return PREDICT_MAX_SECONDS
+    if not value > 0:  # NaN too
+        raise UsageError(f"--max-seconds must be a positive number of seconds, got {value:g}")
+    return value
 
 
 def build_parser(family: Any = None, defaults: dict[str, Any] | None = None) -> argparse.ArgumentParser:
@@ -152,6 +191,8 @@ def build_parser(family: Any = None, defaults: dict[str, Any] | None = None) -> 
     run.add_argument("--repeats", type=_positive_int, default=1, help="measured steps (1)")
     run.add_argument("--budget", default="75%", help="refuse sizes whose predicted peak exceeds this (75%% of "
                                                      "available memory; or e.g. 4GiB)")
+    run.add_argument("--max-seconds", type=float, default=None, metavar="S",
+                     help="refuse a size whose prediction (the budget check) is estimated to take longer (10)")
     run.add_argument("--json", action="store_true", help="JSON Lines: one JSON object (row) per repeat per line")
     run.add_argument("--by-layer", action="store_true", help="bytes held for backward, parameters and "
                                                               "gradients per layer")
@@ -165,6 +206,12 @@ def build_parser(family: Any = None, defaults: dict[str, Any] | None = None) -> 
     predict = commands.add_parser("predict", help="predict a step's memory without running it")
     _add_model_flags(predict, family, ("train", "inference", "generate"), defaults)
     predict.add_argument("--json", action="store_true", help="print the prediction as JSON")
+    predict.add_argument("--budget", default=None, help="refuse sizes whose predicted peak exceeds this, as run does "
+                                                       "(e.g. 4GiB or 75%%; default: no limit)")
+    predict.add_argument("--max-seconds", type=float, default=None, metavar="S",
+                         help="refuse a prediction estimated to take longer (10; a family whose repeated blocks are "
+                              "predicted once takes the same at any depth)")
+    predict.add_argument("--no-progress", action="store_true", help="no progress bar")
     predict.set_defaults(handler=_cmd_predict)
 
     sweep = commands.add_parser("sweep", help="run a study's grid, each cell in a fresh process, into runs.csv",
@@ -175,7 +222,12 @@ def build_parser(family: Any = None, defaults: dict[str, Any] | None = None) -> 
     _add_sweep_flags(sweep, out_default=None)
     sweep.set_defaults(handler=_cmd_sweep)
 
-    report = commands.add_parser("report", help="summary.csv, report.md and plots from a sweep's folder")
+    report = commands.add_parser(
+        "report", help="summary.csv, report.md and plots from a sweep's folder",
+        description="Read DIR/runs.csv (and DIR/env.json, timeline.csv, layers.csv when there) and write "
+                    "DIR/summary.csv (the median of each cell's repeats), DIR/report.md (the study's findings, "
+                    "computed from the rows), DIR/report.html (the same with interactive charts; opens offline) "
+                    "and the PNG plots. Holds DIR's lock while it writes.")
     report.add_argument("results_dir", metavar="DIR")
     report.add_argument("--no-figures", action="store_true", help="skip the PNG plots (and remove earlier ones)")
     report.set_defaults(handler=_cmd_report)
@@ -212,10 +264,13 @@ STUDIES_DIR = "experiments"
 def _add_sweep_flags(parser: argparse.ArgumentParser, out_default: str | None) -> None:
     parser.add_argument("--out", default=out_default, metavar="DIR", help="results folder (results/<study name>)")
     parser.add_argument("--jobs", type=_positive_int, default=None, help="cells at once (the spec's [run] jobs)")
-    parser.add_argument("--cluster", metavar="ADDRESS|local:N", default=None,
-                        help="run the cells on a Dask cluster (tcp://host:8786; workers started with --nthreads 1 "
-                             "--resources memstudy-cell=1), or on N local Dask worker processes (local:N); needs "
-                             "pip install 'memstudy[distributed]'")
+    parser.add_argument("--cluster", metavar="ADDRESS|local:N", default=None, type=_cluster_address,
+                        help="run the cells on a Dask cluster (tcp://host:8786 or tls://host:8786; workers started "
+                             "with --nthreads 1 --resources memstudy-cell=1), or on N local Dask worker processes "
+                             "(local:N); needs pip install 'memstudy[distributed]'. Whoever reaches a tcp:// "
+                             "scheduler's port can run code on its workers: keep it on a private network, or use "
+                             "tls:// with certificates in Dask's configuration (distributed.comm.tls.ca-file, "
+                             ".client.cert, .client.key)")
     parser.add_argument("--fresh", action="store_true", help="discard earlier results in DIR and start over")
     parser.add_argument("--retry-failed", action="store_true", help="rerun the cells whose rows in DIR failed or "
                                                                     "timed out")
@@ -324,7 +379,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from .study.folder import output_file
     from .report.html import PageError, check_output_path
-    from .report.terminal import run_report
+    from .report.terminal import agreement_lines, run_report
     from .study.single import run_modes
 
     modes = ["train", "inference"] if args.mode == "both" else [args.mode]
@@ -339,7 +394,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         timelines = {mode: f"{scratch}/{mode}.csv" for mode in modes} if args.html else {}
         timeline = args.timeline if args.timeline is not None else timelines.get(modes[0])
         results = run_modes(_config(args, args.family), modes, args.repeats, _budget(args.budget), timeline,
-                            args.by_layer, timelines)
+                            args.by_layer, timelines, _max_seconds(args.max_seconds))
         if args.html:
             from .report.run_page import write_run_html
 
@@ -352,16 +407,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(run_report(results, by_layer=args.by_layer))
         if args.html:
             print(f"\nhtml: {args.html}")
+    for line in agreement_lines(results):  # on stderr too, --json or not
+        _warn(line)
     return 0
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from .autograd.meta import Unsupported
     from .config import normalize
-    from .memory.predict import predict
+    from .memory.predict import PredictionTooSlow, predict
     from .report.terminal import predict_report
+    from .study.single import check_budget
 
     config = normalize({**_config(args, args.family), "mode": args.mode})
-    prediction = predict(config)
+    max_seconds = _max_seconds(args.max_seconds)
+    try:
+        if args.budget is not None:
+            prediction = check_budget(config, _budget(args.budget), max_seconds)
+            if prediction is None:  # cannot be predicted: say why
+                predict(config)
+        else:
+            prediction = predict(config, max_seconds=max_seconds, progress=not args.no_progress)
+    except PredictionTooSlow as exc:
+        raise UsageError(str(exc)) from None
+    except Unsupported as exc:
+        raise UsageError(f"cannot predict this step: {exc}") from None
     if args.json:
         print(json.dumps({**config, **prediction}))
     else:
@@ -379,7 +449,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return USAGE_EXIT
-    args = build_parser(family, defaults).parse_args(argv)
+    parser = build_parser(family, defaults)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        flag = unknown[0].split("=", 1)[0]
+        parser.error(_other_familys_flag(flag, family) or f"unrecognized arguments: {' '.join(unknown)}")
     args.family = family
     try:
         return args.handler(args)

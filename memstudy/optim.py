@@ -5,37 +5,43 @@ of the parameter. Instead each step allocates one scratch buffer of at most `CHU
 (64 KiB in float32), computes every intermediate of the update into it chunk by chunk, and reports it to
 the ledger as the optimiser's one temporary: no hidden allocation remains.
 
+A chunk is a box of the parameter's shape picked by basic slicing (`ops.chunks.box_blocks`), the same index for
+the parameter, its gradient and its state: views whatever their layouts (a gradient in another memory order, a
+read-only broadcast one, parameter data replaced by a Fortran-ordered array), never a flattening reshape, which
+would copy such an array (and an update written into the copy would be lost).
+
 On shape-only arrays (the predictor) the same code runs by dispatch: the scratch is made `like=` a parameter,
 the state by `np.zeros_like`, and the chunk loop runs one representative chunk per parameter, since the chunks
 allocate nothing the ledger sees (so a prediction's cost does not grow with the parameters' size).
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 
 from .autograd import STATE, Tensor, phase_scope
+from .autograd.ops.chunks import box_blocks
 
 CHUNK_ELEMENTS = 1 << 14
 OPTIMIZERS = ("sgd", "momentum", "adam")
+STATE_COPIES = {"sgd": 0, "momentum": 1, "adam": 2}  # state arrays per updated parameter (tests/test_state_bytes.py)
 
 
-def _chunks(*arrays: np.ndarray) -> Iterable[tuple[np.ndarray, ...]]:
-    """Flat views of the arrays, CHUNK_ELEMENTS at a time (parameters and state are contiguous)."""
-    flats = [a.reshape(-1) for a in arrays]
-    size = flats[0].size
-    if size <= CHUNK_ELEMENTS:  # one chunk (most biases, small layers): no generator on the hot path
-        return (flats,)
-    if type(flats[0]) is not np.ndarray:  # shape-only: one chunk stands for all (see the module docstring)
-        return (tuple(f[:CHUNK_ELEMENTS] for f in flats),)
-    return _slices(flats, size)
+def _chunks(*arrays: np.ndarray) -> list[tuple[np.ndarray, ...]]:
+    """The arrays (of one shape, any layouts) as views of the same boxes of ≤ CHUNK_ELEMENTS elements."""
+    first = arrays[0]
+    if first.size <= CHUNK_ELEMENTS:  # one chunk (most biases, small layers): the arrays themselves
+        return [arrays]
+    indices = box_blocks(first.shape, CHUNK_ELEMENTS)
+    if type(first) is not np.ndarray:  # shape-only: one chunk stands for all (see the module docstring)
+        indices = indices[:1]
+    return [tuple(a[index] for a in arrays) for index in indices]
 
 
-def _slices(flats: list[np.ndarray], size: int) -> Iterator[tuple[np.ndarray, ...]]:
-    for start in range(0, size, CHUNK_ELEMENTS):
-        stop = start + CHUNK_ELEMENTS
-        yield tuple(f[start:stop] for f in flats)
+def _step_buffer(scratch: np.ndarray, chunk: np.ndarray) -> np.ndarray:
+    """The scratch's first elements shaped as `chunk` (a view: the scratch is a new 1-d buffer)."""
+    return scratch[: chunk.size].reshape(chunk.shape)
 
 
 class Optimizer:
@@ -43,9 +49,6 @@ class Optimizer:
         self.params = list(params)
         if not self.params:
             raise ValueError("optimizer got an empty parameter list")
-        for p in self.params:
-            if not p.data.flags.c_contiguous:
-                raise ValueError("optimizer parameters must be C-contiguous arrays")
         self.lr = lr
         self._scratch_elements: dict[np.dtype, int] | None = None
 
@@ -56,6 +59,10 @@ class Optimizer:
 
     def state_arrays(self) -> list[np.ndarray]:
         """Every buffer the optimiser keeps between steps."""
+        return [array for _, array in self.param_states()]
+
+    def param_states(self) -> list[tuple[int, np.ndarray]]:
+        """(index in `params`, array) of every buffer the optimiser keeps between steps, in `state_arrays` order."""
         return []
 
     def state_nbytes(self) -> int:
@@ -99,13 +106,8 @@ class SGD(Optimizer):
 
     def _update(self, index: int, param: np.ndarray, grad: np.ndarray, scratch: np.ndarray) -> None:
         lr = self.lr
-        if param.size <= CHUNK_ELEMENTS:  # one chunk: no flat views needed
-            step = scratch[: param.size].reshape(param.shape)
-            np.multiply(grad, lr, out=step)
-            np.subtract(param, step, out=param)
-            return
         for p, g in _chunks(param, grad):
-            step = scratch[: p.size]
+            step = _step_buffer(scratch, p)
             np.multiply(g, lr, out=step)
             np.subtract(p, step, out=p)
 
@@ -118,8 +120,8 @@ class Momentum(Optimizer):
         self.momentum = momentum
         self.velocity: list[np.ndarray | None] = [None] * len(self.params)
 
-    def state_arrays(self) -> list[np.ndarray]:
-        return [v for v in self.velocity if v is not None]
+    def param_states(self) -> list[tuple[int, np.ndarray]]:
+        return [(i, v) for i, v in enumerate(self.velocity) if v is not None]
 
     def _update(self, index: int, param: np.ndarray, grad: np.ndarray, scratch: np.ndarray) -> None:
         v = self.velocity[index]
@@ -128,7 +130,7 @@ class Momentum(Optimizer):
         v *= self.momentum
         v += grad
         for p, vc in _chunks(param, v):
-            step = scratch[: p.size]
+            step = _step_buffer(scratch, p)
             np.multiply(vc, self.lr, out=step)
             p -= step
 
@@ -145,8 +147,9 @@ class Adam(Optimizer):
         self.first_moment: list[np.ndarray | None] = [None] * len(self.params)
         self.second_moment: list[np.ndarray | None] = [None] * len(self.params)
 
-    def state_arrays(self) -> list[np.ndarray]:
-        return [a for a in self.first_moment + self.second_moment if a is not None]
+    def param_states(self) -> list[tuple[int, np.ndarray]]:
+        return [(i, a) for moments in (self.first_moment, self.second_moment) for i, a in enumerate(moments)
+                if a is not None]
 
     def step(self) -> None:
         self.steps += 1
@@ -163,7 +166,7 @@ class Adam(Optimizer):
         # chunk through a hidden 64 KiB ufunc buffer
         root_correction = float(np.sqrt(1 - b2 ** self.steps))
         for p, g, mc, vc in _chunks(param, grad, m, v):
-            s = scratch[: p.size]
+            s = _step_buffer(scratch, p)
             mc *= b1  # m ← β1·m + (1−β1)·g
             np.multiply(g, 1 - b1, out=s)
             mc += s

@@ -22,7 +22,7 @@ BAD = {
     "batch 0": (["run", "--model", "cnn", "--batch", "0"], "--batch: must be at least 1"),
     "classes 0": (["run", "--model", "cnn", "--classes", "0"], "--classes: must be at least 1"),
     "conv_save unknown": (["run", "--model", "cnn", "--conv-save", "outputs"], "--conv-save: invalid choice"),
-    "image size on the MLP": (["run", "--image-size", "32"], "unrecognized arguments: --image-size"),
+    "image size on the MLP": (["run", "--image-size", "32"], "--image-size is a flag of --model cnn"),
     "channels over the budget": (["run", "--model", "cnn", "--width", "4096", "--depth", "4", "--image-size", "256"],
                                  "the budget"),
 }

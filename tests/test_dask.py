@@ -1,13 +1,18 @@
 """Sweeps on a Dask cluster (loopback only, each test bounded in time): the same rows as a local sweep, a worker
 killed mid-sweep loses and duplicates nothing, resume works in both directions, and an unusable cluster is
-one error line, exit 2, at once."""
+one error line, exit 2, at once. An address that is not a scheduler (a web server, the dashboard's port) is one
+line within the connect timeout, a scheduler killed mid-sweep leaves its cells un-run for a resume, Ctrl-C on
+local:N is one line, and tls:// runs with certificates from Dask's configuration (made here with openssl)."""
 from __future__ import annotations
 
 import csv
+import http.server
 import json
 import os
+import shutil
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
@@ -19,7 +24,7 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
-from memstudy.study.dask_executor import CELL_RESOURCE  # noqa: E402
+from memstudy.study.dask_executor import CELL_RESOURCE, CONNECT_TIMEOUT_SECONDS  # noqa: E402
 from memstudy.study.fields import BASELINE_FIELDS, LEDGER_FIELDS, PREDICTED_FIELDS  # noqa: E402
 from memstudy.study.spec import cell_id  # noqa: E402
 from memstudy.study.sweep import run_sweep  # noqa: E402
@@ -41,7 +46,8 @@ def cluster(control):
     os.environ["FAKE_CELL_CONTROL"] = str(control)  # inherited by the worker processes (and their restarts)
     try:
         local = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                         dashboard_address=None, resources={CELL_RESOURCE: 1}, silence_logs=50)
+                                         dashboard_address=None, resources={CELL_RESOURCE: 1}, silence_logs=50,
+                                         scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})  # 8787 may be taken
         client = distributed.Client(local)
         yield local.scheduler_address, client
         client.close()
@@ -221,33 +227,264 @@ def test_bad_cluster_flags_are_one_line_exit_2(tmp_path, args):
     one_error_line(memstudy("sweep", str(spec), "--out", str(tmp_path / "out"), *args))
 
 
-INTERRUPTED = """
-import signal, sys
-signal.signal(signal.SIGINT, signal.default_int_handler)  # as in sweep_helpers.SWEEP_SCRIPT: not inherited ignored
-from memstudy.study.spec import load_spec
-from memstudy.study.sweep import run_sweep
-run_sweep(load_spec(sys.argv[1]), sys.argv[2], progress=False, cell_command=sys.argv[3:],
-          predictor=lambda config: {"predicted_peak_bytes": 1}, cluster="local:2")
+# --- an address that is not a Dask scheduler, a scheduler lost mid-sweep, Ctrl-C (issue 21, item 5) -----------
+
+# the whole command, interpreter start-up and imports on a busy 2-core machine included
+ANSWER_BOUND_SECONDS = CONNECT_TIMEOUT_SECONDS + 15
+
+
+def timed_sweep(tmp_path, address: str, env: dict | None = None) -> tuple[str, float]:
+    """`memstudy sweep --cluster ADDRESS` as a user runs it: its one error line and how long it took."""
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC)
+    start = time.monotonic()
+    try:
+        done = subprocess.run([sys.executable, "-m", "memstudy", "sweep", str(spec), "--out", str(tmp_path / "out"),
+                               "--cluster", address], capture_output=True, text=True, cwd=ROOT, env=env,
+                              timeout=ANSWER_BOUND_SECONDS + 10)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"memstudy sweep --cluster {address} did not answer in {ANSWER_BOUND_SECONDS + 10:g} s")
+    elapsed = time.monotonic() - start
+    line = one_error_line(done)
+    assert not (tmp_path / "out" / "runs.csv").exists()
+    return line, elapsed
+
+
+class _AnsweringHTTP(socketserver.BaseRequestHandler):
+    """A web server as most answer a client that speaks no HTTP: a 400 at once. Dask reads its first 8 bytes,
+    b"HTTP/1.1", as a frame length (3.07 EiB) and tried to allocate it."""
+
+    def handle(self) -> None:
+        self.request.recv(1024)
+        self.request.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+
+@pytest.fixture(params=["answers at once", "waits for a request line"])
+def http_service(request):
+    """An HTTP service on a loopback port, in a thread: one that answers Dask's handshake with a 400 at once, and
+    http.server, which waits for a line that Dask's handshake never sends."""
+    if request.param == "answers at once":
+        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _AnsweringHTTP)
+    else:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"tcp://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_http_service_is_one_line_exit_2_in_bounded_time(tmp_path, http_service):
+    line, elapsed = timed_sweep(tmp_path, http_service)
+    assert "not a Dask scheduler" in line and http_service.split("//")[1] in line, line
+    assert elapsed < ANSWER_BOUND_SECONDS, elapsed
+
+
+def test_the_schedulers_dashboard_port_is_one_line_exit_2_in_bounded_time(tmp_path, cluster):
+    """The scheduler's own HTTP port (its dashboard, 8787 by default) waits for an HTTP request forever; it used to
+    hold the sweep until the scheduler died."""
+    _, client = cluster
+    port = client.scheduler_info()["services"]["dashboard"]
+    line, elapsed = timed_sweep(tmp_path, f"tcp://127.0.0.1:{port}")
+    assert "not a Dask scheduler" in line and "8786" in line, line  # names the scheduler's usual port
+    assert elapsed < ANSWER_BOUND_SECONDS, elapsed
+
+
+def start_scheduler(tmp_path, env: dict) -> tuple[subprocess.Popen, str]:
+    """A real `dask scheduler` in its own process (so that it can be killed), on a free loopback port."""
+    scheduler_file = tmp_path / "scheduler.json"
+    proc = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",
+                             "0", "--no-dashboard", "--scheduler-file", str(scheduler_file)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 60
+    while not scheduler_file.exists() or not scheduler_file.read_text().strip():
+        assert time.monotonic() < deadline and proc.poll() is None, "the scheduler did not start"
+        time.sleep(0.1)
+    time.sleep(0.2)  # the file is written in one go, but read it once it is closed
+    return proc, json.loads(scheduler_file.read_text())["address"]
+
+
+# `memstudy sweep SPEC --out DIR --cluster ADDRESS` as a user runs it, with the fake cell (argv: spec, out, address,
+# cell command). SIGINT gets Python's default handler, as in sweep_helpers.SWEEP_SCRIPT: not inherited ignored.
+CLI_SWEEP = """
+import functools, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+import memstudy.study.sweep as sweep
+sweep.run_sweep = functools.partial(sweep.run_sweep, cell_command=sys.argv[4:],
+                                    predictor=lambda config: {"predicted_peak_bytes": 1})
+from memstudy.cli import main
+raise SystemExit(main(["sweep", sys.argv[1], "--out", sys.argv[2], "--no-progress", "--cluster", sys.argv[3]]))
 """
 
 
-def test_an_interrupted_cluster_sweep_stops_its_cells_and_closes_its_workers(tmp_path, fake_cell):
+def test_a_scheduler_killed_mid_sweep_leaves_its_cells_unrun_and_a_resume_runs_them(tmp_path, fake_cell):
+    """Cells lost with the scheduler are the cluster's failure, not theirs: no `failed` row (CancelledError, empty
+    message, as it was), one line naming the lost scheduler (no Dask log lines), and a plain resume runs them."""
+    log = tmp_path / "cells.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FAKE_CELL_SLEEP": "0.5", "FAKE_CELL_LOG": str(log)}
+    env.pop("FAKE_CELL_CONTROL", None)
+    scheduler, address = start_scheduler(tmp_path, env)
+    worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+                               "--resources", f"{CELL_RESOURCE}=1", "--no-nanny", "--no-dashboard"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=tmp_path)
+    spec = make_spec(tmp_path)  # 12 cells of 2 repeats, one at a time on the one worker: about 6 s
+    out = tmp_path / "out"
+    sweep = subprocess.Popen([sys.executable, "-c", CLI_SWEEP, str(spec.path), str(out), address, *fake_cell],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "runs.csv").exists() or len(read_rows(out)) < 2:
+            assert time.monotonic() < deadline and sweep.poll() is None, "no cell finished"
+            time.sleep(0.05)
+        scheduler.kill()
+        killed = time.monotonic()
+        _, stderr = sweep.communicate(timeout=60)
+        assert time.monotonic() - killed < 30
+    finally:
+        for proc in (scheduler, worker, sweep):
+            proc.kill()
+            proc.wait()
+    assert sweep.returncode == 2, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: --cluster {address}: "), stderr
+    assert "run the same command" in lines[0], lines[0]
+    rows = read_rows(out)
+    assert rows and {r["status"] for r in rows} == {"ok"}, {(r["status"], r["error"]) for r in rows}
+    finished = {r["cell"] for r in rows}
+    resumed = run_sweep(spec, out, progress=False, cell_command=fake_cell, predictor=no_predictor)  # locally
+    assert resumed.resumed == len(finished) and resumed.failed == 0 and resumed.done == 12
+    rows = assert_one_row_per_cell_and_repeat(spec, out)
+    assert {r["status"] for r in rows} == {"ok"}
+
+
+def test_ctrl_c_on_a_local_cluster_sweep_is_one_line(tmp_path, fake_cell):
+    """Ctrl-C in a terminal signals the whole foreground process group: the sweep and its local Dask workers. The
+    user sees one line (it used to be each worker's KeyboardInterrupt traceback and Dask's warning that port 8787
+    was taken), the cells stop (hanging ones are not waited for) and only finished cells are written."""
     spec = tmp_path / "spec.toml"
     spec.write_text(SPEC)
     log = tmp_path / "cells.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "FAKE_CELL_HANG": "mode=train", "FAKE_CELL_LOG": str(log)}
-    proc = subprocess.Popen([sys.executable, "-c", INTERRUPTED, str(spec), str(tmp_path / "out"), *fake_cell],
-                            env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not any(json.loads(line)["config"]["mode"] == "train" for line in
-                  (log.read_text().splitlines() if log.exists() else [])):
-        assert time.monotonic() < deadline and proc.poll() is None, "no cell started"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    start = time.monotonic()
-    proc.communicate(timeout=60)
-    assert proc.returncode != 0 and time.monotonic() - start < 30  # the hanging cells were not waited for
+    taken = socket.socket()  # port 8787 in use, as by any other Dask cluster on the machine
+    try:
+        taken.bind(("127.0.0.1", 8787))
+        taken.listen()
+    except OSError:
+        pass  # already in use
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", CLI_SWEEP, str(spec), str(tmp_path / "out"), "local:2",
+                                 *fake_cell], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)  # its own process group, as a terminal gives a command
+        deadline = time.monotonic() + 60
+        while sum(json.loads(line)["config"]["mode"] == "train" for line in
+                  (log.read_text().splitlines() if log.exists() else [])) < 2:  # both workers are in a cell
+            assert time.monotonic() < deadline and proc.poll() is None, "no cell started"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does
+        start = time.monotonic()
+        _, stderr = proc.communicate(timeout=60)
+        assert time.monotonic() - start < 30  # the hanging cells (60 s) were not waited for
+    finally:
+        taken.close()
+    assert proc.returncode == 130 and stderr == "error: interrupted\n", stderr
     time.sleep(1.0)
-    assert all(dead(json.loads(line)["pid"]) for line in log.read_text().splitlines())
-    rows = read_rows(tmp_path / "out")
-    assert all(r["mode"] == "inference" for r in rows)  # only finished cells were written
+    assert all(dead(json.loads(line)["pid"]) for line in log.read_text().splitlines())  # the hanging cells too
+    assert all(r["mode"] == "inference" for r in read_rows(tmp_path / "out"))  # only finished cells were written
+
+
+# --- tls:// with Dask's own security settings (issue 21, item 14) ------------------------------------------
+
+TLS_KEYS = ("ca-file", "client.cert", "client.key")
+
+
+def no_dask_config(tmp_path) -> dict:
+    """An environment in which Dask reads no configuration but its defaults (no ~/.config/dask, no DASK_*)."""
+    empty = tmp_path / "dask-config"
+    empty.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
+    return {**env, "DASK_CONFIG": str(empty), "PYTHONPATH": str(ROOT)}
+
+
+def test_a_tls_address_without_certificates_is_one_line_exit_2(tmp_path):
+    with socket.socket() as probe:  # nothing listens there: the refusal must come before any connection
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    line, elapsed = timed_sweep(tmp_path, f"tls://127.0.0.1:{port}", env=no_dask_config(tmp_path))
+    assert "distributed.comm.tls.ca-file" in line and "certificate" in line, line
+    assert elapsed < 20, elapsed
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory) -> dict[str, str]:
+    """A self-signed CA and one certificate it signed (for the scheduler, the workers and the client), made here
+    with the openssl command (distributed's own Security.temporary() needs the `cryptography` package, which is not
+    one of memstudy's dependencies)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make test certificates")
+    where = tmp_path_factory.mktemp("tls")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+            "-subj", "/CN=memstudy-test-ca", cwd=where)
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "node.key", "-out", "node.csr",
+            "-subj", "/CN=memstudy-test-node", cwd=where)
+    openssl("x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "node.pem", "-days", "1", cwd=where)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out", "other.pem", "-days",
+            "1", "-subj", "/CN=another-ca", cwd=where)  # a CA that signed nothing of this cluster's
+    return {"ca": str(where / "ca.pem"), "cert": str(where / "node.pem"), "key": str(where / "node.key"),
+            "other_ca": str(where / "other.pem")}
+
+
+def test_a_sweep_over_tls_with_certificates_from_dasks_configuration(tmp_path, certificates, fake_cell):
+    import dask
+
+    ca, cert, key = certificates["ca"], certificates["cert"], certificates["key"]
+    security = distributed.Security(tls_ca_file=ca, tls_scheduler_cert=cert, tls_scheduler_key=key,
+                                    tls_worker_cert=cert, tls_worker_key=key, tls_client_cert=cert,
+                                    tls_client_key=key, require_encryption=True)
+    local = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                     protocol="tls://", security=security, dashboard_address=None,
+                                     scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                                     resources={CELL_RESOURCE: 1}, silence_logs=50)
+    try:
+        address = local.scheduler_address
+        assert address.startswith("tls://")
+        spec = make_spec(tmp_path, SPEC.replace("depth = [1, 2, 3]", "depth = 1").replace("repeats = 2", "repeats = 1"))
+        with dask.config.set({"distributed.comm.tls.ca-file": ca, "distributed.comm.tls.client.cert": cert,
+                              "distributed.comm.tls.client.key": key}):
+            outcome = run_sweep(spec, tmp_path / "out", progress=False, cell_command=fake_cell,
+                                predictor=no_predictor, cluster=address)
+        assert (outcome.ok, outcome.failed) == (4, 0)
+        rows = assert_one_row_per_cell_and_repeat(spec, tmp_path / "out")
+        assert all(r["worker"].startswith("tls://127.0.0.1:") for r in rows)
+        # without the client's certificate the scheduler is refused before anything is written
+        from memstudy.study.resume import SweepError
+
+        with dask.config.set({"distributed.comm.tls.ca-file": ca, "distributed.comm.tls.client.cert": None,
+                              "distributed.comm.tls.client.key": None}):
+            with pytest.raises(SweepError, match="distributed.comm.tls.client.cert"):
+                run_sweep(spec, tmp_path / "other", progress=False, cell_command=fake_cell, predictor=no_predictor,
+                          cluster=address)
+        # a certificate file that is not there: one line naming it, at once
+        with dask.config.set({"distributed.comm.tls.ca-file": ca, "distributed.comm.tls.client.cert": cert + ".gone",
+                              "distributed.comm.tls.client.key": key}):
+            start = time.monotonic()
+            with pytest.raises(SweepError, match="gone") as raised:
+                run_sweep(spec, tmp_path / "other", progress=False, cell_command=fake_cell, predictor=no_predictor,
+                          cluster=address)
+            assert time.monotonic() - start < 5 and "\n" not in str(raised.value)
+        # a CA that did not sign the scheduler's certificate: the handshake fails, and the line says so
+        with dask.config.set({"distributed.comm.tls.ca-file": certificates["other_ca"],
+                              "distributed.comm.tls.client.cert": cert, "distributed.comm.tls.client.key": key}):
+            start = time.monotonic()
+            with pytest.raises(SweepError, match="TLS handshake failed") as raised:
+                run_sweep(spec, tmp_path / "other", progress=False, cell_command=fake_cell, predictor=no_predictor,
+                          cluster=address)
+            assert time.monotonic() - start < CONNECT_TIMEOUT_SECONDS + 2 and "\n" not in str(raised.value)
+        assert not (tmp_path / "other" / "runs.csv").exists()
+    finally:
+        local.close()

@@ -259,21 +259,28 @@ def test_concatenate_and_cache_append_on_every_layout(la, lb, t, q):
 
 @settings(max_examples=10, deadline=None)
 @given(st.integers(0, 3), st.integers(0, 3), st.integers(1, 3))
-def test_static_cache_write_in_place_on_every_layout(layout, start, q):
+def test_static_cache_layer_writes_in_place_from_every_layout(layout, start, q):
+    from memstudy.nn.kv_cache import StaticLayer
+
     rng = np.random.default_rng(start + 4 * q)
-    new = layouts(rng.normal(size=(2, 3, q, 4)))[layout]
+    first = Tensor(layouts(rng.normal(size=(2, 3, start, 4)))[layout]) if start else None
+    new = Tensor(layouts(rng.normal(size=(2, 3, q, 4)))[layout])
+    layer = StaticLayer(start + q + 1)
     with no_grad():
-        cache = apply(ops.CacheAllocate, Tensor(new), length=start + q + 1, role="key")
-        written = apply(ops.CacheWrite, cache, Tensor(new), start=start, role="key")
-    assert written.data is cache.data
-    np.testing.assert_array_equal(cache.data[..., start:start + q, :], new)
-    assert not cache.data[..., :start, :].any() and not cache.data[..., start + q:, :].any()
+        if first is not None:
+            layer.update(first, first)
+        keys, values = layer.update(new, new)
+        buffer = keys.data
+        one = Tensor(new.data[:, :, :1])
+        assert layer.update(one, one)[0].data is buffer  # written in place: the same buffer, no new bytes
+    np.testing.assert_array_equal(buffer[..., start:start + q, :], new.data)
+    if first is not None:
+        np.testing.assert_array_equal(buffer[..., :start, :], first.data)
+    assert layer.length == start + q + 1
     with pytest.raises(ValueError, match="do not fit"), no_grad():
-        apply(ops.CacheWrite, cache, Tensor(new), start=start + 2, role="key")
-    with pytest.raises(ValueError, match="in place"):
-        apply(ops.CacheWrite, cache, Tensor(new, requires_grad=True), start=0, role="key")
+        layer.update(new, new)
     with pytest.raises(ValueError, match="role"):
-        apply(ops.CacheAllocate, Tensor(new), length=4, role="query")
+        apply(ops.CacheAllocate, new, length=4, role="query")
 
 
 def test_argmax_on_a_view_and_a_cache_where_a_graph_is_recorded_is_refused():

@@ -76,7 +76,46 @@ def test_full_checkpointing_holds_segment_inputs_only():
         assert [(r.label, r.ledger_bytes) for r in table if not r.terms] == [(megatron.SEGMENT_INPUT, S * B * H * 4)]
 
 
-def test_outside_rows_and_blocks_account_for_every_saved_byte():
+# What each strategy holds for backward beyond the formula's terms, per block: the layer norms' statistics while
+# the blocks' buffers are held; a segment's input where a segment starts (sqrt at depth 2: one segment of both).
+# Anything else (an unrecognised buffer, a buffer the Checkpoint op saves beyond its inputs) fails.
+EXTRAS = {
+    "none": [[megatron.LN_STATISTICS]] * DEPTH,
+    "selective": [[megatron.LN_STATISTICS]] * DEPTH,
+    "every:1": [[megatron.SEGMENT_INPUT]] * DEPTH,
+    "sqrt": [[megatron.SEGMENT_INPUT], []],
+}
+
+
+def live_activation_bytes_at_end_of_forward(acc) -> int:
+    """From the ledger's events alone: the activation bytes alive after the last forward event."""
+    category = {b.key: b.category for b in acc.buffers}
+    last_forward = max(i for i, e in enumerate(acc.events) if e.phase == "forward")
+    return sum(e.delta_bytes for e in acc.events[: last_forward + 1] if category[e.key] == "activation")
+
+
+@pytest.mark.parametrize("checkpoint", list(EXTRAS))
+def test_outside_rows_and_blocks_account_for_every_saved_byte(checkpoint):
+    """Under every checkpoint strategy: every byte alive for backward when forward ends is in exactly one row (a
+    formula term, a named extra, or a row outside the blocks), and nothing is left unrecognised."""
+    acc = account(checkpoint=checkpoint)
+    blocks = 0
+    for layer in range(DEPTH):
+        table = rows(acc, layer)
+        assert [r.label for r in table if not r.terms] == EXTRAS[checkpoint][layer], (checkpoint, layer)
+        if checkpoint in ("every:1", "sqrt") and EXTRAS[checkpoint][layer]:
+            segment_input = next(r for r in table if r.label == megatron.SEGMENT_INPUT)
+            assert (segment_input.ledger_bytes, segment_input.buffers) == (S * B * H * 4, 1)
+        blocks += sum(r.ledger_bytes for r in table)
+    outside = megatron.outside_rows(acc, DEPTH)
+    assert not any("other" in r.label for r in outside), [r.label for r in outside]
+    held = sum(r.ledger_bytes for r in outside if r.label != "token ids and targets (the step's input)")
+    assert blocks + held == live_activation_bytes_at_end_of_forward(acc)
+    if checkpoint == "none":  # nothing is recomputed: the end of forward is the activations' maximum
+        assert blocks + held == acc.activation_bytes
+
+
+def test_outside_rows_name_what_the_step_holds_outside_the_blocks():
     acc = account()
     outside = megatron.outside_rows(acc, DEPTH)
     labels = {r.label: r.ledger_bytes for r in outside}

@@ -133,6 +133,8 @@ def assert_same_account(predicted: StepAccount, measured: StepAccount) -> None:
     assert predicted.peak_by_category == measured.peak_by_category
     assert predicted.saved_tensors == measured.saved_tensors
     assert predicted.recomputed_ops == measured.recomputed_ops
+    assert (predicted.parameter_count, predicted.trainable_parameter_count) == (
+        measured.parameter_count, measured.trainable_parameter_count)
     # every buffer (op, role, layer, phase, shape, dtype, bytes, birth, death, category) and every event
     assert predicted.buffers == measured.buffers
     assert predicted.raw_events == measured.raw_events
@@ -147,6 +149,8 @@ def test_prediction_equals_measured_ledger(family, raw):
     prediction = predict(raw)
     assert prediction == {
         "parameter_bytes": measured.registered_bytes["parameter"],
+        "parameter_count": measured.parameter_count,
+        "trainable_parameter_count": measured.trainable_parameter_count,
         "gradient_bytes": measured.max_by_category["gradient"],
         "optimizer_state_bytes": measured.registered_bytes["optimizer_state"],
         "input_bytes": measured.registered_bytes["input"],

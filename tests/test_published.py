@@ -216,3 +216,31 @@ def test_the_sweep_records_each_sessions_wall_seconds(tmp_path):
         env = json.loads((tmp_path / "out" / "env.json").read_text())
         assert len(env["sessions"]) == sessions
         assert 0 < env["sessions"][-1]["wall_seconds"] <= elapsed
+
+
+# --- timings say the load they were taken under (issue 21, item 6) -------------------------------------------
+
+def _set_load(runs: pd.DataFrame, cores: float = 0.9) -> None:
+    runs["foreign_cores"] = cores
+
+
+def test_every_published_timing_states_its_load(committed):
+    assert "other cores busy meanwhile" in committed["one-step"]  # the run table's row beside the step time
+    for block, figure in (("remedies", "as long in this run"), ("remedies", "minimal's"), ("study", "Wall time")):
+        sentence = next(s for s in committed[block].split(". ") if figure in s)
+        assert "others' load" in sentence or "busy" in sentence, sentence
+
+
+def test_a_timing_taken_under_load_is_flagged(copy, committed):
+    run = copy / published.EXAMPLE_RUN
+    rows = [json.loads(line) for line in run.read_text().splitlines()]
+    for row in rows:
+        row["foreign_cores"], row["step_seconds"] = 1.3, 0.367
+    run.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    step = render(next(b for b in BLOCKS if b.name == "one-step"), Results(copy))
+    assert "367.00 ms (loaded)" in step and "1.30 cores" in step
+    assert "loaded" not in committed["remedies"].split("Saved-tensor")[0]
+    _rewrite_runs(copy / "results" / "checkpointing", _set_load)
+    remedies = render(next(b for b in BLOCKS if b.name == "remedies"), Results(copy))
+    checkpointing = remedies.split("Saved-tensor")[0]
+    assert "under load" in checkpointing and "0.90 cores" in checkpointing, checkpointing

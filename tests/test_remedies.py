@@ -23,7 +23,7 @@ from memstudy.study.cell import measure
 from memstudy.study.spec import SpecError, parse_spec
 
 from test_ledger import assert_ledger_equals_predictor, measured
-from test_lifetime import _traced_growth, gc_disabled
+from test_lifetime import gc_disabled, growth_in_fresh_process
 
 
 def gradients(depth, checkpoint="none", policy="minimal", activation="relu", bias=True, dtype="float64", seed=0,
@@ -287,9 +287,8 @@ def test_sqrt_bound_at_depth_64_predicted():
 # --------------------------------------------------------------------------------------------------
 # Lifetimes: nothing outlives the step, nothing waits for the cyclic collector
 # --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("checkpoint,policy", [("sqrt", "minimal"), ("every:2", "half"), ("every:3", "all"),
-                                               ("none", "half")])
-def test_no_growth_and_no_cycles(checkpoint, policy):
+def checkpointed_steps(checkpoint: str, policy: str):
+    """A training step (Adam) of a 5-layer MLP under a checkpoint strategy and a saved-tensor policy."""
     model = MLP(64, 64, 5, 10, dtype="float64", seed=0, checkpoint=checkpoint)
     opt = optim.make("adam", model.parameters(), lr=1e-3)
     rng = np.random.default_rng(0)
@@ -302,8 +301,15 @@ def test_no_growth_and_no_cycles(checkpoint, policy):
         opt.step()
         opt.zero_grad()
 
-    with gc_disabled():
-        growth = _traced_growth(step, 30)  # asserts gc.collect() == 0 along the way
+    return step
+
+
+@pytest.mark.parametrize("checkpoint,policy", [("sqrt", "minimal"), ("every:2", "half"), ("every:3", "all"),
+                                               ("none", "half")])
+def test_no_growth_and_no_cycles(checkpoint, policy):
+    # in a fresh process: after tests/test_published.py, in this one, [every:2-half] once read a one-off 1.9 MB
+    # block as growth (issue 10's note); the harness asserts gc.collect() == 0 along the way
+    growth = growth_in_fresh_process(checkpointed_steps, checkpoint, policy, repeats=30)
     assert abs(growth) < 8 * 1024, growth
 
 

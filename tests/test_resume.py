@@ -3,6 +3,7 @@ admits, refuse (naming the field) only what would reinterpret the rows; exit sta
 committed studies resume with nothing to run; a torn runs.csv is repaired and said so."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -153,10 +154,125 @@ def test_a_committed_study_resumes_with_nothing_to_run(tmp_path, fake_cell, monk
     log = tmp_path / "cells.log"
     monkeypatch.setenv("FAKE_CELL_LOG", str(log))
     spec = load_spec(ROOT / "experiments" / f"{study}.toml")
+    from memstudy.study.provenance import model_source
+
+    recorded = {r["model_source_hash"] for r in read_rows(out) if r.get("model_source_hash")}
+    today = {model_source(c["model"])["sha256"] for c in spec.cells()}
+    if recorded - today:  # a family module edited since the study was regenerated: refused, naming the module
+        with pytest.raises(SweepError, match=r"^model: memstudy/nn/models/\w+\.py changed since"):
+            sweep(spec, out, fake_cell, predictor=None)
+        assert (out / "runs.csv").read_bytes() == before
+        return
     outcome = sweep(spec, out, fake_cell, predictor=None)
     assert (outcome.resumed, outcome.ok, outcome.skipped, outcome.failed) == (len(spec.cells()), 0, 0, 0)
     assert logged(log) == []
     assert (out / "runs.csv").read_bytes() == before
+
+
+# --- the model's source (issue 21, item 3) -----------------------------------------------------------------------
+
+def source_hash(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+USER_SPEC = SPEC.replace("width = 8", 'width = 8\nmodel = "models/mine.py:ResidualFamily"')
+
+
+def user_model_folder(tmp_path: Path) -> Path:
+    """A study folder with its own model file beside the spec (models/mine.py: the README's residual example)."""
+    studies = tmp_path / "studies"
+    (studies / "models").mkdir(parents=True)
+    (studies / "models" / "mine.py").write_text((ROOT / "examples" / "residual.py").read_text())
+    return studies
+
+
+def test_rows_and_sessions_record_the_models_source(tmp_path, fake_cell):
+    studies = user_model_folder(tmp_path)
+    spec = make_spec(studies, USER_SPEC)
+    out = tmp_path / "out"
+    sweep(spec, out, fake_cell)
+    model_file = studies / "models" / "mine.py"
+    rows = read_rows(out)
+    assert {r["model_source_hash"] for r in rows} == {source_hash(model_file)}
+    session = json.loads((out / "env.json").read_text())["sessions"][-1]
+    (record,) = session["model_sources"].values()
+    assert record == {"path": str(model_file.resolve()), "sha256": source_hash(model_file)}
+    builtin = tmp_path / "builtin"
+    sweep(make_spec(tmp_path), builtin, fake_cell)  # a built-in family: its module is the source
+    module = ROOT / "memstudy" / "nn" / "models" / "mlp.py"
+    assert {r["model_source_hash"] for r in read_rows(builtin)} == {source_hash(module)}
+    sources = json.loads((builtin / "env.json").read_text())["sessions"][-1]["model_sources"]
+    assert sources == {"mlp": {"path": "memstudy/nn/models/mlp.py", "sha256": source_hash(module)}}
+
+
+@pytest.mark.parametrize("change", [None, ("depth = [1, 2, 3]", "depth = [1, 2, 3, 4]"), ("repeats = 2", "repeats = 3")],
+                         ids=["resume", "extend the grid", "more repeats"])
+def test_a_changed_model_file_is_refused_naming_the_file(tmp_path, fake_cell, change):
+    studies = user_model_folder(tmp_path)
+    out = tmp_path / "out"
+    sweep(make_spec(studies, USER_SPEC), out, fake_cell)
+    before = (out / "runs.csv").read_bytes()
+    model_file = studies / "models" / "mine.py"
+    model_file.write_text(model_file.read_text().replace("h ← h + relu(Linear(h))", "h ← h + relu(Linear(h)) (v2)"))
+    spec = make_spec(studies, USER_SPEC.replace(*change) if change else USER_SPEC, "again.toml")
+    with pytest.raises(SweepError) as info:
+        sweep(spec, out, fake_cell)
+    message = str(info.value)
+    assert message.startswith("model: ") and str(model_file.resolve()) in message and "--fresh" in message, message
+    assert "\n" not in message
+    assert (out / "runs.csv").read_bytes() == before
+    outcome = sweep(spec, out, fake_cell, fresh=True)  # the way on: start over (or another folder)
+    assert outcome.ok == len(spec.cells())
+    assert {r["model_source_hash"] for r in read_rows(out)} == {source_hash(model_file)}
+
+
+def test_a_changed_model_file_is_one_line_exit_2_from_the_command(tmp_path):
+    studies = user_model_folder(tmp_path)
+    spec = studies / "spec.toml"
+    spec.write_text(USER_SPEC.replace("depth = [1, 2, 3]", "depth = 1").replace('batch_size = [4, 8]', "batch_size = 4")
+                    .replace('mode = ["train", "inference"]', 'mode = "inference"').replace("repeats = 2", "repeats = 1"))
+    out = tmp_path / "out"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def memstudy(*args):  # from another folder: the model path is the spec's
+        return subprocess.run([sys.executable, "-m", "memstudy", *args], capture_output=True, text=True, timeout=120,
+                              cwd=elsewhere, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    first = memstudy("sweep", str(spec), "--out", str(out), "--no-progress")
+    assert first.returncode == 0, first.stderr
+    model_file = studies / "models" / "mine.py"
+    model_file.write_text(model_file.read_text() + "\n# edited\n")
+    again = memstudy("sweep", str(spec), "--out", str(out), "--no-progress")
+    assert again.returncode == 2 and again.stdout == ""
+    assert again.stderr.startswith(f"error: model: {model_file.resolve()} changed") and len(again.stderr.splitlines()) == 1
+
+
+def test_a_runs_csv_from_before_the_source_column_resumes_extends_and_reports(tmp_path, fake_cell):
+    from memstudy.report import write_report
+
+    out = tmp_path / "out"
+    sweep(make_spec(tmp_path), out, fake_cell)
+    rows = read_rows(out)
+    old_columns = [c for c in rows[0] if c != "model_source_hash"]
+    with open(out / "runs.csv", "w", newline="") as fh:  # as an older memstudy wrote it
+        writer = csv.DictWriter(fh, fieldnames=old_columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    env = json.loads((out / "env.json").read_text())
+    for session in env["sessions"]:
+        session.pop("model_sources")
+    (out / "env.json").write_text(json.dumps(env))
+    assert sweep(make_spec(tmp_path), out, fake_cell).resumed == 12  # nothing recorded: nothing to compare
+    extended = make_spec(tmp_path, SPEC.replace("depth = [1, 2, 3]", "depth = [1, 2, 3, 4]"), "more.toml")
+    outcome = sweep(extended, out, fake_cell)
+    assert (outcome.resumed, outcome.ok) == (12, 4)
+    hashes = [r["model_source_hash"] for r in read_rows(out)]
+    assert hashes[:24] == [""] * 24 and set(hashes[24:]) == {source_hash(ROOT / "memstudy" / "nn" / "models" / "mlp.py")}
+    written = write_report(out, figures=False)
+    assert out / "report.md" in written
 
 
 # --- torn files on resume ----------------------------------------------------------------------------------------

@@ -158,3 +158,77 @@ def test_budget_forms():
     for bad in ("0", -1, True, "x%", "0%", "12 furlongs"):
         with pytest.raises(SpecError):
             parse_budget(bad, available_bytes=1000)
+
+
+# --- issue 21: typos, one name for the number of classes, model files beside the spec ------------------
+
+@pytest.mark.parametrize("old, new, expected", [
+    ("depth = [1, 2]", "deph = [1, 2]", "grid.deph: unknown key; did you mean depth?"),
+    ("width = 16", "widht = 16", "grid.widht: unknown key; did you mean width?"),
+    ("repeats = 2", "repeat = 2", "run.repeat: unknown key; did you mean repeats?"),
+    ('name = "tiny"', 'nmae = "tiny"', "study.nmae: unknown key; did you mean name?"),
+    ("[run]", "[rnu]", "rnu: unknown table; did you mean [run]?"),
+    ("width = 16", 'activation = "rellu"', "did you mean relu?"),
+    ("width = 16", 'optimizer = "adamw"', "did you mean adam?"),
+    ("width = 16", 'width = 16\nmodel = "gtp"', "grid.model: model must be one of"),
+    ("width = 16", 'width = 16\nmodel = "gtp"', "did you mean gpt?"),
+])
+def test_a_typo_gets_did_you_mean(tmp_path, old, new, expected):
+    assert old in GOOD
+    message = refused(tmp_path, GOOD.replace(old, new))
+    assert expected in message, message
+
+
+def test_a_key_far_from_every_field_gets_no_guess(tmp_path):
+    message = refused(tmp_path, GOOD.replace("width = 16", "colour = 16"))
+    assert "grid.colour: unknown key" in message and "did you mean" not in message
+
+
+@pytest.mark.parametrize("model", ["mlp", "seed"])
+def test_classes_is_the_grid_key_and_out_features_its_old_alias(tmp_path, model):
+    """`classes` in every family (the flag is --classes); the MLP's first key, out_features, still loads and names
+    the same cells (its runs.csv column keeps that name, so old folders resume)."""
+    base = GOOD.replace("width = 16", f'width = 16\nmodel = "{model}"')
+    if model == "seed":  # one hidden layer
+        base = base.replace("depth = [1, 2]", "depth = 1")
+    new = load_spec(write(tmp_path, base.replace("width = 16", "width = 16\nclasses = [3, 5]"), "new.toml"))
+    old = load_spec(write(tmp_path, base.replace("width = 16", "width = 16\nout_features = [3, 5]"), "old.toml"))
+    assert [cell_id(c) for c in new.cells()] == [cell_id(c) for c in old.cells()]
+    assert {c["out_features"] for c in new.cells()} == {3, 5}
+    assert new.hash == old.hash  # one field, however the spec spells it
+    both = base.replace("width = 16", "width = 16\nclasses = 3\nout_features = 3")
+    assert "grid.out_features" in refused(tmp_path, both) and "classes" in refused(tmp_path, both)
+
+
+def test_classes_is_the_cnn_field_itself(tmp_path):
+    spec = load_spec(write(tmp_path, GOOD.replace("width = 16", 'width = 16\nmodel = "cnn"\nclasses = 7\n'
+                                                                 "image_size = 8\ndepth = 1")
+                           .replace("depth = [1, 2]\n", "")))
+    assert {c["classes"] for c in spec.cells()} == {7}
+
+
+def test_a_relative_model_path_is_the_spec_files_not_the_working_directorys(tmp_path, monkeypatch):
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    (studies / "models").mkdir()
+    (studies / "models" / "residual.py").write_text((ROOT / "examples" / "residual.py").read_text())
+    text = GOOD.replace("width = 16", 'width = 16\nmodel = "models/residual.py:ResidualFamily"')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # no models/ here: the spec's folder decides
+    spec = load_spec(write(studies, text))
+    models = {c["model"] for c in spec.cells()}
+    assert len(models) == 1
+    path, _, name = models.pop().rpartition(":")
+    assert name == "ResidualFamily" and Path(path).resolve() == (studies / "models" / "residual.py").resolve()
+    assert spec.grid["model"] == ("models/residual.py:ResidualFamily",)  # the spec as written: its hash moves not
+    assert cell_id(spec.cells()[0]).startswith("residual:ResidualFamily-")
+    monkeypatch.chdir(studies)  # from the spec's own folder: the same cells
+    assert [cell_id(c) for c in load_spec(studies / "spec.toml").cells()] == [cell_id(c) for c in spec.cells()]
+
+
+def test_a_missing_model_file_names_the_spec_folders_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    message = refused(tmp_path / "sub", GOOD.replace("width = 16", 'width = 16\nmodel = "nope.py:Family"'))
+    assert "grid.model" in message and str(tmp_path / "sub" / "nope.py") in message, message

@@ -49,19 +49,19 @@ def test_sweep_writes_rows_env_and_timeline(tmp_path, fake_cell, monkeypatch):
 
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_concurrent_cells_share_the_cores_between_their_blas_threads(tmp_path, fake_cell, monkeypatch, jobs):
-    """--jobs N: each cell's BLAS gets usable cores ÷ N threads (at least 1), unless the user set a count; one cell
-    at a time keeps the process's own setting. (Two cells with one BLAS thread per core each ran the default study
-    at a third of --jobs 1's rate on 2 cores.)"""
+    """--jobs N: each cell's BLAS gets at most usable cores ÷ N threads (at least 1; fewer when cores are busy as it
+    starts, tests/test_load.py), unless the user set a count. (Two cells with one BLAS thread per core each ran the
+    default study at a third of --jobs 1's rate on 2 cores.)"""
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.delenv(name, raising=False)
     log = tmp_path / "cells.log"
     monkeypatch.setenv("FAKE_CELL_LOG", str(log))
     spec = make_spec(tmp_path, SPEC.replace("jobs = 1", f"jobs = {jobs}"))
     run_sweep(spec, tmp_path / "out", progress=False, cell_command=fake_cell, predictor=no_predictor)
-    expected = str(max(1, len(os.sched_getaffinity(0)) // jobs)) if jobs > 1 else None
-    assert {json.loads(line)["blas_threads"] for line in log.read_text().splitlines()} == {expected}
+    share = max(1, len(os.sched_getaffinity(0)) // jobs)
+    assert all(1 <= int(json.loads(line)["blas_threads"]) <= share for line in log.read_text().splitlines())
     recorded = json.loads((tmp_path / "out" / "env.json").read_text())["cell_environment"]
-    assert recorded.get("OPENBLAS_NUM_THREADS") == expected
+    assert recorded.get("OPENBLAS_NUM_THREADS") == (str(share) if jobs > 1 else None)  # the share; each row: its own
 
 
 def test_a_users_blas_thread_setting_reaches_every_cell(tmp_path, fake_cell, monkeypatch):
@@ -366,15 +366,21 @@ def test_real_predictor_skips_a_cell_over_budget(tmp_path, real_cell):
     from memstudy.study.budget import cell_need, process_baseline
     from memstudy.study.launcher import cell_environment
 
-    spec = make_spec(tmp_path, REAL_SPEC)
-    baseline = process_baseline(cell_environment())
+    # depth 1 against depth 64 at width 64: their needs differ by about 1 MiB of parameters, far more than the
+    # cell-process baseline moves between two measurements (tens of KiB): the verdicts cannot depend on that noise
+    # (depth 1 against 2 at width 16 differed by less, and failed when run after other files: issue 21, item 13)
+    text = REAL_SPEC.replace("depth = [1, 2]", "depth = [1, 64]").replace("width = 16", "width = 64")
+    spec = make_spec(tmp_path, text)
+    baseline = process_baseline(cell_environment(jobs=spec.jobs))  # the sweep's cells' environment
     needs = {cell_id(c): cell_need(c, predict(c), baseline).total_bytes for c in spec.cells()}
-    small, big = sorted(needs.values())[-2:]
-    budget = (small + big) // 2 if small < big else big - 1
-    spec = make_spec(tmp_path, REAL_SPEC.replace('budget = "1GiB"', f"budget = {budget}"), "budget.toml")
+    small = max(n for c, n in zip(spec.cells(), needs.values()) if c["depth"] == 1)
+    big = min(n for c, n in zip(spec.cells(), needs.values()) if c["depth"] == 64)
+    assert big - small > 2 ** 19
+    budget = (small + big) // 2
+    spec = make_spec(tmp_path, text.replace('budget = "1GiB"', f"budget = {budget}"), "budget.toml")
     out = tmp_path / "out"
     outcome = run_sweep(spec, out, progress=False)
-    assert outcome.skipped >= 1 and outcome.ok + outcome.skipped == 4
+    assert (outcome.ok, outcome.skipped) == (2, 2)
     rows = assert_one_row_per_cell_and_repeat(spec, out)
     for row in rows:
         assert (row["status"] == "skipped") == (needs[row["cell"]] > budget), row["error"]

@@ -185,3 +185,33 @@ def test_each_committed_report_html_holds_report_mds_tables(study):
     """report.md and report.html are rendered from one document: the same tables, cell for cell."""
     md = (ROOT / "results" / study / "report.md").read_text()
     assert md_tables(md) == html_tables((ROOT / "results" / study / "report.html").read_text())
+
+
+def test_a_fit_that_differs_in_its_last_digits_writes_a_page_that_means_the_same(tmp_path, monkeypatch):
+    """Another machine's BLAS, imitated: every least-squares solution moved by 3e-14 relative. The page says the
+    same (report.md too: a rounded figure must not flip, e.g. 32.62 KiB to 32.63 KiB), and what it embeds is rounded,
+    so such noise does not reach the file."""
+    import numpy as np
+
+    from memstudy.report.html import SIGNIFICANT_DIGITS
+
+    lstsq = np.linalg.lstsq
+
+    def other_blas(*args, **kwargs):
+        solution, *rest = lstsq(*args, **kwargs)
+        return (solution * (1 + 3e-14), *rest)
+
+    monkeypatch.setattr(np.linalg, "lstsq", other_blas)
+    out = copy_study("default", tmp_path)
+    write_report(out, figures=False)
+    committed = ROOT / "results" / "default"
+    assert (out / "report.md").read_text() == re.sub(r"!\[[^\]]*\]\([^)]*\.png\)\n\n", "",
+                                                     (committed / "report.md").read_text())
+    structure, numbers = meaning(re.sub(r'<p><img src="[^"]*\.png"[^>]*></p>\n', "",
+                                        (committed / "report.html").read_text()))
+    got_structure, got_numbers = meaning((out / "report.html").read_text())
+    assert got_structure == structure and got_numbers == pytest.approx(numbers, rel=RELATIVE_TOLERANCE)
+    payload = re.search(r'<script type="application/json" id="memstudy-data">(.*?)</script>',
+                        (out / "report.html").read_text(), re.S).group(1)
+    floats = [float(x) for x in NUMBER.findall(payload) if "." in x or "e" in x.lower()]
+    assert floats and all(float(f"{v:.{SIGNIFICANT_DIGITS}g}") == v for v in floats)

@@ -53,6 +53,10 @@ class _State:
     policy: str = "minimal"  # the saved-tensor policy (see the module docstring)
     half_cache: dict | None = None  # per policy scope: float16 copies and caller-owned buffers (weak refs)
     small_ufunc_buffer: bool = False  # inside ops.small_ufunc_buffer: numpy's bufsize is already small
+    # the repeated-block scope events belong to (`repeat_scope`; None whenever every block runs, as in measuring)
+    # and its backward counterpart, which a node made now carries into backward (`Node.repeat`)
+    repeat: tuple | None = None
+    repeat_backward: tuple | None = None
 
 
 STATE = _State()
@@ -79,7 +83,7 @@ class Node:
     """
 
     __slots__ = ("fn", "parents", "needs_input_grad", "layer", "sequence", "saved", "saved_roles", "saved_tensors",
-                 "released", "stored_dtypes", "caller_owned", "__dict__")
+                 "released", "stored_dtypes", "caller_owned", "repeat", "__dict__")
 
     def __init__(self, fn: type, parents: tuple | None, needs_input_grad: tuple[bool, ...], layer: int | None):
         self.fn = fn
@@ -87,6 +91,7 @@ class Node:
         self.needs_input_grad = needs_input_grad
         self.layer = layer
         self.sequence = next(_SEQUENCE)  # creation order: every consumer of a node comes after it
+        self.repeat = STATE.repeat_backward  # the repeated-block scope its backward's events belong to
         self.saved: tuple = ()  # what the node holds for backward: the graph's memory (the ledger reads this)
         self.saved_roles: tuple[str, ...] = ()
         # what the op's backward reads: the op's own saves, in the compute dtype. The same arrays as `saved` except
@@ -228,7 +233,7 @@ def backward(root: Any, grad: np.ndarray | None = None, retain_graph: bool = Fal
         if seed.shape != root.data.shape:
             raise ValueError(f"gradient shape {seed.shape} does not match output shape {root.data.shape}")
     instrument = STATE.instrument
-    previous_phase = STATE.phase
+    previous_phase, previous_repeat = STATE.phase, (STATE.repeat, STATE.repeat_backward)
     STATE.phase = "backward"
     try:
         if instrument is not None:
@@ -242,6 +247,7 @@ def backward(root: Any, grad: np.ndarray | None = None, retain_graph: bool = Fal
         _run_backward(root_node, pending, retain_graph, instrument)
     finally:
         STATE.phase = previous_phase
+        STATE.repeat, STATE.repeat_backward = previous_repeat
 
 
 def _run_backward(root_node: Node, pending: dict[int, np.ndarray], retain_graph: bool, instrument: Any,
@@ -255,6 +261,7 @@ def _run_backward(root_node: Node, pending: dict[int, np.ndarray], retain_graph:
     queue = [(-root_node.sequence, root_node)]
     while queue:
         node = heappop(queue)[1]
+        STATE.repeat = STATE.repeat_backward = node.repeat  # its events count as often as its forward's did
         grad = pending.pop(id(node))
         if node.released:
             raise RuntimeError(
@@ -326,7 +333,11 @@ def backward_to_inputs(node: Node | None, grad: np.ndarray, inputs: tuple) -> tu
     if node is not None:
         pending = {id(node): grad}
         del grad
-        _run_backward(node, pending, False, STATE.instrument, capture)
+        previous_repeat = (STATE.repeat, STATE.repeat_backward)
+        try:
+            _run_backward(node, pending, False, STATE.instrument, capture)
+        finally:
+            STATE.repeat, STATE.repeat_backward = previous_repeat
     return tuple(capture[id(x)][1] for x in inputs)
 
 
@@ -374,6 +385,40 @@ class layer_scope:
 
     def __exit__(self, *exc: Any) -> None:
         STATE.layer = self._previous
+
+
+_REPEAT_IDS = itertools.count(1)
+
+
+class NotRepeatable(ValueError):
+    """What ran inside repeat scopes cannot stand for the runs it was counted as (blocks that do not chain, a LoRA
+    target naming one block by its index): the predictor runs every block instead."""
+
+
+class repeat_scope:
+    """What runs inside it stands for `copies` identical runs, one after the other (`nn.repeat`: the predictor runs
+    one block of a stack of identical ones): the ledger counts its events that many times, and those of the backward
+    of the nodes made inside it too. Scopes nest (a block inside a repeated checkpoint segment): counts multiply.
+
+    A scope is a path of (id, copies) pairs, one per enclosing scope; an entered scope gets a new positive id, and
+    its backward counterpart the same id negated, so a block's forward and backward events are told apart even
+    when nothing happens between them."""
+
+    __slots__ = ("copies", "_previous")
+
+    def __init__(self, copies: int):
+        if copies < 1:
+            raise ValueError(f"a repeat scope stands for at least one run, got {copies}")
+        self.copies = copies
+
+    def __enter__(self) -> None:
+        self._previous = (STATE.repeat, STATE.repeat_backward)
+        path = (STATE.repeat or ()) + ((next(_REPEAT_IDS), self.copies),)
+        STATE.repeat = path
+        STATE.repeat_backward = tuple((-abs(ident), copies) for ident, copies in path)
+
+    def __exit__(self, *exc: Any) -> None:
+        STATE.repeat, STATE.repeat_backward = self._previous
 
 
 class phase_scope:

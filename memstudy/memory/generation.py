@@ -21,7 +21,13 @@ PREDICTED_GENERATION_COLUMNS = ("predicted_kv_cache_bytes", "predicted_prefill_p
 
 
 def generation_phases(account: StepAccount) -> list[dict[str, Any]]:
-    """The prefill and each decode step, in order (`StepAccount.by_phase` entries); empty when no generation ran."""
+    """The prefill and each decode step, in order (`StepAccount.by_phase` entries); empty when no generation ran.
+    A generation never repeats blocks (nn/kv_cache.py refuses to), so an account that did (a memoised prediction,
+    `repeated`) is of another mode."""
+    if account.repeated:
+        if any(event[1] == PREFILL for event in account.raw_events):  # cannot happen: the cache refuses
+            raise ValueError("a generation's account repeated blocks: its phases cannot be read")
+        return []
     return [p for p in account.by_phase() if p["phase"] == PREFILL or is_decode_phase(p["phase"])]
 
 

@@ -25,6 +25,15 @@ reads (`unpack`), are temporaries, each seen by the ledger.
 The ledger counts shape-only arrays (`autograd.meta.MetaArray`) exactly as real ones: their `.base` chain,
 `nbytes` and weak references behave as numpy's, which is how `memory.predict` runs a step without data.
 
+Repeated blocks (`nn.repeat`, the predictor's memoised path): each event carries the engine's repeat scope
+(`STATE.repeat`: a path of (id, copies) pairs), and a registered buffer may stand for several (`copies`). `finish`
+then reads the event list as nested runs, each contiguous run of one scope repeated `copies` times, and works out
+the peak, its split, each category's maximum and the counts from one run's summary (live bytes per category, its
+own peak and where) without unrolling it: the account of the step in which every block ran. It first checks that
+each scope hands on what it takes in: the buffers born before it and freed inside it (its input, the gradient
+reaching it) match, by category and size, the ones born inside it and freed after it (its output, the gradient it
+passes on), or the copies would not chain (`RepeatMismatch`).
+
 What the ledger cannot see: arrays an op allocates and drops inside its own forward or backward
 (e.g. the row maxima in softmax) and the optimisers' chunk temporaries. tracemalloc sees them, so its
 step peak sits slightly above the ledger's; the ops are written to keep them small.
@@ -39,7 +48,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..autograd.engine import STATE
+from ..autograd.engine import STATE, NotRepeatable
 from ..autograd.graph import base_buffer
 
 CATEGORIES = ("parameter", "optimizer_state", "input", "kv_cache", "gradient", "activation", "temporary", "output")
@@ -78,6 +87,11 @@ class Event:
     layer: int | None
     key: int
     delta_bytes: int
+    repeat: tuple | None = None  # the repeat scope (engine.repeat_scope) it happened in; None when every block ran
+
+
+class RepeatMismatch(NotRepeatable):
+    """A repeat scope whose blocks would not chain: what it takes in differs from what it hands on."""
 
 
 def _dtype_name(dtype: np.dtype) -> str:
@@ -109,16 +123,30 @@ class StepAccount:
     registered_bytes: dict[str, int]
     recomputed_ops: int
     records: list[list] = field(repr=False)  # one per buffer, see _KEY.._CATEGORY
-    raw_events: list[tuple] = field(repr=False)  # (index, phase, op, layer, key, delta_bytes)
+    raw_events: list[tuple] = field(repr=False)  # (index, phase, op, layer, key, delta_bytes, repeat)
+    # elements of the parameters `register_model` registered (frozen ones too; model buffers such as batch
+    # norm's running statistics are not parameters), and of those that require a gradient
+    parameter_count: int = 0
+    trainable_parameter_count: int = 0
+    buffer_count: int = 0  # buffers of the step (with repeated blocks: of the step in which every block ran)
+    event_count: int = 0  # births and deaths, likewise; `peak_event` indexes them
+    repeated: bool = False  # True: repeated blocks ran once for many; records and events are those of the run
+
+    def _unrolled(self) -> None:
+        if self.repeated:
+            raise ValueError("this account ran repeated blocks once for many (a memoised prediction): it has the "
+                             "step's totals, not its buffers one by one")
 
     @cached_property
     def buffers(self) -> list[Buffer]:
         """Every buffer the step saw, in the order it first saw them."""
+        self._unrolled()
         return [Buffer(*r[:_DTYPE], _dtype_name(r[_DTYPE]), *r[_DTYPE + 1:]) for r in self.records]
 
     @cached_property
     def events(self) -> list[Event]:
         """Every birth (positive delta) and death (negative), in order; `peak_event` indexes this list."""
+        self._unrolled()
         return [Event(*event) for event in self.raw_events]
 
     def timeline_rows(self) -> list[dict[str, Any]]:
@@ -180,11 +208,12 @@ class StepAccount:
         """Per span of consecutive events of one phase, in order (the registrations first, phase `baseline`): its
         phase, first and end event, the peak of the live bytes over its events (the total, baseline included) and
         the live bytes per category after its last event. A generation's prefill and decode steps are phases."""
+        self._unrolled()
         category_of = {r[_KEY]: r[_CATEGORY] for r in self.records}
         live = dict.fromkeys(CATEGORIES, 0)
         total = 0
         spans: list[dict[str, Any]] = []
-        for index, phase, _, _, key, delta in self.raw_events:
+        for index, phase, _, _, key, delta, *_ in self.raw_events:
             live[category_of[key]] += delta
             total += delta
             if not spans or spans[-1]["phase"] != phase:
@@ -223,30 +252,41 @@ class Ledger:
         self._unplaced: dict[int, int] = {}  # id(leaf) -> key of a parameter registered without a layer
         self._held_as: dict[int, str] = {}  # key -> the category an op gave its output (Function.output_category)
         self.recomputed_ops = 0  # ops applied while a checkpoint recomputed its segment
+        self.parameter_count = self.trainable_parameter_count = 0  # elements, see StepAccount
 
     # --- registration and the engine's hooks ---------------------------------------------------
     def register(self, array: np.ndarray, category: str, layer: int | None = None, role: str = "",
-                 leaf: Any = None) -> None:
-        """Declare a buffer that exists at the baseline (parameter, optimizer_state or input)."""
+                 leaf: Any = None, copies: int = 1) -> None:
+        """Declare a buffer that exists at the baseline (parameter, optimizer_state or input); `copies`: it stands
+        for that many alike (a repeated block's parameter, see the module docstring)."""
         if category not in REGISTERED:
             raise ValueError(f"only {REGISTERED} are registered, got {category!r}")
         key = self._track(array, "baseline", role or category, layer, "baseline", watch=False)
         self.records[key][_REGISTERED] = category
+        if copies != 1 and self.events[-1][_EVENT_KEY] == key:  # its birth event stands for `copies` births
+            self.events[-1] = self.events[-1][:_EVENT_REPEAT] + (((("baseline", key), copies),),)
         if leaf is not None:
             self._layer_of_leaf[id(leaf)] = layer
             if layer is None:  # the model does not say (no parameter_layers()): the first op that uses it will
                 self._unplaced[id(leaf)] = key
 
-    def register_model(self, params: Iterable[Any], layers: Iterable[int | None]) -> None:
+    def register_model(self, params: Iterable[Any], layers: Iterable[int | None],
+                       copies: dict[int, int] | None = None) -> None:
+        """Parameters and their layers; `copies`: id(parameter) -> how many alike it stands for (default 1)."""
+        copies = copies or {}
         for p, layer in zip(params, layers):
-            self.register(p.data, "parameter", layer=layer, role=p.name or "", leaf=p)
+            n = copies.get(id(p), 1)
+            self.register(p.data, "parameter", layer=layer, role=p.name or "", leaf=p, copies=n)
+            self.parameter_count += p.data.size * n
+            if p.requires_grad:
+                self.trainable_parameter_count += p.data.size * n
 
     def on_forward(self, ctx: Any, out: np.ndarray) -> None:
         name = ctx.fn.name
         layer = ctx.layer
         phase = STATE.phase
         if phase == "recompute":
-            self.recomputed_ops += 1
+            self.recomputed_ops += 1 if STATE.repeat is None else _copies(STATE.repeat)
         category = ctx.fn.output_category
         if category is None:
             self._track(out, name, "out", layer, phase)
@@ -322,7 +362,7 @@ class Ledger:
         nbytes = base.nbytes
         records.append([key, nbytes, base.shape, base.dtype, op, role, layer, phase, index, None, None, None, None,
                         False, "temporary"])
-        self.events.append((index, phase, op, layer, key, nbytes))
+        self.events.append((index, phase, op, layer, key, nbytes, STATE.repeat))
         self._key_of_id[ident] = key
         if watch:
             self._refs[key] = weakref.ref(base, partial(_record_death, self._self_ref, key, ident))
@@ -356,37 +396,174 @@ class Ledger:
                 category = "temporary"
             r[_CATEGORY] = category
             category_of.append(index_of[category])
+        events = self.events
+        repeated = any(event[_EVENT_REPEAT] is not None for event in events)
+        if repeated:
+            _check_repeats(records, events)
+            born_copies = [_copies(events[r[_BORN]][_EVENT_REPEAT]) for r in records]
+            registered = dict.fromkeys(REGISTERED, 0)
+            for r, n in zip(records, born_copies):
+                if r[_REGISTERED] is not None:
+                    registered[r[_REGISTERED]] += n * r[_NBYTES]
+            activation = index_of["activation"]
+            saved_tensors = sum(n for c, n in zip(category_of, born_copies) if c == activation)
+            buffer_count = sum(born_copies)
+        else:
+            saved_tensors = category_of.count(index_of["activation"])
+            buffer_count = len(records)
         baseline = sum(registered.values())  # only `register` creates buffers in the baseline phase
-        # one pass over the events: live bytes per category (lists indexed like CATEGORIES), their maxima,
-        # and the split at the peak of the total
-        live = [0] * len(CATEGORIES)
-        maxima = [0] * len(CATEGORIES)
-        peak_total, peak_event, peak_live = -1, -1, live[:]
-        total = 0
-        for index, _, _, _, key, delta in self.events:
-            c = category_of[key]
-            now = live[c] = live[c] + delta
-            total += delta
-            if now > maxima[c]:
-                maxima[c] = now
-            if total > peak_total:
-                peak_total, peak_event, peak_live = total, index, live[:]
-        peak_split = dict(zip(CATEGORIES, peak_live))
-        maxima = dict(zip(CATEGORIES, maxima))
+        run = _summarise(events, 0, len(events), 0, category_of) if repeated else _flat(events, 0, len(events),
+                                                                                          category_of)
+        maxima = dict(zip(CATEGORIES, (0 if top is None or top < 0 else top for top in run.top)))
         return StepAccount(
             baseline_bytes=baseline,
-            peak_bytes=peak_total,
-            step_peak_bytes=peak_total - baseline,
-            peak_event=peak_event,
-            peak_by_category=peak_split,
+            peak_bytes=run.best,
+            step_peak_bytes=run.best - baseline,
+            peak_event=run.best_at,
+            peak_by_category=dict(zip(CATEGORIES, run.best_live)),
             max_by_category=maxima,
             activation_bytes=maxima["activation"],
-            saved_tensors=category_of.count(index_of["activation"]),
+            saved_tensors=saved_tensors,
             registered_bytes=registered,
             recomputed_ops=self.recomputed_ops,
             records=list(records),
-            raw_events=list(self.events),
+            raw_events=list(events),
+            parameter_count=self.parameter_count,
+            trainable_parameter_count=self.trainable_parameter_count,
+            buffer_count=buffer_count,
+            event_count=run.events,
+            repeated=repeated,
         )
+
+
+# --- the account of an event list: one pass over a flat run, and runs composed and repeated ----------------------
+# A run's summary is relative to the live bytes before it: its length, its change per category, the first event at
+# which its running total peaks (and the split there), and each category's highest running value.
+_EVENT_KEY, _EVENT_DELTA, _EVENT_REPEAT = 4, 5, 6
+_COPIES: dict[tuple, int] = {}
+
+
+def _copies(path: tuple | None) -> int:
+    """How many times an event in repeat scope `path` happens in the unrolled step (the product of its copies)."""
+    if path is None:
+        return 1
+    n = _COPIES.get(path)
+    if n is None:
+        n = 1
+        for _, copies in path:
+            n *= copies
+        _COPIES[path] = n
+    return n
+
+
+class _Run:
+    __slots__ = ("events", "delta", "total", "best", "best_at", "best_live", "top")
+
+    def __init__(self, events: int, delta: list[int], total: int, best: int, best_at: int, best_live: list[int],
+                 top: list[int | None]):
+        self.events, self.delta, self.total = events, delta, total
+        self.best, self.best_at, self.best_live, self.top = best, best_at, best_live, top
+
+    def then(self, other: "_Run") -> "_Run":
+        """This run followed by `other`."""
+        if not other.events:
+            return self
+        if not self.events:
+            return other
+        base = self.total
+        if other.best + base > self.best:  # strictly: the first event at which the total peaks
+            best, best_at = other.best + base, self.events + other.best_at
+            best_live = [a + b for a, b in zip(self.delta, other.best_live)]
+        else:
+            best, best_at, best_live = self.best, self.best_at, self.best_live
+        top = [a if b is None else (b + d if a is None else max(a, b + d))
+               for a, b, d in zip(self.top, other.top, self.delta)]
+        return _Run(self.events + other.events, [a + b for a, b in zip(self.delta, other.delta)],
+                    base + other.total, best, best_at, best_live, top)
+
+    def times(self, copies: int) -> "_Run":
+        """This run `copies` times in a row: each copy starts where the last ended, so a run that grows peaks in
+        its last copy and one that does not in its first (worked out, not unrolled)."""
+        if copies == 1 or not self.events:
+            return self
+        more = copies - 1
+        if self.total > 0:
+            best, best_at = self.best + more * self.total, self.best_at + more * self.events
+            best_live = [live + more * d for live, d in zip(self.best_live, self.delta)]
+        else:
+            best, best_at, best_live = self.best, self.best_at, self.best_live
+        top = [t if t is None or d <= 0 else t + more * d for t, d in zip(self.top, self.delta)]
+        return _Run(self.events * copies, [d * copies for d in self.delta], self.total * copies, best, best_at,
+                    best_live, top)
+
+
+def _flat(events: list[tuple], lo: int, hi: int, category_of: list[int]) -> _Run:
+    """One pass over events[lo:hi] (their repeat scopes ignored): live bytes per category, their maxima, and the
+    split at the first peak of the total."""
+    live = [0] * len(CATEGORIES)
+    top: list[int | None] = [None] * len(CATEGORIES)
+    best, best_at, best_live = -1, -1, live[:]
+    total = 0
+    for i in range(lo, hi):
+        event = events[i]
+        c = category_of[event[_EVENT_KEY]]
+        delta = event[_EVENT_DELTA]
+        now = live[c] = live[c] + delta
+        total += delta
+        t = top[c]
+        if t is None or now > t:
+            top[c] = now
+        if total > best or i == lo:
+            best, best_at, best_live = total, i - lo, live[:]
+    return _Run(hi - lo, live, total, best, best_at, best_live, top)
+
+
+def _summarise(events: list[tuple], lo: int, hi: int, level: int, category_of: list[int]) -> _Run:
+    """events[lo:hi], whose repeat scopes share their first `level` elements: flat stretches in one pass, each
+    contiguous stretch of a deeper scope summarised once and repeated `copies` times."""
+    run = _Run(0, [0] * len(CATEGORIES), 0, -1, -1, [0] * len(CATEGORIES), [None] * len(CATEGORIES))
+    i = lo
+    while i < hi:
+        path = events[i][_EVENT_REPEAT]
+        j = i + 1
+        if path is None or len(path) <= level:
+            while j < hi and (events[j][_EVENT_REPEAT] is None or len(events[j][_EVENT_REPEAT]) <= level):
+                j += 1
+            run = run.then(_flat(events, i, j, category_of))
+        else:
+            scope = path[level]
+            while j < hi and (p := events[j][_EVENT_REPEAT]) is not None and len(p) > level and p[level] == scope:
+                j += 1
+            run = run.then(_summarise(events, i, j, level + 1, category_of).times(scope[1]))
+        i = j
+    return run
+
+
+def _check_repeats(records: list[list], events: list[tuple]) -> None:
+    """Each repeat scope hands on what it takes in (see the module docstring), or RepeatMismatch."""
+    from collections import Counter
+
+    taken: dict[int, Counter] = {}
+    handed: dict[int, Counter] = {}
+
+    def scopes(event_index: int) -> set:
+        path = events[event_index][_EVENT_REPEAT] or ()
+        return {abs(ident) for ident, _ in path if isinstance(ident, int)}
+
+    for r in records:
+        if r[_DIED] is None:
+            continue  # alive at the end (a gradient, the output): each copy has its own, nothing is handed on
+        born, died = scopes(r[_BORN]), scopes(r[_DIED])
+        signature = (r[_CATEGORY], r[_NBYTES])
+        for scope in died - born:
+            taken.setdefault(scope, Counter())[signature] += 1
+        for scope in born - died:
+            handed.setdefault(scope, Counter())[signature] += 1
+    for scope in set(taken) | set(handed):
+        if taken.get(scope, Counter()) != handed.get(scope, Counter()):
+            raise RepeatMismatch(f"a repeated block takes in {sorted(taken.get(scope, Counter()).items())} but "
+                                 f"hands on {sorted(handed.get(scope, Counter()).items())} (category, bytes): its "
+                                 "copies would not chain")
 
 
 def _record_death(ledger_ref: weakref.ref, key: int, ident: int, _: weakref.ref) -> None:
@@ -397,5 +574,5 @@ def _record_death(ledger_ref: weakref.ref, key: int, ident: int, _: weakref.ref)
     record = ledger.records[key]
     index = len(ledger.events)
     record[_DIED] = index
-    ledger.events.append((index, STATE.phase, "free", record[_LAYER], key, -record[_NBYTES]))
+    ledger.events.append((index, STATE.phase, "free", record[_LAYER], key, -record[_NBYTES], STATE.repeat))
     ledger._key_of_id.pop(ident, None)

@@ -4,6 +4,10 @@ On a 2-core machine a neighbour that keeps one core busy halves what a 2-thread 
 figure carries the average number of cores others used meanwhile (`foreign_cores`). Linux only
 (/proc/stat); elsewhere the figure is None. The kernel counts CPU time in ticks (SC_CLK_TCK, usually 100
 per second), so over a quarter of a second the figure resolves about 0.04 core per core.
+
+`busy_cores(window)` is the machine's busy cores over a short window, whoever keeps them busy: the launcher reads
+it as a cell starts, to give that cell's BLAS no more threads than there are free cores (launcher.py).
+`LOADED_CORES` is where a timing stops being a quiet machine's: tables and the README flag figures above it.
 """
 from __future__ import annotations
 
@@ -12,6 +16,9 @@ import time
 from typing import Callable, Iterable
 
 TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+# Other processes' average busy cores above which a timing is flagged as taken under load: half a core is enough
+# to stall a BLAS thread that waits for its partner (one busy core made a 2-thread CNN step 15-25x slower).
+LOADED_CORES = 0.5
 
 
 def machine_busy_seconds() -> float | None:
@@ -26,6 +33,19 @@ def machine_busy_seconds() -> float | None:
     values = [int(v) for v in fields[1:]]
     busy = values[0] + values[1] + values[2] + values[5] + values[6] + (values[7] if len(values) > 7 else 0)
     return busy / TICKS
+
+
+def busy_cores(window_seconds: float = 0.1) -> float | None:
+    """How many cores the whole machine kept busy over the next `window_seconds` (this process sleeps meanwhile);
+    None where /proc/stat cannot be read. At 100 ticks per second a 0.1 s window resolves 0.1 core."""
+    busy0, wall0 = machine_busy_seconds(), time.perf_counter()
+    if busy0 is None:
+        return None
+    time.sleep(window_seconds)
+    busy1, wall = machine_busy_seconds(), time.perf_counter() - wall0
+    if busy1 is None or wall <= 0:
+        return None
+    return max(busy1 - busy0, 0.0) / wall
 
 
 def process_seconds(pid: int) -> float:
@@ -71,4 +91,4 @@ class ForeignLoad:
         return max(foreign, 0.0) / wall
 
 
-__all__ = ["ForeignLoad", "machine_busy_seconds", "own_seconds", "process_seconds"]
+__all__ = ["LOADED_CORES", "ForeignLoad", "busy_cores", "machine_busy_seconds", "own_seconds", "process_seconds"]

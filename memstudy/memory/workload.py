@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import optim
 from ..autograd import STATE, Tensor, no_grad, saved_tensors_policy
+from ..nn import repeat
 from ..nn.generation import generate
 from ..nn.models.registry import get_family
 from .ledger import Ledger, StepAccount
@@ -103,14 +104,17 @@ class Workload:
 
     def register(self, ledger: Ledger) -> None:
         """The baseline: parameters (frozen ones too) and model state (with their layers), optimiser state, the inputs
-        and labels."""
-        ledger.register_model(self.model.parameters(), self.model.parameter_layers())
+        and labels. A block standing for several alike (a compressed prediction, nn.repeat) registers its arrays
+        as that many."""
+        copies = repeat.copies(self.model)
+        ledger.register_model(self.model.parameters(), self.model.parameter_layers(), copies)
         # model state that is not a parameter (batch norm's running statistics) lives beside the parameters
         for (name, array), layer in zip(self.model.named_buffers(), self.model.buffer_layers()):
-            ledger.register(array, "parameter", layer=layer, role=name)
+            ledger.register(array, "parameter", layer=layer, role=name, copies=copies.get(id(array), 1))
         if self.train:
-            for array in self.optimizer.state_arrays():
-                ledger.register(array, "optimizer_state")
+            params = self.optimizer.params
+            for index, array in self.optimizer.param_states():
+                ledger.register(array, "optimizer_state", copies=copies.get(id(params[index]), 1))
         ledger.register(self.inputs.data, "input", role="x")
         if self.train and self.labels is not None:
             labels = self.labels.data if isinstance(self.labels, Tensor) else self.labels

@@ -84,6 +84,13 @@ def check_generation(config: dict[str, Any]) -> None:
                           f"is above seq_len {seq_len}: the generation must fit the model's context")
 
 
+def token_batch_bytes(config: dict[str, Any]) -> int:
+    """The bytes of a token model's batch (its `state_bytes`' input): one int64 (b, seq_len + 1) draw that inputs and
+    targets are views of, or in mode generate the (b, prompt_len) prompt."""
+    length = config["prompt_len"] if config["mode"] == GENERATE else config["seq_len"] + 1
+    return 8 * config["batch_size"] * length
+
+
 def prompt_tokens(config: dict[str, Any]) -> np.ndarray:
     """(b, prompt_len) token ids in [0, vocab), drawn through nn.init (shape-only under the predictor)."""
     rng = np.random.default_rng(config["seed"] + 1)
@@ -144,4 +151,4 @@ def generate(model: Any, prompt: Any, new_tokens: int, kv_cache: str = "dynamic"
 
 __all__ = ["DECODE", "DEFAULTS", "GENERATE", "PREFILL", "PREFILL_LOGITS", "check_cache", "check_generation",
            "decode_phase", "generate", "generation_fields", "is_decode_phase", "keep_logits", "last_token",
-           "prompt_tokens"]
+           "prompt_tokens", "token_batch_bytes"]

@@ -6,10 +6,15 @@ the ledger counts every buffer as `kv_cache` (role key or value, the layer it ru
   values (`DynamicLayer.update`); after t tokens a layer holds 2 · b · kv · t · d · itemsize bytes, and for a moment
   during each update the old keys (then the old values) live beside the new ones.
 - `StaticCache(length)`: each layer's keys and values are zeros of `length` positions, allocated at the layer's
-  first update and then written in place (`StaticLayer`); 2 · b · kv · length · d · itemsize bytes per layer from
-  the first update on. Attention then reads the whole buffer, its unfilled positions masked, as transformers'.
+  first update (`ops.CacheAllocate`) and then written in place by the cache itself, which owns them (`StaticLayer`,
+  as transformers' index_copy_: no new bytes); 2 · b · kv · length · d · itemsize bytes per layer from the first
+  update on. Attention then reads the whole buffer, its unfilled positions masked, as transformers'.
 
 `update(k, v)` returns the keys and values attention reads; `length` is how many positions the layer has seen.
+
+A cache is state each layer fills in one forward and reads in the next, which the predictor's repeated blocks
+(`nn.repeat`: one block standing for many alike) cannot stand for: made while plans are compressed, a cache raises
+`NotRepeatable`, and the predictor runs every block of a generation (memory/predict.py's fallback).
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from typing import Any
 
 from ..autograd import Tensor, apply
 from ..autograd import ops
+from . import repeat
 
 KV_CACHES = ("dynamic", "static")
 
@@ -45,9 +51,13 @@ class StaticLayer:
         if self.keys is None:
             self.keys = apply(ops.CacheAllocate, k, length=self.capacity, role="key")
             self.values = apply(ops.CacheAllocate, v, length=self.capacity, role="value")
-        self.keys = apply(ops.CacheWrite, self.keys, k, start=self.length, role="key")
-        self.values = apply(ops.CacheWrite, self.values, v, start=self.length, role="value")
-        self.length += k.shape[-2]
+        start, stop = self.length, self.length + k.shape[-2]
+        if stop > self.capacity:
+            raise ValueError(f"the static cache holds {self.capacity} positions; positions {start}..{stop - 1} do "
+                             "not fit")
+        self.keys.data[..., start:stop, :] = k.data  # the cache's own buffers, written in place (no new bytes)
+        self.values.data[..., start:stop, :] = v.data
+        self.length = stop
         return self.keys, self.values
 
 
@@ -58,6 +68,8 @@ class KVCache:
     def __init__(self, depth: int, kind: str = "dynamic", capacity: int | None = None):
         if kind not in KV_CACHES:
             raise ValueError(f"kv_cache must be one of {', '.join(KV_CACHES)}, got {kind!r}")
+        if repeat.is_compressing():  # see the module docstring
+            raise repeat.NotRepeatable("a KV cache is state each layer fills and reads again: every block runs")
         if kind == "static" and (capacity is None or capacity < 1):
             raise ValueError(f"a static cache needs a positive capacity (positions), got {capacity!r}")
         self.kind, self.capacity = kind, capacity

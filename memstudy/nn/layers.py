@@ -10,6 +10,7 @@ from ..autograd import Tensor, apply
 from ..autograd import ops
 from . import init
 from .models.registry import DTYPES
+from .repeat import Blocks
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 
@@ -19,6 +20,12 @@ def check_dtype(dtype: Any) -> np.dtype:
     if dt.name not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dt.name}")
     return dt
+
+
+def _indexed(items: Any) -> Any:
+    """(name index, item) of a list of modules: its position, or a block's index in a compressed stack of blocks
+    (nn.repeat.Blocks), so that names and `model.blocks[i]` agree either way."""
+    return items.items() if isinstance(items, Blocks) else enumerate(items)
 
 
 class Module:
@@ -45,7 +52,7 @@ class Module:
             elif isinstance(value, Module):
                 yield from value._walk(name + ".")
             elif isinstance(value, (list, tuple)):
-                for i, item in enumerate(value):
+                for i, item in _indexed(value):
                     if isinstance(item, Module):
                         yield from item._walk(f"{name}.{i}.")
 
@@ -60,7 +67,7 @@ class Module:
             if isinstance(value, Module):
                 yield from value.named_modules(f"{prefix}{attr}.")
             elif isinstance(value, (list, tuple)):
-                for i, item in enumerate(value):
+                for i, item in _indexed(value):
                     if isinstance(item, Module):
                         yield from item.named_modules(f"{prefix}{attr}.{i}.")
 
@@ -76,7 +83,7 @@ class Module:
             if isinstance(value, Module):
                 found += value.named_buffers(f"{prefix}{attr}.")
             elif isinstance(value, (list, tuple)):
-                for i, item in enumerate(value):
+                for i, item in _indexed(value):
                     if isinstance(item, Module):
                         found += item.named_buffers(f"{prefix}{attr}.{i}.")
         return found

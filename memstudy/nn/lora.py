@@ -24,13 +24,14 @@ it; `adapter_dtype` says so, and the adapters are float32 beside a 16-bit base (
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable
 
 import numpy as np
 
 from ..autograd import Tensor, apply, meta
 from ..autograd import ops
-from . import init
+from . import init, repeat
 from .layers import Linear, Module
 from .models.registry import ConfigError, Field
 
@@ -94,6 +95,9 @@ def lora_targets(model: Module, rank: int, targets: str | list[str] | tuple[str,
     if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
         raise ValueError(f"lora_rank must be a positive integer, got {rank!r}")
     names = parse_targets(targets)
+    if repeat.is_compressing() and any(part.isdigit() for name in names for part in name.split(".")):
+        # one block of a stack chosen by its index: the built blocks cannot stand for the others
+        raise repeat.NotRepeatable(f"lora_targets {', '.join(names)} name a block by its index")
     linears = [(name, m) for name, m in model.named_modules() if isinstance(m, Linear) and name]
     if ALL_LINEAR in names:
         if len(names) > 1:
@@ -170,12 +174,16 @@ def check_lora_config(build: Callable[[dict[str, Any]], Module], config: dict[st
         raise ConfigError(str(exc)) from None
     if not config.get("lora_rank"):
         return
-    with meta.meta_mode():
-        model = build(config)
-    try:
-        lora_targets(model, config["lora_rank"], config["lora_targets"])
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    for compressed in (True, False):  # repeated blocks built once (nn.repeat), unless a target names one of them
+        with meta.meta_mode(), repeat.compressing() if compressed else contextlib.nullcontext():
+            model = build(config)
+            try:
+                lora_targets(model, config["lora_rank"], config["lora_targets"])
+            except repeat.NotRepeatable:
+                continue
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        return
 
 
 __all__ = ["ALL_LINEAR", "LoraLinear", "add_lora", "adapter_dtype", "apply_lora_config", "check_lora_config",

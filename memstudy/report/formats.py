@@ -12,7 +12,7 @@ from typing import Any, Callable
 from ..units import format_bytes
 
 MISSING = "—"
-LOADED_CORES = 0.5  # other processes' average busy cores above which a timing is flagged as taken under load
+from ..memory.load import LOADED_CORES  # the one threshold: a timing above it was taken under load
 
 
 def is_missing(value: Any) -> bool:

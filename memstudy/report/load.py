@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..memory.agreement import COMPARED, prediction_matches
 from ..nn.models.registry import SHARED_NAMES, builtin_names, get_family
 from ..study.fields import (BASELINE_FIELDS, GENERATION_FIELDS, GRID_FIELDS, LEDGER_FIELDS, LEGACY_CONFIG_FIELDS,
                             MODEL_FIELDS, PREDICTED_FIELDS, PROBE_FIELDS, ROW_FIELDS)
@@ -57,6 +58,9 @@ INTEGER_CONFIG = _legacy_columns(int) + ("repeat",)
 BOOL_CONFIG = _legacy_columns(bool)
 
 
+_COMPARED_FIELDS = tuple(f for _, measured, predicted in COMPARED for f in (measured, predicted))
+
+
 def load_runs(results_dir: Path) -> pd.DataFrame:
     """runs.csv's usable rows, every row column present (see the module's docstring)."""
     path = results_dir / "runs.csv"
@@ -86,8 +90,13 @@ def load_runs(results_dir: Path) -> pd.DataFrame:
     for column in BOOL_CONFIG:
         if frame[column].dtype != bool:
             frame[column] = frame[column].astype(str).str.lower().map({"true": True, "false": False})
-    for column in ("status", "error", "host", "worker", *TEXT_MEASURES):  # an all-empty column is read as NaN
+    for column in ("status", "error", "host", "worker", "prediction_unavailable", *TEXT_MEASURES):  # empty: NaN
         frame[column] = [("" if pd.isna(v) else str(v)) for v in frame[column]]
+    # as the cell said it; a row from before the column, from its figures (the same check: memory/agreement.py)
+    frame["prediction_matches"] = [
+        {"true": True, "false": False}.get(str(said).strip().lower()) if pd.notna(said) and str(said).strip() else
+        prediction_matches(figures)
+        for said, figures in zip(frame["prediction_matches"], frame[list(_COMPARED_FIELDS)].to_dict("records"))]
     frame["foreign_cores"] = pd.to_numeric(frame["foreign_cores"], errors="coerce")
     frame.attrs["problems"] = [f"runs.csv: {p}" for p in runs_file.problems]
     return frame

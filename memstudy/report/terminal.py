@@ -8,9 +8,10 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from ..memory.agreement import prediction_matches, row_warning
 from . import document as doc
 from .document import Bullets, Document, Heading, Paragraph, Table
-from .formats import bytes_text
+from .formats import LOADED_CORES, bytes_text
 
 OPTIONAL_ROWS = ("peak_kv_cache_bytes",)  # breakdown rows shown only when some mode has such bytes (generation's)
 BREAKDOWN = (
@@ -144,21 +145,72 @@ def run_document(results: dict[str, list[dict[str, Any]]], by_layer: bool = Fals
             [label, doc.nbytes(_median(rows, measured)), doc.nbytes(_median(rows, predicted)) if predicted else ""]
             for label, measured, predicted in GENERATION]))
     body = [[label] + [doc.nbytes(_median(results[m], field)) for m in modes] for label, field in PROBES]
+    body.append(["prediction = ledger"] + [_agreement(results[m]) for m in modes])
     body.append(["RSS method"] + [str(results[m][0].get("rss_method")) for m in modes])
     body.append(["cell process VmHWM (absolute)"] + [doc.nbytes(_median(results[m], "hwm_bytes")) for m in modes])
-    body.append(["step time, median"] + [doc.ms(_median(results[m], "step_seconds"), 2) for m in modes])
+    body.append(["step time, median"] + [_step_time(results[m]) for m in modes])
     # the load the time was measured under (other processes' busy cores), "(loaded)" above formats.LOADED_CORES
     body.append(["  other cores busy meanwhile"] + [doc.load(_median(results[m], "foreign_cores")) for m in modes])
+    if any(r.get("blas_threads") is not None for m in modes for r in results[m]):
+        # the BLAS threads each cell had: the free cores when it started, unless the user set a count
+        body.append(["  BLAS threads (cores free at start)"] + [_threads(results[m]) for m in modes])
     document.blocks.append(doc.table(["step peak over baseline, by probe"] + modes, body))
-    ratio = ratio_line(results)
-    if ratio:
-        document.blocks.append(Paragraph(ratio))
+    for line in (ratio_line(results), load_note(results)):
+        if line:
+            document.blocks.append(Paragraph(line))
+    for line in agreement_lines(results):
+        document.blocks.append(Paragraph(line))
     if by_layer:
         for mode in modes:
             document.add(by_layer_table(mode, results[mode][0].get("by_layer") or [],
                                         layer_names(results[mode][0])))
         document.blocks.append(Paragraph(LAYER_NOTE))
     return document
+
+
+def _step_time(rows: list[dict[str, Any]]) -> Any:
+    """The median step time, "(loaded)" when other processes kept more than LOADED_CORES busy meanwhile."""
+    seconds, load = _median(rows, "step_seconds"), _median(rows, "foreign_cores")
+    if load is not None and load > LOADED_CORES:
+        return doc.compound("{} (loaded)", doc.ms(seconds, 2))
+    return doc.ms(seconds, 2)
+
+
+def _threads(rows: list[dict[str, Any]]) -> str:
+    rows = [r for r in rows if r.get("blas_threads") is not None]
+    if not rows:
+        return "—"
+    free = _median(rows, "free_cores")
+    return f"{_median(rows, 'blas_threads'):.0f}" + ("" if free is None else f" ({free:.2f} free)")
+
+
+def load_note(results: dict[str, list[dict[str, Any]]]) -> str | None:
+    """A line saying which step times were taken while other processes kept the machine busy, if any."""
+    loaded = {m: load for m, rows in results.items()
+              if (load := _median(rows, "foreign_cores")) is not None and load > LOADED_CORES}
+    if not loaded:
+        return None
+    which = " and ".join(f"the {m} step time ({load:.2f} cores)" for m, load in loaded.items())
+    return (f"note: other processes kept the machine busy while {which} was timed (above {LOADED_CORES:g} cores): "
+            "slower than on a quiet machine; the byte counts are not affected")
+
+
+def _agreement(rows: list[dict[str, Any]]) -> str:
+    """The probes table's cell: does the prediction equal the ledger (step peak, total peak, activations)?"""
+    if any(r.get("prediction_unavailable") for r in rows):
+        return "unavailable"
+    verdicts = {prediction_matches(r) for r in rows}
+    return "differs" if False in verdicts else "yes" if verdicts == {True} else "—"
+
+
+def agreement_lines(results: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """One line per mode whose prediction differs from its ledger or is unavailable (what and why)."""
+    lines = []
+    for mode, rows in results.items():
+        line = next((w for w in (row_warning(r, mode) for r in rows) if w), None)
+        if line:
+            lines.append(line)
+    return lines
 
 
 def run_title(results: dict[str, list[dict[str, Any]]]) -> str:
@@ -185,7 +237,9 @@ def predict_report(config: dict[str, Any], prediction: dict[str, Any]) -> str:
     body = [[category.replace("_", " "), doc.nbytes(split[category])] for category in split]
     body.append(["peak, total", doc.nbytes(prediction["predicted_peak_bytes"])])
     facts = [
-        ["parameters", doc.nbytes(prediction["parameter_bytes"])],
+        ["parameters", doc.compound(f"{{}} ({prediction['parameter_count']:,} parameters, "
+                                    f"{prediction['trainable_parameter_count']:,} trainable)",
+                                    doc.nbytes(prediction["parameter_bytes"]))],
         ["gradients", doc.nbytes(prediction["gradient_bytes"])],
         ["optimizer state", doc.nbytes(prediction["optimizer_state_bytes"])],
         ["input", doc.nbytes(prediction["input_bytes"])],

@@ -14,9 +14,13 @@ running cells reserved):
 
 Building the model costs no more than the step's baseline: nn.init draws every parameter in its own dtype.
 
-A model whose parameters and batch alone exceed the budget is refused while its shape-only build is still
-drawing them (BudgetCheck: meta_mode's draw limit), so the refusal costs what the budget holds, not what the
-model is.
+Before any of that, what the configuration holds throughout its step (parameters, optimiser state, batch:
+`memory.predict.state_bytes`) is compared with the budget (`state_refusal`). A family that declares them in
+closed form (registry.StateBytes) is refused without building anything, at any size; another is built shape-only
+until the budget's worth is drawn (meta_mode's draw limit), so its refusal costs what the budget holds, not what
+the model is. The prediction itself then costs the same at any depth for a family whose repeated blocks are
+predicted once (memory.predict); for one that runs every block, a prediction estimated to take longer than
+`max_seconds` is refused with the estimate.
 
 The cell process runs under RLIMIT_AS (set by the launcher between fork and exec), so a cell that needs
 more than its prediction stops with a MemoryError (a failed row saying so) instead of waking the machine's
@@ -110,6 +114,14 @@ def cell_need(config: dict[str, Any], prediction: dict[str, Any], baseline: Proc
                     baseline.hwm_bytes if baseline is not None else 0)
 
 
+def unpredicted_need(config: dict[str, Any], budget_bytes: int, baseline: ProcessBaseline | None) -> CellNeed:
+    """A cell whose step cannot be predicted (meta.Unsupported) takes the whole budget: it runs alone, and its
+    address-space limit (own bytes: the budget less its overhead and the process baseline) holds it there."""
+    own = overhead_bytes(config, {})
+    resident = baseline.hwm_bytes if baseline is not None else 0
+    return CellNeed(max(0, budget_bytes - own - resident), own, resident)
+
+
 def process_baseline(env: dict[str, str]) -> ProcessBaseline | None:
     """VmPeak and VmHWM of a tiny cell (memstudy.study.cell, this interpreter) started with the cells'
     environment `env` on this host; None when it fails or cannot tell (not Linux). Measured once per process
@@ -123,7 +135,7 @@ def _measured_baseline(env_items: tuple[tuple[str, str], ...]) -> ProcessBaselin
     from .launcher import CELL_COMMAND, CellRequest, launch
 
     request = CellRequest(normalize(dict(CALIBRATION_CONFIG)), 1, timeout_seconds=CALIBRATION_TIMEOUT_SECONDS)
-    result = launch(request, list(CELL_COMMAND), dict(env_items))
+    result = launch(request, list(CELL_COMMAND), dict(env_items), blas_cap=False)  # at the most threads a cell gets
     if result is None or result.error or not result.rows:
         return None
     row = result.rows[0]
@@ -143,16 +155,46 @@ class Verdict:
     error: str = ""  # the prediction failed: failed (a cell is never run unchecked)
 
 
+def drawn_over(exc: Any, budget: str) -> str:
+    """The refusal of a model whose shape-only build passed the budget (meta.DrawLimitExceeded `exc`)."""
+    return (f"its parameters and batch alone exceed {budget} (building them shape-only stopped after "
+            f"{format_bytes(exc.drawn_bytes)})")
+
+
+def state_refusal(config: dict[str, Any], budget_bytes: int, budget: str) -> str | None:
+    """Why a (normalized) configuration is refused before predicting its step: its parameters, optimiser state
+    and batch alone exceed the budget (`budget` names it). None when they fit."""
+    from ..autograd.meta import DrawLimitExceeded
+    from ..memory.predict import state_bytes
+
+    try:
+        held = state_bytes(config, max_drawn_bytes=budget_bytes)
+    except DrawLimitExceeded as exc:
+        return drawn_over(exc, budget)
+    total = held.total_bytes(config)
+    if total <= budget_bytes:
+        return None
+    optimizer = held.optimizer_state_bytes(config)
+    parts = [f"parameters {format_bytes(held.parameter_bytes)}"]
+    parts += [f"optimizer state {format_bytes(optimizer)}"] if optimizer else []
+    parts += [f"batch {format_bytes(held.input_bytes)}"]
+    what = "parameters, optimizer state and batch" if optimizer else "parameters and batch"
+    return f"its {what} alone need {format_bytes(total)} ({' + '.join(parts)}): exceeds {budget}"
+
+
 class BudgetCheck:
     """Checks cells against one budget: `check(config) -> Verdict`.
 
-    `predictor`: None (no check), DEFAULT_PREDICTOR (memory.predict.predict, stopped early by the budget: a model
-    whose parameters and batch alone pass it is refused after drawing only what the budget holds, in time that
-    does not grow with the model), or any callable config -> prediction dict. The process baseline is measured
-    (a tiny cell, `process_baseline`) the first time a check needs it; `warnings` says when it could not be."""
+    `predictor`: None (no check), DEFAULT_PREDICTOR (memory.predict.predict after `state_refusal`: a model whose
+    parameters, optimiser state and batch alone pass the budget is refused in time that does not grow with the
+    model; one whose prediction would take over `max_seconds` is skipped with the estimate), or any callable
+    config -> prediction dict. The process baseline is measured (a tiny cell, `process_baseline`) the first time
+    a check needs it; `warnings` says when it could not be."""
 
-    def __init__(self, budget_bytes: int, label: str, predictor: Any, env: dict[str, str]):
+    def __init__(self, budget_bytes: int, label: str, predictor: Any, env: dict[str, str],
+                 max_seconds: float | None = None):
         self.budget_bytes, self.label, self.predictor, self.env = budget_bytes, label, predictor, env
+        self.max_seconds = max_seconds
         self.warnings: list[str] = []
         self._baseline: list[ProcessBaseline | None] = []
 
@@ -169,24 +211,32 @@ class BudgetCheck:
                                      "address-space peak (vm_peak_bytes; Linux only)")
         return self._baseline[0]
 
-    def _predict(self, config: dict[str, Any]) -> dict[str, Any]:
-        if self.predictor is DEFAULT_PREDICTOR:
-            from ..memory.predict import predict
-
-            return predict(config, max_drawn_bytes=self.budget_bytes)
-        return self.predictor(config)
-
     def check(self, config: dict[str, Any]) -> Verdict:
         if self.predictor is None:
             return Verdict()
-        from ..autograd.meta import DrawLimitExceeded
+        from ..autograd.meta import DrawLimitExceeded, Unsupported
+        from ..memory.predict import PredictionTooSlow, check_cost, predict
 
         budget = f"the budget {format_bytes(self.budget_bytes)} ({self.label})"
         try:
-            predicted = self._predict(config)
+            if self.predictor is not DEFAULT_PREDICTOR:
+                predicted = self.predictor(config)
+            else:
+                check_cost(config, self.max_seconds, self.budget_bytes)
+                reason = state_refusal(config, self.budget_bytes, budget)
+                if reason:
+                    return Verdict(skip_reason=reason)
+                predicted = predict(config, max_drawn_bytes=self.budget_bytes)
+        except PredictionTooSlow as exc:
+            return Verdict(skip_reason=f"not checked against {budget}: {exc}")
         except DrawLimitExceeded as exc:
-            return Verdict(skip_reason=f"its parameters and batch alone exceed {budget} (building them shape-only "
-                                       f"stopped after {format_bytes(exc.drawn_bytes)})")
+            return Verdict(skip_reason=drawn_over(exc, budget))
+        except Unsupported:  # measured anyway (its rows say why there is no prediction), alone, within the budget
+            need = unpredicted_need(config, self.budget_bytes, self.baseline)
+            if need.total_bytes > self.budget_bytes:
+                return Verdict(need=need, skip_reason=f"its step cannot be predicted, and its overhead alone "
+                                                      f"({format_bytes(need.total_bytes)}) exceeds {budget}")
+            return Verdict(need=need)
         except Exception as exc:  # a predictor bug must not stop the sweep, nor run an unchecked cell
             return Verdict(error=f"prediction failed: {type(exc).__name__}: {exc}")
         need = cell_need(config, predicted, self.baseline)
@@ -196,7 +246,7 @@ class BudgetCheck:
         return verdict
 
 
-DEFAULT_PREDICTOR = object()  # BudgetCheck's predictor: memory.predict.predict, stopped early by the budget
+DEFAULT_PREDICTOR = object()  # BudgetCheck's predictor: state_refusal, then memory.predict.predict (see BudgetCheck)
 
 
 def explain_memory_failure(error: str, limit_bytes: int | None) -> str:
@@ -210,4 +260,5 @@ def explain_memory_failure(error: str, limit_bytes: int | None) -> str:
 
 
 __all__ = ["BudgetCheck", "CellNeed", "address_space_limit", "DEFAULT_PREDICTOR", "ProcessBaseline", "Verdict", "cell_need",
-           "explain_memory_failure", "overhead_bytes", "process_baseline"]
+           "drawn_over", "explain_memory_failure", "overhead_bytes", "process_baseline", "state_refusal",
+           "unpredicted_need"]

@@ -20,13 +20,16 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..autograd.meta import Unsupported
 from ..config import normalize
 from ..memory import probes
+from ..memory.agreement import prediction_matches, unavailable_prediction
 from ..memory.generation import PREDICTED_GENERATION_COLUMNS, generation_figures
 from ..memory.load import ForeignLoad
 from ..memory.workload import Workload
 from ..memory.predict import predict
 from .fields import CONFIG_FIELDS, ROW_FIELDS
+from .provenance import model_source
 
 MIN_TIMED_STEPS = 3
 MAX_TIMED_STEPS = 20
@@ -55,9 +58,13 @@ def _address_space_limit_bytes() -> int | None:
 
 def measure(raw_config: dict[str, Any], repeats: int = 1, timeline_path: str | None = None,
             by_layer: bool = False) -> list[dict[str, Any]]:
-    """Rows (dicts with every ROW_FIELDS key) for `repeats` measured steps of one configuration."""
+    """Rows (dicts with every ROW_FIELDS key) for `repeats` measured steps of one configuration; a step the
+    shape-only arrays cannot follow is measured anyway, its rows saying why it has no prediction."""
     config = normalize(raw_config)
-    prediction = predict(config)
+    try:
+        prediction = predict(config)
+    except Unsupported as exc:
+        prediction = unavailable_prediction(str(exc))
     return measure_workload(Workload(config), config, prediction, repeats, timeline_path, by_layer)
 
 
@@ -69,6 +76,7 @@ def measure_workload(work: Workload, config: dict[str, Any], prediction: dict[st
     # the approximate policy's gradient error, against `minimal` at the same (initial) parameters
     grad_rel_error = work.gradient_error() if work.train and config["policy"] != "minimal" else None
     work.step()  # warm-up: optimiser state now exists, caches are warm
+    source = model_source(config.get("model"))  # the model file this process imported (provenance.py)
     rows = []
     for repeat in range(repeats):
         # other processes' load over the whole repeat (probes' steps and timed steps): the timed steps of a
@@ -124,9 +132,13 @@ def measure_workload(work: Workload, config: dict[str, Any], prediction: dict[st
             mem_limit_bytes=_address_space_limit_bytes(),
             host=socket.gethostname(),
             worker=None,  # the sweep names the Dask worker that started the cell
+            blas_threads=None, free_cores=None,  # the launcher records these: it set the threads before we started
+            model_source_hash=source["sha256"] if source else None,
             status="ok",
             error="",
+            prediction_unavailable=prediction.get("prediction_unavailable", ""),
         )
+        row["prediction_matches"] = prediction_matches(row)
         missing = [f for f in ROW_FIELDS if f not in row]
         if missing:  # a programming error in this module, reported like any other cell failure
             raise RuntimeError(f"the cell's row lacks {', '.join(missing)}")

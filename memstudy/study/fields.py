@@ -47,11 +47,23 @@ LOAD_FIELDS = ("foreign_cores",)
 LIMIT_FIELDS = ("vm_peak_bytes", "mem_limit_bytes")
 # host: the machine that measured the row; worker: the Dask worker that ran the cell (empty for a local sweep)
 PLACE_FIELDS = ("host", "worker")
+# blas_threads: the BLAS threads the cell process got (the user's count if set, else the cores free as it started,
+# launcher.py); free_cores: the usable cores no process kept busy over 0.1 s just before it started
+THREAD_FIELDS = ("blas_threads", "free_cores")
+# model_source_hash: sha256 (first 16 hex digits) of the model's source file when the row was made: a user's
+# file, or the built-in family's module (provenance.model_source); a sweep refuses to mix two in one folder
+SOURCE_FIELDS = ("model_source_hash",)
+# prediction_matches: the ledger's step peak, total peak and activation bytes each equal the prediction's (memory/
+# agreement.py); False is shown wherever the row is; empty when the row has no prediction to compare
+# prediction_unavailable: why the step has no prediction (a numpy call the shape-only arrays cannot follow, named
+# with the file and op that made it); the step was measured anyway; empty when it has one
+AGREEMENT_FIELDS = ("prediction_matches", "prediction_unavailable")
 # mode generate (memory/generation.py): the KV cache at the step's peak, after the prefill, its growth per decode
 # step and after the last; the prefill's and the largest decode step's peaks (total, as peak_bytes); predicted too.
 # Empty in every other mode.
 GENERATION_FIELDS = ("peak_kv_cache_bytes",) + GENERATION_COLUMNS + PREDICTED_GENERATION_COLUMNS
-LATER_FIELDS: tuple[str, ...] = LOAD_FIELDS + LIMIT_FIELDS + PLACE_FIELDS + GENERATION_FIELDS
+LATER_FIELDS: tuple[str, ...] = (LOAD_FIELDS + LIMIT_FIELDS + PLACE_FIELDS + THREAD_FIELDS + SOURCE_FIELDS
+                                 + AGREEMENT_FIELDS + GENERATION_FIELDS)
 
 ROW_FIELDS: tuple[str, ...] = (
     LEGACY_CONFIG_FIELDS + BASELINE_FIELDS + LEDGER_FIELDS + PREDICTED_FIELDS + PROBE_FIELDS + ACCURACY_FIELDS

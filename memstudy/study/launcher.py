@@ -14,6 +14,13 @@ The address-space limit of a cell (RLIMIT_AS) depends on the host (budget.py): a
 own bytes (`memory_own_bytes`), and `launch` adds the baseline measured on the host it runs on. A cell
 process also gets PR_SET_PDEATHSIG (Linux), so it dies with the process that started it: a killed sweep
 or a lost Dask worker leaves no orphan cell running.
+
+BLAS threads: unless the user set a count (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, MKL_NUM_THREADS in this
+process's environment), a cell's BLAS gets the cores that are free as it starts (the machine's busy cores over
+0.1 s, memory/load.py), at least one and at most its share of the usable cores (`cell_environment`). On 2 cores
+with one kept busy by another process, two OpenBLAS threads made a CNN step 15-25x slower than one thread: a
+thread that waits for a partner with no core to run on stalls the whole product. Each row records what the cell
+got (`blas_threads`) and the free cores it was given them for (`free_cores`).
 """
 from __future__ import annotations
 
@@ -35,6 +42,12 @@ MMAP_THRESHOLD_BYTES = "65536"
 CELL_COMMAND = (sys.executable, "-m", "memstudy.study.cell")
 # BLAS thread counts a cell may be given (OpenBLAS reads the first, OpenMP builds the second, MKL the third)
 BLAS_THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+BLAS_LOAD_WINDOW_SECONDS = 0.1  # how long a cell's start looks at the machine's load (resolves 0.1 core)
+
+
+class CellLost(Exception):
+    """An executor lost a cell to its own infrastructure (the Dask scheduler went away), not to anything the cell
+    did: the sweep writes no row for it, so that the next run of the same command runs it."""
 
 
 @dataclass
@@ -74,22 +87,87 @@ class CellResult:
 def cell_environment(base: dict[str, str] | None = None, jobs: int = 1) -> dict[str, str]:
     """The environment a cell process gets: ours, plus the allocator setting, plus memstudy importable.
 
-    With `jobs` cells at a time and no BLAS thread count set by the user, each cell's BLAS gets usable cores ÷ jobs
-    threads (at least one): cells that each start one BLAS thread per core oversubscribe the cores (on 2 cores,
-    --jobs 2 ran the default study at a third of --jobs 1's rate: results/bench, sweep_jobs2_cells_per_second).
-    Dask's workers get one thread each from Dask itself."""
-    from .provenance import project_root, usable_cores
+    With `jobs` cells at a time and no BLAS thread count set by the user, each cell's BLAS gets at most usable cores ÷
+    jobs threads (at least one): cells that each start one BLAS thread per core oversubscribe the cores (on 2 cores,
+    --jobs 2 ran the default study at a third of --jobs 1's rate: results/bench, sweep_jobs2_cells_per_second);
+    `launch` lowers that further to the cores free when the cell starts. Dask's nannies set one thread per worker
+    process (their `pre-spawn-environ`), which counts as set by the user."""
+    from .provenance import project_root
 
     env = dict(os.environ if base is None else base)
     env.setdefault(MMAP_THRESHOLD_ENV, MMAP_THRESHOLD_BYTES)
     if jobs > 1 and not any(name in env for name in BLAS_THREAD_ENV):
-        threads = str(max(1, (usable_cores() or os.cpu_count() or 1) // jobs))
+        threads = str(max(1, _usable_cores() // jobs))
         env.update(dict.fromkeys(BLAS_THREAD_ENV, threads))
     root = str(project_root())
     paths = env.get("PYTHONPATH", "")
     if root not in paths.split(os.pathsep):
         env["PYTHONPATH"] = root + (os.pathsep + paths if paths else "")
     return env
+
+
+def _usable_cores() -> int:
+    """The cores a cell may run on (provenance.usable_cores: this process's CPU affinity), at least 1."""
+    from .provenance import usable_cores
+
+    return usable_cores() or os.cpu_count() or 1
+
+
+def user_blas_threads() -> dict[str, str]:
+    """The BLAS thread counts this process's environment sets (the user's, or Dask's on its workers): never changed."""
+    return {name: os.environ[name] for name in BLAS_THREAD_ENV if name in os.environ}
+
+
+def blas_thread_count(free_cores: float | None, ceiling: int) -> int:
+    """Threads for a cell's BLAS: the free cores rounded (half up), at least 1 and at most `ceiling`; the ceiling
+    when the load is unknown."""
+    if free_cores is None:
+        return ceiling
+    return max(1, min(ceiling, int(free_cores + 0.5)))
+
+
+def _blas_ceiling(env: dict[str, str]) -> int:
+    """The most threads a cell's BLAS may get: its share of the cores set by `cell_environment`, else the usable
+    cores."""
+    for name in BLAS_THREAD_ENV:
+        if env.get(name, "").isdigit() and int(env[name]) >= 1:
+            return int(env[name])
+    return _usable_cores()
+
+
+def free_cores(window_seconds: float = BLAS_LOAD_WINDOW_SECONDS) -> float | None:
+    """The usable cores that no process kept busy over the next `window_seconds`; None where the load is unknown."""
+    from ..memory.load import busy_cores
+
+    busy = busy_cores(window_seconds)
+    if busy is None:
+        return None
+    all_cores = os.cpu_count() or 1  # what /proc/stat's busy time is spread over
+    return max(0.0, min(float(_usable_cores()), all_cores - busy))
+
+
+def blas_for_cell(env: dict[str, str]) -> tuple[dict[str, str], dict[str, Any]]:
+    """The environment one cell starts with, its BLAS threads set to the free cores unless the user set a count,
+    and the row fields that record it: `blas_threads` (what the cell got; None if unknown) and `free_cores`."""
+    free = free_cores()
+    user = user_blas_threads()
+    if user:
+        value = next(iter(user.values()))  # in BLAS_THREAD_ENV's order: OpenBLAS reads its own variable first
+        threads = int(value) if value.isdigit() else None
+    else:
+        threads = blas_thread_count(free, _blas_ceiling(env))
+        env = {**env, **dict.fromkeys(BLAS_THREAD_ENV, str(threads))}
+    return env, {"blas_threads": threads, "free_cores": None if free is None else round(free, 2)}
+
+
+def blas_policy(env: dict[str, str]) -> dict[str, Any]:
+    """How the cells started with `env` get their BLAS threads, for env.json (each row has its own count)."""
+    user = user_blas_threads()
+    if user:
+        return {"set_by": "environment", "threads": user}
+    return {"set_by": "memstudy", "at_most": _blas_ceiling(env),
+            "rule": f"each cell: the cores free as it starts (busy cores over {BLAS_LOAD_WINDOW_SECONDS:g} s, "
+                    "/proc/stat), rounded, at least 1; rows: blas_threads, free_cores"}
 
 
 def describe_exit(returncode: int, stderr: str) -> str:
@@ -186,11 +264,15 @@ def _memory_limit(request: CellRequest, env: dict[str, str]) -> int | None:
 
 
 def launch(request: CellRequest, command: Sequence[str] | None = None, env: dict[str, str] | None = None,
-           live: LiveCells | None = None) -> CellResult | None:
-    """Run one cell to completion; None if `live` was stopping before it could start."""
+           live: LiveCells | None = None, blas_cap: bool = True) -> CellResult | None:
+    """Run one cell to completion; None if `live` was stopping before it could start. `blas_cap=False` leaves the
+    BLAS threads as `env` has them (the budget's calibration cell measures the most threads a cell may get)."""
     live = live or LiveCells()
     env = env if env is not None else cell_environment()
-    limit = _memory_limit(request, env)
+    limit = _memory_limit(request, env)  # a baseline measured at the ceiling: a capped cell reserves no more
+    blas: dict[str, Any] = {}
+    if blas_cap:
+        env, blas = blas_for_cell(env)
     scratch = None
     if request.return_timeline and not request.timeline_path:
         scratch = tempfile.TemporaryDirectory(prefix="memstudy-cell-")
@@ -201,6 +283,8 @@ def launch(request: CellRequest, command: Sequence[str] | None = None, env: dict
             return None
         result = _finish(request, proc, live)
         result.host, result.memory_limit_bytes = socket.gethostname(), limit
+        for row in result.rows:
+            row.update(blas)
         if request.return_timeline and not result.error and request.timeline_path and \
                 os.path.exists(request.timeline_path):
             with open(request.timeline_path, encoding="utf-8") as fh:

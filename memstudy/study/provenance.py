@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import platform
@@ -102,6 +103,37 @@ def _version(package: str) -> str | None:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
+
+
+def model_source(model: str | None) -> dict[str, str] | None:
+    """The file a model family's code comes from, and its hash (sha256 of the bytes, the first 16 hex digits): the
+    user's file a `path/to/file.py:Class` model names, or a built-in family's module (its path shown from the
+    project's root). None when `model` names no such file (a notebook's model, a family that cannot load).
+
+    Only that one file: what it imports (memstudy itself, or the user's other modules) is the git commit's and the
+    user's business."""
+    from ..nn.models.registry import ConfigError, get_family
+
+    name = model or "mlp"
+    path_text = name.rpartition(":")[0]
+    if path_text.endswith(".py"):
+        path = shown = Path(path_text)
+    else:
+        try:
+            family = get_family(name)
+        except ConfigError:
+            return None
+        file = getattr(sys.modules.get(type(family).__module__), "__file__", None)
+        if file is None:
+            return None
+        path = Path(file).resolve()
+        root = project_root()
+        shown = path.relative_to(root) if path.is_relative_to(root) else path
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:
+        return None
+    return {"path": str(shown), "sha256": digest}
 
 
 def spec_record(spec: Any) -> dict[str, Any]:

@@ -4,8 +4,9 @@ A row is fully described by its own columns (the cell's config, the repeat, the 
 change everything that only decides *which* rows exist or *how* they are run: the grid may gain values,
 keys or combinations, `repeats` may grow (missing repeats are run) or shrink (extra rows stay), and the
 budget, timeout and jobs may change. What is refused is what would make the folder's rows mean something
-else: another study name (the `experiment` column), or a grid that no longer has a cell the folder holds
-(its report would present cells the spec does not have). The refusal names the field.
+else: another study name (the `experiment` column), a grid that no longer has a cell the folder holds
+(its report would present cells the spec does not have), or a model whose source file changed since the
+folder's rows were made (`check_model_sources`). The refusal names the field (or the file).
 
 This is decided from the rows themselves and the spec recorded in env.json, not from the spec's hash,
 so folders written by any earlier memstudy resume as long as their spec is compatible.
@@ -42,6 +43,26 @@ def check_compatible(folder: str, stored_spec: dict[str, Any] | None, runs: Runs
     if rows:
         _check_cells(folder, rows, spec, stored_spec.get("grid") or {})
     return describe_changes(stored_spec, spec)
+
+
+def check_model_sources(folder: str, runs: RunsFile | None, spec: Spec,
+                        sources: dict[str, dict[str, str] | None]) -> None:
+    """Refuse (naming the file) when the folder's rows of a cell were made from another version of that cell's
+    model source than the one `sources` (model -> provenance.model_source) holds now: one runs.csv would mix
+    two versions of the model. Rows from before the `model_source_hash` column record nothing and pass."""
+    model_of = {cell_id(c): c.get("model") or "mlp" for c in spec.cells()}
+    differing: dict[str, list[str]] = {}  # model -> the other hashes its rows recorded
+    for row in runs.rows if runs is not None else []:
+        recorded, model = row.get("model_source_hash") or "", model_of.get(row["cell"])
+        source = sources.get(model) if model is not None else None
+        if recorded and source is not None and recorded != source["sha256"]:
+            differing.setdefault(model, []).append(recorded)
+    for model, hashes in differing.items():
+        source = sources[model]
+        then = ", ".join(sorted(set(hashes)))
+        raise SweepError(f"model: {source['path']} changed since {len(hashes)} rows in {folder}/runs.csv were "
+                         f"measured (its source hash was {then}, it is {source['sha256']} now), and one runs.csv "
+                         f"would mix two versions of the model; {REFUSAL_HINT}")
 
 
 def _check_cells(folder: str, rows: list[dict[str, str]], spec: Spec, stored_grid: dict[str, Any]) -> None:
@@ -98,4 +119,4 @@ def describe_changes(stored: dict[str, Any], spec: Spec) -> list[str]:
     return changes
 
 
-__all__ = ["SweepError", "check_compatible", "describe_changes"]
+__all__ = ["SweepError", "check_compatible", "check_model_sources", "describe_changes"]

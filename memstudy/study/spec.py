@@ -9,8 +9,12 @@
     [run]    repeats, budget, timeout_seconds, jobs
 
 TOML has no null: leave `in_features` out of the grid to mean "as many input features as `width`".
+A relative model file path is the spec file's: it is resolved against the spec's folder, not the working
+directory (the cells, and so the rows, carry the absolute path; `Spec.grid` keeps what the file says). A field
+may be given by an alias it declares (`classes` for the MLP's `out_features`); the grid stores the field's name.
 
-Every error is a `SpecError` whose one-line message names the offending key (e.g. `grid.depth`).
+Every error is a `SpecError` whose one-line message names the offending key (e.g. `grid.depth`), with a
+"did you mean" when the key or value looks like a typo of an allowed one.
 """
 from __future__ import annotations
 
@@ -24,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from ..nn.models.hf_config import hf_config_fields
-from ..nn.models.registry import ConfigError, Family, get_family, normalize
+from ..nn.models.registry import ConfigError, Family, did_you_mean, get_family, normalize, rename_aliases
 from ..units import parse_bytes
+
+TABLES = ("study", "grid", "run")
 STUDY_KEYS = ("name", "description")
 RUN_KEYS = ("repeats", "budget", "timeout_seconds", "jobs")
 RUN_DEFAULTS: dict[str, Any] = {"repeats": 3, "budget": "75%", "timeout_seconds": 600.0, "jobs": 1}
@@ -49,6 +55,10 @@ class Spec:
     text: str = ""  # the TOML source, copied next to the results
     hash: str = field(default="")
 
+    def model(self, written: Any) -> Any:
+        """The model a grid value names, a relative file path resolved against the spec's folder."""
+        return resolve_model(written, self.path.parent if self.path is not None else None)
+
     def cells(self) -> list[dict[str, Any]]:
         """One normalised config per grid point (defaults filled in, in_features resolved), grid order. Grid points
         that differ only in fields that do not apply to their mode (generation's outside mode generate, which
@@ -57,6 +67,8 @@ class Spec:
         out = []
         for values in itertools.product(*(self.grid[k] for k in keys)):
             raw = dict(zip(keys, values))
+            if "model" in raw:
+                raw["model"] = self.model(raw["model"])
             try:
                 config = normalize(raw)
             except ConfigError as exc:  # values were checked one by one; this catches combinations
@@ -105,14 +117,26 @@ def _id_value(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def resolve_model(written: Any, base: Path | None) -> Any:
+    """`path/to/file.py:Class` with a relative path made absolute against `base` (the spec's folder); a
+    built-in family's name, an absolute path or anything else unchanged (get_family judges it)."""
+    if not isinstance(written, str) or base is None:
+        return written
+    path_text, _, class_name = written.rpartition(":")
+    if not path_text.endswith(".py") or Path(path_text).is_absolute():
+        return written
+    return f"{(base / path_text).resolve()}:{class_name}"
+
+
 def grid_fields(models: tuple) -> dict[str, Family]:
-    """Every key a grid may use for these models: `model`, then each family's fields (the first family that
-    declares a field checks its values)."""
+    """Every key a grid may use for these models: `model`, then each family's fields and their aliases (the first
+    family that declares a field checks its values)."""
     allowed: dict[str, Family] = {}
     for name in models:
         family = get_family(name)
         for f in family.all_fields():
-            allowed.setdefault(f.name, family)
+            for key in (f.name, *f.aliases):
+                allowed.setdefault(key, family)
     return allowed
 
 
@@ -130,9 +154,20 @@ def _check_table(data: dict, table: str, allowed: tuple[str, ...]) -> dict:
         raise SpecError(f"{table}: must be a table [{table}], got {type(value).__name__}")
     for key in value:
         if key not in allowed:
-            hint = " (repeats go in [run])" if table == "grid" and key == "repeat" else ""
+            hint = " (repeats go in [run])" if table == "grid" and key == "repeat" else did_you_mean(key, allowed)
             raise SpecError(f"{table}.{key}: unknown key{hint}; allowed: {', '.join(allowed)}")
     return value
+
+
+def _canonical_grid(grid_raw: dict[str, Any], families: dict[str, Family]) -> dict[str, Any]:
+    """The grid with each alias renamed to its field's name (in its place), so that a spec says `classes` or
+    `out_features` and means the same cells, hash and rows."""
+    aliases = {key: families[key].aliases()[key] for key in grid_raw if key in families
+               and key in families[key].aliases()}
+    try:
+        return rename_aliases(grid_raw, aliases)
+    except ConfigError as exc:  # "out_features is given twice, ..."
+        raise SpecError(f"grid.{exc}") from None
 
 
 def _check_grid_value(key: str, value: Any, family: Family) -> None:
@@ -172,8 +207,11 @@ def parse_spec(data: dict[str, Any], *, name: str = "study", path: Path | None =
     """A checked Spec from parsed TOML (a dict); `name` is used when [study] has none; `hf_config` (a path) as
     --hf-config gives it."""
     for table in data:
-        if table not in ("study", "grid", "run"):
-            raise SpecError(f"{table}: unknown table or key; a spec has [study], [grid] and [run]")
+        if table not in TABLES:
+            guess = did_you_mean(table, TABLES)
+            kind = f"unknown table; did you mean [{guess[len('; did you mean '):-1]}]?" if guess else \
+                "unknown table or key"
+            raise SpecError(f"{table}: {kind} A spec has [study], [grid] and [run]")
     study = _check_table(data, "study", STUDY_KEYS)
     grid_table = data.get("grid", {})
     if not isinstance(grid_table, dict):
@@ -183,11 +221,13 @@ def parse_spec(data: dict[str, Any], *, name: str = "study", path: Path | None =
         data = {**data, "grid": grid_table}
     models = grid_table.get("model", "mlp")
     models = tuple(models) if isinstance(models, list) else (models,)
+    base = path.parent if path is not None else None
     try:
-        families = grid_fields(models)
+        families = grid_fields(tuple(resolve_model(m, base) for m in models))
     except ConfigError as exc:
         raise SpecError(f"grid.model: {exc}") from None
     grid_raw = _check_table(data, "grid", ("model", *families))
+    grid_raw = _canonical_grid(grid_raw, families)
     run = {**RUN_DEFAULTS, **_check_table(data, "run", RUN_KEYS)}
 
     for key in STUDY_KEYS:

@@ -16,7 +16,9 @@
   reports that break a step down by layer; a cell's entries are written just before its runs.csv rows, and a
   reader keeps the last entry of a (cell, repeat, layer, op) that a resumed sweep wrote twice.
 - `DIR/env.json` records the provenance, the current spec, and one entry per session (what changed, the git
-  state, the settings it ran with). The git state is read before anything is deleted.
+  state, the settings it ran with, each model's source file and hash). The git state is read before anything
+  is deleted. Every row records its model's source hash (`model_source_hash`); a folder whose rows were made
+  from another version of a model's source is refused (resume.check_model_sources).
 
 Cells run through an executor with the `concurrent.futures` shape, `submit(request, reserve_bytes)`:
 `jobs` local processes (launcher.LocalExecutor: a thread pool in which each thread waits on its subprocess,
@@ -36,12 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..memory.agreement import Tally
 from .budget import DEFAULT_PREDICTOR, BudgetCheck, Verdict, explain_memory_failure
 from .fields import ROW_FIELDS
 from .folder import FolderLock, results_folder, write_text_atomically
-from .launcher import CELL_COMMAND, CellRequest, CellResult, LocalExecutor, cell_environment
-from .provenance import collect_env, git_info, read_env, spec_record, write_json
-from .resume import SweepError, check_compatible
+from .launcher import CELL_COMMAND, CellLost, CellRequest, CellResult, LocalExecutor, blas_policy, cell_environment
+from .provenance import collect_env, git_info, model_source, read_env, spec_record, write_json
+from .resume import SweepError, check_compatible, check_model_sources
 from .runs import (CSV_COLUMNS, RunsFile, RunsFileError, append_rows, format_rows, header_line, read_runs,
                    rewrite_runs)
 from .select import nearest_batch
@@ -280,6 +283,8 @@ class _Run:
                 (out / name).unlink(missing_ok=True)
         previous_env, existing = _read_existing(out, self.runs)
         changes = check_compatible(str(out), (previous_env or {}).get("spec"), existing, spec)
+        self.sources = {m: model_source(m) for m in dict.fromkeys(c["model"] for c in spec.cells())}
+        check_model_sources(str(out), existing, spec, self.sources)
         dask = _open_cluster(cluster, self.cell_command) if cluster else None  # before anything is written
         try:
             if dask is not None:  # each worker's budget is the spec's budget of that worker's memory
@@ -287,7 +292,7 @@ class _Run:
                 budget, label = dask.largest_budget_bytes(), f"budget {spec.budget!r} of the largest worker's memory"
             else:
                 budget, label = spec.budget_bytes(available_bytes), f"budget {spec.budget!r}"
-            checker = BudgetCheck(budget, label, predictor, self.cell_env)
+            checker = BudgetCheck(budget, label, predictor, self.cell_env, max_seconds=spec.timeout_seconds)
             outcome = SweepOutcome(out, self.runs, self.env_path, cells=len(spec.cells()), resumed=0, changes=changes)
             if existing is not None:
                 outcome.warnings += [f"{self.runs}: {problem}; repaired" for problem in existing.problems]
@@ -385,6 +390,8 @@ class _Run:
                    "executor": dask.address if dask is not None else "local"}
         if dask is not None:
             session["workers"] = dask.worker_hosts()
+        else:  # a Dask worker's host records its own (env.json's hosts)
+            session["blas_threads"] = blas_policy(self.cell_env)
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         if previous_env is None:
             env = collect_env(spec, cell_environment=self.cell_env, extra={"sweep": session}, git=self.git)
@@ -401,7 +408,7 @@ class _Run:
         env["hosts"] = hosts
         env["sessions"].append({
             "recorded_at": now, "resumed": previous_env is not None, **session, "spec_hash": spec.hash,
-            "changes": changes, "retry_failed": self.retry_failed, "git": self.git,
+            "changes": changes, "retry_failed": self.retry_failed, "git": self.git, "model_sources": self.sources,
         })
         write_json(self.env_path, env)
         if spec.text:
@@ -418,10 +425,17 @@ class _Run:
         bar = tqdm(total=outcome.cells, initial=outcome.resumed, desc=spec.name, unit="cell", file=sys.stderr,
                    disable=not progress, dynamic_ncols=True, mininterval=0, postfix=_postfix(outcome))
 
+        agreement = Tally()  # predictions that differ from their ledger, or are unavailable: warned at the end
+
         def record(result: _CellResult) -> None:
+            for row in result.rows:  # a row the cell did not stamp (skipped, failed): this session's source
+                if not row.get("model_source_hash"):
+                    source = self.sources.get(row.get("model") or "mlp")
+                    row["model_source_hash"] = source["sha256"] if source else None
             if result.layers:
                 append_layers(self.out / LAYERS_CSV, result.layers)
             append_rows(self.runs, result.rows, columns)
+            agreement.add(result.rows)
             setattr(outcome, result.status, getattr(outcome, result.status) + 1)
             bar.set_postfix_str(_postfix(outcome), refresh=False)  # before update, which redraws: no lag
             bar.update(1)
@@ -437,23 +451,31 @@ class _Run:
                                       memory_own_bytes=need.own_bytes if need is not None else None,
                                       return_timeline=cell.cid == timeline_cid)
                 submitted[executor.submit(request, reserve_bytes=need.total_bytes if need else 0)] = cell
+            lost: list[CellLost] = []
             for future in cf.as_completed(submitted):
                 cell = submitted[future]
                 try:
                     result = future.result()
-                except Exception as exc:  # the executor lost the cell (e.g. Dask gave up on it): a failed cell
+                except CellLost as exc:  # the cluster's failure, not the cell's: no row, so that a resume runs it
+                    lost.append(exc)
+                    continue
+                except Exception as exc:  # the executor gave up on the cell (Dask: it killed workers): a failed cell
                     result = CellResult(error=f"{type(exc).__name__}: {exc}")
                 if result is None:  # interrupted before it started
                     continue
                 if result.timeline_csv is not None:
                     write_text_atomically(self.out / "timeline.csv", result.timeline_csv)
                 record(_cell_rows(spec, cell, result))
+            if lost:
+                raise SweepError(f"{lost[0]}; {len(lost)} cells not run (no row written): run the same command again "
+                                 "to run them")
         except BaseException:  # KeyboardInterrupt, or a failure writing runs.csv: stop every cell we started
             executor.stop()
             raise
         finally:
             executor.shutdown()
             bar.close()
+            outcome.warnings += agreement.warnings()
 
 
 __all__ = ["CSV_COLUMNS", "EXIT_CELLS_FAILED", "EXIT_OK", "LAYER_COLUMNS", "SweepError", "SweepOutcome", "append_layers",

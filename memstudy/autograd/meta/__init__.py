@@ -12,17 +12,38 @@ Rules:
   / `np.result_type` (numpy 2's NEP 50: a Python float joins a float32 array as float32); no arithmetic ever
   runs on stand-in data, so a MetaArray op costs the same whatever the array's size;
 - a new buffer gets numpy's memory layout (the ufunc iterator's 'K' order, `empty_like`'s sorted strides,
-  C order for matmul and copies), and a reshape is a view exactly when numpy's would be: the strides decide
+  matmul's core axes in C order with its batch axes in the iterator's order, C order for copies), and a reshape
+  is a view exactly when numpy's would be: the strides decide
   (a port of numpy's `_attempt_nocopy_reshape`), so later views and copies match numpy's too;
 - where numpy returns a scalar (a full reduction, an integer index) a fresh 0-d MetaArray is returned;
-- anything unsupported raises TypeError (`np.asarray(m)` reaches `__array__`, which raises): nothing is ever
-  computed on a converted array.
+- each numpy function answered has a rule that follows numpy's view/copy semantics (result shape, dtype, strides,
+  whether it is a view and of which buffer, the writeable flag), tested call by call against numpy itself
+  (tests/test_meta_functions.py);
+- anything else raises `Unsupported` (a TypeError) naming the numpy function and the line that called it (the
+  user's file and op), as does anything that depends on the values (a shape-only boolean mask, `bool(m)`,
+  `.item()`, `np.asarray(m)`): nothing is ever computed on a converted array. A prediction that meets it is
+  unavailable, and the step is measured anyway.
+
+A shape rule of your own (README: When things go wrong), registered from the model's file:
+
+    from memstudy.autograd import meta
+
+    @meta.implements(np.interp)
+    def interp(x, xp, fp, left=None, right=None, period=None):
+        return meta.new_buffer(np.shape(x), np.float64)   # what numpy returns: a new C-contiguous float64 array
+
+A rule gets the numpy function's own arguments and returns what numpy would: `new_buffer(shape, dtype, strides)`,
+`view(array, shape, strides, offset_bytes)`, any numpy call the shape-only arrays answer (`np.empty_like`, slicing,
+`.reshape`, `.T`), or the `out=` array. If it is wrong, the rows say so (`prediction_matches` is False).
 
 `meta_mode()` is the context in which `nn.init` draws parameters and batches as MetaArrays; `is_active()`
 says whether it is on; `empty(shape, dtype)` makes one.
 
 Modules: `layout` (numpy's rules for strides, contiguity, broadcasting and reshape), `array` (the type, its
-ufuncs and indexing), `functions` (the `np.*` functions it answers through `__array_function__`).
+ufuncs and indexing), `errors` (`Unsupported`), `functions` (`implements`, and the `np.*` functions it answers
+through `__array_function__`), `einsum` (np.einsum, its views and its optimize paths), `numeric` (cumulative sums,
+clip, norms, means and variances, rounding), `shaping` (flips, rolls, tiles, repeats, pads, splits, differences,
+triangles, stacks, tensordot).
 """
 from __future__ import annotations
 
@@ -30,13 +51,17 @@ import contextlib
 from typing import Any, Iterator
 
 from . import functions as _functions  # noqa: F401  (registers the np.* functions MetaArray answers)
+from . import einsum as _einsum, numeric as _numeric, shaping as _shaping  # noqa: F401  (register theirs)
 from .array import MetaArray
+from .errors import Unsupported, UnsupportedAttribute
+from .functions import implements, new_buffer, view
 
 
 class _Mode:
     active = False
     drawn_bytes = 0  # bytes `empty` made since meta_mode began (what nn.init drew: parameters, batches)
     max_drawn_bytes: int | None = None
+    copies = 1  # each array drawn stands for this many (a repeated block built once: nn.repeat)
 
 
 _MODE = _Mode()
@@ -70,17 +95,30 @@ def is_active() -> bool:
     return _MODE.active
 
 
+@contextlib.contextmanager
+def drawing_copies(copies: int) -> Iterator[None]:
+    """Inside it, each array `empty` makes counts `copies` times against the draw limit (nn.repeat builds one block
+    that stands for `copies` alike ones)."""
+    previous = _MODE.copies
+    _MODE.copies = previous * copies
+    try:
+        yield
+    finally:
+        _MODE.copies = previous
+
+
 def empty(shape: tuple[int, ...], dtype: Any) -> MetaArray:
     """A new shape-only C-contiguous buffer (counted against meta_mode's `max_drawn_bytes`)."""
     array = MetaArray(shape, dtype)
     if _MODE.max_drawn_bytes is not None:
-        _MODE.drawn_bytes += array.nbytes
+        _MODE.drawn_bytes += array.nbytes * _MODE.copies
         if _MODE.drawn_bytes > _MODE.max_drawn_bytes:
             raise DrawLimitExceeded(_MODE.drawn_bytes, _MODE.max_drawn_bytes)
     return array
 
 
-__all__ = ["DrawLimitExceeded", "MetaArray", "empty", "is_active", "meta_mode"]
+__all__ = ["DrawLimitExceeded", "MetaArray", "Unsupported", "UnsupportedAttribute", "drawing_copies", "empty",
+           "implements", "is_active", "meta_mode", "new_buffer", "view"]
 
 
 def shape_only_copy(obj: Any) -> Any:

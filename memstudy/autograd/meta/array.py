@@ -8,10 +8,13 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
+from .errors import Unsupported, UnsupportedAttribute, caller
 from .layout import (broadcast_shapes, c_strides, f_strides, fix_unknown, is_c_contiguous, is_f_contiguous,
                      iterator_order, like_strides, nocopy_strides, normalize_axes, normalize_shape, strides_in_order)
 
 FUNCTIONS: dict[Callable, Callable] = {}  # numpy function -> its shape rule (filled by the `functions` module)
+METHODS: dict[str, Callable] = {}  # ndarray method name -> its rule, the array first (filled there too)
+UFUNC_METHODS: dict[str, Callable] = {}  # "accumulate", "outer", ...: rule(ufunc, *inputs, **kwargs) (ditto)
 
 
 # --- fake data addresses ---------------------------------------------------------------------------------
@@ -98,6 +101,8 @@ class MetaArray(NDArrayOperatorsMixin):
         self.shape = shape
         self.dtype = dtype
         self.strides = c_strides(shape, dtype.itemsize) if strides is None else tuple(strides)
+        if strides is None and _EMPTY_STRIDES_ZERO and 0 in shape:
+            self.strides = (0,) * len(shape)
         self.base = None
         self.address = _allocate(math.prod(shape) * dtype.itemsize)
         self._writeable = True
@@ -140,17 +145,29 @@ class MetaArray(NDArrayOperatorsMixin):
 
     # --- what a shape-only array cannot do --------------------------------------------------------------
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        raise TypeError("a MetaArray has no data: it cannot become an ndarray (np.asarray, np.array without "
-                        "like=, or an unsupported numpy function tried to convert it)")
+        # numpy converts without saying which function asked (np.asarray, np.ascontiguousarray, ...): the caller's
+        # line of code names it
+        raise Unsupported("a numpy call", "tried to convert a shape-only array to an ndarray, which has data",
+                          where=caller(with_source=True))
 
     def __iter__(self) -> Iterator:
-        raise TypeError("iterating over a MetaArray would loop over values; use array operations")
+        raise Unsupported("iteration", "over a shape-only array would loop over its values")
 
     def __bool__(self) -> bool:
-        raise TypeError("the truth value of a MetaArray is unknown (it has no data)")
+        raise Unsupported("the truth value", "of a shape-only array is unknown (it depends on the values)")
 
     def __index__(self) -> int:
-        raise TypeError("a MetaArray has no value to use as an index or a size")
+        raise Unsupported("an index or a size", "taken from a shape-only array depends on its values")
+
+    def __getattr__(self, name: str) -> Any:
+        """ndarray methods with a shape rule (METHODS); another ndarray attribute is Unsupported (an
+        AttributeError too, so `hasattr` still says no)."""
+        method = METHODS.get(name)
+        if method is not None:
+            return method.__get__(self)
+        if not name.startswith("__") and hasattr(np.ndarray, name):
+            raise UnsupportedAttribute(f"ndarray.{name}")
+        raise AttributeError(f"'MetaArray' object has no attribute {name!r}")
 
     def __float__(self) -> float:
         # a neutral value: the engine reads a scalar only to scale an array (e.g. the loss's incoming gradient
@@ -167,14 +184,17 @@ class MetaArray(NDArrayOperatorsMixin):
             raise TypeError(f"only 1-element arrays can be converted to {what}, got shape {self.shape}")
 
     def item(self, *args: Any) -> Any:
-        raise TypeError("MetaArray.item(): a shape-only array has no values")
+        raise Unsupported("ndarray.item", "returns a value, and a shape-only array has none")
 
     def tolist(self) -> Any:
-        raise TypeError("MetaArray.tolist(): a shape-only array has no values")
+        raise Unsupported("ndarray.tolist", "returns the values, and a shape-only array has none")
 
     # --- numpy's protocols ----------------------------------------------------------------------------
     def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
         out = kwargs.get("out")
+        if out is Ellipsis:  # numpy 2: `out=...` asks for an array result even when 0-d, which is all we return
+            del kwargs["out"]
+            out = None
         for x in inputs + (out if isinstance(out, tuple) else (out,)):
             if x is not None and not isinstance(x, _OPERAND_TYPES):
                 return NotImplemented  # numpy then raises TypeError (or Python tries the other operand)
@@ -188,13 +208,15 @@ class MetaArray(NDArrayOperatorsMixin):
                 raise TypeError(f"{ufunc.__name__}.at on a real array with shape-only operands")
             check_writeable(target)
             return None
-        raise TypeError(f"MetaArray does not support {ufunc.__name__}.{method}")
+        rule = UFUNC_METHODS.get(method)
+        if rule is None:
+            raise Unsupported(f"numpy.{ufunc.__name__}.{method}")
+        return rule(ufunc, *inputs, **kwargs)
 
     def __array_function__(self, func: Callable, types: tuple, args: tuple, kwargs: dict) -> Any:
         handler = FUNCTIONS.get(func)
         if handler is None:
-            raise TypeError(f"MetaArray does not support numpy.{getattr(func, '__name__', func)} "
-                            "(add a shape rule in memstudy/autograd/meta/functions.py)")
+            raise Unsupported(f"{getattr(func, '__module__', 'numpy')}.{getattr(func, '__name__', func)}")
         for t in types:
             if not issubclass(t, (MetaArray, np.ndarray)):
                 return NotImplemented
@@ -291,9 +313,9 @@ class MetaArray(NDArrayOperatorsMixin):
     def all(self, axis: Any = None, out: Any = None, keepdims: bool = False, **kwargs: Any) -> "MetaArray":
         return reduction(np.logical_and, self, axis, np.dtype(bool), out, keepdims, kwargs)
 
-    def mean(self, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False,
-             **kwargs: Any) -> "MetaArray":
-        return mean_of(self, axis, dtype, out, keepdims, **kwargs)
+    def mean(self, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False, *,
+             where: Any = True) -> "MetaArray":
+        return mean_of(self, axis, dtype, out, keepdims, where)
 
     def argmax(self, axis: Any = None, out: Any = None, *, keepdims: bool = False) -> "MetaArray":
         return argreduce(self, axis, out, keepdims)
@@ -305,11 +327,17 @@ class MetaArray(NDArrayOperatorsMixin):
 _OPERAND_TYPES = (MetaArray, np.ndarray, np.generic, bool, int, float, complex)
 
 
+# numpy 2 allocates an empty array (a zero-length axis) with all strides 0; numpy 1 with C strides
+_EMPTY_STRIDES_ZERO = np.empty((0, 2)).strides == (0, 0)
+
+
 def fresh(shape: tuple[int, ...], dtype: np.dtype, strides: tuple[int, ...] | None) -> MetaArray:
     """A new buffer (owns its memory); C-contiguous unless `strides` say otherwise."""
     m = object.__new__(MetaArray)
     m.shape = shape
     m.dtype = dtype
+    if _EMPTY_STRIDES_ZERO and 0 in shape:
+        strides = (0,) * len(shape)
     m.strides = c_strides(shape, dtype.itemsize) if strides is None else strides
     m.base = None
     m.address = _allocate(math.prod(shape) * dtype.itemsize)
@@ -398,6 +426,27 @@ def _matmul_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
     return out
 
 
+class _BatchAxes:
+    """An operand's batch (loop) axes, as `iterator_order` reads an operand."""
+
+    __slots__ = ("shape", "strides")
+
+    def __init__(self, array: Any):
+        self.shape, self.strides = array.shape[:-2], array.strides[:-2]
+
+
+def _matmul_order(shape: tuple[int, ...], inputs: tuple) -> list[int] | None:
+    """The axes of matmul's result innermost first, as numpy's gufunc allocates it: the core axes (n?, m?) innermost
+    in C order, the batch axes in the iterator's order over the operands' batch axes (a batch-transposed operand
+    gives a batch-transposed result). None when that is plain C order (at most one batch axis)."""
+    core = sum(1 for x in inputs if isinstance(x, (MetaArray, np.ndarray)) and x.ndim >= 2)
+    batch = len(shape) - core
+    if batch <= 1:
+        return None
+    operands = [_BatchAxes(x) for x in inputs if isinstance(x, (MetaArray, np.ndarray)) and x.ndim > 2]
+    return list(range(len(shape) - 1, batch - 1, -1)) + iterator_order(shape[:batch], operands)
+
+
 def _ufunc_call(ufunc: np.ufunc, inputs: tuple, kwargs: dict) -> Any:
     out = dtype = signature = None
     casting, order, where = "same_kind", "K", True
@@ -420,9 +469,11 @@ def _ufunc_call(ufunc: np.ufunc, inputs: tuple, kwargs: dict) -> Any:
     dtypes = _resolve(ufunc, tuple(map(_dtype_key, inputs)) + (None,) * nout, signature, casting)
     arrays = [x for x in inputs if isinstance(x, (MetaArray, np.ndarray))]
     shapes = [x.shape for x in arrays]
+    inner_first = None
     if ufunc is np.matmul:
         shape = _matmul_shape(*(x.shape if isinstance(x, (MetaArray, np.ndarray)) else () for x in inputs))
-        order = "C"  # matmul writes a C-contiguous result
+        inner_first = _matmul_order(shape, inputs)
+        order = "C" if inner_first is None else "K"
     elif ufunc.signature is not None:
         raise TypeError(f"MetaArray does not support the generalized ufunc {ufunc.__name__}")
     else:
@@ -432,7 +483,6 @@ def _ufunc_call(ufunc: np.ufunc, inputs: tuple, kwargs: dict) -> Any:
             shapes.append(where.shape)
         shape = broadcast_shapes(shapes)
     results = []
-    inner_first = None
     for i, o in enumerate(outs):
         result_dtype = dtypes[nin + i]
         if o is not None:
@@ -444,13 +494,46 @@ def _ufunc_call(ufunc: np.ufunc, inputs: tuple, kwargs: dict) -> Any:
         elif order == "F":
             strides = f_strides(shape, result_dtype.itemsize)
         elif order in ("K", "A", None):
-            if inner_first is None:
-                inner_first = iterator_order(shape, arrays)
-            strides = strides_in_order(shape, result_dtype.itemsize, inner_first)
+            trivial = _trivial_loop_order(ufunc, inputs, dtypes[:nin], where) if nout == 1 else None
+            if trivial is not None:  # numpy's trivial loop: a C array, or F when every N-d operand is F only
+                strides = f_strides(shape, result_dtype.itemsize) if trivial == "F" else None
+            else:
+                if inner_first is None:
+                    inner_first = iterator_order(shape, arrays)
+                strides = strides_in_order(shape, result_dtype.itemsize, inner_first)
         else:
             raise ValueError(f"order must be one of 'C', 'F', 'A', 'K', got {order!r}")
         results.append(fresh(shape, result_dtype, strides))
     return results[0] if nout == 1 else tuple(results)
+
+
+def _trivial_loop_order(ufunc: np.ufunc, inputs: tuple, loop_dtypes: tuple, where: Any) -> str | None:
+    """numpy's `try_trivial_single_output_loop` (no iterator): "C" or "F" when it applies, else None.
+
+    It applies when every input that is not 0-d has the same shape (nothing broadcast), each N-d one is contiguous
+    in one common order (its C and F flags alike), and no N-d input needs a cast; the output is then allocated in
+    that order (C unless the order is F only). Otherwise numpy's iterator allocates it (`iterator_order`)."""
+    if where is not True or ufunc is np.matmul:
+        return None
+    shape = None
+    order = 0
+    for x, loop_dtype in zip(inputs, loop_dtypes):
+        if not isinstance(x, (MetaArray, np.ndarray)) or x.ndim == 0:
+            continue
+        if shape is None:
+            shape = x.shape
+        elif x.shape != shape:
+            return None
+        if x.dtype != loop_dtype and (x.ndim > 1 or x.shape[0] > 8192):  # numpy casts only small 1-d copies
+            return None
+        if x.ndim == 1:
+            continue
+        flags = (1 if is_c_contiguous(x.shape, x.strides, x.itemsize) else 0) | \
+            (2 if is_f_contiguous(x.shape, x.strides, x.itemsize) else 0)
+        if flags == 0 or (order and flags != order):
+            return None
+        order = flags
+    return "F" if order == 2 else "C"
 
 
 class _NoValue:
@@ -474,14 +557,28 @@ def reduction(ufunc: np.ufunc, array: MetaArray, axis: Any, dtype: Any, out: Any
               kwargs: dict) -> MetaArray:
     """`ufunc.reduce`'s result: its shape, dtype (numpy's reduction dtype rules) and numpy's layout."""
     initial = kwargs.pop("initial", _NoValue)
-    if kwargs.pop("where", True) is not True:
-        raise TypeError("MetaArray: reductions with where= are not supported")
+    if initial is np._NoValue:
+        initial = _NoValue
+    where = kwargs.pop("where", True)
+    if where is np._NoValue:
+        where = True
     if kwargs:
         raise TypeError(f"MetaArray: {ufunc.__name__}.reduce got unsupported arguments {sorted(kwargs)}")
     if ufunc.nin != 2 or ufunc.nout != 1:
         raise ValueError("reduce only supported for binary functions")
     shape = array.shape
     axes = normalize_axes(axis, len(shape))
+    operands = [array]
+    if where is not True:  # a mask: it broadcasts to the array, and the iterator reads its strides too
+        where_shape = np.shape(where)
+        if broadcast_shapes([shape, where_shape]) != shape:
+            raise ValueError(f"operands could not be broadcast together with remapped shapes [original->remapped]: "
+                             f"{where_shape} and requested shape {shape}")
+        if initial is _NoValue and ufunc.identity is None:
+            raise ValueError(f"reduction operation '{ufunc.__name__}' does not have an identity, so to use a where "
+                             "mask one has to specify 'initial'")
+        if isinstance(where, (MetaArray, np.ndarray)):
+            operands.append(where)
     if initial is _NoValue and ufunc.identity is None and any(shape[a] == 0 for a in axes):
         raise ValueError(f"zero-size array to reduction operation {ufunc.__name__} which has no identity")
     signature = None if dtype is None else (np.dtype(dtype), None, None)
@@ -495,27 +592,38 @@ def reduction(ufunc: np.ufunc, array: MetaArray, axis: Any, dtype: Any, out: Any
     if len(result_shape) <= 1:
         return fresh(result_shape, result_dtype, None)
     # numpy's iterator orders all axes by the input's strides and lays the result out in that order
-    inner_first = iterator_order(shape, [array])
+    inner_first = iterator_order(shape, operands)
     strides = strides_in_order(kept, result_dtype.itemsize, inner_first)
     if not keepdims:
         strides = tuple(s for i, s in enumerate(strides) if i not in axes)
     return fresh(result_shape, result_dtype, strides)
 
 
-def mean_of(a: MetaArray, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False,
-            **kwargs: Any) -> MetaArray:
-    """np.mean: integers and booleans average in float64; float16 sums in float32 and returns float16."""
+def mean_of(a: MetaArray, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: Any = False,
+            where: Any = True) -> MetaArray:
+    """numpy's `_methods._mean`: the sum (integers and booleans in float64, float16 in float32), divided in place;
+    a float16 result is then cast back by `float16(ret)`: a new 'K'-order buffer (or a scalar)."""
+    keepdims = False if keepdims is np._NoValue else bool(keepdims)
+    float16_result = False
     if dtype is None:
-        result_dtype = np.dtype(np.float64) if a.dtype.kind in "biu" else a.dtype
-    else:
-        result_dtype = np.dtype(dtype)
-    return reduction(np.add, a, axis, result_dtype, out, keepdims, kwargs)
+        if a.dtype.kind in "biu":
+            dtype = np.dtype(np.float64)
+        elif a.dtype == np.float16:
+            dtype, float16_result = np.dtype(np.float32), True
+    ret = reduction(np.add, a, axis, dtype, out, keepdims, {"where": where})
+    if out is None and ret.ndim == 0:  # numpy's sum returned a scalar, divided into a new scalar
+        return fresh((), a.dtype if float16_result else ret.dtype, None)
+    if float16_result and out is None:
+        return fresh(ret.shape, a.dtype, like_strides(ret, ret.shape, a.dtype.itemsize, "K"))
+    return ret
 
 
 def argreduce(a: MetaArray, axis: Any, out: Any, keepdims: bool) -> MetaArray:
-    if a.size == 0:
-        raise ValueError("attempt to get argmax of an empty sequence")
     axes = normalize_axes(axis, a.ndim)
+    # numpy refuses an empty reduction only: the whole array with axis None, else an axis of length 0 (an empty
+    # array reduced along an axis of length >= 1 gives an empty result)
+    if a.size == 0 and (axis is None or any(a.shape[i] == 0 for i in axes)):
+        raise ValueError("attempt to get argmax of an empty sequence")
     if axis is None:
         shape = (1,) * a.ndim if keepdims else ()
     else:
@@ -580,7 +688,7 @@ def ravel_of(array: MetaArray, order: str = "C") -> MetaArray:
     if order not in ("C", "K", "A") and not (order == "F" and array.ndim <= 1):
         raise TypeError(f"MetaArray.ravel supports order='C' only, got {order!r}")
     if is_c_contiguous(array.shape, array.strides, array.dtype.itemsize):
-        return reshape_of(array, (array.size,))
+        return reshape_of(array, (-1,))  # numpy's PyArray_Ravel: Newshape with -1 (fresh C strides)
     return fresh((array.size,), array.dtype, None)  # numpy's PyArray_Flatten: a new buffer
 
 
@@ -646,7 +754,10 @@ def _basic_index(array: MetaArray, entries: tuple) -> MetaArray:
         elif isinstance(e, slice):
             n = array.shape[dim]
             start, stop, step = e.indices(n)
-            shape.append(len(range(start, stop, step)))
+            length = len(range(start, stop, step))
+            if length == 0:  # numpy: an empty slice starts at 0 with step 1
+                start, step = 0, 1
+            shape.append(length)
             strides.append(array.strides[dim] * step)
             offset += start * array.strides[dim]
             dim += 1
@@ -669,7 +780,8 @@ def _advanced_index(array: MetaArray, entries: tuple) -> MetaArray:
         if e is True or e is False:
             raise TypeError("MetaArray: boolean scalar indices are not supported")
         if isinstance(e, MetaArray) and e.dtype == bool:
-            raise TypeError("MetaArray: a shape-only boolean mask selects an unknown number of elements")
+            raise Unsupported("indexing by a boolean mask", "of shape-only values selects a number of elements that "
+                              "depends on the values")
         if isinstance(e, np.ndarray) and e.dtype == bool:
             expanded.extend(e.nonzero())  # a real mask: its True count is known
             continue
@@ -679,16 +791,23 @@ def _advanced_index(array: MetaArray, entries: tuple) -> MetaArray:
     index_shapes = []  # the advanced indices (arrays, and integers next to them)
     positions = []  # where each advanced index sits among the result's entries
     before, after = [], []  # result dims of slices and None, before / after the first advanced index
+    subspace_strides = []  # their strides in the array (the subspace's memory order decides the result's)
     for k, e in enumerate(expanded):
         if e is None:
             (after if positions else before).append(1)
+            subspace_strides.append(0)
         elif isinstance(e, slice):
             start, stop, step = e.indices(array.shape[dim])
             (after if positions else before).append(len(range(start, stop, step)))
+            subspace_strides.append(array.strides[dim] * step)
             dim += 1
         elif isinstance(e, (MetaArray, np.ndarray)):
             if e.dtype.kind not in "iu":
                 raise IndexError("arrays used as indices must be of integer (or boolean) type")
+            n = array.shape[dim]
+            if isinstance(e, np.ndarray) and e.size and (e.max() >= n or e.min() < -n):  # real indices: checked
+                bad = int(e.max()) if e.max() >= n else int(e.min())
+                raise IndexError(f"index {bad} is out of bounds for axis {dim} with size {n}")
             index_shapes.append(e.shape)
             positions.append(k)
             dim += 1
@@ -704,10 +823,18 @@ def _advanced_index(array: MetaArray, entries: tuple) -> MetaArray:
                          + " ".join(str(s) for s in index_shapes)) from None
     consecutive = positions == list(range(positions[0], positions[-1] + 1))
     buffer_shape = broadcast + tuple(before) + tuple(after)
+    # numpy's buffer: the index dims first, in C order, around the subspace (the sliced axes) laid out in the
+    # subspace's own memory order (its axes sorted by |stride|, largest first, ties in axis order: a Fortran
+    # array's subspace stays Fortran-ordered)
+    subspace_shape = tuple(before) + tuple(after)
+    outer_first = sorted(range(len(subspace_shape)), key=lambda i: (-abs(subspace_strides[i]), i))
+    inner = strides_in_order(subspace_shape, array.dtype.itemsize, outer_first[::-1])
+    unit = array.dtype.itemsize * math.prod(subspace_shape)
+    strides = c_strides(broadcast, unit) + inner if unit else c_strides(buffer_shape, array.dtype.itemsize)
     if not consecutive or not before:
-        return fresh(buffer_shape, array.dtype, None)
+        return fresh(buffer_shape, array.dtype, strides)
     # numpy fills a buffer with the index dims first, then moves them into place: the result is a view of it
-    buffer = fresh(buffer_shape, array.dtype, None)
+    buffer = fresh(buffer_shape, array.dtype, strides)
     nb, nbefore = len(broadcast), len(before)
     perm = list(range(nb, nb + nbefore)) + list(range(nb)) + list(range(nb + nbefore, len(buffer_shape)))
     return transpose_of(buffer, perm)

@@ -7,17 +7,41 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .array import (FUNCTIONS, MetaArray, argreduce, check_out, check_writeable, fresh, mean_of, outputs,
+from .array import (FUNCTIONS, MetaArray, argreduce, check_out, check_writeable, fresh, outputs,
                     ravel_of, reduction, reshape_of, squeeze_of, swapaxes_of, transpose_of, view_of)
-from .layout import broadcast_shapes, f_strides, like_strides, normalize_axes, normalize_shape
+from .errors import Unsupported
+from .layout import (broadcast_shapes, f_strides, is_c_contiguous, is_f_contiguous, iterator_order, like_strides,
+                     multi_sorted_stride_perm, normalize_axes, normalize_shape, strides_in_order)
 
 
-def _implements(*funcs: Callable) -> Callable:
+def implements(*funcs: Callable) -> Callable:
+    """Register a shape rule for numpy functions: `@implements(np.cumsum) def rule(a, axis=None, ...)`.
+
+    The rule is called with the function's own arguments whenever one of them is a MetaArray, and returns what
+    numpy would: a new buffer (`new_buffer`, or any supported numpy call such as `np.empty_like`), a view of an
+    input (`view`, slicing, `.reshape`, `.T`), or the `out=` array. A rule registered later replaces an earlier one
+    for the same function (a user's file can refine a built-in rule)."""
+    for f in funcs:
+        if not callable(f):
+            raise TypeError(f"implements() takes numpy functions, got {f!r}")
+
     def register(handler: Callable) -> Callable:
         for f in funcs:
             FUNCTIONS[f] = handler
         return handler
     return register
+
+
+def new_buffer(shape: Any, dtype: Any, strides: tuple[int, ...] | None = None) -> MetaArray:
+    """A new shape-only buffer (owns its memory): C-contiguous unless `strides` are given (bytes, as numpy's)."""
+    return fresh(normalize_shape(shape), np.dtype(dtype), None if strides is None else tuple(strides))
+
+
+def view(array: MetaArray, shape: Any, strides: tuple[int, ...], offset_bytes: int = 0,
+         writeable: bool | None = None) -> MetaArray:
+    """A view of `array`'s memory with the given shape and strides, `offset_bytes` into it (its base is the
+    buffer's owner, as numpy's; writeable as `array` unless said)."""
+    return view_of(_meta(array, "view"), normalize_shape(shape), tuple(strides), offset_bytes, writeable)
 
 
 def _meta(x: Any, what: str) -> MetaArray:
@@ -39,48 +63,48 @@ def _dtype_or_value(x: Any) -> Any:
     return x.dtype if isinstance(x, MetaArray) else x
 
 
-@_implements(np.shape)
+@implements(np.shape)
 def _np_shape(a: Any) -> tuple[int, ...]:
     return a.shape
 
 
-@_implements(np.ndim)
+@implements(np.ndim)
 def _np_ndim(a: Any) -> int:
     return a.ndim
 
 
-@_implements(np.size)
+@implements(np.size)
 def _np_size(a: Any, axis: int | None = None) -> int:
     return a.size if axis is None else a.shape[axis]
 
 
-@_implements(np.result_type)
+@implements(np.result_type)
 def _np_result_type(*arrays_and_dtypes: Any) -> np.dtype:
     return np.result_type(*(_dtype_or_value(x) for x in arrays_and_dtypes))
 
 
-@_implements(np.can_cast)
+@implements(np.can_cast)
 def _np_can_cast(from_: Any, to: Any, casting: str = "safe") -> bool:
     return np.can_cast(_dtype_or_value(from_), _dtype_or_value(to), casting)
 
 
-@_implements(np.reshape)
+@implements(np.reshape)
 def _np_reshape(a: MetaArray, shape: Any = None, order: str = "C", *, newshape: Any = None,
                 copy: bool | None = None) -> MetaArray:
     return reshape_of(_meta(a, "reshape"), newshape if shape is None else shape, order, copy)
 
 
-@_implements(np.transpose)
+@implements(np.transpose)
 def _np_transpose(a: MetaArray, axes: Any = None) -> MetaArray:
     return transpose_of(_meta(a, "transpose"), axes)
 
 
-@_implements(np.swapaxes)
+@implements(np.swapaxes)
 def _np_swapaxes(a: MetaArray, axis1: int, axis2: int) -> MetaArray:
     return swapaxes_of(_meta(a, "swapaxes"), axis1, axis2)
 
 
-@_implements(np.moveaxis)
+@implements(np.moveaxis)
 def _np_moveaxis(a: MetaArray, source: Any, destination: Any) -> MetaArray:
     a = _meta(a, "moveaxis")
     src = normalize_axes(source, a.ndim)
@@ -93,12 +117,12 @@ def _np_moveaxis(a: MetaArray, source: Any, destination: Any) -> MetaArray:
     return transpose_of(a, order)
 
 
-@_implements(np.squeeze)
+@implements(np.squeeze)
 def _np_squeeze(a: MetaArray, axis: Any = None) -> MetaArray:
     return squeeze_of(_meta(a, "squeeze"), axis)
 
 
-@_implements(np.expand_dims)
+@implements(np.expand_dims)
 def _np_expand_dims(a: MetaArray, axis: Any) -> MetaArray:
     a = _meta(a, "expand_dims")
     axes = axis if isinstance(axis, (tuple, list)) else (axis,)
@@ -108,7 +132,7 @@ def _np_expand_dims(a: MetaArray, axis: Any) -> MetaArray:
     return reshape_of(a, tuple(1 if i in axes else next(it) for i in range(ndim)))  # numpy: a.reshape(shape)
 
 
-@_implements(np.broadcast_to)
+@implements(np.broadcast_to)
 def _np_broadcast_to(array: MetaArray, shape: Any, subok: bool = False) -> MetaArray:
     """A read-only view with stride 0 along the broadcast axes (numpy's broadcast_to)."""
     a = _meta(array, "broadcast_to")
@@ -122,12 +146,12 @@ def _np_broadcast_to(array: MetaArray, shape: Any, subok: bool = False) -> MetaA
     return view_of(a, shape, strides, 0, writeable=False)
 
 
-@_implements(np.ravel)
+@implements(np.ravel)
 def _np_ravel(a: MetaArray, order: str = "C") -> MetaArray:
     return ravel_of(_meta(a, "ravel"), order)
 
 
-@_implements(np.copy)
+@implements(np.copy)
 def _np_copy(a: MetaArray, order: str = "K", subok: bool = False) -> MetaArray:
     a = _meta(a, "copy")
     return fresh(a.shape, a.dtype, like_strides(a, a.shape, a.dtype.itemsize, order))
@@ -141,10 +165,10 @@ def _like(prototype: Any, dtype: Any = None, order: str = "K", subok: bool = Tru
     return fresh(shape, dt, like_strides(proto, shape, dt.itemsize, order))
 
 
-_implements(np.empty_like, np.zeros_like, np.ones_like)(_like)
+implements(np.empty_like, np.zeros_like, np.ones_like)(_like)
 
 
-@_implements(np.full_like)
+@implements(np.full_like)
 def _np_full_like(a: Any, fill_value: Any, dtype: Any = None, order: str = "K", subok: bool = True,
                   shape: Any = None, *, device: Any = None) -> MetaArray:
     return _like(a, dtype, order, subok, shape)
@@ -158,12 +182,12 @@ def _created(shape: Any, dtype: Any, order: str) -> MetaArray:
     return fresh(shape, dt, f_strides(shape, dt.itemsize) if order == "F" else None)
 
 
-@_implements(np.empty, np.zeros, np.ones)
+@implements(np.empty, np.zeros, np.ones)
 def _np_empty(shape: Any, dtype: Any = float, order: str = "C", *, device: Any = None) -> MetaArray:
     return _created(shape, dtype, order)
 
 
-@_implements(np.full)
+@implements(np.full)
 def _np_full(shape: Any, fill_value: Any, dtype: Any = None, order: str = "C", *, device: Any = None) -> MetaArray:
     if dtype is None:
         dtype = fill_value.dtype if isinstance(fill_value, (MetaArray, np.ndarray, np.generic)) else \
@@ -171,7 +195,7 @@ def _np_full(shape: Any, fill_value: Any, dtype: Any = None, order: str = "C", *
     return _created(shape, dtype, order)
 
 
-@_implements(np.arange)
+@implements(np.arange)
 def _np_arange(start: Any, stop: Any = None, step: Any = None, dtype: Any = None, *,
                device: Any = None) -> MetaArray:
     """Its length from the (real) bounds, its dtype numpy's."""
@@ -191,7 +215,7 @@ def _np_arange(start: Any, stop: Any = None, step: Any = None, dtype: Any = None
     return fresh((length,), dt, None)
 
 
-@_implements(np.asarray, np.asanyarray)
+@implements(np.asarray, np.asanyarray)
 def _np_asarray(a: Any, dtype: Any = None, order: Any = None, *, device: Any = None, copy: Any = None) -> MetaArray:
     """With `like=` a MetaArray: itself (or a cast copy); a Python or numpy scalar becomes a fresh 0-d."""
     if isinstance(a, MetaArray):
@@ -205,7 +229,7 @@ def _np_asarray(a: Any, dtype: Any = None, order: Any = None, *, device: Any = N
                     f"{type(a).__name__} (a real array is not turned into a shape-only one implicitly)")
 
 
-@_implements(np.array)
+@implements(np.array)
 def _np_array(obj: Any, dtype: Any = None, *, copy: bool = True, order: str = "K", subok: bool = False,
               ndmin: int = 0, device: Any = None) -> MetaArray:
     if isinstance(obj, MetaArray):
@@ -216,64 +240,79 @@ def _np_array(obj: Any, dtype: Any = None, *, copy: bool = True, order: str = "K
             result = fresh(obj.shape, dt, like_strides(obj, obj.shape, dt.itemsize, order))
     else:
         result = _np_asarray(obj, dtype)
-    if result.ndim < ndmin:
-        result = reshape_of(result, (1,) * (ndmin - result.ndim) + result.shape)
-    return result
+    return prepend_ones(result, ndmin)
 
 
-@_implements(np.sum)
+def prepend_ones(a: MetaArray, ndmin: int) -> MetaArray:
+    """numpy's `_prepend_ones` (np.array's ndmin): a view with leading axes of length one, whose stride is the
+    itemsize for a Fortran-only or 0-d array, else the first axis's extent."""
+    num = ndmin - a.ndim
+    if num <= 0:
+        return a
+    fortran = a.flags.f_contiguous and not a.flags.c_contiguous
+    stride = a.itemsize if fortran or a.ndim == 0 else a.strides[0] * a.shape[0]
+    return view_of(a, (1,) * num + a.shape, (stride,) * num + a.strides, 0)
+
+
+def _contiguous(a: Any, dtype: Any, order: str) -> MetaArray:
+    a = _meta(a, "ascontiguousarray/asfortranarray")
+    dt = a.dtype if dtype is None else np.dtype(dtype)
+    a = prepend_ones(a, 1)
+    contiguous = (is_c_contiguous if order == "C" else is_f_contiguous)(a.shape, a.strides, a.itemsize)
+    if contiguous and dt == a.dtype:
+        return a
+    return fresh(a.shape, dt, None if order == "C" else f_strides(a.shape, dt.itemsize))
+
+
+@implements(np.ascontiguousarray)
+def _np_ascontiguousarray(a: Any, dtype: Any = None, *, like: Any = None) -> MetaArray:
+    """With like=: itself when already C-contiguous (as 1-d at least), else a new C-contiguous copy."""
+    return _contiguous(a, dtype, "C")
+
+
+@implements(np.asfortranarray)
+def _np_asfortranarray(a: Any, dtype: Any = None, *, like: Any = None) -> MetaArray:
+    return _contiguous(a, dtype, "F")
+
+
+@implements(np.sum)
 def _np_sum(a: MetaArray, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False,
             **kwargs: Any) -> MetaArray:
     return reduction(np.add, _meta(a, "sum"), axis, dtype, out, keepdims, kwargs)
 
 
-@_implements(np.prod)
+@implements(np.prod)
 def _np_prod(a: MetaArray, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False,
              **kwargs: Any) -> MetaArray:
     return reduction(np.multiply, _meta(a, "prod"), axis, dtype, out, keepdims, kwargs)
 
 
-@_implements(np.max, np.amax)
+@implements(np.max, np.amax)
 def _np_max(a: MetaArray, axis: Any = None, out: Any = None, keepdims: bool = False, **kwargs: Any) -> MetaArray:
     return reduction(np.maximum, _meta(a, "max"), axis, None, out, keepdims, kwargs)
 
 
-@_implements(np.min, np.amin)
+@implements(np.min, np.amin)
 def _np_min(a: MetaArray, axis: Any = None, out: Any = None, keepdims: bool = False, **kwargs: Any) -> MetaArray:
     return reduction(np.minimum, _meta(a, "min"), axis, None, out, keepdims, kwargs)
 
 
-@_implements(np.any)
+@implements(np.any)
 def _np_any(a: MetaArray, axis: Any = None, out: Any = None, keepdims: bool = False, **kwargs: Any) -> MetaArray:
     return reduction(np.logical_or, _meta(a, "any"), axis, np.dtype(bool), out, keepdims, kwargs)
 
 
-@_implements(np.all)
+@implements(np.all)
 def _np_all(a: MetaArray, axis: Any = None, out: Any = None, keepdims: bool = False, **kwargs: Any) -> MetaArray:
     return reduction(np.logical_and, _meta(a, "all"), axis, np.dtype(bool), out, keepdims, kwargs)
 
 
-@_implements(np.mean)
-def _np_mean(a: MetaArray, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False,
-             **kwargs: Any) -> MetaArray:
-    return mean_of(_meta(a, "mean"), axis, dtype, out, keepdims, **kwargs)
-
-
-@_implements(np.var, np.std)
-def _np_var(a: MetaArray, axis: Any = None, dtype: Any = None, out: Any = None, ddof: Any = 0,
-            keepdims: bool = False, **kwargs: Any) -> MetaArray:
-    """As np.mean's result (numpy's var and std keep the mean's dtype rules for real inputs)."""
-    kwargs.pop("mean", None)
-    kwargs.pop("correction", None)
-    return mean_of(_meta(a, "var/std"), axis, dtype, out, keepdims, **kwargs)
-
-
-@_implements(np.argmax, np.argmin)
+@implements(np.argmax, np.argmin)
 def _np_argmax(a: MetaArray, axis: Any = None, out: Any = None, *, keepdims: bool = False) -> MetaArray:
     return argreduce(_meta(a, "argmax"), axis, out, keepdims)
 
 
-@_implements(np.vdot)
+@implements(np.vdot)
 def _np_vdot(a: Any, b: Any) -> MetaArray:
     """A 0-d result of the operands' common dtype (numpy returns a scalar)."""
     if math.prod(_shape_of(a)) != math.prod(_shape_of(b)):
@@ -281,7 +320,7 @@ def _np_vdot(a: Any, b: Any) -> MetaArray:
     return fresh((), np.result_type(_dtype_or_value(a), _dtype_or_value(b)), None)
 
 
-@_implements(np.dot)
+@implements(np.dot)
 def _np_dot(a: Any, b: Any, out: Any = None) -> MetaArray:
     sa, sb = _shape_of(a), _shape_of(b)
     if not sa or not sb:
@@ -300,18 +339,7 @@ def _np_dot(a: Any, b: Any, out: Any = None) -> MetaArray:
     return fresh(shape, dtype, None)
 
 
-@_implements(np.outer)
-def _np_outer(a: Any, b: Any, out: Any = None) -> MetaArray:
-    shape = (math.prod(_shape_of(a)), math.prod(_shape_of(b)))
-    dtype = np.result_type(_dtype_or_value(a), _dtype_or_value(b))
-    if out is not None:
-        (out,) = outputs(out, 1)
-        check_out("outer", out, shape, dtype, "same_kind")
-        return out
-    return fresh(shape, dtype, None)
-
-
-@_implements(np.concatenate)
+@implements(np.concatenate)
 def _np_concatenate(arrays: Any, axis: int | None = 0, out: Any = None, *, dtype: Any = None,
                     casting: str = "same_kind") -> MetaArray:
     arrays = list(arrays)
@@ -335,46 +363,31 @@ def _np_concatenate(arrays: Any, axis: int | None = 0, out: Any = None, *, dtype
         (out,) = outputs(out, 1)
         check_out("concatenate", out, shape, dt, casting)
         return out
-    return fresh(shape, dt, None)
+    if axis is None or len(shape) <= 1:
+        return fresh(shape, dt, None)
+    # numpy's PyArray_CreateMultiSortedStridePerm: the inputs' common memory order (C order where they disagree)
+    views = [x for x in arrays if isinstance(x, (MetaArray, np.ndarray))]
+    outer_first = multi_sorted_stride_perm([x.shape for x in views], [x.strides for x in views], len(shape))
+    return fresh(shape, dt, strides_in_order(shape, dt.itemsize, outer_first[::-1]))
 
 
-@_implements(np.stack)
-def _np_stack(arrays: Any, axis: int = 0, out: Any = None, *, dtype: Any = None,
-              casting: str = "same_kind") -> MetaArray:
-    arrays = list(arrays)
-    if not arrays:
-        raise ValueError("need at least one array to stack")
-    shapes = {_shape_of(x) for x in arrays}
-    if len(shapes) != 1:
-        raise ValueError("all input arrays must have the same shape")
-    (shape,) = shapes
-    ax = normalize_axes(axis, len(shape) + 1)[0]
-    shape = shape[:ax] + (len(arrays),) + shape[ax:]
-    dt = np.dtype(dtype) if dtype is not None else np.result_type(*(_dtype_or_value(x) for x in arrays))
-    if out is not None:
-        (out,) = outputs(out, 1)
-        check_out("stack", out, shape, dt, casting)
-        return out
-    return fresh(shape, dt, None)
-
-
-@_implements(np.where)
+@implements(np.where)
 def _np_where(condition: Any, x: Any = None, y: Any = None) -> MetaArray:
+    """numpy's `PyArray_Where`: a new buffer laid out by its iterator over condition, x and y ('K' order)."""
+    if x is None and y is None:
+        raise Unsupported("numpy.where", "with one argument returns the positions of the True values: its shape "
+                          "depends on the values")
     if x is None or y is None:
-        raise TypeError("MetaArray: np.where(condition) returns data-dependent shapes; give x and y")
+        raise ValueError("either both or neither of x and y should be given")
+    operands = [v for v in (condition, x, y) if isinstance(v, (MetaArray, np.ndarray))]
     shape = broadcast_shapes([_shape_of(condition), _shape_of(x), _shape_of(y)])
-    return fresh(shape, np.result_type(_dtype_or_value(x), _dtype_or_value(y)), None)
+    dtype = np.result_type(_dtype_or_value(x), _dtype_or_value(y))
+    if len(shape) <= 1:
+        return fresh(shape, dtype, None)
+    return fresh(shape, dtype, strides_in_order(shape, dtype.itemsize, iterator_order(shape, operands)))
 
 
-@_implements(np.triu, np.tril)
-def _np_triu(m: MetaArray, k: int = 0) -> MetaArray:
-    m = _meta(m, "triu/tril")
-    if m.ndim < 2:
-        raise TypeError("MetaArray: triu/tril of a 1-d array is not supported")
-    return fresh(m.shape, m.dtype, None)
-
-
-@_implements(np.take)
+@implements(np.take)
 def _np_take(a: MetaArray, indices: Any, axis: int | None = None, out: Any = None, mode: str = "raise") -> MetaArray:
     a = _meta(a, "take")
     ishape = _shape_of(indices)
@@ -390,7 +403,7 @@ def _np_take(a: MetaArray, indices: Any, axis: int | None = None, out: Any = Non
     return fresh(shape, a.dtype, None)
 
 
-@_implements(np.copyto)
+@implements(np.copyto)
 def _np_copyto(dst: Any, src: Any, casting: str = "same_kind", where: Any = True) -> None:
     dst = _meta(dst, "copyto destination")
     check_writeable(dst)
@@ -403,7 +416,7 @@ def _np_copyto(dst: Any, src: Any, casting: str = "same_kind", where: Any = True
                         f"the rule {casting!r}")
 
 
-@_implements(np.sort)
+@implements(np.sort)
 def _np_sort(a: MetaArray, axis: int | None = -1, kind: Any = None, order: Any = None, *,
              stable: Any = None) -> MetaArray:
     a = _meta(a, "sort")
@@ -411,57 +424,20 @@ def _np_sort(a: MetaArray, axis: int | None = -1, kind: Any = None, order: Any =
                                                                          like_strides(a, a.shape, a.itemsize))
 
 
-@_implements(np.argsort)
+@implements(np.argsort)
 def _np_argsort(a: MetaArray, axis: int | None = -1, kind: Any = None, order: Any = None, *,
                 stable: Any = None) -> MetaArray:
     a = _meta(a, "argsort")
     return fresh((a.size,) if axis is None else a.shape, np.dtype(np.intp), None)
 
 
-@_implements(np.einsum)
-def _np_einsum(subscripts: Any, *operands: Any, out: Any = None, dtype: Any = None, order: str = "K",
-               casting: str = "safe", optimize: Any = False) -> MetaArray:
-    """Explicit or implicit subscripts of letters (no ellipsis): the output's axes in the order the subscripts
-    name them, each the size its letter has in the operands; a new C-contiguous buffer (or `out`)."""
-    if not isinstance(subscripts, str) or "." in subscripts:
-        raise TypeError("MetaArray: np.einsum takes letter subscripts without an ellipsis here")
-    spec = subscripts.replace(" ", "")
-    inputs, arrow, output = spec.partition("->")
-    terms = inputs.split(",")
-    if len(terms) != len(operands):
-        raise ValueError("more operands provided to einstein sum function than specified in the subscripts string"
-                         if len(operands) > len(terms) else
-                         "fewer operands provided to einstein sum function than specified in the subscripts string")
-    sizes: dict[str, int] = {}
-    for term, operand in zip(terms, operands):
-        shape = _shape_of(operand)
-        if len(term) != len(shape):
-            raise ValueError(f"operand has more dimensions than subscripts given in einstein sum, but no '...' "
-                             f"ellipsis provided to broadcast the extra dimensions." if len(shape) > len(term) else
-                             f"einstein sum subscripts string contains too many subscripts for operand")
-        for letter, n in zip(term, shape):
-            if sizes.setdefault(letter, n) != n:
-                raise ValueError(f"operands could not be broadcast together with remapped shapes: letter "
-                                 f"{letter!r} is {sizes[letter]} and {n}")
-    if not arrow:  # implicit mode: the letters that appear once, in alphabetical order
-        counts = {letter: inputs.count(letter) for letter in sizes}
-        output = "".join(sorted(letter for letter, n in counts.items() if n == 1))
-    shape = tuple(sizes[letter] for letter in output)
-    dt = np.dtype(dtype) if dtype is not None else np.result_type(*(_dtype_or_value(x) for x in operands))
-    if out is not None:
-        (out,) = outputs(out, 1)
-        check_out("einsum", out, shape, dt, casting)
-        return out
-    return fresh(shape, dt, None)
-
-
-@_implements(np.tri)
+@implements(np.tri)
 def _np_tri(N: int, M: int | None = None, k: int = 0, dtype: Any = float) -> MetaArray:
     """(N, M) of `dtype` (the causal mask's triangle)."""
     return fresh((int(N), int(N if M is None else M)), np.dtype(dtype), None)
 
 
-@_implements(np.take_along_axis)
+@implements(np.take_along_axis)
 def _np_take_along_axis(arr: MetaArray, indices: Any, axis: int | None = -1) -> MetaArray:
     """numpy's rule: the indices' length along `axis`, the other axes broadcast with the array's."""
     arr = _meta(arr, "take_along_axis")
@@ -474,7 +450,7 @@ def _np_take_along_axis(arr: MetaArray, indices: Any, axis: int | None = -1) -> 
     return fresh(broadcast_shapes([tuple(shape), ishape]), arr.dtype, None)
 
 
-@_implements(np.put_along_axis)
+@implements(np.put_along_axis)
 def _np_put_along_axis(arr: MetaArray, indices: Any, values: Any, axis: int | None) -> None:
     """In place: no new buffer."""
     check_writeable(_meta(arr, "put_along_axis"))

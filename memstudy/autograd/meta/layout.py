@@ -104,6 +104,11 @@ def iterator_order(shape: tuple[int, ...], operands: list) -> list[int]:
         lead = ndim - len(s)
         xs = x.shape
         strides.append([0 if i < lead or xs[i - lead] == 1 else s[i - lead] for i in range(ndim)])
+    return best_axis_order(ndim, strides)
+
+
+def best_axis_order(ndim: int, strides: list[list[int]]) -> list[int]:
+    """`iterator_order` given each operand's stride on each of the iterator's `ndim` axes (0: no opinion)."""
     perm = list(range(ndim - 1, -1, -1))  # the iterator's axis data run from the last axis to the first
     for i0 in range(1, ndim):
         ipos = i0
@@ -115,6 +120,35 @@ def iterator_order(shape: tuple[int, ...], operands: list) -> list[int]:
                 s0, s1 = s[a0], s[a1]
                 if s0 != 0 and s1 != 0:
                     if abs(s1) <= abs(s0):
+                        swap = False
+                    elif ambiguous:
+                        swap = True
+                    ambiguous = False
+            if not ambiguous:
+                if swap:
+                    ipos = i1
+                else:
+                    break
+        if ipos != i0:
+            perm[ipos + 1:i0 + 1] = perm[ipos:i0]
+            perm[ipos] = a0
+    return perm
+
+
+def multi_sorted_stride_perm(shapes: list, strides: list, ndim: int) -> list[int]:
+    """The axes outermost first in the arrays' common memory order (numpy's `PyArray_CreateMultiSortedStridePerm`,
+    the order np.concatenate allocates in): a stable insertion sort by |stride|, largest first, where an array
+    with length one on either axis gives no opinion and C order wins where arrays disagree."""
+    perm = list(range(ndim))
+    for i0 in range(1, ndim):
+        ipos = i0
+        a0 = perm[i0]
+        for i1 in range(i0 - 1, -1, -1):
+            a1 = perm[i1]
+            ambiguous, swap = True, False
+            for shape, s in zip(shapes, strides):
+                if shape[a0] != 1 and shape[a1] != 1:
+                    if abs(s[a0]) <= abs(s[a1]):
                         swap = False
                     elif ambiguous:
                         swap = True

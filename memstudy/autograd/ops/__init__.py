@@ -9,6 +9,13 @@ Hidden temporaries (arrays an op allocates and drops inside forward or backward)
 ledger, which sees only op outputs, saved arrays and gradients; the ops below are written to keep
 those hidden temporaries small (reductions over a batch of 10 classes, not batch×width buffers).
 
+Every op is correct on any memory layout of its inputs and of its incoming gradient (transposed, strided,
+reversed, broadcast and read-only, size-0 axes; DESIGN.md principle 19, tests/test_layouts.py): an op allocates
+what it writes in the layout it chooses (`np.empty(shape)`), computes in blocks that index every array alike
+(`chunks.blocks`), and never writes into the result of a reshape, which copies a non-contiguous array. A
+non-contiguous input costs nothing more unless the op's docstring says so (Linear, Conv2d: a reshape's copy,
+reported as a workspace through `strided.reshaped`; Reshape, Flatten: numpy's copy is the result).
+
 One module per kind of op (shape, linalg, elementwise, reduce, activation, loss, conv, pool, batch_norm, rms_norm,
 rotary, silu, kv_cache, ...); this package
 re-exports every op so callers write `ops.Linear`.
@@ -32,7 +39,7 @@ from .layer_norm import LayerNorm
 from .rms_norm import RMSNorm
 from .rotary import Rotary, RotaryTables
 from .silu import SiLU
-from .kv_cache import CacheAllocate, CacheAppend, CacheWrite
+from .kv_cache import CacheAllocate, CacheAppend
 
 __all__ = ['unbroadcast', 'Transpose', 'Reshape', 'MatMul', 'BIAS_BUFFER_ELEMENTS', 'small_ufunc_buffer', 'Linear', 'Add', 'Sub', 'Mul', 'Scale', 'Neg', 'Exp', 'Log', 'Square', 'Pow', 'Sum', 'Mean', 'SumSquares', 'ReLU', 'Sigmoid', 'Tanh', 'SoftmaxCrossEntropy', 'MSE',
            'BatchedMatMul', 'CausalMask', 'Softmax', 'Slice', 'Dropout', 'keep_mask', 'Embedding', 'GELU',
@@ -40,4 +47,4 @@ __all__ = ['unbroadcast', 'Transpose', 'Reshape', 'MatMul', 'BIAS_BUFFER_ELEMENT
 __all__ += ['Flatten', 'CONV_SAVES', 'Conv2d', 'col2im', 'im2col', 'AvgPool2d', 'GlobalAvgPool2d', 'MaxPool2d',
             'BatchNorm2d', 'BatchNorm2dEval']
 __all__ += ['RMSNorm', 'Rotary', 'RotaryTables', 'SiLU']
-__all__ += ['Argmax', 'Concatenate', 'CacheAllocate', 'CacheAppend', 'CacheWrite']
+__all__ += ['Argmax', 'Concatenate', 'CacheAllocate', 'CacheAppend']

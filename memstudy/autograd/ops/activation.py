@@ -1,9 +1,12 @@
-"""Activations of the MLP: ReLU, sigmoid and tanh, each saving its output."""
+"""Activations of the MLP: ReLU, sigmoid and tanh, each saving its output.
+
+numpy returns a scalar for a ufunc of a 0-d array; what an op saves or writes into with `out=` must be an array
+(the ledger tracks buffers), hence `_as_array` on the results made here."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..engine import Function, Node
+from ..engine import Function, Node, _as_array
 
 
 class ReLU(Function):
@@ -16,7 +19,7 @@ class ReLU(Function):
 
     @staticmethod
     def forward(ctx: Node, x: np.ndarray) -> np.ndarray:
-        out = np.maximum(x, 0)
+        out = _as_array(np.maximum(x, 0))  # an array even for a 0-d x (numpy gives a scalar): it is saved
         ctx.save(out=out)
         return out
 
@@ -38,7 +41,7 @@ class Sigmoid(Function):
 
     @staticmethod
     def forward(ctx: Node, x: np.ndarray) -> np.ndarray:
-        out = np.negative(x)
+        out = _as_array(np.negative(x))  # an array even for a 0-d x: written in place, and saved
         np.exp(out, out=out)
         out += 1
         np.reciprocal(out, out=out)
@@ -61,14 +64,14 @@ class Tanh(Function):
 
     @staticmethod
     def forward(ctx: Node, x: np.ndarray) -> np.ndarray:
-        out = np.tanh(x)
+        out = _as_array(np.tanh(x))  # an array even for a 0-d x: it is saved
         ctx.save(out=out)
         return out
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
         (out,) = ctx.saved_tensors
-        result = np.square(out)  # tanh' = 1 - tanh², built in one buffer
+        result = _as_array(np.square(out))  # tanh' = 1 - tanh², built in one buffer
         np.subtract(1, result, out=result)
         result *= grad
         return (result,)

@@ -44,24 +44,32 @@ class CausalMask(Function):
 
     `offset`: the position of the first query among the keys (the tokens a KV cache held before this forward),
     so that query i, at position offset + i, sees keys 0..offset + i, and a static cache's unfilled slots (keys
-    beyond the last query) are masked too. The triangle is rebuilt from the shape in backward (np.tri: a hidden
-    s × s boolean, 1/(4·b·a) of the float32 scores it masks). Shape-only predictor: np.tri and np.where on
-    shape-only arrays give the shape.
+    beyond the last query) are masked too. The output (and the gradient) is a C-ordered copy of its input with the
+    triangle above the diagonal overwritten, whatever the input's layout. The triangle is rebuilt from the shape in
+    backward (np.tri: a hidden s × s boolean, 1/(4·b·a) of the float32 scores it masks). Shape-only predictor:
+    np.tri, the copy and np.copyto on shape-only arrays give the shapes.
     """
 
     name = "causal_mask"
 
     @staticmethod
     def forward(ctx: Node, x: np.ndarray, *, offset: int = 0) -> np.ndarray:
-        rows, cols = x.shape[-2], x.shape[-1]
         ctx.offset = offset
-        keep = np.tri(rows, cols, k=offset, dtype=bool, like=x)
-        return np.where(keep, x, -np.inf)  # a Python float keeps x's dtype
+        out = x.copy()
+        np.copyto(out, -np.inf, where=_above_diagonal(x, offset))  # a Python float takes x's dtype
+        return out
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
-        keep = np.tri(grad.shape[-2], grad.shape[-1], k=ctx.offset, dtype=bool, like=grad)
-        return (np.where(keep, grad, 0),)
+        result = grad.copy()  # never written into: the incoming gradient may be read-only
+        np.copyto(result, 0, where=_above_diagonal(grad, ctx.offset))
+        return (result,)
+
+
+def _above_diagonal(x: np.ndarray, offset: int = 0) -> np.ndarray:
+    """The (rows, cols) boolean of the entries above the diagonal of x's last two axes, shifted right by `offset`."""
+    above = np.tri(x.shape[-2], x.shape[-1], k=offset, dtype=bool, like=x)
+    return np.logical_not(above, out=above)
 
 
 class Softmax(Function):
@@ -76,7 +84,7 @@ class Softmax(Function):
     @staticmethod
     def forward(ctx: Node, x: np.ndarray, *, axis: int = -1) -> np.ndarray:
         ctx.axis = axis
-        out = np.subtract(x, np.max(x, axis=axis, keepdims=True))
+        out = np.subtract(x, np.max(x, axis=axis, keepdims=True, initial=-np.inf))  # initial: an axis may be empty
         np.exp(out, out=out)
         out /= np.add.reduce(out, axis=axis, keepdims=True)
         ctx.save(out=out if ctx.needs_input_grad[0] else None)

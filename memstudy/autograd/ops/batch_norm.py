@@ -24,15 +24,20 @@ def _per_channel(values: np.ndarray) -> np.ndarray:
 
 
 def _channel_sum(a: np.ndarray) -> np.ndarray:
-    """Σ over N, H, W of an NCHW array: over the contiguous H·W first, then over N (a (N, C) temporary only)."""
-    n, c = a.shape[0], a.shape[1]
-    return np.add.reduce(np.add.reduce(a.reshape(n, c, -1), axis=2), axis=0)
+    """Σ over N, H, W of an NCHW array: over the contiguous H·W first, then over N (a (N, C) temporary only); an
+    array of another layout (a gradient broadcast from a pooled one) over its three axes in place, never copied."""
+    n, c, h, w = a.shape
+    if not a.flags.c_contiguous:
+        return np.add.reduce(a, axis=(0, 2, 3))
+    return np.add.reduce(np.add.reduce(a.reshape(n, c, h * w), axis=2), axis=0)
 
 
 def _channel_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Σ over N, H, W of a·b per channel, without an a·b array."""
-    n, c = a.shape[0], a.shape[1]
-    return np.einsum("ncp,ncp->c", a.reshape(n, c, -1), b.reshape(n, c, -1))
+    """Σ over N, H, W of a·b per channel, without an a·b array (and without a copy of either, whatever its layout)."""
+    if not (a.flags.c_contiguous and b.flags.c_contiguous):
+        return np.einsum("nchw,nchw->c", a, b)
+    n, c, h, w = a.shape
+    return np.einsum("ncp,ncp->c", a.reshape(n, c, h * w), b.reshape(n, c, h * w))
 
 
 def _check(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, name: str) -> None:
@@ -58,7 +63,7 @@ class BatchNorm2d(Function):
                 momentum: float = 0.1, running_mean: np.ndarray | None = None,
                 running_var: np.ndarray | None = None) -> np.ndarray:
         _check(x, weight, bias, "batch_norm")
-        count = x.size // x.shape[1]  # elements per channel
+        count = x.shape[0] * x.shape[2] * x.shape[3]  # elements per channel
         if count < 2 and running_var is not None:
             raise ValueError(f"batch_norm: one value per channel ({x.shape}) has no variance to track")
         with small_ufunc_buffer():  # per-channel broadcasts go through numpy's hidden buffer: keep it small

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..engine import STATE, Function, Node
 from .linalg import BIAS_BUFFER_ELEMENTS, small_ufunc_buffer
+from .strided import reshaped, shares_buffer
 
 CONV_SAVES = ("input", "columns")
 
@@ -51,12 +52,14 @@ def _geometry(x_shape: tuple[int, ...], kernel: int, stride: int, padding: int) 
 
 
 def columns_are_input(kernel: int, stride: int, padding: int) -> bool:
-    """A 1×1 kernel with stride 1 and no padding: the column matrix is x itself, reshaped (a view)."""
+    """A 1×1 kernel with stride 1 and no padding: the column matrix is x itself, reshaped (a view of a contiguous x;
+    numpy copies an x whose H and W cannot be merged: see `im2col`)."""
     return kernel == 1 and stride == 1 and padding == 0
 
 
 def im2col(x: np.ndarray, kernel: int, stride: int, padding: int) -> np.ndarray:
-    """The column matrix (N, C·k·k, Ho·Wo) of x (N, C, H, W); a view of x itself for a 1×1, stride-1 kernel."""
+    """The column matrix (N, C·k·k, Ho·Wo) of x (N, C, H, W); x itself reshaped for a 1×1, stride-1 kernel (a view,
+    or a copy when x's layout does not allow one: `shares_buffer` tells which)."""
     n, c = x.shape[0], x.shape[1]
     out_h, out_w, rows, cols = _geometry(x.shape, kernel, stride, padding)
     if columns_are_input(kernel, stride, padding):
@@ -77,7 +80,7 @@ def col2im(grad_columns: np.ndarray, x_shape: tuple[int, ...], kernel: int, stri
     out_h, out_w, rows, cols = _geometry(x_shape, kernel, stride, padding)
     if columns_are_input(kernel, stride, padding):
         return grad_columns.reshape(x_shape)
-    blocks = grad_columns.reshape(n, c, kernel, kernel, out_h, out_w)
+    blocks = grad_columns.reshape(n, c, kernel, kernel, out_h, out_w)  # a view: grad_columns is a new C array
     grad_x = np.zeros(x_shape, dtype=grad_columns.dtype, like=grad_columns)
     with small_ufunc_buffer():  # numpy buffers a strided add (~100 KB by default, unseen by the ledger)
         for i, (h_lo, h_hi, h_start, h_stop) in enumerate(rows):
@@ -92,7 +95,9 @@ class Conv2d(Function):
     """y = W ⊛ x (+ b) on NCHW arrays: x (N, C, H, W), weight (O, C, k, k), bias (O,); square kernel.
 
     Saves the weight (for the input's gradient) and, for the weight's gradient, x (`save="input"`) or the
-    column matrix (`save="columns"`); see the module docstring. Shape-only prediction: runs unchanged on
+    column matrix (`save="columns"`); see the module docstring. Any layout: where a non-contiguous input, weight
+    or gradient must be reshaped (a 1×1 kernel's columns are x itself; the weight as an (O, C·k·k) matrix; the
+    gradient as (N, O, Ho·Wo)), numpy's copy is reported as a workspace. Shape-only prediction: runs unchanged on
     shape-only arrays (slices, `np.zeros(..., like=x)` and `np.matmul` only; the geometry is computed from
     shapes), so the predictor sees the same saved arrays and workspaces.
     """
@@ -118,13 +123,13 @@ class Conv2d(Function):
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         columns = im2col(x, kernel, stride, padding)
         keep_columns = need_w and save == "columns"
-        if not keep_columns and not columns_are_input(kernel, stride, padding):
+        if not keep_columns and not shares_buffer(columns, x):  # a 1×1 kernel's columns are x, unless copied
             ctx.workspace(columns, "columns")
         ctx.save(x=x if need_w and save == "input" else None,
                  columns=columns if keep_columns else None,
                  weight=weight if need_x else None)
         # (N, O, Ho·Wo): NCHW, contiguous; made while the columns live, and reported so
-        out = ctx.result(np.matmul(weight.reshape(out_channels, -1), columns))
+        out = ctx.result(np.matmul(_weight_matrix(ctx, weight), columns))
         columns = None  # the forward's columns die here unless saved
         out = out.reshape(n, out_channels, out_h, out_w)
         if bias is not None:
@@ -137,12 +142,13 @@ class Conv2d(Function):
         needs = ctx.needs_input_grad
         kernel, stride, padding = ctx.kernel, ctx.stride, ctx.padding
         n, out_channels = grad.shape[0], grad.shape[1]
-        grad3 = grad.reshape(n, out_channels, -1)  # (N, O, Ho·Wo)
+        # (N, O, Ho·Wo): a view of a C-contiguous gradient, else a copy reported as a workspace
+        grad3 = reshaped(ctx, grad, (n, out_channels, grad.shape[2] * grad.shape[3]), "grad_matrix")
         grad_w = grad_b = grad_x = None
         if needs[1]:
             if columns is None:  # save="input": rebuild the columns from the saved input
                 columns = im2col(x, kernel, stride, padding)
-                if not columns_are_input(kernel, stride, padding):
+                if not shares_buffer(columns, x):
                     ctx.workspace(columns, "columns")
             x = None
             # Σ_n grad[n] @ columns[n]ᵀ one example at a time: a single batched product would make an
@@ -150,22 +156,30 @@ class Conv2d(Function):
             # (a leaf's gradient is then taken as it is, not copied) and is summed through a 2-d view of it.
             grad_w = ctx.result(np.zeros((out_channels, ctx.x_shape[1], kernel, kernel), dtype=grad.dtype,
                                          like=grad))
-            flat = grad_w.reshape(out_channels, -1)
+            flat = grad_w.reshape(out_channels, ctx.x_shape[1] * kernel * kernel)  # a view: grad_w is new, C
             term = np.empty_like(flat)
-            for i in range(n):
+            # on shape-only arrays each example's product has the same shapes and allocates nothing: one stands for
+            # all, so that a prediction does not cost more for a larger batch
+            for i in range(n if type(grad3) is np.ndarray else min(n, 1)):
                 np.matmul(grad3[i], columns[i].T, out=term)
                 flat += term
             term = flat = columns = None
         if len(needs) > 2 and needs[2]:
             grad_b = np.add.reduce(np.add.reduce(grad3, axis=2), axis=0)
         if needs[0]:
-            grad_columns = np.matmul(weight.reshape(out_channels, -1).T, grad3)  # (N, C·k·k, Ho·Wo)
+            grad_columns = np.matmul(_weight_matrix(ctx, weight).T, grad3)  # (N, C·k·k, Ho·Wo)
             if not columns_are_input(kernel, stride, padding):  # else it is the input's gradient itself
                 ctx.workspace(grad_columns, "grad_columns")
             grad_x = ctx.result(col2im(grad_columns, ctx.x_shape, kernel, stride, padding))
         if len(needs) == 2:
             return grad_x, grad_w
         return grad_x, grad_w, grad_b
+
+
+def _weight_matrix(ctx: Node, weight: np.ndarray) -> np.ndarray:
+    """The weight (O, C, k, k) as an (O, C·k·k) matrix: a view of a contiguous weight, else a reported copy."""
+    return reshaped(ctx, weight, (weight.shape[0], weight.shape[1] * weight.shape[2] * weight.shape[3]),
+                    "weight_matrix")
 
 
 def _add_bias(out: np.ndarray, bias: np.ndarray) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine import Function, Node
+from ..engine import Function, Node, _as_array
 from .shape import unbroadcast
 
 
@@ -106,7 +106,7 @@ class Exp(Function):
 
     @staticmethod
     def forward(ctx: Node, x: np.ndarray) -> np.ndarray:
-        out = np.exp(x)
+        out = _as_array(np.exp(x))  # an array even for a 0-d x (numpy gives a scalar): it is saved
         ctx.save(out=out)
         return out
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from ..engine import Function, Node
-from .chunks import row_blocks
+from .chunks import blocks, part, scratch
 
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 CUBIC = 0.044715
@@ -16,7 +16,9 @@ class GELU(Function):
     """0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))); saves x (backward needs x, and tanh of the inner term, which
     it recomputes rather than saving a second full-size array).
 
-    Computed block by block (`chunks.row_blocks`): the hidden scratch stays ≤ CHUNK_ELEMENTS elements.
+    Any layout: the output (and x's gradient) is a new C-ordered array, computed block by block (`chunks.blocks`:
+    the same index picks a block of x, of the gradient and of the result, whatever their strides), so the hidden
+    scratch stays ≤ CHUNK_ELEMENTS elements and a non-contiguous x costs nothing more.
     Shape-only predictor: the same ufuncs on one block of shape-only arrays give the output's shape and dtype.
     """
 
@@ -25,10 +27,9 @@ class GELU(Function):
     @staticmethod
     def forward(ctx: Node, x: np.ndarray) -> np.ndarray:
         ctx.save(x=x if ctx.needs_input_grad[0] else None)
-        out = np.empty_like(x)
-        flat_x, flat_out = x.reshape(-1), out.reshape(-1)
-        for block in row_blocks(flat_x, 1):
-            xb, ob = flat_x[block], flat_out[block]
+        out = np.empty(x.shape, dtype=x.dtype, like=x)
+        for index in blocks(x):
+            xb, ob = x[index], out[index]
             np.multiply(xb, xb, out=ob)  # ob = tanh(c·(x + k·x³)), built in place
             ob *= xb
             ob *= CUBIC
@@ -44,13 +45,12 @@ class GELU(Function):
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
         (x,) = ctx.saved_tensors
         # d/dx = 0.5·(1 + t) + 0.5·x·(1 − t²)·c·(1 + 3k·x²), t = tanh(c·(x + k·x³))
-        result = np.empty_like(grad)
-        flat_x, flat_g, flat_r = x.reshape(-1), grad.reshape(-1), result.reshape(-1)
-        blocks = row_blocks(flat_x, 1)
-        squares, tanhs = np.empty_like(flat_x[blocks[0]]), np.empty_like(flat_x[blocks[0]])  # reused per block
-        for block in blocks:
-            xb, rb = flat_x[block], flat_r[block]
-            x2, t = squares[: xb.size], tanhs[: xb.size]
+        result = np.empty(grad.shape, dtype=grad.dtype, like=grad)
+        indices = blocks(x)
+        squares, tanhs = scratch(x, indices[0]), scratch(x, indices[0])  # reused by every block
+        for index in indices:
+            xb, rb = x[index], result[index]
+            x2, t = part(squares, xb), part(tanhs, xb)
             np.multiply(xb, xb, out=x2)
             np.multiply(x2, xb, out=t)
             t *= CUBIC
@@ -68,5 +68,5 @@ class GELU(Function):
             t += 1  # + (1 + t), then the common factor 0.5 and the incoming gradient
             rb += t
             rb *= 0.5
-            rb *= flat_g[block]
+            rb *= grad[index]
         return (result,)

@@ -5,12 +5,11 @@ buffer for the ledger (`output_category`), with the role `key` or `value` (`ctx.
 - `CacheAppend` (DynamicLayer.update): torch.cat([cache, new], dim=-2), a new buffer holding the old cache and the
   new states; the old buffer dies when the cache lets it go, so for a moment both live (the ledger shows the copy).
 - `CacheAllocate` (StaticLayer.lazy_initialization): zeros of (b, heads, length, d) for one layer's keys or values,
-  at that layer's first update.
-- `CacheWrite` (StaticLayer.update's index_copy_): the new states written into positions start..start + q of that
-  buffer, in place; the output is the buffer itself (no new bytes).
+  at that layer's first update. The static cache then writes the new states into that buffer in place
+  (`nn.kv_cache.StaticLayer`, as StaticLayer.update's index_copy_): a buffer the cache owns, written by its owner
+  as an optimiser updates its parameters, so no op writes into its inputs and no new bytes exist.
 
-The cache is filled under no_grad (generation): `CacheWrite` writes in place and refuses an input that needs a
-gradient; `CacheAppend` is a concatenation and differentiates as one.
+`CacheAppend` is a concatenation and differentiates as one (the cache is filled under no_grad all the same).
 """
 from __future__ import annotations
 
@@ -59,27 +58,3 @@ class CacheAllocate(Function):
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:  # pragma: no cover - zeros do not depend on `like`
         return (None,)
-
-
-class CacheWrite(Function):
-    """`new` (b, heads, q, d) written into `cache` (b, heads, length, d) at positions start..start + q, in place;
-    returns `cache`. Shape-only prediction: by dispatch (item assignment on a shape-only array checks the shapes)."""
-
-    name = "kv_cache_write"
-    output_category = KV_CACHE
-
-    @staticmethod
-    def forward(ctx: Node, cache: np.ndarray, new: np.ndarray, *, start: int, role: str = "key") -> np.ndarray:
-        _role(ctx, role)
-        if any(ctx.needs_input_grad):
-            raise ValueError("a static KV cache is written in place, which has no gradient: fill it under no_grad")
-        stop = start + new.shape[-2]
-        if start < 0 or stop > cache.shape[-2]:
-            raise ValueError(f"the static cache holds {cache.shape[-2]} positions; positions {start}..{stop - 1} do "
-                             f"not fit")
-        cache[..., start:stop, :] = new
-        return cache
-
-    @staticmethod
-    def backward(ctx: Node, grad: np.ndarray) -> tuple:  # pragma: no cover - refused in forward
-        raise RuntimeError("a static KV cache write has no backward")

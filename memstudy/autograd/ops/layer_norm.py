@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import Function, Node
-from .chunks import row_blocks
+from .chunks import blocks, part, scratch
 from .linalg import small_ufunc_buffer
 
 
@@ -13,7 +13,10 @@ class LayerNorm(Function):
 
     Saves x, mean and rstd = 1/√(var + eps) (each statistic one value per row, shaped (..., 1)) when x's or
     weight's gradient is needed, and weight when x's is; the normalised x̂ is recomputed in backward, block by
-    block (`chunks.row_blocks`), so the hidden scratch stays ≤ CHUNK_ELEMENTS elements.
+    block of whole rows (`chunks.blocks`), so the hidden scratch stays ≤ CHUNK_ELEMENTS elements.
+    Any layout: the output, the statistics and x's gradient are new C-ordered arrays, and each block indexes x, the
+    incoming gradient and the results alike, whatever their strides (a transposed x, a gradient broadcast by a
+    mean over the sequence): a non-contiguous x or gradient costs nothing more.
     Shape-only predictor: the same ufuncs on one block of shape-only arrays give every buffer's shape.
     """
 
@@ -23,23 +26,20 @@ class LayerNorm(Function):
     def forward(ctx: Node, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *,
                 eps: float = 1e-5) -> np.ndarray:
         width = x.shape[-1]
-        rows = x.reshape(-1, width)
-        out = np.empty_like(x)
-        out_rows = out.reshape(-1, width)
+        out = np.empty(x.shape, dtype=x.dtype, like=x)
         mean = np.empty(x.shape[:-1] + (1,), dtype=x.dtype, like=x)
         rstd = np.empty_like(mean)
-        mean_rows, rstd_rows = mean.reshape(-1, 1), rstd.reshape(-1, 1)
-        blocks = row_blocks(rows, width)
-        squares = np.empty_like(rows[blocks[0]])  # one block of scratch, reused by every block
+        indices = blocks(x, keep_last=True)
+        squares = scratch(x, indices[0])  # one block of scratch, reused by every block
         with small_ufunc_buffer():  # weight and bias broadcast over the rows
-            for block in blocks:
-                xb, ob, mb, rb = rows[block], out_rows[block], mean_rows[block], rstd_rows[block]
-                sq = squares[: xb.shape[0]]
-                np.add.reduce(xb, axis=1, keepdims=True, out=mb)
+            for index in indices:
+                xb, ob, mb, rb = x[index], out[index], mean[index], rstd[index]
+                sq = part(squares, xb)
+                np.add.reduce(xb, axis=-1, keepdims=True, out=mb)
                 mb /= width
                 np.subtract(xb, mb, out=ob)
                 np.multiply(ob, ob, out=sq)
-                np.add.reduce(sq, axis=1, keepdims=True, out=rb)  # Σ (x − mean)² per row, then 1/std
+                np.add.reduce(sq, axis=-1, keepdims=True, out=rb)  # Σ (x − mean)² per row, then 1/std
                 rb /= width
                 rb += eps
                 np.sqrt(rb, out=rb)
@@ -61,40 +61,37 @@ class LayerNorm(Function):
         needs = ctx.needs_input_grad
         need_x, need_w, need_b = needs[0], needs[1], len(needs) > 2 and needs[2]
         width = grad.shape[-1]
-        g_rows = grad.reshape(-1, width)
-        grad_b = np.add.reduce(g_rows, axis=0) if need_b else None
+        rows = tuple(range(grad.ndim - 1))  # every axis but the last: the sums over rows
+        grad_b = np.add.reduce(grad, axis=rows) if need_b else None
         if not (need_x or need_w):
             return None, None, grad_b
-        x_rows, mean_rows, rstd_rows = x.reshape(-1, width), mean.reshape(-1, 1), rstd.reshape(-1, 1)
         grad_w = np.zeros(width, dtype=grad.dtype, like=grad) if need_w else None
-        grad_x = np.empty_like(grad) if need_x else None
-        gx_rows = grad_x.reshape(-1, width) if need_x else None
-        blocks = row_blocks(x_rows, width)
+        grad_x = np.empty(grad.shape, dtype=grad.dtype, like=grad) if need_x else None
+        indices = blocks(x, keep_last=True)
         # three blocks of scratch, allocated once: x̂, grad · weight, and a product
-        xhats, gws, products = (np.empty_like(x_rows[blocks[0]]) for _ in range(3))
+        xhats, gws, products = (scratch(x, indices[0]) for _ in range(3))
         with small_ufunc_buffer():
-            for block in blocks:
-                gb = g_rows[block]
-                n = gb.shape[0]
-                xhat, gw, product = xhats[:n], gws[:n], products[:n]
-                np.subtract(x_rows[block], mean_rows[block], out=xhat)
-                xhat *= rstd_rows[block]
+            for index in indices:
+                gb = grad[index]
+                xhat, gw, product = part(xhats, gb), part(gws, gb), part(products, gb)
+                np.subtract(x[index], mean[index], out=xhat)
+                xhat *= rstd[index]
                 if need_w:
                     np.multiply(gb, xhat, out=product)
-                    grad_w += np.add.reduce(product, axis=0)  # Σ over rows of grad · x̂
+                    grad_w += np.add.reduce(product, axis=tuple(range(product.ndim - 1)))  # Σ over rows of grad·x̂
                 if need_x:
                     # dx = rstd · (gŵ − mean(gŵ) − x̂ · mean(gŵ · x̂)), gŵ = grad · weight
                     np.multiply(gb, weight, out=gw)
-                    m1 = np.add.reduce(gw, axis=1, keepdims=True)
+                    m1 = np.add.reduce(gw, axis=-1, keepdims=True)
                     m1 /= width
                     np.multiply(gw, xhat, out=product)
-                    m2 = np.add.reduce(product, axis=1, keepdims=True)
+                    m2 = np.add.reduce(product, axis=-1, keepdims=True)
                     m2 /= width
                     xhat *= m2
-                    out = gx_rows[block]
+                    out = grad_x[index]
                     np.subtract(gw, xhat, out=out)
                     out -= m1
-                    out *= rstd_rows[block]
+                    out *= rstd[index]
         if len(needs) == 2:
             return grad_x, grad_w
         return grad_x, grad_w, grad_b

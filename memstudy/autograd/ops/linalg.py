@@ -1,9 +1,12 @@
 """Matrix products: MatMul and the fused Linear (x @ Wᵀ + b), and numpy's small-ufunc-buffer scope."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..engine import STATE, Function, Node
+from .strided import rows
 
 
 class MatMul(Function):
@@ -56,6 +59,10 @@ class small_ufunc_buffer:
 class Linear(Function):
     """Fused x @ Wᵀ + b (PyTorch's addmm): one output buffer instead of a matmul result plus a sum.
 
+    Any layout. The weight's gradient folds x's and the gradient's leading axes into rows: free for C-contiguous
+    arrays, a copy of x (and of the gradient) for non-contiguous ones, reported as workspaces `input_rows` /
+    `grad_rows` for as long as backward holds them.
+
     Shape-only prediction: by dispatch (same numpy calls; `small_ufunc_buffer` still sets numpy's real bufsize).
     """
 
@@ -66,7 +73,7 @@ class Linear(Function):
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         ctx.save(x=x if need_w else None, weight=weight if need_x else None)
         if x.ndim > 2 and x.flags.c_contiguous:  # (b, s, in): one BLAS call on (b·s, in), not one per example
-            out = (x.reshape(-1, x.shape[-1]) @ weight.T).reshape(x.shape[:-1] + (weight.shape[0],))
+            out = (_matrix(x) @ weight.T).reshape(x.shape[:-1] + (weight.shape[0],))
         else:
             out = x @ weight.T
         if bias is None:
@@ -83,15 +90,18 @@ class Linear(Function):
         x, weight = ctx.saved_tensors
         needs = ctx.needs_input_grad
         if grad.ndim > 2 and grad.flags.c_contiguous:  # extra leading axes: one BLAS call, as in forward
-            grad_x = (grad.reshape(-1, grad.shape[-1]) @ weight).reshape(grad.shape[:-1] + (weight.shape[1],)) \
-                if needs[0] else None
+            grad_x = (_matrix(grad) @ weight).reshape(grad.shape[:-1] + (weight.shape[1],)) if needs[0] else None
         else:
             grad_x = grad @ weight if needs[0] else None
-        if grad.ndim != 2:  # one example (1-d x) or extra leading axes: fold them into one batch axis
-            grad = grad.reshape(-1, grad.shape[-1])
-            x = x.reshape(-1, x.shape[-1]) if x is not None else None
-        grad_w = grad.T @ x if needs[1] else None
+        grad_w = None
+        if needs[1]:  # Σ over every leading axis of gradᵀ · x: both folded into rows (one example: one row)
+            grad_w = (grad.T @ x) if grad.ndim == 2 else rows(ctx, grad, "grad_rows").T @ rows(ctx, x, "input_rows")
         if len(needs) == 2:
             return grad_x, grad_w
         # np.add.reduce: ndarray.sum's Python wrapper costs as much as the sum at small sizes
-        return grad_x, grad_w, (np.add.reduce(grad, axis=0) if needs[2] else None)
+        return grad_x, grad_w, (np.add.reduce(grad, axis=tuple(range(grad.ndim - 1))) if needs[2] else None)
+
+
+def _matrix(array: np.ndarray) -> np.ndarray:
+    """A C-contiguous array's leading axes folded into rows: a view (sizes spelled out: -1 fails on an axis of 0)."""
+    return array.reshape(math.prod(array.shape[:-1]), array.shape[-1])

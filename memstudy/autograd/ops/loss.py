@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine import Function, Node
+from ..engine import Function, Node, _as_array
+from .chunks import sum_of_squares
 from .shape import unbroadcast
 
 
@@ -81,12 +82,12 @@ class MSE(Function):
 
     @staticmethod
     def forward(ctx: Node, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
-        diff = np.subtract(pred, target)
+        diff = _as_array(np.subtract(pred, target))  # an array even for 0-d operands: it is saved
         ctx.pred_shape, ctx.target_shape = pred.shape, np.shape(target)
         ctx.count = diff.size
         ctx.save(diff=diff)
-        flat = diff.reshape(-1)
-        return np.asarray(np.vdot(flat, flat) / diff.size, dtype=diff.dtype, like=diff)
+        # block by block: diff follows the operands' layout, and flattening a non-C one would copy it
+        return np.asarray(sum_of_squares(diff) / diff.size, dtype=diff.dtype, like=diff)
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:

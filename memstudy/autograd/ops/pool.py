@@ -129,10 +129,12 @@ class GlobalAvgPool2d(Function):
         if x.ndim != 4:
             raise ValueError(f"global_avg_pool2d takes (N, C, H, W) input, got shape {x.shape}")
         ctx.x_shape = x.shape
-        n, c = x.shape[0], x.shape[1]
-        # reduce over one contiguous axis of H·W elements (np.mean over (2, 3) walks two axes)
-        out = np.add.reduce(x.reshape(n, c, -1), axis=2)
-        out *= 1.0 / (x.shape[2] * x.shape[3])
+        n, c, h, w = x.shape
+        if x.flags.c_contiguous:  # reduce over one contiguous axis of H·W elements (np.mean over (2, 3) walks two)
+            out = np.add.reduce(x.reshape(n, c, h * w), axis=2)
+        else:  # merging H and W of another layout would copy x: reduce over both axes in place
+            out = np.add.reduce(x, axis=(2, 3))
+        out *= 1.0 / (h * w)
         return out
 
     @staticmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import Function, Node
+from .chunks import sum_of_squares
 
 
 class Sum(Function):
@@ -48,7 +49,8 @@ def _expand(grad: np.ndarray, shape: tuple[int, ...], axis, keepdims: bool) -> n
 
 
 class SumSquares(Function):
-    """Σ x² (the squared Frobenius norm); np.vdot reads x once without an x² temporary.
+    """Σ x² (the squared Frobenius norm); np.vdot reads x once without an x² temporary, block by block
+    (`chunks.sum_of_squares`: any layout, no copy of a non-contiguous x beyond a block).
 
     Shape-only prediction: by dispatch (same numpy calls; np.vdot gives a 0-d MetaArray).
     """
@@ -58,8 +60,7 @@ class SumSquares(Function):
     @staticmethod
     def forward(ctx: Node, x: np.ndarray) -> np.ndarray:
         ctx.save(x=x)
-        flat = x.reshape(-1)
-        return np.asarray(np.vdot(flat, flat), dtype=x.dtype, like=x)
+        return np.asarray(sum_of_squares(x), dtype=x.dtype, like=x)
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import Function, Node
-from .chunks import index_blocks
+from .chunks import blocks
 from .linalg import small_ufunc_buffer
 
 
@@ -18,7 +18,7 @@ class RMSNorm(Function):
 
     Backward: grad_w = Σ_rows g·x̂; grad_x = rstd · (g·w − x̂ · mean(g·w·x̂)) over the last axis.
     Any layout: computed in blocks of rows that are views of x, the gradient and the new C-contiguous results
-    (`chunks.index_blocks`), so a transposed, strided or broadcast input costs no hidden copy and the hidden scratch
+    (`chunks.blocks`), so a transposed, strided or broadcast input costs no hidden copy and the hidden scratch
     stays ≤ CHUNK_ELEMENTS elements. Shape-only predictor: the same ufuncs on one block of shape-only arrays give
     every buffer's shape.
     """
@@ -34,7 +34,7 @@ class RMSNorm(Function):
         out = np.empty(x.shape, dtype=dtype, like=x)
         rstd = np.empty(x.shape[:-1] + (1,), dtype=dtype, like=x)
         with small_ufunc_buffer():  # weight broadcasts over the rows
-            for index in index_blocks(x.shape, isinstance(x, np.ndarray)):
+            for index in blocks(x, keep_last=True):
                 xb, ob, rb = x[index], out[index], rstd[index]
                 squares = np.multiply(xb, xb)  # one block of scratch
                 np.add.reduce(squares, axis=-1, keepdims=True, out=rb)  # Σ x² per row, then 1/√(mean + eps)
@@ -59,7 +59,7 @@ class RMSNorm(Function):
         grad_w = np.zeros(width, dtype=grad.dtype, like=grad) if need_w else None
         grad_x = np.empty(grad.shape, dtype=grad.dtype, like=grad) if need_x else None
         with small_ufunc_buffer():
-            for index in index_blocks(grad.shape, isinstance(grad, np.ndarray)):
+            for index in blocks(grad, keep_last=True):
                 gb, rb = grad[index], rstd[index]
                 xhat = np.multiply(x[index], rb)  # the block's scratch: x̂, and one product
                 if need_w:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import Function, Node
-from .chunks import index_blocks
+from .chunks import blocks
 
 
 class RotaryTables(Function):
@@ -45,7 +45,7 @@ class RotaryTables(Function):
 
 
 def _table_index(index: tuple, x_ndim: int, table_shape: tuple[int, ...]) -> tuple:
-    """The index of a table (broadcast against x) that matches x's block `index` (from `chunks.index_blocks`)."""
+    """The index of a table (broadcast against x) that matches x's block `index` (from `chunks.blocks`)."""
     if index == (Ellipsis,):
         return index
     offset = x_ndim - len(table_shape)
@@ -73,7 +73,7 @@ class Rotary(Function):
 
     Elementwise the same arithmetic as transformers' q·cos + rotate_half(q)·sin. Any layout (a transposed view of a
     projection's output is the usual x): computed in blocks that are views of x, the tables, the gradient and the
-    new C-contiguous result (`chunks.index_blocks`): no hidden copy, and the hidden half-width product stays
+    new C-contiguous result (`chunks.blocks`): no hidden copy, and the hidden half-width product stays
     ≤ CHUNK_ELEMENTS elements. Shape-only predictor: the same ufuncs on one block of shape-only arrays give every
     buffer's shape.
     """
@@ -91,7 +91,7 @@ class Rotary(Function):
                              f"{x.shape}, {cos.shape} and {sin.shape}")
         half = d // 2
         out = np.empty(x.shape, dtype=np.result_type(x, cos, sin), like=x)
-        for index in index_blocks(x.shape, isinstance(x, np.ndarray)):
+        for index in blocks(x, keep_last=True):
             xb, ob = x[index], out[index]
             cb, sb = cos[_table_index(index, x.ndim, cos.shape)], sin[_table_index(index, x.ndim, sin.shape)]
             x1, x2, o1, o2 = xb[..., :half], xb[..., half:], ob[..., :half], ob[..., half:]
@@ -109,7 +109,7 @@ class Rotary(Function):
         d = grad.shape[-1]
         half = d // 2
         result = np.empty(grad.shape, dtype=grad.dtype, like=grad)
-        for index in index_blocks(grad.shape, isinstance(grad, np.ndarray)):
+        for index in blocks(grad, keep_last=True):
             gb, rb = grad[index], result[index]
             cb, sb = cos[_table_index(index, grad.ndim, cos.shape)], sin[_table_index(index, grad.ndim, sin.shape)]
             g1, g2, r1, r2 = gb[..., :half], gb[..., half:], rb[..., :half], rb[..., half:]

@@ -2,6 +2,8 @@
 broadcast ops."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..engine import Function, Node
@@ -41,7 +43,10 @@ class Transpose(Function):
 
 
 class Reshape(Function):
-    """Shape-only prediction: by dispatch (same numpy calls; the result is a view, as numpy's)."""
+    """numpy's reshape: a view where numpy's is one; numpy copies an input whose strides do not allow it (a
+    transpose merged into one axis), and that copy is the op's result (the ledger counts it as the output).
+
+    Shape-only prediction: by dispatch (same numpy calls; a view or a copy exactly when numpy's is)."""
 
     name = "reshape"
 
@@ -56,8 +61,8 @@ class Reshape(Function):
 
 
 class Flatten(Function):
-    """Axes start_dim.. folded into one (a view of a contiguous input, as `np.reshape`); saves nothing.
-    Shape-only prediction: runs unchanged (a reshape)."""
+    """Axes start_dim.. folded into one (a view of a contiguous input, a copy of another, as `np.reshape`); saves
+    nothing. Shape-only prediction: runs unchanged (a reshape)."""
 
     name = "flatten"
 
@@ -65,7 +70,7 @@ class Flatten(Function):
     def forward(ctx: Node, x: np.ndarray, *, start_dim: int = 1) -> np.ndarray:
         ctx.shape = x.shape
         start = start_dim % x.ndim
-        return np.reshape(x, x.shape[:start] + (-1,))
+        return np.reshape(x, x.shape[:start] + (math.prod(x.shape[start:]),))  # not -1: an axis may be 0
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import Function, Node
-from .chunks import index_blocks
+from .chunks import blocks
 
 
 class SiLU(Function):
@@ -17,7 +17,7 @@ class SiLU(Function):
     up only and recompute silu(gate) in backward: one f-sized buffer less per layer, and no longer transformers').
 
     Any layout: computed in blocks that are views of x, the gradient and the new C-contiguous result
-    (`chunks.index_blocks`): no hidden copy, and the hidden scratch stays ≤ CHUNK_ELEMENTS elements. Shape-only
+    (`chunks.blocks`): no hidden copy, and the hidden scratch stays ≤ CHUNK_ELEMENTS elements. Shape-only
     predictor: the same ufuncs on one block of shape-only arrays give the output's shape and dtype.
     """
 
@@ -28,7 +28,7 @@ class SiLU(Function):
         ctx.save(x=x if ctx.needs_input_grad[0] else None)
         out = np.empty(x.shape, dtype=x.dtype, like=x)
         with np.errstate(over="ignore"):  # e^(−x) = inf for very negative x gives x / inf = −0, as PyTorch's
-            for index in index_blocks(x.shape, isinstance(x, np.ndarray)):
+            for index in blocks(x, keep_last=True):
                 xb, ob = x[index], out[index]
                 np.negative(xb, out=ob)
                 np.exp(ob, out=ob)
@@ -42,7 +42,7 @@ class SiLU(Function):
         # d/dx = σ(x) · (1 + x · (1 − σ(x)))
         result = np.empty(grad.shape, dtype=grad.dtype, like=grad)
         with np.errstate(over="ignore"):
-            for index in index_blocks(grad.shape, isinstance(grad, np.ndarray)):
+            for index in blocks(grad, keep_last=True):
                 xb, rb = x[index], result[index]
                 s = np.empty(xb.shape, dtype=grad.dtype, like=grad)  # the block's scratch: σ(x)
                 np.negative(xb, out=s)

@@ -19,7 +19,7 @@ from ...autograd import ops
 from .. import init
 from ..conv import BatchNorm2d, Conv2d, GlobalAvgPool2d, MaxPool2d
 from ..layers import Linear, Module, ReLU, check_dtype
-from .registry import ConfigError, Family, Field, checkpoint_segments, parse_checkpoint
+from .registry import ConfigError, Family, Field, StateBytes, checkpoint_segments, parse_checkpoint
 
 KERNEL = 3  # every block's convolution: 3×3, stride 1, padding 1 (the side is kept), then a 2×2 max-pool
 
@@ -166,6 +166,22 @@ class CNNFamily(Family):
         x = init.normal(rng, (batch, config["in_channels"], side, side), config["dtype"])
         y = init.integers(rng, 0, config["classes"], batch)
         return x, y
+
+    def state_bytes(self, config: dict[str, Any]) -> StateBytes:
+        """Block i: a 3×3 kernel from c_i to c_(i+1) = width·2^i channels, then either a bias (c_(i+1)) or batch norm
+        (γ, β trainable; running mean and variance, model state); the classifier (c_depth × classes + classes); the
+        batch: images (batch × in_channels × side²) and int64 labels."""
+        channels = [config["in_channels"]] + [config["width"] * 2 ** i for i in range(config["depth"])]
+        trainable = state = 0
+        for c_in, c_out in zip(channels, channels[1:]):
+            trainable += KERNEL * KERNEL * c_in * c_out + (2 * c_out if config["batch_norm"] else c_out)
+            state += 2 * c_out if config["batch_norm"] else 0
+        trainable += channels[-1] * config["classes"] + config["classes"]
+        itemsize = np.dtype(config["dtype"]).itemsize
+        batch, side = config["batch_size"], config["image_size"]
+        labels = 8 * batch if config["mode"] == "train" else 0
+        return StateBytes((trainable + state) * itemsize, trainable * itemsize,
+                          batch * config["in_channels"] * side * side * itemsize + labels)
 
     def layer_names(self, config: dict[str, Any]) -> list[str]:
         side, names = config["image_size"], []

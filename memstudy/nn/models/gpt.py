@@ -31,11 +31,13 @@ from ...autograd import STATE, Tensor, apply, layer_scope
 from ...autograd import checkpoint as checkpoint_segment
 from ...autograd import ops
 from .. import init
-from ..generation import check_cache, check_generation, generation_fields, keep_logits, prompt_tokens
+from ..generation import (check_cache, check_generation, generation_fields, keep_logits, prompt_tokens,
+                          token_batch_bytes)
 from ..layers import Linear, Module, check_dtype
 from ..lora import apply_lora_config, check_lora_config, lora_fields
+from ..repeat import Plan
 from ..transformer import GELU, Dropout, Embedding, LayerNorm
-from .registry import MODES, ConfigError, Family, Field, checkpoint_segments, parse_checkpoint
+from .registry import MODES, ConfigError, Family, Field, StateBytes, checkpoint_segment_size, parse_checkpoint
 
 INIT_STD = 0.02  # GPT-2's N(0, 0.02²) for Linear and embedding weights
 ATTN_DROPOUT, RESID_DROPOUT, MLP_DROPOUT, EMBEDDING_DROPOUT = range(4)  # dropout sites, for their generators
@@ -115,14 +117,14 @@ class Block(Module):
 
 
 class Transformer(Module):
-    """nanoGPT's `transformer` ModuleDict: wte, wpe, drop, h (the blocks), ln_f."""
+    """nanoGPT's `transformer` ModuleDict: wte, wpe, drop, h (the blocks: those `plan` runs), ln_f."""
 
     def __init__(self, vocab: int, seq_len: int, depth: int, width: int, heads: int, dropout: float, bias: bool,
-                 dtype: Any, rng: np.random.Generator):
+                 dtype: Any, rng: np.random.Generator, plan: Plan):
         self.wte = Embedding(vocab, width, dtype, rng, std=INIT_STD)
         self.wpe = Embedding(seq_len, width, dtype, rng, std=INIT_STD)
         self.drop = Dropout(dropout)
-        self.h = [Block(width, heads, depth, dropout, bias, dtype, rng) for _ in range(depth)]
+        self.h = plan.build(lambda i: Block(width, heads, depth, dropout, bias, dtype, rng))
         self.ln_f = LayerNorm(width, bias, dtype)
 
 
@@ -152,11 +154,12 @@ class GPT(Module):
         self.vocab, self.seq_len, self.depth, self.width, self.heads = vocab, seq_len, depth, width, heads
         self.dropout, self.dtype, self.seed = dropout, check_dtype(dtype), 0 if seed is None else int(seed)
         self.checkpoint = parse_checkpoint(checkpoint, ("selective",))
-        self.segments = checkpoint_segments(self.checkpoint, depth)
+        self.segment_size = checkpoint_segment_size(self.checkpoint, depth)
+        self.plan = Plan(depth, self.segment_size)  # the blocks are alike: the predictor runs a few of them
         self.training = True
         self.calls = 0  # forward calls so far: part of each dropout generator's seed
         rng = np.random.default_rng(seed)
-        self.transformer = Transformer(vocab, seq_len, depth, width, heads, dropout, bias, dtype, rng)
+        self.transformer = Transformer(vocab, seq_len, depth, width, heads, dropout, bias, dtype, rng, self.plan)
         self.lm_head = TiedHead(self.transformer.wte.weight)
 
     def train(self, mode: bool = True) -> "GPT":
@@ -211,15 +214,15 @@ class GPT(Module):
                 x = t.wte(idx) + t.wpe(positions)
                 positions = None
                 x = t.drop(x, dropout_rng((self.seed, call, depth + 1), EMBEDDING_DROPOUT), self.training)
-            if self.segments is None or not STATE.grad_enabled:
+            if self.segment_size is None or not STATE.grad_enabled:
                 # the loop inline (not a call to run_blocks, whose caller would hold the embeddings' output for the
                 # whole loop): each block's input is dropped once the next block's exists
                 selective = self.checkpoint == "selective"
-                for i in range(depth):
+                for i in self.plan.blocks(0, depth):
                     with layer_scope(i):
                         x = t.h[i](x, (self.seed, call, i), selective, None if cache is None else cache.layers[i])
             else:
-                for start, stop in self.segments:
+                for start, stop in self.plan.segments():
                     params = [p for block in t.h[start:stop] for p in block.parameters()]
                     with layer_scope(start):
                         x = checkpoint_segment(self.run_blocks, x, params, start, stop, call)
@@ -230,7 +233,7 @@ class GPT(Module):
     def run_blocks(self, x: Tensor, start: int, stop: int, call: int) -> Tensor:
         """Blocks start..stop-1 of forward call `call`: one checkpoint segment (run again in its recompute)."""
         with ops.small_ufunc_buffer():  # a checkpoint recomputes this outside `forward`
-            for i in range(start, stop):
+            for i in self.plan.blocks(start, stop):
                 with layer_scope(i):
                     x = self.transformer.h[i](x, (self.seed, call, i))
         return x
@@ -245,6 +248,8 @@ class GPTFamily(Family):
     findings = ("attention", "generation")  # the report's sections on this family (memstudy/findings/)
     hf_model_types = ("gpt2",)
     modes = MODES  # train, inference, and generate (nn.generation)
+    checkpoint_help = {"selective": "recompute each block's attention core (scores, softmax, dropout: the a·s²·b "
+                                    "terms) in backward, holding only q, k, v (Korthikanti et al. 2022)"}
     fields = (
         Field("heads", int, 4, "attention heads (must divide width)", minimum=1),
         Field("seq_len", int, 64, "tokens per sequence (also the position table's length)", minimum=1),
@@ -287,6 +292,21 @@ class GPTFamily(Family):
 
     def layer_names(self, config: dict[str, Any]) -> list[str]:
         return [f"block {i}" for i in range(config["depth"])] + ["head", "embedding"]
+
+    def state_bytes(self, config: dict[str, Any]) -> StateBytes | None:
+        """wte (vocab × h, tied with lm_head: once), wpe (seq_len × h), per block 12h² weights (c_attn 3h², c_proj h²,
+        c_fc 4h², c_proj 4h²) and, with biases, 9h of Linear biases (3h + h + 4h + h) + 4h of LayerNorm (two, weight
+        and bias; 2h without biases), ln_f; the batch: `token_batch_bytes` (GPT-2 small: 124,439,808 parameters with
+        a 1024-position table). With LoRA: None (counted from the shape-only build, the blocks built once and counted
+        as many)."""
+        if config.get("lora_rank"):
+            return None
+        h, depth = config["width"], config["depth"]
+        norm = 2 * h if config["bias"] else h
+        block = 12 * h * h + (9 * h if config["bias"] else 0) + 2 * norm
+        count = config["vocab"] * h + config["seq_len"] * h + depth * block + norm
+        nbytes = count * np.dtype(config["dtype"]).itemsize
+        return StateBytes(nbytes, nbytes, token_batch_bytes(config))
 
 
 # --- Hugging Face's GPT2Config ------------------------------------------------------------------------------------

@@ -45,11 +45,13 @@ from ...autograd import STATE, Tensor, apply, layer_scope
 from ...autograd import checkpoint as checkpoint_segment
 from ...autograd import ops
 from .. import init
-from ..generation import check_cache, check_generation, generation_fields, keep_logits, prompt_tokens
+from ..generation import (check_cache, check_generation, generation_fields, keep_logits, prompt_tokens,
+                          token_batch_bytes)
 from ..layers import Linear, Module, check_dtype
 from ..lora import apply_lora_config, check_lora_config, lora_fields
 from ..transformer import Embedding, RMSNorm
-from .registry import MODES, ConfigError, Family, Field, checkpoint_segments, parse_checkpoint
+from ..repeat import Plan
+from .registry import MODES, ConfigError, Family, Field, StateBytes, checkpoint_segment_size, parse_checkpoint
 
 INIT_STD = 0.02  # LlamaConfig.initializer_range: N(0, 0.02²) for Linear and embedding weights (norms are ones)
 
@@ -125,9 +127,10 @@ class LlamaModel(Module):
     """transformers' `LlamaModel`: embed_tokens, layers, norm."""
 
     def __init__(self, vocab: int, depth: int, width: int, heads: int, kv_heads: int, ffn: int, eps: float,
-                 dtype: Any, rng: np.random.Generator):
+                 dtype: Any, rng: np.random.Generator, plan: Plan | None = None):
         self.embed_tokens = Embedding(vocab, width, dtype, rng, std=INIT_STD)
-        self.layers = [LlamaDecoderLayer(width, heads, kv_heads, ffn, eps, dtype, rng) for _ in range(depth)]
+        plan = plan or Plan(depth)  # the decoder layers are alike: the predictor runs a few of them (nn.repeat)
+        self.layers = plan.build(lambda i: LlamaDecoderLayer(width, heads, kv_heads, ffn, eps, dtype, rng))
         self.norm = RMSNorm(width, dtype, eps)
 
 
@@ -160,9 +163,10 @@ class Llama(Module):
         self.rope_theta, self.eps, self.tie = float(rope_theta), float(eps), bool(tie)
         self.dtype, self.seed = check_dtype(dtype), 0 if seed is None else int(seed)
         self.checkpoint = parse_checkpoint(checkpoint, ("selective",))
-        self.segments = checkpoint_segments(self.checkpoint, depth)
+        self.segment_size = checkpoint_segment_size(self.checkpoint, depth)
+        self.plan = Plan(depth, self.segment_size)
         rng = np.random.default_rng(seed)
-        self.model = LlamaModel(vocab, depth, width, heads, kv_heads, ffn, eps, dtype, rng)
+        self.model = LlamaModel(vocab, depth, width, heads, kv_heads, ffn, eps, dtype, rng, self.plan)
         self.lm_head = (Linear.from_weight(self.model.embed_tokens.weight) if tie
                         else Linear(width, vocab, False, dtype, rng, std=INIT_STD))
 
@@ -214,17 +218,17 @@ class Llama(Module):
                 tables = apply(ops.RotaryTables, positions, dim=self.head_dim, theta=self.rope_theta,
                                dtype=self.dtype)
                 positions = None
-            if self.segments is None or not STATE.grad_enabled:
+            if self.segment_size is None or not STATE.grad_enabled:
                 # the loop inline (as the GPT's): each layer's input is dropped once the next layer's exists
                 cos, sin = tables.data[0], tables.data[1]
                 tables = None
                 selective = self.checkpoint == "selective"
-                for i in range(depth):
+                for i in self.plan.blocks(0, depth):
                     with layer_scope(i):
                         x = m.layers[i](x, cos, sin, selective, None if cache is None else cache.layers[i])
                 cos = sin = None
             else:
-                for start, stop in self.segments:
+                for start, stop in self.plan.segments():
                     params = [p for layer in m.layers[start:stop] for p in layer.parameters()]
                     with layer_scope(start):
                         x = checkpoint_segment(self.run_layers, (x, tables), params, start, stop,
@@ -238,7 +242,7 @@ class Llama(Module):
         """Decoder layers start..stop-1: one checkpoint segment (run again in its recompute)."""
         cos, sin = tables.data[0], tables.data[1]
         with ops.small_ufunc_buffer():  # a checkpoint recomputes this outside `forward`
-            for i in range(start, stop):
+            for i in self.plan.blocks(start, stop):
                 with layer_scope(i):
                     x = self.model.layers[i](x, cos, sin)
         return x
@@ -372,6 +376,14 @@ class LlamaFamily(Family):
 
     def layer_names(self, config: dict[str, Any]) -> list[str]:
         return [f"layer {i}" for i in range(config["depth"])] + ["head", "embedding"]
+
+    def state_bytes(self, config: dict[str, Any]) -> StateBytes | None:
+        """`parameter_count` in the config's dtype, all trainable; the batch: `token_batch_bytes`. With LoRA: None
+        (counted from the shape-only build, each decoder layer built once and counted as many)."""
+        if config.get("lora_rank"):
+            return None
+        nbytes = parameter_count(config) * np.dtype(config["dtype"]).itemsize
+        return StateBytes(nbytes, nbytes, token_batch_bytes(config))
 
     def from_hf_config(self, hf: dict[str, Any]) -> dict[str, Any]:
         return hf_fields(hf)

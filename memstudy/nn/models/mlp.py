@@ -14,7 +14,9 @@ from ...autograd import ops
 from .. import init
 from ..layers import ACTIVATIONS, Linear, Module, activation as make_activation, check_dtype
 from ..lora import apply_lora_config, check_lora_config, lora_fields
-from .registry import ConfigError, Family, Field, GraphNames, checkpoint_segments, parse_checkpoint
+from ..repeat import Plan
+from .registry import (ConfigError, Family, Field, GraphNames, StateBytes, checkpoint_segment_size,
+                       parse_checkpoint)
 
 
 class MLP(Module):
@@ -26,6 +28,8 @@ class MLP(Module):
     `Checkpoint` op when a graph is recorded: only each segment's input is held for backward, and the
     segment's forward is recomputed when backward reaches it. Inference runs the layers plainly whatever
     the strategy. (The saved-tensor policy is an engine setting: `autograd.saved_tensors_policy`.)
+    The hidden layers are a stack of alike blocks (`nn.repeat.Plan`) from the second on: the predictor runs a
+    few of them however deep the model is.
     """
 
     def __init__(self, in_features: int, hidden: int, depth: int, out_features: int, activation: str = "relu",
@@ -38,12 +42,13 @@ class MLP(Module):
         rng = np.random.default_rng(seed)
         self.in_features, self.hidden, self.depth, self.out_features = in_features, hidden, depth, out_features
         self.activation_name, self.bias, self.dtype = activation, bias, check_dtype(dtype)
-        widths = [in_features] + [hidden] * depth
-        self.hidden_layers = [Linear(widths[i], widths[i + 1], bias, dtype, rng) for i in range(depth)]
-        self.activations = [make_activation(activation) for _ in range(depth)]
-        self.output = Linear(hidden, out_features, bias, dtype, rng)
         self.checkpoint = parse_checkpoint(checkpoint)
-        self.segments = checkpoint_segments(self.checkpoint, depth)
+        self.segment_size = checkpoint_segment_size(self.checkpoint, depth)
+        self.plan = Plan(depth, self.segment_size)
+        self.hidden_layers = self.plan.build(
+            lambda i: Linear(in_features if i == 0 else hidden, hidden, bias, dtype, rng))
+        self.activations = self.plan.build(lambda i: make_activation(activation))
+        self.output = Linear(hidden, out_features, bias, dtype, rng)
 
     output_layer_name = "output"  # LoRA's `all-linear` leaves the output layer out, as peft does
 
@@ -52,15 +57,16 @@ class MLP(Module):
         return self.hidden_layers + [self.output]
 
     def parameter_layers(self) -> list[int | None]:
-        return [i for i, linear in enumerate(self.linears) for _ in linear.parameters()]
+        return [i for i, linear in self.hidden_layers.items() + [(self.depth, self.output)]
+                for _ in linear.parameters()]
 
     def forward(self, x: Any) -> Tensor:
         h = x if isinstance(x, Tensor) else Tensor(x)
         with ops.small_ufunc_buffer():  # once per forward, not once per layer's bias add
-            if self.segments is None or not STATE.grad_enabled:
+            if self.segment_size is None or not STATE.grad_enabled:
                 h = self.run_layers(h, 0, self.depth)
             else:
-                for start, stop in self.segments:
+                for start, stop in self.plan.segments():
                     params = [p for layer in self.hidden_layers[start:stop] for p in layer.parameters()]
                     with layer_scope(start):
                         h = checkpoint_segment(self.run_layers, h, params, start, stop)
@@ -72,7 +78,7 @@ class MLP(Module):
         previous_layer = STATE.layer  # what layer_scope does, once for the loop rather than once per layer
         try:
             with ops.small_ufunc_buffer():  # a checkpoint recomputes this outside `forward`
-                for i in range(start, stop):
+                for i in self.plan.blocks(start, stop):
                     STATE.layer = i
                     z = self.hidden_layers[i].forward(h)  # .forward: one call frame less than the module call
                     h = None  # drop the layer's input before its activation exists: inference holds 2, not 3
@@ -89,7 +95,7 @@ class MLPFamily(Family):
     findings = ("mlp", "remedies")  # the report's sections on this family (memstudy/findings/)
     fields = (
         Field("in_features", int, None, "input features (default: width)", minimum=1),
-        Field("out_features", int, 10, "output classes", minimum=1, flag="--classes"),
+        Field("out_features", int, 10, "output classes", minimum=1, flag="--classes", aliases=("classes",)),
         Field("activation", str, "relu", "hidden activation", choices=ACTIVATIONS),
         Field("bias", bool, True, "Linear biases"),
         *lora_fields("all-linear"),  # the hidden layers (all-linear leaves the output layer out)
@@ -118,6 +124,20 @@ class MLPFamily(Family):
 
     def layer_names(self, config: dict[str, Any]) -> list[str]:
         return [f"hidden {i}" for i in range(config["depth"])] + ["output"]
+
+    def state_bytes(self, config: dict[str, Any]) -> StateBytes | None:
+        """W (out × in) and b (out) per Linear: in_features → width, depth − 1 × width → width, width → classes;
+        the batch: x (batch × in_features) and int64 labels. With LoRA: None (counted from the shape-only build,
+        the hidden layers built once and counted as many)."""
+        if config.get("lora_rank"):
+            return None
+        depth, width, n_in, n_out, batch = (config["depth"], config["width"], config["in_features"],
+                                            config["out_features"], config["batch_size"])
+        bias = 1 if config["bias"] else 0
+        weights = width * (n_in + bias) + (depth - 1) * width * (width + bias) + n_out * (width + bias)
+        itemsize = np.dtype(config["dtype"]).itemsize
+        labels = 8 * batch if config["mode"] == "train" else 0
+        return StateBytes(weights * itemsize, weights * itemsize, batch * n_in * itemsize + labels)
 
     def graph_names(self, model: Any, config: dict[str, Any]) -> GraphNames:
         return seed_notation(model.linears, config["depth"])

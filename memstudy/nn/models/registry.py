@@ -6,6 +6,42 @@ the predictor, `memstudy graph`, the report) reads the family's declaration and 
 
 Fields shared by every family keep one name everywhere (`SHARED_FIELDS`); a family may change their
 defaults (`Family.defaults`) and add checkpoint strategies of its own (`Family.checkpoints`).
+
+Two declarations keep a family's cost constant at any size (both optional; every built-in family makes the first,
+the MLP and the GPT, whose blocks are alike, the second; the CNN's blocks differ and its depth is bounded anyway):
+- `state_bytes(config)`: its parameter, trainable and batch bytes in closed form (a `StateBytes`), so that a size
+  over the budget is refused at once, without building anything (`memory.predict.state_bytes`; without the
+  declaration the model is built shape-only, which costs one pass over its layers);
+- repeated blocks through `nn.repeat.Plan`: build the stack of alike blocks with `plan.build(make_block)` and loop
+  over it with `plan.blocks(start, stop)` (and `plan.segments()` for checkpoint segments, sized by
+  `checkpoint_segment_size`), so that the predictor runs one block for each run of alike ones and `predict` costs
+  the same at any depth. A family that loops plainly is predicted by running every block.
+`tests/test_state_bytes.py` and `tests/test_repeat.py` check both against the full build and step, for every
+built-in family and for `tests/families/declared.py` (a user's file doing the same).
+
+Adopting both in a family module (as mlp.py and gpt.py do; `tests/families/declared.py` is the shortest example):
+
+    def __init__(self, ..., depth, checkpoint):                       # the model
+        self.plan = Plan(depth, checkpoint_segment_size(checkpoint, depth))
+        self.blocks = self.plan.build(lambda i: Block(...))            # block i; every block, or those that run
+    def forward(self, x):
+        ...
+        for i in self.plan.blocks(0, self.depth):                     # or: for start, stop in self.plan.segments():
+            with layer_scope(i):                                      #        x = checkpoint(self.run, x, params,
+                x = self.blocks[i](x)                                 #                       start, stop)
+    def parameter_layers(self):                                       # (index, block) pairs, in either mode
+        return [i for i, block in self.blocks.items() for _ in block.parameters()]
+
+    def state_bytes(self, config) -> StateBytes:                      # the family
+        return StateBytes(parameter_bytes, trainable_bytes, input_bytes)   # input: labels too when training
+
+What `Plan` assumes: the blocks it compresses are alike (same code, same shapes; the first may differ, as the MLP's
+first takes in_features) and each block's input looks like its output; every block's state is its own (a weight
+tied between blocks, or a cache one block fills for the next, breaks this). The ledger checks what it can
+(`RepeatMismatch`, then every block runs); the tests check the rest: a new built-in family adds configurations to
+`FAMILY_CONFIGS` in tests/test_predict.py (test_state_bytes.py reads them too) and to `FAMILY_GRID` (and, if it
+builds through `Plan`, `REPEATING`) in tests/test_repeat.py, at depths where runs of more than three blocks and
+of more than three checkpoint segments occur.
 """
 from __future__ import annotations
 
@@ -16,12 +52,12 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from ...autograd.engine import POLICIES  # the saved-tensor policies the engine implements
-from ...optim import OPTIMIZERS  # the optimisers optim.make builds
+from ...optim import OPTIMIZERS, STATE_COPIES  # the optimisers optim.make builds, and their state per parameter
 from ..functional import cross_entropy
 
 DTYPES = ("float32", "float64")
@@ -34,6 +70,15 @@ class ConfigError(ValueError):
     """A configuration field is missing, of the wrong type, or out of range (the message names the field)."""
 
 
+def did_you_mean(word: Any, choices: Iterable[Any]) -> str:
+    """'; did you mean depth?' when `word` is a likely typo of one of `choices` (difflib), else ''."""
+    import difflib
+
+    names = [str(c) for c in choices]
+    close = difflib.get_close_matches(str(word), names, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
 @dataclass(frozen=True)
 class Field:
     """One config field: its name (the row's column and the spec's grid key), type, default and rules.
@@ -41,8 +86,9 @@ class Field:
     `flag` is the CLI flag (default `--name` with dashes); `choices` the allowed values of a categorical
     field; `minimum` / `maximum` bound a number (`maximum` exclusive when `exclusive_maximum`). An `optional`
     field changes nothing at its default (LoRA's): descriptions and cell ids name it only when it is set, so
-    cells measured before the field existed keep their ids. `modes`: the modes the field applies to (None: all);
-    in any other mode its value is None (generation's fields outside mode generate).
+    cells measured before the field existed keep their ids. `aliases` are other keys a spec or config may give it
+    by (the MLP's `out_features` is `classes`, as its flag and the CNN say). `modes`: the modes the field applies to
+    (None: all); in any other mode its value is None (generation's fields outside mode generate).
     """
 
     name: str
@@ -55,6 +101,7 @@ class Field:
     exclusive_maximum: bool = False
     flag: str | None = None
     optional: bool = False
+    aliases: tuple[str, ...] = ()
     modes: tuple[str, ...] | None = None
 
     @property
@@ -85,8 +132,25 @@ class Field:
             word = "below" if self.exclusive_maximum else "at most"
             raise ConfigError(f"{self.name} must be {word} {self.maximum:g}, got {value}")
         if self.choices is not None and value not in self.choices:
-            raise ConfigError(f"{self.name} must be one of {', '.join(map(str, self.choices))}, got {value!r}")
+            raise ConfigError(f"{self.name} must be one of {', '.join(map(str, self.choices))}, got {value!r}"
+                              + did_you_mean(value, self.choices))
         return value
+
+
+def rename_aliases(raw: dict[str, Any], aliases: dict[str, str]) -> dict[str, Any]:
+    """`raw` with each key in `aliases` renamed to the field it stands for, in its place; ConfigError (naming the
+    field) when a field is given by two of its names."""
+    if not any(k in aliases for k in raw):
+        return raw
+    out: dict[str, Any] = {}
+    given: dict[str, str] = {}  # field name -> the key it was given by
+    for key, value in raw.items():
+        name = aliases.get(key, key)
+        if name in given:
+            raise ConfigError(f"{name} is given twice, as {given[name]} and as {key} (two names of one field)")
+        given[name] = key
+        out[name] = value
+    return out
 
 
 def parse_checkpoint(value: Any, extra: tuple[str, ...] = ()) -> str:
@@ -102,19 +166,44 @@ def parse_checkpoint(value: Any, extra: tuple[str, ...] = ()) -> str:
     raise ConfigError(f"checkpoint must be {allowed} or every:K with K a positive integer, got {value!r}")
 
 
-def checkpoint_segments(checkpoint: str, depth: int) -> list[tuple[int, int]] | None:
-    """The layers' segments [start, stop) under a strategy, or None when nothing is checkpointed by segment.
+def checkpoint_segment_size(checkpoint: str, depth: int) -> int | None:
+    """Layers per checkpoint segment under a strategy, or None when nothing is checkpointed by segment.
 
     `sqrt` uses segments of ⌈√depth⌉ layers (Chen et al. 2016); `every:K` segments of K layers (the last one
     shorter when K does not divide the depth). Any other strategy (none, a family's own) has no segments.
     """
     if checkpoint == "sqrt":
-        size = math.isqrt(depth - 1) + 1  # ⌈√depth⌉
-    elif checkpoint.startswith("every:"):
-        size = int(checkpoint.split(":")[1])
-    else:
+        return math.isqrt(depth - 1) + 1  # ⌈√depth⌉
+    if checkpoint.startswith("every:"):
+        return int(checkpoint.split(":")[1])
+    return None
+
+
+def checkpoint_segments(checkpoint: str, depth: int) -> list[tuple[int, int]] | None:
+    """The layers' segments [start, stop) under a strategy (see `checkpoint_segment_size`), or None."""
+    size = checkpoint_segment_size(checkpoint, depth)
+    if size is None:
         return None
     return [(start, min(start + size, depth)) for start in range(0, depth, size)]
+
+
+@dataclass(frozen=True)
+class StateBytes:
+    """What a configuration holds before its step starts, in closed form (a family's `state_bytes`): the ledger's
+    registered `parameter` bytes (parameters and model state such as running statistics), the part of them an
+    optimiser updates (its state is 0×, 1× or 2× these: `optim.STATE_COPIES`), and the batch as registered in the
+    configuration's mode (training registers the labels too; a view of the inputs counts once)."""
+
+    parameter_bytes: int
+    trainable_bytes: int
+    input_bytes: int
+
+    def optimizer_state_bytes(self, config: dict[str, Any]) -> int:
+        return STATE_COPIES[config["optimizer"]] * self.trainable_bytes if config["mode"] == "train" else 0
+
+    def total_bytes(self, config: dict[str, Any]) -> int:
+        """Bytes alive throughout the step: none of it can be freed, so no step of this configuration needs less."""
+        return self.parameter_bytes + self.optimizer_state_bytes(config) + self.input_bytes
 
 
 # The fields every family has, in the row's column order (`model` comes first of all).
@@ -140,7 +229,8 @@ class Family:
 
     - `fields`: the family's own config fields (besides `SHARED_FIELDS`);
     - `defaults`: the family's defaults for shared fields (e.g. a smaller width);
-    - `checkpoints`: strategies beyond none / sqrt / every:K that the family implements (e.g. "selective");
+    - `checkpoints`: strategies beyond none / sqrt / every:K that the family implements (e.g. "selective"), and
+      `checkpoint_help`: what each of them does, in a phrase (the `--checkpoint` help says it);
     - `check(config)`: cross-field rules (raise ConfigError with one line naming the field);
     - `build(config)`: the model (an `nn.Module`); parameters drawn through `nn.init` so that the same code
       builds shape-only parameters for the predictor;
@@ -150,7 +240,9 @@ class Family:
     - `findings`: the report's findings that describe this family (modules of `memstudy.findings`, or dotted
       module paths of your own); a family that lists none gets the generic report only.
     - `hf_model_types` and `from_hf_config(hf)`: the Hugging Face `model_type`s whose config.json the family reads,
-      and its fields from such a config (`nn/models/hf_config.py` reads the file and picks the family);
+      and its fields from such a config (`nn/models/hf_config.py` reads the file and picks the family).
+    - `state_bytes(config)`: parameter, trainable and batch bytes in closed form (`StateBytes`), or None (the default:
+      not declared, the model is built shape-only to count them); see the module docstring.
     - `modes`: the modes it runs; a family that lists `generate` declares generation's fields
       (`nn.generation.generation_fields`) and builds a model whose forward takes a KV cache
       (`model(idx, cache=, logits=)`, which `nn.generation.generate` runs).
@@ -163,6 +255,7 @@ class Family:
     checkpoints: tuple[str, ...] = ()
     findings: tuple[str, ...] = ()
     hf_model_types: tuple[str, ...] = ()
+    checkpoint_help: dict[str, str] = {}
     modes: tuple[str, ...] = ("train", "inference")
 
     def check(self, config: dict[str, Any]) -> None:
@@ -180,10 +273,14 @@ class Family:
     def layer_names(self, config: dict[str, Any]) -> list[str]:
         return [str(i) for i in range(config["depth"] + 1)]
 
+    def state_bytes(self, config: dict[str, Any]) -> StateBytes | None:
+        return None
+
     def graph_names(self, model: Any, config: dict[str, Any]) -> "GraphNames | None":
         """How `memstudy graph` names this family's variables, or None: parameters by their own names, op
         outputs numbered (the MLPs use the seed's W1, b1, z1, h1, o)."""
         return None
+
     def from_hf_config(self, hf: dict[str, Any]) -> dict[str, Any]:
         """This family's fields from a Hugging Face config.json's keys; ConfigError naming a key it cannot honour."""
         raise ConfigError(f"model {self.name!r} reads no Hugging Face config")
@@ -207,10 +304,21 @@ class Family:
                 parts.append(f"{f.cli_flag[2:].replace('-', ' ')} {value}")
         return f"{self.name}: " + ", ".join(parts)
 
+    def aliases(self) -> dict[str, str]:
+        """Each alias a field may be given by -> the field's name."""
+        return {alias: f.name for f in self.all_fields() for alias in f.aliases}
+
+    def canonical_keys(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """`raw` with aliases renamed to their fields' names; ConfigError when a field is given twice."""
+        return rename_aliases(raw, self.aliases())
+
     def all_fields(self) -> tuple[Field, ...]:
         """Shared fields (with this family's defaults), then the family's own."""
+        own_strategies = "".join(f"; {name} = {self.checkpoint_help.get(name, 'a strategy of this family')}"
+                                 for name in self.checkpoints)
         shared = tuple(
-            Field(**{**f.__dict__, "default": self.defaults[f.name]}) if f.name in self.defaults else f
+            Field(**{**f.__dict__, **({"default": self.defaults[f.name]} if f.name in self.defaults else {}),
+                     **({"help": f.help + own_strategies} if f.name == "checkpoint" and own_strategies else {})})
             for f in SHARED_FIELDS
         )
         return shared + tuple(self.fields)
@@ -226,10 +334,12 @@ class Family:
     def normalize(self, raw: dict[str, Any]) -> dict[str, Any]:
         """Defaults filled in, every field checked; ConfigError (one line naming the field) otherwise."""
         fields = self.all_fields()
+        raw = self.canonical_keys(raw)
         known = {f.name for f in fields}
         unknown = [k for k in raw if k not in known and k not in ("model", "repeat")]
         if unknown:
-            raise ConfigError(f"unknown field {unknown[0]!r} for model {self.name!r}")
+            raise ConfigError(f"unknown field {unknown[0]!r} for model {self.name!r}"
+                              + did_you_mean(unknown[0], [*known, *self.aliases()]))
         config: dict[str, Any] = {"model": self.name}
         for f in fields:
             config[f.name] = self.check_field(f, raw.get(f.name, f.default))
@@ -309,7 +419,8 @@ def get_family(name: Any) -> Family:
         family = _from_file(name)
     else:
         allowed = ", ".join(builtin_names())
-        raise ConfigError(f"model must be one of {allowed} or path/to/file.py:ClassName, got {name!r}")
+        raise ConfigError(f"model must be one of {allowed} or path/to/file.py:ClassName, got {name!r}"
+                          + did_you_mean(name, builtin_names()))
     _LOADED[name] = family
     return family
 

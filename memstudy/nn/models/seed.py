@@ -12,7 +12,7 @@ from ...autograd import Tensor, layer_scope
 from .. import init
 from ..functional import cross_entropy, l2_penalty
 from ..layers import ACTIVATIONS, Linear, Module, activation as make_activation
-from .registry import ConfigError, Family, Field, GraphNames
+from .registry import ConfigError, Family, Field, GraphNames, StateBytes
 
 
 class SeedMLP(Module):
@@ -58,7 +58,7 @@ class SeedFamily(Family):
     defaults = {"depth": 1}
     fields = (
         Field("in_features", int, None, "input features d (default: width)", minimum=1),
-        Field("out_features", int, 10, "outputs q", minimum=1, flag="--classes"),
+        Field("out_features", int, 10, "outputs q (classes)", minimum=1, flag="--classes", aliases=("classes",)),
         Field("activation", str, "relu", "φ", choices=ACTIVATIONS),
         Field("lam", float, 0.0, "L2 regularisation λ", minimum=0.0),
     )
@@ -86,6 +86,13 @@ class SeedFamily(Family):
 
     def layer_names(self, config: dict[str, Any]) -> list[str]:
         return ["hidden", "output"]
+
+    def state_bytes(self, config: dict[str, Any]) -> StateBytes:
+        """W1 (h × d) and W2 (q × h); the batch: x (batch × d) and int64 labels."""
+        itemsize = np.dtype(config["dtype"]).itemsize
+        weights = config["width"] * (config["in_features"] + config["out_features"]) * itemsize
+        labels = 8 * config["batch_size"] if config["mode"] == "train" else 0
+        return StateBytes(weights, weights, config["batch_size"] * config["in_features"] * itemsize + labels)
 
     def graph_names(self, model: SeedMLP, config: dict[str, Any]) -> GraphNames:
         from .mlp import seed_notation

@@ -10,7 +10,7 @@ from ...findings.remedies import (DTYPE_CATEGORIES, checkpoint_cells, dtype_pair
 from ...report.formats import bytes_text as _bytes
 from ...report.formats import percent_text as _pct
 from ...report.formats import ratio_text as _ratio
-from .results import OPTIMIZER_NAMES, Results, and_list, near, span, times
+from .results import OPTIMIZER_NAMES, Results, and_list, load_clause, near, span, times
 
 
 def _checkpoint_bullet(results: Results) -> str:
@@ -27,7 +27,8 @@ def _checkpoint_bullet(results: Results) -> str:
             f"({_bytes(r['activation_bytes'])}) instead of {float(r['activation_bytes_ref']) / r['unit']:.2f}. The "
             f"bound is 2√{depth} + 1 = {found['layers_bound']} layers' worth plus the loss's probabilities: "
             f"{'within it' if found['within_bound'] else 'it is OVER the bound'}. Its step took "
-            f"**{times(r['time_ratio'])}** as long in this run")
+            f"**{times(r['time_ratio'])}** as long in this run "
+            f"({load_clause(study.ok_rows['foreign_cores'], 'rows of this study')})")
     same = [s for s in strategies if s not in ("none", "sqrt") and segments_of(s, depth) == (length, count)]
     for s in same:
         hit = data[(data["checkpoint"] == s) & (data["depth"] == depth) & (data["batch_size"] == batch)]
@@ -71,7 +72,8 @@ def _policy_bullet(results: Results) -> str:
         text += (f" `half` (float16 storage) holds {half['a']:,.1f} B, {times(half['a'] / minimal)}, at a gradient "
                  f"relative error of {half['error']:.1e} (median over its cells; max {half['error_max']:.1e}).")
         if np.isfinite(half["time_ratio"]):
-            text += (f" Its step takes {times(half['time_ratio'])} minimal's (median over cells)"
+            text += (f" Its step takes {times(half['time_ratio'])} minimal's (median over cells; "
+                     f"{load_clause(study.ok_rows['foreign_cores'], 'rows of this study')})"
                      + (", because numpy's float16 casts are slow." if half["time_ratio"] > 1 else "."))
     return text
 

@@ -145,5 +145,23 @@ def row_median(rows: list[dict[str, Any]], field: str) -> float | None:
     return statistics.median(values) if values else None
 
 
+def load_clause(loads: Any, what: str = "rows") -> str:
+    """The load a quoted timing was taken under: other processes' busy cores (`foreign_cores`) over the rows it is
+    built on, flagged when any is above LOADED_CORES (a figure taken on a busy machine is slower than a quiet one's)."""
+    from ...memory.load import LOADED_CORES
+
+    values = pd.to_numeric(pd.Series(list(loads), dtype=object), errors="coerce").dropna()
+    if values.empty:
+        return "others' load not recorded"
+    loaded = values[values > LOADED_CORES]
+    if not loaded.empty:
+        some = "all" if len(loaded) == len(values) else f"{len(loaded)} of {len(values)}"
+        return (f"**taken under load**: other processes kept more than {LOADED_CORES:g} cores busy in {some} {what} "
+                f"(up to {loaded.max():.2f} cores), whose times are slower than on a quiet machine")
+    low, high = f"{values.min():.2f}", f"{values.max():.2f}"
+    return f"others' load {low if low == high else low + '–' + high} cores" + (f" over {len(values)} {what}"
+                                                                                  if len(values) > 1 else "")
+
+
 def at_cell(row: pd.Series | dict[str, Any], fields: tuple[str, ...] = ("depth", "batch_size")) -> str:
     return ", ".join(f"{f.replace('_size', '')} {row[f]}" for f in fields)

@@ -14,8 +14,8 @@ from ...report.formats import coef_text as _coef
 from ...report.formats import ratio_text as _ratio
 from ...report.load import timeline_cell as _timeline_cell
 from ...report.sections import peak_ratio_cells
-from .results import (BENCH_CSV, DEFAULT_STUDY, OPTIMIZER_NAMES, Results, StudyData, and_list, at_cell, near,
-                      span, times)
+from .results import (BENCH_CSV, DEFAULT_STUDY, OPTIMIZER_NAMES, Results, StudyData, and_list, at_cell,
+                      load_clause, near, span, times)
 
 
 def _grid_text(env: dict[str, Any] | None) -> str:
@@ -118,7 +118,7 @@ def _wall_bullet(results: Results) -> str:
         r = rows[0]
         text += (f"`memstudy study` (the sweep and report of this study: what `make study` runs after installing) took "
                  f"**{float(r['value']):.1f} s** when the benchmark last ran it (sweep {float(r['measured']):.1f} s + "
-                 f"report {float(r['reference']):.1f} s; {BENCH_CSV}).")
+                 f"report {float(r['reference']):.1f} s; {load_clause([r.get('foreign_cores')])}; {BENCH_CSV}).")
     else:
         text += f"the benchmark's committed run did not time the study ({BENCH_CSV})."
     names = results.study_names()
@@ -131,7 +131,8 @@ def _wall_bullet(results: Results) -> str:
     if len(walls) == len(names) and names:
         text += (f" The committed sweeps took {walls.get(DEFAULT_STUDY, float('nan')):.1f} s for this study and "
                  f"{sum(walls.values()):.1f} s for all {len(names)} studies (`memstudy study --all`; the sum of the "
-                 "sweep sessions' `wall_seconds` in each env.json, reports not included).")
+                 "sweep sessions' `wall_seconds` in each env.json, reports not included; "
+                 + load_clause(pd.concat([results.study(n).ok_rows["foreign_cores"] for n in names]), "rows") + ").")
     else:
         text += (f" The sweeps' own wall time is recorded in env.json (`wall_seconds` per session) for {len(walls)} "
                  f"of the {len(names)} committed studies, so no total is given.")
