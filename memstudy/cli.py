@@ -187,7 +187,7 @@ def build_parser(family: Any = None, defaults: dict[str, Any] | None = None) -> 
     commands.required = True
 
     run = commands.add_parser("run", help="measure one training or inference step, four probes and the prediction")
-    _add_model_flags(run, family, ("train", "inference", "both"), defaults)
+    _add_model_flags(run, family, ("train", "inference", "generate", "both"), defaults)
     run.add_argument("--repeats", type=_positive_int, default=1, help="measured steps (1)")
     run.add_argument("--budget", default="75%", help="refuse sizes whose predicted peak exceeds this (75%% of "
                                                      "available memory; or e.g. 4GiB)")
@@ -204,7 +204,7 @@ def build_parser(family: Any = None, defaults: dict[str, Any] | None = None) -> 
     run.set_defaults(handler=_cmd_run)
 
     predict = commands.add_parser("predict", help="predict a step's memory without running it")
-    _add_model_flags(predict, family, ("train", "inference"), defaults)
+    _add_model_flags(predict, family, ("train", "inference", "generate"), defaults)
     predict.add_argument("--json", action="store_true", help="print the prediction as JSON")
     predict.add_argument("--budget", default=None, help="refuse sizes whose predicted peak exceeds this, as run does "
                                                        "(e.g. 4GiB or 75%%; default: no limit)")

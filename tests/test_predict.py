@@ -17,6 +17,7 @@ import pytest
 
 from memstudy import cli
 from memstudy.config import normalize
+from memstudy.memory.generation import predicted_generation_figures
 from memstudy.memory.ledger import StepAccount
 from memstudy.memory.predict import predict, predicted_account
 from memstudy.memory.workload import Workload
@@ -96,6 +97,12 @@ FAMILY_CONFIGS: dict[str, list[dict]] = {
     + [{"model": "llama", **shape, "optimizer": "adam", "checkpoint": checkpoint, "lora_rank": lora}
        for shape in LLAMA_HEAVY for checkpoint in GPT_CHECKPOINTS for lora in (0, 2)],
 }
+# mode generate: cache x the prefill's logits, each with the next dtype x new_tokens (x kv_heads, tie, LoRA) in turn
+FAMILY_CONFIGS["gpt"] += rotate([{"model": "gpt", **GPT_SHAPE, "mode": "generate", **c} for c in grid(
+    kv_cache=("dynamic", "static"), prefill_logits=("last", "all"))], dtype=("float32", "float64"), new_tokens=(1, 3))
+FAMILY_CONFIGS["llama"] += rotate([{"model": "llama", **LLAMA_SHAPE, "mode": "generate", **c} for c in grid(
+    kv_cache=("dynamic", "static"), prefill_logits=("last", "all"), kv_heads=(4, 1))],
+    dtype=("float32", "float64"), new_tokens=(1, 3, 5), tie=(False, True), lora_rank=(0, 2))
 # LoRA on the MLP's hidden layers (all-linear), every checkpoint x policy
 FAMILY_CONFIGS["mlp"] += [{"model": "mlp", **MLP_SHAPE, "lora_rank": 2, "checkpoint": c, "policy": p,
                            "optimizer": "adam"} for c in CHECKPOINTS for p in POLICIES]
@@ -154,6 +161,7 @@ def test_prediction_equals_measured_ledger(family, raw):
         "predicted_step_peak_bytes": measured.step_peak_bytes,
         "predicted_peak_by_category": measured.peak_by_category,
         "predicted_buffers": len(measured.records),
+        **predicted_generation_figures(measured),
     }
 
 

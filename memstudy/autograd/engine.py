@@ -159,9 +159,12 @@ class Function:
     """Base of every primitive: `forward(ctx, *arrays, **consts)` and `backward(ctx, grad)` on raw ndarrays.
 
     `backward` returns one gradient (or None) per positional input, and never writes into `grad`.
+    `output_category`: the ledger category the output's buffer has whatever its life (the KV cache's ops say
+    "kv_cache", and set `ctx.role`); None: the ledger decides from the buffer's life.
     """
 
     name = "function"
+    output_category: str | None = None
 
     @staticmethod
     def forward(ctx: Node, *args: Any, **kwargs: Any) -> np.ndarray:  # pragma: no cover - interface

@@ -9,6 +9,8 @@ objects are built only when someone reads them.
 
 A buffer's category is decided from its whole life, when the step is over:
   parameter / optimizer_state / input  -- registered at the baseline
+  kv_cache    -- made by an op that says so (`Function.output_category`: the KV cache's ops), with its role
+                 (key or value) and layer, however long it lives
   gradient    -- became (part of) a leaf's .grad
   activation  -- saved by some op for backward (held for backward)
   output      -- still alive when the step ended
@@ -49,7 +51,7 @@ import numpy as np
 from ..autograd.engine import STATE, NotRepeatable
 from ..autograd.graph import base_buffer
 
-CATEGORIES = ("parameter", "optimizer_state", "input", "gradient", "activation", "temporary", "output")
+CATEGORIES = ("parameter", "optimizer_state", "input", "kv_cache", "gradient", "activation", "temporary", "output")
 REGISTERED = ("parameter", "optimizer_state", "input")
 # timeline.csv: the event and the live bytes per category after it, then the event's buffer
 TIMELINE_COLUMNS = (["event", "phase", "op", "layer", "category", "delta_bytes", "live_bytes"]
@@ -202,6 +204,26 @@ class StepAccount:
         return [{"layer": "loss" if k is None else k, **table[k]} for k in ordered]
 
 
+    def by_phase(self) -> list[dict[str, Any]]:
+        """Per span of consecutive events of one phase, in order (the registrations first, phase `baseline`): its
+        phase, first and end event, the peak of the live bytes over its events (the total, baseline included) and
+        the live bytes per category after its last event. A generation's prefill and decode steps are phases."""
+        self._unrolled()
+        category_of = {r[_KEY]: r[_CATEGORY] for r in self.records}
+        live = dict.fromkeys(CATEGORIES, 0)
+        total = 0
+        spans: list[dict[str, Any]] = []
+        for index, phase, _, _, key, delta, *_ in self.raw_events:
+            live[category_of[key]] += delta
+            total += delta
+            if not spans or spans[-1]["phase"] != phase:
+                spans.append({"phase": phase, "first_event": index, "peak_bytes": total})
+            span = spans[-1]
+            span["end_event"] = index + 1
+            span["peak_bytes"] = max(span["peak_bytes"], total)
+            span["live_bytes"] = dict(live)
+        return spans
+
     def by_op(self) -> list[dict[str, Any]]:
         """Per layer and op: the bytes of the buffers that op saved first (each buffer once), split into those
         held for backward (`activation_bytes`) and registered inputs it kept (`input_bytes`, e.g. the network
@@ -228,6 +250,7 @@ class Ledger:
         self._baseline: list[np.ndarray] = []  # registered buffers, held while the ledger lives
         self._layer_of_leaf: dict[int, int | None] = {}  # id(leaf tensor) -> layer
         self._unplaced: dict[int, int] = {}  # id(leaf) -> key of a parameter registered without a layer
+        self._held_as: dict[int, str] = {}  # key -> the category an op gave its output (Function.output_category)
         self.recomputed_ops = 0  # ops applied while a checkpoint recomputed its segment
         self.parameter_count = self.trainable_parameter_count = 0  # elements, see StepAccount
 
@@ -264,7 +287,11 @@ class Ledger:
         phase = STATE.phase
         if phase == "recompute":
             self.recomputed_ops += 1 if STATE.repeat is None else _copies(STATE.repeat)
-        self._track(out, name, "out", layer, phase)
+        category = ctx.fn.output_category
+        if category is None:
+            self._track(out, name, "out", layer, phase)
+        else:
+            self._held_as[self._track(out, name, ctx.role, layer, phase)] = category
         if self._unplaced and layer is not None and ctx.parents:
             self._place(ctx.parents, layer)
         records = self.records
@@ -352,10 +379,13 @@ class Ledger:
         registered = dict.fromkeys(REGISTERED, 0)
         index_of = {name: i for i, name in enumerate(CATEGORIES)}
         category_of = []  # per key: the index of its category in CATEGORIES
+        held_as = self._held_as
         for r in records:
             if r[_REGISTERED] is not None:
                 category = r[_REGISTERED]
                 registered[category] += r[_NBYTES]
+            elif r[_KEY] in held_as:
+                category = held_as[r[_KEY]]
             elif r[_GRADIENT]:
                 category = "gradient"
             elif r[_SAVED_BY] is not None:

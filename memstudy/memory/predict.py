@@ -43,6 +43,7 @@ from ..autograd import STATE, meta
 from ..config import get_family, normalize
 from ..nn import repeat
 from ..nn.models.registry import StateBytes
+from .generation import predicted_generation_figures
 from .ledger import Ledger, StepAccount
 from .workload import Workload
 
@@ -235,4 +236,5 @@ def prediction_fields(account: StepAccount) -> dict[str, Any]:
         "predicted_step_peak_bytes": account.step_peak_bytes,
         "predicted_peak_by_category": account.peak_by_category,
         "predicted_buffers": account.buffer_count,  # what the ledger's bookkeeping grows with (study/budget.py)
+        **predicted_generation_figures(account),  # mode generate's cache and phase peaks (None otherwise)
     }

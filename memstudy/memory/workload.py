@@ -13,6 +13,7 @@ import numpy as np
 from .. import optim
 from ..autograd import STATE, Tensor, no_grad, saved_tensors_policy
 from ..nn import repeat
+from ..nn.generation import generate
 from ..nn.models.registry import get_family
 from .ledger import Ledger, StepAccount
 
@@ -31,7 +32,7 @@ class Workload:
     def from_model(cls, model: Any, inputs: Any, labels: Any, loss: Callable[[Any, Any, Any], Tensor],
                    config: dict[str, Any]) -> "Workload":
         """A workload around a model that was built elsewhere (a notebook): `loss(model, inputs, labels)`;
-        `config` needs mode, policy and optimizer."""
+        `config` needs mode, policy and optimizer (and, for mode generate, the generation fields)."""
         work = cls.__new__(cls)
         work._setup(config, model, inputs, labels, loss)
         return work
@@ -40,6 +41,7 @@ class Workload:
                loss: Callable[[Any, Any, Any], Tensor]) -> None:
         self.config = config
         self.train = config["mode"] == "train"
+        self.generating = config["mode"] == "generate"
         self.policy = config["policy"]
         self.model = model
         self.inputs = inputs if isinstance(inputs, Tensor) else Tensor(inputs)
@@ -48,10 +50,14 @@ class Workload:
         # the trainable parameters: a frozen one (requires_grad False) is model state, but nothing to update
         self.optimizer = optim.make(config["optimizer"], [p for p in self.model.parameters() if p.requires_grad])
 
-    def step(self) -> Tensor:
-        """One training step (forward, loss, backward, optimiser step) or one inference forward."""
+    def step(self) -> Any:
+        """One training step (forward, loss, backward, optimiser step), one inference forward, or one generation
+        (prefill and decode steps; returns the sequences and the KV cache, which the step's output keeps alive)."""
         if not self.train:
             with no_grad():
+                if self.generating:  # a model whose forward takes a KV cache (nn.generation)
+                    c = self.config
+                    return generate(self.model, self.inputs, c["new_tokens"], c["kv_cache"], c["prefill_logits"])
                 return self.model(self.inputs)
         loss = self.loss(self.policy)
         loss.backward()

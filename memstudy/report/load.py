@@ -16,8 +16,8 @@ import pandas as pd
 
 from ..memory.agreement import COMPARED, prediction_matches
 from ..nn.models.registry import SHARED_NAMES, builtin_names, get_family
-from ..study.fields import (BASELINE_FIELDS, GRID_FIELDS, LEDGER_FIELDS, LEGACY_CONFIG_FIELDS, MODEL_FIELDS,
-                            PREDICTED_FIELDS, PROBE_FIELDS, ROW_FIELDS)
+from ..study.fields import (BASELINE_FIELDS, GENERATION_FIELDS, GRID_FIELDS, LEDGER_FIELDS, LEGACY_CONFIG_FIELDS,
+                            MODEL_FIELDS, PREDICTED_FIELDS, PROBE_FIELDS, ROW_FIELDS)
 from ..study.runs import RunsFileError, read_runs
 
 _MEASURED = BASELINE_FIELDS + LEDGER_FIELDS + PREDICTED_FIELDS + PROBE_FIELDS
@@ -25,6 +25,8 @@ _MEASURED = BASELINE_FIELDS + LEDGER_FIELDS + PREDICTED_FIELDS + PROBE_FIELDS
 COUNTS = ("saved_tensors", "recomputed_ops")  # integer measurements that are not bytes
 MEASURES: tuple[str, ...] = tuple(f for f in _MEASURED if f.endswith("_bytes") or f in COUNTS) + (
     "grad_rel_error", "step_seconds",)
+LATER_MEASURES: tuple[str, ...] = GENERATION_FIELDS  # medians too, their summary columns after the others'
+
 TEXT_MEASURES: tuple[str, ...] = tuple(f for f in _MEASURED if f not in MEASURES)  # e.g. rss_method
 # every runs.csv has these filled (the shared fields a cell is made of)
 REQUIRED_CONFIG = tuple(f for f in ("depth", "width", "batch_size", "dtype", "mode") if f in SHARED_NAMES)
@@ -81,7 +83,7 @@ def load_runs(results_dir: Path) -> pd.DataFrame:
         frame["experiment"] = results_dir.name
     # files from before the model registry have no `model` column: they are MLP studies
     frame["model"] = [("mlp" if pd.isna(v) or v == "" else str(v)) for v in frame["model"]]
-    for column in MEASURES:
+    for column in MEASURES + LATER_MEASURES:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     for column in INTEGER_CONFIG:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
@@ -106,7 +108,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     config = groups[["experiment", *GRID_FIELDS]].first()
     status = groups["status"].agg(lambda s: s.iloc[0] if s.nunique() == 1 else "mixed").rename("status")
     counts = groups["status"].agg(repeats="size", ok_repeats=lambda s: int((s == "ok").sum()))
-    medians = runs[runs["status"] == "ok"].groupby("cell", sort=False)[list(MEASURES)].median()
+    medians = runs[runs["status"] == "ok"].groupby("cell", sort=False)[list(MEASURES + LATER_MEASURES)].median()
     ok = runs[runs["status"] == "ok"]
     texts = ok.groupby("cell", sort=False)[list(TEXT_MEASURES)].agg(
         lambda s: s.mode().iloc[0] if len(s.mode()) else "") if TEXT_MEASURES else None
@@ -116,7 +118,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     predicted = groups[list(PREDICTED_FIELDS)].median()  # skipped cells carry their prediction too
     for column in PREDICTED_FIELDS:
         summary[column] = summary[column].fillna(predicted[column])
-    for column in MEASURES:
+    for column in MEASURES + LATER_MEASURES:
         if column.endswith("_bytes") or column in COUNTS:  # whole bytes: commit-friendly, exact enough
             summary[column] = summary[column].round().astype("Int64")
     summary = summary.reset_index()
@@ -133,7 +135,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     load = ok.groupby("cell", sort=False)["foreign_cores"].median().rename("foreign_cores")
     summary = summary.merge(load, left_on="cell", right_index=True, how="left")
     return summary[["experiment", "cell", *SUMMARY_CONFIG, "status", "repeats", "ok_repeats", *MEASURES,
-                    *TEXT_MEASURES, "train_inference_peak_ratio", *MODEL_FIELDS, "foreign_cores"]]
+                    *TEXT_MEASURES, "train_inference_peak_ratio", *MODEL_FIELDS, "foreign_cores", *LATER_MEASURES]]
 
 
 def load_layers(out: Path) -> pd.DataFrame | None:

@@ -24,6 +24,7 @@ from ..autograd.meta import Unsupported
 from ..config import normalize
 from ..memory import probes
 from ..memory.agreement import prediction_matches, unavailable_prediction
+from ..memory.generation import PREDICTED_GENERATION_COLUMNS, generation_figures
 from ..memory.load import ForeignLoad
 from ..memory.workload import Workload
 from ..memory.predict import predict
@@ -118,6 +119,8 @@ def measure_workload(work: Workload, config: dict[str, Any], prediction: dict[st
             predicted_peak_bytes=prediction["predicted_peak_bytes"],
             predicted_step_peak_bytes=prediction["predicted_step_peak_bytes"],
             predicted_activation_bytes=prediction["predicted_activation_bytes"],
+            **generation_figures(account),
+            **{name: prediction.get(name) for name in PREDICTED_GENERATION_COLUMNS},
             tracemalloc_step_peak_bytes=tracemalloc_bytes,
             rss_step_peak_bytes=rss_bytes,
             mprof_step_peak_bytes=mprof_bytes,

@@ -9,6 +9,7 @@ added since (`LATER_FIELDS`) after those. Readers go by column name and fill a c
 """
 from __future__ import annotations
 
+from ..memory.generation import GENERATION_COLUMNS, PREDICTED_GENERATION_COLUMNS
 from ..memory.ledger import CATEGORIES
 from ..nn.models.registry import all_field_names
 
@@ -26,7 +27,7 @@ BASELINE_FIELDS = ("parameter_bytes", "optimizer_state_bytes", "input_bytes")
 # recomputed_ops: ops applied while checkpoints recomputed their segments (0 without checkpointing)
 LEDGER_FIELDS = (
     "peak_bytes", "step_peak_bytes", "activation_bytes", "saved_tensors", "recomputed_ops",
-    *(f"peak_{c}_bytes" for c in CATEGORIES),
+    *(f"peak_{c}_bytes" for c in CATEGORIES if c != "kv_cache"),  # kv_cache came later: GENERATION_FIELDS
 )
 PREDICTED_FIELDS = ("predicted_peak_bytes", "predicted_step_peak_bytes", "predicted_activation_bytes")
 # rss_method says how the RSS figure was taken: "vmhwm" (exact reset), "sampled" (psutil thread) or
@@ -57,7 +58,12 @@ SOURCE_FIELDS = ("model_source_hash",)
 # prediction_unavailable: why the step has no prediction (a numpy call the shape-only arrays cannot follow, named
 # with the file and op that made it); the step was measured anyway; empty when it has one
 AGREEMENT_FIELDS = ("prediction_matches", "prediction_unavailable")
-LATER_FIELDS: tuple[str, ...] = LOAD_FIELDS + LIMIT_FIELDS + PLACE_FIELDS + THREAD_FIELDS + SOURCE_FIELDS + AGREEMENT_FIELDS
+# mode generate (memory/generation.py): the KV cache at the step's peak, after the prefill, its growth per decode
+# step and after the last; the prefill's and the largest decode step's peaks (total, as peak_bytes); predicted too.
+# Empty in every other mode.
+GENERATION_FIELDS = ("peak_kv_cache_bytes",) + GENERATION_COLUMNS + PREDICTED_GENERATION_COLUMNS
+LATER_FIELDS: tuple[str, ...] = (LOAD_FIELDS + LIMIT_FIELDS + PLACE_FIELDS + THREAD_FIELDS + SOURCE_FIELDS
+                                 + AGREEMENT_FIELDS + GENERATION_FIELDS)
 
 ROW_FIELDS: tuple[str, ...] = (
     LEGACY_CONFIG_FIELDS + BASELINE_FIELDS + LEDGER_FIELDS + PREDICTED_FIELDS + PROBE_FIELDS + ACCURACY_FIELDS

@@ -100,7 +100,8 @@ def _model_dtype(model: Any, data: Any) -> str:
 
 def measure_model(model: Any, inputs: Any, labels: Any = None, *,
                   loss: Callable[[Any, Any, Any], Tensor] | None = None, optimizer: str = "sgd",
-                  mode: str = "train", policy: str = "minimal", repeats: int = 1) -> ModelMeasurement:
+                  mode: str = "train", policy: str = "minimal", repeats: int = 1, new_tokens: int = 8,
+                  kv_cache: str = "dynamic", prefill_logits: str = "last") -> ModelMeasurement:
     """Measure and predict one step of `model` on (inputs, labels), in this process.
 
     `loss` is called as `loss(model, inputs, labels)` and returns the scalar loss Tensor (default: mean
@@ -108,7 +109,9 @@ def measure_model(model: Any, inputs: Any, labels: Any = None, *,
     A floating-point batch must have the dtype of the model's parameters: a float64 batch for a float32 model is
     refused (ConfigError), not cast; the rows' `dtype` is the parameters'. The optimiser updates the model's
     parameters (warm-up and measured steps), as training would. A step that cannot be predicted is measured
-    anyway (`predicted` None, `prediction_unavailable` and the rows saying why, and a warning)."""
+    anyway (`predicted` None, `prediction_unavailable` and the rows saying why, and a warning). Mode generate:
+    `inputs` is the prompt, and `new_tokens`, `kv_cache` and `prefill_logits` are generation's (nn/generation.py;
+    the model's forward must take a KV cache)."""
     for name, value, allowed in (("optimizer", optimizer, OPTIMIZERS), ("mode", mode, MODES),
                                  ("policy", policy, POLICIES)):
         if value not in allowed:
@@ -119,6 +122,9 @@ def measure_model(model: Any, inputs: Any, labels: Any = None, *,
     data = inputs.data if isinstance(inputs, Tensor) else inputs
     config = {"model": type(model).__name__, "mode": mode, "policy": policy, "optimizer": optimizer,
               "dtype": _model_dtype(model, data), "batch_size": int(data.shape[0]) if data.ndim else 1}
+    if mode == "generate":
+        config.update(prompt_len=int(data.shape[1]), new_tokens=new_tokens, kv_cache=kv_cache,
+                      prefill_logits=prefill_logits)
 
     # the prediction first, on a shape-only copy: the real model's parameters are untouched
     shadow_model, shadow_inputs, shadow_labels = meta.shape_only_copy((model, data, labels))

@@ -60,7 +60,9 @@ class Spec:
         return resolve_model(written, self.path.parent if self.path is not None else None)
 
     def cells(self) -> list[dict[str, Any]]:
-        """One normalised config per grid point (defaults filled in, in_features resolved), grid order."""
+        """One normalised config per grid point (defaults filled in, in_features resolved), grid order. Grid points
+        that differ only in fields that do not apply to their mode (generation's outside mode generate, which
+        normalise to None) are one cell."""
         keys = list(self.grid)
         out = []
         for values in itertools.product(*(self.grid[k] for k in keys)):
@@ -68,9 +70,12 @@ class Spec:
             if "model" in raw:
                 raw["model"] = self.model(raw["model"])
             try:
-                out.append(normalize(raw))
+                config = normalize(raw)
             except ConfigError as exc:  # values were checked one by one; this catches combinations
                 raise SpecError(f"grid: {exc}") from None
+            if any(config.get(k) is None for k in keys) and config in out:
+                continue  # a field this mode ignores was all that told it from an earlier point
+            out.append(config)
         return out
 
     def varying(self) -> list[str]:

@@ -188,8 +188,13 @@ def _postfix(outcome: SweepOutcome) -> str:
 
 def choose_timeline_cell(cells: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     """A training cell of the middle depth and the batch nearest 256 (the report's timeline); sqrt checkpointing
-    if the grid has it."""
-    train = [c for c in cells if c["mode"] == "train"]
+    if the grid has it. A grid with generation cells shows one of those instead: most decode steps, and the middle
+    one in grid order of those left."""
+    generate = [c for c in cells if c["mode"] == "generate"]
+    if generate:
+        most = max(c["new_tokens"] for c in generate)
+        cells = [c for c in generate if c["new_tokens"] == most]
+    train = [c for c in cells if c["mode"] in ("train", "generate")]
     if not train:
         return None
     depths = sorted({c["depth"] for c in train})
@@ -197,6 +202,8 @@ def choose_timeline_cell(cells: Sequence[dict[str, Any]]) -> dict[str, Any] | No
     at_depth = [c for c in train if c["depth"] == depth]
     batch = nearest_batch({c["batch_size"] for c in at_depth})
     candidates = [c for c in at_depth if c["batch_size"] == batch]
+    if generate:
+        return candidates[len(candidates) // 2]
     # a checkpointing study shows its recompute: prefer the sqrt strategy's step when there is one
     return next((c for c in candidates if c.get("checkpoint") == "sqrt"), candidates[0])
 
