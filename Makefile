@@ -30,7 +30,7 @@ example: $(STAMP)
 # README's study figures are rendered from results/ (tests/test_published.py checks they match): rerun after
 # any study, the example or the benchmark is regenerated
 readme: $(STAMP)
-	$(BIN)/python -m memstudy.study.published --readme
+	$(BIN)/python -m tools.published --readme
 
 # every committed result afresh, then the README's figures from them (the benchmark is `make bench`)
 results: $(STAMP)

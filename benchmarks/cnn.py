@@ -15,7 +15,7 @@ import statistics
 from typing import Any, Callable
 
 from memstudy.config import normalize
-from memstudy.memory.workload import Workload
+from memstudy.measure.workload import Workload
 
 from .cnn_reference import NumpyCNN
 from .heap import minor_faults

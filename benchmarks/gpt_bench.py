@@ -21,7 +21,7 @@ from typing import Any, Callable
 from memstudy.autograd import Function
 from memstudy.autograd import ops
 from memstudy.config import normalize
-from memstudy.memory.workload import Workload
+from memstudy.measure.workload import Workload
 
 from .gpt_reference import NumpyGPT
 from .heap import minor_faults

@@ -31,8 +31,8 @@ Figures (one CSV row each; ratios are measured side by side in one run, see benc
 
 A timed step is one training-loop iteration: gradients set to None (last step's freed), forward, mean
 cross-entropy, backward, SGD update. The plain numpy step frees its gradients inside its step too.
-Every timing process runs as a user's process comes (`--heap default`): memstudy's engine warms glibc's heap
-itself before its first backward pass (memstudy/autograd/heap.py), PyTorch's import already did, and the numpy
+Every timing process runs as a user's process comes (`--heap default`): memstudy's Workload warms glibc's heap
+before its first step (memstudy/measure/heap.py), PyTorch's import already did, and the numpy
 floor shares memstudy's process. `--heap warm` is the companion run in which every timing process first allocates
 and frees one 24 MiB buffer (benchmarks.heap). Every speed row carries the minor page faults per step of the two
 variants it compares.
@@ -58,9 +58,9 @@ from typing import Any
 import numpy as np
 
 from memstudy.config import normalize
-from memstudy.memory import probes
-from memstudy.memory.workload import Workload
-from memstudy.study.provenance import collect_env, git_info, write_json
+from memstudy.measure import probes
+from memstudy.measure.workload import Workload
+from memstudy.run.results.provenance import collect_env, git_info, write_json
 
 from . import gpt_bench, predict_cost, table
 from .heap import HEAP_MODES, HEAP_WARMUP_BYTES, minor_faults, warm_up_heap
@@ -402,7 +402,7 @@ def memory_rows(size, dtype: str, activation: str, bias: bool, worker: TorchWork
 STARTUP = (
     ("python_startup_seconds", "pass"),
     ("numpy_import_seconds", "import numpy"),
-    ("cell_import_seconds", "import memstudy.study.cell"),
+    ("cell_import_seconds", "import memstudy.measure.cell"),
 )
 
 
@@ -435,7 +435,7 @@ def predict_rows(samples: int) -> list[dict[str, Any]]:
     result = predict_cost.measure(config, samples)
     foreign = load.cores()
     common = dict(size=(config["depth"], config["width"], config["batch_size"]), dtype=config["dtype"],
-                  foreign_cores=foreign, measured_label="memstudy.memory.predict.predict (adam)")
+                  foreign_cores=foreign, measured_label="memstudy.measure.predict.predict (adam)")
     peak = result["prediction"]["predicted_peak_bytes"]
     return [
         make_row("predict_seconds", result["seconds"], "s", samples=samples, round_min=result["seconds_min"],
@@ -459,14 +459,14 @@ def deep_predict_rows(samples: int) -> list[dict[str, Any]]:
         rows.append(make_row(
             figure, result["seconds"], "s", size=(config["depth"], config["width"], config["batch_size"]),
             dtype="float32", samples=samples, round_min=result["seconds_min"], round_max=result["seconds_max"],
-            foreign_cores=foreign, measured_label=f"memstudy.memory.predict.predict ({model})",
+            foreign_cores=foreign, measured_label=f"memstudy.measure.predict.predict ({model})",
             note=f"in-process, warm; {how}; the predicted step peaks at {peak / 1e9:.1f} GB"))
     return rows
 
 
 def study_rows(spec_path: Path, log) -> list[dict[str, Any]]:
     """Time `memstudy sweep SPEC --out TMP` and `memstudy report TMP` (results/ is never written)."""
-    from memstudy.study.spec import load_spec
+    from memstudy.run.spec import load_spec
 
     spec = load_spec(spec_path)
     cells = len(spec.cells())
@@ -526,7 +526,7 @@ def _timed_sweep(spec_path: Path, out: Path, flags: list[str]) -> tuple[float, f
 
 def sweep_rows(spec_path: Path, log) -> list[dict[str, Any]]:
     """Cells per second of one spec with --jobs 1, --jobs 2 and --cluster local:2, and what the cluster adds."""
-    from memstudy.study.spec import load_spec
+    from memstudy.run.spec import load_spec
 
     spec = load_spec(spec_path)
     cells = len(spec.cells())
@@ -588,8 +588,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="before timing a size (and the study), wait up to this many seconds for other "
                              "processes to quieten (120; quick 0)")
     parser.add_argument("--heap", choices=HEAP_MODES, default="default",
-                        help="default: every timing process as it comes (memstudy's engine warms the heap itself, "
-                             "see memstudy/autograd/heap.py); warm: the benchmark first allocates and frees one "
+                        help="default: every timing process as it comes (memstudy's Workload warms the heap itself, "
+                             "see memstudy/measure/heap.py); warm: the benchmark first allocates and frees one "
                              "24 MiB buffer in every timing process (see benchmarks/heap.py) (default)")
     parser.add_argument("--block-seconds", type=float, default=None,
                         help="target length of one block (0.1 s; quick 0.01 s)")

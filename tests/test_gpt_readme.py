@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from memstudy.study import worked
+from tools import worked
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -12,7 +12,7 @@ def test_readme_gpt2_small_block_is_the_predictors_output():
     configs, results, seconds = worked.accounts(worked.GPT2_SMALL)
     expected = worked.readme_block(worked.table_lines(configs, results))
     assert expected in (ROOT / "README.md").read_text(encoding="utf-8"), (
-        "README's GPT-2 small block differs from the predictor's: run `python -m memstudy.study.worked --readme`")
+        "README's GPT-2 small block differs from the predictor's: run `python -m tools.worked --readme`")
     assert max(seconds.values()) < 2.0
 
 

@@ -1,4 +1,4 @@
-"""The README's figures are rendered from the committed results (memstudy.study.published), and the check bites.
+"""The README's figures are rendered from the committed results (tools.published), and the check bites.
 
 - Every `published` block the module renders from results/ is in README.md, character for character.
 - A small change to a committed-style runs.csv / env.json (in a copy) changes the rendered block, so a README
@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from memstudy.study import published
-from memstudy.study.published import BLOCKS, Results, render, render_all, run_command, update_readme
+from tools import published
+from tools.published import BLOCKS, Results, render, render_all, run_command, update_readme
 
 ROOT = Path(__file__).resolve().parents[1]
 # every committed study (the blocks read them all): a study added to results/ is copied too
@@ -50,7 +50,7 @@ def test_readme_holds_every_block_as_rendered_from_the_committed_results(committ
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for name, block in committed.items():
         assert block in readme, (f"README.md's published:{name} block differs from what results/ say: run "
-                                 "`make readme` (python -m memstudy.study.published --readme)")
+                                 "`make readme` (python -m tools.published --readme)")
 
 
 def test_each_block_appears_once_and_no_unknown_block_is_left(committed):
@@ -203,8 +203,8 @@ timeout_seconds = 120
 
 
 def test_the_sweep_records_each_sessions_wall_seconds(tmp_path):
-    from memstudy.study.spec import load_spec
-    from memstudy.study.sweep import run_sweep
+    from memstudy.run.spec import load_spec
+    from memstudy.run.sweep import run_sweep
 
     path = tmp_path / "tiny.toml"
     path.write_text(TINY_SPEC)

@@ -1,6 +1,6 @@
 """One cell: build a model, warm it up, and measure one step with the ledger, each probe and a clock.
 
-Run as `python -m memstudy.study.cell` with a JSON object on stdin (the config fields plus `repeats`,
+Run as `python -m memstudy.measure.cell` with a JSON object on stdin (the config fields plus `repeats`,
 and optionally `timeline_path` and `by_layer`); it prints one JSON row per repeat. It imports no pandas,
 so a fresh cell process starts fast and its memory baseline is clean.
 
@@ -22,13 +22,13 @@ import numpy as np
 
 from ..autograd.meta import Unsupported
 from ..config import normalize
-from ..memory import probes
-from ..memory.agreement import prediction_matches, unavailable_prediction
-from ..memory.load import ForeignLoad
-from ..memory.workload import Workload
-from ..memory.predict import predict
-from .fields import CONFIG_FIELDS, ROW_FIELDS
-from .provenance import model_source
+from . import probes
+from .agreement import prediction_matches, unavailable_prediction
+from .load import ForeignLoad
+from .workload import Workload
+from .predict import predict
+from ..run.results.fields import CONFIG_FIELDS, ROW_FIELDS
+from ..run.results.provenance import model_source
 
 MIN_TIMED_STEPS = 3
 MAX_TIMED_STEPS = 20

@@ -1,4 +1,4 @@
-"""The engine puts glibc's heap in its steady state, once per process, before its first backward pass.
+"""glibc's heap put in its steady state, once per process, before the first training step a harness runs.
 
 glibc's malloc serves large buffers with mmap until the process frees one large mmapped buffer; then it raises
 its mmap threshold to that buffer's size (and its trim threshold to twice that) and from then on keeps freed
@@ -54,7 +54,7 @@ def should_warm_up() -> bool:
 
 
 def settle() -> bool:
-    """Warm the heap once per process; True if this call did it. The engine calls it before a backward pass."""
+    """Warm the heap once per process; True if this call did it. Call it before the first training step."""
     if HEAP.settled:
         return False
     HEAP.settled = True

@@ -26,10 +26,10 @@ from typing import Any, Callable
 import numpy as np
 
 from ..autograd import Tensor, meta
-from ..memory.agreement import row_warning, unavailable_prediction
-from ..memory.ledger import StepAccount
-from ..memory.predict import prediction_fields
-from ..memory.workload import Workload
+from .agreement import row_warning, unavailable_prediction
+from .ledger import StepAccount
+from .predict import prediction_fields
+from .workload import Workload
 from ..nn.functional import cross_entropy
 from ..nn.models.registry import MODES, OPTIMIZERS, POLICIES, ConfigError
 from .cell import measure_workload

@@ -9,7 +9,7 @@ ledger's account of the real step, byte for byte, and no op costs more for large
 
 Repeated blocks are predicted once (`predict`, memoised): a family that builds its alike blocks through
 `nn.repeat.Plan` is built and run inside `nn.repeat.compressing()`, where one block stands for each run of alike
-ones and the ledger counts its events, forward and backward, as often as it stands for (memory/ledger.py). It is
+ones and the ledger counts its events, forward and backward, as often as it stands for (measure/ledger.py). It is
 the same engine, ledger and model code; only the number of blocks run changes, so a prediction costs the same at
 any depth (a few blocks per run of checkpoint segments). `tests/test_repeat.py` checks that it equals the account
 in which every block runs, field by field, over every family's grid. A family that loops plainly, or a run whose
@@ -23,7 +23,7 @@ with the estimate), and `progress=True` shows a bar on stderr once a prediction 
 `state_bytes` is what the configuration holds before its step (parameters, trainable parameters, batch): the
 family's closed form when it declares one (registry.StateBytes), else counted from a shape-only build (repeated
 blocks built once and counted as many). A budget
-check compares it first (study/budget.py), so a size whose parameters alone exceed the budget is refused without
+check compares it first (run/budget.py), so a size whose parameters alone exceed the budget is refused without
 building anything.
 
 What it cannot see is what the ledger cannot see either: arrays an op allocates and drops inside itself
@@ -234,5 +234,5 @@ def prediction_fields(account: StepAccount) -> dict[str, Any]:
         "predicted_peak_bytes": account.peak_bytes,
         "predicted_step_peak_bytes": account.step_peak_bytes,
         "predicted_peak_by_category": account.peak_by_category,
-        "predicted_buffers": account.buffer_count,  # what the ledger's bookkeeping grows with (study/budget.py)
+        "predicted_buffers": account.buffer_count,  # what the ledger's bookkeeping grows with (run/budget.py)
     }

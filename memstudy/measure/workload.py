@@ -14,6 +14,7 @@ from .. import optim
 from ..autograd import STATE, Tensor, no_grad, saved_tensors_policy
 from ..nn import repeat
 from ..nn.models.registry import get_family
+from . import heap
 from .ledger import Ledger, StepAccount
 
 GRAD_ERROR_CHUNK_ELEMENTS = 1 << 18  # float64 scratch of the gradient check: 2 MiB per array
@@ -43,6 +44,8 @@ class Workload:
         self.policy = config["policy"]
         self.model = model
         self.inputs = inputs if isinstance(inputs, Tensor) else Tensor(inputs)
+        if type(self.inputs.data) is np.ndarray:  # real arrays (not a prediction's shapes): see heap.py
+            heap.settle()
         self.labels = labels
         self._loss = loss
         # the trainable parameters: a frozen one (requires_grad False) is model state, but nothing to update

@@ -207,7 +207,7 @@ def write_graph(config: dict[str, Any], out_path: str | Path) -> list[Path]:
     is created). Each file is written under a temporary name and renamed. Raises GraphError, or PathError for
     a path that cannot be written.
     """
-    from .folder import output_file, replace_atomically, write_text_atomically
+    from ..run.results.folder import output_file, replace_atomically, write_text_atomically
 
     out_path = output_file(out_path, "--out")
     if out_path.suffix.lower() == ".png":

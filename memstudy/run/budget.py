@@ -27,16 +27,16 @@ more than its prediction stops with a MemoryError (a failed row saying so) inste
 OOM killer. RLIMIT_AS counts address space, not resident bytes, and numpy, OpenBLAS (about 40 MiB per
 thread) and glibc's arenas reserve far more address space than they touch, and how much depends on the
 host's core count. So the limit starts from a measured baseline: the address-space peak (VmPeak) of a tiny
-cell run with the same interpreter and environment on the same host (`process_baseline`, once per process;
-the launcher applies it where the cell runs, so a Dask worker uses its own host's baseline):
+cell run with the same interpreter and environment on the same host (the launcher measures it,
+`launcher.process_baseline`, once per process, and applies it where the cell runs, so a Dask worker uses its own
+host's baseline). This module is the arithmetic only: it starts no process, the baseline is passed in.
 
     limit = baseline VmPeak + (predicted peak + own overhead) * (1 + SLACK) + HEADROOM_BYTES
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from ..units import format_bytes
 
@@ -45,8 +45,6 @@ BYTES_PER_BUFFER = 4 << 10  # per buffer the ledger records (measured: about 1 K
 GRAD_CHECK_SCRATCH_BYTES = 4 << 20  # the gradient check's two float64 chunks (workload.GRAD_ERROR_CHUNK_ELEMENTS)
 SLACK = 0.10  # on the cell's own bytes: allocator rounding, small scratch arrays the ledger does not see
 HEADROOM_BYTES = 64 << 20  # address space on top: one more glibc arena (64 MiB) if a new thread allocates
-CALIBRATION_CONFIG = {"depth": 1, "width": 8, "batch_size": 4}  # the default family's tiniest cell
-CALIBRATION_TIMEOUT_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -122,29 +120,6 @@ def unpredicted_need(config: dict[str, Any], budget_bytes: int, baseline: Proces
     return CellNeed(max(0, budget_bytes - own - resident), own, resident)
 
 
-def process_baseline(env: dict[str, str]) -> ProcessBaseline | None:
-    """VmPeak and VmHWM of a tiny cell (memstudy.study.cell, this interpreter) started with the cells'
-    environment `env` on this host; None when it fails or cannot tell (not Linux). Measured once per process
-    and environment."""
-    return _measured_baseline(tuple(sorted(env.items())))
-
-
-@functools.lru_cache(maxsize=8)
-def _measured_baseline(env_items: tuple[tuple[str, str], ...]) -> ProcessBaseline | None:
-    from ..nn.models.registry import normalize
-    from .launcher import CELL_COMMAND, CellRequest, launch
-
-    request = CellRequest(normalize(dict(CALIBRATION_CONFIG)), 1, timeout_seconds=CALIBRATION_TIMEOUT_SECONDS)
-    result = launch(request, list(CELL_COMMAND), dict(env_items), blas_cap=False)  # at the most threads a cell gets
-    if result is None or result.error or not result.rows:
-        return None
-    row = result.rows[0]
-    vm, hwm = row.get("vm_peak_bytes"), row.get("hwm_bytes")
-    if not isinstance(vm, int) or not isinstance(hwm, int) or vm <= 0:
-        return None
-    return ProcessBaseline(vm, hwm)
-
-
 @dataclass
 class Verdict:
     """A cell checked against the budget: run it (`skip_reason` and `error` empty), skip it, or fail it."""
@@ -165,7 +140,7 @@ def state_refusal(config: dict[str, Any], budget_bytes: int, budget: str) -> str
     """Why a (normalized) configuration is refused before predicting its step: its parameters, optimiser state
     and batch alone exceed the budget (`budget` names it). None when they fit."""
     from ..autograd.meta import DrawLimitExceeded
-    from ..memory.predict import state_bytes
+    from ..measure.predict import state_bytes
 
     try:
         held = state_bytes(config, max_drawn_bytes=budget_bytes)
@@ -188,12 +163,12 @@ class BudgetCheck:
     `predictor`: None (no check), DEFAULT_PREDICTOR (memory.predict.predict after `state_refusal`: a model whose
     parameters, optimiser state and batch alone pass the budget is refused in time that does not grow with the
     model; one whose prediction would take over `max_seconds` is skipped with the estimate), or any callable
-    config -> prediction dict. The process baseline is measured (a tiny cell, `process_baseline`) the first time
-    a check needs it; `warnings` says when it could not be."""
+    config -> prediction dict. `baseline` measures the process baseline (the launcher's `process_baseline`, a tiny
+    cell); it is called the first time a check needs it; `warnings` says when it could not be measured."""
 
-    def __init__(self, budget_bytes: int, label: str, predictor: Any, env: dict[str, str],
-                 max_seconds: float | None = None):
-        self.budget_bytes, self.label, self.predictor, self.env = budget_bytes, label, predictor, env
+    def __init__(self, budget_bytes: int, label: str, predictor: Any,
+                 baseline: Callable[[], ProcessBaseline | None], max_seconds: float | None = None):
+        self.budget_bytes, self.label, self.predictor, self._measure_baseline = budget_bytes, label, predictor, baseline
         self.max_seconds = max_seconds
         self.warnings: list[str] = []
         self._baseline: list[ProcessBaseline | None] = []
@@ -205,7 +180,7 @@ class BudgetCheck:
     @property
     def baseline(self) -> ProcessBaseline | None:
         if not self._baseline:
-            self._baseline.append(process_baseline(self.env))
+            self._baseline.append(self._measure_baseline())
             if self._baseline[0] is None:
                 self.warnings.append("cells run without a memory limit: a tiny cell did not report its "
                                      "address-space peak (vm_peak_bytes; Linux only)")
@@ -215,7 +190,7 @@ class BudgetCheck:
         if self.predictor is None:
             return Verdict()
         from ..autograd.meta import DrawLimitExceeded, Unsupported
-        from ..memory.predict import PredictionTooSlow, check_cost, predict
+        from ..measure.predict import PredictionTooSlow, check_cost, predict
 
         budget = f"the budget {format_bytes(self.budget_bytes)} ({self.label})"
         try:
@@ -260,5 +235,5 @@ def explain_memory_failure(error: str, limit_bytes: int | None) -> str:
 
 
 __all__ = ["BudgetCheck", "CellNeed", "address_space_limit", "DEFAULT_PREDICTOR", "ProcessBaseline", "Verdict", "cell_need",
-           "drawn_over", "explain_memory_failure", "overhead_bytes", "process_baseline", "state_refusal",
+           "drawn_over", "explain_memory_failure", "overhead_bytes", "state_refusal",
            "unpredicted_need"]

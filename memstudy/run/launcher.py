@@ -8,7 +8,8 @@ it on free, so RSS follows live memory instead of glibc's adaptive threshold (wh
 free and keeps later buffers resident).
 
 Executors have the `concurrent.futures` shape: `submit(request, reserve_bytes) -> Future[CellResult]`: the
-LocalExecutor here, and the DaskExecutor (dask_executor.py), whose tasks call `launch` on their worker.
+LocalExecutor (executors/local.py), and the DaskExecutor (executors/dask.py), whose tasks call `launch` on their
+worker.
 
 The address-space limit of a cell (RLIMIT_AS) depends on the host (budget.py): a request carries the cell's
 own bytes (`memory_own_bytes`), and `launch` adds the baseline measured on the host it runs on. A cell
@@ -17,15 +18,15 @@ or a lost Dask worker leaves no orphan cell running.
 
 BLAS threads: unless the user set a count (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, MKL_NUM_THREADS in this
 process's environment), a cell's BLAS gets the cores that are free as it starts (the machine's busy cores over
-0.1 s, memory/load.py), at least one and at most its share of the usable cores (`cell_environment`). On 2 cores
+0.1 s, measure/load.py), at least one and at most its share of the usable cores (`cell_environment`). On 2 cores
 with one kept busy by another process, two OpenBLAS threads made a CNN step 15-25x slower than one thread: a
 thread that waits for a partner with no core to run on stalls the whole product. Each row records what the cell
 got (`blas_threads`) and the free cores it was given them for (`free_cores`).
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import dataclasses
+import functools
 import json
 import os
 import signal
@@ -37,9 +38,13 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from .budget import ProcessBaseline, address_space_limit
+
 MMAP_THRESHOLD_ENV = "MALLOC_MMAP_THRESHOLD_"
 MMAP_THRESHOLD_BYTES = "65536"
-CELL_COMMAND = (sys.executable, "-m", "memstudy.study.cell")
+CELL_COMMAND = (sys.executable, "-m", "memstudy.measure.cell")
+CALIBRATION_CONFIG = {"depth": 1, "width": 8, "batch_size": 4}  # the default family's tiniest cell
+CALIBRATION_TIMEOUT_SECONDS = 120.0
 # BLAS thread counts a cell may be given (OpenBLAS reads the first, OpenMP builds the second, MKL the third)
 BLAS_THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 BLAS_LOAD_WINDOW_SECONDS = 0.1  # how long a cell's start looks at the machine's load (resolves 0.1 core)
@@ -92,7 +97,7 @@ def cell_environment(base: dict[str, str] | None = None, jobs: int = 1) -> dict[
     --jobs 2 ran the default study at a third of --jobs 1's rate: results/bench, sweep_jobs2_cells_per_second);
     `launch` lowers that further to the cores free when the cell starts. Dask's nannies set one thread per worker
     process (their `pre-spawn-environ`), which counts as set by the user."""
-    from .provenance import project_root
+    from .results.provenance import project_root
 
     env = dict(os.environ if base is None else base)
     env.setdefault(MMAP_THRESHOLD_ENV, MMAP_THRESHOLD_BYTES)
@@ -108,7 +113,7 @@ def cell_environment(base: dict[str, str] | None = None, jobs: int = 1) -> dict[
 
 def _usable_cores() -> int:
     """The cores a cell may run on (provenance.usable_cores: this process's CPU affinity), at least 1."""
-    from .provenance import usable_cores
+    from .results.provenance import usable_cores
 
     return usable_cores() or os.cpu_count() or 1
 
@@ -137,7 +142,7 @@ def _blas_ceiling(env: dict[str, str]) -> int:
 
 def free_cores(window_seconds: float = BLAS_LOAD_WINDOW_SECONDS) -> float | None:
     """The usable cores that no process kept busy over the next `window_seconds`; None where the load is unknown."""
-    from ..memory.load import busy_cores
+    from ..measure.load import busy_cores
 
     busy = busy_cores(window_seconds)
     if busy is None:
@@ -255,11 +260,31 @@ def _child_setup(limit_bytes: int | None):
     return apply
 
 
+def process_baseline(env: dict[str, str]) -> ProcessBaseline | None:
+    """VmPeak and VmHWM of a tiny cell (memstudy.measure.cell, this interpreter) started with the cells'
+    environment `env` on this host; None when it fails or cannot tell (not Linux). Measured once per process
+    and environment: the budget's arithmetic (budget.py) takes it as given."""
+    return _measured_baseline(tuple(sorted(env.items())))
+
+
+@functools.lru_cache(maxsize=8)
+def _measured_baseline(env_items: tuple[tuple[str, str], ...]) -> ProcessBaseline | None:
+    from ..nn.models.registry import normalize
+
+    request = CellRequest(normalize(dict(CALIBRATION_CONFIG)), 1, timeout_seconds=CALIBRATION_TIMEOUT_SECONDS)
+    result = launch(request, list(CELL_COMMAND), dict(env_items), blas_cap=False)  # at the most threads a cell gets
+    if result is None or result.error or not result.rows:
+        return None
+    row = result.rows[0]
+    vm, hwm = row.get("vm_peak_bytes"), row.get("hwm_bytes")
+    if not isinstance(vm, int) or not isinstance(hwm, int) or vm <= 0:
+        return None
+    return ProcessBaseline(vm, hwm)
+
+
 def _memory_limit(request: CellRequest, env: dict[str, str]) -> int | None:
     if request.memory_limit_bytes is not None or request.memory_own_bytes is None:
         return request.memory_limit_bytes
-    from .budget import address_space_limit, process_baseline
-
     return address_space_limit(request.memory_own_bytes, process_baseline(env))
 
 
@@ -325,58 +350,3 @@ def _finish(request: CellRequest, proc: subprocess.Popen, live: LiveCells) -> Ce
     if reason is None and len(rows) != request.repeats:
         reason = f"cell printed {len(rows)} rows for {request.repeats} repeats"
     return CellResult(rows=rows[: request.repeats], error=reason or "")
-
-
-class _MemoryGate:
-    """Admit a cell while the running cells' reserved bytes sum to at most the budget (one always runs)."""
-
-    def __init__(self, budget_bytes: int | None):
-        self.budget, self.in_use, self.running = budget_bytes, 0, 0
-        self.cond = threading.Condition()
-
-    def acquire(self, need: int) -> None:
-        with self.cond:
-            while self.budget is not None and self.running and self.in_use + need > self.budget:
-                self.cond.wait()
-            self.in_use += need
-            self.running += 1
-
-    def release(self, need: int) -> None:
-        with self.cond:
-            self.in_use -= need
-            self.running -= 1
-            self.cond.notify_all()
-
-
-class LocalExecutor:
-    """Cells in fresh processes on this machine, `jobs` at a time (threads that wait on their subprocess).
-
-    `budget_bytes`: cells start only while the bytes reserved by running cells (their predicted peaks) fit.
-    """
-
-    def __init__(self, jobs: int = 1, command: Sequence[str] | None = None, env: dict[str, str] | None = None,
-                 budget_bytes: int | None = None):
-        self.jobs = jobs
-        self.command = list(command) if command is not None else list(CELL_COMMAND)
-        self.env = env if env is not None else cell_environment()
-        self.live = LiveCells()
-        self._gate = _MemoryGate(budget_bytes)
-        self._pool = cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="memstudy-cell")
-
-    def submit(self, request: CellRequest, reserve_bytes: int = 0) -> "cf.Future[CellResult | None]":
-        return self._pool.submit(self._run, request, reserve_bytes)
-
-    def _run(self, request: CellRequest, reserve_bytes: int) -> CellResult | None:
-        self._gate.acquire(reserve_bytes)
-        try:
-            return launch(request, self.command, self.env, self.live)
-        finally:
-            self._gate.release(reserve_bytes)
-
-    def stop(self) -> None:
-        """An interrupt: cancel what has not started, kill every cell that has."""
-        self.live.stop_all()
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)

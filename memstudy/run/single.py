@@ -5,10 +5,10 @@ import os
 from typing import Any
 
 from ..config import ConfigError, normalize
-from ..memory.predict import predict
+from ..measure.predict import predict
 from ..units import format_bytes
 from .budget import cell_need, drawn_over, state_refusal, unpredicted_need
-from .folder import output_file, replace_atomically
+from .results.folder import output_file, replace_atomically
 from .launcher import CellRequest, launch
 
 
@@ -25,7 +25,7 @@ def check_budget(config: dict[str, Any], budget_bytes: int,
     step cannot be predicted (meta.Unsupported): it is then measured under an address-space limit of the whole
     budget."""
     from ..autograd.meta import DrawLimitExceeded, Unsupported
-    from ..memory.predict import PredictionTooSlow, check_cost
+    from ..measure.predict import PredictionTooSlow, check_cost
 
     budget = f"the budget {format_bytes(budget_bytes)} (--budget)"
     try:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..nn.models.hf_config import hf_config_fields
-from ..nn.models.registry import ConfigError, Family, did_you_mean, get_family, normalize, rename_aliases
+from ..nn.models.registry import DEFAULT_FAMILY, ConfigError, Family, did_you_mean, get_family, normalize, rename_aliases
 from ..units import parse_bytes
 
 TABLES = ("study", "grid", "run")
@@ -89,7 +89,7 @@ def cell_id(config: dict[str, Any]) -> str:
     named by the family and each of its fields' values, in declaration order. An optional field (registry.Field)
     is named only when it is set.
     """
-    model = config.get("model") or "mlp"
+    model = config.get("model") or DEFAULT_FAMILY
     fields = get_family(model).all_fields()
     if model != "mlp":
         label = Path(model.split(":")[0]).stem + ":" + model.split(":")[1] if ":" in model else model
@@ -214,7 +214,7 @@ def parse_spec(data: dict[str, Any], *, name: str = "study", path: Path | None =
     if "hf_config" in grid_table or hf_config is not None:
         grid_table = _with_hf_config(grid_table, path, hf_config)
         data = {**data, "grid": grid_table}
-    models = grid_table.get("model", "mlp")
+    models = grid_table.get("model", DEFAULT_FAMILY)
     models = tuple(models) if isinstance(models, list) else (models,)
     base = path.parent if path is not None else None
     try:

@@ -1,7 +1,7 @@
 """Run a spec's cells, each in a fresh Python process, into `DIR/runs.csv`; resumable, extendable, crash-safe.
 
 - One writer per folder: the sweep holds DIR's lock (folder.FolderLock) from start to end.
-- A cell is `python -m memstudy.study.cell` fed one JSON config on stdin (launcher.launch); it prints one JSON
+- A cell is `python -m memstudy.measure.cell` fed one JSON config on stdin (launcher.launch); it prints one JSON
   row per repeat. Its environment gets MALLOC_MMAP_THRESHOLD_=65536 unless the variable is already set.
 - A cell whose need (its predicted total peak, its own overhead and the process baseline: budget.py)
   exceeds the budget is not started (`skipped`); one that raises, is killed, passes its timeout or runs
@@ -21,9 +21,9 @@
   from another version of a model's source is refused (resume.check_model_sources).
 
 Cells run through an executor with the `concurrent.futures` shape, `submit(request, reserve_bytes)`:
-`jobs` local processes (launcher.LocalExecutor: a thread pool in which each thread waits on its subprocess,
+`jobs` local processes (executors.local.LocalExecutor: a thread pool in which each thread waits on its subprocess,
 starting cells only while the running cells' needs fit the budget together), or a Dask cluster
-(`cluster`, dask_executor.DaskExecutor: one cell per worker, each worker's budget of its own memory).
+(`cluster`, executors.dask.DaskExecutor: one cell per worker, each worker's budget of its own memory).
 Either way only this process writes runs.csv, a cell's rows as its future completes.
 """
 from __future__ import annotations
@@ -38,15 +38,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..memory.agreement import Tally
+from ..measure.agreement import Tally
+from ..nn.models.registry import DEFAULT_FAMILY
 from .budget import DEFAULT_PREDICTOR, BudgetCheck, Verdict, explain_memory_failure
-from .fields import ROW_FIELDS
-from .folder import FolderLock, results_folder, write_text_atomically
-from .launcher import CELL_COMMAND, CellLost, CellRequest, CellResult, LocalExecutor, blas_policy, cell_environment
-from .provenance import collect_env, git_info, model_source, read_env, spec_record, write_json
-from .resume import SweepError, check_compatible, check_model_sources
-from .runs import (CSV_COLUMNS, RunsFile, RunsFileError, append_rows, format_rows, header_line, read_runs,
-                   rewrite_runs)
+from .executors.local import LocalExecutor
+from .launcher import (CELL_COMMAND, CellLost, CellRequest, CellResult, blas_policy, cell_environment,
+                       process_baseline)
+from .results.fields import ROW_FIELDS
+from .results.folder import FolderLock, results_folder, write_text_atomically
+from .results.provenance import collect_env, git_info, model_source, read_env, spec_record, write_json
+from .results.resume import SweepError, check_compatible, check_model_sources
+from .results.runs import (CSV_COLUMNS, RunsFile, RunsFileError, append_rows, format_rows, header_line, read_runs,
+                           rewrite_runs)
 from .select import nearest_batch
 from .spec import Spec, cell_id
 
@@ -211,8 +214,8 @@ def run_sweep(spec: Spec, out_dir: str | Path, jobs: int | None = None, fresh: b
     """Run every (cell, repeat) of `spec` not yet in `out_dir/runs.csv`; see the module docstring.
 
     `cluster`: run the cells on a Dask cluster (`tcp://host:8786`, or `local:N` for N local worker processes,
-    dask_executor.py) instead of `jobs` local processes. `cell_command` (default: the cell module under the
-    Python of the machine that runs it) and `predictor` (default: memstudy.memory.predict.predict, stopped
+    executors/dask.py) instead of `jobs` local processes. `cell_command` (default: the cell module under the
+    Python of the machine that runs it) and `predictor` (default: memstudy.measure.predict.predict, stopped
     early by the budget; None disables the budget check) are injectable for tests. `git`: the checkout's state
     if the caller read it already (`study --all` reads it once, before any study writes).
     Raises SweepError when `out_dir` holds results this spec would reinterpret (unless `fresh`) or the cluster
@@ -242,7 +245,7 @@ def _read_existing(out: Path, runs: Path) -> tuple[dict[str, Any] | None, RunsFi
 
 
 def _open_cluster(address: str, command: Sequence[str] | None) -> Any:
-    from .dask_executor import ClusterError, DaskExecutor
+    from .executors.dask import ClusterError, DaskExecutor
 
     try:
         return DaskExecutor(address, command)
@@ -285,7 +288,9 @@ class _Run:
                 budget, label = dask.largest_budget_bytes(), f"budget {spec.budget!r} of the largest worker's memory"
             else:
                 budget, label = spec.budget_bytes(available_bytes), f"budget {spec.budget!r}"
-            checker = BudgetCheck(budget, label, predictor, self.cell_env, max_seconds=spec.timeout_seconds)
+            cell_env = self.cell_env
+            checker = BudgetCheck(budget, label, predictor, lambda: process_baseline(cell_env),
+                                  max_seconds=spec.timeout_seconds)
             outcome = SweepOutcome(out, self.runs, self.env_path, cells=len(spec.cells()), resumed=0, changes=changes)
             if existing is not None:
                 outcome.warnings += [f"{self.runs}: {problem}; repaired" for problem in existing.problems]
@@ -423,7 +428,7 @@ class _Run:
         def record(result: _CellResult) -> None:
             for row in result.rows:  # a row the cell did not stamp (skipped, failed): this session's source
                 if not row.get("model_source_hash"):
-                    source = self.sources.get(row.get("model") or "mlp")
+                    source = self.sources.get(row.get("model") or DEFAULT_FAMILY)
                     row["model_source_hash"] = source["sha256"] if source else None
             if result.layers:
                 append_layers(self.out / LAYERS_CSV, result.layers)

@@ -1,4 +1,4 @@
-"""The README's figures, rendered from the committed results: `python -m memstudy.study.published [--readme]`.
+"""The README's figures, rendered from the committed results: `python -m tools.published [--readme]`.
 
 Every number the README quotes from a study, the example run or the benchmark sits in a block between
 `<!-- published:NAME:start (...) -->` and `<!-- published:NAME:end -->`; this module renders each block from
@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .probes import probes_block
-from .remedies import remedies_block
-from .results import BENCH_CSV, DEFAULT_STUDY, EXAMPLE_RUN, PROBE_TEST, PublishError, Results
-from .step import _row_config, one_step_block, run_command
-from .study import study_block, timeline_block, width_block
+from tools.published.probes import probes_block
+from tools.published.remedies import remedies_block
+from tools.published.results import BENCH_CSV, DEFAULT_STUDY, EXAMPLE_RUN, PROBE_TEST, PublishError, Results
+from tools.published.step import _row_config, one_step_block, run_command
+from tools.published.study import study_block, timeline_block, width_block
 
-COMMAND = "python -m memstudy.study.published --readme"
+COMMAND = "python -m tools.published --readme"
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def update_readme(readme: Path, results: Results) -> list[str]:
     return missing
 
 
-USAGE = "usage: python -m memstudy.study.published [--readme] [--root DIR]"
+USAGE = "usage: python -m tools.published [--readme] [--root DIR]"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
-"""`python -m memstudy.study.published [--readme] [--root DIR]`."""
+"""`python -m tools.published [--readme] [--root DIR]`."""
 import sys
 
-from . import main
+from tools.published import main
 
 sys.exit(main())

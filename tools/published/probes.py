@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...units import format_bytes
-from ...report.fit import relative_errors
-from ...report.formats import percent_text as _pct
-from ...report.sections import LARGE_STEP_BYTES, large_steps
-from .results import DEFAULT_STUDY, PROBE_TEST, Results, and_list, row_median
+from memstudy.units import format_bytes
+from memstudy.report.fit import relative_errors
+from memstudy.report.formats import percent_text as _pct
+from memstudy.report.sections import LARGE_STEP_BYTES, large_steps
+from tools.published.results import DEFAULT_STUDY, PROBE_TEST, Results, and_list, row_median
 
 
 PROBES = (("tracemalloc", "tracemalloc_step_peak_bytes"), ("RSS", "rss_step_peak_bytes"),

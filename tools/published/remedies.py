@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...findings.remedies import (DTYPE_CATEGORIES, checkpoint_cells, dtype_pairs, dtype_ratios, exact_halves,
+from memstudy.findings.remedies import (DTYPE_CATEGORIES, checkpoint_cells, dtype_pairs, dtype_ratios, exact_halves,
                                   optimizer_cells, optimizer_figures, parameter_share, policy_figures, segments_of,
                                   sqrt_finding)
-from ...report.formats import bytes_text as _bytes
-from ...report.formats import percent_text as _pct
-from ...report.formats import ratio_text as _ratio
-from .results import OPTIMIZER_NAMES, Results, and_list, load_clause, near, span, times
+from memstudy.report.formats import bytes_text as _bytes
+from memstudy.report.formats import percent_text as _pct
+from memstudy.report.formats import ratio_text as _ratio
+from tools.published.results import OPTIMIZER_NAMES, Results, and_list, load_clause, near, span, times
 
 
 def _checkpoint_bullet(results: Results) -> str:

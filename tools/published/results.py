@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..provenance import read_env
-from ...report.load import ReportError, load_runs, summarize
+from memstudy.run.results.provenance import read_env
+from memstudy.report.load import ReportError, load_runs, summarize
 
 DEFAULT_STUDY = "default"
 EXAMPLE_RUN = "results/example/run.jsonl"  # written by `make example` (memstudy run ... --json)
@@ -148,7 +148,7 @@ def row_median(rows: list[dict[str, Any]], field: str) -> float | None:
 def load_clause(loads: Any, what: str = "rows") -> str:
     """The load a quoted timing was taken under: other processes' busy cores (`foreign_cores`) over the rows it is
     built on, flagged when any is above LOADED_CORES (a figure taken on a busy machine is slower than a quiet one's)."""
-    from ...memory.load import LOADED_CORES
+    from memstudy.measure.load import LOADED_CORES
 
     values = pd.to_numeric(pd.Series(list(loads), dtype=object), errors="coerce").dropna()
     if values.empty:

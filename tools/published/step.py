@@ -6,13 +6,13 @@ from typing import Any
 
 import numpy as np
 
-from ...autograd.graph import saved_buffers
-from ...memory.predict import predict
-from ...memory.workload import Workload
-from ...nn.models.registry import get_family, normalize
-from ...units import format_bytes
-from ...report.terminal import run_report
-from .results import BENCH_CSV, EXAMPLE_RUN, OPTIMIZER_NAMES, Results, and_list, row_median, span
+from memstudy.autograd.graph import saved_buffers
+from memstudy.measure.predict import predict
+from memstudy.measure.workload import Workload
+from memstudy.nn.models.registry import get_family, normalize
+from memstudy.units import format_bytes
+from memstudy.report.terminal import run_report
+from tools.published.results import BENCH_CSV, EXAMPLE_RUN, OPTIMIZER_NAMES, Results, and_list, row_median, span
 
 SAVED_NAMES = {("relu", "out"): "ReLU outputs", ("sigmoid", "out"): "sigmoid outputs", ("tanh", "out"): "tanh outputs",
                ("softmax_cross_entropy", "probs"): "softmax probabilities", ("linear", "x"): "x",

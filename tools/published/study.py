@@ -7,14 +7,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...units import format_bytes
-from ...findings.mlp import depth_slopes, input_law, training_law
-from ...report.formats import bytes_text as _bytes
-from ...report.formats import coef_text as _coef
-from ...report.formats import ratio_text as _ratio
-from ...report.load import timeline_cell as _timeline_cell
-from ...report.sections import peak_ratio_cells
-from .results import (BENCH_CSV, DEFAULT_STUDY, OPTIMIZER_NAMES, Results, StudyData, and_list, at_cell,
+from memstudy.units import format_bytes
+from memstudy.findings.mlp import depth_slopes, input_law, training_law
+from memstudy.report.formats import bytes_text as _bytes
+from memstudy.report.formats import coef_text as _coef
+from memstudy.report.formats import ratio_text as _ratio
+from memstudy.report.load import timeline_cell as _timeline_cell
+from memstudy.report.sections import peak_ratio_cells
+from tools.published.results import (BENCH_CSV, DEFAULT_STUDY, OPTIMIZER_NAMES, Results, StudyData, and_list, at_cell,
                       load_clause, near, span, times)
 
 

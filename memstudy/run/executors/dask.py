@@ -42,7 +42,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .launcher import CellLost, CellRequest, CellResult, blas_policy, cell_environment, launch
+from ..launcher import CellLost, CellRequest, CellResult, blas_policy, cell_environment, launch
 
 CELL_RESOURCE = "memstudy-cell"
 CONNECT_TIMEOUT_SECONDS = 10.0  # for a scheduler to answer, and then for a first worker to join
@@ -82,7 +82,7 @@ def _host_facts() -> dict[str, Any]:
 def _host_environment() -> dict[str, Any]:
     """Runs on each worker: its host's provenance (versions, BLAS, CPU, memory, the cells' environment and how they
     get their BLAS threads)."""
-    from .provenance import collect_env
+    from ..results.provenance import collect_env
 
     cells = cell_environment()
     env = collect_env(cell_environment=cells)

@@ -9,8 +9,8 @@ added since (`LATER_FIELDS`) after those. Readers go by column name and fill a c
 """
 from __future__ import annotations
 
-from ..memory.ledger import CATEGORIES
-from ..nn.models.registry import all_field_names
+from ...measure.ledger import CATEGORIES
+from ...nn.models.registry import all_field_names
 
 # The config columns of the first runs.csv files, in their place.
 LEGACY_CONFIG_FIELDS: tuple[str, ...] = (
@@ -39,7 +39,7 @@ ACCURACY_FIELDS = ("grad_rel_error",)
 OUTCOME_FIELDS = ("step_seconds", "status", "error")
 
 # foreign_cores: the average number of cores other processes kept busy while step_seconds was timed
-# (their CPU seconds over the timed steps ÷ wall seconds; memory/load.py); empty where it cannot be read
+# (their CPU seconds over the timed steps ÷ wall seconds; measure/load.py); empty where it cannot be read
 LOAD_FIELDS = ("foreign_cores",)
 # vm_peak_bytes: the cell process's address-space peak (VmPeak) after the repeat, what its memory limit
 # (RLIMIT_AS, budget.py) holds; mem_limit_bytes: that limit (empty: none was set)

@@ -32,7 +32,8 @@ def measurement_env(environ: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def project_root() -> Path:
-    return Path(__file__).resolve().parents[2]
+    """The folder that holds the memstudy package (the checkout, for an editable install)."""
+    return Path(__file__).resolve().parents[len(__name__.split(".")) - 1]  # memstudy/run/results/provenance.py
 
 
 GIT_CHANGED_LIMIT = 50  # paths kept in env.json: enough to see what kind of change it was
@@ -112,9 +113,9 @@ def model_source(model: str | None) -> dict[str, str] | None:
 
     Only that one file: what it imports (memstudy itself, or the user's other modules) is the git commit's and the
     user's business."""
-    from ..nn.models.registry import ConfigError, get_family
+    from ...nn.models.registry import DEFAULT_FAMILY, ConfigError, get_family
 
-    name = model or "mlp"
+    name = model or DEFAULT_FAMILY
     path_text = name.rpartition(":")[0]
     if path_text.endswith(".py"):
         path = shown = Path(path_text)
@@ -154,7 +155,7 @@ def collect_env(spec: Any = None, *, cell_environment: dict[str, str] | None = N
     import numpy as np
     import psutil
 
-    from .. import __version__
+    from ...version import __version__
 
     affinity = usable_cores()
     memory = psutil.virtual_memory()

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from ...nn.models.registry import DEFAULT_FAMILY
+from ..spec import Spec, cell_id
 from .fields import GRID_FIELDS
 from .runs import RunsFile
-from .spec import Spec, cell_id
 
 
 class SweepError(RuntimeError):
@@ -50,7 +51,7 @@ def check_model_sources(folder: str, runs: RunsFile | None, spec: Spec,
     """Refuse (naming the file) when the folder's rows of a cell were made from another version of that cell's
     model source than the one `sources` (model -> provenance.model_source) holds now: one runs.csv would mix
     two versions of the model. Rows from before the `model_source_hash` column record nothing and pass."""
-    model_of = {cell_id(c): c.get("model") or "mlp" for c in spec.cells()}
+    model_of = {cell_id(c): c.get("model") or DEFAULT_FAMILY for c in spec.cells()}
     differing: dict[str, list[str]] = {}  # model -> the other hashes its rows recorded
     for row in runs.rows if runs is not None else []:
         recorded, model = row.get("model_source_hash") or "", model_of.get(row["cell"])
