@@ -78,8 +78,8 @@ def probes_block(results: Results) -> list[str]:
                  "reported, never trusted alone.")
     inference = results.example_run.get("inference")
     rss = row_median(inference, "rss_step_peak_bytes") if inference else None
-    example = (f", so the inference RSS figure above reads {format_bytes(rss)}" if rss is not None
-               and rss < 0.5 * row_median(inference, "step_peak_bytes") else "")
+    example = (f", so the example step's inference RSS figure (README, Quick start) reads {format_bytes(rss)}"
+               if rss is not None and rss < 0.5 * row_median(inference, "step_peak_bytes") else "")
     lines += ["", f"Below {format_bytes(LARGE_STEP_BYTES)} the sampled probes lose meaning. Buffers under glibc's mmap "
               "threshold come from the heap, where freed chunks are reused without touching RSS" + example
               + ". The report shows both size classes."]
