@@ -27,12 +27,12 @@ from memstudy import nn
 from memstudy.autograd import Tensor, apply, no_grad, ops
 from memstudy.cli import main
 from memstudy.config import ConfigError, normalize
-from memstudy.memory.generation import GENERATION_COLUMNS, cache_bytes_after_each_step, generation_figures
-from memstudy.memory.predict import predict, predicted_account
-from memstudy.memory.workload import Workload
+from memstudy.measure.generation import GENERATION_COLUMNS, cache_bytes_after_each_step, generation_figures
+from memstudy.measure.predict import predict, predicted_account
+from memstudy.measure.workload import Workload
 from memstudy.nn.generation import generate
 from memstudy.nn.models.registry import DTYPES
-from memstudy.study.spec import SpecError, cell_id, parse_spec
+from memstudy.run.spec import SpecError, cell_id, parse_spec
 
 SETTINGS = settings(max_examples=12, deadline=None)
 FAMILIES = {

@@ -23,8 +23,8 @@ transformers = pytest.importorskip("transformers", reason="pip install 'memstudy
 from test_generation import lively  # noqa: E402
 from test_llama_hf import float64_upcasts, hf_config, twin  # noqa: E402
 from memstudy.config import normalize  # noqa: E402
-from memstudy.memory.generation import cache_bytes_after_each_step  # noqa: E402
-from memstudy.memory.workload import Workload  # noqa: E402
+from memstudy.measure.generation import cache_bytes_after_each_step  # noqa: E402
+from memstudy.measure.workload import Workload  # noqa: E402
 from memstudy.nn.generation import generate  # noqa: E402
 from memstudy.nn.models.registry import DTYPES  # noqa: E402
 

@@ -14,12 +14,12 @@ import pytest
 from memstudy import findings
 from memstudy.config import normalize
 from memstudy.findings import generation
-from memstudy.memory.generation import generation_figures
-from memstudy.memory.predict import predict, predicted_account
+from memstudy.measure.generation import generation_figures
+from memstudy.measure.predict import predict, predicted_account
 from memstudy.report import write_report
 from memstudy.report.context import Study
 from memstudy.report.load import load_runs, summarize
-from memstudy.study.spec import cell_id
+from memstudy.run.spec import cell_id
 from test_remedies import predicted_rows
 from test_report_findings import write_study
 from test_webpage import html_tables, md_tables

@@ -17,10 +17,10 @@ import pytest
 
 from memstudy import cli
 from memstudy.config import normalize
-from memstudy.memory.generation import predicted_generation_figures
-from memstudy.memory.ledger import StepAccount
-from memstudy.memory.predict import predict, predicted_account
-from memstudy.memory.workload import Workload
+from memstudy.measure.generation import predicted_generation_figures
+from memstudy.measure.ledger import StepAccount
+from memstudy.measure.predict import predict, predicted_account
+from memstudy.measure.workload import Workload
 from memstudy.nn.models.registry import builtin_names
 
 

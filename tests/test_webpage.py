@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from memstudy.report.timeline import TimelineError, bands, has_buffers, live_by_category, polygon, read_timeline
-from memstudy.study.fields import CATEGORIES
+from memstudy.run.results.fields import CATEGORIES
 from memstudy.report import write_report
 from memstudy.report.html import STATIC_DIR, plotly_source
 

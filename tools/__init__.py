@@ -1,1 +1,1 @@
-"""Scripts that generate docs and README blocks from the code (not installed; tests import them by path)."""
+"""Repository tools, not installed with memstudy: README and docs/ generation (`python -m tools.published --readme`)."""

@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from memstudy.config import normalize  # noqa: E402
-from memstudy.memory.generation import generation_figures  # noqa: E402
-from memstudy.memory.predict import predicted_account  # noqa: E402
+from memstudy.measure.generation import generation_figures  # noqa: E402
+from memstudy.measure.predict import predicted_account  # noqa: E402
 from memstudy.nn.models.hf_config import hf_config_fields  # noqa: E402
 from memstudy.nn.models.registry import DTYPES  # noqa: E402
 from memstudy.units import format_bytes, parse_bytes  # noqa: E402

@@ -35,8 +35,6 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from . import heap
-
 from .meta import MetaArray
 
 POLICIES = ("minimal", "all", "half")
@@ -222,8 +220,6 @@ def backward(root: Any, grad: np.ndarray | None = None, retain_graph: bool = Fal
     """Reverse-mode pass from `root`; gradients accumulate into the `.grad` of leaves that require grad."""
     if not root.requires_grad:
         raise RuntimeError("backward() on a tensor that does not require grad")
-    if not heap.HEAP.settled and type(root.data) is np.ndarray:  # once per process; see heap.py (not on shapes)
-        heap.settle()
     if grad is None:
         if root.data.size != 1:
             raise RuntimeError("backward() without a gradient needs a single-element output")

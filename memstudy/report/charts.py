@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from ..study.fields import CATEGORIES
+from ..run.results.fields import CATEGORIES
 from ..units import format_bytes
 from .formats import exact_bytes_text as exact_bytes
 from .formats import is_missing

@@ -16,7 +16,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, Locator, LogLocator, MaxNLocator, NullFormatter, NullLocator  # noqa: E402
 
 from ..units import format_bytes  # noqa: E402
-from ..study.fields import CATEGORIES  # noqa: E402
+from ..run.results.fields import CATEGORIES  # noqa: E402
 from .formats import short_bytes_text  # noqa: E402
 from .style import CATEGORY_COLORS, CATEGORY_LABELS  # noqa: E402
 
@@ -53,7 +53,7 @@ def bytes_axis(axis: Any, log: bool) -> None:
 
 
 def save(fig: plt.Figure, path: Path) -> Path:
-    from ..study.folder import replace_atomically
+    from ..run.results.folder import replace_atomically
 
     fig.tight_layout()
     try:

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from ..nn.models.registry import ConfigError, get_family
-from ..study.fields import GRID_FIELDS
-from ..study.select import nearest_batch
+from ..run.results.fields import GRID_FIELDS
+from ..run.select import nearest_batch
 
 
 def varying_fields(frame: pd.DataFrame) -> list[str]:

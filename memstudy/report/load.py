@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..memory.agreement import COMPARED, prediction_matches
+from ..measure.agreement import COMPARED, prediction_matches
 from ..nn.models.registry import SHARED_NAMES, builtin_names, get_family
-from ..study.fields import (BASELINE_FIELDS, GENERATION_FIELDS, GRID_FIELDS, LEDGER_FIELDS, LEGACY_CONFIG_FIELDS,
-                            MODEL_FIELDS, PREDICTED_FIELDS, PROBE_FIELDS, ROW_FIELDS)
-from ..study.runs import RunsFileError, read_runs
+from ..run.results.fields import (BASELINE_FIELDS, GENERATION_FIELDS, GRID_FIELDS, LEDGER_FIELDS, LEGACY_CONFIG_FIELDS, MODEL_FIELDS,
+                            PREDICTED_FIELDS, PROBE_FIELDS, ROW_FIELDS)
+from ..run.results.runs import RunsFileError, read_runs
 
 _MEASURED = BASELINE_FIELDS + LEDGER_FIELDS + PREDICTED_FIELDS + PROBE_FIELDS
 # numeric per-repeat measurements (medians in summary.csv) and the textual ones (most common value)
@@ -92,7 +92,7 @@ def load_runs(results_dir: Path) -> pd.DataFrame:
             frame[column] = frame[column].astype(str).str.lower().map({"true": True, "false": False})
     for column in ("status", "error", "host", "worker", "prediction_unavailable", *TEXT_MEASURES):  # empty: NaN
         frame[column] = [("" if pd.isna(v) else str(v)) for v in frame[column]]
-    # as the cell said it; a row from before the column, from its figures (the same check: memory/agreement.py)
+    # as the cell said it; a row from before the column, from its figures (the same check: measure/agreement.py)
     frame["prediction_matches"] = [
         {"true": True, "false": False}.get(str(said).strip().lower()) if pd.notna(said) and str(said).strip() else
         prediction_matches(figures)

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from ..nn.models.registry import MODES
-from ..study.fields import CATEGORIES
-from ..study.select import nearest_batch
+from ..run.results.fields import CATEGORIES
+from ..run.select import nearest_batch
 from . import charts
 from . import document as doc
 from .context import Study

@@ -1,7 +1,7 @@
 """What the figures and charts share so they read alike: each category's label and colour."""
 from __future__ import annotations
 
-from ..study.fields import CATEGORIES
+from ..run.results.fields import CATEGORIES
 
 CATEGORY_LABELS = {
     "parameter": "parameters", "optimizer_state": "optimiser state", "input": "input", "kv_cache": "KV cache",

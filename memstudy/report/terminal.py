@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from ..memory.agreement import prediction_matches, row_warning
+from ..measure.agreement import prediction_matches, row_warning
 from . import document as doc
 from .document import Bullets, Document, Heading, Paragraph, Table
 from .formats import LOADED_CORES, bytes_text

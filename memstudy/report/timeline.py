@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..study.fields import CATEGORIES
+from ..run.results.fields import CATEGORIES
 
 BUFFER_COLUMNS = ("key", "buffer_op", "role", "shape", "dtype", "nbytes", "born", "died")
 

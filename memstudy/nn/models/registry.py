@@ -359,6 +359,7 @@ class Family:
         return config
 
 
+DEFAULT_FAMILY = "mlp"  # the family a config without `model` (the CLI without --model, a spec's grid) means
 # name -> module in this package
 _BUILTIN = {"mlp": "mlp", "seed": "seed", "gpt": "gpt", "cnn": "cnn", "llama": "llama"}
 _LOADED: dict[str, Family] = {}
@@ -406,7 +407,7 @@ def _from_file(spec: str) -> Family:
 def get_family(name: Any) -> Family:
     """The family called `name` (a built-in name, or path/to/file.py:ClassName); ConfigError otherwise."""
     if name is None:
-        name = "mlp"
+        name = DEFAULT_FAMILY
     if not isinstance(name, str):
         raise ConfigError(f"model must be a name or path/to/file.py:ClassName, got {name!r}")
     family = _LOADED.get(name)
@@ -426,7 +427,7 @@ def get_family(name: Any) -> Family:
 
 
 def normalize(raw: dict[str, Any]) -> dict[str, Any]:
-    """A checked config for the family `raw['model']` names (default mlp)."""
+    """A checked config for the family `raw['model']` names (default DEFAULT_FAMILY)."""
     return get_family(raw.get("model")).normalize(raw)
 
 
