@@ -27,10 +27,10 @@ example: $(STAMP)
 	$(BIN)/memstudy run $(EXAMPLE) --json > results/example/run.jsonl.tmp
 	mv results/example/run.jsonl.tmp results/example/run.jsonl
 
-# README's study figures are rendered from results/ (tests/test_published.py checks they match): rerun after
-# any study, the example or the benchmark is regenerated
+# README's and docs/'s figures are rendered from results/ (tests/test_published.py checks they match): rerun after
+# any study, the example or the benchmark is regenerated (tools/ is not installed: it reads this folder)
 readme: $(STAMP)
-	$(BIN)/python -m memstudy.study.published --readme
+	$(BIN)/python -m tools.published --readme
 
 # every committed result afresh, then the README's figures from them (the benchmark is `make bench`)
 results: $(STAMP)
@@ -46,8 +46,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks  # as processes come: the main table
 	$(BIN)/python -m benchmarks --heap warm --only speed --out results/bench/heap-warm  # the companion run
-	$(BIN)/python -m benchmarks.table --readme  # README's table is generated from bench.csv
-	$(MAKE) readme  # and the prose quotes it too
+	$(MAKE) readme  # docs/performance.md's table and the prose that quotes bench.csv
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ''

@@ -14,19 +14,16 @@ backward (the ops' methods wrapped in this process only, then restored), PyTorch
 """
 from __future__ import annotations
 
-import statistics
 import time
 from typing import Any, Callable
 
 from memstudy.autograd import Function
 from memstudy.autograd import ops
 from memstudy.config import normalize
-from memstudy.memory.workload import Workload
+from memstudy.measure.workload import Workload
 
 from .gpt_reference import NumpyGPT
-from .heap import minor_faults
-from .load import ForeignLoad, wait_until_quiet
-from .timing import Variant, interleave, steps_for, timed
+from .harness import Settings, engine_variant, time_variants, torch_missing_row
 
 GPT_SIZE = {"depth": 2, "width": 256, "heads": 4, "seq_len": 256, "batch_size": 8, "vocab": 512}
 QUICK_SIZE = {"depth": 1, "width": 64, "heads": 2, "seq_len": 64, "batch_size": 2, "vocab": 128}
@@ -99,56 +96,29 @@ def breakdown_note(shares: list[tuple[str, float]], total: float, top: int = 8) 
     return "; ".join(parts)
 
 
-def speed_rows(worker: Any, make_row: Callable[..., dict[str, Any]], rounds: int, block_seconds: float,
-               min_steps: int, max_steps: int, log: Callable[[str], None], quick: bool = False,
-               quiet_cores: float = 0.15, max_wait: float = 0.0) -> list[dict[str, Any]]:
+def speed_rows(worker: Any, make_row: Callable[..., dict[str, Any]], settings: Settings,
+               quick: bool = False) -> list[dict[str, Any]]:
     """The GPT figures (see the module docstring); `worker` is run.py's TorchWorker or None."""
     size = QUICK_SIZE if quick else GPT_SIZE
     config = gpt_config(size)
     work = Workload(config)
     floor = NumpyGPT.from_memstudy(work.model)
     idx, targets = work.inputs.data, work.labels
-    optimizer = work.optimizer
-
-    def engine_step() -> None:
-        optimizer.zero_grad()
-        work.step()
-
-    variants = [Variant("memstudy", timed(engine_step), faults=minor_faults),
-                Variant("numpy", timed(lambda: floor.step(idx, targets)), faults=minor_faults)]
+    engine_step = _stepper(work)
+    variants = [engine_variant("memstudy", engine_step),
+                engine_variant("numpy", lambda: floor.step(idx, targets))]
     checkpointed = {c: Workload(gpt_config(size, checkpoint=c)) for c in CHECKPOINTS}
-    for name, other in checkpointed.items():
-        variants.append(Variant(name, timed(_stepper(other)), faults=minor_faults))
-    torch_ok = worker is not None and worker.available
+    variants += [engine_variant(name, _stepper(other)) for name, other in checkpointed.items()]
     key = f"gpt-{size}"
-    if torch_ok:
-        try:
-            worker.request(cmd="setup", key=key, **config)
-        except (RuntimeError, OSError, ValueError) as exc:
-            worker.fail(exc)
-            torch_ok = False
-    if torch_ok:
-        variants.append(Variant("torch", lambda n: worker.request(cmd="time", key=key, steps=n)["seconds"],
-                                external=True, faults=lambda: worker.minor_faults))
-    probe = timed(engine_step)(2)
-    steps = steps_for(statistics.median(probe), block_seconds, min_steps, max_steps)
-    log(f"  timing GPT ({describe(size)}): {len(variants)} variants x {rounds} rounds x {steps} steps")
-    if max_wait > 0:
-        wait_until_quiet(quiet_cores, max_wait, log=log)
-    load = ForeignLoad(lambda: [worker.proc.pid] if torch_ok else []).start()
-    t = interleave(variants, rounds, steps)
-    foreign = load.cores()
+    run = time_variants(f"GPT ({describe(size)})", variants, settings, engine_step, 2, worker, {"key": key, **config})
+    foreign = run.foreign_cores
     gpt_size = (size["depth"], size["width"], size["batch_size"])
-    common = dict(size=gpt_size, dtype=config["dtype"], samples=rounds * steps, foreign_cores=foreign)
+    common = dict(size=gpt_size, dtype=config["dtype"])
     note = describe(size)
 
     def ratio_row(figure: str, measured: str, reference: str, extra: str = "") -> dict[str, Any]:
-        ratio, low, high = t.ratio(measured, reference)
-        return make_row(figure, ratio, "ratio", measured=t.median(measured), reference=t.median(reference),
-                        measured_label=STEP_LABELS[measured], reference_label=STEP_LABELS[reference],
-                        round_min=low, round_max=high, measured_faults_per_step=t.faults_per_step(measured),
-                        reference_faults_per_step=t.faults_per_step(reference),
-                        note=note + (f"; {extra}" if extra else ""), **common)
+        return run.ratio_row(make_row, STEP_LABELS, figure, measured, reference,
+                             note=note + (f"; {extra}" if extra else ""), **common)
 
     rows = [ratio_row("gpt_engine_vs_numpy", "memstudy", "numpy")]
     plain_bytes = work.ledger_step().activation_bytes
@@ -161,17 +131,16 @@ def speed_rows(worker: Any, make_row: Callable[..., dict[str, Any]], rounds: int
                         f"({held / plain_bytes:.3f}×)")
         row["reference_label"] = "memstudy GPT step s, no checkpointing"
         rows.append(row)
+    torch_ok = run.torch_ok
     if torch_ok:
         rows.append(ratio_row("gpt_engine_vs_torch", "memstudy", "torch",
                               f"torch {worker.info.get('torch')} with {worker.info.get('threads')} threads"))
         rows.append(ratio_row("gpt_floor_vs_torch", "numpy", "torch"))
     else:
-        status = "failed" if worker is not None and worker.failed else "skipped"
-        rows.append(make_row("gpt_engine_vs_torch", None, "ratio", measured=t.median("memstudy"),
-                             measured_label=STEP_LABELS["memstudy"], status=status,
-                             note=f"{note}; torch not available", **{**common, "samples": ""}))
+        rows.append(torch_missing_row(make_row, run, "gpt_engine_vs_torch", STEP_LABELS["memstudy"], worker,
+                                      f"{note}; torch not available", **common))
 
-    profile_steps = max(2, min(steps, 5))
+    profile_steps = max(2, min(run.samples // settings.rounds, 5))
     per_op, step_seconds = memstudy_op_seconds(engine_step, profile_steps)
     shares = sorted(per_op.items(), key=lambda kv: -kv[1])
     engine_rest = step_seconds - sum(per_op.values())

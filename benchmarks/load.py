@@ -1,12 +1,12 @@
 """Waiting for a quiet machine before timing. The load figure itself (`foreign_cores`: the cores other
-processes kept busy meanwhile) is memstudy.memory.load.ForeignLoad, which the sweep's cells record too.
+processes kept busy meanwhile) is memstudy.measure.load.ForeignLoad, which the sweep's cells record too.
 """
 from __future__ import annotations
 
 import time
 from typing import Callable
 
-from memstudy.memory.load import ForeignLoad  # noqa: F401  (re-exported: benchmarks.run imports it from here)
+from memstudy.measure.load import ForeignLoad  # noqa: F401  (re-exported: benchmarks.run imports it from here)
 
 
 def wait_until_quiet(threshold: float, max_seconds: float, probe_seconds: float = 2.0,

@@ -17,7 +17,7 @@ import statistics
 from typing import Any, Callable
 
 from memstudy.config import normalize
-from memstudy.memory.workload import Workload
+from memstudy.measure.workload import Workload
 
 from .gpt_bench import GPT_SIZE, QUICK_SIZE
 from .heap import minor_faults

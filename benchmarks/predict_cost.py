@@ -17,7 +17,7 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from memstudy.memory.predict import predict
+from memstudy.measure.predict import predict
 from memstudy.nn.models.hf_config import hf_config_fields
 
 HUGE = dict(depth=96, width=12288, batch_size=2048, dtype="float32", optimizer="adam")

@@ -34,8 +34,8 @@ Figures (one CSV row each; ratios are measured side by side in one run, see benc
 
 A timed step is one training-loop iteration: gradients set to None (last step's freed), forward, mean
 cross-entropy, backward, SGD update. The plain numpy step frees its gradients inside its step too.
-Every timing process runs as a user's process comes (`--heap default`): memstudy's engine warms glibc's heap
-itself before its first backward pass (memstudy/autograd/heap.py), PyTorch's import already did, and the numpy
+Every timing process runs as a user's process comes (`--heap default`): memstudy's Workload warms glibc's heap
+before its first step (memstudy/measure/heap.py), PyTorch's import already did, and the numpy
 floor shares memstudy's process. `--heap warm` is the companion run in which every timing process first allocates
 and frees one 24 MiB buffer (benchmarks.heap). Every speed row carries the minor page faults per step of the two
 variants it compares.
@@ -61,16 +61,16 @@ from typing import Any
 import numpy as np
 
 from memstudy.config import normalize
-from memstudy.memory import probes
-from memstudy.memory.workload import Workload
-from memstudy.study.provenance import collect_env, git_info, write_json
+from memstudy.measure import probes
+from memstudy.measure.workload import Workload
+from memstudy.run.results.provenance import collect_env, git_info, write_json
 
 from . import gpt_bench, predict_cost, table
-from .heap import HEAP_MODES, HEAP_WARMUP_BYTES, minor_faults, warm_up_heap
+from .harness import Settings, engine_variant, time_variants, torch_missing_row
+from .heap import HEAP_MODES, HEAP_WARMUP_BYTES, warm_up_heap
 from .load import ForeignLoad, wait_until_quiet
 from .minimal_engine import MinimalMLP
 from .reference import NumpyMLP
-from .timing import Variant, interleave, steps_for, timed
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = ((4, 512, 256), (16, 256, 128), (4, 64, 32))  # (depth, width, batch)
@@ -244,12 +244,8 @@ STEP_LABELS = {"memstudy": "memstudy step s", "numpy": "numpy step s", "ledger":
                "tracemalloc": "tracemalloc-on step s", "torch": "torch step s", "minimal": "minimal-engine step s"}
 
 
-def speed_rows(size, dtype: str, worker: TorchWorker | None, rounds: int, block_seconds: float,
-               min_steps: int, max_steps: int, log, retries: int = 0, quiet_cores: float = 0.15,
-               max_wait: float = 0.0) -> list[dict[str, Any]]:
-    """The four speed figures at one size and dtype. Each attempt first waits (up to `max_wait` s) for other
-    processes to use at most `quiet_cores` cores; an attempt during which they used more is repeated (up to
-    `retries` times) and the quietest attempt is kept."""
+def speed_rows(size, dtype: str, worker: TorchWorker | None, settings: Settings) -> list[dict[str, Any]]:
+    """The MLP's speed figures at one size and dtype (benchmarks.harness: retries, quiet check, ratio rows)."""
     config = config_for(size, dtype)
     work = Workload(config)
     reference = NumpyMLP.from_memstudy(work.model)
@@ -266,73 +262,28 @@ def speed_rows(size, dtype: str, worker: TorchWorker | None, rounds: int, block_
         work.ledger_step()
 
     variants = [
-        Variant("memstudy", timed(engine_step), faults=minor_faults),
-        Variant("numpy", timed(lambda: reference.step(x, labels)), faults=minor_faults),
-        Variant("minimal", timed(lambda: minimal.step(x, labels)), faults=minor_faults),
-        Variant("ledger", timed(ledger_step), faults=minor_faults),
-        Variant("tracemalloc", timed(engine_step), before=tracemalloc.start, after=tracemalloc.stop,
-                faults=minor_faults),
+        engine_variant("memstudy", engine_step),
+        engine_variant("numpy", lambda: reference.step(x, labels)),
+        engine_variant("minimal", lambda: minimal.step(x, labels)),
+        engine_variant("ledger", ledger_step),
+        engine_variant("tracemalloc", engine_step, before=tracemalloc.start, after=tracemalloc.stop),
     ]
-    torch_ok = worker is not None and worker.available
-    if torch_ok:
-        key = f"{size}-{dtype}"
-        try:
-            worker.request(cmd="setup", key=key, **config)
-        except (RuntimeError, OSError, ValueError) as exc:
-            worker.fail(exc)
-            torch_ok = False
-    if torch_ok:
-        variants.append(Variant("torch", lambda n: worker.request(cmd="time", key=key, steps=n)["seconds"],
-                                external=True, faults=lambda: worker.minor_faults))
-    probe = timed(engine_step)(5)
-    steps = steps_for(statistics.median(probe), block_seconds, min_steps, max_steps)
-    best = None  # (foreign cores, timings): the quietest attempt
-    for attempt in range(1 + retries):
-        log(f"  timing {size} {dtype}: {len(variants)} variants x {rounds} rounds x {steps} steps"
-            + (f" (attempt {attempt + 1})" if attempt else ""))
-        if max_wait > 0:
-            wait_until_quiet(quiet_cores, max_wait, log=log)
-        load = ForeignLoad(lambda: [worker.proc.pid] if torch_ok else []).start()
-        try:
-            t = interleave(variants, rounds, steps)
-        except (RuntimeError, OSError, ValueError) as exc:
-            if not torch_ok:
-                raise
-            worker.fail(exc)  # the torch process broke: time the rest without it
-            torch_ok = False
-            variants = variants[:-1]
-            best = None
-            continue
-        foreign = load.cores()
-        if best is None or (foreign is not None and best[0] is not None and foreign < best[0]):
-            best = (foreign, t)
-        if foreign is None or foreign <= quiet_cores:
-            break
-        log(f"    other processes used {foreign:.2f} cores meanwhile (more than {quiet_cores:g})")
-    if best is None:  # the torch process broke on the last attempt
-        best = (None, interleave(variants, rounds, steps))
-    foreign, t = best
-    common = dict(size=size, dtype=dtype, activation="relu", bias=True, samples=rounds * steps,
-                  foreign_cores=foreign)
-    rows = []
+    run = time_variants(f"{size} {dtype}", variants, settings, engine_step, 5, worker,
+                        {"key": f"{size}-{dtype}", **config})
+    common = dict(size=size, dtype=dtype, activation="relu", bias=True)
 
-    def ratio_row(figure: str, measured: str, reference: str, note: str = "",
-                  reference_label: str = "") -> dict[str, Any]:
-        """`figure` = variant `measured` ÷ variant `reference`, side by side (see benchmarks.timing)."""
-        ratio, low, high = t.ratio(measured, reference)
-        return make_row(figure, ratio, "ratio", measured=t.median(measured), reference=t.median(reference),
-                        measured_label=STEP_LABELS[measured],
-                        reference_label=reference_label or STEP_LABELS[reference],
-                        round_min=low, round_max=high, measured_faults_per_step=t.faults_per_step(measured),
-                        reference_faults_per_step=t.faults_per_step(reference), note=note, **common)
+    def ratio_row(figure: str, measured: str, reference: str, **kwargs: Any) -> dict[str, Any]:
+        return run.ratio_row(make_row, STEP_LABELS, figure, measured, reference, **kwargs, **common)
 
-    rows.append(ratio_row("engine_vs_numpy", "memstudy", "numpy"))
-    rows.append(ratio_row("minimal_vs_numpy", "minimal", "numpy",
-                          note="benchmarks/minimal_engine.py: autograd with none of memstudy's features"))
-    rows.append(ratio_row("engine_vs_minimal", "memstudy", "minimal"))
-    rows.append(ratio_row("ledger_overhead", "ledger", "memstudy", reference_label="ledger-off step s"))
-    rows.append(ratio_row("tracemalloc_overhead", "tracemalloc", "memstudy", reference_label="tracemalloc-off step s"))
-    if torch_ok:
+    rows = [
+        ratio_row("engine_vs_numpy", "memstudy", "numpy"),
+        ratio_row("minimal_vs_numpy", "minimal", "numpy",
+                  note="benchmarks/minimal_engine.py: autograd with none of memstudy's features"),
+        ratio_row("engine_vs_minimal", "memstudy", "minimal"),
+        ratio_row("ledger_overhead", "ledger", "memstudy", reference_label="ledger-off step s"),
+        ratio_row("tracemalloc_overhead", "tracemalloc", "memstudy", reference_label="tracemalloc-off step s"),
+    ]
+    if run.torch_ok:
         rows.append(ratio_row("engine_vs_torch", "memstudy", "torch",
                               note=f"torch {worker.info.get('torch')} with {worker.info.get('threads')} threads, "
                                    f"numpy's BLAS {worker.threads}"))
@@ -340,10 +291,8 @@ def speed_rows(size, dtype: str, worker: TorchWorker | None, rounds: int, block_
                               note="the hand-written numpy floor against torch: engine_vs_torch cannot go below "
                                    "this without beating the floor"))
     else:
-        status = "failed" if worker is not None and worker.failed else "skipped"
-        rows.append(make_row("engine_vs_torch", None, "ratio", measured=t.median("memstudy"),
-                             measured_label="memstudy step s", status=status, note=torch_note(worker),
-                             **{**common, "samples": ""}))
+        rows.append(torch_missing_row(make_row, run, "engine_vs_torch", "memstudy step s", worker, torch_note(worker),
+                                      **common))
     return rows
 
 
@@ -407,7 +356,7 @@ def memory_rows(size, dtype: str, activation: str, bias: bool, worker: TorchWork
 STARTUP = (
     ("python_startup_seconds", "pass"),
     ("numpy_import_seconds", "import numpy"),
-    ("cell_import_seconds", "import memstudy.study.cell"),
+    ("cell_import_seconds", "import memstudy.measure.cell"),
 )
 
 
@@ -440,7 +389,7 @@ def predict_rows(samples: int) -> list[dict[str, Any]]:
     result = predict_cost.measure(config, samples)
     foreign = load.cores()
     common = dict(size=(config["depth"], config["width"], config["batch_size"]), dtype=config["dtype"],
-                  foreign_cores=foreign, measured_label="memstudy.memory.predict.predict (adam)")
+                  foreign_cores=foreign, measured_label="memstudy.measure.predict.predict (adam)")
     peak = result["prediction"]["predicted_peak_bytes"]
     return [
         make_row("predict_seconds", result["seconds"], "s", samples=samples, round_min=result["seconds_min"],
@@ -464,14 +413,14 @@ def deep_predict_rows(samples: int) -> list[dict[str, Any]]:
         rows.append(make_row(
             figure, result["seconds"], "s", size=(config["depth"], config["width"], config["batch_size"]),
             dtype="float32", samples=samples, round_min=result["seconds_min"], round_max=result["seconds_max"],
-            foreign_cores=foreign, measured_label=f"memstudy.memory.predict.predict ({model})",
+            foreign_cores=foreign, measured_label=f"memstudy.measure.predict.predict ({model})",
             note=f"in-process, warm; {how}; the predicted step peaks at {peak / 1e9:.1f} GB"))
     return rows
 
 
 def study_rows(spec_path: Path, log) -> list[dict[str, Any]]:
     """Time `memstudy sweep SPEC --out TMP` and `memstudy report TMP` (results/ is never written)."""
-    from memstudy.study.spec import load_spec
+    from memstudy.run.spec import load_spec
 
     spec = load_spec(spec_path)
     cells = len(spec.cells())
@@ -531,7 +480,7 @@ def _timed_sweep(spec_path: Path, out: Path, flags: list[str]) -> tuple[float, f
 
 def sweep_rows(spec_path: Path, log) -> list[dict[str, Any]]:
     """Cells per second of one spec with --jobs 1, --jobs 2 and --cluster local:2, and what the cluster adds."""
-    from memstudy.study.spec import load_spec
+    from memstudy.run.spec import load_spec
 
     spec = load_spec(spec_path)
     cells = len(spec.cells())
@@ -593,8 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="before timing a size (and the study), wait up to this many seconds for other "
                              "processes to quieten (120; quick 0)")
     parser.add_argument("--heap", choices=HEAP_MODES, default="default",
-                        help="default: every timing process as it comes (memstudy's engine warms the heap itself, "
-                             "see memstudy/autograd/heap.py); warm: the benchmark first allocates and frees one "
+                        help="default: every timing process as it comes (memstudy's Workload warms the heap itself, "
+                             "see memstudy/measure/heap.py); warm: the benchmark first allocates and frees one "
                              "24 MiB buffer in every timing process (see benchmarks/heap.py) (default)")
     parser.add_argument("--block-seconds", type=float, default=None,
                         help="target length of one block (0.1 s; quick 0.01 s)")
@@ -632,19 +581,17 @@ def main(argv: list[str] | None = None) -> int:
             + (f", {worker.info.get('threads')} threads" if worker.available else " (skipping torch figures)"))
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
+    settings = Settings(rounds, block_seconds, min_steps, max_steps, log, retries=args.retries,
+                        quiet_cores=args.quiet_cores, max_wait=args.max_wait)
     try:
         if "speed" in sections:
             for size in sizes:
                 for dtype in dtypes:
-                    rows += speed_rows(size, dtype, worker, rounds, block_seconds, min_steps, max_steps, log,
-                                       retries=args.retries, quiet_cores=args.quiet_cores,
-                                       max_wait=args.max_wait)
+                    rows += speed_rows(size, dtype, worker, settings)
         if "cnn" in sections:
             from .cnn import cnn_speed_rows
 
-            rows += cnn_speed_rows("float32", worker, rounds, block_seconds, min_steps, max_steps, log, make_row,
-                                   torch_note, retries=args.retries, quiet_cores=args.quiet_cores,
-                                   max_wait=args.max_wait)
+            rows += cnn_speed_rows("float32", worker, settings, make_row, torch_note)
         if "memory" in sections:
             log("  memory: activation bytes vs torch, inference peak vs floor")
             for size in sizes:
@@ -652,8 +599,7 @@ def main(argv: list[str] | None = None) -> int:
                     for activation, bias in memory_combos:
                         rows += memory_rows(size, dtype, activation, bias, worker)
         if "gpt" in sections:
-            rows += gpt_bench.speed_rows(worker, make_row, rounds, block_seconds, min_steps, max_steps, log,
-                                         quick=quick, quiet_cores=args.quiet_cores, max_wait=args.max_wait)
+            rows += gpt_bench.speed_rows(worker, make_row, settings, quick=quick)
     finally:
         if worker is not None:
             worker.close()

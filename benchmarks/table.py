@@ -391,13 +391,10 @@ def render(rows: list[Row], env: dict | None = None) -> str:
     return "\n".join(out)
 
 
-README_START = "<!-- bench:start (generated from results/bench/bench.csv by `python -m benchmarks.table --readme`) -->"
-README_END = "<!-- bench:end -->"
-
-
-def readme_block(rows: list[Row], env: dict | None = None) -> str:
-    """What README.md shows between its bench markers: targets, the speed table, memory and start-up figures."""
-    parts = [README_START, "", *targets_summary(rows), "", *speed_table(rows, env), ""]
+def readme_lines(rows: list[Row], env: dict | None = None) -> list[str]:
+    """What docs/performance.md shows in its `published:bench` block (tools.published writes it): targets, the speed
+    table, memory and start-up figures."""
+    parts = [*targets_summary(rows), "", *speed_table(rows, env), ""]
     cnn = cnn_table(rows)
     if cnn:
         parts += ["CNN:", "", *cnn, ""]
@@ -413,44 +410,23 @@ def readme_block(rows: list[Row], env: dict | None = None) -> str:
     sweep = sweep_table(rows)
     if sweep:
         parts += ["Sweep executors (the same spec with local processes and on a local Dask cluster):", "", *sweep, ""]
-    return "\n".join(parts + [README_END])
-
-
-def update_readme(readme: Path, rows: list[Row], env: dict | None = None) -> bool:
-    """Replace the block between the markers with `readme_block`; False when the markers are missing."""
-    text = readme.read_text(encoding="utf-8")
-    start, end = text.find(README_START), text.find(README_END)
-    if start < 0 or end < start:
-        return False
-    readme.write_text(text[:start] + readme_block(rows, env) + text[end + len(README_END):], encoding="utf-8")
-    return True
+    return parts
 
 
 def main(argv: list[str]) -> int:
-    root = Path(__file__).resolve().parents[1]
     args = argv[1:]
-    readme = None
-    if args[:1] == ["--readme"]:
-        readme = root / "README.md"
-        args = args[1:]
     if len(args) > 1 or any(a.startswith("-") for a in args):
-        print("usage: python -m benchmarks.table [--readme] [bench.csv]", file=sys.stderr)
+        print("usage: python -m benchmarks.table [bench.csv]  (docs/performance.md's block: make readme)",
+              file=sys.stderr)
         return 2
-    path = Path(args[0]) if args else root / "results" / "bench" / "bench.csv"
+    path = Path(args[0]) if args else Path("results") / "bench" / "bench.csv"
     try:
         rows = read_csv(path)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         print(f"benchmarks.table: cannot read {path}: {exc.strerror if isinstance(exc, OSError) else exc}",
               file=sys.stderr)
         return 2
-    env = read_env(path.parent / "env.json")
-    if readme is None:
-        sys.stdout.write(render(rows, env))
-        return 0
-    if not update_readme(readme, rows, env):
-        print(f"{readme}: no {README_START!r} ... {README_END!r} block to replace", file=sys.stderr)
-        return 2
-    print(f"updated the benchmark table in {readme} from {path}")
+    sys.stdout.write(render(rows, read_env(path.parent / "env.json")))
     return 0
 
 

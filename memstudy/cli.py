@@ -11,6 +11,8 @@ import json
 import sys
 from typing import Any, NoReturn
 
+from .nn.models.registry import DEFAULT_FAMILY
+
 USAGE_EXIT = 2
 FAILURE_EXIT = 1
 EXIT_HELP = ("exit status: 0 when every cell ended ok or was skipped by the budget; 1 when a cell of the spec "
@@ -78,9 +80,9 @@ def _add_model_flags(parser: argparse.ArgumentParser, family: Any, modes: tuple[
     """`--model`, `--hf-config` and every field the family declares (shared fields first), read from the registry;
     `defaults` (the fields an --hf-config file gives) replace the fields' own defaults."""
     group = parser.add_argument_group(f"model and step (--model {family.name})")
-    group.add_argument("--model", default="mlp", metavar="NAME|FILE.py:Class",
-                       help="model family: a built-in name or your own file's Family class (mlp); that file "
-                            "is Python memstudy runs: name only files you trust")
+    group.add_argument("--model", default=DEFAULT_FAMILY, metavar="NAME|FILE.py:Class",
+                       help=f"model family: a built-in name or your own file's Family class ({DEFAULT_FAMILY}); "
+                            "that file is Python memstudy runs: name only files you trust")
     group.add_argument("--hf-config", metavar="CONFIG.json", help=HF_CONFIG_HELP)
     group.add_argument("--precision", metavar="NAME", help=PRECISION_HELP)
     for field in family.all_fields():
@@ -129,7 +131,7 @@ def _family_from_argv(argv: list[str]) -> tuple[Any, dict[str, Any]]:
 
     name, hf_config = _flag_value(argv, "--model"), _flag_value(argv, "--hf-config")
     if hf_config is None:
-        return get_family(name or "mlp"), {}
+        return get_family(name), {}
     from .nn.models.hf_config import hf_config_fields
 
     return hf_config_fields(hf_config, name)
@@ -137,8 +139,8 @@ def _family_from_argv(argv: list[str]) -> tuple[Any, dict[str, Any]]:
 
 def _cluster_address(text: str) -> str:
     """An argparse type for --cluster: `local:N` is checked here, before any spec or folder is touched; a
-    scheduler's address is checked when the sweep connects (dask_executor.py)."""
-    from .study.dask_executor import ClusterError, parse_local
+    scheduler's address is checked when the sweep connects (run/executors/dask.py)."""
+    from .run.executors.dask import ClusterError, parse_local
 
     try:
         parse_local(text)
@@ -171,7 +173,7 @@ def _budget(text: str) -> int:
 
 def _max_seconds(value: float | None) -> float:
     """--max-seconds: how long a prediction may be estimated to take (memory.predict.PREDICT_MAX_SECONDS)."""
-    from .memory.predict import PREDICT_MAX_SECONDS
+    from .measure.predict import PREDICT_MAX_SECONDS
 
     if value is None:
         return PREDICT_MAX_SECONDS
@@ -181,13 +183,13 @@ def _max_seconds(value: float | None) -> float:
 
 
 def build_parser(family: Any = None, defaults: dict[str, Any] | None = None) -> argparse.ArgumentParser:
-    """The parser; model flags are those of `family` (default: the MLP), with `defaults` (an --hf-config file's
-    fields) in place of the fields' own."""
-    defaults = defaults or {}
-    if family is None:
-        from .nn.models.registry import get_family
+    """The parser; model flags are those of `family` (default: the registry's default family), with `defaults`
+    (an --hf-config file's fields) in place of the fields' own."""
+    from .nn.models.registry import get_family
+    from .run.study import DEFAULT_SPEC, RESULTS_DIR, STUDIES_DIR
 
-        family = get_family("mlp")
+    defaults = defaults or {}
+    family = family or get_family(None)
     parser = _Parser(prog="memstudy", description="Why training needs more memory than inference, measured.",
                      allow_abbrev=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -195,7 +197,7 @@ def build_parser(family: Any = None, defaults: dict[str, Any] | None = None) -> 
     commands.required = True
 
     run = commands.add_parser("run", help="measure one training or inference step, four probes and the prediction")
-    _add_model_flags(run, family, ("train", "inference", "both"), defaults)
+    _add_model_flags(run, family, ("train", "inference", "generate", "both"), defaults)
     run.add_argument("--repeats", type=_positive_int, default=1, help="measured steps (1)")
     run.add_argument("--budget", default="75%", help="refuse sizes whose predicted peak exceeds this (75%% of "
                                                      "available memory; or e.g. 4GiB)")
@@ -212,7 +214,7 @@ def build_parser(family: Any = None, defaults: dict[str, Any] | None = None) -> 
     run.set_defaults(handler=_cmd_run)
 
     predict = commands.add_parser("predict", help="predict a step's memory without running it")
-    _add_model_flags(predict, family, ("train", "inference"), defaults)
+    _add_model_flags(predict, family, ("train", "inference", "generate"), defaults)
     predict.add_argument("--json", action="store_true", help="print the prediction as JSON")
     predict.add_argument("--budget", default=None, help="refuse sizes whose predicted peak exceeds this, as run does "
                                                        "(e.g. 4GiB or 75%%; default: no limit)")
@@ -240,11 +242,12 @@ def build_parser(family: Any = None, defaults: dict[str, Any] | None = None) -> 
     report.add_argument("--no-figures", action="store_true", help="skip the PNG plots (and remove earlier ones)")
     report.set_defaults(handler=_cmd_report)
 
-    study = commands.add_parser("study", help="sweep experiments/default.toml into results/default, then report "
-                                              "(--all: every experiments/*.toml into results/<name>)",
+    study = commands.add_parser("study", help=f"sweep {DEFAULT_SPEC} into {RESULTS_DIR}/default, then report "
+                                              f"(--all: every {STUDIES_DIR}/*.toml into {RESULTS_DIR}/<name>)",
                                 epilog=EXIT_HELP)
     study.add_argument("--spec", default=None, metavar="SPEC.toml", help=f"({DEFAULT_SPEC})")
-    study.add_argument("--all", action="store_true", help=f"every {STUDIES_DIR}/*.toml, each into results/<name>")
+    study.add_argument("--all", action="store_true",
+                       help=f"every {STUDIES_DIR}/*.toml, each into {RESULTS_DIR}/<name>")
     _add_sweep_flags(study, out_default=None)
     study.set_defaults(handler=_cmd_study)
 
@@ -263,10 +266,6 @@ def _no_abbrev(add_parser: Any) -> Any:
         return add_parser(*args, allow_abbrev=False, **kwargs)
 
     return add
-
-
-DEFAULT_SPEC = "experiments/default.toml"
-STUDIES_DIR = "experiments"
 
 
 def _add_sweep_flags(parser: argparse.ArgumentParser, out_default: str | None) -> None:
@@ -289,36 +288,9 @@ def _warn(message: str) -> None:
     sys.stderr.write(f"warning: {message}\n")
 
 
-def _sweep(spec_path: str, args: argparse.Namespace, git: dict[str, Any] | None = None) -> tuple[str, int]:
-    """Run one spec's sweep; returns its results folder and its exit status (0, or 1 if a cell failed)."""
-    import os
-
-    from .study.folder import results_folder
-    from .study.spec import SpecError, load_spec
-    from .study.sweep import SweepError, run_sweep
-
-    if not os.path.isfile(spec_path):
-        raise UsageError(f"spec file {spec_path} not found")
-    if args.cluster is not None and args.jobs is not None:
-        raise UsageError("--jobs and --cluster: choose one (on a cluster each worker runs one cell at a time)")
-    try:
-        spec = load_spec(spec_path, hf_config=getattr(args, "hf_config", None))
-        out = args.out
-        if out is None:  # the default results/<name>: results/ is part of what was asked for
-            results_folder("results", "results folder")
-            out = os.path.join("results", spec.name)
-        outcome = run_sweep(spec, out, jobs=args.jobs, fresh=args.fresh, progress=not args.no_progress,
-                            retry_failed=args.retry_failed, git=git, cluster=args.cluster)
-    except (SpecError, SweepError) as exc:
-        raise UsageError(str(exc)) from None
-    for warning in outcome.warnings:
-        _warn(warning)
-    changed = f"; extended ({'; '.join(outcome.changes)})" if outcome.changes and outcome.resumed + outcome.done else ""
-    earlier = (f"; {outcome.failed_before} cells failed in an earlier run (--retry-failed reruns them)"
-               if outcome.failed_before else "")
-    print(f"{spec.name}: {outcome.cells} cells ({outcome.resumed} already done): {outcome.ok} ok, "
-          f"{outcome.skipped} skipped, {outcome.failed} failed{earlier}{changed} -> {outcome.runs_csv}")
-    return out, outcome.exit_status
+def _sweep_options(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(jobs=args.jobs, cluster=args.cluster, fresh=args.fresh, retry_failed=args.retry_failed,
+                progress=not args.no_progress, warn=_warn)
 
 
 def _report(results_dir: str, figures: bool = True) -> None:
@@ -333,7 +305,9 @@ def _report(results_dir: str, figures: bool = True) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    return _sweep(args.spec, args)[1]
+    from .run.study import sweep_spec
+
+    return sweep_spec(args.spec, args.out, hf_config=args.hf_config, **_sweep_options(args))[1]
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -342,34 +316,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    if not args.all:
-        out, status = _sweep(args.spec or DEFAULT_SPEC, args)
-        _report(out)
-        return status
-    import glob
-    import os
+    from .run.study import run_studies
 
-    from .study.provenance import git_info
-
-    if args.spec or args.out:
-        raise UsageError("--all runs every experiments/*.toml into results/<name>: it takes no --spec or --out")
-    specs = sorted(glob.glob(os.path.join(STUDIES_DIR, "*.toml")))
-    if not specs:
-        raise UsageError(f"no {STUDIES_DIR}/*.toml here (run from the project's folder)")
-    git = git_info()  # once, before the first study rewrites tracked result files
-    worst = 0
-    for spec_path in specs:
-        out, status = _sweep(spec_path, args, git=git)
-        _report(out)
-        worst = max(worst, status)
-    return worst
+    return run_studies(_report, every=args.all, spec=args.spec, out=args.out, **_sweep_options(args))
 
 
 def _cmd_graph(args: argparse.Namespace) -> int:
     from .config import normalize
-    from .study.folder import output_file
-    from .study.graphviz import GraphError, write_graph
-    from .study.single import check_budget
+    from .run.results.folder import output_file
+    from .report.graphviz import GraphError, write_graph
+    from .run.single import check_budget
 
     out = output_file(args.out, "--out")
     config = normalize({**_config(args, args.family), "mode": "train"})
@@ -385,10 +341,10 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     import tempfile
 
-    from .study.folder import output_file
+    from .run.results.folder import output_file
     from .report.html import PageError, check_output_path
     from .report.terminal import agreement_lines, run_report
-    from .study.single import run_modes
+    from .run.single import run_modes
 
     modes = ["train", "inference"] if args.mode == "both" else [args.mode]
     if args.html is not None:  # refuse a bad path before measuring anything
@@ -423,9 +379,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .autograd.meta import Unsupported
     from .config import normalize
-    from .memory.predict import PredictionTooSlow, predict
+    from .measure.predict import PredictionTooSlow, predict
     from .report.terminal import predict_report
-    from .study.single import check_budget
+    from .run.single import check_budget
 
     config = normalize({**_config(args, args.family), "mode": args.mode})
     max_seconds = _max_seconds(args.max_seconds)
@@ -449,7 +405,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
-    from .study.folder import PathError  # a path that cannot be written, a folder in use: bad input
+    from .run.results.folder import PathError  # a path that cannot be written, a folder in use: bad input
+    from .run.study import StudyError  # a spec that is not there or not right, flags that do not go together
 
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -465,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     args.family = family
     try:
         return args.handler(args)
-    except (UsageError, ConfigError, PathError) as exc:
+    except (UsageError, ConfigError, PathError, StudyError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return USAGE_EXIT
     except KeyboardInterrupt:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from memstudy.study.fields import ROW_FIELDS
-from memstudy.study.spec import cell_id, load_spec
+from memstudy.run.results.fields import ROW_FIELDS
+from memstudy.run.spec import cell_id, load_spec
 
 FAKE_CELL = textwrap.dedent('''
-    """A stand-in for memstudy.study.cell: rows made up from the config, behaviour steered by env vars."""
+    """A stand-in for memstudy.measure.cell: rows made up from the config, behaviour steered by env vars."""
     import json, os, signal, sys, time
 
     ROW_FIELDS = __ROW_FIELDS__  # inlined: the fake starts in milliseconds without importing numpy
@@ -134,8 +134,8 @@ def assert_one_row_per_cell_and_repeat(spec, out: Path) -> list[dict[str, str]]:
 SWEEP_SCRIPT = """
 import signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)
-from memstudy.study.spec import load_spec
-from memstudy.study.sweep import run_sweep
+from memstudy.run.spec import load_spec
+from memstudy.run.sweep import run_sweep
 def predictor(config):
     return {"predicted_peak_bytes": 1}
 run_sweep(load_spec(sys.argv[1]), sys.argv[2], progress=False, cell_command=sys.argv[3:], predictor=predictor)

@@ -7,7 +7,7 @@ import time
 import pandas as pd
 import pytest
 
-from memstudy.memory.workload import Workload
+from memstudy.measure.workload import Workload
 from memstudy.nn.models.registry import normalize
 from memstudy.findings import attention
 from memstudy.report import markdown
@@ -134,7 +134,7 @@ def test_one_head_count_would_not_tell_a_from_no_a():
 def test_the_committed_attention_study_varies_the_heads():
     from pathlib import Path
 
-    from memstudy.study.spec import load_spec
+    from memstudy.run.spec import load_spec
 
     spec = load_spec(Path(__file__).resolve().parents[1] / "experiments" / "attention.toml")
     assert len(spec.grid["heads"]) >= 2 and len(spec.grid["seq_len"]) >= 3

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from memstudy.report import write_report
-from memstudy.study.sweep import format_rows, header_line
+from memstudy.run.sweep import format_rows, header_line
 
 from test_remedies import predicted_rows
 from test_report import synthetic_row
@@ -215,7 +215,7 @@ def test_tracemallocs_baseline_is_the_ledgers_registered_bytes(family, optimizer
     import gc
     import tracemalloc
 
-    from memstudy.memory.workload import Workload
+    from memstudy.measure.workload import Workload
     from memstudy.nn.models.registry import normalize
 
     config = normalize({**BASELINE_CONFIGS[family], "optimizer": optimizer, "mode": "train"})

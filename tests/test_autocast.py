@@ -27,7 +27,7 @@ import pytest
 from memstudy import nn
 from memstudy.autograd import Tensor, apply, autocast, ops, saved_buffers
 from memstudy.autograd.autocast import FALLTHROUGH_TORCH_OPS, POLICY, TORCH_OPS
-from memstudy.memory.workload import Workload
+from memstudy.measure.workload import Workload
 from memstudy.nn.models.registry import normalize
 
 torch = pytest.importorskip("torch", reason="the autocast cross-checks need torch (pip install 'memstudy[torch]')")

@@ -96,13 +96,13 @@ def test_minimal_engine_is_the_same_step_as_memstudy(depth, bias):
         MinimalMLP.from_memstudy(nn.MLP(4, 4, 1, 2, activation="tanh"))
 
 
-def test_readme_benchmark_block_is_generated_from_the_committed_bench_csv():
-    from benchmarks.table import read_csv, read_env, readme_block
+def test_the_benchmark_block_is_generated_from_the_committed_bench_csv():
+    from benchmarks.table import read_csv, read_env, readme_lines
 
     bench = ROOT / "results" / "bench"
-    expected = readme_block(read_csv(bench / "bench.csv"), read_env(bench / "env.json"))
-    assert expected in (ROOT / "README.md").read_text(encoding="utf-8"), (
-        "README's benchmark block differs from results/bench/bench.csv: run `python -m benchmarks.table --readme`")
+    expected = "\n".join(readme_lines(read_csv(bench / "bench.csv"), read_env(bench / "env.json"))).strip("\n")
+    assert expected in (ROOT / "docs" / "performance.md").read_text(encoding="utf-8"), (
+        "docs/performance.md's benchmark block differs from results/bench/bench.csv: run `make readme`")
 
 
 def test_the_tables_machine_facts_come_from_the_runs_provenance():
@@ -117,21 +117,14 @@ def test_the_tables_machine_facts_come_from_the_runs_provenance():
     assert "(the machine's core count was not recorded)" in render(rows, None)
 
 
-def test_readme_update_replaces_only_the_marked_block(tmp_path):
-    from benchmarks.table import README_END, README_START, update_readme
-
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{README_START}\nold table\n{README_END}\noutro\n")
+def test_the_benchmark_lines_hold_the_targets_and_nothing_of_the_markers():
     row = dict.fromkeys(COLUMNS, "")
     row.update(figure="cell_import_seconds", value="0.1", unit="s", target="<= 0.25", met="yes", status="ok",
                round_min="0.09", round_max="0.11", samples="9")
-    rows = [row]
-    assert update_readme(readme, rows)
-    text = readme.read_text()
-    assert text.startswith("intro\n" + README_START) and text.endswith(README_END + "\noutro\n")
-    assert "old table" not in text and "1 of 1 figures with a target meet it." in text
-    readme.write_text("no markers\n")
-    assert not update_readme(readme, rows) and readme.read_text() == "no markers\n"
+    from benchmarks.table import readme_lines
+
+    lines = readme_lines([row])
+    assert "1 of 1 figures with a target meet it." in lines and not any("<!--" in line for line in lines)
 
 
 HEAP_SCRIPT = """
@@ -165,7 +158,7 @@ def test_heap_warmup_stops_the_page_faults_the_benchmark_would_otherwise_time():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--readme", "missing.csv"], "cannot read missing.csv"),
+    (["missing.csv"], "cannot read missing.csv"),
     (["--bogus"], "usage: python -m benchmarks.table"),
     (["one.csv", "two.csv"], "usage: python -m benchmarks.table"),
 ])

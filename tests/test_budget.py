@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memstudy.memory.predict import predict
-from memstudy.memory.workload import Workload
+from memstudy.measure.predict import predict
+from memstudy.measure.workload import Workload
 from memstudy.nn.models.registry import get_family, normalize
-from memstudy.study.budget import cell_need, process_baseline
-from memstudy.study.launcher import CellRequest, cell_environment, launch
-from memstudy.study.spec import cell_id, load_spec
-from memstudy.study.sweep import run_sweep
+from memstudy.run.budget import cell_need
+from memstudy.run.launcher import process_baseline
+from memstudy.run.launcher import CellRequest, cell_environment, launch
+from memstudy.run.spec import cell_id, load_spec
+from memstudy.run.sweep import run_sweep
 from sweep_helpers import read_rows
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="RLIMIT_AS baseline needs Linux /proc")

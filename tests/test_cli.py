@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from memstudy.memory.ledger import CATEGORIES
-from memstudy.study.fields import ROW_FIELDS
+from memstudy.measure.ledger import CATEGORIES
+from memstudy.run.results.fields import ROW_FIELDS
 
 SIZE = ["--depth", "8", "--width", "256", "--batch", "64"]
 
@@ -277,7 +277,7 @@ def test_json_is_documented_as_json_lines():
 
 
 def test_report_warns_about_a_torn_runs_csv_on_stderr(tmp_path):
-    from memstudy.study.runs import format_rows
+    from memstudy.run.results.runs import format_rows
     from test_report import synthetic_row
 
     rows = [synthetic_row(depth, 16, mode, 0) for depth in (1, 2) for mode in ("train", "inference")]

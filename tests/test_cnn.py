@@ -6,7 +6,7 @@ import pytest
 
 from gradcheck import rel_error
 from memstudy import nn
-from memstudy.memory.workload import Workload
+from memstudy.measure.workload import Workload
 from memstudy.nn.models.registry import ConfigError, get_family, normalize
 
 
@@ -173,7 +173,7 @@ def test_model_rejects_an_image_too_small_for_its_pooling():
 def test_tracemalloc_sees_no_more_than_the_ledger_plus_small_change(mode, conv_save, checkpoint):
     """Every column workspace, and every result made beside one, is in the ledger at the right moment: numpy's
     own count of the step's peak (tracemalloc) exceeds the ledger's only by Python objects and small scratch."""
-    from memstudy.memory import probes
+    from memstudy.measure import probes
 
     work = Workload(config(mode=mode, conv_save=conv_save, checkpoint=checkpoint, depth=3, width=16, image_size=64,
                            batch_size=4))

@@ -13,7 +13,7 @@ sys.path.insert(0, str(ROOT))  # benchmarks/ is not an installed package
 from benchmarks.cnn import cnn_config  # noqa: E402
 from benchmarks.cnn_reference import NumpyCNN  # noqa: E402
 from memstudy.config import normalize  # noqa: E402
-from memstudy.memory.workload import Workload  # noqa: E402
+from memstudy.measure.workload import Workload  # noqa: E402
 
 
 @pytest.mark.parametrize("batch_norm", [True, False])

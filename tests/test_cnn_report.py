@@ -11,7 +11,7 @@ from memstudy.findings import cnn
 from memstudy.report import markdown
 from memstudy.report.context import Study
 from memstudy.report.document import Document, Figure
-from memstudy.study.sweep import LAYER_COLUMNS
+from memstudy.run.sweep import LAYER_COLUMNS
 
 BASE = dict(model="cnn", width=4, in_channels=3, classes=10, batch_norm=True, dtype="float32", optimizer="sgd",
             policy="minimal", seed=0)
@@ -131,8 +131,8 @@ jobs = 2
 def test_a_real_cnn_sweep_and_its_report(tmp_path):
     """Real cells: layers.csv adds up to each cell's activation bytes, and the report's findings follow."""
     from memstudy.report import write_report
-    from memstudy.study.spec import load_spec
-    from memstudy.study.sweep import run_sweep
+    from memstudy.run.spec import load_spec
+    from memstudy.run.sweep import run_sweep
 
     (tmp_path / "cnn.toml").write_text(REAL_SPEC)
     out = tmp_path / "out"

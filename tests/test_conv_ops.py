@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from gradcheck import check_grad, rel_error
 from memstudy.autograd import Tensor, apply, no_grad, ops, saved_buffers
-from memstudy.memory.ledger import Ledger
+from memstudy.measure.ledger import Ledger
 
 RNG = np.random.default_rng(1234)
 

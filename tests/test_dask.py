@@ -24,10 +24,10 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
-from memstudy.study.dask_executor import CELL_RESOURCE, CONNECT_TIMEOUT_SECONDS  # noqa: E402
-from memstudy.study.fields import BASELINE_FIELDS, LEDGER_FIELDS, PREDICTED_FIELDS  # noqa: E402
-from memstudy.study.spec import cell_id  # noqa: E402
-from memstudy.study.sweep import run_sweep  # noqa: E402
+from memstudy.run.executors.dask import CELL_RESOURCE, CONNECT_TIMEOUT_SECONDS  # noqa: E402
+from memstudy.run.results.fields import BASELINE_FIELDS, LEDGER_FIELDS, PREDICTED_FIELDS  # noqa: E402
+from memstudy.run.spec import cell_id  # noqa: E402
+from memstudy.run.sweep import run_sweep  # noqa: E402
 from sweep_helpers import (SPEC, assert_one_row_per_cell_and_repeat, clean_env, fake_cell, make_spec,  # noqa: E402,F401
                            no_predictor, read_rows)
 
@@ -310,7 +310,7 @@ def start_scheduler(tmp_path, env: dict) -> tuple[subprocess.Popen, str]:
 CLI_SWEEP = """
 import functools, signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)
-import memstudy.study.sweep as sweep
+import memstudy.run.sweep as sweep
 sweep.run_sweep = functools.partial(sweep.run_sweep, cell_command=sys.argv[4:],
                                     predictor=lambda config: {"predicted_peak_bytes": 1})
 from memstudy.cli import main
@@ -462,7 +462,7 @@ def test_a_sweep_over_tls_with_certificates_from_dasks_configuration(tmp_path, c
         rows = assert_one_row_per_cell_and_repeat(spec, tmp_path / "out")
         assert all(r["worker"].startswith("tls://127.0.0.1:") for r in rows)
         # without the client's certificate the scheduler is refused before anything is written
-        from memstudy.study.resume import SweepError
+        from memstudy.run.results.resume import SweepError
 
         with dask.config.set({"distributed.comm.tls.ca-file": ca, "distributed.comm.tls.client.cert": None,
                               "distributed.comm.tls.client.key": None}):

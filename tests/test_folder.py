@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from memstudy.study.folder import LOCK_NAME, FolderLock, PathError, replace_atomically, write_text_atomically
+from memstudy.run.results.folder import LOCK_NAME, FolderLock, PathError, replace_atomically, write_text_atomically
 from sweep_helpers import SPEC, SWEEP_SCRIPT, clean_env, fake_cell  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]

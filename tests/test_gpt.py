@@ -8,7 +8,7 @@ import pytest
 
 from memstudy import nn
 from memstudy.autograd import Tensor, no_grad
-from memstudy.memory.workload import Workload
+from memstudy.measure.workload import Workload
 from memstudy.nn.models.registry import ConfigError, get_family, normalize
 
 SMALL = dict(vocab=23, seq_len=8, depth=3, width=16, heads=4)

@@ -17,7 +17,7 @@ from benchmarks.gpt_reference import NumpyGPT  # noqa: E402
 from gradcheck import rel_error  # noqa: E402
 from memstudy import nn  # noqa: E402
 from memstudy.autograd import ops  # noqa: E402
-from memstudy.memory.workload import Workload  # noqa: E402
+from memstudy.measure.workload import Workload  # noqa: E402
 from memstudy.nn.models.registry import normalize  # noqa: E402
 
 

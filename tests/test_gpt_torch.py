@@ -31,7 +31,7 @@ from benchmarks.torch_gpt import TorchGPT, next_token_loss as torch_loss  # noqa
 from gradcheck import rel_error  # noqa: E402
 from memstudy import nn  # noqa: E402
 from memstudy.autograd import Tensor, apply, ops, saved_buffers  # noqa: E402
-from memstudy.memory.workload import Workload  # noqa: E402
+from memstudy.measure.workload import Workload  # noqa: E402
 from memstudy.nn.models.registry import normalize  # noqa: E402
 
 TOL = 1e-9

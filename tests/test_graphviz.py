@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from memstudy.study.graphviz import GraphError, graph_dot, write_graph
+from memstudy.report.graphviz import GraphError, graph_dot, write_graph
 
 CONFIG = {"depth": 2, "width": 4, "batch_size": 3, "out_features": 3}
 

@@ -9,12 +9,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[1] / "memstudy"
-# the one cycle known today, to be removed by issue 22's move of orchestration into memstudy/run/ (budget as
-# pure arithmetic with the baseline probe passed in, so it no longer launches a calibration cell itself)
-KNOWN = {frozenset({"memstudy.study.budget", "memstudy.study.launcher"})}
 
 
 def modules(root: Path = PACKAGE) -> dict[str, Path]:
@@ -96,16 +91,9 @@ def cycles(edges: dict[str, set[str]]) -> list[frozenset[str]]:
     return found
 
 
-def test_no_import_cycle_but_the_known_one():
-    found = set(cycles(import_graph(modules())))
-    new = [sorted(c) for c in found - KNOWN]
-    assert not new, f"import cycles: {new}"
-
-
-@pytest.mark.xfail(strict=True, reason="budget <-> launcher: removed when issue 22 moves orchestration into "
-                                       "memstudy/run/ (budget as pure arithmetic); then drop it from KNOWN")
-def test_the_known_cycle_is_gone():
-    assert not (set(cycles(import_graph(modules()))) & KNOWN)
+def test_no_import_cycle():
+    found = sorted(sorted(c) for c in cycles(import_graph(modules())))
+    assert not found, f"import cycles: {found}"
 
 
 def test_the_walk_finds_a_cycle(tmp_path):

@@ -326,8 +326,9 @@ def _linear(draw):
 @st.composite
 def _causal_mask(draw):
     shape = draw(shapes(min_dims=2))
-    keep = np.tri(shape[-2], shape[-1], dtype=bool)
-    return Call([floats(shape)], formula=lambda x: np.where(keep, x, -np.inf))
+    offset = draw(st.integers(0, 3))  # the positions a KV cache held before the queries (generation)
+    keep = np.tri(shape[-2], shape[-1], k=offset, dtype=bool)
+    return Call([floats(shape)], consts=dict(offset=offset), formula=lambda x, offset: np.where(keep, x, -np.inf))
 
 
 @case(ops.Softmax)
@@ -414,6 +415,51 @@ def _rotary_tables_case(draw):
         angles = np.concatenate([positions[:, None] * inv_freq] * 2, axis=-1)
         return np.stack([np.cos(angles), np.sin(angles)])
     return Call([integers((seq,), 16)], consts=dict(dim=dim, theta=10000.0, dtype="float64"), formula=formula)
+
+
+@st.composite
+def _joined(draw, min_dims: int = 1, axis: int | None = None) -> tuple[list[tuple[int, ...]], int]:
+    """1-3 shapes equal but along one axis (any length there, 0 included), and that axis."""
+    shape = draw(shapes(min_dims=min_dims))
+    if axis is None:
+        axis = draw(st.integers(-len(shape), len(shape) - 1))
+    sizes = draw(st.lists(st.integers(0, 3), min_size=1, max_size=3))
+    at = axis % len(shape)
+    return [shape[:at] + (n,) + shape[at + 1:] for n in sizes], axis
+
+
+@case(ops.Concatenate)
+@st.composite
+def _concatenate(draw):
+    pieces, axis = draw(_joined())
+    return Call([floats(p) for p in pieces], consts=dict(axis=axis),
+                formula=lambda *xs, axis: np.concatenate(xs, axis=axis))
+
+
+@case(ops.CacheAppend)
+@st.composite
+def _cache_append(draw):
+    pieces, _ = draw(_joined(min_dims=2, axis=-2))
+    return Call([floats(p) for p in pieces[:2]], consts=dict(role=draw(st.sampled_from(["key", "value"]))),
+                formula=lambda *xs, role: np.concatenate(xs, axis=-2))
+
+
+@case(ops.CacheAllocate)
+@st.composite
+def _cache_allocate(draw):
+    shape = draw(shapes(min_dims=4, max_dims=4))
+    length = draw(st.integers(0, 5))
+    return Call([floats(shape, grad=False)], consts=dict(length=length, role="key"),
+                formula=lambda like, length, role: np.zeros(like.shape[:2] + (length,) + like.shape[3:]))
+
+
+@case(ops.Argmax)
+@st.composite
+def _argmax(draw):
+    shape = draw(shapes(min_dims=1))
+    shape = shape[:-1] + (max(shape[-1], 1),)  # the argmax of no values is undefined (numpy refuses)
+    axis = -1 if draw(st.booleans()) else len(shape) - 1
+    return Call([floats(shape, grad=False)], consts=dict(axis=axis), formula=lambda x, axis: np.argmax(x, axis=axis))
 
 
 @case(ops.SoftmaxCrossEntropy)

@@ -1,6 +1,6 @@
 """The ledger against counts worked out by hand, and against the predictor, exactly.
 
-Everything here runs in-process (memstudy.memory.workload.Workload + ledger_step), so it is fast. The
+Everything here runs in-process (memstudy.measure.workload.Workload + ledger_step), so it is fast. The
 probes' agreement with the ledger (fresh processes) is tested in test_probe_agreement.py.
 """
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pytest
 from memstudy import nn
 from memstudy.autograd import Tensor
 from memstudy.config import normalize
-from memstudy.memory.ledger import CATEGORIES, Ledger, StepAccount
-from memstudy.memory.predict import predict
-from memstudy.memory.workload import Workload
+from memstudy.measure.ledger import CATEGORIES, Ledger, StepAccount
+from memstudy.measure.predict import predict
+from memstudy.measure.workload import Workload
 
 
 def measured(**fields) -> tuple[StepAccount, Workload]:
@@ -53,6 +53,7 @@ HAND_PEAK_BY_CATEGORY = {
     "parameter": PARAMS,
     "optimizer_state": 0,
     "input": INPUTS,
+    "kv_cache": 0,
     "gradient": (C * W + C + W * W + W) * ITEM,  # 792
     "activation": HIDDEN,  # h0 only: h1 was released by relu 1's backward
     "temporary": 2 * HIDDEN,
@@ -144,7 +145,7 @@ def test_tiny_timeline_ends_with_what_is_alive(tiny):
     # alive after the step: the baseline (parameters, inputs), every gradient and the loss
     assert last["live_bytes"] == BASELINE + PARAMS + LOSS == 2432
     assert {c: last[f"{c}_bytes"] for c in CATEGORIES} == {
-        "parameter": PARAMS, "optimizer_state": 0, "input": INPUTS, "gradient": PARAMS,
+        "parameter": PARAMS, "optimizer_state": 0, "input": INPUTS, "kv_cache": 0, "gradient": PARAMS,
         "activation": 0, "temporary": 0, "output": LOSS,
     }
     assert sum(r["delta_bytes"] for r in rows) == last["live_bytes"]
@@ -281,7 +282,7 @@ def test_by_layer_places_parameters_by_the_op_that_takes_them():
     now sits in the layer of the first op that takes it, and its gradient with it."""
     from pathlib import Path
 
-    from memstudy.memory.workload import Workload
+    from memstudy.measure.workload import Workload
     from memstudy.nn.models.registry import normalize
 
     family = f"{Path(__file__).parent}/families/plain.py:PlainFamily"  # layer_scope per block, no parameter_layers
@@ -296,7 +297,7 @@ def test_by_layer_places_parameters_by_the_op_that_takes_them():
 def test_by_layer_counts_a_tied_weights_gradient_twice():
     """GPT-2's wte is also lm_head: its gradient is made by lm_head's backward, then summed with the embedding's;
     the embedding layer's row counts both buffers (3 for 2 parameters), which the run's table explains."""
-    from memstudy.memory.workload import Workload
+    from memstudy.measure.workload import Workload
     from memstudy.nn.models.registry import normalize
 
     config = normalize({"model": "gpt", "depth": 1, "width": 8, "heads": 2, "seq_len": 4, "vocab": 10,

@@ -13,11 +13,11 @@ import pytest
 from memstudy import nn
 from memstudy.autograd import no_grad
 from memstudy.config import ConfigError, normalize
-from memstudy.memory.predict import predict
-from memstudy.memory.workload import Workload
+from memstudy.measure.predict import predict
+from memstudy.measure.workload import Workload
 from memstudy.nn.models.hf_config import hf_config_fields
 from memstudy.nn.models.llama import parameter_count
-from memstudy.study.spec import SpecError, load_spec
+from memstudy.run.spec import SpecError, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "experiments" / "configs"

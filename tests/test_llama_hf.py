@@ -40,8 +40,8 @@ from gradcheck import rel_error  # noqa: E402
 from memstudy import nn  # noqa: E402
 from memstudy.autograd import saved_buffers  # noqa: E402
 from memstudy.config import normalize  # noqa: E402
-from memstudy.memory.predict import predict  # noqa: E402
-from memstudy.memory.workload import Workload  # noqa: E402
+from memstudy.measure.predict import predict  # noqa: E402
+from memstudy.measure.workload import Workload  # noqa: E402
 from memstudy.nn.models.llama import parameter_count  # noqa: E402
 
 TOL = 1e-9

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from memstudy.config import normalize
-from memstudy.memory.predict import predicted_account
-from memstudy.memory.workload import Workload
+from memstudy.measure.predict import predicted_account
+from memstudy.measure.workload import Workload
 from memstudy.findings import llama_terms
 
 SHAPE = dict(model="llama", depth=3, width=16, heads=4, ffn=24, seq_len=8, vocab=23, batch_size=3)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from memstudy.memory.load import ForeignLoad, machine_busy_seconds, own_seconds, process_seconds
+from memstudy.measure.load import ForeignLoad, machine_busy_seconds, own_seconds, process_seconds
 
 pytestmark = pytest.mark.skipif(machine_busy_seconds() is None, reason="needs Linux /proc/stat")
 
@@ -44,7 +44,7 @@ def test_another_process_counts_and_our_own_work_does_not():
 
 def test_each_cell_row_records_the_load_while_it_was_timed():
     request = {"depth": 1, "width": 16, "batch_size": 4, "repeats": 1}
-    done = subprocess.run([sys.executable, "-m", "memstudy.study.cell"], input=json.dumps(request), text=True,
+    done = subprocess.run([sys.executable, "-m", "memstudy.measure.cell"], input=json.dumps(request), text=True,
                           capture_output=True, timeout=120)
     assert done.returncode == 0, done.stderr
     row = json.loads(done.stdout.splitlines()[0])
@@ -55,7 +55,7 @@ def test_each_cell_row_records_the_load_while_it_was_timed():
 
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
-from memstudy.study.launcher import BLAS_THREAD_ENV, CellRequest, launch  # noqa: E402
+from memstudy.run.launcher import BLAS_THREAD_ENV, CellRequest, launch  # noqa: E402
 
 # a stand-in cell: what BLAS thread count its environment gave it, as one row
 ECHO_CELL = [sys.executable, "-c", "import json, os, sys; sys.stdin.read(); "
@@ -76,7 +76,7 @@ def busy_core():
 def test_a_busy_core_caps_the_next_cells_blas_threads(monkeypatch, busy_core):
     """On 2 cores with one busy, two OpenBLAS threads made a CNN step 15-25x slower than one thread: a cell started
     beside a busy core gets at most the cores left (at least one), and its rows say so."""
-    from memstudy.memory.load import busy_cores
+    from memstudy.measure.load import busy_cores
 
     for name in BLAS_THREAD_ENV:
         monkeypatch.delenv(name, raising=False)
@@ -101,7 +101,7 @@ def test_a_blas_thread_count_the_user_set_is_never_capped(monkeypatch, busy_core
 @settings(max_examples=200, deadline=None)
 @given(st.floats(min_value=-1, max_value=64, allow_nan=False), st.integers(min_value=1, max_value=64))
 def test_the_thread_count_is_the_free_cores_rounded_within_one_and_the_ceiling(free, ceiling):
-    from memstudy.study.launcher import blas_thread_count
+    from memstudy.run.launcher import blas_thread_count
 
     count = blas_thread_count(free, ceiling)
     assert 1 <= count <= ceiling
@@ -113,7 +113,7 @@ def test_the_thread_count_is_the_free_cores_rounded_within_one_and_the_ceiling(f
 def test_a_sweep_records_each_cells_threads_and_the_rule_in_env_json(tmp_path, monkeypatch):
     from sweep_helpers import FAKE_CELL, SPEC, make_spec, no_predictor, read_rows
 
-    from memstudy.study.sweep import run_sweep
+    from memstudy.run.sweep import run_sweep
 
     for name in BLAS_THREAD_ENV:
         monkeypatch.delenv(name, raising=False)
@@ -132,7 +132,7 @@ def test_a_sweep_records_each_cells_threads_and_the_rule_in_env_json(tmp_path, m
 
 def _run_rows(mode: str, foreign_cores: float, blas_threads: int | None = None) -> list[dict]:
     from memstudy.config import normalize
-    from memstudy.study.fields import ROW_FIELDS
+    from memstudy.run.results.fields import ROW_FIELDS
 
     row = dict.fromkeys(ROW_FIELDS, 1000)
     row.update(normalize({"depth": 2, "width": 8, "batch_size": 4, "mode": mode}))

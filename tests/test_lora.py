@@ -9,7 +9,7 @@ import pytest
 from memstudy import nn
 from memstudy.autograd import Tensor, apply, ops, saved_buffers
 from memstudy.config import ConfigError, normalize
-from memstudy.memory.workload import Workload
+from memstudy.measure.workload import Workload
 from memstudy.nn.lora import LoraLinear, add_lora
 
 LLAMA = dict(vocab=23, seq_len=6, depth=2, width=16, heads=4, kv_heads=2, ffn=24, dtype="float64", seed=0)
@@ -96,7 +96,7 @@ def test_bad_lora_fields_are_config_errors(fields, message):
 
 def test_lora_fields_leave_earlier_cell_ids_and_descriptions_alone():
     from memstudy.nn.models.registry import get_family
-    from memstudy.study.spec import cell_id
+    from memstudy.run.spec import cell_id
 
     gpt = normalize(dict(model="gpt"))
     assert "lora" not in cell_id(gpt) and "lora" not in get_family("gpt").describe(gpt)

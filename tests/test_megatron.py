@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from memstudy.memory.workload import Workload
+from memstudy.measure.workload import Workload
 from memstudy.nn.models.registry import normalize
 from memstudy.findings import megatron
 

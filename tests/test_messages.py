@@ -117,7 +117,7 @@ def test_predict_prints_the_parameter_counts_beside_the_bytes(capsys):
 
 def test_gpt2_small_has_the_published_parameter_count():
     """124,439,808 with a 1024-position table and the head tied to the token embedding (REFERENCES.md)."""
-    from memstudy.memory.predict import predict
+    from memstudy.measure.predict import predict
 
     prediction = predict(dict(model="gpt", depth=12, width=768, heads=12, seq_len=1024, vocab=50257, batch_size=1,
                               mode="inference"))
@@ -127,7 +127,7 @@ def test_gpt2_small_has_the_published_parameter_count():
 
 def test_predict_counts_a_frozen_parameter_as_not_trainable():
     """A user family with a frozen layer: the ledger's counts split parameters from trainable ones."""
-    from memstudy.memory.workload import Workload
+    from memstudy.measure.workload import Workload
     from memstudy.nn.models.registry import normalize
 
     work = Workload(normalize(dict(depth=2, width=8, batch_size=4)))

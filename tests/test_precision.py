@@ -14,8 +14,8 @@ from memstudy import optim
 from memstudy.autograd import Tensor, apply, ops
 from memstudy.autograd.precision import FLOAT32, dtype as as_dtype, is_float, is_low
 from memstudy.config import ConfigError
-from memstudy.memory.predict import predicted_account
-from memstudy.memory.workload import Workload, _copy_values
+from memstudy.measure.predict import predicted_account
+from memstudy.measure.workload import Workload, _copy_values
 from memstudy.nn.models.registry import LIGHTNING_PRECISIONS, PRECISIONS, normalize
 
 BF16 = as_dtype("bfloat16")

@@ -17,9 +17,10 @@ import pytest
 
 from memstudy import cli
 from memstudy.config import normalize
-from memstudy.memory.ledger import StepAccount
-from memstudy.memory.predict import predict, predicted_account
-from memstudy.memory.workload import Workload
+from memstudy.measure.generation import predicted_generation_figures
+from memstudy.measure.ledger import StepAccount
+from memstudy.measure.predict import predict, predicted_account
+from memstudy.measure.workload import Workload
 from memstudy.nn.models.registry import PRECISIONS, builtin_names
 
 
@@ -99,6 +100,13 @@ FAMILY_CONFIGS: dict[str, list[dict]] = {
     + [{"model": "llama", **shape, "optimizer": "adam", "checkpoint": checkpoint, "lora_rank": lora}
        for shape in LLAMA_HEAVY for checkpoint in GPT_CHECKPOINTS for lora in (0, 2)],
 }
+# mode generate: cache x the prefill's logits, each with the next dtype x new_tokens (x kv_heads, tie, LoRA) in turn
+FAMILY_CONFIGS["gpt"] += rotate([{"model": "gpt", **GPT_SHAPE, "mode": "generate", **c} for c in grid(
+    kv_cache=("dynamic", "static"), prefill_logits=("last", "all"))], dtype=("float32", "float64"), new_tokens=(1, 3))
+FAMILY_CONFIGS["llama"] += rotate([{"model": "llama", **LLAMA_SHAPE, "mode": "generate", **c} for c in grid(
+    kv_cache=("dynamic", "static"), prefill_logits=("last", "all"), kv_heads=(4, 1))],
+    dtype=("float32", "float64"), new_tokens=(1, 3, 5), tie=(False, True), lora_rank=(0, 2))
+
 # every family in every precision, train and inference, Adam (the cnn, gpt and llama rotations above also pair each
 # precision with checkpoints, policies and optimisers; the mlp's and seed's stay float32 x float64)
 SHAPES = {"mlp": MLP_SHAPE, "seed": SEED_SHAPE, "cnn": CNN_SHAPE, "gpt": {**GPT_SHAPE, "dropout": 0.1},
@@ -164,6 +172,7 @@ def test_prediction_equals_measured_ledger(family, raw):
         "predicted_step_peak_bytes": measured.step_peak_bytes,
         "predicted_peak_by_category": measured.peak_by_category,
         "predicted_buffers": len(measured.records),
+        **predicted_generation_figures(measured),
     }
 
 

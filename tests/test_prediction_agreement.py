@@ -25,7 +25,7 @@ import pytest
 
 import memstudy
 from memstudy.config import normalize
-from memstudy.memory.predict import predicted_account
+from memstudy.measure.predict import predicted_account
 from test_predict import assert_same_account, measured_account
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +54,7 @@ def test_a_custom_op_calling_einsum_is_predicted_exactly(family, mode, monkeypat
 
 
 def test_a_measured_row_says_its_prediction_matched(monkeypatch):
-    from memstudy.study.cell import measure
+    from memstudy.measure.cell import measure
 
     monkeypatch.chdir(ROOT)
     (row,) = measure({"model": f"{OPS}:EinsumViewFamily", "batch_size": 4})
@@ -120,7 +120,7 @@ def test_a_sweep_measures_a_cell_it_cannot_predict_and_says_so(tmp_path):
                     'width = 8\nbatch_size = 4\n\n[run]\nrepeats = 1\nbudget = "1GiB"\ntimeout_seconds = 120\n')
     done = cli("sweep", str(spec), "--out", str(tmp_path / "out"), "--no-progress", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    from memstudy.study.runs import read_runs
+    from memstudy.run.results.runs import read_runs
 
     rows = {r["model"].rpartition(":")[2]: r for r in read_runs(tmp_path / "out" / "runs.csv").rows}
     assert {r["status"] for r in rows.values()} == {"ok"}
@@ -156,12 +156,12 @@ def test_measure_model_measures_a_model_it_cannot_predict():
 
 
 def test_the_new_row_fields_are_documented_and_old_files_load(tmp_path):
-    from memstudy.study.fields import ROW_FIELDS
+    from memstudy.run.results.fields import ROW_FIELDS
     from memstudy.report.load import load_runs
-    from memstudy.study.runs import format_rows
+    from memstudy.run.results.runs import format_rows
     from test_report import grid_rows
 
-    source = (ROOT / "memstudy" / "study" / "fields.py").read_text()
+    source = (ROOT / "memstudy" / "run" / "results" / "fields.py").read_text()
     for field in ("prediction_matches", "prediction_unavailable"):
         assert field in ROW_FIELDS and f"# {field}:" in source
     rows = grid_rows(depths=(1, 2), batches=(16,), repeats=1)
@@ -180,15 +180,19 @@ def test_the_new_row_fields_are_documented_and_old_files_load(tmp_path):
 def test_a_cell_without_a_prediction_takes_the_whole_budget():
     """It runs alone (it reserves the budget) under an address-space limit of the budget, never unchecked."""
     from memstudy.autograd.meta import Unsupported
-    from memstudy.study.budget import BudgetCheck
+    from memstudy.run.budget import BudgetCheck
+    from memstudy.run.launcher import process_baseline
 
     def cannot_predict(config):
         raise Unsupported("numpy.interp")
 
+    def baseline():
+        return process_baseline(dict(os.environ))
+
     budget = 1 << 30
-    verdict = BudgetCheck(budget, "test", cannot_predict, dict(os.environ)).check({"mode": "train", "depth": 1})
+    verdict = BudgetCheck(budget, "test", cannot_predict, baseline).check({"mode": "train", "depth": 1})
     assert not verdict.error and not verdict.skip_reason and verdict.predicted is None
     assert verdict.need.total_bytes == budget
     assert verdict.need.own_bytes == budget - verdict.need.resident_baseline_bytes
-    tiny = BudgetCheck(1 << 20, "test", cannot_predict, dict(os.environ)).check({"mode": "train", "depth": 1})
+    tiny = BudgetCheck(1 << 20, "test", cannot_predict, baseline).check({"mode": "train", "depth": 1})
     assert tiny.skip_reason.startswith("its step cannot be predicted") and "exceeds" in tiny.skip_reason

@@ -1,6 +1,6 @@
 """The independent probes agree with the ledger's step peak, measured in fresh cell processes.
 
-launch starts `python -m memstudy.study.cell` with MALLOC_MMAP_THRESHOLD_=65536, so every buffer of
+launch starts `python -m memstudy.measure.cell` with MALLOC_MMAP_THRESHOLD_=65536, so every buffer of
 64 KiB or more is its own mmap and RSS follows live memory. Every config here has a step peak of at
 least 1 MB, so allocator and page granularity stay small next to it.
 
@@ -21,8 +21,8 @@ import statistics
 import pytest
 
 from memstudy.config import normalize
-from memstudy.memory import probes
-from memstudy.study.launcher import CellRequest, launch
+from memstudy.measure import probes
+from memstudy.run.launcher import CellRequest, launch
 
 REPEATS = 3
 TRACEMALLOC_TOLERANCE = 0.05

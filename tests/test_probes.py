@@ -1,4 +1,4 @@
-"""Tests of memstudy.memory.probes.
+"""Tests of memstudy.measure.probes.
 
 Measurements run in a fresh subprocess started with MALLOC_MMAP_THRESHOLD_=65536, so that RSS
 follows live memory. Each subprocess runs a small script that prints one JSON object.
@@ -16,17 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from memstudy.memory import probes
+from memstudy.measure import probes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PROBES_PATH = REPO_ROOT / "memstudy" / "memory" / "probes.py"
+PROBES_PATH = REPO_ROOT / "memstudy" / "measure" / "probes.py"
 ARRAY_BYTES = 8 * 1024 * 1024  # np.ones(1 << 20) of float64
 
 # Prelude of every measuring script: an 8 MiB step (np.ones touches every page), held, then freed.
 PRELUDE = """
 import json, sys, time, warnings
 import numpy as np
-from memstudy.memory import probes
+from memstudy.measure import probes
 
 def alloc_step(hold_seconds=0.05):
     a = np.ones(1 << 20)

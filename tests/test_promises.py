@@ -17,7 +17,7 @@ import pytest
 import memstudy
 from memstudy import nn, optim
 from memstudy.autograd import Tensor, layer_scope, no_grad, saved_buffers, saved_bytes
-from memstudy.memory.ledger import Ledger
+from memstudy.measure.ledger import Ledger
 from memstudy.nn import MLP
 from memstudy.nn.layers import Linear, Module
 

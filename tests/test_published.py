@@ -1,6 +1,6 @@
-"""The README's figures are rendered from the committed results (memstudy.study.published), and the check bites.
+"""README's and docs/'s figures are rendered from the committed results (tools.published), and the check bites.
 
-- Every `published` block the module renders from results/ is in README.md, character for character.
+- Every `published` block the module renders is in README.md or one page of docs/, character for character.
 - A small change to a committed-style runs.csv / env.json (in a copy) changes the rendered block, so a README
   that was not re-rendered after a study moved fails the first test.
 - `--readme` rewrites only the blocks; bad use is one `error:` line and exit status 2.
@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from memstudy.study import published
-from memstudy.study.published import BLOCKS, Results, render, render_all, run_command, update_readme
+from tools import published
+from tools.published import BLOCKS, Results, pages, render, render_all, run_command, update_pages
 
 ROOT = Path(__file__).resolve().parents[1]
 # every committed study (the blocks read them all): a study added to results/ is copied too
@@ -40,25 +40,35 @@ def copy(tmp_path) -> Path:
             if source.is_file():
                 (tmp_path / "results" / name).mkdir(parents=True, exist_ok=True)
                 shutil.copy(source, tmp_path / "results" / name / file)
-    for relative in (published.BENCH_CSV, published.EXAMPLE_RUN, published.PROBE_TEST, "README.md"):
+    extra = [path.relative_to(ROOT) for pattern in ("docs/*.md", "results/*/report.html", "results/_static/*")
+             for path in ROOT.glob(pattern)]
+    for relative in (published.BENCH_CSV, "results/bench/env.json", published.EXAMPLE_RUN, published.PROBE_TEST,
+                     "README.md", *extra):
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / relative, tmp_path / relative)
     return tmp_path
 
 
-def test_readme_holds_every_block_as_rendered_from_the_committed_results(committed):
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+def page_texts(root: Path = ROOT) -> dict[str, str]:
+    return {str(path.relative_to(root)): path.read_text(encoding="utf-8") for path in pages(root)}
+
+
+def test_the_pages_hold_every_block_as_rendered_from_the_committed_results(committed):
+    assert "README.md" in page_texts() and any(name.startswith("docs/") for name in page_texts())
+    text = "\n".join(page_texts().values())
     for name, block in committed.items():
-        assert block in readme, (f"README.md's published:{name} block differs from what results/ say: run "
-                                 "`make readme` (python -m memstudy.study.published --readme)")
+        assert block in text, (f"the published:{name} block of README.md or docs/ differs from what results/ say: run "
+                                 "`make readme` (python -m tools.published --readme)")
 
 
 def test_each_block_appears_once_and_no_unknown_block_is_left(committed):
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    texts = page_texts()
     for block in BLOCKS:
-        assert readme.count(f"<!-- published:{block.name}:start") == 1, block.name
-        assert readme.count(published.end_marker(block)) == 1, block.name
-    assert readme.count("<!-- published:") == 2 * len(BLOCKS)
+        holders = [name for name, text in texts.items() if f"<!-- published:{block.name}:start" in text]
+        assert len(holders) == 1, (block.name, holders)
+        assert texts[holders[0]].count(f"<!-- published:{block.name}:start") == 1, block.name
+        assert texts[holders[0]].count(published.end_marker(block)) == 1, block.name
+    assert sum(text.count("<!-- published:") for text in texts.values()) == 2 * len(BLOCKS)
 
 
 def _rewrite_runs(folder: Path, change) -> None:
@@ -145,11 +155,11 @@ def test_readme_option_rewrites_only_the_blocks(copy, committed, capsys):
     assert "updated" in capsys.readouterr().out
 
 
-def test_readme_without_a_block_is_refused_and_left_alone(copy, capsys):
-    readme = copy / "README.md"
+def test_a_page_without_a_block_is_refused_and_left_alone(copy, capsys):
+    readme = next(path for path in pages(copy) if "<!-- published:width:end -->" in path.read_text(encoding="utf-8"))
     text = readme.read_text(encoding="utf-8").replace("<!-- published:width:end -->", "")
     readme.write_text(text, encoding="utf-8")
-    assert update_readme(readme, Results(copy)) == ["width"]
+    assert update_pages(copy, Results(copy)) == ["width"]
     assert published.main(["--readme", "--root", str(copy)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "width" in err and err.count("\n") == 1
@@ -203,8 +213,8 @@ timeout_seconds = 120
 
 
 def test_the_sweep_records_each_sessions_wall_seconds(tmp_path):
-    from memstudy.study.spec import load_spec
-    from memstudy.study.sweep import run_sweep
+    from memstudy.run.spec import load_spec
+    from memstudy.run.sweep import run_sweep
 
     path = tmp_path / "tiny.toml"
     path.write_text(TINY_SPEC)
@@ -244,3 +254,26 @@ def test_a_timing_taken_under_load_is_flagged(copy, committed):
     remedies = render(next(b for b in BLOCKS if b.name == "remedies"), Results(copy))
     checkpointing = remedies.split("Saved-tensor")[0]
     assert "under load" in checkpointing and "0.90 cores" in checkpointing, checkpointing
+
+
+def test_a_stale_block_in_docs_is_rewritten_in_its_page(copy, committed):
+    page = copy / "docs" / "attention.md"
+    original = page.read_text(encoding="utf-8")
+    assert committed["gpt2"] in original
+    stale = original.replace(committed["gpt2"], published.start_marker(next(b for b in BLOCKS if b.name == "gpt2"))
+                             + "\n\nold\n\n<!-- published:gpt2:end -->")
+    page.write_text(stale, encoding="utf-8")
+    assert update_pages(copy, Results(copy)) == []
+    assert page.read_text(encoding="utf-8") == original
+
+
+def test_a_findings_block_is_the_reports_own_section(committed):
+    """The docs quote a study's findings as its report.md states them (figures aside): the same renderer, the same
+    rows, so the two cannot disagree."""
+    for name in ("attention", "cnn"):
+        report = (ROOT / "results" / name / "report.md").read_text(encoding="utf-8")
+        body = committed[name].split("\n", 2)[2].rsplit("\n", 2)[0].strip()
+        paragraphs = [p for p in body.split("\n\n") if p.strip()]
+        assert len(paragraphs) > 5
+        missing = [p for p in paragraphs if p not in report]
+        assert not missing, missing[:1]

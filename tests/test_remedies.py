@@ -16,11 +16,11 @@ import pytest
 from memstudy import nn, optim
 from memstudy.autograd import STATE, Tensor, saved_buffers, saved_tensors_policy
 from memstudy.config import ConfigError, normalize
-from memstudy.memory.predict import predict
+from memstudy.measure.predict import predict
 from memstudy.nn import MLP, checkpoint_segments, parse_checkpoint
-from memstudy.memory.workload import Workload
-from memstudy.study.cell import measure
-from memstudy.study.spec import SpecError, parse_spec
+from memstudy.measure.workload import Workload
+from memstudy.measure.cell import measure
+from memstudy.run.spec import SpecError, parse_spec
 
 from test_ledger import assert_ledger_equals_predictor, measured
 from test_lifetime import gc_disabled, growth_in_fresh_process
@@ -373,8 +373,8 @@ def test_ledger_sees_float16_copies_and_cast_back_copies():
 # The report's sections, on rows made from the predictor (exact bytes, made-up times)
 # --------------------------------------------------------------------------------------------------
 def predicted_rows(grid: dict, repeats: int = 1) -> list[dict]:
-    from memstudy.study.fields import ROW_FIELDS
-    from memstudy.study.spec import cell_id
+    from memstudy.run.results.fields import ROW_FIELDS
+    from memstudy.run.spec import cell_id
 
     keys = list(grid)
     rows = []
@@ -401,7 +401,7 @@ def predicted_rows(grid: dict, repeats: int = 1) -> list[dict]:
 
 
 def write_predicted_runs(path, grid):
-    from memstudy.study.sweep import format_rows, header_line
+    from memstudy.run.sweep import format_rows, header_line
 
     path.mkdir(parents=True)
     (path / "runs.csv").write_text(header_line() + format_rows(predicted_rows(grid)))

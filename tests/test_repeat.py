@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from memstudy.config import normalize
-from memstudy.memory import ledger as ledger_module
-from memstudy.memory import predict as predict_module
-from memstudy.memory.ledger import CATEGORIES, _flat, _summarise
-from memstudy.memory.predict import memoised_account, predict, predicted_account, prediction_fields
+from memstudy.measure import ledger as ledger_module
+from memstudy.measure import predict as predict_module
+from memstudy.measure.ledger import CATEGORIES, _flat, _summarise
+from memstudy.measure.predict import memoised_account, predict, predicted_account, prediction_fields
 from memstudy.nn.models.registry import builtin_names
 from test_predict import grid, rotate
 
@@ -282,7 +282,7 @@ def test_a_cnn_prediction_does_as_much_work_for_any_batch(monkeypatch):
 def test_a_lora_target_naming_one_block_runs_every_block():
     """`lora_targets = hidden_layers.3` gives block 3 adapters the others lack: no block stands for it, so the
     compressed build refuses (NotRepeatable) and every block runs; the state bytes are counted the same way."""
-    from memstudy.memory.predict import state_bytes
+    from memstudy.measure.predict import state_bytes
 
     raw = dict(depth=9, width=16, batch_size=3, lora_rank=2, lora_targets="hidden_layers.3", optimizer="adam")
     config = normalize(raw)

@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from memstudy.study.fields import CATEGORIES, ROW_FIELDS
+from memstudy.run.results.fields import CATEGORIES, ROW_FIELDS
 from memstudy.findings.mlp import training_law
 from memstudy.report import ReportError, write_report
 from memstudy.report.load import load_runs, summarize
-from memstudy.study.spec import cell_id
-from memstudy.study.runs import format_rows, header_line
+from memstudy.run.spec import cell_id
+from memstudy.run.results.runs import format_rows, header_line
 
 SLOPE = 256 * 4  # bytes per layer per example: width 256 × float32
 PER_EXAMPLE = 40
@@ -275,7 +275,7 @@ def test_timings_taken_under_load_are_flagged(tmp_path):
 
 
 def test_an_older_runs_csv_without_the_newest_columns_loads(tmp_path):
-    from memstudy.study.fields import LATER_FIELDS
+    from memstudy.run.results.fields import LATER_FIELDS
 
     rows = grid_rows(depths=(1, 2), batches=(16,), repeats=1)
     columns = [c for c in ("experiment", "cell", *ROW_FIELDS) if c not in LATER_FIELDS and c not in ("model", "lam")]

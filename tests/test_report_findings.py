@@ -14,7 +14,7 @@ from memstudy import findings
 from memstudy.report import write_report
 from memstudy.report.context import Study
 from memstudy.report.load import load_runs, summarize
-from memstudy.study.runs import format_rows, header_line
+from memstudy.run.results.runs import format_rows, header_line
 from test_remedies import predicted_rows
 from test_webpage import html_tables, md_tables
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from memstudy.memory.predict import predicted_account
+from memstudy.measure.predict import predicted_account
 from memstudy.nn.models.registry import get_family, normalize
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from memstudy.study.spec import cell_id, load_spec
-from memstudy.study.sweep import SweepError, run_sweep
+from memstudy.run.spec import cell_id, load_spec
+from memstudy.run.sweep import SweepError, run_sweep
 from sweep_helpers import (SPEC, assert_one_row_per_cell_and_repeat, clean_env, fake_cell, make_spec,  # noqa: F401
                            no_predictor, read_rows)
 
@@ -154,7 +154,7 @@ def test_a_committed_study_resumes_with_nothing_to_run(tmp_path, fake_cell, monk
     log = tmp_path / "cells.log"
     monkeypatch.setenv("FAKE_CELL_LOG", str(log))
     spec = load_spec(ROOT / "experiments" / f"{study}.toml")
-    from memstudy.study.provenance import model_source
+    from memstudy.run.results.provenance import model_source
 
     recorded = {r["model_source_hash"] for r in read_rows(out) if r.get("model_source_hash")}
     today = {model_source(c["model"])["sha256"] for c in spec.cells()}
@@ -378,7 +378,7 @@ def test_git_state_is_read_before_fresh_deletes_tracked_results(tmp_path):
 
 def test_git_state_names_the_changed_paths(tmp_path):
     """dirty says something changed; `changed` says what (a results-only change is not changed code)."""
-    from memstudy.study.provenance import git_info
+    from memstudy.run.results.provenance import git_info
 
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t"}

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from memstudy.study.spec import SpecError, cell_id, load_spec, parse_budget, spec_hash
+from memstudy.run.spec import SpecError, cell_id, load_spec, parse_budget, spec_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from memstudy.config import get_family, normalize
-from memstudy.memory.predict import predict, state_bytes
+from memstudy.measure.predict import predict, state_bytes
 from memstudy.optim import STATE_COPIES
 from test_predict import FAMILY_CONFIGS, rotate, grid
 

@@ -1,7 +1,7 @@
 """The sweep: isolated cell processes, budget, failures, timeouts, crash-safe resume, refusal of a changed spec.
 
 Most tests use a fake cell (a tiny script that echoes rows and can be told to sleep, hang, raise or
-die); the last ones run the real `memstudy.study.cell` on tiny configurations.
+die); the last ones run the real `memstudy.measure.cell` on tiny configurations.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from memstudy.study.spec import cell_id, load_spec
-from memstudy.study.sweep import CSV_COLUMNS, SweepError, choose_timeline_cell, run_sweep
+from memstudy.run.spec import cell_id, load_spec
+from memstudy.run.sweep import CSV_COLUMNS, SweepError, choose_timeline_cell, run_sweep
 from sweep_helpers import (SPEC, SWEEP_SCRIPT, assert_one_row_per_cell_and_repeat, clean_env, fake_cell,  # noqa: F401
                            make_spec, no_predictor, read_rows)
 
@@ -65,7 +65,7 @@ def test_concurrent_cells_share_the_cores_between_their_blas_threads(tmp_path, f
 
 
 def test_a_users_blas_thread_setting_reaches_every_cell(tmp_path, fake_cell, monkeypatch):
-    from memstudy.study.launcher import cell_environment
+    from memstudy.run.launcher import cell_environment
 
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
@@ -116,7 +116,7 @@ def test_cell_over_budget_is_skipped(tmp_path, fake_cell):
 
 
 def test_real_predictor_budget_skips(tmp_path, fake_cell):
-    pytest.importorskip("memstudy.memory.predict")
+    pytest.importorskip("memstudy.measure.predict")
     spec = make_spec(tmp_path, SPEC.replace('budget = "1GiB"', 'budget = "1KiB"'))
     out = tmp_path / "out"
     outcome = run_sweep(spec, out, progress=False, cell_command=fake_cell)
@@ -316,7 +316,7 @@ jobs = 2
 
 @pytest.fixture()
 def real_cell():
-    pytest.importorskip("memstudy.study.cell")
+    pytest.importorskip("memstudy.measure.cell")
 
 
 def test_real_cells_measure_and_write_the_timeline(tmp_path, real_cell):
@@ -362,9 +362,9 @@ def test_a_user_model_that_raises_fails_its_cells_and_the_sweep_goes_on(tmp_path
 
 
 def test_real_predictor_skips_a_cell_over_budget(tmp_path, real_cell):
-    from memstudy.memory.predict import predict
-    from memstudy.study.budget import cell_need, process_baseline
-    from memstudy.study.launcher import cell_environment
+    from memstudy.measure.predict import predict
+    from memstudy.run.budget import cell_need
+    from memstudy.run.launcher import cell_environment, process_baseline
 
     # depth 1 against depth 64 at width 64: their needs differ by about 1 MiB of parameters, far more than the
     # cell-process baseline moves between two measurements (tens of KiB): the verdicts cannot depend on that noise

@@ -14,7 +14,7 @@ import pytest
 
 import memstudy
 from memstudy.config import ConfigError, normalize
-from memstudy.memory.predict import predicted_account
+from memstudy.measure.predict import predicted_account
 from test_predict import assert_same_account, measured_account
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -35,8 +35,6 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from . import heap
-
 from .meta import MetaArray
 
 POLICIES = ("minimal", "all", "half")
@@ -165,9 +163,12 @@ class Function:
     """Base of every primitive: `forward(ctx, *arrays, **consts)` and `backward(ctx, grad)` on raw ndarrays.
 
     `backward` returns one gradient (or None) per positional input, and never writes into `grad`.
+    `output_category`: the ledger category the output's buffer has whatever its life (the KV cache's ops say
+    "kv_cache", and set `ctx.role`); None: the ledger decides from the buffer's life.
     """
 
     name = "function"
+    output_category: str | None = None
 
     @staticmethod
     def forward(ctx: Node, *args: Any, **kwargs: Any) -> np.ndarray:  # pragma: no cover - interface
@@ -225,8 +226,6 @@ def backward(root: Any, grad: np.ndarray | None = None, retain_graph: bool = Fal
     """Reverse-mode pass from `root`; gradients accumulate into the `.grad` of leaves that require grad."""
     if not root.requires_grad:
         raise RuntimeError("backward() on a tensor that does not require grad")
-    if not heap.HEAP.settled and type(root.data) is np.ndarray:  # once per process; see heap.py (not on shapes)
-        heap.settle()
     if grad is None:
         if root.data.size != 1:
             raise RuntimeError("backward() without a gradient needs a single-element output")

@@ -29,7 +29,7 @@ from ..report.document import Block, Figure, Heading, Paragraph, plot
 from ..report.fit import itemsize as _itemsize
 from ..report.fit import least_squares
 from ..report.formats import LOADED_CORES
-from ..study.fields import GRID_FIELDS
+from ..run.results.fields import GRID_FIELDS
 from . import megatron
 
 NAME = "attention"
@@ -219,7 +219,7 @@ def _law_lines(plain: pd.DataFrame, main: str | None = None) -> list[Block]:
 
 def _term_lines(plain: pd.DataFrame, train: pd.DataFrame) -> list[Block]:
     """One representative cell, run once here under the ledger: its block's buffers term by term."""
-    from ..memory.workload import Workload
+    from ..measure.workload import Workload
     from ..nn.models.registry import normalize
 
     median_s = sorted(plain["seq_len"].unique())[len(plain["seq_len"].unique()) // 2]

@@ -29,7 +29,7 @@ from ..report import document as doc
 from ..report.context import Study
 from ..report.document import Block, Figure, Heading, Paragraph, plot
 from ..report.formats import LOADED_CORES
-from ..study.fields import GRID_FIELDS
+from ..run.results.fields import GRID_FIELDS
 from .remedies import _against, _load_of
 
 NAME = "precision"
@@ -308,7 +308,7 @@ def _describe(row: Any) -> str:
 # --- why: the bytes each dtype holds, from one predicted account per precision ------------------------------------
 
 def why_section(cells: pd.DataFrame, study: Study) -> list[Block]:
-    from ..memory.predict import predicted_account
+    from ..measure.predict import predicted_account
 
     train = cells[cells["mode"] == "train"]
     out: list[Block] = []

@@ -20,8 +20,8 @@ from ..report.context import Study
 from ..report.document import Block, Bullets, Figure, Heading, Paragraph, plot
 from ..report.fit import describe_fixed, fix_others, itemsize, least_squares
 from ..report.formats import LOADED_CORES, bytes_text, load_note, percent_text, ratio_text
-from ..study.fields import GRID_FIELDS
-from ..study.select import nearest_batch
+from ..run.results.fields import GRID_FIELDS
+from ..run.select import nearest_batch
 
 NAME = "remedies"
 FIGURES = ("checkpoint_tradeoff.png", "policy_bytes.png", "optimizer_peak.png")

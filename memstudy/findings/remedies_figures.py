@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..report.figures import FuncFormatter, NullFormatter, bytes_axis, log2_x, plt, positive, save
-from ..study.select import nearest_batch
+from ..run.select import nearest_batch
 
 
 def checkpoint_tradeoff(data: pd.DataFrame, strategies: Sequence[str], path: Path, title: str) -> Path | None:

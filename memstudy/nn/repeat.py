@@ -12,7 +12,7 @@ Normally (and always when measuring) these are plain: `build` makes every block,
 `blocks` is a `range`. Inside `compressing()` (the predictor's memoised path, `memory.predict`) a run of n > 3
 alike items (the blocks of a segment, or the segments of one length) becomes three: the first, the second standing
 for the n − 2 in the middle, and the last. The stand-in runs inside `autograd.repeat_scope(n − 2)`, so the memory
-ledger counts its events, forward and backward, n − 2 times in a row (memory/ledger.py works out the account of
+ledger counts its events, forward and backward, n − 2 times in a row (measure/ledger.py works out the account of
 the unrolled step from one run's); only the blocks that run are built, and each one's parameters count as often
 as the block stands for (`copies(model)`, which `memory.workload` hands to the ledger). The first and the last stay
 real so that the stand-in meets what every middle block meets: a block like itself before and after it. Runs of

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Callable
 
 from .. import findings
-from ..study.folder import FolderLock, replace_atomically, results_folder, write_text_atomically
-from ..study.provenance import read_env
+from ..run.results.folder import FolderLock, replace_atomically, results_folder, write_text_atomically
+from ..run.results.provenance import read_env
 from . import html, markdown, png
 from .context import Study
 from .document import Document

@@ -10,14 +10,15 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from ..study.fields import CATEGORIES
+from ..run.results.fields import CATEGORIES
 from ..units import format_bytes
 from .formats import exact_bytes_text as exact_bytes
+from .formats import is_missing
 from .formats import short_bytes_text as short_bytes
 from .style import CATEGORY_COLORS, CATEGORY_LABELS
-from .timeline import Band, bands, has_buffers, phase_spans, polygon
+from .timeline import Band, bands, file_categories, has_buffers, phase_spans, polygon
 
-MODE_DASH = {"train": "solid", "inference": "dash"}
+MODE_DASH = {"train": "solid", "inference": "dash", "generate": "dot"}
 SERIES_COLORS = ("#440154", "#3b528b", "#21908d", "#5dc963", "#c2a000", "#e5541b", "#a01a7d", "#1f77b4")
 PROBES = (("ledger", "step_peak_bytes"), ("tracemalloc", "tracemalloc_step_peak_bytes"),
           ("RSS", "rss_step_peak_bytes"), ("memory_profiler", "mprof_step_peak_bytes"))
@@ -136,8 +137,9 @@ def timeline_chart(rows: list[dict[str, str]], title: str, chart_id: str = "time
     if not rows:
         return None
     end = len(rows)
+    present = file_categories(rows)
     totals = [int(r["live_bytes"]) if r.get("live_bytes") not in (None, "") else
-              sum(int(r[f"{c}_bytes"]) for c in CATEGORIES) for r in rows]
+              sum(int(r[f"{c}_bytes"]) for c in present) for r in rows]
     peak_event = max(range(end), key=lambda i: totals[i])
     shapes, notes = _phase_marks(rows)
     shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": peak_event + 0.5, "x1": peak_event + 0.5,
@@ -148,7 +150,7 @@ def timeline_chart(rows: list[dict[str, str]], title: str, chart_id: str = "time
     data: list[dict[str, Any]] = []
     layers: list[str] = []
     # one legend entry per category: clicking it hides or shows every band of that category
-    for category in CATEGORIES:
+    for category in present:
         data.append({"type": "scatter", "x": [None], "y": [None], "mode": "markers", "name": CATEGORY_LABELS[category],
                      "legendgroup": category, "marker": {"color": CATEGORY_COLORS[category], "symbol": "square",
                                                          "size": 12}, "hoverinfo": "skip"})
@@ -172,7 +174,7 @@ def timeline_chart(rows: list[dict[str, str]], title: str, chart_id: str = "time
         note = "hover a band for its buffer; click a layer to highlight its buffers"
     else:  # an older timeline.csv: the categories only, hover per event
         xs = list(range(end + 1))
-        for category in CATEGORIES:
+        for category in present:
             ys = [int(r[f"{category}_bytes"]) for r in rows]
             text = [f"event {i} ({r['phase']}): {r.get('op', '')}<br>{CATEGORY_LABELS[category]} "
                     f"{exact_bytes(y)}<br>live {exact_bytes(totals[i])}" for i, (r, y) in enumerate(zip(rows, ys))]
@@ -213,7 +215,7 @@ def peak_chart(cells: Any, field: str, fixed: dict[str, Any], series_field: str 
     traces = []
     for i, value in enumerate(series_values):
         color = SERIES_COLORS[i % len(SERIES_COLORS)]
-        for mode in ("train", "inference"):
+        for mode in MODE_DASH:
             part = data_cells[data_cells["mode"] == mode]
             if series_field:
                 part = part[part[series_field] == value]
@@ -248,14 +250,17 @@ def peak_chart(cells: Any, field: str, fixed: dict[str, Any], series_field: str 
 
 
 def breakdown_chart(rows: dict[str, Any], where: str) -> dict[str, Any] | None:
-    """What is live at the peak, train beside inference, stacked by category (one series per category)."""
-    modes = [m for m in ("train", "inference") if rows.get(m) is not None]
+    """What is live at the peak, train beside inference (and generate), stacked by category (one series per
+    category)."""
+    modes = [m for m in MODE_DASH if rows.get(m) is not None]
     if not modes:
         return None
     traces = []
     for category in CATEGORIES:
         column = f"peak_{category}_bytes"
-        ys = [plain(rows[m][column]) or 0 for m in modes]
+        if all(is_missing(rows[m].get(column)) for m in modes):
+            continue  # a category the rows predate (a runs.csv from before it)
+        ys = [plain(rows[m].get(column)) or 0 for m in modes]
         traces.append({
             "type": "bar", "name": CATEGORY_LABELS[category], "x": modes, "y": ys,
             "marker": {"color": CATEGORY_COLORS[category]}, "customdata": [rows[m]["cell"] for m in modes],

@@ -16,11 +16,11 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, Locator, LogLocator, MaxNLocator, NullFormatter, NullLocator  # noqa: E402
 
 from ..units import format_bytes  # noqa: E402
-from ..study.fields import CATEGORIES  # noqa: E402
+from ..run.results.fields import CATEGORIES  # noqa: E402
 from .formats import short_bytes_text  # noqa: E402
 from .style import CATEGORY_COLORS, CATEGORY_LABELS  # noqa: E402
 
-MODE_STYLE = {"train": "-", "inference": "--"}
+MODE_STYLE = {"train": "-", "inference": "--", "generate": ":"}
 PNG_METADATA = {"Software": None}  # keep PNGs byte-stable across matplotlib versions where possible
 
 
@@ -53,7 +53,7 @@ def bytes_axis(axis: Any, log: bool) -> None:
 
 
 def save(fig: plt.Figure, path: Path) -> Path:
-    from ..study.folder import replace_atomically
+    from ..run.results.folder import replace_atomically
 
     fig.tight_layout()
     try:
@@ -97,17 +97,23 @@ def peak_lines(cells: pd.DataFrame, x: str, line: str, path: Path, title: str, l
     return save(fig, path)
 
 
-def breakdown(train: pd.Series | None, inference: pd.Series | None, path: Path, title: str) -> Path | None:
-    """Stacked bars of the ledger's live bytes by category at the peak, train and inference side by side."""
-    bars = [(label, row) for label, row in (("train", train), ("inference", inference)) if row is not None]
+def breakdown(train: pd.Series | None, inference: pd.Series | None, path: Path, title: str,
+              generate: pd.Series | None = None) -> Path | None:
+    """Stacked bars of the ledger's live bytes by category at the peak, train, inference (and generate) side by
+    side."""
+    bars = [(label, row) for label, row in (("train", train), ("inference", inference), ("generate", generate))
+            if row is not None]
     if not bars:
         return None
+    # a category the rows predate (empty in every row: a runs.csv from before it) is left out
+    categories = [c for c in CATEGORIES if any(pd.notna(row.get(f"peak_{c}_bytes")) for _, row in bars)]
     fig, ax = plt.subplots(figsize=(8, 4.8))
     top = 0.0
     for i, (label, row) in enumerate(bars):
         bottom = 0.0
-        for category in CATEGORIES:
-            value = float(row.get(f"peak_{category}_bytes", 0) or 0)
+        for category in categories:
+            value = row.get(f"peak_{category}_bytes")
+            value = float(value) if pd.notna(value) else 0.0
             if not np.isfinite(value):
                 value = 0.0
             ax.bar(i, value, bottom=bottom, color=CATEGORY_COLORS[category], width=0.6,
@@ -181,7 +187,7 @@ def predicted_vs_measured(rows: pd.DataFrame, probes: Sequence[tuple[str, str]],
         shown = data.dropna(subset=[column])
         hidden = int((shown[column] <= 0).sum())
         shown = shown[shown[column] > 0]
-        for mode, marker in (("train", "o"), ("inference", "^")):
+        for mode, marker in (("train", "o"), ("inference", "^"), ("generate", "s")):
             part = shown[shown["mode"] == mode]
             if not part.empty:
                 ax.scatter(part["predicted_step_peak_bytes"], part[column], s=12, marker=marker, alpha=0.7, label=mode)

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from ..nn.models.registry import ConfigError, get_family
-from ..study.fields import GRID_FIELDS
-from ..study.select import nearest_batch
+from ..run.results.fields import GRID_FIELDS
+from ..run.select import nearest_batch
 
 
 def varying_fields(frame: pd.DataFrame) -> list[str]:
@@ -57,7 +57,8 @@ def representative(frame: pd.DataFrame, column: str) -> Any:
 
 
 def fix_others(frame: pd.DataFrame, keep: Iterable[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Rows where every varying field outside `keep` (and `mode`) is at its representative value."""
+    """Rows where every varying field outside `keep` (and `mode`) is at its representative value, or empty: a field
+    that does not apply to a row's mode (generation's outside mode generate) leaves that row in."""
     fixed: dict[str, Any] = {}
     keep = tuple(keep)
     for column in varying_fields(frame):
@@ -65,13 +66,18 @@ def fix_others(frame: pd.DataFrame, keep: Iterable[str]) -> tuple[pd.DataFrame, 
             continue
         value = representative(frame, column)
         fixed[column] = value
-        frame = frame[frame[column] == value]
+        frame = frame[(frame[column] == value) | frame[column].isna()]
     return frame, fixed
 
 
 def describe_fixed(fixed: dict[str, Any]) -> str:
     """`depth 8, batch 256`: the fields a slice holds, as captions name them."""
-    return ", ".join(f"{k.replace('_size', '')} {v}" for k, v in fixed.items())
+    return ", ".join(f"{k.replace('_size', '')} {_plain(v)}" for k, v in fixed.items())
+
+
+def _plain(value: Any) -> Any:
+    """An integral float as an int (a column with empty cells, another mode's, is read as floats)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def itemsize(dtype: Any) -> int:

@@ -12,7 +12,7 @@ from typing import Any, Callable
 from ..units import format_bytes
 
 MISSING = "—"
-from ..memory.load import LOADED_CORES  # the one threshold: a timing above it was taken under load
+from ..measure.load import LOADED_CORES  # the one threshold: a timing above it was taken under load
 
 
 def is_missing(value: Any) -> bool:

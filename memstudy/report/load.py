@@ -14,17 +14,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..memory.agreement import COMPARED, prediction_matches
+from ..measure.agreement import COMPARED, prediction_matches
 from ..nn.models.registry import LATE_SHARED_FIELDS, SHARED_NAMES, builtin_names, get_family
-from ..study.fields import (BASELINE_FIELDS, GRID_FIELDS, LEDGER_FIELDS, LEGACY_CONFIG_FIELDS, MODEL_FIELDS,
-                            PRECISION_ROW_FIELDS, PREDICTED_FIELDS, PROBE_FIELDS, ROW_FIELDS)
-from ..study.runs import RunsFileError, read_runs
+from ..run.results.fields import (BASELINE_FIELDS, GENERATION_FIELDS, GRID_FIELDS, LEDGER_FIELDS, LEGACY_CONFIG_FIELDS, MODEL_FIELDS,
+                                  PRECISION_ROW_FIELDS, PREDICTED_FIELDS, PROBE_FIELDS, ROW_FIELDS)
+from ..run.results.runs import RunsFileError, read_runs
 
 _MEASURED = BASELINE_FIELDS + LEDGER_FIELDS + PREDICTED_FIELDS + PROBE_FIELDS
 # numeric per-repeat measurements (medians in summary.csv) and the textual ones (most common value)
 COUNTS = ("saved_tensors", "recomputed_ops")  # integer measurements that are not bytes
 MEASURES: tuple[str, ...] = tuple(f for f in _MEASURED if f.endswith("_bytes") or f in COUNTS) + (
     "grad_rel_error", "step_seconds", *PRECISION_ROW_FIELDS)
+LATER_MEASURES: tuple[str, ...] = GENERATION_FIELDS  # medians too, their summary columns after the others'
+
 TEXT_MEASURES: tuple[str, ...] = tuple(f for f in _MEASURED if f not in MEASURES)  # e.g. rss_method
 # every runs.csv has these filled (the shared fields a cell is made of)
 REQUIRED_CONFIG = tuple(f for f in ("depth", "width", "batch_size", "dtype", "mode") if f in SHARED_NAMES)
@@ -86,7 +88,7 @@ def load_runs(results_dir: Path) -> pd.DataFrame:
         frame[name] = [fields[name].default if pd.isna(v) or v == "" else v for v in frame[name]]
         if fields[name].type is bool and frame[name].dtype != bool:
             frame[name] = frame[name].astype(str).str.lower().map({"true": True, "false": False})
-    for column in MEASURES:
+    for column in MEASURES + LATER_MEASURES:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     for column in INTEGER_CONFIG:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
@@ -95,7 +97,7 @@ def load_runs(results_dir: Path) -> pd.DataFrame:
             frame[column] = frame[column].astype(str).str.lower().map({"true": True, "false": False})
     for column in ("status", "error", "host", "worker", "prediction_unavailable", *TEXT_MEASURES):  # empty: NaN
         frame[column] = [("" if pd.isna(v) else str(v)) for v in frame[column]]
-    # as the cell said it; a row from before the column, from its figures (the same check: memory/agreement.py)
+    # as the cell said it; a row from before the column, from its figures (the same check: measure/agreement.py)
     frame["prediction_matches"] = [
         {"true": True, "false": False}.get(str(said).strip().lower()) if pd.notna(said) and str(said).strip() else
         prediction_matches(figures)
@@ -111,7 +113,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     config = groups[["experiment", *GRID_FIELDS]].first()
     status = groups["status"].agg(lambda s: s.iloc[0] if s.nunique() == 1 else "mixed").rename("status")
     counts = groups["status"].agg(repeats="size", ok_repeats=lambda s: int((s == "ok").sum()))
-    medians = runs[runs["status"] == "ok"].groupby("cell", sort=False)[list(MEASURES)].median()
+    medians = runs[runs["status"] == "ok"].groupby("cell", sort=False)[list(MEASURES + LATER_MEASURES)].median()
     ok = runs[runs["status"] == "ok"]
     texts = ok.groupby("cell", sort=False)[list(TEXT_MEASURES)].agg(
         lambda s: s.mode().iloc[0] if len(s.mode()) else "") if TEXT_MEASURES else None
@@ -121,7 +123,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     predicted = groups[list(PREDICTED_FIELDS)].median()  # skipped cells carry their prediction too
     for column in PREDICTED_FIELDS:
         summary[column] = summary[column].fillna(predicted[column])
-    for column in MEASURES:
+    for column in MEASURES + LATER_MEASURES:
         if column.endswith("_bytes") or column in COUNTS:  # whole bytes: commit-friendly, exact enough
             summary[column] = summary[column].round().astype("Int64")
     summary = summary.reset_index()
@@ -138,7 +140,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     load = ok.groupby("cell", sort=False)["foreign_cores"].median().rename("foreign_cores")
     summary = summary.merge(load, left_on="cell", right_index=True, how="left")
     return summary[["experiment", "cell", *SUMMARY_CONFIG, "status", "repeats", "ok_repeats", *MEASURES,
-                    *TEXT_MEASURES, "train_inference_peak_ratio", *MODEL_FIELDS, "foreign_cores"]]
+                    *TEXT_MEASURES, "train_inference_peak_ratio", *MODEL_FIELDS, "foreign_cores", *LATER_MEASURES]]
 
 
 def load_layers(out: Path) -> pd.DataFrame | None:

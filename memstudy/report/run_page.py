@@ -37,6 +37,6 @@ def run_page_document(results: dict[str, list[dict[str, Any]]], timelines: dict[
 def write_run_html(path: str | Path, results: dict[str, list[dict[str, Any]]], timelines: dict[str, str],
                    by_layer: bool = False) -> Path:
     """The page, self-contained (plotly.js inline), with the machine's provenance."""
-    from ..study.provenance import collect_env
+    from ..run.results.provenance import collect_env
 
     return write_run_page(Path(path), run_page_document(results, timelines, by_layer), collect_env())

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..study.fields import CATEGORIES
-from ..study.select import nearest_batch
+from ..nn.models.registry import MODES
+from ..run.results.fields import CATEGORIES
+from ..run.select import nearest_batch
 from . import charts
 from . import document as doc
 from .context import Study
@@ -23,7 +24,7 @@ from .document import Block, Bullets, Chart, Figure, Heading, Paragraph, plot
 from .fit import (describe_fixed, fix_others, least_squares, relative_errors, size_fields, values,
                   varying_fields)
 from .formats import LOADED_CORES, bytes_text
-from .timeline import TimelineError, read_timeline
+from .timeline import TimelineError, phase_spans, read_timeline
 
 FIGURES_MODULE = "memstudy.report.figures"
 FIGURES = ("peak_vs_depth.png", "peak_vs_batch.png", "peak_vs_width.png", "breakdown.png", "timeline.png",
@@ -284,7 +285,7 @@ def peak_memory(study: Study) -> list[Block]:
                             "batch sizes:"))
     peaks = sliced.pivot_table(index=["depth", "batch_size"], columns="mode", values="peak_bytes", aggfunc="median")
     if not peaks.empty:
-        modes = [m for m in ("train", "inference") if m in peaks.columns]
+        modes = [m for m in MODES if m in peaks.columns]
         body = [[d, b] + [doc.nbytes(peaks.loc[(d, b), m]) for m in modes] for d, b in peaks.index]
         blocks.append(doc.table(["depth", "batch"] + [f"{m} peak" for m in modes], body, caption=f"Total peak{at}:"))
     return blocks
@@ -377,15 +378,16 @@ def breakdown(study: Study) -> list[Block]:
         return []
     depth, batch = pick
     at = sliced[(sliced["depth"] == depth) & (sliced["batch_size"] == batch)]
-    rows = {m: (at[at["mode"] == m].iloc[0] if (at["mode"] == m).any() else None) for m in ("train", "inference")}
+    rows = {m: (at[at["mode"] == m].iloc[0] if (at["mode"] == m).any() else None) for m in MODES}
     where = f"depth {depth}, batch {batch}" + (f", {describe_fixed(fixed)}" if fixed else "")
-    modes = [m for m in ("train", "inference") if rows[m] is not None]
-    body = [[c.replace("_", " ")] + [doc.nbytes(rows[m][f"peak_{c}_bytes"]) for m in modes] for c in CATEGORIES]
+    modes = [m for m in MODES if rows[m] is not None]
+    body = [[c.replace("_", " ")] + [doc.nbytes(rows[m].get(f"peak_{c}_bytes")) for m in modes] for c in CATEGORIES
+            if any(pd.notna(rows[m].get(f"peak_{c}_bytes")) for m in modes)]  # not a category the rows predate
     body.append([doc.strong("total peak")] + [doc.nbytes(rows[m]["peak_bytes"]) for m in modes])
     return [Heading("What is live at the peak"),
             Figure("breakdown.png", "breakdown at the peak",
                    plot(FIGURES_MODULE, "breakdown", rows["train"], rows["inference"],
-                        title=f"What is live at the peak ({where})"),
+                        title=f"What is live at the peak ({where})", generate=rows["generate"]),
                    charts.breakdown_chart(rows, where)),
             doc.table(["category"] + modes, body, caption=f"Ledger bytes by category at the step's peak, {where}:")]
 
@@ -406,6 +408,9 @@ def timeline(study: Study) -> list[Block]:
         return blocks + [Paragraph("(timeline.csv has no per-category columns; skipped.)")]
     cell = study.timeline_cell
     described = study.describe(cell) if cell else None
+    config = study.config_of(cell) if cell else None
+    if config is not None and config["mode"] == "generate":
+        return [Heading("One generation over time", anchor="timeline")] + generation_timeline(study, events, cell)
     title = "Live bytes by category over one training step" + (f"\n{described or cell}" if cell else "")
     try:
         rows = read_timeline(path)
@@ -424,6 +429,34 @@ def timeline(study: Study) -> list[Block]:
     return blocks
 
 
+def generation_timeline(study: Study, events: pd.DataFrame, cell: str) -> list[Block]:
+    """A generation's timeline (mode generate): its phases (the prefill, each decode step) shaded in turn, and the
+    KV cache's bytes when the first and the last phase end, read from the events."""
+    title = f"Live bytes by category over one generation\n{study.describe(cell) or cell}"
+    try:
+        rows = read_timeline(study.out / "timeline.csv")
+    except TimelineError:
+        rows = []
+    chart = charts.timeline_chart(rows, title, names=study.layer_names(cell))
+    spans = [(phase, start, stop) for phase, start, stop in phase_spans(events.to_dict("records"))
+             if phase != "baseline"]
+    text = (f"Every allocation and free the ledger saw during one generation of `{cell}` ({len(events)} events), "
+            "stacked by category, its phases shaded in turn")
+    if spans:
+        names = [f"`{p}`" for p, _, _ in spans]
+        shown = ", ".join(names) if len(names) <= 4 else ", ".join(names[:3]) + ", …, " + names[-1]
+        cache = events["kv_cache_bytes"] if "kv_cache_bytes" in events.columns else None
+        text += f": {shown} ({len(spans)} phases)."
+        if cache is not None:
+            first, last = spans[0], spans[-1]
+            text += (f" The KV cache is a category of its own: {bytes_text(cache.iloc[first[2] - 1])} when "
+                     f"`{first[0]}` ends, {bytes_text(cache.iloc[last[2] - 1])} when `{last[0]}` ends.")
+    else:
+        text += "."
+    return [Paragraph(text), Figure("timeline.png", "live bytes over one generation",
+                                    plot(FIGURES_MODULE, "timeline", events, title=title), chart)]
+
+
 # --- the probes and the prediction ------------------------------------------------------------------------------
 
 def large_steps(runs_ok: pd.DataFrame) -> pd.Series:
@@ -438,7 +471,7 @@ def agreement(runs_ok: pd.DataFrame) -> list[list[Any]]:
     for quantity, reference, label in AGREEMENT:
         for mode, size, rows in (
             (mode, size, runs_ok[(runs_ok["mode"] == mode) & mask])
-            for mode in ("train", "inference")
+            for mode in MODES
             for size, mask in (("≥ 1 MiB", large), ("< 1 MiB", ~large))
         ):
             rel = relative_errors(rows, quantity, reference)

@@ -1,10 +1,14 @@
 """What the figures and charts share so they read alike: each category's label and colour."""
 from __future__ import annotations
 
-from ..study.fields import CATEGORIES
+from ..run.results.fields import CATEGORIES
 
 CATEGORY_LABELS = {
-    "parameter": "parameters", "optimizer_state": "optimiser state", "input": "input", "gradient": "gradients",
-    "activation": "activations (held for backward)", "temporary": "temporaries", "output": "output",
+    "parameter": "parameters", "optimizer_state": "optimiser state", "input": "input", "kv_cache": "KV cache",
+    "gradient": "gradients", "activation": "activations (held for backward)", "temporary": "temporaries",
+    "output": "output",
 }
-CATEGORY_COLORS = dict(zip(CATEGORIES, ("#4c72b0", "#8172b2", "#937860", "#dd8452", "#c44e52", "#ccb974", "#55a868")))
+CATEGORY_COLORS = {
+    "parameter": "#4c72b0", "optimizer_state": "#8172b2", "input": "#937860", "kv_cache": "#64b5cd",
+    "gradient": "#dd8452", "activation": "#c44e52", "temporary": "#ccb974", "output": "#55a868",
+}

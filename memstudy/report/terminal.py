@@ -8,20 +8,30 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from ..memory.agreement import prediction_matches, row_warning
+from ..measure.agreement import prediction_matches, row_warning
 from . import document as doc
 from .document import Bullets, Document, Heading, Paragraph, Table
 from .formats import LOADED_CORES, bytes_text
 
+OPTIONAL_ROWS = ("peak_kv_cache_bytes",)  # breakdown rows shown only when some mode has such bytes (generation's)
 BREAKDOWN = (
     ("parameters", "peak_parameter_bytes"),
     ("optimizer state", "peak_optimizer_state_bytes"),
     ("input", "peak_input_bytes"),
+    ("KV cache", "peak_kv_cache_bytes"),
     ("gradients", "peak_gradient_bytes"),
     ("activations (held for backward)", "peak_activation_bytes"),
     ("temporaries", "peak_temporary_bytes"),
     ("output", "peak_output_bytes"),
     ("peak, total", "peak_bytes"),
+)
+# mode generate (memory/generation.py): (label, measured column, predicted column or None)
+GENERATION = (
+    ("prefill peak, total", "prefill_peak_bytes", "predicted_prefill_peak_bytes"),
+    ("decode-step peak, total (largest)", "decode_peak_bytes", "predicted_decode_peak_bytes"),
+    ("KV cache after the prefill", "kv_cache_prefill_bytes", None),
+    ("KV cache growth per decode step", "kv_cache_step_bytes", None),
+    ("KV cache after the last step", "kv_cache_bytes", "predicted_kv_cache_bytes"),
 )
 PROBES = (
     ("ledger", "step_peak_bytes"),
@@ -116,7 +126,8 @@ def run_document(results: dict[str, list[dict[str, Any]]], by_layer: bool = Fals
     """The run's tables: the breakdown at the peak, the probes, the train ÷ inference ratio, and per layer."""
     modes = list(results)
     body: list[list[Any]] = [[label] + [doc.nbytes(_median(results[m], field)) for m in modes]
-                             for label, field in BREAKDOWN]
+                             for label, field in BREAKDOWN
+                             if field not in OPTIONAL_ROWS or any(_median(results[m], field) for m in modes)]
     body.append(["activations held for backward, max"]
                 + [doc.nbytes(_median(results[m], "activation_bytes")) for m in modes])
     body.append(["  distinct buffers held"] + [doc.fixed(_median(results[m], "saved_tensors"), 0) for m in modes])
@@ -135,6 +146,11 @@ def run_document(results: dict[str, list[dict[str, Any]]], by_layer: bool = Fals
                                                      for m in modes])
     document = Document(f"memstudy run: {run_title(results)}")
     document.blocks.append(doc.table(["breakdown at the peak (ledger)"] + modes, body))
+    if "generate" in results:
+        rows = results["generate"]
+        document.blocks.append(doc.table(["generation (generate)", "ledger", "predicted"], [
+            [label, doc.nbytes(_median(rows, measured)), doc.nbytes(_median(rows, predicted)) if predicted else ""]
+            for label, measured, predicted in GENERATION]))
     body = [[label] + [doc.nbytes(_median(results[m], field)) for m in modes] for label, field in PROBES]
     body.append(["prediction = ledger"] + [_agreement(results[m]) for m in modes])
     body.append(["RSS method"] + [str(results[m][0].get("rss_method")) for m in modes])
@@ -240,6 +256,8 @@ def predict_report(config: dict[str, Any], prediction: dict[str, Any]) -> str:
         ["step peak over baseline", doc.nbytes(prediction["predicted_step_peak_bytes"])],
         ["total peak", doc.nbytes(prediction["predicted_peak_bytes"])],
     ]
+    if config["mode"] == "generate":
+        facts += [[label, doc.nbytes(prediction.get(predicted))] for label, _, predicted in GENERATION if predicted]
     document = Document(f"memstudy predict ({config['mode']}): {describe(config)}")
     document.add([doc.table(["predicted", "bytes"], facts), doc.table(["predicted breakdown at the peak", "bytes"],
                                                                        body)])

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..study.fields import CATEGORIES
+from ..run.results.fields import CATEGORIES
 
 BUFFER_COLUMNS = ("key", "buffer_op", "role", "shape", "dtype", "nbytes", "born", "died")
 
@@ -39,16 +39,25 @@ class Band:
     runs: list[tuple[int, int, int]] = field(default_factory=list)
 
 
+LATER_CATEGORIES = ("kv_cache",)  # categories a timeline.csv written before them lacks (it held none of them)
+
+
 def read_timeline(path: str | Path) -> list[dict[str, str]]:
-    """The rows of a timeline.csv (TimelineError when unreadable or without per-category columns)."""
+    """The rows of a timeline.csv (TimelineError when unreadable or without per-category columns; a category added
+    since the file was written may be absent, `file_categories`)."""
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise TimelineError(f"{path}: unreadable ({exc})") from None
-    if not rows or not all(f"{c}_bytes" in rows[0] for c in CATEGORIES):
+    if not rows or not all(f"{c}_bytes" in rows[0] for c in CATEGORIES if c not in LATER_CATEGORIES):
         raise TimelineError(f"{path}: no per-category columns")
     return rows
+
+
+def file_categories(rows: list[dict[str, Any]]) -> list[str]:
+    """The categories whose column the timeline's rows have, in CATEGORIES order."""
+    return [c for c in CATEGORIES if rows and f"{c}_bytes" in rows[0]]
 
 
 def has_buffers(rows: list[dict[str, str]]) -> bool:

@@ -619,9 +619,11 @@ def mean_of(a: MetaArray, axis: Any = None, dtype: Any = None, out: Any = None, 
 
 
 def argreduce(a: MetaArray, axis: Any, out: Any, keepdims: bool) -> MetaArray:
-    if a.size == 0:
-        raise ValueError("attempt to get argmax of an empty sequence")
     axes = normalize_axes(axis, a.ndim)
+    # numpy refuses an empty reduction only: the whole array with axis None, else an axis of length 0 (an empty
+    # array reduced along an axis of length >= 1 gives an empty result)
+    if a.size == 0 and (axis is None or any(a.shape[i] == 0 for i in axes)):
+        raise ValueError("attempt to get argmax of an empty sequence")
     if axis is None:
         shape = (1,) * a.ndim if keepdims else ()
     else:

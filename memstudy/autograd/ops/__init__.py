@@ -17,15 +17,15 @@ non-contiguous input costs nothing more unless the op's docstring says so (Linea
 reported as a workspace through `strided.reshaped`; Reshape, Flatten: numpy's copy is the result).
 
 One module per kind of op (shape, linalg, elementwise, reduce, activation, loss, conv, pool, batch_norm, rms_norm,
-rotary, silu, ...); this package
+rotary, silu, kv_cache, ...); this package
 re-exports every op so callers write `ops.Linear`.
 """
 from __future__ import annotations
 
-from .shape import unbroadcast, Transpose, Reshape, Flatten
+from .shape import unbroadcast, Transpose, Reshape, Flatten, Concatenate
 from .linalg import MatMul, BIAS_BUFFER_ELEMENTS, small_ufunc_buffer, Linear
 from .elementwise import Add, Sub, Mul, Scale, Neg, Exp, Log, Square, Pow
-from .reduce import Mean, Sum, SumSquares
+from .reduce import Argmax, Mean, Sum, SumSquares
 from .activation import ReLU, Sigmoid, Tanh
 from .loss import SoftmaxCrossEntropy, MSE
 from .conv import CONV_SAVES, Conv2d, col2im, im2col
@@ -39,6 +39,7 @@ from .layer_norm import LayerNorm
 from .rms_norm import RMSNorm
 from .rotary import Rotary, RotaryTables
 from .silu import SiLU
+from .kv_cache import CacheAllocate, CacheAppend
 
 __all__ = ['unbroadcast', 'Transpose', 'Reshape', 'MatMul', 'BIAS_BUFFER_ELEMENTS', 'small_ufunc_buffer', 'Linear', 'Add', 'Sub', 'Mul', 'Scale', 'Neg', 'Exp', 'Log', 'Square', 'Pow', 'Sum', 'Mean', 'SumSquares', 'ReLU', 'Sigmoid', 'Tanh', 'SoftmaxCrossEntropy', 'MSE',
            'BatchedMatMul', 'CausalMask', 'Softmax', 'Slice', 'Dropout', 'keep_mask', 'Embedding', 'GELU',
@@ -46,3 +47,4 @@ __all__ = ['unbroadcast', 'Transpose', 'Reshape', 'MatMul', 'BIAS_BUFFER_ELEMENT
 __all__ += ['Flatten', 'CONV_SAVES', 'Conv2d', 'col2im', 'im2col', 'AvgPool2d', 'GlobalAvgPool2d', 'MaxPool2d',
             'BatchNorm2d', 'BatchNorm2dEval']
 __all__ += ['RMSNorm', 'Rotary', 'RotaryTables', 'SiLU']
+__all__ += ['Argmax', 'Concatenate', 'CacheAllocate', 'CacheAppend']

@@ -46,32 +46,35 @@ class BatchedMatMul(Function):
 
 
 class CausalMask(Function):
-    """Scores above the diagonal of the last two axes set to −inf (query i sees keys 0..i); saves nothing.
+    """Scores above the diagonal of the last two axes set to −inf (query i sees keys 0..i + offset); saves nothing.
 
-    The output (and the gradient) is a C-ordered copy of its input with the triangle above the diagonal
-    overwritten, whatever the input's layout. The triangle is rebuilt from the shape in backward (np.tri: a hidden
-    s × s boolean, 1/(4·b·a) of the float32 scores it masks). Shape-only predictor: np.tri, the copy and np.copyto
-    on shape-only arrays give the shapes.
+    `offset`: the position of the first query among the keys (the tokens a KV cache held before this forward),
+    so that query i, at position offset + i, sees keys 0..offset + i, and a static cache's unfilled slots (keys
+    beyond the last query) are masked too. The output (and the gradient) is a C-ordered copy of its input with the
+    triangle above the diagonal overwritten, whatever the input's layout. The triangle is rebuilt from the shape in
+    backward (np.tri: a hidden s × s boolean, 1/(4·b·a) of the float32 scores it masks). Shape-only predictor:
+    np.tri, the copy and np.copyto on shape-only arrays give the shapes.
     """
 
     name = "causal_mask"
 
     @staticmethod
-    def forward(ctx: Node, x: np.ndarray) -> np.ndarray:
+    def forward(ctx: Node, x: np.ndarray, *, offset: int = 0) -> np.ndarray:
+        ctx.offset = offset
         out = x.copy()
-        np.copyto(out, -np.inf, where=_above_diagonal(x))  # a Python float takes x's dtype
+        np.copyto(out, -np.inf, where=_above_diagonal(x, offset))  # a Python float takes x's dtype
         return out
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
         result = grad.copy()  # never written into: the incoming gradient may be read-only
-        np.copyto(result, 0, where=_above_diagonal(grad))
+        np.copyto(result, 0, where=_above_diagonal(grad, ctx.offset))
         return (result,)
 
 
-def _above_diagonal(x: np.ndarray) -> np.ndarray:
-    """The (rows, cols) boolean of the entries above the diagonal of x's last two axes."""
-    above = np.tri(x.shape[-2], x.shape[-1], dtype=bool, like=x)
+def _above_diagonal(x: np.ndarray, offset: int = 0) -> np.ndarray:
+    """The (rows, cols) boolean of the entries above the diagonal of x's last two axes, shifted right by `offset`."""
+    above = np.tri(x.shape[-2], x.shape[-1], k=offset, dtype=bool, like=x)
     return np.logical_not(above, out=above)
 
 

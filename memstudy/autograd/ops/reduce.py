@@ -1,4 +1,4 @@
-"""Reductions: sum, mean, and the sum of squares (the L2 penalty)."""
+"""Reductions: sum, mean, the sum of squares (the L2 penalty), and argmax (greedy decoding's next token)."""
 from __future__ import annotations
 
 import math
@@ -85,3 +85,20 @@ def _twice_product(x: np.ndarray, grad: np.ndarray, out: np.ndarray | None = Non
     np.multiply(grad, 2, out=out)
     out *= x
     return out
+
+
+class Argmax(Function):
+    """The index of the largest value along `axis` (np.argmax, int64): greedy decoding's next token, (b, 1, V)
+    logits → (b, 1) ids. Saves nothing; an index has no gradient, so it runs where no graph is recorded (an input
+    that requires grad is refused by the integer output, as any integer tensor that would require grad is).
+    Shape-only prediction: by dispatch (np.argmax of a shape-only array)."""
+
+    name = "argmax"
+
+    @staticmethod
+    def forward(ctx: Node, x: np.ndarray, *, axis: int = -1) -> np.ndarray:
+        return np.argmax(x, axis=axis)
+
+    @staticmethod
+    def backward(ctx: Node, grad: np.ndarray) -> tuple:  # pragma: no cover - an integer output records no graph
+        return (None,)

@@ -1,4 +1,5 @@
-"""Shape ops: views that save nothing (transpose, reshape), and `unbroadcast` for gradients of broadcast ops."""
+"""Shape ops: views that save nothing (transpose, reshape), concatenation, and `unbroadcast` for gradients of
+broadcast ops."""
 from __future__ import annotations
 
 import math
@@ -78,3 +79,28 @@ class Flatten(Function):
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
         return (np.reshape(grad, ctx.shape),)
+
+
+class Concatenate(Function):
+    """The inputs joined along `axis` (np.concatenate): a new buffer holding a copy of each; saves nothing (their
+    sizes along `axis` only). Backward hands each input its slice of the gradient (views of it).
+    Shape-only prediction: by dispatch (np.concatenate of shape-only arrays)."""
+
+    name = "concatenate"
+
+    @staticmethod
+    def forward(ctx: Node, *arrays: np.ndarray, axis: int = 0) -> np.ndarray:
+        if not arrays:
+            raise ValueError("concatenate needs at least one array")
+        ctx.axis = axis % arrays[0].ndim
+        ctx.sizes = tuple(a.shape[ctx.axis] for a in arrays)
+        return np.concatenate(arrays, axis=ctx.axis)
+
+    @staticmethod
+    def backward(ctx: Node, grad: np.ndarray) -> tuple:
+        pieces, start = [], 0
+        for size in ctx.sizes:
+            index = (slice(None),) * ctx.axis + (slice(start, start + size),)
+            pieces.append(grad[index])
+            start += size
+        return tuple(pieces)

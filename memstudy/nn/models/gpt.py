@@ -10,6 +10,10 @@ Layer indices (`layer_scope`, `parameter_layers`, the ledger's per-layer tables)
 (0 ≤ i < depth); the head (ln_f and lm_head) is layer `depth`; the embeddings (wte and wpe lookups and their
 dropout) are layer `depth + 1`, and the tied `wte` weight counts there. The loss is outside every layer.
 
+Generation (mode generate, `nn.generation`): `forward(idx, cache=, logits=)` reads and fills a KV cache (each block
+caches its k and v, transformers' GPT2Attention order), places the tokens at the positions after those the cache
+holds, and computes the logits of every position or of the last one only (`logits="last"`).
+
 Checkpointing: `sqrt` / `every:K` run segments of blocks as one `Checkpoint` op each (as the MLP does);
 `selective` (Korthikanti et al. 2022) runs each block's attention core (q @ kᵀ, scale, mask, softmax, dropout,
 @ v) as one `Checkpoint` op holding q, k and v, recomputed in backward. Dropout masks are drawn from a
@@ -28,11 +32,13 @@ from ...autograd import STATE, Tensor, apply, layer_scope
 from ...autograd import checkpoint as checkpoint_segment
 from ...autograd import ops
 from .. import init
+from ..generation import (check_cache, check_generation, generation_fields, keep_logits, prompt_tokens,
+                          token_batch_bytes)
 from ..layers import Linear, Module, check_dtype
 from ..lora import apply_lora_config, check_lora_config, lora_fields
 from ..repeat import Plan
 from ..transformer import GELU, Dropout, Embedding, LayerNorm
-from .registry import ConfigError, Family, Field, StateBytes, checkpoint_segment_size, parse_checkpoint
+from .registry import MODES, ConfigError, Family, Field, StateBytes, checkpoint_segment_size, parse_checkpoint
 
 INIT_STD = 0.02  # GPT-2's N(0, 0.02²) for Linear and embedding weights
 ATTN_DROPOUT, RESID_DROPOUT, MLP_DROPOUT, EMBEDDING_DROPOUT = range(4)  # dropout sites, for their generators
@@ -53,26 +59,31 @@ class CausalSelfAttention(Module):
         self.resid_dropout = Dropout(dropout)
         self.training = True
 
-    def forward(self, x: Tensor, stream: tuple[int, ...], selective: bool = False) -> Tensor:
+    def forward(self, x: Tensor, stream: tuple[int, ...], selective: bool = False, cache: Any = None) -> Tensor:
         b, s, h = x.shape
         a = self.heads
         qkv = self.c_attn(x)
         q, k, v = (apply(ops.Slice, qkv, axis=2, start=i * h, stop=(i + 1) * h)  # views: nothing saved
                    .reshape(b, s, a, h // a).transpose(0, 2, 1, 3) for i in range(3))
         qkv = None
+        offset = 0
+        if cache is not None:  # a KV cache layer (generation): attention reads every position it holds
+            offset = cache.length
+            k, v = cache.update(k, v)
         if selective and STATE.grad_enabled:
             y = checkpoint_segment(self.core, (q, k, v), [], stream, names=("q", "k", "v"))
         else:
-            y = self.core(q, k, v, stream)
+            y = self.core(q, k, v, stream, offset)
         q = k = v = None
         y = y.transpose(0, 2, 1, 3).reshape(b, s, h)  # heads merged: a copy (the transpose is not contiguous)
         return self.resid_dropout(self.c_proj(y), dropout_rng(stream, RESID_DROPOUT), self.training)
 
-    def core(self, q: Tensor, k: Tensor, v: Tensor, stream: tuple[int, ...]) -> Tensor:
-        """softmax(mask(q @ kᵀ / √d)) (dropped out) @ v, per head: the part that holds a·s² values per example."""
+    def core(self, q: Tensor, k: Tensor, v: Tensor, stream: tuple[int, ...], offset: int = 0) -> Tensor:
+        """softmax(mask(q @ kᵀ / √d)) (dropped out) @ v, per head: the part that holds a·s² values per example.
+        `offset`: the position of the first query (the positions a KV cache held before it)."""
         att = apply(ops.BatchedMatMul, q, k.transpose(0, 1, 3, 2))
         att = att * (1.0 / math.sqrt(q.shape[-1]))
-        att = apply(ops.CausalMask, att)
+        att = apply(ops.CausalMask, att, offset=offset)
         att = apply(ops.Softmax, att, axis=-1)
         att = self.attn_dropout(att, dropout_rng(stream, ATTN_DROPOUT), self.training)
         return apply(ops.BatchedMatMul, att, v)
@@ -101,8 +112,8 @@ class Block(Module):
         self.ln_2 = LayerNorm(width, bias, dtype)
         self.mlp = FeedForward(width, depth, dropout, bias, dtype, rng)
 
-    def forward(self, x: Tensor, stream: tuple[int, ...], selective: bool = False) -> Tensor:
-        x = x + self.attn(self.ln_1(x), stream, selective)
+    def forward(self, x: Tensor, stream: tuple[int, ...], selective: bool = False, cache: Any = None) -> Tensor:
+        x = x + self.attn(self.ln_1(x), stream, selective, cache)
         return x + self.mlp(self.ln_2(x), stream)
 
 
@@ -174,27 +185,33 @@ class GPT(Module):
                 layers.append(self.depth + 1)
         return layers
 
-    def check_tokens(self, idx: Any) -> None:
-        """One-line ValueErrors for token arrays this model cannot take (shape, dtype, length, id range)."""
+    def check_tokens(self, idx: Any, start: int = 0) -> None:
+        """One-line ValueErrors for token arrays this model cannot take (shape, dtype, length, id range); `start`:
+        the position of the first token (the positions a KV cache holds)."""
         if len(idx.shape) != 2:
             raise ValueError(f"tokens must be a (batch, seq_len) array, got shape {tuple(idx.shape)}")
         if np.dtype(idx.dtype).kind not in "iu":
             raise ValueError(f"tokens must be integers, got {idx.dtype}")
-        if idx.shape[1] > self.seq_len:
-            raise ValueError(f"sequence length {idx.shape[1]} is above the model's seq_len {self.seq_len}")
+        if start + idx.shape[1] > self.seq_len:
+            where = f" after the {start} the cache holds" if start else ""
+            raise ValueError(f"sequence length {idx.shape[1]}{where} is above the model's seq_len {self.seq_len}")
         if isinstance(idx, np.ndarray) and idx.size:  # shape-only arrays have no values to check
             low, high = int(idx.min()), int(idx.max())
             if low < 0 or high >= self.vocab:
                 raise ValueError(f"token ids must be in [0, {self.vocab}), got ids from {low} to {high}")
 
-    def forward(self, idx: Any) -> Tensor:
+    def forward(self, idx: Any, cache: Any = None, logits: str = "all") -> Tensor:
+        """(b, s) token ids → (b, s, vocab) logits; with a KV cache (`nn.kv_cache`, generation) the tokens sit at the
+        positions after those it holds and every block reads and fills it; `logits="last"`: the last position's only,
+        (b, 1, vocab), as transformers' `logits_to_keep = 1`."""
         idx = idx.data if isinstance(idx, Tensor) else idx
-        self.check_tokens(idx)
+        self.check_tokens(idx, 0 if cache is None else cache.length)
+        start = check_cache(cache, idx.shape[1])
         self.calls += 1
         call, t, depth = self.calls, self.transformer, self.depth
         with ops.small_ufunc_buffer():  # once per forward, not once per bias add
             with layer_scope(depth + 1):
-                positions = np.arange(idx.shape[1], dtype=np.int64, like=idx)
+                positions = np.arange(start, start + idx.shape[1], dtype=np.int64, like=idx)
                 x = t.wte(idx) + t.wpe(positions)
                 positions = None
                 x = t.drop(x, dropout_rng((self.seed, call, depth + 1), EMBEDDING_DROPOUT), self.training)
@@ -204,7 +221,7 @@ class GPT(Module):
                 selective = self.checkpoint == "selective"
                 for i in self.plan.blocks(0, depth):
                     with layer_scope(i):
-                        x = t.h[i](x, (self.seed, call, i), selective)
+                        x = t.h[i](x, (self.seed, call, i), selective, None if cache is None else cache.layers[i])
             else:
                 for start, stop in self.plan.segments():
                     params = [p for block in t.h[start:stop] for p in block.parameters()]
@@ -212,7 +229,7 @@ class GPT(Module):
                         x = checkpoint_segment(self.run_blocks, x, params, start, stop, call)
             with layer_scope(depth):
                 x = t.ln_f(x)
-                return self.lm_head(x)
+                return self.lm_head(keep_logits(x, logits))
 
     def run_blocks(self, x: Tensor, start: int, stop: int, call: int) -> Tensor:
         """Blocks start..stop-1 of forward call `call`: one checkpoint segment (run again in its recompute)."""
@@ -229,8 +246,9 @@ class GPTFamily(Family):
                    "GELU MLP), LayerNorm, tied head; next-token cross-entropy")
     defaults = {"depth": 2, "width": 128, "batch_size": 8}
     checkpoints = ("selective",)
-    findings = ("attention", "precision")  # the report's sections on this family (memstudy/findings/)
+    findings = ("attention", "precision", "generation")  # the report's sections on this family (memstudy/findings/)
     hf_model_types = ("gpt2",)
+    modes = MODES  # train, inference, and generate (nn.generation)
     checkpoint_help = {"selective": "recompute each block's attention core (scores, softmax, dropout: the a·s²·b "
                                     "terms) in backward, holding only q, k, v (Korthikanti et al. 2022)"}
     fields = (
@@ -241,6 +259,7 @@ class GPTFamily(Family):
               maximum=1.0, exclusive_maximum=True),
         Field("bias", bool, True, "biases in Linear and LayerNorm"),
         *lora_fields("c_attn"),  # peft's default target for gpt2
+        *generation_fields(),
     )
 
     def check(self, config: dict[str, Any]) -> None:
@@ -248,6 +267,7 @@ class GPTFamily(Family):
             raise ConfigError(f"heads must divide width: width {config['width']} is not a multiple of heads "
                               f"{config['heads']}")
         check_lora_config(self.base_model, config)
+        check_generation(config)
 
     def base_model(self, config: dict[str, Any]) -> GPT:
         """The model without LoRA."""
@@ -264,7 +284,9 @@ class GPTFamily(Family):
 
     def batch(self, config: dict[str, Any]) -> tuple[Any, Any]:
         """(b, seq_len) token ids in [0, vocab) and their next-token targets: two views of one (b, seq_len + 1)
-        draw (the targets are the ids shifted by one position)."""
+        draw (the targets are the ids shifted by one position); in mode generate the prompt, (b, prompt_len)."""
+        if config["mode"] == "generate":
+            return prompt_tokens(config), None
         rng = np.random.default_rng(config["seed"] + 1)
         tokens = init.integers(rng, 0, config["vocab"], (config["batch_size"], config["seq_len"] + 1))
         return tokens[:, :-1], tokens[:, 1:]
@@ -275,9 +297,9 @@ class GPTFamily(Family):
     def state_bytes(self, config: dict[str, Any]) -> StateBytes | None:
         """wte (vocab × h, tied with lm_head: once), wpe (seq_len × h), per block 12h² weights (c_attn 3h², c_proj h²,
         c_fc 4h², c_proj 4h²) and, with biases, 9h of Linear biases (3h + h + 4h + h) + 4h of LayerNorm (two, weight
-        and bias; 2h without biases), ln_f; the batch: one int64 (batch × seq_len + 1) draw that inputs and targets
-        are views of (GPT-2 small: 124,439,808 parameters with a 1024-position table). With LoRA: None (counted from
-        the shape-only build, the blocks built once and counted as many)."""
+        and bias; 2h without biases), ln_f; the batch: `token_batch_bytes` (GPT-2 small: 124,439,808 parameters with
+        a 1024-position table). With LoRA: None (counted from the shape-only build, the blocks built once and counted
+        as many)."""
         if config.get("lora_rank"):
             return None
         h, depth = config["width"], config["depth"]
@@ -285,7 +307,7 @@ class GPTFamily(Family):
         block = 12 * h * h + (9 * h if config["bias"] else 0) + 2 * norm
         count = config["vocab"] * h + config["seq_len"] * h + depth * block + norm
         nbytes = count * as_dtype(config["dtype"]).itemsize
-        return StateBytes(nbytes, nbytes, 8 * config["batch_size"] * (config["seq_len"] + 1))
+        return StateBytes(nbytes, nbytes, token_batch_bytes(config))
 
 
 # --- Hugging Face's GPT2Config ------------------------------------------------------------------------------------

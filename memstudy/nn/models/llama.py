@@ -25,6 +25,10 @@ The rotary angle tables (cos and sin, (s, d) each) are made once per forward by 
 Layer indices (`layer_scope`, `parameter_layers`): decoder layer i is layer i; the head (norm and lm_head) is
 layer `depth`; the embedding (embed_tokens, and the rotary tables) is layer `depth + 1`, where a tied weight counts.
 
+Generation (mode generate, `nn.generation`): `forward(idx, cache=, logits=)` reads and fills a KV cache (each layer
+caches k after the rotary embedding and v, transformers' LlamaAttention order), rotates the tokens at the positions
+after those the cache holds, and computes the logits of every position or of the last one only (`logits="last"`).
+
 Checkpointing: `sqrt` / `every:K` run segments of decoder layers as one `Checkpoint` op each, holding the
 segment's input and the rotary tables; `selective` runs each layer's attention core (scores, mask, softmax, @ v)
 as one `Checkpoint` op holding q, k and v (after the rotary embedding), recomputed in backward.
@@ -44,11 +48,13 @@ from ...autograd import ops
 from ...autograd.autocast import Cast
 from ...autograd.precision import compute_dtype
 from .. import init
+from ..generation import (check_cache, check_generation, generation_fields, keep_logits, prompt_tokens,
+                          token_batch_bytes)
 from ..layers import Linear, Module, check_dtype
 from ..lora import apply_lora_config, check_lora_config, lora_fields
 from ..transformer import Embedding, RMSNorm
 from ..repeat import Plan
-from .registry import ConfigError, Family, Field, StateBytes, checkpoint_segment_size, parse_checkpoint
+from .registry import MODES, ConfigError, Family, Field, StateBytes, checkpoint_segment_size, parse_checkpoint
 
 INIT_STD = 0.02  # LlamaConfig.initializer_range: N(0, 0.02²) for Linear and embedding weights (norms are ones)
 
@@ -65,7 +71,7 @@ class LlamaAttention(Module):
         self.v_proj = Linear(width, kv_heads * d, False, dtype, rng, std=INIT_STD)
         self.o_proj = Linear(heads * d, width, False, dtype, rng, std=INIT_STD)
 
-    def forward(self, x: Tensor, cos: Any, sin: Any, selective: bool = False) -> Tensor:
+    def forward(self, x: Tensor, cos: Any, sin: Any, selective: bool = False, cache: Any = None) -> Tensor:
         b, s, _ = x.shape
         a, kv, d = self.heads, self.kv_heads, self.head_dim
         q = self.q_proj(x).reshape(b, s, a, d).transpose(0, 2, 1, 3)  # views of the projections' outputs
@@ -73,27 +79,32 @@ class LlamaAttention(Module):
         v = self.v_proj(x).reshape(b, s, kv, d).transpose(0, 2, 1, 3)
         q = apply(ops.Rotary, q, cos, sin)
         k = apply(ops.Rotary, k, cos, sin)
+        offset = 0
+        if cache is not None:  # a KV cache layer (generation): attention reads every position it holds
+            offset = cache.length
+            k, v = cache.update(k, v)
         if selective and STATE.grad_enabled:
             y = checkpoint_segment(self.core, (q, k, v), [], names=("q", "k", "v"))
         else:
-            y = self.core(q, k, v)
+            y = self.core(q, k, v, offset)
         q = k = v = None
         y = y.reshape(b, a, s, d).transpose(0, 2, 1, 3).reshape(b, s, a * d)  # heads merged: a copy
         return self.o_proj(y)
 
-    def core(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    def core(self, q: Tensor, k: Tensor, v: Tensor, offset: int = 0) -> Tensor:
         """Causal softmax(q·kᵀ · d^−½)·v with the query heads of each group stacked (see the module docstring):
-        q (b, a, s, d), k and v (b, kv, s, d) → (b, kv, g·s, d), which is (b, a, s, d) in memory."""
+        q (b, a, s, d), k and v (b, kv, t, d) → (b, kv, g·s, d), which is (b, a, s, d) in memory. t = s without a
+        cache; with one, t is the positions it holds and `offset` the position of the first query."""
         b, a, s, d = q.shape
-        kv = k.shape[1]
+        kv, t = k.shape[1], k.shape[2]
         g = a // kv
         scores = apply(ops.BatchedMatMul, q.reshape(b, kv, g * s, d), k.transpose(0, 1, 3, 2))
         scores = scores * d ** -0.5  # transformers' `scaling = head_dim**-0.5`, after the matmul as there
-        probs = apply(ops.Softmax, apply(ops.CausalMask, scores.reshape(b, kv, g, s, s)), axis=-1,
+        probs = apply(ops.Softmax, apply(ops.CausalMask, scores.reshape(b, kv, g, s, t), offset=offset), axis=-1,
                       dtype=self.softmax_dtype)
         if probs.dtype != q.dtype:  # `.to(query.dtype)`: a 16-bit copy (bfloat16 true), kept by the matmul
             probs = apply(Cast, probs, dtype=q.dtype)
-        return apply(ops.BatchedMatMul, probs.reshape(b, kv, g * s, s), v)
+        return apply(ops.BatchedMatMul, probs.reshape(b, kv, g * s, t), v)
 
 
 class LlamaMLP(Module):
@@ -116,8 +127,8 @@ class LlamaDecoderLayer(Module):
         self.input_layernorm = RMSNorm(width, dtype, eps)
         self.post_attention_layernorm = RMSNorm(width, dtype, eps)
 
-    def forward(self, x: Tensor, cos: Any, sin: Any, selective: bool = False) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, selective)
+    def forward(self, x: Tensor, cos: Any, sin: Any, selective: bool = False, cache: Any = None) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, selective, cache)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -201,14 +212,18 @@ class Llama(Module):
             if low < 0 or high >= self.vocab:
                 raise ValueError(f"token ids must be in [0, {self.vocab}), got ids from {low} to {high}")
 
-    def forward(self, idx: Any) -> Tensor:
+    def forward(self, idx: Any, cache: Any = None, logits: str = "all") -> Tensor:
+        """(b, s) token ids → (b, s, vocab) logits; with a KV cache (`nn.kv_cache`, generation) the tokens sit at the
+        positions after those it holds and every layer reads and fills it; `logits="last"`: the last position's only,
+        (b, 1, vocab), as transformers' `logits_to_keep = 1`."""
         idx = idx.data if isinstance(idx, Tensor) else idx
         self.check_tokens(idx)
+        start = check_cache(cache, idx.shape[1])
         m, depth = self.model, self.depth
         with ops.small_ufunc_buffer():
             with layer_scope(depth + 1):
                 x = m.embed_tokens(idx)
-                positions = np.arange(idx.shape[1], dtype=np.int64, like=idx)
+                positions = np.arange(start, start + idx.shape[1], dtype=np.int64, like=idx)
                 tables = apply(ops.RotaryTables, positions, dim=self.head_dim, theta=self.rope_theta,
                                dtype=self.dtype)
                 positions = None
@@ -219,7 +234,7 @@ class Llama(Module):
                 selective = self.checkpoint == "selective"
                 for i in self.plan.blocks(0, depth):
                     with layer_scope(i):
-                        x = m.layers[i](x, cos, sin, selective)
+                        x = m.layers[i](x, cos, sin, selective, None if cache is None else cache.layers[i])
                 cos = sin = None
             else:
                 for start, stop in self.plan.segments():
@@ -230,7 +245,7 @@ class Llama(Module):
                 tables = None
             with layer_scope(depth):
                 x = m.norm(x)
-                return self.lm_head(x)
+                return self.lm_head(keep_logits(x, logits))
 
     def run_layers(self, x: Tensor, tables: Tensor, start: int, stop: int) -> Tensor:
         """Decoder layers start..stop-1: one checkpoint segment (run again in its recompute)."""
@@ -324,6 +339,8 @@ class LlamaFamily(Family):
     checkpoints = ("selective",)
     findings = ("precision",)  # the report's sections on this family (memstudy/findings/)
     hf_model_types = ("llama",)
+    modes = MODES  # train, inference, and generate (nn.generation)
+    findings = ("generation",)  # the report's sections on this family (memstudy/findings/)
     fields = (
         Field("heads", int, 4, "attention (query) heads (must divide width; width / heads must be even)", minimum=1),
         Field("kv_heads", int, None, "key/value heads, each shared by heads / kv_heads query heads (grouped-query "
@@ -335,6 +352,7 @@ class LlamaFamily(Family):
         Field("eps", float, 1e-6, "RMSNorm's epsilon", minimum=0.0),
         Field("tie", bool, False, "lm_head tied to embed_tokens (tie_word_embeddings)"),
         *lora_fields("q_proj,v_proj"),
+        *generation_fields(),
     )
 
     def check(self, config: dict[str, Any]) -> None:
@@ -346,6 +364,7 @@ class LlamaFamily(Family):
         if not config["rope_theta"] > 0:
             raise ConfigError(f"rope_theta must be positive, got {config['rope_theta']:g}")
         check_lora_config(self.base_model, config)
+        check_generation(config)
 
     def base_model(self, config: dict[str, Any]) -> Llama:
         """The model without LoRA."""
@@ -358,7 +377,9 @@ class LlamaFamily(Family):
 
     def batch(self, config: dict[str, Any]) -> tuple[Any, Any]:
         """(b, seq_len) token ids in [0, vocab) and their next-token targets: two views of one (b, seq_len + 1)
-        draw (the targets are the ids shifted by one position)."""
+        draw (the targets are the ids shifted by one position); in mode generate the prompt, (b, prompt_len)."""
+        if config["mode"] == "generate":
+            return prompt_tokens(config), None
         rng = np.random.default_rng(config["seed"] + 1)
         tokens = init.integers(rng, 0, config["vocab"], (config["batch_size"], config["seq_len"] + 1))
         return tokens[:, :-1], tokens[:, 1:]
@@ -367,13 +388,12 @@ class LlamaFamily(Family):
         return [f"layer {i}" for i in range(config["depth"])] + ["head", "embedding"]
 
     def state_bytes(self, config: dict[str, Any]) -> StateBytes | None:
-        """`parameter_count` in the config's dtype, all trainable; the batch: one int64 (batch × seq_len + 1) draw
-        that inputs and targets are views of. With LoRA: None (counted from the shape-only build, each decoder layer
-        built once and counted as many)."""
+        """`parameter_count` in the config's dtype, all trainable; the batch: `token_batch_bytes`. With LoRA: None
+        (counted from the shape-only build, each decoder layer built once and counted as many)."""
         if config.get("lora_rank"):
             return None
         nbytes = parameter_count(config) * as_dtype(config["dtype"]).itemsize
-        return StateBytes(nbytes, nbytes, 8 * config["batch_size"] * (config["seq_len"] + 1))
+        return StateBytes(nbytes, nbytes, token_batch_bytes(config))
 
     def from_hf_config(self, hf: dict[str, Any]) -> dict[str, Any]:
         return hf_fields(hf)

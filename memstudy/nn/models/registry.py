@@ -63,7 +63,8 @@ from ...optim import LOSS_SCALER_BYTES, OPTIMIZERS, STATE_COPIES  # what optim.m
 from ..functional import cross_entropy
 
 DTYPES = FLOAT_DTYPES  # float32, float64, bfloat16, float16 (autograd/precision.py)
-MODES = ("train", "inference")
+# generate: a prefill and greedy decode steps with a KV cache, for the families whose `modes` include it
+MODES = ("train", "inference", "generate")
 CHECKPOINTS = ("none", "sqrt", "every:K")  # every:K: segments of K layers, K a positive integer
 
 
@@ -88,7 +89,8 @@ class Field:
     field; `minimum` / `maximum` bound a number (`maximum` exclusive when `exclusive_maximum`). An `optional`
     field changes nothing at its default (LoRA's): descriptions and cell ids name it only when it is set, so
     cells measured before the field existed keep their ids. `aliases` are other keys a spec or config may give it
-    by (the MLP's `out_features` is `classes`, as its flag and the CNN say).
+    by (the MLP's `out_features` is `classes`, as its flag and the CNN say). `modes`: the modes the field applies to
+    (None: all); in any other mode its value is None (generation's fields outside mode generate).
     """
 
     name: str
@@ -102,6 +104,7 @@ class Field:
     flag: str | None = None
     optional: bool = False
     aliases: tuple[str, ...] = ()
+    modes: tuple[str, ...] | None = None
 
     @property
     def cli_flag(self) -> str:
@@ -235,8 +238,8 @@ SHARED_FIELDS: tuple[Field, ...] = (
     Field("width", int, 256, "hidden size (MLP, GPT) or the first block's channels (CNN)", minimum=1),
     Field("batch_size", int, 64, "examples per step", minimum=1, flag="--batch"),
     Field("dtype", str, "float32", "floating-point type of parameters, activations and gradients", choices=DTYPES),
-    Field("mode", str, "train", "train: forward, loss, backward, optimiser step; inference: forward under no_grad",
-          choices=MODES),
+    Field("mode", str, "train", "train: forward, loss, backward, optimiser step; inference: forward under no_grad; "
+          "generate: prefill and greedy decode steps with a KV cache (the families that declare it)", choices=MODES),
     Field("optimizer", str, "sgd", "optimiser (its state is 0x, 1x, 2x the parameters)", choices=OPTIMIZERS),
     Field("checkpoint", str, "none", "gradient checkpointing: hold only each segment's input and recompute the "
           "segment in backward; sqrt = segments of ceil(sqrt(depth)) layers, every:K = of K layers"),
@@ -277,6 +280,9 @@ class Family:
       and its fields from such a config (`nn/models/hf_config.py` reads the file and picks the family).
     - `state_bytes(config)`: parameter, trainable and batch bytes in closed form (`StateBytes`), or None (the default:
       not declared, the model is built shape-only to count them); see the module docstring.
+    - `modes`: the modes it runs; a family that lists `generate` declares generation's fields
+      (`nn.generation.generation_fields`) and builds a model whose forward takes a KV cache
+      (`model(idx, cache=, logits=)`, which `nn.generation.generate` runs).
     """
 
     name: str = ""
@@ -287,6 +293,7 @@ class Family:
     findings: tuple[str, ...] = ()
     hf_model_types: tuple[str, ...] = ()
     checkpoint_help: dict[str, str] = {}
+    modes: tuple[str, ...] = ("train", "inference")
 
     def check(self, config: dict[str, Any]) -> None:
         """Rules between fields; the default has none."""
@@ -328,7 +335,7 @@ class Family:
                 parts.append(f.name if value else f"no {f.name}")
             elif f.name in ("checkpoint", "policy", "autocast", "loss_scale"):
                 parts.append(f"{f.name} {value}")
-            elif f.choices is not None:
+            elif f.choices is not None and f.modes is None:  # a value that says what it is (float32, relu)
                 parts.append(str(value))
             else:
                 parts.append(f"{f.cli_flag[2:].replace('-', ' ')} {value}")
@@ -374,6 +381,13 @@ class Family:
         for f in fields:
             config[f.name] = self.check_field(f, raw.get(f.name, f.default))
         check_precision(config)
+        if config["mode"] not in self.modes:
+            able = [n for n in builtin_names() if config["mode"] in get_family(n).modes]
+            raise ConfigError(f"mode {config['mode']}: model {self.name!r} cannot {config['mode']} (it runs "
+                              f"{', '.join(self.modes)}; {', '.join(able)} can)")
+        for f in fields:
+            if f.modes is not None and config["mode"] not in f.modes:
+                config[f.name] = None  # the field does not apply to this mode
         try:
             self.check(config)
         except ConfigError:
@@ -417,6 +431,7 @@ def check_precision(config: dict[str, Any]) -> None:
                               "to unscale float16 gradients in place)")
 
 
+DEFAULT_FAMILY = "mlp"  # the family a config without `model` (the CLI without --model, a spec's grid) means
 # name -> module in this package
 _BUILTIN = {"mlp": "mlp", "seed": "seed", "gpt": "gpt", "cnn": "cnn", "llama": "llama"}
 _LOADED: dict[str, Family] = {}
@@ -464,7 +479,7 @@ def _from_file(spec: str) -> Family:
 def get_family(name: Any) -> Family:
     """The family called `name` (a built-in name, or path/to/file.py:ClassName); ConfigError otherwise."""
     if name is None:
-        name = "mlp"
+        name = DEFAULT_FAMILY
     if not isinstance(name, str):
         raise ConfigError(f"model must be a name or path/to/file.py:ClassName, got {name!r}")
     family = _LOADED.get(name)
@@ -484,7 +499,7 @@ def get_family(name: Any) -> Family:
 
 
 def normalize(raw: dict[str, Any]) -> dict[str, Any]:
-    """A checked config for the family `raw['model']` names (default mlp)."""
+    """A checked config for the family `raw['model']` names (default DEFAULT_FAMILY)."""
     return get_family(raw.get("model")).normalize(raw)
 
 

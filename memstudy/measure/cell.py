@@ -1,0 +1,179 @@
+"""One cell: build a model, warm it up, and measure one step with the ledger, each probe and a clock.
+
+Run as `python -m memstudy.measure.cell` with a JSON object on stdin (the config fields plus `repeats`,
+and optionally `timeline_path` and `by_layer`); it prints one JSON row per repeat. It imports no pandas,
+so a fresh cell process starts fast and its memory baseline is clean.
+
+A measured step is a steady-state step: the optimiser state exists (one warm-up step ran), gradients
+are None, and the baseline is taken just before the step. Each probe measures its own step, so no
+probe's bookkeeping (tracemalloc's traces, the ledger's events) inflates another's figure.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import socket
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from ..autograd.autocast import CastWeight
+from ..autograd.meta import Unsupported
+from ..autograd.ops.emulate import EMULATION_PREFIX
+from ..config import normalize
+from . import probes
+from .agreement import prediction_matches, unavailable_prediction
+from .generation import PREDICTED_GENERATION_COLUMNS, generation_figures
+from .load import ForeignLoad
+from .workload import Workload
+from .predict import predict
+from ..run.results.fields import CONFIG_FIELDS, ROW_FIELDS
+from ..run.results.provenance import model_source
+
+MIN_TIMED_STEPS = 3
+MAX_TIMED_STEPS = 20
+TIMING_BUDGET_SECONDS = 0.25
+
+
+def _median_step_seconds(step: Callable[[], Any], reset: Callable[[], None]) -> float:
+    timings: list[float] = []
+    while len(timings) < MIN_TIMED_STEPS or (sum(timings) < TIMING_BUDGET_SECONDS and len(timings) < MAX_TIMED_STEPS):
+        reset()
+        start = time.perf_counter()
+        step()
+        timings.append(time.perf_counter() - start)
+    return statistics.median(timings)
+
+
+def _address_space_limit_bytes() -> int | None:
+    """The RLIMIT_AS this process runs under (the launcher sets it), None when unlimited."""
+    try:
+        import resource
+    except ImportError:  # not on a Unix
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def measure(raw_config: dict[str, Any], repeats: int = 1, timeline_path: str | None = None,
+            by_layer: bool = False) -> list[dict[str, Any]]:
+    """Rows (dicts with every ROW_FIELDS key) for `repeats` measured steps of one configuration; a step the
+    shape-only arrays cannot follow is measured anyway, its rows saying why it has no prediction."""
+    config = normalize(raw_config)
+    try:
+        prediction = predict(config)
+    except Unsupported as exc:
+        prediction = unavailable_prediction(str(exc))
+    return measure_workload(Workload(config), config, prediction, repeats, timeline_path, by_layer)
+
+
+def measure_workload(work: Workload, config: dict[str, Any], prediction: dict[str, Any], repeats: int = 1,
+                     timeline_path: str | None = None, by_layer: bool = False,
+                     on_account: Callable[[Any], None] | None = None) -> list[dict[str, Any]]:
+    """The measured steps of a built workload: warm-up, then per repeat the ledger, each probe and the clock.
+    `on_account` receives each repeat's ledger account."""
+    # the approximate policy's gradient error, against `minimal` at the same (initial) parameters
+    grad_rel_error = work.gradient_error() if work.train and config["policy"] != "minimal" else None
+    # the precision's, against a float64 twin at the same parameters (asked for: it costs a float64 step)
+    grad_error_vs_float64 = work.gradient_error_vs_float64() if work.train and config.get("float64_reference") \
+        else None
+    work.warm_up()  # optimiser state now exists (a loss scaler has backed off below overflow), caches are warm
+    source = model_source(config.get("model"))  # the model file this process imported (provenance.py)
+    rows = []
+    for repeat in range(repeats):
+        # other processes' load over the whole repeat (probes' steps and timed steps): the timed steps of a
+        # small model last milliseconds, far below the kernel's 10 ms accounting tick
+        load = ForeignLoad().start()
+        work.reset()
+        account = work.ledger_step()
+        if on_account is not None:
+            on_account(account)
+        if timeline_path and repeat == 0:
+            account.write_timeline(timeline_path)
+        work.reset()
+        tracemalloc_bytes = probes.tracemalloc_step_peak_bytes(work.step)
+        work.reset()
+        # the process's absolute high-water mark so far (warm-up and the probes' steps included);
+        # read before the RSS probe, whose VmHWM reset also clears ru_maxrss
+        hwm = probes.hwm_bytes()
+        rss_bytes, rss_method = probes.rss_step_peak_bytes(work.step)
+        work.reset()
+        mprof_bytes = probes.mprof_step_peak_bytes(work.step)
+        # timed steps start from gradients None; no gc.collect() in between (it costs milliseconds and is
+        # not part of a step)
+        step_seconds = _median_step_seconds(work.step, work.optimizer.zero_grad)
+        foreign_cores = load.cores()
+        row: dict[str, Any] = {name: config.get(name) for name in CONFIG_FIELDS}
+        row.update(config)  # a user family's own fields too
+        row["repeat"] = repeat
+        peak = account.peak_by_category
+        row.update(
+            parameter_bytes=account.registered_bytes["parameter"],
+            optimizer_state_bytes=account.registered_bytes["optimizer_state"],
+            input_bytes=account.registered_bytes["input"],
+            peak_bytes=account.peak_bytes,
+            step_peak_bytes=account.step_peak_bytes,
+            activation_bytes=account.activation_bytes,
+            saved_tensors=account.saved_tensors,
+            recomputed_ops=account.recomputed_ops,
+            grad_rel_error=grad_rel_error,
+            grad_error_vs_float64=grad_error_vs_float64,
+            weight_copy_bytes=sum(b.nbytes for b in account.buffers if b.op == CastWeight.name),
+            peak_emulation_bytes=sum(b.nbytes for b in account.live_at(account.peak_event)
+                                     if b.op.rpartition(".")[2].startswith(EMULATION_PREFIX)),
+            **{f"peak_{c}_bytes": peak[c] for c in peak},
+            predicted_peak_bytes=prediction["predicted_peak_bytes"],
+            predicted_step_peak_bytes=prediction["predicted_step_peak_bytes"],
+            predicted_activation_bytes=prediction["predicted_activation_bytes"],
+            **generation_figures(account),
+            **{name: prediction.get(name) for name in PREDICTED_GENERATION_COLUMNS},
+            tracemalloc_step_peak_bytes=tracemalloc_bytes,
+            rss_step_peak_bytes=rss_bytes,
+            mprof_step_peak_bytes=mprof_bytes,
+            hwm_bytes=hwm,
+            rss_method=rss_method,
+            step_seconds=step_seconds,
+            foreign_cores=None if foreign_cores is None else round(foreign_cores, 3),
+            vm_peak_bytes=probes.vm_peak_bytes(),
+            mem_limit_bytes=_address_space_limit_bytes(),
+            host=socket.gethostname(),
+            worker=None,  # the sweep names the Dask worker that started the cell
+            blas_threads=None, free_cores=None,  # the launcher records these: it set the threads before we started
+            model_source_hash=source["sha256"] if source else None,
+            status="ok",
+            error="",
+            prediction_unavailable=prediction.get("prediction_unavailable", ""),
+        )
+        row["prediction_matches"] = prediction_matches(row)
+        missing = [f for f in ROW_FIELDS if f not in row]
+        if missing:  # a programming error in this module, reported like any other cell failure
+            raise RuntimeError(f"the cell's row lacks {', '.join(missing)}")
+        if by_layer:
+            row["by_layer"] = account.by_layer()
+            row["by_op"] = account.by_op()
+        rows.append(row)
+        work.reset()
+    return rows
+
+
+def main() -> int:
+    try:
+        request = json.loads(sys.stdin.read())
+        repeats = int(request.pop("repeats", 1))
+        timeline_path = request.pop("timeline_path", None)
+        by_layer = bool(request.pop("by_layer", False))
+        request.pop("repeat", None)
+        for row in measure(request, repeats, timeline_path, by_layer):
+            sys.stdout.write(json.dumps(row) + "\n")
+            sys.stdout.flush()
+    except Exception as exc:  # the parent records the last stderr line as the failure's reason
+        sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

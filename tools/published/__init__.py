@@ -1,0 +1,177 @@
+"""README's and docs/'s figures, rendered from the committed results: `python -m tools.published [--readme]`.
+
+Every number README.md or a page of docs/ quotes from a study, the example run, the benchmark or the predictor sits
+in a block between `<!-- published:NAME:start (...) -->` and `<!-- published:NAME:end -->`; this module renders
+each block from the files under `results/` (runs.csv through the report's own loading, fits and section
+functions, env.json, results/example/run.jsonl, results/bench/bench.csv) or from the predictor (the GPT-2 table).
+Without `--readme` it prints the blocks; with it, it rewrites each block in place, in whichever of README.md and
+docs/*.md holds its markers (each block is in exactly one). tests/test_published.py requires those files to hold
+exactly what it renders, so a regenerated study that moves a figure fails the suite until `make readme` is run.
+
+One module per kind of block: step.py (one step), probes.py (how the probes agree), study.py (the default and
+width studies), remedies.py (what buys the memory back), reports.py (a finding's own section, the index of
+reports, the pages' sizes), tools/worked.py (GPT-2 small, predicted), benchmarks/table.py (the benchmark);
+results.py reads the committed files once. Wherever the report computes a figure, the block calls the same
+function, so each fact has one place. This package is not installed: it reads the repository by path from its
+root (`--root`, default the working directory).
+
+Each sentence says what its figure is over (which study, which rows or cells); a claim that depends on the
+numbers ("exactly", "within the bound") is only made when the numbers say so.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from tools.published.probes import probes_block
+from tools.published.remedies import remedies_block
+from tools.published.reports import finding_block, pages_block, reports_block
+from tools.published.results import BENCH_CSV, DEFAULT_STUDY, EXAMPLE_RUN, PROBE_TEST, PublishError, Results
+from tools.published.step import one_step_block, run_command
+from tools.published.study import study_block, timeline_block, width_block
+
+COMMAND = "python -m tools.published --readme"
+PAGES = ("README.md", "docs/*.md")  # where the blocks may sit (relative to the root)
+
+
+def gpt2_block(results: Results) -> list[str]:
+    from tools import worked
+
+    lines, _ = worked.all_lines()  # float32, bfloat16 with master weights, ZeRO's model states
+    return lines
+
+
+def bench_block(results: Results) -> list[str]:
+    from benchmarks.table import read_csv, read_env, readme_lines
+
+    path = results.path(BENCH_CSV)
+    if not path.is_file():
+        raise PublishError(f"{path}: not found (run `make bench`)")
+    return readme_lines(read_csv(path), read_env(path.parent / "env.json"))
+
+
+@dataclass(frozen=True)
+class Block:
+    name: str
+    sources: str  # what the marker says the block is generated from
+    render: Callable[[Results], list[str]]
+
+
+BLOCKS: tuple[Block, ...] = (
+    Block("one-step", f"{EXAMPLE_RUN}, {BENCH_CSV} and the engine", one_step_block),
+    Block("probes", f"results/*/runs.csv, {EXAMPLE_RUN}, {PROBE_TEST}", probes_block),
+    Block("study", f"results/{DEFAULT_STUDY}/, results/*/env.json, {BENCH_CSV}", study_block),
+    Block("timeline", f"results/{DEFAULT_STUDY}/timeline.csv", timeline_block),
+    Block("width", "results/width/runs.csv", width_block),
+    Block("remedies", "results/{checkpointing,policies,optimizers,dtypes}/runs.csv", remedies_block),
+    Block("reports", "results/*/env.json", reports_block),
+    Block("pages", "results/*/report.html, results/_static/", pages_block),
+    Block("attention", "results/attention/runs.csv through memstudy.findings.attention",
+          finding_block("attention", "attention")),
+    Block("cnn", "results/cnn/runs.csv through memstudy.findings.cnn", finding_block("cnn", "cnn")),
+    Block("gpt2", "the predictor (tools/worked.py)", gpt2_block),
+    Block("bench", f"{BENCH_CSV} (benchmarks/table.py)", bench_block),
+)
+
+
+def start_marker(block: Block) -> str:
+    return f"<!-- published:{block.name}:start (generated from {block.sources} by {COMMAND}) -->"
+
+
+def end_marker(block: Block) -> str:
+    return f"<!-- published:{block.name}:end -->"
+
+
+def render(block: Block, results: Results) -> str:
+    """The block as the README holds it, markers included."""
+    body = "\n".join(block.render(results)).strip("\n")
+    return "\n".join([start_marker(block), "", body, "", end_marker(block)])
+
+
+def render_all(results: Results) -> dict[str, str]:
+    return {block.name: render(block, results) for block in BLOCKS}
+
+
+def pages(root: Path) -> list[Path]:
+    """README.md and docs/*.md under `root`: the files that may hold blocks."""
+    return sorted({path for pattern in PAGES for path in root.glob(pattern) if path.is_file()})
+
+
+def replace_block(text: str, name: str, rendered: str) -> str | None:
+    """`text` with the block `name` (markers included) replaced by `rendered`; None when its markers are not there.
+    The one marker-block writer: every generated block of README.md and docs/ goes through it."""
+    start, end_text = text.find(f"<!-- published:{name}:start"), f"<!-- published:{name}:end -->"
+    end = text.find(end_text, start)
+    if start < 0 or end < 0:
+        return None
+    return text[:start] + rendered + text[end + len(end_text):]
+
+
+def update_pages(root: Path, results: Results, blocks: tuple[Block, ...] = BLOCKS) -> list[str]:
+    """Rewrite every block in the page that holds it; returns the names of blocks no page holds whole, both markers
+    (then nothing is written)."""
+    texts = {path: path.read_text(encoding="utf-8") for path in pages(root)}
+    missing = []
+    for block in blocks:
+        holders = [path for path, text in texts.items() if f"<!-- published:{block.name}:start" in text]
+        rendered = render(block, results) if holders else ""
+        replaced = {path: replace_block(texts[path], block.name, rendered) for path in holders}
+        if not holders or None in replaced.values():  # no start marker, or a start without its end
+            missing.append(block.name)
+            continue
+        texts.update(replaced)
+    if missing:
+        return missing
+    for path, text in texts.items():
+        if path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
+    return []
+
+
+USAGE = "usage: python -m tools.published [--readme] [--root DIR]  (--readme: rewrite README.md's and docs/'s blocks)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    readme, root = False, Path(".")
+    while args:
+        arg = args.pop(0)
+        if arg == "--readme":
+            readme = True
+        elif arg == "--root" and args:
+            root = Path(args.pop(0))
+        elif arg in ("-h", "--help"):
+            print(USAGE)
+            return 0
+        else:
+            sys.stderr.write(f"error: unknown argument {arg!r} ({USAGE})\n")
+            return 2
+    if not (root / "results" / DEFAULT_STUDY / "runs.csv").is_file():
+        sys.stderr.write(f"error: no results/{DEFAULT_STUDY}/runs.csv under {root} (run from the project's folder)\n")
+        return 2
+    results = Results(root)
+    try:
+        if not readme:
+            print("\n\n".join(render_all(results).values()))
+            return 0
+        if not (root / "README.md").is_file():
+            sys.stderr.write(f"error: {root / 'README.md'} not found\n")
+            return 2
+        missing = update_pages(root, results)
+    except PublishError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    if missing:
+        sys.stderr.write(f"error: neither README.md nor docs/*.md under {root} has the published block "
+                         f"{', '.join(missing)} (<!-- published:NAME:start ... --> ... <!-- published:NAME:end -->); "
+                         "nothing changed\n")
+        return 2
+    print(f"updated {len(BLOCKS)} published blocks in README.md and docs/")
+    return 0
+
+
+__all__ = ["BENCH_CSV", "BLOCKS", "DEFAULT_STUDY", "EXAMPLE_RUN", "PROBE_TEST", "Block", "PublishError", "Results",
+           "end_marker", "main", "pages", "render", "render_all", "replace_block", "run_command", "start_marker",
+           "update_pages"]
