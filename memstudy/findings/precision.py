@@ -142,7 +142,7 @@ def dtype_section(cells: pd.DataFrame) -> list[Block]:
     blocks.append(doc.table(["quantity", "pairs", "median ratio", "range"], body))
     train = pairs[pairs["mode"] == "train"]
     labels = ""
-    if not train.empty:
+    if not train.empty and "in_features" in train and train["in_features"].notna().all():  # the MLP's input: x, labels
         r = train.iloc[0]
         b, i = int(r["batch_size"]), int(r["in_features"])
         labels = (f" The input is the exception by construction: x halves but the int64 labels do not (batch {b}, "

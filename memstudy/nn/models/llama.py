@@ -337,10 +337,9 @@ class LlamaFamily(Family):
                    "attention with rotary embeddings, RMSNorm, SwiGLU MLP), RMSNorm, head; next-token cross-entropy")
     defaults = {"depth": 2, "width": 64, "batch_size": 4}
     checkpoints = ("selective",)
-    findings = ("precision",)  # the report's sections on this family (memstudy/findings/)
+    findings = ("precision", "generation")  # the report's sections on this family (memstudy/findings/)
     hf_model_types = ("llama",)
     modes = MODES  # train, inference, and generate (nn.generation)
-    findings = ("generation",)  # the report's sections on this family (memstudy/findings/)
     fields = (
         Field("heads", int, 4, "attention (query) heads (must divide width; width / heads must be even)", minimum=1),
         Field("kv_heads", int, None, "key/value heads, each shared by heads / kv_heads query heads (grouped-query "
