@@ -28,6 +28,9 @@ Figures (one CSV row each; ratios are measured side by side in one run, see benc
   predict_mlp_depth1000_seconds, predict_mlp_depth100000_seconds, predict_gpt2_small_seconds, predict_gpt80_seconds,
   predict_llama70b_seconds    predicting deep models with repeated blocks predicted once (and the depth-1000 MLP with
                           every block run: predict_mlp_depth1000_every_block_seconds), median seconds
+  bf16_step_vs_float32_gpt, bf16_step_vs_float32_mlp, bf16_mixed_step_vs_float32_gpt, fp16_step_vs_float32_gpt
+                          a 16-bit step (emulated on numpy) / the float32 step, side by side
+                          (benchmarks.precision_bench)
 
 A timed step is one training-loop iteration: gradients set to None (last step's freed), forward, mean
 cross-entropy, backward, SGD update. The plain numpy step frees its gradients inside its step too.
@@ -75,7 +78,7 @@ LARGE_SIZES = SIZES[:2]
 DTYPES = ("float32", "float64")
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 CLASSES = 10
-SECTIONS = ("speed", "memory", "gpt", "cnn", "startup", "study", "sweep")
+SECTIONS = ("speed", "memory", "gpt", "cnn", "precision", "startup", "study", "sweep")
 SWEEP_EXECUTORS = (("jobs1", ["--jobs", "1"], "--jobs 1"), ("jobs2", ["--jobs", "2"], "--jobs 2"),
                    ("cluster2", ["--cluster", "local:2"], "--cluster local:2"))
 COLUMNS = table.COLUMNS
@@ -117,6 +120,8 @@ def target(figure: str, size: tuple[int, int, int] | None = None) -> tuple[str, 
         return ("<=", 10.0)
     if figure in predict_cost.DEEP and predict_cost.DEEP[figure][2] is not None:
         return ("<=", predict_cost.DEEP[figure][2])
+    if figure in ("bf16_step_vs_float32_gpt", "bf16_step_vs_float32_mlp"):
+        return ("<=", 2.0)
     return None
 
 
@@ -598,6 +603,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if worker is not None:
             worker.close()
+    if "precision" in sections:
+        from .precision_bench import precision_rows
+
+        rows += precision_rows(make_row, rounds, block_seconds, min_steps, max_steps, log, quick=quick,
+                               quiet_cores=args.quiet_cores, max_wait=args.max_wait)
     if "startup" in sections:
         log("  start-up: python -c ... (median)")
         if args.max_wait > 0:

@@ -70,6 +70,11 @@ HF_CONFIG_HELP = ("fill the model's fields from a Hugging Face config.json (llam
                   "flags given explicitly override the file's values")
 
 
+PRECISION_HELP = ("shorthand for --dtype/--autocast/--master-weights/--loss-scale, PyTorch Lightning's names: 64-true, "
+                  "32-true, bf16-true, 16-true, bf16-mixed (autocast bfloat16), 16-mixed (autocast float16 and "
+                  "loss scaling); and memstudy's bf16-master, 16-master (16-bit parameters, float32 master weights)")
+
+
 def _add_model_flags(parser: argparse.ArgumentParser, family: Any, modes: tuple[str, ...],
                      defaults: dict[str, Any]) -> None:
     """`--model`, `--hf-config` and every field the family declares (shared fields first), read from the registry;
@@ -79,6 +84,7 @@ def _add_model_flags(parser: argparse.ArgumentParser, family: Any, modes: tuple[
                        help=f"model family: a built-in name or your own file's Family class ({DEFAULT_FAMILY}); "
                             "that file is Python memstudy runs: name only files you trust")
     group.add_argument("--hf-config", metavar="CONFIG.json", help=HF_CONFIG_HELP)
+    group.add_argument("--precision", metavar="NAME", help=PRECISION_HELP)
     for field in family.all_fields():
         value = defaults.get(field.name, field.default)
         default = f" ({value})" if value is not None else ""
@@ -101,6 +107,8 @@ def _add_model_flags(parser: argparse.ArgumentParser, family: Any, modes: tuple[
 def _config(args: argparse.Namespace, family: Any) -> dict[str, Any]:
     config = {"model": family.name}
     config.update({f.name: getattr(args, f.name) for f in family.all_fields() if f.name != "mode"})
+    if args.precision is not None:  # the registry expands it into the precision fields (one-line errors there)
+        config["precision"] = args.precision
     return config
 
 

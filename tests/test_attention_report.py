@@ -138,3 +138,23 @@ def test_the_committed_attention_study_varies_the_heads():
 
     spec = load_spec(Path(__file__).resolve().parents[1] / "experiments" / "attention.toml")
     assert len(spec.grid["heads"]) >= 2 and len(spec.grid["seq_len"]) >= 3
+def test_bfloat16_cells_fit_the_papers_own_34_and_5_beside_float32s_66_and_9(tmp_path):
+    global FIXED
+    saved = FIXED
+    try:
+        parts = []
+        for dtype in ("float32", "bfloat16"):
+            FIXED = {**saved, "dtype": dtype}
+            parts.append(measured_cells(lengths=(16, 32), strategies=("none",)))
+    finally:
+        FIXED = saved
+    cells = pd.concat(parts, ignore_index=True)
+    layers = attention.per_layer(cells[cells["mode"] == "train"])
+    bf16 = attention.fit_formula(layers[layers["dtype"] == "bfloat16"])
+    statistics = 4 * 4 / 32  # the layer norms' statistics stay float32 beside 16-bit activations
+    assert (bf16["linear"], bf16["quadratic"]) == (34, 5)
+    assert bf16["alpha"] == pytest.approx(34 + statistics, abs=1e-6) and bf16["beta"] == pytest.approx(5, abs=1e-6)
+    text, _ = section_text(cells, tmp_path)
+    assert "**bfloat16, dropout 0.1** (activations 2 B, masks 1 B; the paper's own 34 and 5)" in text
+    assert "the paper's 34 and 5 become 66 and 9" in text
+    assert text.count("### The formula term by term") == 2 and "NO" not in text.split("|")

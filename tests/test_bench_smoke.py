@@ -42,6 +42,8 @@ def test_quick_run_writes_csv_env_and_markdown(tmp_path):
     assert ratio["status"] == "ok" and float(ratio["value"]) > 0 and ratio["target"] == "<= 1.3"  # issue 13
     assert {"minimal_vs_numpy", "engine_vs_minimal"} <= figures and by_figure["engine_vs_minimal"]["status"] == "ok"
     assert float(by_figure["inference_peak_vs_floor"]["value"]) > 0
+    for figure in ("bf16_step_vs_float32_gpt", "bf16_step_vs_float32_mlp"):  # issue 23: a bfloat16 step ≤ 2× float32's
+        assert by_figure[figure]["status"] == "ok" and by_figure[figure]["target"] == "<= 2"
     env = json.loads((tmp_path / "env.json").read_text())
     assert env["bench"]["quick"] is True and "git" in env and "numpy" in env
     markdown = (tmp_path / "bench.md").read_text()

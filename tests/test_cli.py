@@ -169,7 +169,7 @@ def test_run_timeline_csv(both_by_layer):
 # --------------------------------------------------------------------------------------------------
 BAD = {
     "unknown activation": ["run", "--activation", "gelu"],
-    "unknown dtype": ["run", "--dtype", "float16"],
+    "unknown dtype": ["run", "--dtype", "int8"],
     "unknown mode": ["run", "--mode", "sideways"],
     "unknown optimizer": ["run", "--optimizer", "rmsprop"],
     "depth 0": ["run", "--depth", "0"],

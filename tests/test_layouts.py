@@ -7,7 +7,9 @@ steps of 2–3 along some axes (non-unit strides), reversed axes (negative strid
 and broadcast views (`np.broadcast_to`: stride 0, read-only); shapes include size-1 and size-0 axes. Then:
 
 - forward and backward on the strided arrays equal the same op on C-contiguous float64 copies (the reference; the
-  drawn dtype is float64 or float32), and, where one is simple, a formula written here from the definition;
+  drawn dtype is float64, float32, bfloat16 or float16: a 16-bit op computes in float32 and rounds each result once,
+  so it is held to a few of its type's units in the last place), and, where one is simple, a formula written here
+  from the definition;
 - the backward agrees with a central difference along a random direction (float64, smooth ops);
 - no op writes into its inputs or into its incoming gradient (each one's whole buffer is compared byte for byte
   after backward; a read-only broadcast view makes numpy raise on a write);
@@ -65,11 +67,17 @@ from memstudy.autograd.checkpoint import checkpoint
 from memstudy.autograd.engine import Function, Node
 from memstudy.autograd.meta import MetaArray
 from memstudy.autograd.ops.chunks import CHUNK_ELEMENTS
+from memstudy.autograd.precision import dtype as as_dtype
 
 PHASES = [Phase.explicit, Phase.reuse, Phase.generate] if os.environ.get("LAYOUTS_NO_SHRINK") else list(Phase)
 SETTINGS = settings(max_examples=25, deadline=None, phases=PHASES,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-TOLERANCE = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 2e-4}  # normwise, against the float64 reference
+BFLOAT16 = as_dtype("bfloat16")
+DTYPES = (np.dtype(np.float64), np.dtype(np.float32), BFLOAT16, np.dtype(np.float16))
+# normwise, against the float64 reference on the same (rounded) inputs: float32's arithmetic; for the 16-bit types
+# two units in the last place (2^-7 and 2^-10 relative: one rounding of the result, and one of an intermediate the
+# op rounds to the type, such as the product a 16-bit matmul's gradient reads)
+TOLERANCE = {DTYPES[0]: 1e-9, DTYPES[1]: 2e-4, DTYPES[2]: 2.0 ** -7, DTYPES[3]: 2.0 ** -10}
 
 
 # --- the ops, found by walking the package ---------------------------------------------------------------------
@@ -731,7 +739,7 @@ def test_op_on_any_layout(op, data):
     if op not in CASES:
         pytest.skip("no case (test_every_op_has_a_layout_case fails)")
     call = data.draw(CASES[op](), label="call")
-    dtype = np.dtype(data.draw(st.sampled_from([np.float64, np.float32]), label="dtype"))
+    dtype = data.draw(st.sampled_from(DTYPES), label="dtype")
     seed = data.draw(st.integers(0, 2 ** 32 - 1), label="seed")
     rng = np.random.default_rng(seed)
     args = call.args

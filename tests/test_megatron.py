@@ -25,12 +25,13 @@ def test_the_papers_coefficients_and_this_dtypes():
     assert megatron.coefficients(4) == (66, 9)  # float32
     assert megatron.coefficients(4, dropout=0.0) == (64, 4)  # no masks, no separate dropout output
     assert megatron.coefficients(8) == (130, 17)
+    assert megatron.statistics_itemsize(2) == 4  # a 16-bit layer norm keeps float32 statistics
     assert megatron.layer_bytes(S, B, H, A, 2, 0.1) == S * B * H * 34 + 5 * A * S * S * B
     assert megatron.fraction_removed(2048, 96, 12288) == pytest.approx(80 / 114)  # GPT-3: ~70%
     assert round(megatron.fraction_removed(2048, 96, 12288), 2) == 0.70
 
 
-@pytest.mark.parametrize("dtype,itemsize", [("float32", 4), ("float64", 8)])
+@pytest.mark.parametrize("dtype,itemsize", [("bfloat16", 2), ("float16", 2), ("float32", 4), ("float64", 8)])
 @pytest.mark.parametrize("dropout", [0.1, 0.0])
 def test_every_term_of_every_block_equals_the_formula(dtype, itemsize, dropout):
     acc = account(dtype, dropout)
@@ -45,7 +46,17 @@ def test_every_term_of_every_block_equals_the_formula(dtype, itemsize, dropout):
         assert megatron.total(table) == megatron.layer_bytes(S, B, H, A, itemsize, dropout)
         extras = [r for r in table if not r.terms]
         assert [r.label for r in extras] == [megatron.LN_STATISTICS]  # nothing unrecognised
-        assert extras[0].ledger_bytes == 2 * 2 * S * B * itemsize  # mean and 1/std, per row, of two norms
+        # mean and 1/std, per row, of two norms (float32 beside 16-bit activations)
+        assert extras[0].ledger_bytes == 2 * 2 * S * B * max(itemsize, 4) == megatron.statistics_bytes(S, B, itemsize)
+
+
+def test_bfloat16_gives_the_papers_34_and_5_term_by_term_without_conversion():
+    acc = account("bfloat16", 0.1)
+    for layer in range(DEPTH):
+        table = rows(acc, layer, 2, 0.1)
+        assert megatron.total(table) == S * B * H * 34 + 5 * A * S * S * B
+        masks = [r for r in table if r.terms and megatron.TERM[r.terms[0]].mask]
+        assert [r.ledger_bytes for r in masks] == [A * S * S * B, S * B * H, S * B * H]  # 1 byte per element
 
 
 def test_what_changes_at_dropout_0():

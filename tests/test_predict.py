@@ -21,7 +21,7 @@ from memstudy.measure.generation import predicted_generation_figures
 from memstudy.measure.ledger import StepAccount
 from memstudy.measure.predict import predict, predicted_account
 from memstudy.measure.workload import Workload
-from memstudy.nn.models.registry import builtin_names
+from memstudy.nn.models.registry import PRECISIONS, builtin_names
 
 
 def grid(**axes) -> list[dict]:
@@ -54,6 +54,9 @@ LLAMA_SHAPE = dict(depth=3, width=16, heads=4, ffn=24, seq_len=8, vocab=23, batc
 LLAMA_HEAVY = (dict(depth=2, width=8, heads=2, kv_heads=1, ffn=12, seq_len=16, vocab=300, batch_size=4),
                dict(depth=1, width=32, heads=8, kv_heads=2, ffn=40, seq_len=64, vocab=11, batch_size=2))
 
+# every precision (dtype x autocast x master weights x loss scaling: the registry's names, Lightning's and memstudy's)
+PRECISION_NAMES = tuple(PRECISIONS)
+
 FAMILY_CONFIGS: dict[str, list[dict]] = {
     # activation x dtype x optimiser x bias x mode, each with the next checkpoint x policy pair in turn; then
     # checkpoint x policy x mode in full at two settings; then the mid-backward-peak shapes
@@ -74,7 +77,7 @@ FAMILY_CONFIGS: dict[str, list[dict]] = {
     # then an odd image side (floor-mode pooling), a single block, and the smallest image for the depth
     "cnn": rotate([{"model": "cnn", **CNN_SHAPE, **c} for c in grid(
         conv_save=("input", "columns"), batch_norm=(True, False), checkpoint=CHECKPOINTS[:3],
-        mode=("train", "inference"))], dtype=("float32", "float64"), optimizer=("sgd", "adam"), policy=POLICIES)
+        mode=("train", "inference"))], precision=PRECISION_NAMES, optimizer=("sgd", "adam"), policy=POLICIES)
     + [dict(model="cnn", depth=2, width=3, image_size=13, in_channels=2, classes=4, batch_size=2, conv_save=cs)
        for cs in ("input", "columns")]
     + [dict(model="cnn", depth=1, width=8, image_size=6, in_channels=1, classes=3, batch_size=5, checkpoint="sqrt"),
@@ -84,7 +87,7 @@ FAMILY_CONFIGS: dict[str, list[dict]] = {
     # then the heavy shapes with every checkpoint, dropout on
     "gpt": rotate([{"model": "gpt", **GPT_SHAPE, **c} for c in grid(
         checkpoint=GPT_CHECKPOINTS, dropout=(0.0, 0.2), mode=("train", "inference"), policy=POLICIES)],
-        dtype=("float32", "float64"), optimizer=("sgd", "momentum", "adam"), bias=(True, False))
+        precision=PRECISION_NAMES, optimizer=("sgd", "momentum", "adam"), bias=(True, False))
     + [{"model": "gpt", **shape, "dropout": 0.1, "optimizer": "adam", "checkpoint": checkpoint}
        for shape in GPT_HEAVY for checkpoint in GPT_CHECKPOINTS]
     + rotate([{"model": "gpt", **GPT_SHAPE, "lora_rank": 2, **c} for c in grid(
@@ -93,7 +96,7 @@ FAMILY_CONFIGS: dict[str, list[dict]] = {
     # the heavy shapes with every checkpoint, LoRA on and off
     "llama": rotate([{"model": "llama", **LLAMA_SHAPE, **c} for c in grid(
         checkpoint=GPT_CHECKPOINTS, lora_rank=(0, 3), mode=("train", "inference"), policy=POLICIES)],
-        dtype=("float32", "float64"), optimizer=("sgd", "momentum", "adam"), kv_heads=(4, 2, 1), tie=(False, True))
+        precision=PRECISION_NAMES, optimizer=("sgd", "momentum", "adam"), kv_heads=(4, 2, 1), tie=(False, True))
     + [{"model": "llama", **shape, "optimizer": "adam", "checkpoint": checkpoint, "lora_rank": lora}
        for shape in LLAMA_HEAVY for checkpoint in GPT_CHECKPOINTS for lora in (0, 2)],
 }
@@ -103,6 +106,14 @@ FAMILY_CONFIGS["gpt"] += rotate([{"model": "gpt", **GPT_SHAPE, "mode": "generate
 FAMILY_CONFIGS["llama"] += rotate([{"model": "llama", **LLAMA_SHAPE, "mode": "generate", **c} for c in grid(
     kv_cache=("dynamic", "static"), prefill_logits=("last", "all"), kv_heads=(4, 1))],
     dtype=("float32", "float64"), new_tokens=(1, 3, 5), tie=(False, True), lora_rank=(0, 2))
+
+# every family in every precision, train and inference, Adam (the cnn, gpt and llama rotations above also pair each
+# precision with checkpoints, policies and optimisers; the mlp's and seed's stay float32 x float64)
+SHAPES = {"mlp": MLP_SHAPE, "seed": SEED_SHAPE, "cnn": CNN_SHAPE, "gpt": {**GPT_SHAPE, "dropout": 0.1},
+          "llama": {**LLAMA_SHAPE, "kv_heads": 2}}
+for _family, _shape in SHAPES.items():
+    FAMILY_CONFIGS[_family] += [{"model": _family, **_shape, "optimizer": "adam", **c} for c in grid(
+        precision=PRECISION_NAMES, mode=("train", "inference"))]
 # LoRA on the MLP's hidden layers (all-linear), every checkpoint x policy
 FAMILY_CONFIGS["mlp"] += [{"model": "mlp", **MLP_SHAPE, "lora_rank": 2, "checkpoint": c, "policy": p,
                            "optimizer": "adam"} for c in CHECKPOINTS for p in POLICIES]
@@ -119,7 +130,7 @@ def cases() -> list:
 def measured_account(config: dict) -> StepAccount:
     """A steady-state step as the cell measures it: warm-up step, gradients None, then the ledger step."""
     work = Workload(config)
-    work.step()
+    work.warm_up()
     work.reset()
     return work.ledger_step()
 

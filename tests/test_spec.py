@@ -121,7 +121,7 @@ def test_wrong_type_names_the_key(tmp_path, old, new, key):
 @pytest.mark.parametrize("old, new, key", [
     ('mode = ["train", "inference"]', 'mode = ["train", "predict"]', "grid.mode"),
     ("width = 16", 'activation = "gelu"', "grid.activation"),
-    ("width = 16", 'dtype = ["float16"]', "grid.dtype"),
+    ("width = 16", 'dtype = ["int8"]', "grid.dtype"),
     ("width = 16", 'optimizer = "lbfgs"', "grid.optimizer"),
 ])
 def test_unknown_choice_value(tmp_path, old, new, key):

@@ -53,7 +53,10 @@ def test_state_bytes_are_what_the_ledger_registers(raw, monkeypatch):
     assert held.input_bytes == prediction["input_bytes"]
     assert held.optimizer_state_bytes(config) == prediction["optimizer_state_bytes"]
     copies = STATE_COPIES[config["optimizer"]]
-    assert prediction["optimizer_state_bytes"] == (copies * held.trainable_bytes if config["mode"] == "train" else 0)
+    low = held.low_trainable_bytes  # 16-bit trainables: with master weights, a float32 copy and float32 state each
+    expected = copies * (held.trainable_bytes - low) + (2 * (1 + copies) if config["master_weights"] else copies) * low
+    expected += 8 if config["loss_scale"] == "dynamic" else 0  # the loss scaler's scale and growth counter
+    assert prediction["optimizer_state_bytes"] == (expected if config["mode"] == "train" else 0)
     assert 0 < held.trainable_bytes <= held.parameter_bytes
     assert held.total_bytes(config) <= prediction["predicted_peak_bytes"]  # a bound the budget may refuse by
 

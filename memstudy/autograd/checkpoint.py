@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .autocast import autocast
 from .engine import (STATE, Function, Node, backward_to_inputs, enable_grad, no_grad, phase_scope,
                      saved_tensors_policy)
 from .tensor import Tensor
@@ -33,7 +34,8 @@ class Checkpoint(Function):
     def forward(ctx: Node, *arrays: np.ndarray, run: Callable[..., Tensor], args: tuple = (),
                 names: tuple[str, ...] = ("x",)) -> np.ndarray:
         """`arrays` are the segment's inputs (one per name in `names`), then its parameters."""
-        ctx.run, ctx.args, ctx.policy = run, args, STATE.policy  # the recompute uses the same policy
+        # the recompute runs under the same saved-tensor policy and autocast (PyTorch's checkpoint restores autocast)
+        ctx.run, ctx.args, ctx.policy, ctx.autocast = run, args, STATE.policy, STATE.autocast
         inputs = arrays[: len(names)]
         ctx.save(**dict(zip(names, inputs)))
         with no_grad():
@@ -44,7 +46,7 @@ class Checkpoint(Function):
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
         saved = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        with phase_scope("recompute"), enable_grad(), saved_tensors_policy(ctx.policy):
+        with phase_scope("recompute"), enable_grad(), saved_tensors_policy(ctx.policy), autocast(ctx.autocast):
             inputs = tuple(Tensor(x, requires_grad=need) for x, need in zip(saved, needs))
             out = ctx.run(*inputs, *ctx.args)
             node = out._node

@@ -50,6 +50,8 @@ class _State:
     phase: str = "forward"  # forward | backward | recompute | optimizer
     policy: str = "minimal"  # the saved-tensor policy (see the module docstring)
     half_cache: dict | None = None  # per policy scope: float16 copies and caller-owned buffers (weak refs)
+    autocast: np.dtype | None = None  # inside `autocast.autocast(dtype)`: the 16-bit type of its lower-precision ops
+    autocast_cache: dict | None = None  # the outermost autocast scope's weight casts (see autocast.py)
     small_ufunc_buffer: bool = False  # inside ops.small_ufunc_buffer: numpy's bufsize is already small
     # the repeated-block scope events belong to (`repeat_scope`; None whenever every block runs, as in measuring)
     # and its backward counterpart, which a node made now carries into backward (`Node.repeat`)
@@ -81,7 +83,7 @@ class Node:
     """
 
     __slots__ = ("fn", "parents", "needs_input_grad", "layer", "sequence", "saved", "saved_roles", "saved_tensors",
-                 "released", "stored_dtypes", "caller_owned", "repeat", "__dict__")
+                 "released", "stored_dtypes", "caller_owned", "grad_dtypes", "repeat", "__dict__")
 
     def __init__(self, fn: type, parents: tuple | None, needs_input_grad: tuple[bool, ...], layer: int | None):
         self.fn = fn
@@ -101,6 +103,10 @@ class Node:
         # weight, the batch): caller-owned, never an activation. Ints only, set by `apply` when it records: an id
         # is matched only against what this node saved, which keeps that buffer (so the id is still its own)
         self.caller_owned: tuple[int, ...] = ()
+        # set by `apply` when an input that needs a gradient has another dtype than the output (autocast's residual
+        # add: float32 + bfloat16): each input's dtype, to which backward casts its gradient (as PyTorch's engine
+        # casts a gradient to its input's dtype)
+        self.grad_dtypes: tuple | None = None
 
     def save(self, **arrays: np.ndarray | None) -> None:
         """The one door for saved state: keyword = role, value = array (None if not needed)."""
@@ -272,6 +278,8 @@ def _run_backward(root_node: Node, pending: dict[int, np.ndarray], retain_graph:
                 break
         if instrument is not None:  # before `del grad`: the new gradients were made while it lived
             instrument.on_backward(node, input_grads)
+        if node.grad_dtypes is not None:
+            input_grads = _cast_grads(node, input_grads, instrument)
         if node.stored_dtypes is not None:
             node.saved_tensors = ()  # the cast-back copies die now, after the gradients made from them
         del grad  # the incoming gradient dies here unless an input grad aliases it
@@ -306,6 +314,19 @@ def _run_backward(root_node: Node, pending: dict[int, np.ndarray], retain_graph:
                 _accumulate_leaf(parent, input_grad)
         # drop this iteration's references now, or they would outlive their use by one node
         input_grads = input_grad = parent = None
+
+
+def _cast_grads(node: Node, grads: tuple, instrument: Any) -> tuple:
+    """Each input's gradient in that input's dtype (`Node.grad_dtypes`); a cast is a new buffer, reported."""
+    out = []
+    for g, dtype in zip(grads, node.grad_dtypes):
+        if g is not None and dtype is not None and g.dtype != dtype:
+            with np.errstate(over="ignore"):  # a float16 overflow is an inf, as it is on hardware (loss scaling)
+                g = g.astype(dtype)
+            if instrument is not None:
+                instrument.on_new(g, node.fn.name + "_backward", node.layer)
+        out.append(g)
+    return tuple(out)
 
 
 class no_grad:

@@ -9,8 +9,10 @@ from typing import Any
 import numpy as np
 
 from . import ops
+from .autocast import Cast, CastWeight, POLICY as AUTOCAST_POLICY, target as autocast_target
 from .engine import HALF, POLICIES, STATE, Node, _base, _data_address, backward
 from .meta import MetaArray
+from .precision import FLOAT32, is_float, is_low
 
 
 class Tensor:
@@ -23,7 +25,7 @@ class Tensor:
 
     def __init__(self, data: Any, requires_grad: bool = False, name: str | None = None):
         array = data if type(data) is np.ndarray or type(data) is MetaArray else np.asarray(data)
-        if requires_grad and array.dtype.kind != "f":
+        if requires_grad and not is_float(array.dtype):
             raise TypeError(f"only floating-point tensors can require grad, got {array.dtype}")
         self.data = array
         self.grad: np.ndarray | None = None
@@ -178,6 +180,8 @@ def _constant(value: Any, like: Tensor) -> Any:
 
 def apply(fn: type, *inputs: Any, **consts: Any):
     """Run `fn` forward on the inputs' arrays, record a node if any input requires grad, wrap the result."""
+    if STATE.autocast is not None and fn.name in AUTOCAST_POLICY:  # inside autocast: cast by the op's policy
+        inputs = _autocast_inputs(fn, inputs)
     # one pass over the inputs: their arrays, their edges (node, leaf tensor, or None: no grad flows)
     arrays = []
     parents = []
@@ -221,9 +225,37 @@ def apply(fn: type, *inputs: Any, **consts: Any):
     result = Tensor(out, record)
     if record:
         result._node = ctx
+        dtype = out.dtype
+        for x in inputs:  # an input of another dtype (autocast's float32 + bfloat16) gets its gradient cast back
+            if type(x) is Tensor and x.requires_grad and x.data.dtype != dtype:
+                ctx.grad_dtypes = tuple(x.data.dtype if type(x) is Tensor else None for x in inputs)
+                break
     else:
         result._from_op = True
     return result
+
+
+def _autocast_inputs(fn: type, inputs: tuple) -> tuple:
+    """The inputs of `fn` cast by the active autocast (autocast.py); a parameter's 16-bit cast is made once per
+    scope (the weight-cast cache, as PyTorch's: a float32 leaf that requires grad, cast to the 16-bit type)."""
+    out = []
+    for x in inputs:
+        data = x.data if type(x) is Tensor else x
+        if (type(data) is not np.ndarray and type(data) is not MetaArray) or not is_float(data.dtype):
+            out.append(x)
+            continue
+        to = autocast_target(fn, data.dtype)
+        if to is None:
+            out.append(x)
+        elif type(x) is Tensor and x.requires_grad and x._node is None and data.dtype == FLOAT32 and is_low(to):
+            cache = STATE.autocast_cache
+            hit = cache.get(id(x))
+            if hit is None or hit[0]() is not x:  # not cast yet in this scope (or an id reused by another leaf)
+                hit = cache[id(x)] = (weakref.ref(x), apply(CastWeight, x, dtype=to))
+            out.append(hit[1])
+        else:
+            out.append(apply(Cast, x, dtype=to))
+    return tuple(out)
 
 
 def _apply_policy(ctx: Node, inputs: tuple, arrays: tuple, out: np.ndarray) -> tuple:

@@ -11,9 +11,10 @@ where `Study` is `memstudy.report.context.Study`. A family lists the findings th
 is chosen by a model's name; a family that lists none gets the generic report only.
 
 Built in: `mlp` (the MLP's laws: width × itemsize per layer per example, the inputs' share), `remedies`
-(checkpointing, saved-tensor policies, optimisers, dtypes), `attention` (a GPT against sequence length and the
-Megatron-LM formula, `megatron`), `cnn` (where a CNN keeps its memory), `generation` (a prefill and decode steps
-with a KV cache beside training and inference of the same model).
+(checkpointing, saved-tensor policies, optimisers), `precision` (dtypes, autocast, master weights, loss scaling:
+what 16 bits buy, category by category), `attention` (a GPT against sequence length and the Megatron-LM formula,
+`megatron`), `cnn` (where a CNN keeps its memory), `generation` (a prefill and decode steps with a KV cache beside
+training and inference of the same model).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import importlib
 from types import ModuleType
 from typing import Any
 
-BUILTIN = ("mlp", "remedies", "attention", "cnn", "generation")  # in report order
+BUILTIN = ("mlp", "remedies", "precision", "attention", "cnn", "generation")  # in report order
 SIGNATURE = ("FIGURES", "applies", "blocks")
 
 

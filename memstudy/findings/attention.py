@@ -90,7 +90,7 @@ def fit_formula(layers: pd.DataFrame) -> dict[str, Any]:
     predicted = alpha * terms["alpha"] + beta * terms["beta"] + gamma * sb
     worst = float(np.max(np.abs(predicted - layers["per_layer_bytes"].to_numpy(float)))) if len(layers) else math.nan
     linear, quadratic, itemsize, _ = _formula(layers)
-    statistics = megatron.STATISTICS_PER_POSITION * itemsize
+    statistics = megatron.STATISTICS_PER_POSITION * megatron.statistics_itemsize(itemsize)
     return {"alpha": alpha, "beta": beta, "gamma": gamma, "r2": fit["r2"], "n": fit["n"],
             "worst_residual_bytes": worst, "linear": linear, "quadratic": quadratic, "statistics": statistics,
             "width": None if several_widths else int(layers["width"].iloc[0]),
@@ -160,23 +160,34 @@ def blocks(study: Study) -> list[Block]:
     if layers.empty:
         return out + [Paragraph("Not enough cells: per-layer bytes need training cells at two depths or more.")]
     plain = layers[layers["checkpoint"] == "none"] if "checkpoint" in layers else layers
+    # several dtypes (float32 and bfloat16): the law and the term table per dtype; the rest in the main one
+    dtypes = sorted(train["dtype"].unique(), key=lambda d: (d != "float32", d))
+    main = dtypes[0]
     if not plain.empty:
-        out += _law_lines(plain)
-        out += _term_lines(plain, train)
+        out += _law_lines(plain, main)
+        for dtype in dtypes:
+            out += _term_lines(plain[plain["dtype"] == dtype], train[train["dtype"] == dtype])
+    inference = inference[inference["dtype"] == main] if len(dtypes) > 1 else inference
     if not inference.empty:
         out += _inference_lines(inference)
+    layers, train = layers[layers["dtype"] == main], train[train["dtype"] == main]
     if "checkpoint" in layers and layers["checkpoint"].nunique() > 1:
+        if len(dtypes) > 1:
+            out.append(Paragraph(f"The sections below read the {main} cells."))
         out += _checkpoint_lines(train, layers)
     return out
 
 
-def _law_lines(plain: pd.DataFrame) -> list[Block]:
+def _law_lines(plain: pd.DataFrame, main: str | None = None) -> list[Block]:
+    """The fit per dtype and dropout; the slopes and the figure over the `main` dtype's cells (default: all)."""
     lines: list[Block] = [Heading("The law and the formula", 3)]
     for (dtype, dropout), part in plain.groupby(["dtype", "dropout"]):
         linear, quadratic, itemsize, _ = _formula(part)
         fit = fit_formula(part)
-        lines += [Paragraph(f"**{dtype}, dropout {dropout:g}** (activations {itemsize} B, masks 1 B; the paper's 34 "
-                            f"and 5 become {linear} and {quadratic}): " + _sentence_fit(fit))]
+        coefficients = ("the paper's own 34 and 5" if (linear, quadratic) == (34, 5) else
+                        f"the paper's 34 and 5 become {linear} and {quadratic}")
+        lines += [Paragraph(f"**{dtype}, dropout {dropout:g}** (activations {itemsize} B, masks 1 B; "
+                            f"{coefficients}): " + _sentence_fit(fit))]
         crossings = []
         for (heads, width), _ in part.groupby(["heads", "width"]):
             if fit["beta"] > 0:
@@ -185,6 +196,9 @@ def _law_lines(plain: pd.DataFrame) -> list[Block]:
                                  f"{linear}·h/({quadratic}·a) = {linear * width / (quadratic * heads):.0f})")
         if crossings:
             lines += [Paragraph("The quadratic term overtakes the linear one at " + "; ".join(crossings) + ".")]
+    if main is not None and plain["dtype"].nunique() > 1:
+        plain = plain[plain["dtype"] == main]
+        lines.append(Paragraph(f"The slopes and the figure read the {main} cells."))
     slopes = local_slopes(plain)
     if slopes:
         first, last = slopes[0][2], slopes[-1][2]
@@ -302,11 +316,13 @@ def _checkpoint_lines(train: pd.DataFrame, layers: pd.DataFrame) -> list[Block]:
                            f"β = {quadratic}):"))
     if "selective" in fits:
         sel = layers[layers["checkpoint"] == "selective"]
-        statistics = megatron.STATISTICS_PER_POSITION * itemsize * sel["seq_len"] * sel["batch_size"]
+        statistics = megatron.STATISTICS_PER_POSITION * megatron.statistics_itemsize(itemsize) * sel["seq_len"] \
+            * sel["batch_size"]
         matches = (sel["per_layer_bytes"] - statistics).round(6) == linear * sel["sbh"]
         lines.append(Paragraph(
             f"Selective: per-layer bytes equal {linear}·s·b·h (plus the layer-norm statistics, "
-            f"{megatron.STATISTICS_PER_POSITION}·s·b·{itemsize} B) in {int(matches.sum())} of {len(sel)} cell "
+            f"{megatron.STATISTICS_PER_POSITION}·s·b·{megatron.statistics_itemsize(itemsize)} B) "
+            f"in {int(matches.sum())} of {len(sel)} cell "
             "groups: " + ("the quadratic term is gone exactly (β = 0); the recompute holds one block's scores "
                           "only while that block's backward runs." if bool(matches.all()) else
                           "not so: some quadratic bytes remain.")))

@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..autograd.precision import dtype as as_dtype
 from .megatron import Row, held_after_forward
 
 ATTENTION_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -251,9 +252,7 @@ def step_table(account: Any, config: dict[str, Any]) -> list[TableRow]:
     for a prediction): parameters, gradients (largest live), optimiser state, the activations term by term (summed
     over the layers) beside the formula, what is held outside the layers, the activations held for backward, and
     the total peak. The pieces a worked example's table is made of."""
-    import numpy as np
-
-    itemsize = np.dtype(config["dtype"]).itemsize
+    itemsize = as_dtype(config["dtype"]).itemsize
     depth = config["depth"]
     registered = account.registered_bytes
     rows = [TableRow("parameters", registered["parameter"], None),

@@ -4,8 +4,10 @@ Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer
 what one transformer layer holds for backward as s·b·h·(34 + 5·a·s/h) bytes: s sequence length, b batch,
 h hidden size, a heads, with 2-byte (16-bit) activations and 1-byte dropout masks. Each of its terms is one
 array: `TERMS` lists them with the number of elements (per s·b·h, or per a·s²·b) and whether it is an
-activation (the dtype's bytes) or a mask (1 byte). For float32 (4 bytes, 1-byte masks) the same terms give
-s·b·h·(66 + 9·a·s/h).
+activation (the dtype's bytes) or a mask (1 byte). In bfloat16 or float16 (2 bytes, 1-byte masks) the ledger's
+terms are the paper's 34 and 5 exactly; for float32 (4 bytes) the same terms give s·b·h·(66 + 9·a·s/h). What
+stays float32 in a 16-bit model is outside the formula either way: the layer norms' statistics (`statistics_bytes`,
+4 bytes each) and the loss's softmax (`outside_rows`).
 
 At dropout 0 there are no masks, and attention-over-values saves the softmax's output itself (no separate
 dropout output): 16·itemsize per s·b·h and itemsize per a·s²·b remain (64 and 4 in float32).
@@ -94,9 +96,15 @@ def layer_bytes(seq_len: int, batch: int, width: int, heads: int, itemsize: int,
 STATISTICS_PER_POSITION = 4  # mean and 1/std of ln_1 and ln_2: values per position per layer, not in the formula
 
 
+def statistics_itemsize(itemsize: int) -> int:
+    """The bytes of one layer-norm statistic beside activations of `itemsize` bytes: float32 for 16-bit activations
+    (a 16-bit layer norm keeps its statistics in float32, as PyTorch's CPU kernel does), else the activations'."""
+    return max(itemsize, 4)
+
+
 def statistics_bytes(seq_len: int, batch: int, itemsize: int) -> int:
     """What a block's two layer norms keep beyond the formula: their mean and 1/std, one value per position."""
-    return STATISTICS_PER_POSITION * seq_len * batch * itemsize
+    return STATISTICS_PER_POSITION * seq_len * batch * statistics_itemsize(itemsize)
 
 
 def fraction_removed(seq_len: int, heads: int, width: int) -> float:

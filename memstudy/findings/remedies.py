@@ -1,4 +1,5 @@
-"""The remedies finding: what buys memory back (checkpointing, saved-tensor policies, optimisers, dtypes).
+"""The remedies finding: what buys memory back (checkpointing, saved-tensor policies, optimisers; dtypes are
+`findings/precision`).
 
 Written for layered networks whose layer holds one batch × width activation (the MLP families list it,
 `remedies`): "layers' worth" and PyTorch's figure are counted in that unit. Each part appears only when the study
@@ -8,7 +9,7 @@ from the configuration and named as such; every time is shown beside the load it
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,12 +24,12 @@ from ..run.results.fields import GRID_FIELDS
 from ..run.select import nearest_batch
 
 NAME = "remedies"
-FIGURES = ("checkpoint_tradeoff.png", "policy_bytes.png", "optimizer_peak.png", "dtype_ratio.png")
+FIGURES = ("checkpoint_tradeoff.png", "policy_bytes.png", "optimizer_peak.png")
 FIGURES_MODULE = "memstudy.findings.remedies_figures"
 TIME_BOUND = 1.6  # the issue's bound on sqrt checkpointing's step time, relative to no checkpointing
 PARAMETER_SIDE = ("parameter", "gradient", "optimizer_state")
 BATCH_SIDE = ("input", "activation", "temporary", "output")
-FIELDS = ("checkpoint", "policy", "optimizer", "dtype")  # one part each, when the study varies it
+FIELDS = ("checkpoint", "policy", "optimizer")  # one part each, when the study varies it (dtypes: findings/precision)
 
 
 def applies(study: Study) -> bool:
@@ -49,8 +50,6 @@ def blocks(study: Study) -> list[Block]:
         parts += policy_section(train)
     if "optimizer" in vary and not train.empty:
         parts += optimizer_section(train)
-    if "dtype" in vary:
-        parts += dtype_section(cells)
     if not parts:
         return []
     return [Heading("What buys the memory back")] + parts
@@ -402,101 +401,4 @@ def optimizer_section(train: pd.DataFrame) -> list[Block]:
                          plot(FIGURES_MODULE, "optimizer_peak", data, optimizers,
                               title="Share of the peak on the parameter side (parameters + gradients + optimiser "
                               f"state){at}")))
-    return blocks
-
-
-# --- dtypes -------------------------------------------------------------------------------------------
-
-DTYPE_CATEGORIES = (  # the ledger's categories, then the step's totals and the other measurements
-    ("parameters", "parameter_bytes"), ("optimiser state", "optimizer_state_bytes"), ("input", "input_bytes"),
-    ("gradients (at the peak)", "peak_gradient_bytes"), ("activations held for backward", "activation_bytes"),
-    ("temporaries (at the peak)", "peak_temporary_bytes"), ("output (at the peak)", "peak_output_bytes"),
-)
-DTYPE_QUANTITIES = DTYPE_CATEGORIES + (
-    ("step peak (ledger)", "step_peak_bytes"), ("total peak (ledger)", "peak_bytes"),
-    ("step peak (tracemalloc)", "tracemalloc_step_peak_bytes"), ("step time", "step_seconds"),
-)
-
-
-class DtypeRatio(NamedTuple):
-    """float32 ÷ float64 of one quantity over the pairs where float64's value is above 0."""
-    median: float
-    low: float
-    high: float
-    pairs: int
-
-
-def dtype_pairs(cells: pd.DataFrame) -> pd.DataFrame | None:
-    """Each float32 cell beside the float64 cell with every other field equal (`*_ref`); None without both."""
-    if not {"float32", "float64"} <= set(cells["dtype"]):
-        return None
-    pairs = _against(cells, "dtype", "float64", [c for _, c in DTYPE_QUANTITIES] + ["foreign_cores"])
-    return pairs[pairs["dtype"] == "float32"].dropna(subset=["peak_bytes_ref"])
-
-
-def dtype_ratios(pairs: pd.DataFrame) -> dict[str, DtypeRatio]:
-    """float32 ÷ float64 per quantity of DTYPE_QUANTITIES (by its label), over the pairs."""
-    ratios = {}
-    for label, column in DTYPE_QUANTITIES:
-        num = pd.to_numeric(pairs[column], errors="coerce").astype(float)
-        den = pd.to_numeric(pairs[f"{column}_ref"], errors="coerce").astype(float)
-        keep = den > 0
-        if not keep.any():
-            continue
-        r = (num[keep] / den[keep]).to_numpy()
-        ratios[label] = DtypeRatio(float(np.median(r)), float(r.min()), float(r.max()), int(keep.sum()))
-    return ratios
-
-
-def exact_halves(ratios: dict[str, DtypeRatio]) -> tuple[list[str], list[str]]:
-    """(memory quantities at exactly 0.5 in every pair, those that are not; the input, with its int64 labels, and
-    the step time are in neither)."""
-    exact = [label for label, r in ratios.items() if r.low == r.high == 0.5 and label != "step time"]
-    inexact = [label for label in ratios if label not in exact and label not in ("step time", "input")]
-    return exact, inexact
-
-
-def labels_ratio(batch: int, in_features: int) -> float:
-    """float32 ÷ float64 of a training input: x halves, the int64 labels do not."""
-    return (batch * in_features * 4 + batch * 8) / (batch * in_features * 8 + batch * 8)
-
-
-def dtype_section(cells: pd.DataFrame) -> list[Block]:
-    pairs = dtype_pairs(cells)
-    if pairs is None:
-        return []
-    blocks: list[Block] = [Heading("float32 against float64", 3), Paragraph(
-        f"Each float32 cell against the float64 cell with every other field equal ({len(pairs)} pairs, "
-        "training and inference): ratio = float32 ÷ float64.")]
-    ratios = dtype_ratios(pairs)
-    body = [[label, r.pairs, doc.fixed(r.median, 4), doc.compound("{} – {}", doc.fixed(r.low, 4), doc.fixed(r.high, 4))]
-            for label, r in ratios.items()]
-    blocks.append(doc.table(["quantity", "pairs", "median ratio", "range"], body))
-    train = pairs[pairs["mode"] == "train"]
-    labels = ""
-    if not train.empty:
-        r = train.iloc[0]
-        b, i = int(r["batch_size"]), int(r["in_features"])
-        labels = (f" The input is the exception by construction: x halves but the int64 labels do not (batch {b}, "
-                  f"{i} features: ({b}·{i}·4 + {b}·8) ÷ ({b}·{i}·8 + {b}·8) = "
-                  f"{labels_ratio(b, i):.4f}); inference has no labels.")
-    exact, inexact = exact_halves(ratios)
-    if not inexact:
-        finding = ("Every category of the step but the input halves exactly (ratio 0.5000 in every pair): each "
-                   "buffer is the same number of elements at half the itemsize, allocated and freed in the same "
-                   "order, so the peak falls at the same event.")
-    else:
-        finding = (f"Not every category halves: {', '.join(inexact)} "
-                   f"{'does' if len(inexact) == 1 else 'do'} not have the ratio 0.5000 in every pair (see the "
-                   "range column)" + (f"; {', '.join(exact)} halve exactly." if exact else "."))
-    load = _load_of(*pairs["foreign_cores"], *pairs["foreign_cores_ref"])
-    timed = ("" if not math.isfinite(load) else
-             f" Its pairs were timed while other processes kept at most {load:.2f} cores busy"
-             + (" (loaded: the ratio is rough)." if load > LOADED_CORES else "."))
-    blocks.append(Paragraph(
-        finding + labels + " The step time is a measurement of its own, not a memory figure: float32 matrix "
-        "products are faster, but the engine's per-op overhead does not depend on the dtype." + timed))
-    blocks.append(Figure("dtype_ratio.png", "float32 / float64 ratio per category",
-                         plot(FIGURES_MODULE, "dtype_ratio", ratios,
-                              title="float32 ÷ float64, per category (median, range)")))
     return blocks

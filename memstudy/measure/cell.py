@@ -20,7 +20,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..autograd.autocast import CastWeight
 from ..autograd.meta import Unsupported
+from ..autograd.ops.emulate import EMULATION_PREFIX
 from ..config import normalize
 from . import probes
 from .agreement import prediction_matches, unavailable_prediction
@@ -75,7 +77,10 @@ def measure_workload(work: Workload, config: dict[str, Any], prediction: dict[st
     `on_account` receives each repeat's ledger account."""
     # the approximate policy's gradient error, against `minimal` at the same (initial) parameters
     grad_rel_error = work.gradient_error() if work.train and config["policy"] != "minimal" else None
-    work.step()  # warm-up: optimiser state now exists, caches are warm
+    # the precision's, against a float64 twin at the same parameters (asked for: it costs a float64 step)
+    grad_error_vs_float64 = work.gradient_error_vs_float64() if work.train and config.get("float64_reference") \
+        else None
+    work.warm_up()  # optimiser state now exists (a loss scaler has backed off below overflow), caches are warm
     source = model_source(config.get("model"))  # the model file this process imported (provenance.py)
     rows = []
     for repeat in range(repeats):
@@ -115,6 +120,10 @@ def measure_workload(work: Workload, config: dict[str, Any], prediction: dict[st
             saved_tensors=account.saved_tensors,
             recomputed_ops=account.recomputed_ops,
             grad_rel_error=grad_rel_error,
+            grad_error_vs_float64=grad_error_vs_float64,
+            weight_copy_bytes=sum(b.nbytes for b in account.buffers if b.op == CastWeight.name),
+            peak_emulation_bytes=sum(b.nbytes for b in account.live_at(account.peak_event)
+                                     if b.op.rpartition(".")[2].startswith(EMULATION_PREFIX)),
             **{f"peak_{c}_bytes": peak[c] for c in peak},
             predicted_peak_bytes=prediction["predicted_peak_bytes"],
             predicted_step_peak_bytes=prediction["predicted_step_peak_bytes"],

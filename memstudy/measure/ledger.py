@@ -149,6 +149,10 @@ class StepAccount:
         self._unrolled()
         return [Event(*event) for event in self.raw_events]
 
+    def live_at(self, event: int) -> list[Buffer]:
+        """The buffers alive just after event `event` (born at or before it, not yet freed)."""
+        return [b for b in self.buffers if b.born <= event and (b.died is None or b.died > event)]
+
     def timeline_rows(self) -> list[dict[str, Any]]:
         """One row per event: what changed, the live bytes per category after it, and the event's buffer
         (key, the op that made it, role, shape, dtype, bytes, birth and death event), so a reader can draw

@@ -33,6 +33,7 @@ the measured process peak sits slightly above the predicted one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 import threading
 import time
@@ -40,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from ..autograd import STATE, meta
+from ..autograd.precision import dtype as as_dtype, is_low
 from ..config import get_family, normalize
 from ..nn import repeat
 from ..nn.models.registry import StateBytes
@@ -73,7 +75,7 @@ def _account(config: dict[str, Any], max_drawn_bytes: int | None, compressed: bo
             work = Workload(config)
             if plans is not None:
                 plans.append(c.plans if c is not None else 0)
-            work.step()  # warm-up, as the cell does: the optimiser state exists
+            work.warm_up()  # as the cell does: the optimiser state exists (shape-only: one step, none is skipped)
             # the cell's reset also runs gc.collect(), which frees nothing of a step (the engine makes no reference
             # cycles, tested with gc disabled) and costs 10-30 ms in a large process: gradients None is the baseline
             work.optimizer.zero_grad()
@@ -200,7 +202,9 @@ def state_bytes(config: dict[str, Any], max_drawn_bytes: int | None = None) -> S
     else what the ledger registers for its shape-only build (repeated blocks built once and counted as many; the
     optimiser's state counted from the trainable parameters, since it exists only after a step)."""
     declared = get_family(config["model"]).state_bytes(config)
-    if declared is not None:
+    if declared is not None:  # a closed form counts every trainable parameter in the configuration's dtype
+        if is_low(as_dtype(config["dtype"])):
+            return dataclasses.replace(declared, low_trainable_bytes=declared.trainable_bytes)
         return declared
     try:
         return _built_state_bytes(config, max_drawn_bytes, True)
@@ -215,8 +219,9 @@ def _built_state_bytes(config: dict[str, Any], max_drawn_bytes: int | None, comp
         work.register(ledger)
         copies = repeat.copies(work.model)
         trainable = sum(p.data.nbytes * copies.get(id(p), 1) for p in work.optimizer.params)
+        low = sum(p.data.nbytes * copies.get(id(p), 1) for p in work.optimizer.params if is_low(p.data.dtype))
         registered = ledger.finish().registered_bytes
-    return StateBytes(registered["parameter"], trainable, registered["input"])
+    return StateBytes(registered["parameter"], trainable, registered["input"], low)
 
 
 def prediction_fields(account: StepAccount) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import optim
-from ..autograd import STATE, Tensor, no_grad, saved_tensors_policy
+from ..autograd import STATE, Tensor, autocast, no_grad, saved_tensors_policy
 from ..nn import repeat
 from ..nn.generation import generate
 from ..nn.models.registry import get_family
@@ -19,6 +19,7 @@ from . import heap
 from .ledger import Ledger, StepAccount
 
 GRAD_ERROR_CHUNK_ELEMENTS = 1 << 18  # float64 scratch of the gradient check: 2 MiB per array
+MAX_WARM_UP_STEPS = 40  # a loss scale of 2¹⁶ halves to 2⁻²³ in 40 skipped steps
 
 
 class Workload:
@@ -33,7 +34,8 @@ class Workload:
     def from_model(cls, model: Any, inputs: Any, labels: Any, loss: Callable[[Any, Any, Any], Tensor],
                    config: dict[str, Any]) -> "Workload":
         """A workload around a model that was built elsewhere (a notebook): `loss(model, inputs, labels)`;
-        `config` needs mode, policy and optimizer (and, for mode generate, the generation fields)."""
+        `config` needs mode, policy and optimizer (autocast, master_weights and loss_scale are optional; for mode
+        generate, the generation fields)."""
         work = cls.__new__(cls)
         work._setup(config, model, inputs, labels, loss)
         return work
@@ -50,28 +52,52 @@ class Workload:
             heap.settle()
         self.labels = labels
         self._loss = loss
+        cast = config.get("autocast", "none")
+        self.autocast = None if cast == "none" else cast  # the forward's (and the loss's) autocast dtype
         # the trainable parameters: a frozen one (requires_grad False) is model state, but nothing to update
-        self.optimizer = optim.make(config["optimizer"], [p for p in self.model.parameters() if p.requires_grad])
+        self.optimizer = optim.make(config["optimizer"], [p for p in self.model.parameters() if p.requires_grad],
+                                    master_weights=bool(config.get("master_weights", False)))
+        # dynamic loss scaling (training only): its scale and growth counter are optimiser-side state
+        self.scaler = optim.LossScaler() if self.train and config.get("loss_scale", "none") == "dynamic" else None
+        self.skipped = False  # whether the last step's update was skipped (loss scaling: an inf or NaN gradient)
 
     def step(self) -> Any:
         """One training step (forward, loss, backward, optimiser step), one inference forward, or one generation
         (prefill and decode steps; returns the sequences and the KV cache, which the step's output keeps alive)."""
         if not self.train:
-            with no_grad():
+            with no_grad(), autocast(self.autocast):
                 if self.generating:  # a model whose forward takes a KV cache (nn.generation)
                     c = self.config
                     return generate(self.model, self.inputs, c["new_tokens"], c["kv_cache"], c["prefill_logits"])
                 return self.model(self.inputs)
         loss = self.loss(self.policy)
-        loss.backward()
-        self.optimizer.step()
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+            return loss
+        (loss * float(self.scaler.scale)).backward()  # the scaled loss (a Scale op): small gradients stay > 0
+        self.skipped = not self.optimizer.step(self.scaler)  # unscales, skips on inf/NaN, updates the scale
         return loss
 
+    def warm_up(self) -> int:
+        """Steps until one updates the parameters, so the optimiser state exists (the steady state a measured step
+        starts from): one step, or with loss scaling as many as the scaler needs to back off below an overflow
+        (GradScaler's first steps skip while 2¹⁶ is too large), at most MAX_WARM_UP_STEPS. Returns the steps."""
+        self.skipped = False
+        self.step()
+        steps = 1
+        while self.skipped and steps < MAX_WARM_UP_STEPS:
+            self.optimizer.zero_grad()
+            self.step()
+            steps += 1
+        return steps
+
     def loss(self, policy: str) -> Tensor:
-        """Forward and loss, the graph's saved tensors under `policy` (the loss's too)."""
-        if policy == "minimal" and STATE.policy == "minimal":  # the engine's default already: no scope to enter
+        """Forward and loss under the configuration's autocast, the graph's saved tensors under `policy` (the loss's
+        too)."""
+        if policy == "minimal" and STATE.policy == "minimal" and self.autocast is None:  # no scope to enter
             return self._loss(self.model, self.inputs, self.labels)
-        with saved_tensors_policy(policy):
+        with saved_tensors_policy(policy), autocast(self.autocast):
             return self._loss(self.model, self.inputs, self.labels)
 
     def gradient_error(self, reference: str = "minimal") -> float:
@@ -100,6 +126,51 @@ class Workload:
         self.optimizer.zero_grad()
         return float(np.sqrt(diff_sq) / np.sqrt(ref_sq))
 
+    def gradient_error_vs_float64(self) -> float:
+        """‖g − g₆₄‖ / ‖g₆₄‖ over all trainable parameters' gradients: this configuration's gradients (unscaled, with
+        loss scaling) against a float64 twin's (the same family and fields in float64, no autocast, master weights
+        or loss scaling) at the same parameter values, batch and dropout masks (the values upcast exactly), before
+        any optimiser step. Leaves the gradients None.
+
+        Holds the twin (parameters and a float64 step) beside this configuration's gradients: the cell's budget
+        allows for it (study/budget.py)."""
+        config = self.config
+        twin = Workload({**config, "dtype": "float64", "autocast": "none", "master_weights": False,
+                         "loss_scale": "none"})
+        _copy_values(self.model, twin.model)
+        for mine, theirs in ((self.inputs, twin.inputs), (self.labels, twin.labels)):  # the batch, the same values
+            mine = mine.data if isinstance(mine, Tensor) else mine
+            theirs = theirs.data if isinstance(theirs, Tensor) else theirs
+            if isinstance(mine, np.ndarray) and isinstance(theirs, np.ndarray):
+                theirs[...] = mine.astype(theirs.dtype)
+        calls = getattr(self.model, "calls", None)  # dropout masks are drawn per forward call: the same call twice
+        self.optimizer.zero_grad()
+        loss = self.loss(self.policy)
+        scale = 1.0 if self.scaler is None else float(self.scaler.scale)
+        (loss if self.scaler is None else loss * scale).backward()
+        del loss
+        if calls is not None:
+            twin.model.calls = calls
+        twin.optimizer.zero_grad()
+        twin.loss(self.policy).backward()
+        named = dict(twin.model.named_parameters())
+        diff_sq = ref_sq = 0.0
+        for (name, p) in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            g, g_ref = p.grad.reshape(-1), named[name].grad.reshape(-1)
+            for start in range(0, g.size, GRAD_ERROR_CHUNK_ELEMENTS):
+                stop = start + GRAD_ERROR_CHUNK_ELEMENTS
+                r = g_ref[start:stop]
+                d = g[start:stop].astype(np.float64)
+                d /= scale
+                d -= r
+                diff_sq += float(np.dot(d, d))
+                ref_sq += float(np.dot(r, r))
+        del twin, named
+        self.optimizer.zero_grad()
+        return float(np.sqrt(diff_sq) / np.sqrt(ref_sq))
+
     def reset(self) -> None:
         """Back to the baseline: gradients None, garbage collected."""
         self.optimizer.zero_grad()
@@ -118,6 +189,9 @@ class Workload:
             params = self.optimizer.params
             for index, array in self.optimizer.param_states():
                 ledger.register(array, "optimizer_state", copies=copies.get(id(params[index]), 1))
+            if self.scaler is not None:
+                for role, array in zip(("loss_scale", "growth_tracker"), self.scaler.state_arrays()):
+                    ledger.register(array, "optimizer_state", role=role)
         ledger.register(self.inputs.data, "input", role="x")
         if self.train and self.labels is not None:
             labels = self.labels.data if isinstance(self.labels, Tensor) else self.labels
@@ -134,3 +208,14 @@ class Workload:
             ledger.stop()
         del output
         return account
+
+
+def _copy_values(source: Any, target: Any) -> None:
+    """Every parameter and buffer of `source` into `target`'s of the same name (a model of the same family and fields
+    in another dtype), cast."""
+    theirs = dict(target.named_parameters())
+    for name, p in source.named_parameters():
+        theirs[name].data[...] = p.data.astype(theirs[name].data.dtype)
+    buffers = dict(target.named_buffers())
+    for name, array in source.named_buffers():
+        buffers[name][...] = array.astype(buffers[name].dtype)

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..autograd import Tensor, apply
 from ..autograd import ops
+from ..autograd.precision import dtype as as_dtype
 from . import init
 from .models.registry import DTYPES
 from .repeat import Blocks
@@ -16,7 +17,11 @@ ACTIVATIONS = ("relu", "sigmoid", "tanh")
 
 
 def check_dtype(dtype: Any) -> np.dtype:
-    dt = np.dtype(dtype)
+    """`dtype` as a numpy dtype (bfloat16 through ml_dtypes); ValueError unless it is one a model may use."""
+    try:
+        dt = as_dtype(dtype)
+    except TypeError:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}") from None
     if dt.name not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dt.name}")
     return dt

@@ -19,8 +19,10 @@ the output embedding). A target that matches no Linear, or a rank above a target
 ValueError naming it. Families declare the three config fields with `lora_fields`, build through
 `apply_lora_config` and check through `check_lora_config`.
 
-16-bit models: peft keeps float16/bfloat16 adapters in float32 (`autocast_adapter_dtype`) and casts the input to
-it; `adapter_dtype` says so, and the adapters are float32 beside a 16-bit base (the dtype issue adds the cast).
+16-bit models: peft keeps float16/bfloat16 adapters in float32 (`autocast_adapter_dtype`, on by default), casts the
+input to the adapters' dtype (`_cast_input_dtype`: a float32 copy of x, which lora_A keeps for its gradient) and the
+sum back to the base's (`result.to(torch_result_dtype)`); `LoraLinear.forward` does the same, with autocast's
+`Cast` op.
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ..autograd import Tensor, apply, meta
+from ..autograd.autocast import Cast
+from ..autograd.precision import is_low
 from ..autograd import ops
 from . import init, repeat
 from .layers import Linear, Module
@@ -56,7 +60,7 @@ def adapter_dtype(base: np.dtype) -> np.dtype:
     """The adapters' dtype beside a base weight of dtype `base`: the same, but float32 for a 16-bit base (peft's
     `autocast_adapter_dtype`, on by default)."""
     base = np.dtype(base)
-    return np.dtype(np.float32) if base.kind in "fV" and base.itemsize < 4 else base
+    return np.dtype(np.float32) if is_low(base) else base
 
 
 class LoraLinear(Linear):
@@ -76,8 +80,12 @@ class LoraLinear(Linear):
     def forward(self, x: Any) -> Tensor:
         result = apply(ops.Linear, x, self.weight) if self.bias is None else apply(ops.Linear, x, self.weight,
                                                                                   self.bias)
+        dtype = self.lora_A.weight.dtype
+        if x.dtype != dtype:  # a 16-bit base: the adapters read a float32 copy of x (peft's _cast_input_dtype)
+            x = apply(Cast, x, dtype=dtype)
         adapted = apply(ops.Linear, apply(ops.Linear, x, self.lora_A.weight), self.lora_B.weight)
-        return result + adapted * self.scaling
+        out = result + adapted * self.scaling
+        return out if out.dtype == result.dtype else apply(Cast, out, dtype=result.dtype)
 
 
 def parse_targets(targets: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:

@@ -81,7 +81,9 @@ def _plain(value: Any) -> Any:
 
 
 def itemsize(dtype: Any) -> int:
-    return np.dtype(str(dtype)).itemsize
+    from ..autograd.precision import dtype as as_dtype  # bfloat16 through ml_dtypes
+
+    return as_dtype(str(dtype)).itemsize
 
 
 def least_squares(y: np.ndarray, terms: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -15,16 +15,16 @@ import numpy as np
 import pandas as pd
 
 from ..measure.agreement import COMPARED, prediction_matches
-from ..nn.models.registry import SHARED_NAMES, builtin_names, get_family
+from ..nn.models.registry import LATE_SHARED_FIELDS, SHARED_NAMES, builtin_names, get_family
 from ..run.results.fields import (BASELINE_FIELDS, GENERATION_FIELDS, GRID_FIELDS, LEDGER_FIELDS, LEGACY_CONFIG_FIELDS, MODEL_FIELDS,
-                            PREDICTED_FIELDS, PROBE_FIELDS, ROW_FIELDS)
+                                  PRECISION_ROW_FIELDS, PREDICTED_FIELDS, PROBE_FIELDS, ROW_FIELDS)
 from ..run.results.runs import RunsFileError, read_runs
 
 _MEASURED = BASELINE_FIELDS + LEDGER_FIELDS + PREDICTED_FIELDS + PROBE_FIELDS
 # numeric per-repeat measurements (medians in summary.csv) and the textual ones (most common value)
 COUNTS = ("saved_tensors", "recomputed_ops")  # integer measurements that are not bytes
 MEASURES: tuple[str, ...] = tuple(f for f in _MEASURED if f.endswith("_bytes") or f in COUNTS) + (
-    "grad_rel_error", "step_seconds",)
+    "grad_rel_error", "step_seconds", *PRECISION_ROW_FIELDS)
 LATER_MEASURES: tuple[str, ...] = GENERATION_FIELDS  # medians too, their summary columns after the others'
 
 TEXT_MEASURES: tuple[str, ...] = tuple(f for f in _MEASURED if f not in MEASURES)  # e.g. rss_method
@@ -83,6 +83,11 @@ def load_runs(results_dir: Path) -> pd.DataFrame:
         frame["experiment"] = results_dir.name
     # files from before the model registry have no `model` column: they are MLP studies
     frame["model"] = [("mlp" if pd.isna(v) or v == "" else str(v)) for v in frame["model"]]
+    fields = declared_fields()  # rows from before the precision fields: their defaults (float32 alone, no autocast)
+    for name in LATE_SHARED_FIELDS:
+        frame[name] = [fields[name].default if pd.isna(v) or v == "" else v for v in frame[name]]
+        if fields[name].type is bool and frame[name].dtype != bool:
+            frame[name] = frame[name].astype(str).str.lower().map({"true": True, "false": False})
     for column in MEASURES + LATER_MEASURES:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     for column in INTEGER_CONFIG:

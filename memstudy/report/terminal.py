@@ -137,6 +137,13 @@ def run_document(results: dict[str, list[dict[str, Any]]], by_layer: bool = Fals
     if any(_median(results[m], "grad_rel_error") is not None for m in modes):
         body.append(["gradient error vs minimal policy"] + [doc.sci(_median(results[m], "grad_rel_error"))
                                                             for m in modes])
+    for label, field in (("autocast's 16-bit weight copies", "weight_copy_bytes"),
+                         ("16-bit emulation's fp32 scratch, at peak", "peak_emulation_bytes")):
+        if any(_median(results[m], field) for m in modes):  # 16-bit steps only (docs/precision.md)
+            body.append([label] + [doc.nbytes(_median(results[m], field) or 0) for m in modes])
+    if any(_median(results[m], "grad_error_vs_float64") is not None for m in modes):
+        body.append(["gradient error vs float64"] + [doc.sci(_median(results[m], "grad_error_vs_float64"))
+                                                     for m in modes])
     document = Document(f"memstudy run: {run_title(results)}")
     document.blocks.append(doc.table(["breakdown at the peak (ledger)"] + modes, body))
     if "generate" in results:

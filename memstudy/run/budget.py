@@ -9,7 +9,8 @@ running cells reserved):
                                   (Python objects per buffer: graph nodes, ledger records, tracemalloc traces;
                                   measured at about 1 KiB per ledger buffer, allowed 4 KiB, plus 32 MiB)
                                   and, under a policy other than `minimal`, the gradient check's reference
-                                  gradients (one set of parameter bytes)
+                                  gradients (one set of parameter bytes); with `float64_reference`, the float64
+                                  twin's step (8 / itemsize times the predicted peak, an upper bound)
          + resident baseline      the interpreter and its libraries, resident (VmHWM of a tiny cell, ~40 MiB)
 
 Building the model costs no more than the step's baseline: nn.init draws every parameter in its own dtype.
@@ -69,6 +70,12 @@ def overhead_bytes(config: dict[str, Any], prediction: dict[str, Any]) -> int:
     own = BOOKKEEPING_BYTES + BYTES_PER_BUFFER * estimated_buffers(config, prediction)
     if config.get("mode") == "train" and config.get("policy", "minimal") != "minimal":
         own += int(prediction.get("parameter_bytes") or 0) + GRAD_CHECK_SCRATCH_BYTES
+    if config.get("mode") == "train" and config.get("float64_reference"):  # a float64 twin's step, its bytes at
+        # most 8 / itemsize times this step's (16-bit: 4x), beside this step's gradients
+        from ..autograd.precision import dtype as as_dtype
+
+        factor = 8 // as_dtype(config.get("dtype", "float32")).itemsize
+        own += factor * int(prediction.get("predicted_peak_bytes") or 0) + GRAD_CHECK_SCRATCH_BYTES
     return own
 
 

@@ -4,6 +4,7 @@
     [grid]   `model` (a family's name or path/to/file.py:ClassName; default mlp) and any config field that
              family declares (its own fields and the shared ones, see nn/models/registry.py), each a value
              or a list of values; the cells are the cartesian product, in the order the keys appear;
+             `precision` (names such as "bf16-mixed", registry.PRECISIONS) sets the four precision fields;
              `hf_config = "path/config.json"` (relative to the spec file) fills the fields the grid does not
              give from a Hugging Face config (and `model`, from its model_type)
     [run]    repeats, budget, timeout_seconds, jobs
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..nn.models.hf_config import hf_config_fields
-from ..nn.models.registry import DEFAULT_FAMILY, ConfigError, Family, did_you_mean, get_family, normalize, rename_aliases
+from ..nn.models.registry import DEFAULT_FAMILY, PRECISIONS, ConfigError, Family, did_you_mean, get_family, normalize, rename_aliases
 from ..units import parse_bytes
 
 TABLES = ("study", "grid", "run")
@@ -226,7 +227,7 @@ def parse_spec(data: dict[str, Any], *, name: str = "study", path: Path | None =
         families = grid_fields(tuple(resolve_model(m, base) for m in models))
     except ConfigError as exc:
         raise SpecError(f"grid.model: {exc}") from None
-    grid_raw = _check_table(data, "grid", ("model", *families))
+    grid_raw = _check_table(data, "grid", ("model", "precision", *families))
     grid_raw = _canonical_grid(grid_raw, families)
     run = {**RUN_DEFAULTS, **_check_table(data, "run", RUN_KEYS)}
 
@@ -247,7 +248,10 @@ def parse_spec(data: dict[str, Any], *, name: str = "study", path: Path | None =
         for v in values:
             if isinstance(v, (list, dict)):
                 raise SpecError(f"grid.{key}: values must be plain numbers, strings or booleans, got {v!r}")
-            if key != "model":
+            if key == "precision":  # a name that sets the precision fields (registry.PRECISIONS)
+                if v not in PRECISIONS:
+                    raise SpecError(f"grid.precision: must be one of {', '.join(PRECISIONS)}, got {v!r}")
+            elif key != "model":
                 _check_grid_value(key, v, families[key])
         seen = []
         for v in values:

@@ -1,12 +1,12 @@
 """The block "What buys it back": checkpointing, saved-tensor policies, optimisers and dtypes, each bullet from its
-study through the report's own section functions (memstudy/findings/remedies.py)."""
+study through the report's own section functions (memstudy/findings/remedies.py, dtypes: findings/precision.py)."""
 from __future__ import annotations
 
 import numpy as np
 
-from memstudy.findings.remedies import (DTYPE_CATEGORIES, checkpoint_cells, dtype_pairs, dtype_ratios, exact_halves,
-                                  optimizer_cells, optimizer_figures, parameter_share, policy_figures, segments_of,
-                                  sqrt_finding)
+from memstudy.findings.precision import DTYPE_CATEGORIES, dtype_pairs, dtype_ratios, exact_halves
+from memstudy.findings.remedies import (checkpoint_cells, optimizer_cells, optimizer_figures, parameter_share,
+                                        policy_figures, segments_of, sqrt_finding)
 from memstudy.report.formats import bytes_text as _bytes
 from memstudy.report.formats import percent_text as _pct
 from memstudy.report.formats import ratio_text as _ratio

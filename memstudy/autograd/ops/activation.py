@@ -1,12 +1,15 @@
 """Activations of the MLP: ReLU, sigmoid and tanh, each saving its output.
 
 numpy returns a scalar for a ufunc of a 0-d array; what an op saves or writes into with `out=` must be an array
-(the ledger tracks buffers), hence `_as_array` on the results made here."""
+(the ledger tracks buffers), hence `_as_array` on the results made here. A 16-bit input: ReLU is exact in numpy's
+16-bit loops; sigmoid and tanh compute in float32 and round once (`emulate.ufunc`)."""
 from __future__ import annotations
 
 import numpy as np
 
 from ..engine import Function, Node, _as_array
+from ..precision import is_low
+from .emulate import ufunc
 
 
 class ReLU(Function):
@@ -41,16 +44,21 @@ class Sigmoid(Function):
 
     @staticmethod
     def forward(ctx: Node, x: np.ndarray) -> np.ndarray:
-        out = _as_array(np.negative(x))  # an array even for a 0-d x: written in place, and saved
-        np.exp(out, out=out)
-        out += 1
-        np.reciprocal(out, out=out)
+        if is_low(x.dtype):
+            out = ufunc(_sigmoid, x)
+        else:
+            out = _as_array(np.negative(x))  # an array even for a 0-d x: written in place, and saved
+            np.exp(out, out=out)
+            out += 1
+            np.reciprocal(out, out=out)
         ctx.save(out=out)
         return out
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
         (out,) = ctx.saved_tensors
+        if is_low(out.dtype) or is_low(grad.dtype):
+            return (ufunc(_sigmoid_grad, out, grad),)
         result = np.subtract(1, out)  # σ' = σ(1-σ), built in one buffer
         result *= out
         result *= grad
@@ -64,14 +72,36 @@ class Tanh(Function):
 
     @staticmethod
     def forward(ctx: Node, x: np.ndarray) -> np.ndarray:
-        out = _as_array(np.tanh(x))  # an array even for a 0-d x: it is saved
+        out = _as_array(ufunc(np.tanh, x))  # an array even for a 0-d x: it is saved
         ctx.save(out=out)
         return out
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
         (out,) = ctx.saved_tensors
+        if is_low(out.dtype) or is_low(grad.dtype):
+            return (ufunc(_tanh_grad, out, grad),)
         result = _as_array(np.square(out))  # tanh' = 1 - tanh², built in one buffer
         np.subtract(1, result, out=result)
         result *= grad
         return (result,)
+
+
+def _sigmoid(x: np.ndarray, out: np.ndarray) -> None:
+    """1 / (1 + e^(−x)) into `out` (which may be x)."""
+    np.negative(x, out=out)
+    np.exp(out, out=out)
+    out += 1
+    np.reciprocal(out, out=out)
+
+
+def _sigmoid_grad(y: np.ndarray, grad: np.ndarray, out: np.ndarray) -> None:
+    np.subtract(1, y, out=out)
+    out *= y
+    out *= grad
+
+
+def _tanh_grad(y: np.ndarray, grad: np.ndarray, out: np.ndarray) -> None:
+    np.square(y, out=out)
+    np.subtract(1, out, out=out)
+    out *= grad

@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import Function, Node
+from ..precision import FLOAT32, is_low
+from .emulate import elementwise, widened
 from .linalg import small_ufunc_buffer
 
 
@@ -66,8 +68,15 @@ class BatchNorm2d(Function):
         count = x.shape[0] * x.shape[2] * x.shape[3]  # elements per channel
         if count < 2 and running_var is not None:
             raise ValueError(f"batch_norm: one value per channel ({x.shape}) has no variance to track")
+        low = is_low(x.dtype)
         with small_ufunc_buffer():  # per-channel broadcasts go through numpy's hidden buffer: keep it small
-            out, mean, var, invstd = BatchNorm2d._normalize(x, weight, bias, eps, count)
+            if low:
+                wide = ctx.workspace(x.astype(FLOAT32), "fp32_input")
+                out, mean, var, invstd = BatchNorm2d._normalize(wide, widened(weight), widened(bias), eps, count)
+                out = ctx.result(ctx.workspace(out, "fp32_out").astype(x.dtype))
+                wide = None
+            else:
+                out, mean, var, invstd = BatchNorm2d._normalize(x, weight, bias, eps, count)
         if running_mean is not None:
             running_mean *= 1.0 - momentum
             running_mean += momentum * mean
@@ -99,6 +108,19 @@ class BatchNorm2d(Function):
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
         x, mean, invstd, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad
+        if is_low(grad.dtype):  # in float32, each gradient rounded once to its input's dtype
+            dtype = grad.dtype
+            wide_grad = ctx.workspace(grad.astype(FLOAT32), "fp32_grad")
+            wide_x = None if x is None else ctx.workspace(x.astype(FLOAT32), "fp32_input")
+            grads = BatchNorm2d._backward_wide(ctx, wide_grad, wide_x, mean, invstd,
+                                               None if weight is None else widened(weight))
+            return tuple(None if g is None else g.astype(dtype) for g in grads)
+        return BatchNorm2d._backward_wide(ctx, grad, x, mean, invstd, weight)
+
+    @staticmethod
+    def _backward_wide(ctx: Node, grad: np.ndarray, x: np.ndarray | None, mean: np.ndarray, invstd: np.ndarray,
+                       weight: np.ndarray | None) -> tuple:
         need_x, need_w, need_b = ctx.needs_input_grad
         grad_sum = _channel_sum(grad)  # = β's gradient
         if not (need_x or need_w):
@@ -139,14 +161,20 @@ class BatchNorm2dEval(Function):
     def forward(ctx: Node, x: np.ndarray, weight: np.ndarray, bias: np.ndarray, *, running_mean: np.ndarray,
                 running_var: np.ndarray, eps: float = 1e-5) -> np.ndarray:
         _check(x, weight, bias, "batch_norm_eval")
-        invstd = np.add(running_var, eps)
+        low = is_low(x.dtype)
+        invstd = np.add(widened(running_var), eps)  # float32 for 16-bit statistics
         np.sqrt(invstd, out=invstd)
         np.reciprocal(invstd, out=invstd)
         scale = invstd * weight
+        shift = bias - running_mean * scale
         with small_ufunc_buffer():  # per-channel broadcasts go through numpy's hidden buffer: keep it small
-            out = np.multiply(x, _per_channel(scale))
-            out += _per_channel(bias - running_mean * scale)
+            if low:  # one affine map per channel, in float32 blocks, rounded once
+                out = elementwise(_affine, x.dtype, x, _per_channel(scale), _per_channel(shift))
+            else:
+                out = np.multiply(x, _per_channel(scale))
+                out += _per_channel(shift)
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        ctx.weight_dtype = weight.dtype
         ctx.save(x=x if need_w else None, mean=running_mean.copy() if need_w else None,
                  invstd=invstd if need_x or need_w else None, weight=weight if need_x else None)
         return out
@@ -155,10 +183,26 @@ class BatchNorm2dEval(Function):
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
         x, mean, invstd, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad
-        grad_sum = _channel_sum(grad)
+        low = is_low(grad.dtype)
+        wide_grad = ctx.workspace(grad.astype(FLOAT32), "fp32_grad") if low else grad
+        grad_sum = _channel_sum(wide_grad)
         grad_w = None
         if need_w:  # Σ grad·(x − μ)·σ⁻¹ = σ⁻¹·(Σ grad·x − μ·Σ grad): no x̂ array
-            grad_w = (_channel_dot(grad, x) - mean * grad_sum) * invstd
+            wide_x = ctx.workspace(x.astype(FLOAT32), "fp32_input") if low else x
+            grad_w = (_channel_dot(wide_grad, wide_x) - mean * grad_sum) * invstd
+            wide_x = None
+        wide_grad = None
         with small_ufunc_buffer():
-            grad_x = np.multiply(grad, _per_channel(weight * invstd)) if need_x else None
+            grad_x = None
+            if need_x:
+                factor = _per_channel(weight * invstd)
+                grad_x = elementwise(np.multiply, grad.dtype, grad, factor) if low else np.multiply(grad, factor)
+        if low:  # the parameters' gradients in their dtype
+            grad_sum = grad_sum.astype(ctx.weight_dtype)
+            grad_w = None if grad_w is None else grad_w.astype(ctx.weight_dtype)
         return grad_x, grad_w, (grad_sum if need_b else None)
+
+
+def _affine(x: np.ndarray, scale: np.ndarray, shift: np.ndarray, out: np.ndarray) -> None:
+    np.multiply(x, scale, out=out)
+    out += shift

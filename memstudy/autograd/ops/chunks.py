@@ -32,10 +32,11 @@ def blocks(array: Any, keep_last: bool = False) -> list[tuple]:
     return box_blocks(array.shape, CHUNK_ELEMENTS, keep_last)
 
 
-def box_blocks(shape: tuple[int, ...], limit: int, keep_last: bool = False) -> list[tuple]:
+def box_blocks(shape: tuple[int, ...], limit: int, keep_last: bool = False, first: int | None = None) -> list[tuple]:
     """Indices splitting `shape` into boxes of ≤ `limit` elements, in C order of its axes: the outer axes one index
     at a time, one axis in slices, the inner axes whole. With `keep_last` the last axis is never split (a row whose
-    statistics need all of it: a box then holds at least one row)."""
+    statistics need all of it: a box then holds at least one row). `first`: only the first so many boxes (the
+    largest ones: a shape-only loop's representative, made without listing the rest)."""
     ndim = len(shape)
     last = ndim - 2 if keep_last else ndim - 1  # the innermost axis that may be sliced
     if math.prod(shape) <= limit or last < 0:  # one box (or one row)
@@ -46,7 +47,8 @@ def box_blocks(shape: tuple[int, ...], limit: int, keep_last: bool = False) -> l
         split -= 1
     step = max(1, limit // inner)
     outer = itertools.product(*(range(n) for n in shape[:split]))
-    return [index + (slice(start, start + step),) for index in outer for start in range(0, shape[split], step)]
+    boxes = (index + (slice(start, start + step),) for index in outer for start in range(0, shape[split], step))
+    return list(itertools.islice(boxes, first))
 
 
 def scratch(array: Any, index: tuple, dtype: Any = None) -> Any:
@@ -61,11 +63,14 @@ def part(buffer: Any, block: Any) -> Any:
 
 
 def sum_of_squares(array: Any) -> Any:
-    """Σ array² in array's dtype, block by block (np.vdot of a non-contiguous block copies it: ≤ CHUNK_ELEMENTS
-    hidden elements, never a copy of the whole array). A 0-d array for a shape-only one."""
+    """Σ array² in array's dtype (a 16-bit array's in float32), block by block (np.vdot of a non-contiguous block
+    copies it: ≤ CHUNK_ELEMENTS hidden elements, never a copy of the whole array). A 0-d array for a shape-only one."""
     total = None
+    low = array.dtype.itemsize == 2 and array.dtype.kind in "fV"  # 16-bit: each block in float32 (exact squares)
     for index in blocks(array):
         piece = array[index]
+        if low:
+            piece = piece.astype(np.float32)
         term = np.vdot(piece, piece)
         total = term if total is None else total + term
     return total

@@ -20,7 +20,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import STATE, Function, Node
-from .linalg import BIAS_BUFFER_ELEMENTS, small_ufunc_buffer
+from ..precision import FLOAT32, is_low
+from . import emulate
+from .linalg import BIAS_BUFFER_ELEMENTS, product, small_ufunc_buffer
 from .strided import reshaped, shares_buffer
 
 CONV_SAVES = ("input", "columns")
@@ -74,14 +76,15 @@ def im2col(x: np.ndarray, kernel: int, stride: int, padding: int) -> np.ndarray:
 
 
 def col2im(grad_columns: np.ndarray, x_shape: tuple[int, ...], kernel: int, stride: int,
-           padding: int) -> np.ndarray:
-    """The adjoint of `im2col`: each column entry added back to the input position it was copied from."""
+           padding: int, dtype: np.dtype | None = None) -> np.ndarray:
+    """The adjoint of `im2col`: each column entry added back to the input position it was copied from, the sums in
+    `dtype` (default the columns')."""
     n, c = x_shape[0], x_shape[1]
     out_h, out_w, rows, cols = _geometry(x_shape, kernel, stride, padding)
     if columns_are_input(kernel, stride, padding):
         return grad_columns.reshape(x_shape)
     blocks = grad_columns.reshape(n, c, kernel, kernel, out_h, out_w)  # a view: grad_columns is a new C array
-    grad_x = np.zeros(x_shape, dtype=grad_columns.dtype, like=grad_columns)
+    grad_x = np.zeros(x_shape, dtype=grad_columns.dtype if dtype is None else dtype, like=grad_columns)
     with small_ufunc_buffer():  # numpy buffers a strided add (~100 KB by default, unseen by the ledger)
         for i, (h_lo, h_hi, h_start, h_stop) in enumerate(rows):
             for j, (w_lo, w_hi, w_start, w_stop) in enumerate(cols):
@@ -97,7 +100,10 @@ class Conv2d(Function):
     Saves the weight (for the input's gradient) and, for the weight's gradient, x (`save="input"`) or the
     column matrix (`save="columns"`); see the module docstring. Any layout: where a non-contiguous input, weight
     or gradient must be reshaped (a 1×1 kernel's columns are x itself; the weight as an (O, C·k·k) matrix; the
-    gradient as (N, O, Ho·Wo)), numpy's copy is reported as a workspace. Shape-only prediction: runs unchanged on
+    gradient as (N, O, Ho·Wo)), numpy's copy is reported as a workspace. 16-bit operands: the products in float32
+    tiles (`emulate.matmul`), the weight's gradient summed over the examples and the input's gradient over the kernel
+    offsets in float32 workspaces (`fp32_out`), each rounded once; the bias is added to the rounded product.
+    Shape-only prediction: runs unchanged on
     shape-only arrays (slices, `np.zeros(..., like=x)` and `np.matmul` only; the geometry is computed from
     shapes), so the predictor sees the same saved arrays and workspaces.
     """
@@ -129,7 +135,7 @@ class Conv2d(Function):
                  columns=columns if keep_columns else None,
                  weight=weight if need_x else None)
         # (N, O, Ho·Wo): NCHW, contiguous; made while the columns live, and reported so
-        out = ctx.result(np.matmul(_weight_matrix(ctx, weight), columns))
+        out = ctx.result(product(ctx, _weight_matrix(ctx, weight), columns))
         columns = None  # the forward's columns die here unless saved
         out = out.reshape(n, out_channels, out_h, out_w)
         if bias is not None:
@@ -141,6 +147,7 @@ class Conv2d(Function):
         x, columns, weight = ctx.saved_tensors
         needs = ctx.needs_input_grad
         kernel, stride, padding = ctx.kernel, ctx.stride, ctx.padding
+        low = is_low(grad.dtype) or (weight is not None and is_low(weight.dtype))
         n, out_channels = grad.shape[0], grad.shape[1]
         # (N, O, Ho·Wo): a view of a C-contiguous gradient, else a copy reported as a workspace
         grad3 = reshaped(ctx, grad, (n, out_channels, grad.shape[2] * grad.shape[3]), "grad_matrix")
@@ -157,20 +164,32 @@ class Conv2d(Function):
             grad_w = ctx.result(np.zeros((out_channels, ctx.x_shape[1], kernel, kernel), dtype=grad.dtype,
                                          like=grad))
             flat = grad_w.reshape(out_channels, ctx.x_shape[1] * kernel * kernel)  # a view: grad_w is new, C
-            term = np.empty_like(flat)
-            # on shape-only arrays each example's product has the same shapes and allocates nothing: one stands for
-            # all, so that a prediction does not cost more for a larger batch
-            for i in range(n if type(grad3) is np.ndarray else min(n, 1)):
-                np.matmul(grad3[i], columns[i].T, out=term)
-                flat += term
-            term = flat = columns = None
+            if low:  # Σ_n grad[n] @ columns[n]ᵀ accumulated in float32 tiles, rounded once
+                emulate.matmul_sum(ctx, grad3, np.swapaxes(columns, 1, 2), out=flat)
+            else:
+                term = np.empty_like(flat)
+                # on shape-only arrays each example's product has the same shapes and allocates nothing: one stands
+                # for all, so that a prediction does not cost more for a larger batch
+                for i in range(n if type(grad3) is np.ndarray else min(n, 1)):
+                    np.matmul(grad3[i], columns[i].T, out=term)
+                    flat += term
+                term = None
+            flat = columns = None
         if len(needs) > 2 and needs[2]:
-            grad_b = np.add.reduce(np.add.reduce(grad3, axis=2), axis=0)
+            if is_low(grad3.dtype):
+                grad_b = emulate.reduce_sum(grad3, (0, 2))
+            else:
+                grad_b = np.add.reduce(np.add.reduce(grad3, axis=2), axis=0)
         if needs[0]:
-            grad_columns = np.matmul(_weight_matrix(ctx, weight).T, grad3)  # (N, C·k·k, Ho·Wo)
+            grad_columns = product(ctx, _weight_matrix(ctx, weight).T, grad3)  # (N, C·k·k, Ho·Wo)
             if not columns_are_input(kernel, stride, padding):  # else it is the input's gradient itself
                 ctx.workspace(grad_columns, "grad_columns")
-            grad_x = ctx.result(col2im(grad_columns, ctx.x_shape, kernel, stride, padding))
+            if low and not columns_are_input(kernel, stride, padding):  # overlapping windows summed in float32
+                total = ctx.workspace(col2im(grad_columns, ctx.x_shape, kernel, stride, padding, FLOAT32), "fp32_out")
+                grad_x = ctx.result(total.astype(grad.dtype))
+                total = None
+            else:
+                grad_x = ctx.result(col2im(grad_columns, ctx.x_shape, kernel, stride, padding))
         if len(needs) == 2:
             return grad_x, grad_w
         return grad_x, grad_w, grad_b

@@ -5,6 +5,7 @@ import numpy as np
 
 from ..engine import Function, Node
 from .chunks import row_blocks
+from .emulate import low_dtype, ufunc
 
 
 def keep_mask(rng: np.random.Generator, x: np.ndarray, p: float) -> np.ndarray:
@@ -40,16 +41,21 @@ class Dropout(Function):
             return x
         mask = keep_mask(rng, x, p)
         ctx.scale = 1.0 / (1.0 - p)
-        out = np.multiply(x, mask)
-        out *= ctx.scale
         ctx.save(mask=mask if ctx.needs_input_grad[0] else None)
-        return out
+        return _masked(x, mask, ctx.scale)
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
         (mask,) = ctx.saved_tensors
         if mask is None:  # p = 0: the identity
             return (grad,)
-        result = np.multiply(grad, mask)
-        result *= ctx.scale
-        return (result,)
+        return (_masked(grad, mask, ctx.scale),)
+
+
+def _masked(x: np.ndarray, mask: np.ndarray, scale: float) -> np.ndarray:
+    """x · mask · scale in one new buffer (a 16-bit x in float32 blocks, rounded once)."""
+    if low_dtype(x) is not None:
+        return ufunc(lambda v, m, out: np.multiply(np.multiply(v, m, out=out), scale, out=out), x, mask)
+    out = np.multiply(x, mask)
+    out *= scale
+    return out

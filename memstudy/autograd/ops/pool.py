@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import Function, Node
+from ..precision import FLOAT32, is_low
+from . import emulate
 from .linalg import small_ufunc_buffer
 
 MAX_WINDOW_POSITIONS = 256  # a position within the window must fit in one uint8
@@ -90,6 +92,7 @@ class MaxPool2d(Function):
 class AvgPool2d(Function):
     """The mean of each k×k window (stride s, no padding, floor mode). Saves nothing: backward needs shapes only.
 
+    16-bit: the window sums (and the gradient's overlapping adds) in a float32 workspace (`fp32_out`), rounded once.
     Shape-only prediction: runs unchanged on shape-only arrays (strided slices and ufuncs with `out=`).
     """
 
@@ -101,20 +104,25 @@ class AvgPool2d(Function):
         out_h, out_w = _check(x.shape, kernel, stride, "avg_pool2d")
         ctx.x_shape, ctx.kernel, ctx.stride = x.shape, kernel, stride
         views = _window_views(x, kernel, stride, out_h, out_w)
-        out = next(views)[1].copy()
+        low = is_low(x.dtype)
+        first = next(views)[1]
+        out = ctx.workspace(first.astype(FLOAT32), "fp32_out") if low else first.copy()
         for _, view in views:
             np.add(out, view, out=out)
         out *= 1.0 / (kernel * kernel)
-        return out
+        return ctx.result(out.astype(x.dtype)) if low else out
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
         out_h, out_w = grad.shape[2], grad.shape[3]
-        grad_x = np.zeros(ctx.x_shape, dtype=grad.dtype, like=grad)
+        low = is_low(grad.dtype)
+        grad_x = np.zeros(ctx.x_shape, dtype=FLOAT32 if low else grad.dtype, like=grad)
+        if low:
+            ctx.workspace(grad_x, "fp32_out")
         for _, target in _window_views(grad_x, ctx.kernel, ctx.stride, out_h, out_w):
             np.add(target, grad, out=target)
         grad_x *= 1.0 / (ctx.kernel * ctx.kernel)  # once at the end: no scaled copy of grad
-        return (grad_x,)
+        return (ctx.result(grad_x.astype(grad.dtype)) if low else grad_x,)
 
 
 class GlobalAvgPool2d(Function):
@@ -130,6 +138,8 @@ class GlobalAvgPool2d(Function):
             raise ValueError(f"global_avg_pool2d takes (N, C, H, W) input, got shape {x.shape}")
         ctx.x_shape = x.shape
         n, c, h, w = x.shape
+        if is_low(x.dtype):  # summed and scaled in float32, rounded once
+            return emulate.reduce_sum(x, (2, 3), scale=1.0 / (h * w))
         if x.flags.c_contiguous:  # reduce over one contiguous axis of H·W elements (np.mean over (2, 3) walks two)
             out = np.add.reduce(x.reshape(n, c, h * w), axis=2)
         else:  # merging H and W of another layout would copy x: reduce over both axes in place
@@ -139,5 +149,5 @@ class GlobalAvgPool2d(Function):
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
-        scaled = grad * (1.0 / (ctx.x_shape[2] * ctx.x_shape[3]))
+        scaled = emulate.ufunc(np.multiply, grad, 1.0 / (ctx.x_shape[2] * ctx.x_shape[3]))
         return (np.broadcast_to(scaled[:, :, None, None], ctx.x_shape),)

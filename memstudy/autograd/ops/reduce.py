@@ -1,9 +1,13 @@
 """Reductions: sum, mean, the sum of squares (the L2 penalty), and argmax (greedy decoding's next token)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..engine import Function, Node
+from ..precision import is_low
+from . import emulate
 from .chunks import sum_of_squares
 
 
@@ -15,6 +19,8 @@ class Sum(Function):
     @staticmethod
     def forward(ctx: Node, x: np.ndarray, *, axis=None, keepdims: bool = False) -> np.ndarray:
         ctx.shape, ctx.axis, ctx.keepdims = x.shape, axis, keepdims
+        if is_low(x.dtype):  # accumulated in float32
+            return emulate.reduce_sum(x, axis, keepdims)
         return np.asarray(np.sum(x, axis=axis, keepdims=keepdims), like=x)
 
     @staticmethod
@@ -30,13 +36,17 @@ class Mean(Function):
     @staticmethod
     def forward(ctx: Node, x: np.ndarray, *, axis=None, keepdims: bool = False) -> np.ndarray:
         ctx.shape, ctx.axis, ctx.keepdims = x.shape, axis, keepdims
+        if is_low(x.dtype):  # accumulated and divided in float32, rounded once
+            axes = range(x.ndim) if axis is None else ((axis,) if isinstance(axis, int) else axis)
+            ctx.count = math.prod(x.shape[a] for a in axes)
+            return emulate.reduce_sum(x, axis, keepdims, scale=1.0 / ctx.count if ctx.count else float("nan"))
         out = np.asarray(np.mean(x, axis=axis, keepdims=keepdims), like=x)
         ctx.count = x.size // max(out.size, 1)  # elements averaged into each output element
         return out
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
-        return (_expand(grad / ctx.count, ctx.shape, ctx.axis, ctx.keepdims),)
+        return (_expand(emulate.ufunc(np.divide, grad, ctx.count), ctx.shape, ctx.axis, ctx.keepdims),)
 
 
 def _expand(grad: np.ndarray, shape: tuple[int, ...], axis, keepdims: bool) -> np.ndarray:
@@ -65,7 +75,16 @@ class SumSquares(Function):
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
         (x,) = ctx.saved_tensors
-        return (x * (2 * grad),)
+        return (emulate.ufunc(_twice_product, x, grad),)
+
+
+def _twice_product(x: np.ndarray, grad: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """x · 2·grad (into `out`, when given)."""
+    if out is None:
+        return x * (2 * grad)
+    np.multiply(grad, 2, out=out)
+    out *= x
+    return out
 
 
 class Argmax(Function):

@@ -4,7 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import Function, Node
-from .chunks import blocks
+from ..precision import FLOAT32, dtype as as_dtype, is_low
+from .chunks import blocks, part, scratch
+from .emulate import load, store
 
 
 class RotaryTables(Function):
@@ -24,7 +26,7 @@ class RotaryTables(Function):
     def forward(ctx: Node, positions: np.ndarray, *, dim: int, theta: float, dtype: str | np.dtype) -> np.ndarray:
         if dim < 2 or dim % 2:
             raise ValueError(f"rotary embedding needs an even head dimension, got {dim}")
-        dtype = np.dtype(dtype)
+        dtype = as_dtype(dtype)
         compute = np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
         half = dim // 2
         inv_freq = np.arange(0, dim, 2, dtype=compute, like=positions)
@@ -74,8 +76,8 @@ class Rotary(Function):
     Elementwise the same arithmetic as transformers' q·cos + rotate_half(q)·sin. Any layout (a transposed view of a
     projection's output is the usual x): computed in blocks that are views of x, the tables, the gradient and the
     new C-contiguous result (`chunks.blocks`): no hidden copy, and the hidden half-width product stays
-    ≤ CHUNK_ELEMENTS elements. Shape-only predictor: the same ufuncs on one block of shape-only arrays give every
-    buffer's shape.
+    ≤ CHUNK_ELEMENTS elements. A 16-bit operand: each block in float32, rounded once into the result. Shape-only
+    predictor: the same ufuncs on one block of shape-only arrays give every buffer's shape.
     """
 
     name = "rotary"
@@ -90,15 +92,23 @@ class Rotary(Function):
             raise ValueError(f"rotary takes x of shape (..., s, d), d even, and cos, sin broadcasting to it, got "
                              f"{x.shape}, {cos.shape} and {sin.shape}")
         half = d // 2
-        out = np.empty(x.shape, dtype=np.result_type(x, cos, sin), like=x)
-        for index in blocks(x, keep_last=True):
+        out = np.empty(x.shape, dtype=np.result_type(x.dtype, cos.dtype, sin.dtype), like=x)
+        indices = blocks(x, keep_last=True)
+        low = is_low(out.dtype) or is_low(x.dtype)
+        if low:
+            inputs, results = scratch(x, indices[0], FLOAT32), scratch(x, indices[0], FLOAT32)
+        for index in indices:
             xb, ob = x[index], out[index]
             cb, sb = cos[_table_index(index, x.ndim, cos.shape)], sin[_table_index(index, x.ndim, sin.shape)]
+            if low:
+                xb, target, ob = load(inputs, xb), ob, part(results, ob)
             x1, x2, o1, o2 = xb[..., :half], xb[..., half:], ob[..., :half], ob[..., half:]
             np.multiply(x1, cb[..., :half], out=o1)  # x₁·cos₁ − x₂·sin₁
             o1 -= np.multiply(x2, sb[..., :half])  # the block's scratch: one half-width product
             np.multiply(x2, cb[..., half:], out=o2)  # x₂·cos₂ + x₁·sin₂
             o2 += np.multiply(x1, sb[..., half:])
+            if low:
+                store(target, ob)
         need = ctx.needs_input_grad[0]
         ctx.save(cos=cos if need else None, sin=sin if need else None)
         return out
@@ -109,12 +119,20 @@ class Rotary(Function):
         d = grad.shape[-1]
         half = d // 2
         result = np.empty(grad.shape, dtype=grad.dtype, like=grad)
-        for index in blocks(grad, keep_last=True):
+        indices = blocks(grad, keep_last=True)
+        low = is_low(grad.dtype)
+        if low:
+            grads, results = scratch(grad, indices[0], FLOAT32), scratch(grad, indices[0], FLOAT32)
+        for index in indices:
             gb, rb = grad[index], result[index]
             cb, sb = cos[_table_index(index, grad.ndim, cos.shape)], sin[_table_index(index, grad.ndim, sin.shape)]
+            if low:
+                gb, target, rb = load(grads, gb), rb, part(results, rb)
             g1, g2, r1, r2 = gb[..., :half], gb[..., half:], rb[..., :half], rb[..., half:]
             np.multiply(g1, cb[..., :half], out=r1)  # g₁·cos₁ + g₂·sin₂
             r1 += np.multiply(g2, sb[..., half:])
             np.multiply(g2, cb[..., half:], out=r2)  # g₂·cos₂ − g₁·sin₁
             r2 -= np.multiply(g1, sb[..., :half])
+            if low:
+                store(target, rb)
         return result, None, None

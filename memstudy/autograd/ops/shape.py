@@ -7,6 +7,8 @@ import math
 import numpy as np
 
 from ..engine import Function, Node
+from ..precision import is_low
+from . import emulate
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -15,12 +17,14 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     Shape-only prediction: by dispatch (`.sum` and `.reshape` of a MetaArray)."""
     if grad.shape == shape:
         return grad
+    low = is_low(grad.dtype)  # a 16-bit gradient is summed in float32 (emulate.reduce_sum)
     extra = grad.ndim - len(shape)
     if extra > 0:
-        grad = grad.sum(axis=tuple(range(extra)))
+        axes = tuple(range(extra))
+        grad = emulate.reduce_sum(grad, axes) if low else grad.sum(axis=axes)
     axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
     if axes:
-        grad = grad.sum(axis=axes, keepdims=True)
+        grad = emulate.reduce_sum(grad, axes, keepdims=True) if low else grad.sum(axis=axes, keepdims=True)
     return grad.reshape(shape)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ...autograd.precision import dtype as as_dtype
 from ...autograd import STATE, Tensor, layer_scope
 from ...autograd import checkpoint as checkpoint_segment
 from ...autograd import ops
@@ -137,7 +138,7 @@ class CNNFamily(Family):
     description = ("depth × (Conv2d 3×3 to width·2^i channels + BatchNorm2d + ReLU + MaxPool2d 2×2), global "
                    "average pool, Linear(channels, classes); softmax cross-entropy")
     defaults = {"depth": 3, "width": 16, "batch_size": 32}
-    findings = ("cnn",)  # the report's sections on this family (memstudy/findings/)
+    findings = ("cnn", "precision")  # the report's sections on this family (memstudy/findings/)
     fields = (
         Field("image_size", int, 32, "side of the square input images, in pixels", minimum=1),
         Field("in_channels", int, 3, "channels of the input images", minimum=1),
@@ -177,7 +178,7 @@ class CNNFamily(Family):
             trainable += KERNEL * KERNEL * c_in * c_out + (2 * c_out if config["batch_norm"] else c_out)
             state += 2 * c_out if config["batch_norm"] else 0
         trainable += channels[-1] * config["classes"] + config["classes"]
-        itemsize = np.dtype(config["dtype"]).itemsize
+        itemsize = as_dtype(config["dtype"]).itemsize
         batch, side = config["batch_size"], config["image_size"]
         labels = 8 * batch if config["mode"] == "train" else 0
         return StateBytes((trainable + state) * itemsize, trainable * itemsize,

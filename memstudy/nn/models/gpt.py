@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ...autograd.precision import dtype as as_dtype
 from ...autograd import STATE, Tensor, apply, layer_scope
 from ...autograd import checkpoint as checkpoint_segment
 from ...autograd import ops
@@ -245,7 +246,7 @@ class GPTFamily(Family):
                    "GELU MLP), LayerNorm, tied head; next-token cross-entropy")
     defaults = {"depth": 2, "width": 128, "batch_size": 8}
     checkpoints = ("selective",)
-    findings = ("attention", "generation")  # the report's sections on this family (memstudy/findings/)
+    findings = ("attention", "precision", "generation")  # the report's sections on this family (memstudy/findings/)
     hf_model_types = ("gpt2",)
     modes = MODES  # train, inference, and generate (nn.generation)
     checkpoint_help = {"selective": "recompute each block's attention core (scores, softmax, dropout: the a·s²·b "
@@ -305,7 +306,7 @@ class GPTFamily(Family):
         norm = 2 * h if config["bias"] else h
         block = 12 * h * h + (9 * h if config["bias"] else 0) + 2 * norm
         count = config["vocab"] * h + config["seq_len"] * h + depth * block + norm
-        nbytes = count * np.dtype(config["dtype"]).itemsize
+        nbytes = count * as_dtype(config["dtype"]).itemsize
         return StateBytes(nbytes, nbytes, token_batch_bytes(config))
 
 

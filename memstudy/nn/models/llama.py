@@ -41,9 +41,12 @@ from typing import Any
 
 import numpy as np
 
+from ...autograd.precision import dtype as as_dtype
 from ...autograd import STATE, Tensor, apply, layer_scope
 from ...autograd import checkpoint as checkpoint_segment
 from ...autograd import ops
+from ...autograd.autocast import Cast
+from ...autograd.precision import compute_dtype
 from .. import init
 from ..generation import (check_cache, check_generation, generation_fields, keep_logits, prompt_tokens,
                           token_batch_bytes)
@@ -59,6 +62,9 @@ INIT_STD = 0.02  # LlamaConfig.initializer_range: N(0, 0.02²) for Linear and em
 class LlamaAttention(Module):
     def __init__(self, width: int, heads: int, kv_heads: int, dtype: Any, rng: np.random.Generator):
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, width // heads
+        # transformers' eager attention: softmax(scores, dtype=torch.float32).to(query.dtype); float32 (and float64
+        # here, for a float64 model: tests/test_llama_hf.py lifts the upcast there) whatever the scores' dtype
+        self.softmax_dtype = compute_dtype(check_dtype(dtype))
         d = self.head_dim
         self.q_proj = Linear(width, heads * d, False, dtype, rng, std=INIT_STD)
         self.k_proj = Linear(width, kv_heads * d, False, dtype, rng, std=INIT_STD)
@@ -94,7 +100,10 @@ class LlamaAttention(Module):
         g = a // kv
         scores = apply(ops.BatchedMatMul, q.reshape(b, kv, g * s, d), k.transpose(0, 1, 3, 2))
         scores = scores * d ** -0.5  # transformers' `scaling = head_dim**-0.5`, after the matmul as there
-        probs = apply(ops.Softmax, apply(ops.CausalMask, scores.reshape(b, kv, g, s, t), offset=offset), axis=-1)
+        probs = apply(ops.Softmax, apply(ops.CausalMask, scores.reshape(b, kv, g, s, t), offset=offset), axis=-1,
+                      dtype=self.softmax_dtype)
+        if probs.dtype != q.dtype:  # `.to(query.dtype)`: a 16-bit copy (bfloat16 true), kept by the matmul
+            probs = apply(Cast, probs, dtype=q.dtype)
         return apply(ops.BatchedMatMul, probs.reshape(b, kv, g * s, t), v)
 
 
@@ -328,9 +337,9 @@ class LlamaFamily(Family):
                    "attention with rotary embeddings, RMSNorm, SwiGLU MLP), RMSNorm, head; next-token cross-entropy")
     defaults = {"depth": 2, "width": 64, "batch_size": 4}
     checkpoints = ("selective",)
+    findings = ("precision", "generation")  # the report's sections on this family (memstudy/findings/)
     hf_model_types = ("llama",)
     modes = MODES  # train, inference, and generate (nn.generation)
-    findings = ("generation",)  # the report's sections on this family (memstudy/findings/)
     fields = (
         Field("heads", int, 4, "attention (query) heads (must divide width; width / heads must be even)", minimum=1),
         Field("kv_heads", int, None, "key/value heads, each shared by heads / kv_heads query heads (grouped-query "
@@ -382,7 +391,7 @@ class LlamaFamily(Family):
         (counted from the shape-only build, each decoder layer built once and counted as many)."""
         if config.get("lora_rank"):
             return None
-        nbytes = parameter_count(config) * np.dtype(config["dtype"]).itemsize
+        nbytes = parameter_count(config) * as_dtype(config["dtype"]).itemsize
         return StateBytes(nbytes, nbytes, token_batch_bytes(config))
 
     def from_hf_config(self, hf: dict[str, Any]) -> dict[str, Any]:

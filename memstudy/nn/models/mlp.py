@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ...autograd.precision import dtype as as_dtype
 from ...autograd import STATE, Tensor, layer_scope
 from ...autograd import checkpoint as checkpoint_segment
 from ...autograd import ops
@@ -92,7 +93,7 @@ class MLP(Module):
 class MLPFamily(Family):
     name = "mlp"
     description = "depth × (Linear(width) + activation), then Linear(width, out_features); softmax cross-entropy"
-    findings = ("mlp", "remedies")  # the report's sections on this family (memstudy/findings/)
+    findings = ("mlp", "remedies", "precision")  # the report's sections on this family (memstudy/findings/)
     fields = (
         Field("in_features", int, None, "input features (default: width)", minimum=1),
         Field("out_features", int, 10, "output classes", minimum=1, flag="--classes", aliases=("classes",)),
@@ -135,7 +136,7 @@ class MLPFamily(Family):
                                             config["out_features"], config["batch_size"])
         bias = 1 if config["bias"] else 0
         weights = width * (n_in + bias) + (depth - 1) * width * (width + bias) + n_out * (width + bias)
-        itemsize = np.dtype(config["dtype"]).itemsize
+        itemsize = as_dtype(config["dtype"]).itemsize
         labels = 8 * batch if config["mode"] == "train" else 0
         return StateBytes(weights * itemsize, weights * itemsize, batch * n_in * itemsize + labels)
 

@@ -57,10 +57,12 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from ...autograd.engine import POLICIES  # the saved-tensor policies the engine implements
-from ...optim import OPTIMIZERS, STATE_COPIES  # the optimisers optim.make builds, and their state per parameter
+from ...autograd.autocast import AUTOCAST_DTYPES
+from ...autograd.precision import FLOAT_DTYPES, LOW_PRECISION
+from ...optim import LOSS_SCALER_BYTES, OPTIMIZERS, STATE_COPIES  # what optim.make builds, their state per parameter
 from ..functional import cross_entropy
 
-DTYPES = ("float32", "float64")
+DTYPES = FLOAT_DTYPES  # float32, float64, bfloat16, float16 (autograd/precision.py)
 # generate: a prefill and greedy decode steps with a KV cache, for the families whose `modes` include it
 MODES = ("train", "inference", "generate")
 CHECKPOINTS = ("none", "sqrt", "every:K")  # every:K: segments of K layers, K a positive integer
@@ -191,20 +193,44 @@ def checkpoint_segments(checkpoint: str, depth: int) -> list[tuple[int, int]] | 
 class StateBytes:
     """What a configuration holds before its step starts, in closed form (a family's `state_bytes`): the ledger's
     registered `parameter` bytes (parameters and model state such as running statistics), the part of them an
-    optimiser updates (its state is 0×, 1× or 2× these: `optim.STATE_COPIES`), and the batch as registered in the
-    configuration's mode (training registers the labels too; a view of the inputs counts once)."""
+    optimiser updates (its state is 0×, 1× or 2× these: `optim.STATE_COPIES`), of which `low_trainable_bytes` are
+    16-bit (with master weights their float32 copies and state take twice their bytes each), and the batch as
+    registered in the configuration's mode (training registers the labels too; a view of the inputs counts once)."""
 
     parameter_bytes: int
     trainable_bytes: int
     input_bytes: int
+    low_trainable_bytes: int = 0
 
     def optimizer_state_bytes(self, config: dict[str, Any]) -> int:
-        return STATE_COPIES[config["optimizer"]] * self.trainable_bytes if config["mode"] == "train" else 0
+        if config["mode"] != "train":
+            return 0
+        copies = STATE_COPIES[config["optimizer"]]
+        state = copies * self.trainable_bytes
+        if config.get("master_weights"):  # a float32 master copy and float32 state per 16-bit parameter
+            state += (1 + copies) * 2 * self.low_trainable_bytes - copies * self.low_trainable_bytes
+        return state + (LOSS_SCALER_BYTES if config.get("loss_scale", "none") != "none" else 0)
 
     def total_bytes(self, config: dict[str, Any]) -> int:
         """Bytes alive throughout the step: none of it can be freed, so no step of this configuration needs less."""
         return self.parameter_bytes + self.optimizer_state_bytes(config) + self.input_bytes
 
+
+LOSS_SCALES = ("none", "dynamic")
+# `precision`: a shorthand that sets the four precision fields (PyTorch Lightning's `Trainer(precision=...)` names,
+# then two of memstudy's own for 16-bit parameters with float32 master weights, as Megatron-LM and DeepSpeed train)
+PRECISION_FIELDS = ("dtype", "autocast", "master_weights", "loss_scale")
+PRECISIONS: dict[str, tuple[str, str, bool, str]] = {
+    "64-true": ("float64", "none", False, "none"),
+    "32-true": ("float32", "none", False, "none"),
+    "bf16-true": ("bfloat16", "none", False, "none"),
+    "16-true": ("float16", "none", False, "none"),
+    "bf16-mixed": ("float32", "bfloat16", False, "none"),
+    "16-mixed": ("float32", "float16", False, "dynamic"),  # Lightning's 16-mixed runs GradScaler
+    "bf16-master": ("bfloat16", "none", True, "none"),  # memstudy's: bf16 parameters, fp32 master weights
+    "16-master": ("float16", "none", True, "dynamic"),  # memstudy's: ZeRO's mixed precision (fp16, master, scaling)
+}
+LIGHTNING_PRECISIONS = ("64-true", "32-true", "bf16-true", "16-true", "bf16-mixed", "16-mixed")
 
 # The fields every family has, in the row's column order (`model` comes first of all).
 SHARED_FIELDS: tuple[Field, ...] = (
@@ -220,7 +246,18 @@ SHARED_FIELDS: tuple[Field, ...] = (
     Field("policy", str, "minimal", "saved tensors: minimal = what backward needs; all = every intermediate, as "
           "the textbook stores them; half = what backward needs, stored as float16", choices=POLICIES),
     Field("seed", int, 0, "random seed of weights and batch", minimum=0),
+    Field("autocast", str, "none", "PyTorch-style autocast: matrix products and convolutions in this 16-bit type, "
+          "losses in float32, everything else in its inputs' dtype; parameters stay in dtype (float32)",
+          choices=("none",) + AUTOCAST_DTYPES, optional=True),
+    Field("master_weights", bool, False, "16-bit parameters and gradients, float32 master copies and optimiser "
+          "state (Megatron-LM's and DeepSpeed's mixed precision); dtype bfloat16 or float16", optional=True),
+    Field("loss_scale", str, "none", "dynamic: PyTorch GradScaler's loss scaling (2^16, x2 after 2000 clean steps, "
+          "x0.5 and the step skipped on inf/NaN); for float16 arithmetic", choices=LOSS_SCALES, optional=True),
+    Field("float64_reference", bool, False, "training cells also measure their gradients' relative error against a "
+          "float64 twin at the same weights and batch (row: grad_error_vs_float64); costs a float64 step",
+          optional=True),
 )
+LATE_SHARED_FIELDS = PRECISION_FIELDS[1:] + ("float64_reference",)  # row columns after the families' own
 SHARED_NAMES = tuple(f.name for f in SHARED_FIELDS)
 
 
@@ -296,7 +333,7 @@ class Family:
                 continue  # the mode is said elsewhere; the defaults that change nothing are left out
             if f.type is bool:
                 parts.append(f.name if value else f"no {f.name}")
-            elif f.name in ("checkpoint", "policy"):
+            elif f.name in ("checkpoint", "policy", "autocast", "loss_scale"):
                 parts.append(f"{f.name} {value}")
             elif f.choices is not None and f.modes is None:  # a value that says what it is (float32, relu)
                 parts.append(str(value))
@@ -334,7 +371,7 @@ class Family:
     def normalize(self, raw: dict[str, Any]) -> dict[str, Any]:
         """Defaults filled in, every field checked; ConfigError (one line naming the field) otherwise."""
         fields = self.all_fields()
-        raw = self.canonical_keys(raw)
+        raw = expand_precision(self.canonical_keys(raw), {f.name: f.default for f in fields})
         known = {f.name for f in fields}
         unknown = [k for k in raw if k not in known and k not in ("model", "repeat")]
         if unknown:
@@ -343,6 +380,7 @@ class Family:
         config: dict[str, Any] = {"model": self.name}
         for f in fields:
             config[f.name] = self.check_field(f, raw.get(f.name, f.default))
+        check_precision(config)
         if config["mode"] not in self.modes:
             able = [n for n in builtin_names() if config["mode"] in get_family(n).modes]
             raise ConfigError(f"mode {config['mode']}: model {self.name!r} cannot {config['mode']} (it runs "
@@ -357,6 +395,40 @@ class Family:
         except ValueError as exc:  # a user family's rule, written with a plain ValueError
             raise ConfigError(str(exc)) from None
         return config
+
+
+def expand_precision(raw: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """`raw` with its `precision` (a name of PRECISIONS) replaced by the four fields it sets; ConfigError for an unknown
+    name, or a field given beside it with another value than the name's (and than the field's default)."""
+    if "precision" not in raw:
+        return raw
+    name = raw["precision"]
+    if name not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
+    out = {k: v for k, v in raw.items() if k != "precision"}
+    for field, value in zip(PRECISION_FIELDS, PRECISIONS[name]):
+        given = raw.get(field, value)
+        if given != value and given != defaults.get(field):
+            raise ConfigError(f"precision {name} sets {field} = {value!r}, but {field} = {given!r} was given too")
+        out[field] = value
+    return out
+
+
+def check_precision(config: dict[str, Any]) -> None:
+    """The rules between the precision fields (ConfigError, one line naming the field)."""
+    dtype, cast = config.get("dtype"), config.get("autocast", "none")
+    if cast != "none" and dtype != "float32":
+        raise ConfigError(f"autocast casts float32 parameters and activations to {cast} (PyTorch leaves float64 alone, "
+                          f"and 16-bit ones are 16-bit already): dtype must be float32 with autocast, got {dtype}")
+    if config.get("master_weights") and dtype not in LOW_PRECISION:
+        raise ConfigError(f"master_weights keeps float32 copies of 16-bit parameters: dtype must be "
+                          f"{' or '.join(LOW_PRECISION)} with master_weights, got {dtype}")
+    if config.get("loss_scale", "none") != "none":
+        float16 = cast == "float16" or (dtype == "float16" and config.get("master_weights"))
+        if not float16:
+            raise ConfigError("loss_scale dynamic scales float16 gradients that are unscaled in float32: it needs "
+                              "autocast float16, or dtype float16 with master_weights (PyTorch's GradScaler refuses "
+                              "to unscale float16 gradients in place)")
 
 
 DEFAULT_FAMILY = "mlp"  # the family a config without `model` (the CLI without --model, a spec's grid) means
@@ -432,14 +504,15 @@ def normalize(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def all_field_names() -> tuple[str, ...]:
-    """`model`, the shared fields, then every built-in family's own fields in registry order (the row's
-    model columns)."""
-    names = ["model", *SHARED_NAMES]
+    """`model`, the shared fields, then every built-in family's own fields in registry order, then the precision
+    fields (the row's model columns)."""
+    names = ["model", *(n for n in SHARED_NAMES if n not in LATE_SHARED_FIELDS)]
     for family_name in builtin_names():
         for f in get_family(family_name).fields:
             if f.name not in names:
                 names.append(f.name)
-    return tuple(names)
+    # the precision fields came after the families' own: columns are only ever appended (study/fields.py)
+    return tuple(names) + LATE_SHARED_FIELDS
 
 
 Builder = Callable[[dict[str, Any]], Any]

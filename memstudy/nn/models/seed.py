@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ...autograd.precision import dtype as as_dtype
 from ...autograd import Tensor, layer_scope
 from .. import init
 from ..functional import cross_entropy, l2_penalty
@@ -54,7 +55,7 @@ class SeedMLP(Module):
 class SeedFamily(Family):
     name = "seed"
     description = "the seed's perceptron: W2 φ(W1 x), no biases, cross-entropy + λ/2 Σ‖W‖²"
-    findings = ("mlp", "remedies")  # the report's sections on this family (memstudy/findings/)
+    findings = ("mlp", "remedies", "precision")  # the report's sections on this family (memstudy/findings/)
     defaults = {"depth": 1}
     fields = (
         Field("in_features", int, None, "input features d (default: width)", minimum=1),
@@ -89,7 +90,7 @@ class SeedFamily(Family):
 
     def state_bytes(self, config: dict[str, Any]) -> StateBytes:
         """W1 (h × d) and W2 (q × h); the batch: x (batch × d) and int64 labels."""
-        itemsize = np.dtype(config["dtype"]).itemsize
+        itemsize = as_dtype(config["dtype"]).itemsize
         weights = config["width"] * (config["in_features"] + config["out_features"]) * itemsize
         labels = 8 * config["batch_size"] if config["mode"] == "train" else 0
         return StateBytes(weights, weights, config["batch_size"] * config["in_features"] * itemsize + labels)

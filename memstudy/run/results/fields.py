@@ -58,16 +58,21 @@ SOURCE_FIELDS = ("model_source_hash",)
 # prediction_unavailable: why the step has no prediction (a numpy call the shape-only arrays cannot follow, named
 # with the file and op that made it); the step was measured anyway; empty when it has one
 AGREEMENT_FIELDS = ("prediction_matches", "prediction_unavailable")
-# mode generate (memory/generation.py): the KV cache at the step's peak, after the prefill, its growth per decode
+# mode generate (measure/generation.py): the KV cache at the step's peak, after the prefill, its growth per decode
 # step and after the last; the prefill's and the largest decode step's peaks (total, as peak_bytes); predicted too.
 # Empty in every other mode.
 GENERATION_FIELDS = ("peak_kv_cache_bytes",) + GENERATION_COLUMNS + PREDICTED_GENERATION_COLUMNS
 LATER_FIELDS: tuple[str, ...] = (LOAD_FIELDS + LIMIT_FIELDS + PLACE_FIELDS + THREAD_FIELDS + SOURCE_FIELDS
                                  + AGREEMENT_FIELDS + GENERATION_FIELDS)
+# 16-bit training: grad_error_vs_float64 is ‖g − g₆₄‖ / ‖g₆₄‖ against a float64 twin at the same weights (training
+# cells with float64_reference, else empty); weight_copy_bytes the bytes of autocast's 16-bit weight copies (each
+# parameter cast once per forward); peak_emulation_bytes the float32 scratch of the 16-bit emulation (ops/emulate.py:
+# its tiles, workspaces named fp32_*) live at the ledger's peak, which counts among the temporaries
+PRECISION_ROW_FIELDS = ("grad_error_vs_float64", "weight_copy_bytes", "peak_emulation_bytes")
 
 ROW_FIELDS: tuple[str, ...] = (
     LEGACY_CONFIG_FIELDS + BASELINE_FIELDS + LEDGER_FIELDS + PREDICTED_FIELDS + PROBE_FIELDS + ACCURACY_FIELDS
-    + OUTCOME_FIELDS + MODEL_FIELDS + LATER_FIELDS
+    + OUTCOME_FIELDS + MODEL_FIELDS + LATER_FIELDS + PRECISION_ROW_FIELDS
 )
 
 # Config columns a report groups by (every config field but the repeat index).
