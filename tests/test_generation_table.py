@@ -13,19 +13,26 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tools/ is not an installed package
 
 from tools import generation_table as table  # noqa: E402
+from tools import published  # noqa: E402
+from memstudy.autograd.precision import dtype as as_dtype  # noqa: E402
 from memstudy.units import format_bytes  # noqa: E402
 
 
+BLOCK = next(b for b in published.BLOCKS if b.name == "generation-table")
+PAGE = ROOT / "docs" / "generation.md"
+
+
 def page() -> tuple[str, str, str]:
-    found = table.page_block(table.PAGE.read_text(encoding="utf-8"))
-    assert found is not None, f"{table.PAGE} has no generation-table block"
-    return found
+    text = PAGE.read_text(encoding="utf-8")
+    start, end = published.start_marker(BLOCK), published.end_marker(BLOCK)
+    assert start in text and end in text, f"{PAGE} has no generation-table block"
+    return text[text.index(start):text.index(end) + len(end)], table.DTYPE, table.BUDGET
 
 
 @pytest.mark.slow
 def test_the_page_block_is_what_the_script_writes():
-    block, dtype, budget = page()
-    assert block == table.block(dtype, budget)
+    block, _, _ = page()
+    assert block == published.render(BLOCK, published.Results(ROOT))
 
 
 def row_of(block: str, model: str, caption: str, batch: int) -> list[str]:
@@ -46,13 +53,13 @@ def test_cells_of_the_page_are_predicted_again(batch, context):
     shown = row_of(block, name, "Total: the decode step's peak", batch)[column]
     assert shown.removesuffix(" ✗") == format_bytes(figures["decode_peak_bytes"])
     cfg = table.config(path, batch, context, dtype)
-    per_token = 2 * cfg["depth"] * cfg["kv_heads"] * (cfg["width"] // cfg["heads"]) * np.dtype(dtype).itemsize
+    per_token = 2 * cfg["depth"] * cfg["kv_heads"] * (cfg["width"] // cfg["heads"]) * as_dtype(dtype).itemsize
     assert figures["kv_cache_bytes"] == per_token * batch * context
     assert f"KV cache per token per sequence: {per_token:,} B" in block
 
 
 def test_bad_budget_is_one_line(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        table.main(["--budget", "lots", "--check"])
+        table.main(["--budget", "lots"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().endswith("--budget must be a size like 4GiB, 500MB or 75%, got 'lots'")

@@ -28,7 +28,7 @@ STUDIES = tuple(sorted(p.parent.name for p in (ROOT / "results").glob("*/runs.cs
 
 @pytest.fixture(scope="module")
 def committed() -> dict[str, str]:
-    return render_all(Results(ROOT))
+    return render_all(Results(ROOT), slow=False)  # the slow blocks have their own (slow) test
 
 
 @pytest.fixture()

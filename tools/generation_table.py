@@ -9,17 +9,15 @@ cache ÷ (batch · context), and the page checks it against 2 · layers · kv_he
 above a config's max_position_embeddings is run as it is (the rotary embedding has no position table, so the bytes
 are those of a long-context model of the same shapes).
 
-    python tools/generation_table.py                        # print the block (float32, --budget 80GB)
-    python tools/generation_table.py --dtype float32 --write  # rewrite the block in docs/generation.md
-    python tools/generation_table.py --check                # exit 1 when the page's block differs
+    python tools/generation_table.py                          # print the page's table (bfloat16, budget 80GB)
+    python tools/generation_table.py --dtype float32 --budget 40GB   # the same in another dtype or budget
 
-The block's first line records the dtype and budget it was made with; `--check` and tests/test_generation_table.py
-regenerate it with those.
+docs/generation.md holds it in bfloat16 with an 80 GB budget as the `generation-table` block of tools.published
+(`make readme` rewrites it; tests/test_generation_table.py checks it).
 """
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,8 +25,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
 
+from memstudy.autograd.precision import dtype as as_dtype  # noqa: E402
 from memstudy.config import normalize  # noqa: E402
 from memstudy.measure.generation import generation_figures  # noqa: E402
 from memstudy.measure.predict import predicted_account  # noqa: E402
@@ -41,9 +39,7 @@ MODELS = (("Llama-3-8B", "experiments/configs/llama-3-8b.json"),
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 CONTEXTS = tuple(1024 * 2 ** i for i in range(8))  # 1k .. 128k
 NEW_TOKENS = 2  # the prefill and one decode step, which reads the full cache
-PAGE = ROOT / "docs" / "generation.md"
-START = re.compile(r"<!-- generation-table:start \(python tools/generation_table.py --dtype (\S+) --budget (\S+)\) -->")
-END = "<!-- generation-table:end -->"
+DTYPE, BUDGET = "bfloat16", "80GB"  # the page's: how the models are served (an 80 GB accelerator)
 
 
 def config(path: str, batch: int, context: int, dtype: str) -> dict[str, Any]:
@@ -72,7 +68,7 @@ def model_section(name: str, path: str, dtype: str, budget: int) -> list[str]:
     cells = {(b, c): predicted(path, b, c, dtype) for b in BATCHES for c in CONTEXTS}
     cfg = config(path, 1, CONTEXTS[0], dtype)
     d = cfg["width"] // cfg["heads"]
-    itemsize = np.dtype(dtype).itemsize
+    itemsize = as_dtype(dtype).itemsize
     formula = 2 * cfg["depth"] * cfg["kv_heads"] * d * itemsize
     per_token = {cells[key]["kv_cache_bytes"] / (key[0] * key[1]) for key in cells}
     if per_token != {formula}:  # the page states one figure: the predictor must give it everywhere
@@ -113,51 +109,27 @@ def model_section(name: str, path: str, dtype: str, budget: int) -> list[str]:
     return lines + [""]
 
 
-def block(dtype: str = "float32", budget: str = "80GB") -> str:
-    """The generated block, markers included."""
+def lines(dtype: str = DTYPE, budget: str = BUDGET) -> list[str]:
+    """The page's block (markers aside)."""
     budget_bytes = parse_bytes(budget, "--budget")
-    lines = [f"<!-- generation-table:start (python tools/generation_table.py --dtype {dtype} --budget {budget}) -->",
-             "", f"**Predicted in {dtype}**, budget `--budget {budget}` = {budget_bytes:,} B; "
-                 f"batch {BATCHES[0]}–{BATCHES[-1]} × context {_k(CONTEXTS[0])}–{_k(CONTEXTS[-1])} tokens, a static "
-                 f"cache of exactly the context, {NEW_TOKENS} new tokens (the decode step reads the full cache).", ""]
+    out = [f"**Predicted in {dtype}**, budget `--budget {budget}` = {budget_bytes:,} B; "
+           f"batch {BATCHES[0]}–{BATCHES[-1]} × context {_k(CONTEXTS[0])}–{_k(CONTEXTS[-1])} tokens, a static "
+           f"cache of exactly the context, {NEW_TOKENS} new tokens (the decode step reads the full cache).", ""]
     for name, path in MODELS:
-        lines += model_section(name, path, dtype, budget_bytes)
-    return "\n".join(lines + [END])
-
-
-def page_block(text: str) -> tuple[str, str, str] | None:
-    """(the page's block, its dtype, its budget), or None when the page has no block."""
-    match = START.search(text)
-    if match is None or END not in text[match.start():]:
-        return None
-    stop = text.index(END, match.start()) + len(END)
-    return text[match.start():stop], match.group(1), match.group(2)
+        out += model_section(name, path, dtype, budget_bytes)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dtype", choices=DTYPES, default=None, help="(the page's, else float32)")
-    parser.add_argument("--budget", default=None, help="(the page's, else 80GB)")
-    parser.add_argument("--write", action="store_true", help=f"rewrite the block in {PAGE.relative_to(ROOT)}")
-    parser.add_argument("--check", action="store_true", help="exit 1 when the page's block differs")
+    parser.add_argument("--dtype", choices=DTYPES, default=DTYPE)
+    parser.add_argument("--budget", default=BUDGET)
     args = parser.parse_args(argv)
-    text = PAGE.read_text(encoding="utf-8") if PAGE.is_file() else ""
-    found = page_block(text)
-    dtype = args.dtype or (found[1] if found else "float32")
-    budget = args.budget or (found[2] if found else "80GB")
     try:
-        parse_bytes(budget, "--budget")
+        parse_bytes(args.budget, "--budget")
     except ValueError as exc:
         parser.error(str(exc))
-    new = block(dtype, budget)
-    if args.check:
-        return 0 if found and found[0] == new else 1
-    if args.write:
-        if found is None:
-            parser.error(f"{PAGE}: no generation-table block to rewrite")
-        PAGE.write_text(text.replace(found[0], new), encoding="utf-8")
-        return 0
-    print(new)
+    print("\n".join(lines(args.dtype, args.budget)))
     return 0
 
 

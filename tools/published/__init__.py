@@ -52,11 +52,18 @@ def bench_block(results: Results) -> list[str]:
     return readme_lines(read_csv(path), read_env(path.parent / "env.json"))
 
 
+def generation_block(results: Results) -> list[str]:
+    from tools import generation_table
+
+    return generation_table.lines(generation_table.DTYPE, generation_table.BUDGET)
+
+
 @dataclass(frozen=True)
 class Block:
     name: str
     sources: str  # what the marker says the block is generated from
     render: Callable[[Results], list[str]]
+    slow: bool = False  # tens of seconds to render: the fast tests check a few of its cells, the slow ones all
 
 
 BLOCKS: tuple[Block, ...] = (
@@ -73,6 +80,7 @@ BLOCKS: tuple[Block, ...] = (
     Block("cnn", "results/cnn/runs.csv through memstudy.findings.cnn", finding_block("cnn", "cnn")),
     Block("gpt2", "the predictor (tools/worked.py)", gpt2_block),
     Block("bench", f"{BENCH_CSV} (benchmarks/table.py)", bench_block),
+    Block("generation-table", "the predictor (tools/generation_table.py)", generation_block, slow=True),
 )
 
 
@@ -90,8 +98,9 @@ def render(block: Block, results: Results) -> str:
     return "\n".join([start_marker(block), "", body, "", end_marker(block)])
 
 
-def render_all(results: Results) -> dict[str, str]:
-    return {block.name: render(block, results) for block in BLOCKS}
+def render_all(results: Results, slow: bool = True) -> dict[str, str]:
+    """Every block rendered (without the slow ones when `slow` is false)."""
+    return {block.name: render(block, results) for block in BLOCKS if slow or not block.slow}
 
 
 def pages(root: Path) -> list[Path]:
