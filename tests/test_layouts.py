@@ -78,6 +78,10 @@ DTYPES = (np.dtype(np.float64), np.dtype(np.float32), BFLOAT16, np.dtype(np.floa
 # two units in the last place (2^-7 and 2^-10 relative: one rounding of the result, and one of an intermediate the
 # op rounds to the type, such as the product a 16-bit matmul's gradient reads)
 TOLERANCE = {DTYPES[0]: 1e-9, DTYPES[1]: 2e-4, DTYPES[2]: 2.0 ** -7, DTYPES[3]: 2.0 ** -10}
+# ops whose 16-bit gradient rounds more than once on the way: MSE saves p − t as a 16-bit buffer (rounded in
+# forward), scales it (rounded again), and a broadcast target's gradient sums those; hypothesis found 1.07x and
+# 1.4x the one-rounding tolerance in bfloat16 and float16
+GRADIENT_ROUNDINGS = {ops.MSE: 2}
 
 
 # --- the ops, found by walking the package ---------------------------------------------------------------------
@@ -691,7 +695,7 @@ def describe(result: Any, known: list[tuple[str, Any]]) -> Any:
                 relation=relation(result, known))
 
 
-def close(actual: Any, expected: Any, dtype: np.dtype, what: str) -> None:
+def close(actual: Any, expected: Any, dtype: np.dtype, what: str, roundings: int = 1) -> None:
     assert actual is not None, f"{what}: None, expected an array"
     actual = np.asarray(actual)
     expected = np.asarray(expected, dtype=np.float64)
@@ -703,7 +707,7 @@ def close(actual: Any, expected: Any, dtype: np.dtype, what: str) -> None:
         f"{what}: non-finite entries differ"
     scale = max(1.0, float(np.max(np.abs(expected[finite]), initial=0.0)))
     error = float(np.max(np.abs(actual[finite].astype(np.float64) - expected[finite]), initial=0.0))
-    assert error <= TOLERANCE[dtype] * scale, f"{what}: max abs error {error:.3g} (scale {scale:.3g})"
+    assert error <= TOLERANCE[dtype] * roundings * scale, f"{what}: max abs error {error:.3g} (scale {scale:.3g})"
 
 
 def snapshot(arrays: list[Any]) -> list[bytes]:
@@ -786,7 +790,8 @@ def test_op_on_any_layout(op, data):
         assert len(grads) == len(args)
         for i, (g, r, need) in enumerate(zip(grads, ref_grads, needs)):
             if need:
-                close(g, r, dtype, f"gradient of input {i} vs the C-contiguous reference")
+                close(g, r, dtype, f"gradient of input {i} vs the C-contiguous reference",
+                      GRADIENT_ROUNDINGS.get(op, 1))
                 assert g.dtype == inputs[i].dtype, f"gradient of input {i}: dtype {g.dtype}"
         assert snapshot([grad]) == grad_before, "backward wrote into its incoming gradient"
 
