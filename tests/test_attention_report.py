@@ -157,4 +157,4 @@ def test_bfloat16_cells_fit_the_papers_own_34_and_5_beside_float32s_66_and_9(tmp
     text, _ = section_text(cells, tmp_path)
     assert "**bfloat16, dropout 0.1** (activations 2 B, masks 1 B; the paper's own 34 and 5)" in text
     assert "the paper's 34 and 5 become 66 and 9" in text
-    assert text.count("### The formula term by term") == 2 and "NO" not in text.split("|")
+    assert text.count("### The formula term by term (") == 2 and "NO" not in text.split("|")

@@ -250,7 +250,7 @@ def _term_lines(plain: pd.DataFrame, train: pd.DataFrame) -> list[Block]:
     outside = megatron.outside_rows(account, config["depth"])
     outside_lines = [f"{r.label}: {r.ledger_bytes:,} B" for r in outside if r.ledger_bytes]
     agree = int(account.activation_bytes) == int(row["activation_bytes"])
-    return [Heading("The formula term by term", 3),
+    return [Heading(f"The formula term by term ({config['dtype']})", 3),
             doc.table(["term", "per layer (elements × bytes)", "ledger bytes", "formula bytes", "equal"], body, caption=
                       f"One cell (s = {s}, b = {b}, a = {a}, h = {h}, depth {config['depth']}, {config['dtype']}, "
                       f"dropout {dropout:g}) run once more, here, under the ledger; its activation bytes "
