@@ -30,7 +30,7 @@ NAME = "llama"
 FIGURES: tuple[str, ...] = ()
 NUMERIC = ("seq_len", "batch_size", "depth", "width", "heads", "kv_heads", "ffn", "vocab", "lora_rank")
 CATEGORIES = (  # (label, column): the row's bytes per category
-    ("parameters", "parameter_bytes"), ("gradients (peak)", "peak_gradient_bytes"),
+    ("parameters", "parameter_bytes"), ("gradients (largest live)", "max_gradient_bytes"),
     ("optimiser state", "optimizer_state_bytes"), ("activations (largest live)", "activation_bytes"),
     ("total peak", "peak_bytes"))
 
@@ -95,8 +95,8 @@ def blocks(study: Study) -> list[Block]:
     cells = prepare(cells)
     lines: list[Block] = [Heading("Llama: grouped-query attention and LoRA"), Paragraph(
         f"{int((cells['mode'] == 'train').sum())} training and {int((cells['mode'] == 'inference').sum())} inference "
-        "cells of the Llama family. Bytes are the ledger's per category; gradients at their peak, activations the "
-        "largest live, the total peak with parameters and input included. The formulas are "
+        "cells of the Llama family. Bytes are the ledger's per category; gradients and activations the largest live, "
+        "the total peak with parameters and input included. The formulas are "
         "`memstudy.findings.llama_terms`' (docs/llama.md derives them term by term).")]
     lines += _gqa_part(cells, study)
     lines += _lora_part(cells, study)
@@ -109,9 +109,21 @@ def _gqa_part(cells: pd.DataFrame, study: Study) -> list[Block]:
     train = cells[cells["mode"] == "train"]
     if train["kv"].nunique() < 2:
         return lines + [Paragraph("The grid has one number of K/V heads, so nothing to compare.")]
-    part, fixed = _slice(train, ("kv_heads", "seq_len"))
-    most = part["kv"].max()
-    body, exact, pairs = [], 0, 0
+    most = train["kv"].max()
+    keys = [f for f in _others(train, ("kv_heads",)) if f != "mode"]
+    exact, pairs = 0, 0  # every training cell beside the one with the most K/V heads and every other field equal
+    for _, group in (train.groupby(keys) if keys else [((), train)]):
+        base = group[group["kv"] == most]
+        for _, row in group[group["kv"] != most].iterrows():
+            if base.empty:
+                continue
+            pairs += 1
+            exact += int(base.iloc[0]["activation_bytes"] - row["activation_bytes"] == _gqa_formula(row, most))
+    full = train[train["rank"] == 0] if (train["rank"] == 0).any() else train
+    part, fixed = _slice(full, ("kv_heads", "seq_len"))
+    if (train["rank"] == 0).any() and train["rank"].nunique() > 1:
+        fixed = {"lora_rank": 0, **fixed}
+    body = []
     for seq_len, group in part.groupby("seq_len"):
         base = group[group["kv"] == most]
         if base.empty:
@@ -119,11 +131,7 @@ def _gqa_part(cells: pd.DataFrame, study: Study) -> list[Block]:
         base = base.iloc[0]
         for _, row in group.sort_values("kv", ascending=False).iterrows():
             saved = base["activation_bytes"] - row["activation_bytes"]
-            expected = (2 * row["depth"] * (most - row["kv"]) * row["head_dim"] * row["seq_len"] * row["batch_size"]
-                        * row["itemsize"])
-            if row["rank"] == 0 and row["kv"] != most:  # the formula below is full fine-tuning's
-                pairs += 1
-                exact += int(saved == expected)
+            expected = _gqa_formula(row, most)
             cache = 2 * row["depth"] * row["kv"] * row["head_dim"] * row["seq_len"] * row["batch_size"] * row["itemsize"]
             body.append([int(seq_len), f"{int(row['heads'])} / {int(row['kv'])}", doc.nbytes(row["activation_bytes"]),
                          doc.nbytes(saved), doc.percent(-saved / base["activation_bytes"]),
@@ -132,11 +140,11 @@ def _gqa_part(cells: pd.DataFrame, study: Study) -> list[Block]:
         ["seq_len", "heads / kv_heads", "activations", "saved vs kv_heads " + str(int(most)), "change",
          "formula 2·depth·(a − kv)·d·s·b·p", "parameters", "a generation's KV cache (computed)"], body,
         caption=f"Training steps at {_fixed_text(fixed)}, against kv_heads:"))
-    verdict = ("so" if exact == pairs else "not so") if pairs else "no full fine-tuning pairs to test"
+    verdict = ("so" if exact == pairs else "not so") if pairs else "no pairs to test"
     lines.append(Paragraph(
         f"Grouped-query attention keeps k and v at kv_heads · d per position instead of heads · d, so a training step "
         f"keeps 2·(a − kv)·d·s·b·p bytes less per layer; the measured activations fall by exactly that in {exact} of "
-        f"{pairs} full fine-tuning pairs ({verdict}). Nothing else shrinks: q, the softmax output (a·s per position) "
+        f"{pairs} training pairs that differ in kv_heads alone, LoRA ranks included ({verdict}). Nothing else shrinks: q, the softmax output (a·s per position) "
         "and the MLP's terms do not depend on kv_heads, so the saving is a small share of the step. The KV cache a "
         "generation of the same model and context would keep is 2·depth·kv·d·s·b·p, proportional to kv_heads "
         "(computed here from each cell's shape; the generation study measures it: "
@@ -144,9 +152,14 @@ def _gqa_part(cells: pd.DataFrame, study: Study) -> list[Block]:
     return lines
 
 
+def _gqa_formula(row: Any, most: float) -> float:
+    """2·depth·(kv_most − kv)·d·s·b·p: k and v of every layer, at kv heads instead of kv_most."""
+    return 2 * row["depth"] * (most - row["kv"]) * row["head_dim"] * row["seq_len"] * row["batch_size"] * row["itemsize"]
+
+
 def _layer_linear_bytes(study: Study, cell: str) -> float | None:
     """What the Linear ops of a cell kept (their inputs), from layers.csv: summed over the layers."""
-    layers = study.layers()
+    layers = study.layers
     if layers is None:
         return None
     mine = layers[(layers["cell"] == cell) & (layers["op"] == "linear")]
@@ -165,7 +178,7 @@ def _lora_part(cells: pd.DataFrame, study: Study) -> list[Block]:
     if base.empty:
         return lines + [Paragraph(f"No full fine-tuning cell at {_fixed_text(fixed)}.")]
     base = base.iloc[0]
-    header = ["category", "lora_rank 0"] + [f"lora_rank {r}" for r in sorted(part["rank"].unique()) if r] 
+    header = ["category", "lora_rank 0"] + [f"lora_rank {r}" for r in sorted(part["rank"].unique()) if r]
     ranks = [r for r in sorted(part["rank"].unique()) if r]
     rows = {r: part[part["rank"] == r].iloc[0] for r in ranks}
     body = []
@@ -184,8 +197,8 @@ def _lora_part(cells: pd.DataFrame, study: Study) -> list[Block]:
     text = [f"With LoRA the base weights are frozen: they stay as parameters (with the adapters: "
             f"{bytes_text(row['parameter_bytes'])} against {bytes_text(base['parameter_bytes'])}), but the optimiser "
             f"state falls from {bytes_text(base['optimizer_state_bytes'])} to "
-            f"{bytes_text(row['optimizer_state_bytes'])} and the gradients' peak from "
-            f"{bytes_text(base['peak_gradient_bytes'])} to {bytes_text(row['peak_gradient_bytes'])} at lora_rank {r0}"
+            f"{bytes_text(row['optimizer_state_bytes'])} and the largest live gradients from "
+            f"{bytes_text(base['max_gradient_bytes'])} to {bytes_text(row['max_gradient_bytes'])} at lora_rank {r0}"
             + (f" (targets {targets})" if isinstance(targets, str) else "") + ": only the adapters train."]
     config0, config_r = study.config_of(base["cell"]), study.config_of(row["cell"])
     if config0 is not None and config_r is not None:
