@@ -88,6 +88,14 @@ def _held_terms(config: dict[str, Any]) -> int:
     return layers + sum(llama_terms.outside_formula(config, size).values())
 
 
+def _linear_terms(config: dict[str, Any]) -> int:
+    """`llama_terms`' bytes the Linear ops keep: every layer's Linear inputs and LoRA terms, and lm_head's input."""
+    size = itemsize(config["dtype"])
+    keys = ("y1", "o_in", "y2", "down_in", "lora", "lora_in")
+    layers = sum(llama_terms.term_bytes(config, layer, size)[k] for layer in range(config["depth"]) for k in keys)
+    return layers + llama_terms.outside_formula(config, size)[llama_terms.OUTSIDE[3][0]]
+
+
 def blocks(study: Study) -> list[Block]:
     cells = study.cells_declaring(NAME)
     if cells.empty:
@@ -214,8 +222,14 @@ def _lora_part(cells: pd.DataFrame, study: Study) -> list[Block]:
                f"not the measured difference (not so: {bytes_text(measured - formula)} apart)."))
     if all(v is not None for v in linear.values()):
         text.append(f"The ledger's evidence: the Linear ops keep {bytes_text(linear[0])} with full fine-tuning and "
-                    f"{bytes_text(linear[r0])} at lora_rank {r0}, the inputs of the trained adapters' lora_A and "
-                    "lora_B (the frozen q_proj and v_proj share lora_A's input) and no other.")
+                    f"{bytes_text(linear[r0])} at lora_rank {r0}.")
+        if config0 is not None and config_r is not None:
+            want = (_linear_terms(config0), _linear_terms(config_r))
+            same = want == (linear[0], linear[r0])
+            text.append(f"The formula's terms a Linear keeps (the inputs of the Linears whose weights train, lm_head's "
+                        f"included, and the lora_A outputs lora_B keeps) are {bytes_text(want[0])} and "
+                        f"{bytes_text(want[1])}: " + ("the same (so): under LoRA only the adapters keep inputs." if same
+                                                      else "not the same (not so)."))
     lines.append(Paragraph(" ".join(text)))
     return lines
 
