@@ -103,8 +103,9 @@ def lines() -> list[str]:
            f"--optimizer adam --batch {b} --seq-len {s}` (LoRA: `--lora-rank 16`; `--checkpoint selective` or "
            "`every:1`): Llama-3-8B, "
            f"{depth} layers, hidden {h}, {a} heads, {kv} K/V heads, ffn {f}, vocabulary {v}; seq_len {s}, batch {b}, "
-           "bfloat16 parameters, activations and gradients, float32 master weights and Adam moments (12 B per "
-           "trainable parameter). Activations by `llama_terms`' terms summed over the layers (the ledger's buffers "
+           "bfloat16 parameters, activations and gradients, float32 master weights and Adam moments: "
+           f"{state_per_parameter(results[0][2])} B per trainable parameter under full fine-tuning, "
+           f"{state_per_parameter(results[1][2])} B under LoRA, whose float32 adapters need no master copy. Activations by `llama_terms`' terms summed over the layers (the ledger's buffers "
            "held after forward); the softmax output is float32 and its bfloat16 copy is kept by softmax · v "
            "(transformers' eager attention); a 16-bit base's LoRA adapters are float32 and read float32 copies of "
            "their inputs (peft's `autocast_adapter_dtype`).", ""] + table
@@ -188,6 +189,12 @@ def calculators_part(cfg: dict[str, Any], full: Any, results: list) -> list[str]
         f"memstudy's LoRA + full checkpointing peak is {gib(results[3][2].peak_bytes)}.",
     ]
     return lines + [""] + [f"- {n}" for n in notes]
+
+
+def state_per_parameter(account: Any) -> str:
+    """Adam's bytes per trainable parameter: the optimiser state ÷ the account's trainable parameter count."""
+    trainable = account.trainable_parameter_count
+    return f"{account.registered_bytes['optimizer_state'] / trainable:g}" if trainable else "—"
 
 
 def figures_loss(account: Any, cfg: dict[str, Any]) -> int:
