@@ -131,7 +131,7 @@ def _gqa_part(cells: pd.DataFrame, study: Study) -> list[Block]:
     part, fixed = _slice(full, ("kv_heads", "seq_len"))
     if (train["rank"] == 0).any() and train["rank"].nunique() > 1:
         fixed = {"lora_rank": 0, **fixed}
-    body = []
+    body, shares = [], []
     for seq_len, group in part.groupby("seq_len"):
         base = group[group["kv"] == most]
         if base.empty:
@@ -141,6 +141,7 @@ def _gqa_part(cells: pd.DataFrame, study: Study) -> list[Block]:
             saved = base["activation_bytes"] - row["activation_bytes"]
             expected = _gqa_formula(row, most)
             cache = 2 * row["depth"] * row["kv"] * row["head_dim"] * row["seq_len"] * row["batch_size"] * row["itemsize"]
+            shares.append(saved / base["activation_bytes"])
             body.append([int(seq_len), f"{int(row['heads'])} / {int(row['kv'])}", doc.nbytes(row["activation_bytes"]),
                          doc.nbytes(saved), doc.percent(-saved / base["activation_bytes"]),
                          doc.nbytes(expected), doc.nbytes(row["parameter_bytes"]), doc.nbytes(cache)])
@@ -153,7 +154,8 @@ def _gqa_part(cells: pd.DataFrame, study: Study) -> list[Block]:
         f"Grouped-query attention keeps k and v at kv_heads · d per position instead of heads · d, so a training step "
         f"keeps 2·(a − kv)·d·s·b·p bytes less per layer; the measured activations fall by exactly that in {exact} of "
         f"{pairs} training pairs that differ in kv_heads alone, LoRA ranks included ({verdict}). Nothing else shrinks: q, the softmax output (a·s per position) "
-        "and the MLP's terms do not depend on kv_heads, so the saving is a small share of the step. The KV cache a "
+        f"and the MLP's terms do not depend on kv_heads, so the saving is at most {max(shares, default=0):.1%} of the "
+        "training step's activations in the table above. The KV cache a "
         "generation of the same model and context would keep is 2·depth·kv·d·s·b·p, proportional to kv_heads "
         "(computed here from each cell's shape; the generation study measures it: "
         "[results/generation](../generation/report.md)), so there the saving is the whole factor heads ÷ kv_heads."))
