@@ -29,6 +29,9 @@ CASES = [
     dict(dtype="bfloat16"), dict(dtype="float16", kv_heads=2, checkpoint="selective"),
     dict(dtype="bfloat16", master_weights=True, optimizer="adam"),
     dict(dtype="bfloat16", lora_rank=3, kv_heads=2), dict(dtype="float16", lora_rank=2, lora_targets="all-linear"),
+    # autocast: every Linear's own 16-bit copy of its input and of its weight, q and k cast by the scores' matmul
+    dict(autocast="bfloat16"), dict(autocast="bfloat16", kv_heads=2, checkpoint="selective"),
+    dict(autocast="float16", tie=True),
 ]
 
 
