@@ -71,6 +71,8 @@ def memstudy_table(results: list[tuple[str, dict[str, Any], Any]]) -> tuple[list
                 name in segmented or tables[name].get(label) is None or not tables[name][label].ledger_bytes
                 for name in tables):
             continue  # a checkpoint's layer inputs: the row below sums them
+        if all(rows.get(label) is None or not rows[label].ledger_bytes for rows in tables.values()):
+            continue  # a term none of the variants holds (an autocast copy, LoRA's terms in no LoRA column, ...)
         cells = []
         for name, rows in tables.items():
             row = rows.get(label)
