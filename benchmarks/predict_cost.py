@@ -22,6 +22,9 @@ from memstudy.nn.models.hf_config import hf_config_fields
 
 HUGE = dict(depth=96, width=12288, batch_size=2048, dtype="float32", optimizer="adam")
 LLAMA_70B = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "llama-3-70b.json"
+LLAMA_8B = LLAMA_70B.parent / "llama-3-8b.json"
+LLAMA_8B_STEP = dict(seq_len=4096, batch_size=1, dtype="bfloat16", master_weights=True, optimizer="adam")
+LORA_QV = dict(lora_rank=16, lora_targets="q_proj,v_proj")
 GPT2_SMALL = dict(model="gpt", depth=12, width=768, heads=12, seq_len=1024, vocab=50257, batch_size=8,
                   optimizer="adam")
 # figure -> (configuration, memoised, target seconds or None): issue 21 item 4 (any depth in <= 2 s) and issue 28
@@ -35,6 +38,11 @@ DEEP = {
                                    batch_size=1, optimizer="adam"), True, 2.0),
     "predict_llama70b_seconds": ({**hf_config_fields(LLAMA_70B)[1], "model": "llama", "seq_len": 4096, "batch_size": 1,
                                   "optimizer": "adam"}, True, 2.0),
+    # issue 24 item 7: docs/llama.md's worked example, each variant predicted in under 3 s
+    **{f"predict_llama8b_{key}_seconds": ({**hf_config_fields(LLAMA_8B)[1], "model": "llama", **LLAMA_8B_STEP,
+                                           **change}, True, 3.0)
+       for key, change in (("full", {}), ("lora16", LORA_QV), ("lora16_selective", {**LORA_QV, "checkpoint": "selective"}),
+                           ("lora16_every1", {**LORA_QV, "checkpoint": "every:1"}))},
 }
 
 

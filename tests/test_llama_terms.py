@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from memstudy.autograd.precision import dtype as as_dtype
 from memstudy.config import normalize
 from memstudy.measure.predict import predicted_account
 from memstudy.measure.workload import Workload
@@ -23,13 +24,21 @@ CASES = [
     dict(lora_rank=3), dict(lora_rank=3, kv_heads=2, dtype="float64"), dict(lora_rank=2, lora_targets="all-linear"),
     dict(lora_rank=2, lora_targets="gate_proj"), dict(lora_rank=2, lora_targets="k_proj,o_proj"),
     dict(lora_rank=2, lora_targets="down_proj", checkpoint="selective"),
+    # 16 bits: the rstds, the softmax and the loss's softmax in float32, the softmax's 16-bit copy kept by softmax·v,
+    # a 16-bit base's float32 adapters reading their own float32 copies of their inputs
+    dict(dtype="bfloat16"), dict(dtype="float16", kv_heads=2, checkpoint="selective"),
+    dict(dtype="bfloat16", master_weights=True, optimizer="adam"),
+    dict(dtype="bfloat16", lora_rank=3, kv_heads=2), dict(dtype="float16", lora_rank=2, lora_targets="all-linear"),
+    # autocast: every Linear's own 16-bit copy of its input and of its weight, q and k cast by the scores' matmul
+    dict(autocast="bfloat16"), dict(autocast="bfloat16", kv_heads=2, checkpoint="selective"),
+    dict(autocast="float16", tie=True),
 ]
 
 
 @pytest.mark.parametrize("fields", CASES, ids=[",".join(f"{k}={v}" for k, v in c.items()) or "full" for c in CASES])
 def test_every_term_of_every_layer_equals_the_formula(fields):
     account, config = account_and_config(**fields)
-    itemsize = np.dtype(config["dtype"]).itemsize
+    itemsize = as_dtype(config["dtype"]).itemsize
     covered = 0
     for layer in range(config["depth"]):
         rows = llama_terms.layer_rows(account, layer, config, itemsize)

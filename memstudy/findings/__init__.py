@@ -14,7 +14,8 @@ Built in: `mlp` (the MLP's laws: width × itemsize per layer per example, the in
 (checkpointing, saved-tensor policies, optimisers), `precision` (dtypes, autocast, master weights, loss scaling:
 what 16 bits buy, category by category), `attention` (a GPT against sequence length and the Megatron-LM formula,
 `megatron`), `cnn` (where a CNN keeps its memory), `generation` (a prefill and decode steps with a KV cache beside
-training and inference of the same model).
+training and inference of the same model), `llama` (what grouped-query attention and LoRA save, category by
+category, with the ledger's buffers as evidence; training ÷ inference per setting).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import importlib
 from types import ModuleType
 from typing import Any
 
-BUILTIN = ("mlp", "remedies", "precision", "attention", "cnn", "generation")  # in report order
+BUILTIN = ("mlp", "remedies", "precision", "attention", "cnn", "generation", "llama")  # in report order
 SIGNATURE = ("FIGURES", "applies", "blocks")
 
 

@@ -51,6 +51,8 @@ TERMS: tuple[Term, ...] = (
     Term("k", "k after the rotary embedding (kv heads)", "attention"),
     Term("v", "v (v_proj output, kv heads)", "attention"),
     Term("softmax", "softmax output (a·s per position)", "attention"),
+    Term("softmax_cast", "softmax output cast to the activations' dtype (a·s per position; 16-bit only)",
+         "attention"),
     Term("o_in", "o_proj input (heads merged)", "attention"),
     Term("x2", "post_attention_layernorm input (the residual stream)", "mlp"),
     Term("rstd2", "post_attention_layernorm rstd (one per position)", "mlp"),
@@ -60,6 +62,8 @@ TERMS: tuple[Term, ...] = (
     Term("up", "up_proj output", "mlp"),
     Term("down_in", "down_proj input (SiLU output · up)", "mlp"),
     Term("lora", "LoRA: lora_A outputs (r per target)", "lora"),
+    Term("lora_in", "LoRA: the adapters' float32 copies of their inputs (16-bit base only)", "lora"),
+    Term("weights", "autocast: the Linears' 16-bit weight copies (each weight cast once per forward)", "autocast"),
 )
 TERM = {t.key: t for t in TERMS}
 
@@ -70,7 +74,7 @@ def elements_per_position(key: str, config: dict[str, Any]) -> int:
     kv = config["kv_heads"] or a
     d = h // a
     return {"x1": h, "rstd1": 1, "y1": h, "q": a * d, "k": kv * d, "v": kv * d, "softmax": a * config["seq_len"],
-            "o_in": a * d, "x2": h, "rstd2": 1, "y2": h, "gate": f, "silu": f, "up": f, "down_in": f}[key]
+            "softmax_cast": a * config["seq_len"], "o_in": a * d, "x2": h, "rstd2": 1, "y2": h, "gate": f, "silu": f, "up": f, "down_in": f}[key]
 
 
 def targets_of(config: dict[str, Any]) -> tuple[str, ...] | None:
@@ -88,6 +92,12 @@ def present(config: dict[str, Any], layer: int) -> dict[str, bool]:
     """Which terms one decoder layer keeps, from the ops' save rules (see the module docstring)."""
     targets = targets_of(config)
     full = targets is None
+    # a 16-bit base: each adapter reads its own float32 copy of the input (peft's autocast_adapter_dtype), so no
+    # 16-bit input is kept for a LoRA target; in float32/float64 lora_A keeps the very input the base reads
+    adapter_reads_input = as_dtype(config["dtype"]).itemsize >= 4
+
+    def keeps_input(name: str) -> bool:
+        return full or (adapter_reads_input and name in targets)
 
     def trains(name: str) -> bool:
         return full or name in targets
@@ -102,27 +112,83 @@ def present(config: dict[str, Any], layer: int) -> dict[str, bool]:
     x2_req = x_req or attn_req
     g_req, u_req = (x2_req or trains(n) for n in ("gate_proj", "up_proj"))
     return {
+        "weights_qkv": y1_req, "weights_o": core_req, "weights_gu": x2_req, "weights_down": g_req or u_req,
         "x1": x_req, "rstd1": x_req,
-        "y1": any(trains(n) for n in ("q_proj", "k_proj", "v_proj")),
+        "y1": any(keeps_input(n) for n in ("q_proj", "k_proj", "v_proj")),
         "q": core_req if selective else k_req,  # selective: the checkpoint holds q, k and v
         "k": core_req if selective else q_req,
         "v": core_req if selective else probs_req,
         "softmax": False if selective else core_req,
-        "o_in": trains("o_proj"),
+        "softmax_cast": False if selective else core_req,  # `term_bytes` counts it only below the compute dtype
+        "o_in": keeps_input("o_proj"),
         "x2": x2_req, "rstd2": x2_req,
-        "y2": trains("gate_proj") or trains("up_proj"),
+        "y2": keeps_input("gate_proj") or keeps_input("up_proj"),
         "gate": g_req, "silu": u_req, "up": g_req,  # Mul keeps each factor for the other's gradient
-        "down_in": trains("down_proj"),
+        "down_in": keeps_input("down_proj"),
     }
 
 
+def compute_itemsize(itemsize: int) -> int:
+    """What RMSNorm's rstd, the attention softmax and the loss's softmax are computed and kept in: float32 for a
+    16-bit model (transformers' RMSNorm upcasts; eager attention's softmax(dtype=torch.float32)), else the model's."""
+    return max(itemsize, 4)
+
+
 def term_bytes(config: dict[str, Any], layer: int, itemsize: int) -> dict[str, int]:
-    """The formula's bytes of each term of one layer: elements per position × s·b × itemsize when present."""
+    """The formula's bytes of each term of one layer: elements per position × s·b × its itemsize when present. Every
+    term is in the model's dtype (`itemsize`) but the rstds and the softmax output (`compute_itemsize`), the softmax's
+    cast back to the model's dtype (kept by softmax · v; only when that is narrower), and a 16-bit base's float32
+    adapters (their outputs and their input copies)."""
     positions = config["seq_len"] * config["batch_size"]
-    out = {key: (elements_per_position(key, config) * positions * itemsize if held else 0)
-           for key, held in present(config, layer).items()}
+    compute = compute_itemsize(itemsize)
+    sizes = {"rstd1": compute, "rstd2": compute, "softmax": compute,
+             "softmax_cast": itemsize if itemsize < compute else 0}
+    held_terms = present(config, layer)
+    kept = {k: held_terms.pop(k) for k in list(held_terms) if k.startswith("weights_")}
+    if autocast_itemsize(config):
+        return _autocast_term_bytes(config, held_terms, kept, positions, itemsize)
+    out = {key: (elements_per_position(key, config) * positions * sizes.get(key, itemsize) if held else 0)
+           for key, held in held_terms.items()}
+    out["weights"] = 0
     targets = targets_of(config)
-    out["lora"] = 0 if targets is None else len(targets) * config["lora_rank"] * positions * itemsize
+    adapter = compute  # peft's adapters: float32 beside a 16-bit base, else the base's dtype
+    out["lora"] = 0 if targets is None else len(targets) * config["lora_rank"] * positions * adapter
+    inputs = {"q_proj": "y1", "k_proj": "y1", "v_proj": "y1", "o_proj": "o_in", "gate_proj": "y2", "up_proj": "y2",
+              "down_proj": "down_in"}
+    out["lora_in"] = 0 if targets is None or itemsize >= 4 else sum(
+        elements_per_position(inputs[t], config) * positions * adapter for t in targets)
+    return out
+
+
+def autocast_itemsize(config: dict[str, Any]) -> int | None:
+    """The itemsize autocast computes in (2 for bfloat16 or float16), or None without autocast."""
+    name = config.get("autocast")
+    return None if name in (None, "none") else as_dtype(name).itemsize
+
+
+def _autocast_term_bytes(config: dict[str, Any], held: dict[str, bool], kept: dict[str, bool], positions: int,
+                         itemsize: int) -> dict[str, int]:
+    """Under autocast (float32 parameters, 16-bit compute): the residual stream, the rstds and the softmax stay in
+    the model's dtype; every Linear reads its own 16-bit copy of its input (autocast casts per op: y1 once per q, k,
+    v; y2 once per gate, up), q and k are cast to 16 bits by the scores' matmul (under selective checkpointing the
+    checkpoint holds them as the rotary op made them), and the Linears' outputs (v, o_proj's input, the MLP's terms)
+    are 16-bit; each Linear whose input needs a gradient keeps its weight's 16-bit copy. LoRA under autocast: not
+    derived (ValueError)."""
+    if targets_of(config) is not None:
+        raise ValueError("llama_terms: LoRA under autocast is not derived")
+    low = autocast_itemsize(config)
+    h, a, f = config["width"], config["heads"], config["ffn"]
+    kv, d = config["kv_heads"] or a, h // a
+    sizes = {"x1": itemsize, "x2": itemsize, "rstd1": compute_itemsize(itemsize), "rstd2": compute_itemsize(itemsize),
+             "softmax": compute_itemsize(itemsize), "y1": 3 * low, "y2": 2 * low}  # y1, y2: one copy per Linear
+    if config.get("checkpoint") == "selective":  # the checkpoint holds q and k as the rotary op made them
+        sizes.update(q=itemsize, k=itemsize)
+    out = {key: (elements_per_position(key, config) * positions * sizes.get(key, low) if on else 0)
+           for key, on in held.items()}
+    out["lora"] = out["lora_in"] = 0
+    weights = {"weights_qkv": h * a * d + 2 * h * kv * d, "weights_o": a * d * h, "weights_gu": 2 * h * f,
+               "weights_down": f * h}
+    out["weights"] = sum(n * low for k, n in weights.items() if kept[k])
     return out
 
 
@@ -138,12 +204,15 @@ def _classify(account: Any, layer: int, buffers: list[Any]) -> list[tuple[str, A
     norm_outputs = [b.key for b in made if b.op == "rms_norm"]
     rotary_outputs = [b.key for b in made if b.op == "rotary"]
     norm_born = [b.born for b in made if b.op == "rms_norm"]
+    softmax_born = [b.born for b in made if b.op == "softmax"]
+    rotary_born = [b.born for b in made if b.op == "rotary"]
 
     def norm_index(b: Any) -> int:  # the norm whose output was born last before b (rstd is born right after it)
         return max(sum(born <= b.born for born in norm_born) - 1, 0)
 
     out = []
-    for b in buffers:
+    casts = iter(("q", "k"))
+    for b in sorted(buffers, key=lambda b: b.born):
         if b.op == "rms_norm" and b.role == "rstd":
             key = ("rstd1", "rstd2")[min(norm_index(b), 1)]
         elif b.saved_by == "rms_norm":
@@ -152,24 +221,38 @@ def _classify(account: Any, layer: int, buffers: list[Any]) -> list[tuple[str, A
             key = ("y1", "y2")[min(norm_outputs.index(b.key), 1)]
         elif b.op == "rotary" and b.saved_by in ("batched_matmul", "checkpoint"):
             key = ("q", "k")[min(rotary_outputs.index(b.key), 1)]
-        elif b.op in ("linear", "add") and b.saved_by in ("batched_matmul", "checkpoint"):
-            key = "v"
+        elif b.op == "autocast" and b.saved_by in ("batched_matmul", "checkpoint") and any(
+                s < b.born for s in softmax_born):
+            key = "softmax_cast"  # the softmax output's 16-bit copy (born after the softmax)
+        elif b.op == "autocast" and b.saved_by in ("batched_matmul", "checkpoint") and rotary_born \
+                and b.born > max(rotary_born):
+            key = "qk_cast"  # autocast: the scores' matmul's 16-bit copies of q and k (q first)
+        elif b.op == "autocast_weight" and b.saved_by == "linear":
+            key = "weights"
+        elif b.op == "autocast" and b.saved_by == "linear" and as_dtype(b.dtype).itemsize < 4:
+            key = ("y1", "y2")[min(norm_index(b), 1)]  # autocast: a Linear's 16-bit copy of its input
+        elif b.op in ("linear", "add", "autocast") and b.saved_by in ("batched_matmul", "checkpoint"):
+            key = "v"  # v_proj's output (a LoRA target's: its sum, cast back to the base's dtype)
         elif b.op == "softmax":
             key = "softmax"
         elif b.op == "reshape" and b.saved_by == "linear":
             key = "o_in"
-        elif b.op in ("linear", "add") and b.saved_by == "silu":
+        elif b.op in ("linear", "add", "autocast") and b.saved_by == "silu":
             key = "gate"
         elif b.op == "silu" and b.saved_by == "mul":
             key = "silu"
-        elif b.op in ("linear", "add") and b.saved_by == "mul":
+        elif b.op in ("linear", "add", "autocast") and b.saved_by == "mul":
             key = "up"
         elif b.op == "mul" and b.saved_by == "linear":
             key = "down_in"
         elif b.op == "linear" and b.saved_by == "linear":
             key = "lora"
+        elif b.op == "autocast" and b.saved_by == "linear":
+            key = "lora_in"  # a 16-bit base: an adapter's float32 copy of its input
         else:
             key = f"other: {b.op} {b.role} saved by {b.saved_by}"
+        if key == "qk_cast":
+            key = next(casts, "k")
         out.append((key, b))
     return out
 
@@ -197,7 +280,8 @@ OUTSIDE = (  # (label, layer: "tables" | "head" | "loss", how to recognise the b
      lambda b: b.op == "rotary_tables"),
     ("head: norm rstd", "head", lambda b: b.op == "rms_norm" and b.role == "rstd"),
     ("head: norm input (the last layer's output)", "head", lambda b: b.saved_by == "rms_norm"),
-    ("head: lm_head input (norm output)", "head", lambda b: b.op == "rms_norm" and b.saved_by == "linear"),
+    ("head: lm_head input (norm output)", "head", lambda b: b.op in ("rms_norm", "autocast") and b.saved_by == "linear"),
+    ("head: lm_head weight's 16-bit copy (autocast)", "head", lambda b: b.op == "autocast_weight"),
     ("loss: softmax of the logits (b·s·vocab)", "loss", lambda b: b.saved_by == "softmax_cross_entropy"),
 )
 
@@ -231,12 +315,15 @@ def outside_formula(config: dict[str, Any], itemsize: int) -> dict[str, int]:
     s, b, h, v = config["seq_len"], config["batch_size"], config["width"], config["vocab"]
     d = h // config["heads"]
     lm_head_trains = targets_of(config) is None or "lm_head" in config["lora_targets"].split(",")
+    compute = compute_itemsize(itemsize)  # the norm's rstd and the loss's softmax: float32 for a 16-bit model
+    low = autocast_itemsize(config)  # autocast: lm_head reads a 16-bit copy of its input and of its weight
     return {
         OUTSIDE[0][0]: 2 * s * d * itemsize,
-        OUTSIDE[1][0]: s * b * itemsize,
+        OUTSIDE[1][0]: s * b * compute,
         OUTSIDE[2][0]: s * b * h * itemsize,
-        OUTSIDE[3][0]: s * b * h * itemsize if lm_head_trains else 0,
-        OUTSIDE[4][0]: s * b * v * itemsize,
+        OUTSIDE[3][0]: s * b * h * (low or itemsize) if lm_head_trains else 0,
+        OUTSIDE[4][0]: v * h * low if low else 0,
+        OUTSIDE[5][0]: s * b * v * compute,
     }
 
 

@@ -125,6 +125,7 @@ def measure_workload(work: Workload, config: dict[str, Any], prediction: dict[st
             peak_emulation_bytes=sum(b.nbytes for b in account.live_at(account.peak_event)
                                      if b.op.rpartition(".")[2].startswith(EMULATION_PREFIX)),
             **{f"peak_{c}_bytes": peak[c] for c in peak},
+            max_gradient_bytes=account.max_by_category["gradient"],
             predicted_peak_bytes=prediction["predicted_peak_bytes"],
             predicted_step_peak_bytes=prediction["predicted_step_peak_bytes"],
             predicted_activation_bytes=prediction["predicted_activation_bytes"],

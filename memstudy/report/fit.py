@@ -130,10 +130,12 @@ def relative_errors(rows: pd.DataFrame, quantity: str, reference: str) -> np.nda
 
 
 def size_fields(frame: pd.DataFrame) -> list[str]:
-    """The varying config fields that are sizes (declared as integers by the rows' families), seed aside."""
+    """The varying config fields that are sizes (declared as integers by the rows' families, every value positive:
+    a size law is fitted on logarithms), seed aside; an integer field that takes 0 (LoRA's rank 0 = off) is a switch."""
     out = []
     for column in varying_fields(frame):
         declared = field_declarations(frame, column)
-        if column != "seed" and declared and all(f.type is int for f in declared):
+        if column != "seed" and declared and all(f.type is int for f in declared) \
+                and (pd.to_numeric(frame[column], errors="coerce").dropna() > 0).all():
             out.append(column)
     return out

@@ -17,14 +17,14 @@ import pandas as pd
 from ..measure.agreement import COMPARED, prediction_matches
 from ..nn.models.registry import LATE_SHARED_FIELDS, SHARED_NAMES, builtin_names, get_family
 from ..run.results.fields import (BASELINE_FIELDS, GENERATION_FIELDS, GRID_FIELDS, LEDGER_FIELDS, LEGACY_CONFIG_FIELDS, MODEL_FIELDS,
-                                  PRECISION_ROW_FIELDS, PREDICTED_FIELDS, PROBE_FIELDS, ROW_FIELDS)
+                                  PRECISION_ROW_FIELDS, PREDICTED_FIELDS, PROBE_FIELDS, ROW_FIELDS, STATE_ROW_FIELDS)
 from ..run.results.runs import RunsFileError, read_runs
 
 _MEASURED = BASELINE_FIELDS + LEDGER_FIELDS + PREDICTED_FIELDS + PROBE_FIELDS
 # numeric per-repeat measurements (medians in summary.csv) and the textual ones (most common value)
 COUNTS = ("saved_tensors", "recomputed_ops")  # integer measurements that are not bytes
 MEASURES: tuple[str, ...] = tuple(f for f in _MEASURED if f.endswith("_bytes") or f in COUNTS) + (
-    "grad_rel_error", "step_seconds", *PRECISION_ROW_FIELDS)
+    "grad_rel_error", "step_seconds", *PRECISION_ROW_FIELDS, *STATE_ROW_FIELDS)
 LATER_MEASURES: tuple[str, ...] = GENERATION_FIELDS  # medians too, their summary columns after the others'
 
 TEXT_MEASURES: tuple[str, ...] = tuple(f for f in _MEASURED if f not in MEASURES)  # e.g. rss_method

@@ -10,7 +10,8 @@ exactly what it renders, so a regenerated study that moves a figure fails the su
 
 One module per kind of block: step.py (one step), probes.py (how the probes agree), study.py (the default and
 width studies), remedies.py (what buys the memory back), reports.py (a finding's own section, the index of
-reports, the pages' sizes), tools/worked.py (GPT-2 small, predicted), benchmarks/table.py (the benchmark);
+reports, the pages' sizes), tools/worked.py (GPT-2 small, predicted), tools/llama_worked.py (Llama-3-8B fine-tuned,
+predicted, beside tools/calculators.py's accelerate and llm-analysis), benchmarks/table.py (the benchmark);
 results.py reads the committed files once. Wherever the report computes a figure, the block calls the same
 function, so each fact has one place. This package is not installed: it reads the repository by path from its
 root (`--root`, default the working directory).
@@ -58,6 +59,12 @@ def generation_block(results: Results) -> list[str]:
     return generation_table.lines(generation_table.DTYPE, generation_table.BUDGET)
 
 
+def llama_8b_block(results: Results) -> list[str]:
+    from tools import llama_worked
+
+    return llama_worked.lines()
+
+
 @dataclass(frozen=True)
 class Block:
     name: str
@@ -81,6 +88,7 @@ BLOCKS: tuple[Block, ...] = (
     Block("gpt2", "the predictor (tools/worked.py)", gpt2_block),
     Block("bench", f"{BENCH_CSV} (benchmarks/table.py)", bench_block),
     Block("generation-table", "the predictor (tools/generation_table.py)", generation_block, slow=True),
+    Block("llama-8b", "the predictor and tools/calculators.py (tools/llama_worked.py)", llama_8b_block, slow=True),
 )
 
 

@@ -337,7 +337,7 @@ class LlamaFamily(Family):
                    "attention with rotary embeddings, RMSNorm, SwiGLU MLP), RMSNorm, head; next-token cross-entropy")
     defaults = {"depth": 2, "width": 64, "batch_size": 4}
     checkpoints = ("selective",)
-    findings = ("precision", "generation")  # the report's sections on this family (memstudy/findings/)
+    findings = ("precision", "generation", "llama")  # the report's sections on this family (memstudy/findings/)
     hf_model_types = ("llama",)
     modes = MODES  # train, inference, and generate (nn.generation)
     fields = (

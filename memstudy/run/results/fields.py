@@ -70,9 +70,14 @@ LATER_FIELDS: tuple[str, ...] = (LOAD_FIELDS + LIMIT_FIELDS + PLACE_FIELDS + THR
 # its tiles, workspaces named fp32_*) live at the ledger's peak, which counts among the temporaries
 PRECISION_ROW_FIELDS = ("grad_error_vs_float64", "weight_copy_bytes", "peak_emulation_bytes")
 
+# max_gradient_bytes: the largest bytes of gradients live at once over the step (the ledger's maximum of the category,
+# wherever the total peak is): what a step needs for its gradients, Ψ_trainable × itemsize when none is freed early
+# (peak_gradient_bytes is only what is live at the total peak, often 0 when that is the end of forward)
+STATE_ROW_FIELDS = ("max_gradient_bytes",)
+
 ROW_FIELDS: tuple[str, ...] = (
     LEGACY_CONFIG_FIELDS + BASELINE_FIELDS + LEDGER_FIELDS + PREDICTED_FIELDS + PROBE_FIELDS + ACCURACY_FIELDS
-    + OUTCOME_FIELDS + MODEL_FIELDS + LATER_FIELDS + PRECISION_ROW_FIELDS
+    + OUTCOME_FIELDS + MODEL_FIELDS + LATER_FIELDS + PRECISION_ROW_FIELDS + STATE_ROW_FIELDS
 )
 
 # Config columns a report groups by (every config field but the repeat index).
