@@ -10,6 +10,10 @@ Layer indices (`layer_scope`, `parameter_layers`, the ledger's per-layer tables)
 (0 ≤ i < depth); the head (ln_f and lm_head) is layer `depth`; the embeddings (wte and wpe lookups and their
 dropout) are layer `depth + 1`, and the tied `wte` weight counts there. The loss is outside every layer.
 
+Attention (`attention`): `eager` runs the core as the separate ops above; `flash` as one fused op
+(`ops.FlashAttention`) that keeps q, k, v, its output and the softmax's log-sum-exp, and recomputes the scores in
+backward (no attention dropout in training: the fused op draws no mask).
+
 Generation (mode generate, `nn.generation`): `forward(idx, cache=, logits=)` reads and fills a KV cache (each block
 caches its k and v, transformers' GPT2Attention order), places the tokens at the positions after those the cache
 holds, and computes the logits of every position or of the last one only (`logits="last"`).

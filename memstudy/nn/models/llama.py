@@ -25,6 +25,9 @@ The rotary angle tables (cos and sin, (s, d) each) are made once per forward by 
 Layer indices (`layer_scope`, `parameter_layers`): decoder layer i is layer i; the head (norm and lm_head) is
 layer `depth`; the embedding (embed_tokens, and the rotary tables) is layer `depth + 1`, where a tied weight counts.
 
+Attention (`attention`): `eager` as above; `flash` runs the core as one fused op (`ops.FlashAttention`: q, k, v,
+its output and the softmax's log-sum-exp kept, the scores recomputed in backward, the groups stacked as here).
+
 Generation (mode generate, `nn.generation`): `forward(idx, cache=, logits=)` reads and fills a KV cache (each layer
 caches k after the rotary embedding and v, transformers' LlamaAttention order), rotates the tokens at the positions
 after those the cache holds, and computes the logits of every position or of the last one only (`logits="last"`).
