@@ -8,8 +8,9 @@ dV = Pᵀ·dO, dS = P ∘ (dO·vᵀ − D) with D = rowsum(dO ∘ O), dQ = dS·k
 
 Here the tiles run over the keys only (`KEY_TILE` keys at a time, every query row at once), so the op's scratch is
 linear in s: a tile of scores (b·a·s·KEY_TILE values), a copy of q (scaled) and, in backward, of dO, the running
-statistics, and a float32 accumulator for the output (dQ in backward) when that is 16-bit, as FlashAttention-2's
-backward keeps a float32 dq_accum. Every such buffer is reported as the op's workspace (`ctx.workspace`, the ledger's
+statistics, and an accumulator for the output in the compute dtype (for dQ in backward when that is 16-bit, as
+FlashAttention-2's backward keeps a float32 dq_accum). The output is laid out (b, s, a, d), as FlashAttention writes
+it, and returned as its (b, a, s, d) view: the heads merged after it are a view of the same buffer. Every such buffer is reported as the op's workspace (`ctx.workspace`, the ledger's
 `flash_attention.<role>`), a temporary while the op runs, never an activation. Tiles wholly above the diagonal are
 skipped (their keys' gradients are zero).
 
@@ -50,14 +51,16 @@ class FlashAttention(Function):
         kv, t = k.shape[1], k.shape[2]
         work = _work_dtype(q, k, v)
         ctx.offset, ctx.scale = int(offset), 1.0 / math.sqrt(d) if scale is None else float(scale)
-        out = np.empty((b, a, s, d), dtype=np.result_type(q.dtype, k.dtype, v.dtype), like=q)
+        # laid out (b, s, a, d) as FlashAttention writes it: merging the heads after it ((b, s, a·d), the output
+        # projection's input) is then a view, not a copy
+        out = np.empty((b, s, a, d), dtype=np.result_type(q.dtype, k.dtype, v.dtype), like=q).transpose(0, 2, 1, 3)
         lse = np.empty((b, a, s), dtype=work, like=q)
         tile = max(1, min(KEY_TILE, t))
         query = ctx.workspace(np.empty((b, a, s, d), dtype=work, like=q), "query")
         keys = ctx.workspace(np.empty(b * kv * tile * d, dtype=work, like=q), "key_tile")
         values = ctx.workspace(np.empty(b * kv * tile * d, dtype=work, like=q), "value_tile")
         scores = ctx.workspace(np.empty(b * a * s * tile, dtype=work, like=q), "scores")
-        acc = out if out.dtype == work else ctx.workspace(np.empty(out.shape, dtype=work, like=q), "accumulator")
+        acc = ctx.workspace(np.empty((b, a, s, d), dtype=work, like=q), "accumulator")
         product = ctx.workspace(np.empty((b, a, s, d), dtype=work, like=q), "product")
         row_sum = ctx.workspace(np.empty((b, a, s), dtype=work, like=q), "row_sum")
         row_new = ctx.workspace(np.empty((b, a, s), dtype=work, like=q), "row_max")
@@ -190,8 +193,7 @@ def _forward_tiles(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, of
         acc /= row_sum[..., None]
         np.log(row_sum, out=row_sum)
         lse += row_sum  # m + log l
-    if acc is not out:
-        np.copyto(out, acc, casting="unsafe")
+    np.copyto(out, acc, casting="unsafe")
 
 
 def _backward_tiles(q: np.ndarray, k: np.ndarray, v: np.ndarray, out: np.ndarray, lse: np.ndarray, grad: np.ndarray,
