@@ -31,6 +31,8 @@ Figures (one CSV row each; ratios are measured side by side in one run, see benc
   bf16_step_vs_float32_gpt, bf16_step_vs_float32_mlp, bf16_mixed_step_vs_float32_gpt, fp16_step_vs_float32_gpt
                           a 16-bit step (emulated on numpy) / the float32 step, side by side
                           (benchmarks.precision_bench)
+  flash_step_vs_eager_gpt  a GPT step with attention flash (the fused op) / with the eager attention ops, side by
+                          side, no target (benchmarks.flash_bench)
 
 A timed step is one training-loop iteration: gradients set to None (last step's freed), forward, mean
 cross-entropy, backward, SGD update. The plain numpy step frees its gradients inside its step too.
@@ -78,7 +80,7 @@ LARGE_SIZES = SIZES[:2]
 DTYPES = ("float32", "float64")
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 CLASSES = 10
-SECTIONS = ("speed", "memory", "gpt", "cnn", "precision", "startup", "study", "sweep")
+SECTIONS = ("speed", "memory", "gpt", "cnn", "precision", "flash", "startup", "study", "sweep")
 SWEEP_EXECUTORS = (("jobs1", ["--jobs", "1"], "--jobs 1"), ("jobs2", ["--jobs", "2"], "--jobs 2"),
                    ("cluster2", ["--cluster", "local:2"], "--cluster local:2"))
 COLUMNS = table.COLUMNS
@@ -608,6 +610,11 @@ def main(argv: list[str] | None = None) -> int:
 
         rows += precision_rows(make_row, rounds, block_seconds, min_steps, max_steps, log, quick=quick,
                                quiet_cores=args.quiet_cores, max_wait=args.max_wait)
+    if "flash" in sections:
+        from .flash_bench import flash_rows
+
+        rows += flash_rows(make_row, rounds, block_seconds, min_steps, max_steps, log, quick=quick,
+                           quiet_cores=args.quiet_cores, max_wait=args.max_wait)
     if "startup" in sections:
         log("  start-up: python -c ... (median)")
         if args.max_wait > 0:

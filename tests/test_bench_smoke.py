@@ -44,6 +44,8 @@ def test_quick_run_writes_csv_env_and_markdown(tmp_path):
     assert float(by_figure["inference_peak_vs_floor"]["value"]) > 0
     for figure in ("bf16_step_vs_float32_gpt", "bf16_step_vs_float32_mlp"):  # issue 23: a bfloat16 step ≤ 2× float32's
         assert by_figure[figure]["status"] == "ok" and by_figure[figure]["target"] == "<= 2"
+    flash = by_figure["flash_step_vs_eager_gpt"]  # issue 27: what the fused attention costs in time, with the load
+    assert flash["status"] == "ok" and float(flash["value"]) > 0 and flash["foreign_cores"] != ""
     env = json.loads((tmp_path / "env.json").read_text())
     assert env["bench"]["quick"] is True and "git" in env and "numpy" in env
     markdown = (tmp_path / "bench.md").read_text()

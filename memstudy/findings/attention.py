@@ -9,6 +9,9 @@ Read from the per-cell medians (summary.csv) of a `gpt` study that varies `seq_l
 - inference's working memory (the ledger's step peak): its spread over depth, and a fit in s·b and a·s²·b;
 - selective against full checkpointing: bytes, peak and step time per strategy, β per strategy, and the share
   of activation memory selective recomputation removes, measured and by the formula (paper's units and GPT-3's).
+- fused attention (`attention = flash`, cells beside eager ones): per-layer bytes fitted per attention and dtype
+  with a third term λ·a·s·b (the fused op's log-sum-exp), flash's β against 0 and eager's against the formula,
+  and flash's step time against eager's (with the load); every other part reads the eager cells only.
 One representative training cell is also run once under the ledger, here, to show its block's buffers term by
 term beside the formula (`megatron.block_rows`): the one table not read from the rows, labelled so.
 Every sentence that states a finding is computed from those numbers; where the data disagree it says "not so".
@@ -148,6 +151,9 @@ def _sentence_fit(fit: dict[str, Any]) -> str:
 def blocks(study: Study) -> list[Block]:
     """The attention section (its figures drawn by the PNG renderer)."""
     gpt = study.cells_declaring(NAME)
+    fused = attention_of(gpt) == "flash"
+    flash_train = gpt[gpt["mode"] == "train"] if fused.any() else None  # both attentions: the flash section
+    gpt = gpt[~fused]
     train, inference = gpt[gpt["mode"] == "train"], gpt[gpt["mode"] == "inference"]
     out: list[Block] = [Heading("Attention: memory quadratic in sequence length"), Paragraph(
         "Korthikanti et al. 2022 (Megatron-LM) count what one transformer layer holds for backward as "
@@ -159,6 +165,14 @@ def blocks(study: Study) -> list[Block]:
     layers = per_layer(train) if not train.empty else pd.DataFrame()
     if layers.empty:
         return out + [Paragraph("Not enough cells: per-layer bytes need training cells at two depths or more.")]
+    if flash_train is not None:
+        return out + _body(layers, train, inference) + _flash_lines(flash_train)
+    return out + _body(layers, train, inference)
+
+
+def _body(layers: pd.DataFrame, train: pd.DataFrame, inference: pd.DataFrame) -> list[Block]:
+    """The eager cells' sections: the law, the terms, inference, checkpointing."""
+    out: list[Block] = []
     plain = layers[layers["checkpoint"] == "none"] if "checkpoint" in layers else layers
     # several dtypes (float32 and bfloat16): the law and the term table per dtype; the rest in the main one
     dtypes = sorted(train["dtype"].unique(), key=lambda d: (d != "float32", d))
@@ -176,6 +190,129 @@ def blocks(study: Study) -> list[Block]:
             out.append(Paragraph(f"The sections below read the {main} cells."))
         out += _checkpoint_lines(train, layers)
     return out
+
+
+def attention_of(frame: pd.DataFrame) -> pd.Series:
+    """Each row's attention strategy (rows from before the field, and families without it, are eager)."""
+    if "attention" not in frame.columns:
+        return pd.Series("eager", index=frame.index)
+    return frame["attention"].fillna("eager").replace("", "eager")
+
+
+LSE_BYTES = 4  # the fused op's log-sum-exp per query row and head: float32 (float64 in a float64 model)
+
+
+def fit_flash(layers: pd.DataFrame) -> dict[str, Any]:
+    """per-layer bytes = α·s·b·h + β·a·s²·b + λ·a·s·b (no intercept): λ the log-sum-exp the fused op keeps per query
+    row and head, which is neither of the formula's two shapes; R² and the largest residual."""
+    terms = {"alpha": layers["sbh"].to_numpy(float), "beta": layers["as2b"].to_numpy(float),
+             "lse": (layers["heads"] * layers["seq_len"] * layers["batch_size"]).to_numpy(float)}
+    fit = least_squares(layers["per_layer_bytes"].to_numpy(float), terms)
+    coef = fit["coef"]
+    predicted = sum(coef.get(k, 0.0) * v for k, v in terms.items())
+    worst = float(np.max(np.abs(predicted - layers["per_layer_bytes"].to_numpy(float)))) if len(layers) else math.nan
+    return {"alpha": coef.get("alpha", math.nan), "beta": coef.get("beta", math.nan),
+            "lse": coef.get("lse", math.nan), "r2": fit["r2"], "n": fit["n"], "worst_residual_bytes": worst}
+
+
+def flash_blocks(study: Study) -> list[Block]:
+    """The fused-attention part alone (docs/attention.md's block of the flash study)."""
+    gpt = study.cells_declaring(NAME)
+    return _flash_lines(gpt[gpt["mode"] == "train"])
+
+
+def _flash_lines(train: pd.DataFrame) -> list[Block]:
+    """Fused attention beside eager: the fit per attention and dtype, and the step time."""
+    train = train.assign(attention=attention_of(train))
+    layers = per_layer(train)
+    lines: list[Block] = [Heading("Fused attention: the s² term gone", 3), Paragraph(
+        "`attention = flash` runs each block's attention core as one op (memstudy/autograd/ops/flash.py) that keeps "
+        "q, k, v, its output and the softmax's log-sum-exp (one float32 per query row and head, b·a·s values) and "
+        "recomputes the scores in backward, tile by tile of keys, as FlashAttention's backward does; its tiles' "
+        "scratch is the op's workspace, a temporary. Per-layer bytes are fitted per attention and dtype to "
+        "α·s·b·h + β·a·s²·b + λ·a·s·b (λ: the log-sum-exp's bytes per row and head).")]
+    if layers.empty or layers["attention"].nunique() < 2:
+        return lines + [Paragraph("Not enough cells: the comparison needs eager and flash training cells at two "
+                                  "depths or more.")]
+    body, verdicts = [], []
+    for (dtype, dropout), part in layers.groupby(["dtype", "dropout"]):
+        _, quadratic, itemsize, _ = _formula(part)
+        fits = {a: fit_flash(part[part["attention"] == a]) for a in ("eager", "flash")
+                if (part["attention"] == a).any()}
+        for attention, fit in fits.items():
+            expected = quadratic if attention == "eager" else 0
+            body.append([f"{dtype}, dropout {dropout:g}", attention, doc.fixed(fit["alpha"], 4),
+                         doc.fixed(fit["beta"], 4), expected, doc.fixed(fit["lse"], 4), doc.fixed(fit["r2"], 6),
+                         doc.num(fit["worst_residual_bytes"], "grouped", 0)])
+        if {"eager", "flash"} <= set(fits):
+            eager, flash = fits["eager"], fits["flash"]
+            gone = abs(flash["beta"]) < 1e-6 and flash["worst_residual_bytes"] < 0.5
+            eager_formula = abs(eager["beta"] - quadratic) < 1e-6 * max(quadratic, 1)
+            lse_ok = abs(flash["lse"] - LSE_BYTES) < 1e-6
+            verdicts.append(
+                f"{dtype}: eager's β = {eager['beta']:.4f} " + (f"(the formula's {quadratic}, its softmax output)"
+                                                                 if eager_formula else f"(not the formula's {quadratic})")
+                + f", flash's β = {flash['beta']:.4f}: " + ("the a·s²·b term is gone (β = 0, every cell fitted "
+                                                            "exactly)" if gone else "not so: quadratic bytes remain")
+                + f"; flash's λ = {flash['lse']:.4f} B per query row and head "
+                + ("(its float32 log-sum-exp)" if lse_ok else f"(not the {LSE_BYTES} B of a float32 log-sum-exp)")
+                + (", its α eager's (its output, laid out (b, s, a, d), is the output projection's input itself: "
+                   "the heads merged are a view)" if abs(flash["alpha"] - eager["alpha"]) < 1e-6 else
+                   f", its α {flash['alpha'] - eager['alpha']:+.4f} B per s·b·h from eager's"))
+    lines.append(doc.table(["dtype", "attention", "α", "β", "β expected", "λ", "R²", "largest residual (B)"], body,
+                           caption="Per-layer bytes (the slope over depth of the largest live activation bytes), "
+                                   "fitted per attention and dtype (β expected: eager's is the formula's softmax "
+                                   "term at this dropout, flash's 0):"))
+    if verdicts:
+        lines.append(Paragraph("; ".join(verdicts) + "."))
+    lines += _flash_time_lines(train)
+    return lines
+
+
+def _flash_time_lines(train: pd.DataFrame) -> list[Block]:
+    """Flash's step time and peak against eager's, cell by cell (the cells that differ only in attention)."""
+    keys = _group_keys(train, ("attention",))
+    body, ratios = [], []
+    for values, part in train.groupby(keys, sort=True, dropna=False):
+        by = part.set_index("attention")
+        if not {"eager", "flash"} <= set(by.index):
+            continue
+        e, f = by.loc["eager"], by.loc["flash"]
+        ratio = float(f["step_seconds"]) / float(e["step_seconds"])
+        load = [c for c in (e["foreign_cores"], f["foreign_cores"]) if pd.notna(c)]
+        ratios.append((str(e["dtype"]), ratio))
+        if int(e["depth"]) == int(train["depth"].max()) and int(e["heads"]) == int(train["heads"].max()):
+            body.append([e["dtype"], int(e["seq_len"]), doc.nbytes(e["peak_bytes"]), doc.nbytes(f["peak_bytes"]),
+                         doc.fixed(float(f["peak_bytes"]) / float(e["peak_bytes"]), 3), doc.ms(e["step_seconds"]),
+                         doc.ms(f["step_seconds"]), doc.fixed(ratio, 2), doc.load(max(load) if load else None)])
+    if not ratios:
+        return []
+    depth, heads = int(train["depth"].max()), int(train["heads"].max())
+    lines: list[Block] = [doc.table(
+        ["dtype", "s", "eager peak", "flash peak", "peak ÷ eager", "eager step", "flash step", "time ÷ eager",
+         "load (cores)"], body, caption=f"Depth {depth}, heads {heads}: the total peak and the median step of each "
+                                        "attention; load = the cores other processes kept busy while the two were "
+                                        f"timed (the larger), (loaded) above {LOADED_CORES:g}:")]
+    parts, medians = [], []
+    for dtype in sorted({d for d, _ in ratios}):
+        mine = [r for d, r in ratios if d == dtype]
+        medians.append(float(np.median(mine)))
+        parts.append(f"{dtype} {medians[-1]:.2f}× (from {min(mine):.2f}× to {max(mine):.2f}×, {len(mine)} cells)")
+    if max(medians) < 1:
+        verdict = ("every median is below 1: here the fused op is faster too, though it computes the scores twice "
+                   "(forward and backward); why is not measured here (the eager path writes and reads a·s² arrays "
+                   "the fused op never makes)")
+    elif min(medians) > 1:
+        verdict = ("every median is above 1: here the fused op costs time, computing the scores twice (forward and "
+                   "backward) in Python-driven tiles, where FlashAttention on a GPU saves both memory and time")
+    else:
+        verdict = "the medians lie on both sides of 1: neither is faster in every dtype here"
+    load = train["foreign_cores"].dropna()
+    loaded = (f" Some steps were timed under load (up to {load.max():.2f} foreign cores; the table marks them), so "
+              "the ratios are rough." if len(load) and load.max() > LOADED_CORES else "")
+    lines.append(Paragraph("Flash's step time against eager's, median over the cells that differ only in attention: "
+                           + "; ".join(parts) + f"; {verdict}." + loaded))
+    return lines
 
 
 def _law_lines(plain: pd.DataFrame, main: str | None = None) -> list[Block]:

@@ -28,7 +28,7 @@ from typing import Callable
 
 from tools.published.probes import probes_block
 from tools.published.remedies import remedies_block
-from tools.published.reports import finding_block, pages_block, reports_block
+from tools.published.reports import finding_block, flash_block, pages_block, reports_block
 from tools.published.results import BENCH_CSV, DEFAULT_STUDY, EXAMPLE_RUN, PROBE_TEST, PublishError, Results
 from tools.published.step import one_step_block, run_command
 from tools.published.study import study_block, timeline_block, width_block
@@ -84,6 +84,7 @@ BLOCKS: tuple[Block, ...] = (
     Block("pages", "results/*/report.html, results/_static/", pages_block),
     Block("attention", "results/attention/runs.csv through memstudy.findings.attention",
           finding_block("attention", "attention")),
+    Block("flash", "results/flash/runs.csv through memstudy.findings.attention", flash_block),
     Block("cnn", "results/cnn/runs.csv through memstudy.findings.cnn", finding_block("cnn", "cnn")),
     Block("gpt2", "the predictor (tools/worked.py)", gpt2_block),
     Block("bench", f"{BENCH_CSV} (benchmarks/table.py)", bench_block),

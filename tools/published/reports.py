@@ -27,6 +27,19 @@ def finding_block(study_name: str, finding: str):
     return render
 
 
+def flash_block(results: Results) -> list[str]:
+    """The fused-attention part of the attention finding (`attention.flash_blocks`) over results/flash, rendered as
+    `finding_block` renders a section."""
+    from memstudy.findings import attention
+
+    data = results.study("flash")
+    study = Study(results.path("results") / "flash", data.runs, data.summary, data.env)
+    document = Document("flash")
+    document.add(attention.flash_blocks(study))
+    text = markdown.render(document)
+    return text.split("\n", 2)[2].rstrip("\n").split("\n")
+
+
 def reports_block(results: Results) -> list[str]:
     """Every committed study with its description and a link to its report."""
     lines = []
