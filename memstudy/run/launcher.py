@@ -71,6 +71,7 @@ class CellRequest:
     memory_limit_bytes: int | None = None  # address-space limit of the cell process (None: none, or see below)
     memory_own_bytes: int | None = None  # or: the cell's own bytes; the limit is this host's baseline + these
     return_timeline: bool = False  # write the timeline to a temporary file here and return its text
+    phase_seconds: bool = False  # each row carries the seconds of each phase of the cell (measure/cell.py)
 
     def payload(self) -> dict[str, Any]:
         """The JSON object the cell reads on stdin."""
@@ -80,6 +81,8 @@ class CellRequest:
             out["timeline_path"] = self.timeline_path
         if self.by_layer:
             out["by_layer"] = True
+        if self.phase_seconds:
+            out["phase_seconds"] = True
         return out
 
 

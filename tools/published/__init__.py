@@ -64,17 +64,18 @@ class Block:
     sources: str  # what the marker says the block is generated from
     render: Callable[[Results], list[str]]
     slow: bool = False  # tens of seconds to render: the fast tests check a few of its cells, the slow ones all
+    study: bool = False  # fed by what `make study` measures (results/default, results/example): `--study` renders it
 
 
 BLOCKS: tuple[Block, ...] = (
-    Block("one-step", f"{EXAMPLE_RUN}, {BENCH_CSV} and the engine", one_step_block),
-    Block("probes", f"results/*/runs.csv, {EXAMPLE_RUN}, {PROBE_TEST}", probes_block),
-    Block("study", f"results/{DEFAULT_STUDY}/, results/*/env.json, {BENCH_CSV}", study_block),
-    Block("timeline", f"results/{DEFAULT_STUDY}/timeline.csv", timeline_block),
+    Block("one-step", f"{EXAMPLE_RUN}, {BENCH_CSV} and the engine", one_step_block, study=True),
+    Block("probes", f"results/*/runs.csv, {EXAMPLE_RUN}, {PROBE_TEST}", probes_block, study=True),
+    Block("study", f"results/{DEFAULT_STUDY}/, results/*/env.json, {BENCH_CSV}", study_block, study=True),
+    Block("timeline", f"results/{DEFAULT_STUDY}/timeline.csv", timeline_block, study=True),
     Block("width", "results/width/runs.csv", width_block),
     Block("remedies", "results/{checkpointing,policies,optimizers,dtypes}/runs.csv", remedies_block),
-    Block("reports", "results/*/env.json", reports_block),
-    Block("pages", "results/*/report.html, results/_static/", pages_block),
+    Block("reports", "results/*/env.json", reports_block, study=True),
+    Block("pages", "results/*/report.html, results/_static/", pages_block, study=True),
     Block("attention", "results/attention/runs.csv through memstudy.findings.attention",
           finding_block("attention", "attention")),
     Block("cnn", "results/cnn/runs.csv through memstudy.findings.cnn", finding_block("cnn", "cnn")),
@@ -139,16 +140,19 @@ def update_pages(root: Path, results: Results, blocks: tuple[Block, ...] = BLOCK
     return []
 
 
-USAGE = "usage: python -m tools.published [--readme] [--root DIR]  (--readme: rewrite README.md's and docs/'s blocks)"
+USAGE = ("usage: python -m tools.published [--readme] [--study] [--root DIR]  (--readme: rewrite README.md's and docs/'s "
+         "blocks; --study: only those fed by what `make study` measures, the default study and the example)")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    readme, root = False, Path(".")
+    readme, study, root = False, False, Path(".")
     while args:
         arg = args.pop(0)
         if arg == "--readme":
             readme = True
+        elif arg == "--study":
+            study = True
         elif arg == "--root" and args:
             root = Path(args.pop(0))
         elif arg in ("-h", "--help"):
@@ -168,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         if not (root / "README.md").is_file():
             sys.stderr.write(f"error: {root / 'README.md'} not found\n")
             return 2
-        missing = update_pages(root, results)
+        blocks = tuple(b for b in BLOCKS if b.study) if study else BLOCKS  # `make study`: not the 2-minute table
+        missing = update_pages(root, results, blocks)
     except PublishError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
@@ -177,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{', '.join(missing)} (<!-- published:NAME:start ... --> ... <!-- published:NAME:end -->); "
                          "nothing changed\n")
         return 2
-    print(f"updated {len(BLOCKS)} published blocks in README.md and docs/")
+    print(f"updated {len(blocks)} published blocks in README.md and docs/")
     return 0
 
 
