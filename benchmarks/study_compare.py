@@ -59,6 +59,7 @@ def _baseline_tree(ref: str, into: Path) -> Path:
 
 
 def _sweep(tree: Path, spec: Path, out: Path, env: dict[str, str]) -> tuple[float, str]:
+    out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "memstudy", "sweep", str(spec), "--out", str(out), "--no-progress"],
                           cwd=tree, env=env, capture_output=True, text=True)
@@ -115,6 +116,8 @@ def compare(studies: tuple[str, ...] = STUDIES, baseline: str | None = None,
                 seconds[way][study] = wall
                 if error:
                     errors.append(f"{study} ({way}) {error}")
+            if any(not (tmp / way / study / "runs.csv").is_file() for way in ("old", "new")):
+                continue  # the error says why
             old, new = _read(tmp / "old" / study / "runs.csv"), _read(tmp / "new" / study / "runs.csv")
             if old.keys() != new.keys():
                 errors.append(f"{study}: the two runs have different (cell, repeat) rows")
