@@ -39,9 +39,9 @@ OUT = ROOT / "results" / "bench" / "cell_profile.csv"
 # (label, config): a small and a large MLP cell of the default study, a CNN cell, an attention cell
 CELLS = (
     ("default: depth 4, batch 64, train", dict(depth=4, width=256, batch_size=64, mode="train")),
-    ("default: depth 32, batch 1024, train", dict(depth=32, width=256, batch_size=1024, mode="train")),
+    ("default: depth 32, batch 256, train", dict(depth=32, width=256, batch_size=256, mode="train")),
     ("cnn: depth 3, batch 32, train", dict(model="cnn", depth=3, width=16, batch_size=32, mode="train")),
-    ("attention: gpt depth 2, seq 256, train", dict(model="gpt", depth=2, width=128, heads=4, seq_len=256,
+    ("attention: gpt depth 2, seq 128, train", dict(model="gpt", depth=2, width=64, heads=2, seq_len=128,
                                                      vocab=512, batch_size=4, mode="train")),
 )
 LAUNCHERS = ("exec", "fork")
@@ -130,6 +130,24 @@ def main(argv: list[str] | None = None) -> int:
 def read(path: str | os.PathLike = OUT) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
+
+
+def summary_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """What the table says, computed from it: each cell's total with each launcher, and what the fork server saves."""
+    cells = list(dict.fromkeys(r["cell"] for r in rows))
+    total = {(r["cell"], r["launcher"]): 0.0 for r in rows}
+    start = {}
+    for r in rows:
+        total[(r["cell"], r["launcher"])] += float(r["seconds"])
+        if r["phase"] == START:
+            start[(r["cell"], r["launcher"])] = float(r["seconds"])
+    load = max((float(r["foreign_cores"]) for r in rows if r.get("foreign_cores") not in (None, "")), default=None)
+    parts = [f"{c}: {total[(c, 'exec')]:.2f} s → {total[(c, 'fork')]:.2f} s "
+             f"(start {start.get((c, 'exec'), 0):.2f} s → {start.get((c, 'fork'), 0):.2f} s)" for c in cells]
+    samples = rows[0]["samples"] if rows else "?"
+    return [f"Seconds per phase of one cell of 3 repeats (median of {samples} launches each way, alternating; "
+            f"others' load up to {load if load is None else round(load, 2)} cores while they ran): "
+            + "; ".join(parts) + "."]
 
 
 def table_lines(rows: list[dict[str, Any]]) -> list[str]:

@@ -42,7 +42,7 @@ def copy(tmp_path) -> Path:
                 shutil.copy(source, tmp_path / "results" / name / file)
     extra = [path.relative_to(ROOT) for pattern in ("docs/*.md", "results/*/report.html", "results/_static/*")
              for path in ROOT.glob(pattern)]
-    for relative in (published.BENCH_CSV, "results/bench/env.json", published.EXAMPLE_RUN, published.PROBE_TEST,
+    for relative in (published.BENCH_CSV, published.CELL_PROFILE_CSV, "results/bench/env.json", published.EXAMPLE_RUN, published.PROBE_TEST,
                      "README.md", *extra):
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / relative, tmp_path / relative)

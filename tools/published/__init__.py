@@ -28,7 +28,7 @@ from typing import Callable
 from tools.published.probes import probes_block
 from tools.published.remedies import remedies_block
 from tools.published.reports import finding_block, pages_block, reports_block
-from tools.published.results import BENCH_CSV, DEFAULT_STUDY, EXAMPLE_RUN, PROBE_TEST, PublishError, Results
+from tools.published.results import BENCH_CSV, CELL_PROFILE_CSV, DEFAULT_STUDY, EXAMPLE_RUN, PROBE_TEST, PublishError, Results
 from tools.published.step import one_step_block, run_command
 from tools.published.study import study_block, timeline_block, width_block
 
@@ -50,6 +50,16 @@ def bench_block(results: Results) -> list[str]:
     if not path.is_file():
         raise PublishError(f"{path}: not found (run `make bench`)")
     return readme_lines(read_csv(path), read_env(path.parent / "env.json"))
+
+
+def cell_profile_block(results: Results) -> list[str]:
+    from benchmarks.cell_profile import summary_lines, read, table_lines
+
+    path = results.path(CELL_PROFILE_CSV)
+    if not path.is_file():
+        raise PublishError(f"{path}: not found (run `python -m benchmarks.cell_profile`)")
+    rows = read(path)
+    return table_lines(rows) + [""] + summary_lines(rows)
 
 
 def generation_block(results: Results) -> list[str]:
@@ -81,6 +91,7 @@ BLOCKS: tuple[Block, ...] = (
     Block("cnn", "results/cnn/runs.csv through memstudy.findings.cnn", finding_block("cnn", "cnn")),
     Block("gpt2", "the predictor (tools/worked.py)", gpt2_block),
     Block("bench", f"{BENCH_CSV} (benchmarks/table.py)", bench_block),
+    Block("cell-profile", f"{CELL_PROFILE_CSV} (benchmarks/cell_profile.py)", cell_profile_block),
     Block("generation-table", "the predictor (tools/generation_table.py)", generation_block, slow=True),
 )
 
@@ -186,6 +197,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["BENCH_CSV", "BLOCKS", "DEFAULT_STUDY", "EXAMPLE_RUN", "PROBE_TEST", "Block", "PublishError", "Results",
+__all__ = ["BENCH_CSV", "BLOCKS", "CELL_PROFILE_CSV", "DEFAULT_STUDY", "EXAMPLE_RUN", "PROBE_TEST", "Block", "PublishError", "Results",
            "end_marker", "main", "pages", "render", "render_all", "replace_block", "run_command", "start_marker",
            "update_pages"]
