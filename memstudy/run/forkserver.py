@@ -184,7 +184,8 @@ class ForkServer:
                 if not data:
                     raise ForkServerError("the cell fork server closed the connection before forking")
                 reply += data
-            pid = int(json.loads(reply.splitlines()[0])["pid"])
+            first, _, rest = reply.partition(b"\n")
+            pid = int(json.loads(first)["pid"])
         except BaseException:
             conn.close()
             for fd in ours:
@@ -193,7 +194,9 @@ class ForkServer:
         finally:
             for fd in theirs:
                 os.close(fd)
-        return ForkedCell(conn, pid, *ours)
+        cell = ForkedCell(conn, pid, *ours)
+        cell._status = rest  # a cell that exited at once: its status may have come with its pid
+        return cell
 
     def close(self) -> None:
         try:
@@ -284,7 +287,10 @@ def serve(listener: socket.socket) -> None:
                 pidfd = os.pidfd_open(pid)
                 children[pidfd] = (pid, conn)
                 sel.register(pidfd, selectors.EVENT_READ, "child")
-                conn.sendall(json.dumps({"pid": pid}).encode("utf-8") + b"\n")
+                try:
+                    conn.sendall(json.dumps({"pid": pid}).encode("utf-8") + b"\n")
+                except OSError:  # the launcher went away (an interrupt): the cell's group is killed by it
+                    pass
             else:
                 pidfd = key.fd
                 pid, conn = children.pop(pidfd)
