@@ -142,12 +142,12 @@ def summary_lines(rows: list[dict[str, Any]]) -> list[str]:
         if r["phase"] == START:
             start[(r["cell"], r["launcher"])] = float(r["seconds"])
     load = max((float(r["foreign_cores"]) for r in rows if r.get("foreign_cores") not in (None, "")), default=None)
-    parts = [f"{c}: {total[(c, 'exec')]:.2f} s → {total[(c, 'fork')]:.2f} s "
-             f"(start {start.get((c, 'exec'), 0):.2f} s → {start.get((c, 'fork'), 0):.2f} s)" for c in cells]
+    parts = [f"{c}: {total[(c, 'exec')]:.2f} s exec'd, {total[(c, 'fork')]:.2f} s forked (of which process start, "
+             f"imports and pipes {start.get((c, 'exec'), 0):.2f} s and {start.get((c, 'fork'), 0):.2f} s)" for c in cells]
     samples = rows[0]["samples"] if rows else "?"
-    return [f"Seconds per phase of one cell of 3 repeats (median of {samples} launches each way, alternating; "
-            f"others' load up to {load if load is None else round(load, 2)} cores while they ran): "
-            + "; ".join(parts) + "."]
+    return [f"Seconds per phase of one cell of 3 repeats, this checkout's cell either way (median of {samples} "
+            f"launches each way, alternating; others' load up to {load if load is None else round(load, 2)} cores "
+            "while they ran, so the steps' seconds move from launch to launch): " + "; ".join(parts) + "."]
 
 
 def table_lines(rows: list[dict[str, Any]]) -> list[str]:
