@@ -46,6 +46,38 @@ DEEP = {
 }
 
 
+# figure -> (`memstudy predict` arguments, target seconds or None): the same models from the command line, a fresh
+# process each (interpreter start, imports, the config file read, the table printed): what a user waits for
+CLI = {
+    "predict_cli_llama70b_seconds": (["--hf-config", str(LLAMA_70B), "--seq-len", "4096", "--batch", "1",
+                                      "--optimizer", "adam"], 2.0),
+    "predict_cli_gpt2_small_seconds": (["--hf-config", str(LLAMA_70B.parent / "gpt2.json"), "--seq-len", "1024",
+                                        "--batch", "8", "--optimizer", "adam"], None),
+}
+
+
+def cli_seconds(args: list[str], samples: int = 3) -> dict[str, Any]:
+    """Wall seconds of `python -m memstudy predict ARGS` in a fresh process (median, min, max of `samples`, after
+    one unmeasured run that warms the page cache); `error` is '' or the failure's last line."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "memstudy", "predict", *args]
+    seconds, error = [], ""
+    for sample in range(samples + 1):
+        start = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode:
+            error = (done.stderr.strip().splitlines() or [f"exited {done.returncode}"])[-1]
+            break
+        if sample:
+            seconds.append(time.perf_counter() - start)
+    if not seconds:
+        return {"seconds": None, "error": error or "no run", "samples": 0}
+    return {"seconds": statistics.median(seconds), "seconds_min": min(seconds), "seconds_max": max(seconds),
+            "samples": len(seconds), "error": error}
+
+
 def measure(config: dict[str, Any] = HUGE, samples: int = 3, memoise: bool = True,
             traced: bool = True) -> dict[str, Any]:
     """Seconds per prediction (median, min, max of `samples`), the traced peak bytes (with `traced`), and the
@@ -79,6 +111,10 @@ def main() -> int:
     for figure, (config, memoise, goal) in DEEP.items():
         result = measure(config, 3, memoise, traced=False)
         print(f"{figure}: {result['seconds']:.3f} s (median of 3; target {goal} s)")
+    for figure, (args, goal) in CLI.items():
+        result = cli_seconds(args)
+        shown = "failed: " + result["error"] if result["seconds"] is None else f"{result['seconds']:.3f} s"
+        print(f"{figure}: {shown} (median of {result['samples']}, a fresh process each; target {goal} s)")
     return 0
 
 

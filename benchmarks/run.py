@@ -21,6 +21,10 @@ Figures (one CSV row each; ratios are measured side by side in one run, see benc
                           locally (start and stop of the workers, every host's provenance)
   cluster_seconds_per_cell   what it adds per cell: (cluster − jobs 2 − fixed) ÷ cells (a task's round trip)
   study_wall_seconds      the sweep plus `memstudy report` (what `make study` runs, into a temporary folder)
+  make_study_fresh_clone_seconds   `make study` on a fresh clone, install included (benchmarks.study_speed)
+  study_seconds_new_vs_old   studies swept with today's code (main's merge base) and this checkout, side by side:
+                          wall-time ratio, identical ledger and predicted columns, the probes' agreement
+                          (benchmarks.study_compare)
   python_startup_seconds, numpy_import_seconds, cell_import_seconds   `python -c ...` wall time, median
   gpt_engine_vs_numpy, gpt_engine_vs_torch, gpt_floor_vs_torch, gpt_ops_*   the GPT step (benchmarks.gpt_bench)
   predict_seconds, predict_traced_mb   predicting a depth-96, width-12288, batch-2048 Adam step (232 GB)
@@ -28,6 +32,8 @@ Figures (one CSV row each; ratios are measured side by side in one run, see benc
   predict_mlp_depth1000_seconds, predict_mlp_depth100000_seconds, predict_gpt2_small_seconds, predict_gpt80_seconds,
   predict_llama70b_seconds    predicting deep models with repeated blocks predicted once (and the depth-1000 MLP with
                           every block run: predict_mlp_depth1000_every_block_seconds), median seconds
+  predict_cli_llama70b_seconds, predict_cli_gpt2_small_seconds   the same from `memstudy predict --hf-config`,
+                          a fresh process each (benchmarks.predict_cost.CLI)
   bf16_step_vs_float32_gpt, bf16_step_vs_float32_mlp, bf16_mixed_step_vs_float32_gpt, fp16_step_vs_float32_gpt
                           a 16-bit step (emulated on numpy) / the float32 step, side by side
                           (benchmarks.precision_bench)
@@ -80,7 +86,7 @@ LARGE_SIZES = SIZES[:2]
 DTYPES = ("float32", "float64")
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 CLASSES = 10
-SECTIONS = ("speed", "memory", "gpt", "cnn", "precision", "flash", "startup", "study", "sweep")
+SECTIONS = ("speed", "memory", "gpt", "cnn", "precision", "flash", "startup", "study", "sweep", "newcomer", "compare")
 SWEEP_EXECUTORS = (("jobs1", ["--jobs", "1"], "--jobs 1"), ("jobs2", ["--jobs", "2"], "--jobs 2"),
                    ("cluster2", ["--cluster", "local:2"], "--cluster local:2"))
 COLUMNS = table.COLUMNS
@@ -116,12 +122,18 @@ def target(figure: str, size: tuple[int, int, int] | None = None) -> tuple[str, 
         return ("<=", 0.25)
     if figure == "study_wall_seconds":
         return ("<=", 180.0)
+    if figure == "make_study_fresh_clone_seconds":  # issue 28 item 6
+        return ("<=", 90.0)
+    if figure == "study_seconds_new_vs_old":  # issue 28 item 1
+        return ("<=", 0.5)
     if figure == "predict_seconds":
         return ("<=", 1.0)
     if figure == "predict_traced_mb":
         return ("<=", 10.0)
     if figure in predict_cost.DEEP and predict_cost.DEEP[figure][2] is not None:
         return ("<=", predict_cost.DEEP[figure][2])
+    if figure in predict_cost.CLI and predict_cost.CLI[figure][1] is not None:
+        return ("<=", predict_cost.CLI[figure][1])
     if figure in ("bf16_step_vs_float32_gpt", "bf16_step_vs_float32_mlp"):
         return ("<=", 2.0)
     return None
@@ -417,6 +429,17 @@ def deep_predict_rows(samples: int) -> list[dict[str, Any]]:
             dtype="float32", samples=samples, round_min=result["seconds_min"], round_max=result["seconds_max"],
             foreign_cores=foreign, measured_label=f"memstudy.measure.predict.predict ({model})",
             note=f"in-process, warm; {how}; the predicted step peaks at {peak / 1e9:.1f} GB"))
+    for figure, (args, _) in predict_cost.CLI.items():
+        load = ForeignLoad().start()
+        result = predict_cost.cli_seconds(args, max(1, samples // 3))  # a fresh process each: 3 of the full run's 9
+        foreign = load.cores()
+        ok = result["seconds"] is not None and not result["error"]
+        rows.append(make_row(
+            figure, result["seconds"], "s", samples=result["samples"], round_min=result.get("seconds_min"),
+            round_max=result.get("seconds_max"), foreign_cores=foreign, status="ok" if ok else "failed",
+            measured_label="memstudy predict " + " ".join(Path(a).name if a.endswith(".json") else a for a in args),
+            note="a fresh process each: interpreter start, imports, the config read, the table printed"
+                 + ("" if ok else f"; {result['error']}")))
     return rows
 
 
@@ -637,6 +660,20 @@ def main(argv: list[str] | None = None) -> int:
             if args.max_wait > 0:
                 wait_until_quiet(args.quiet_cores, args.max_wait, log=log)
             rows += sweep_rows(Path(args.spec).resolve(), log)
+
+    for name, module in (("newcomer", "study_speed"), ("compare", "study_compare")):
+        if name not in sections:
+            continue
+        figure = {"newcomer": "make_study_fresh_clone_seconds", "compare": "study_seconds_new_vs_old"}[name]
+        if quick or args.no_study:
+            rows.append(make_row(figure, None, "s" if name == "newcomer" else "ratio", status="skipped",
+                                 note="skipped (--quick)" if quick else "skipped (--no-study)"))
+            continue
+        if args.max_wait > 0:
+            wait_until_quiet(args.quiet_cores, args.max_wait, log=log)
+        import importlib
+
+        rows += importlib.import_module(f"benchmarks.{module}").rows(make_row, log)
 
     csv_path = out / "bench.csv"
     with open(csv_path, "w", newline="") as fh:

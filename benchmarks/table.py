@@ -26,8 +26,9 @@ GPT_CHECKPOINT = ("gpt_checkpoint_selective", "gpt_checkpoint_sqrt", "gpt_checkp
 PROCESS = ("python_startup_seconds", "numpy_import_seconds", "cell_import_seconds", "predict_seconds",
            "predict_traced_mb", "predict_mlp_depth1000_seconds", "predict_mlp_depth1000_every_block_seconds",
            "predict_mlp_depth100000_seconds", "predict_gpt2_small_seconds", "predict_gpt80_seconds",
-           "predict_llama70b_seconds",
-           "sweep_cells_per_second", "study_wall_seconds")
+           "predict_llama70b_seconds", "predict_cli_llama70b_seconds", "predict_cli_gpt2_small_seconds",
+           "sweep_cells_per_second", "study_wall_seconds", "study_seconds_new_vs_old",
+           "make_study_fresh_clone_seconds")
 SWEEP = ("sweep_jobs1_cells_per_second", "sweep_jobs2_cells_per_second", "sweep_cluster2_cells_per_second")
 SWEEP_LABELS = dict(zip(SWEEP, ("--jobs 1", "--jobs 2", "--cluster local:2")))
 
@@ -312,6 +313,9 @@ def process_table(rows: list[Row]) -> list[str]:
             parts = f"{int(r['measured']):,} bytes traced at {_size(r)}"
         elif r["figure"] == "sweep_cells_per_second":
             parts = f"{r['measured']} cells in {float(r['reference']):.1f} s"
+        elif r["figure"] in ("study_seconds_new_vs_old", "make_study_fresh_clone_seconds"):
+            parts = (f"{r['measured_label'].removesuffix(' s')} {float(r['measured']):.1f} s; "
+                     f"{r['reference_label'].removesuffix(' s')} {float(r['reference']):.1f} s")
         else:
             parts = f"{float(r['round_min']):.3f}–{float(r['round_max']):.3f} s over {r['samples']} runs"
         note = r["note"] if r["status"] == "ok" else f"{r['status']}: {r['note']}"

@@ -42,7 +42,7 @@ def copy(tmp_path) -> Path:
                 shutil.copy(source, tmp_path / "results" / name / file)
     extra = [path.relative_to(ROOT) for pattern in ("docs/*.md", "results/*/report.html", "results/_static/*")
              for path in ROOT.glob(pattern)]
-    for relative in (published.BENCH_CSV, "results/bench/env.json", published.EXAMPLE_RUN, published.PROBE_TEST,
+    for relative in (published.BENCH_CSV, published.CELL_PROFILE_CSV, "results/bench/env.json", published.EXAMPLE_RUN, published.PROBE_TEST,
                      "README.md", *extra):
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / relative, tmp_path / relative)
@@ -153,6 +153,25 @@ def test_readme_option_rewrites_only_the_blocks(copy, committed, capsys):
     assert published.main(["--readme", "--root", str(copy)]) == 0
     assert readme.read_text(encoding="utf-8") == original
     assert "updated" in capsys.readouterr().out
+
+
+def test_study_option_rewrites_only_what_make_study_feeds(copy, committed, capsys):
+    """`make study` re-renders the blocks its results feed, not the predictor's slow table nor another study's."""
+    readme = copy / "README.md"
+    original = readme.read_text(encoding="utf-8")
+    width = next(path for path in pages(copy) if "<!-- published:width:end -->" in path.read_text(encoding="utf-8"))
+    width_text = width.read_text(encoding="utf-8")
+    stale_width = width_text.replace(committed["width"], committed["width"] + "\nstale")
+    width.write_text(stale_width, encoding="utf-8")
+    stale = readme.read_text(encoding="utf-8").replace(committed["study"], committed["study"].replace("3.90×", "3.91×"))
+    assert stale != original
+    readme.write_text(stale, encoding="utf-8")
+    assert published.main(["--readme", "--study", "--root", str(copy)]) == 0
+    assert committed["study"] in readme.read_text(encoding="utf-8")
+    assert width.read_text(encoding="utf-8") == stale_width
+    assert {b.name for b in published.BLOCKS if b.study} == {"one-step", "probes", "study", "timeline", "reports",
+                                                              "pages"}
+    assert "updated 6 published blocks" in capsys.readouterr().out
 
 
 def test_a_page_without_a_block_is_refused_and_left_alone(copy, capsys):

@@ -40,6 +40,7 @@ __all__ = [
     "tracemalloc_step_peak_bytes",
     "rss_step_peak_bytes",
     "mprof_step_peak_bytes",
+    "rss_and_mprof_step_peak_bytes",
     "hwm_bytes",
     "vm_peak_bytes",
     "rss_bytes",
@@ -340,13 +341,7 @@ def mprof_step_peak_bytes(step: Step, interval_seconds: float = 0.001) -> int | 
         except BaseException as exc:
             raised.append(exc)
 
-    kwargs: dict[str, Any] = {"max_usage": True, "interval": interval_seconds}
-    try:
-        if "max_iterations" in inspect.signature(memory_profiler.memory_usage).parameters:
-            kwargs["max_iterations"] = 1
-    except (TypeError, ValueError):
-        pass
-
+    kwargs = _mprof_kwargs(memory_profiler, interval_seconds)
     _warm_up_mprof(memory_profiler, kwargs)
     baseline_bytes = rss_bytes()
     try:
@@ -362,6 +357,43 @@ def mprof_step_peak_bytes(step: Step, interval_seconds: float = 0.001) -> int | 
         raise raised[0]
     peak_bytes = int(round(_max_usage_mib(usage) * _MIB_BYTES))
     return max(peak_bytes - baseline_bytes, 0)
+
+
+def rss_and_mprof_step_peak_bytes(step: Step, reset: Callable[[], Any] = lambda: None) \
+        -> tuple[int | None, str, int | None]:
+    """Return ``(rss bytes, rss method, memory_profiler bytes)`` of one ``step()`` that both probes watch.
+
+    Where the exact RSS peak is available (method "vmhwm": the kernel's high-water mark, no thread of ours), the
+    VmHWM window of :func:`rss_step_peak_bytes` is opened around :func:`mprof_step_peak_bytes`: memory_profiler's
+    monitor is another process that only reads our RSS, so neither probe disturbs the other, and one step serves
+    both. memory_profiler's one-time warm-up runs first, outside the window. What memory_profiler itself allocates
+    in this process to start and stop its monitor (a pipe, a Process object: a few KB) falls inside the window.
+    Elsewhere (the sampled RSS probe is a thread of ours) each probe gets its own step, as before, with
+    ``reset()`` (back to the baseline) between them.
+    """
+    if not vmhwm_resettable():
+        rss, method = rss_step_peak_bytes(step)
+        reset()
+        return rss, method, mprof_step_peak_bytes(step)
+    try:
+        import memory_profiler
+
+        _warm_up_mprof(memory_profiler, _mprof_kwargs(memory_profiler, 0.001))
+    except Exception:  # the probe below reports it
+        pass
+    seen: list[int | None] = []
+    rss, method = rss_step_peak_bytes(lambda: seen.append(mprof_step_peak_bytes(step)))
+    return rss, method, seen[0] if seen else None
+
+
+def _mprof_kwargs(memory_profiler: Any, interval_seconds: float) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"max_usage": True, "interval": interval_seconds}
+    try:
+        if "max_iterations" in inspect.signature(memory_profiler.memory_usage).parameters:
+            kwargs["max_iterations"] = 1
+    except (TypeError, ValueError):
+        pass
+    return kwargs
 
 
 _mprof_warmed_up_pid: int | None = None

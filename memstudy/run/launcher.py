@@ -2,7 +2,10 @@
 memory limit, JSON rows back on stdout, and one wording for every failure.
 
 `memstudy run`, the local sweep and the distributed executor all call `launch`. A fresh process per cell
-gives every measurement a clean baseline and an honest VmHWM. The child gets MALLOC_MMAP_THRESHOLD_=65536
+gives every measurement a clean baseline and an honest VmHWM. The process is forked by a fork server that has
+imported numpy and memstudy once (forkserver.py: a forked child is a fresh process with its own heap, VmHWM and
+RSS baseline, without the interpreter's start and imports, about 0.6 s a cell); MEMSTUDY_LAUNCHER=exec, a cell
+command other than the default, or a platform without fork start a fresh interpreter per cell instead. The child gets MALLOC_MMAP_THRESHOLD_=65536
 unless the caller set it: glibc then serves every buffer of 64 KiB or more with its own mmap and returns
 it on free, so RSS follows live memory instead of glibc's adaptive threshold (which rises after a large
 free and keeps later buffers resident).
@@ -36,8 +39,9 @@ import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+from . import forkserver
 from .budget import ProcessBaseline, address_space_limit
 
 MMAP_THRESHOLD_ENV = "MALLOC_MMAP_THRESHOLD_"
@@ -67,6 +71,7 @@ class CellRequest:
     memory_limit_bytes: int | None = None  # address-space limit of the cell process (None: none, or see below)
     memory_own_bytes: int | None = None  # or: the cell's own bytes; the limit is this host's baseline + these
     return_timeline: bool = False  # write the timeline to a temporary file here and return its text
+    phase_seconds: bool = False  # each row carries the seconds of each phase of the cell (measure/cell.py)
 
     def payload(self) -> dict[str, Any]:
         """The JSON object the cell reads on stdin."""
@@ -76,6 +81,8 @@ class CellRequest:
             out["timeline_path"] = self.timeline_path
         if self.by_layer:
             out["by_layer"] = True
+        if self.phase_seconds:
+            out["phase_seconds"] = True
         return out
 
 
@@ -198,11 +205,17 @@ class LiveCells:
         self.stopping = threading.Event()  # set on an interrupt: no new cell may start
 
     def start(self, args: list[str], env: dict[str, str], preexec: Any) -> subprocess.Popen | None:
+        """A fresh interpreter running `args`."""
+        return self.start_with(lambda: subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+            start_new_session=True, preexec_fn=preexec))
+
+    def start_with(self, spawn: Callable[[], Any]) -> Any:
+        """The process `spawn()` starts (a Popen, or a forkserver.ForkedCell); None when stopping."""
         with self._lock:  # start and register atomically
             if self.stopping.is_set():
                 return None
-            proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    env=env, text=True, start_new_session=True, preexec_fn=preexec)
+            proc = spawn()
             self._procs.add(proc)
             return proc
 
@@ -229,17 +242,8 @@ def kill_group(proc: subprocess.Popen) -> None:
             pass
 
 
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def _prctl() -> Any:
-    """libc's prctl, looked up in the parent: the child, between fork and exec, only calls it."""
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):  # not Linux: the sweep still kills its cells on an interrupt
-        return None
+PR_SET_PDEATHSIG = forkserver.PR_SET_PDEATHSIG
+_prctl = forkserver.libc_prctl
 
 
 def _child_setup(limit_bytes: int | None):
@@ -303,7 +307,12 @@ def launch(request: CellRequest, command: Sequence[str] | None = None, env: dict
         scratch = tempfile.TemporaryDirectory(prefix="memstudy-cell-")
         request = dataclasses.replace(request, timeline_path=os.path.join(scratch.name, "timeline.csv"))
     try:
-        proc = live.start(list(command or CELL_COMMAND), env, _child_setup(limit))
+        args = list(command or CELL_COMMAND)
+        server = _fork_server(env) if args == list(CELL_COMMAND) else None
+        if server is not None:
+            proc = live.start_with(lambda: server.start(limit))
+        else:
+            proc = live.start(args, env, _child_setup(limit))
         if proc is None:
             return None
         result = _finish(request, proc, live)
@@ -318,6 +327,17 @@ def launch(request: CellRequest, command: Sequence[str] | None = None, env: dict
     finally:
         if scratch is not None:
             scratch.cleanup()
+
+
+def _fork_server(env: dict[str, str]) -> forkserver.ForkServer | None:
+    """The fork server for cells with `env` (one per environment, started on first use); None where cells are exec'd
+    (MEMSTUDY_LAUNCHER=exec, no fork) or the server cannot start (the cell then starts the old way)."""
+    if not forkserver.wanted(env):
+        return None
+    try:
+        return forkserver.server_for(env)
+    except OSError:
+        return None
 
 
 def _finish(request: CellRequest, proc: subprocess.Popen, live: LiveCells) -> CellResult:

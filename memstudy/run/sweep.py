@@ -41,6 +41,7 @@ from typing import Any, Sequence
 from ..measure.agreement import Tally
 from ..nn.models.registry import DEFAULT_FAMILY
 from .budget import DEFAULT_PREDICTOR, BudgetCheck, Verdict, explain_memory_failure
+from . import forkserver
 from .executors.local import LocalExecutor
 from .launcher import (CELL_COMMAND, CellLost, CellRequest, CellResult, blas_policy, cell_environment,
                        process_baseline)
@@ -388,7 +389,10 @@ class _Run:
         and this session (what changed, the git state, the settings and where the cells ran)."""
         spec = self.spec
         baseline = checker.baseline if checker.enabled and to_run and dask is None else None
+        default_command = self.cell_command is None or self.cell_command == list(CELL_COMMAND)
         session = {"jobs": self.jobs, "budget_bytes": budget, "cell_command": self.cell_command or list(CELL_COMMAND),
+                   # how a local cell starts: forked by the fork server, or a fresh interpreter (launcher.py)
+                   "launcher": "fork server" if default_command and forkserver.wanted(self.cell_env) else "exec",
                    "timeline_cell": timeline_cid,
                    "cell_baseline": None if baseline is None else {"vm_peak_bytes": baseline.vm_peak_bytes,
                                                                    "hwm_bytes": baseline.hwm_bytes},

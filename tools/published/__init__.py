@@ -29,7 +29,8 @@ from typing import Callable
 from tools.published.probes import probes_block
 from tools.published.remedies import remedies_block
 from tools.published.reports import finding_block, flash_block, pages_block, reports_block
-from tools.published.results import BENCH_CSV, DEFAULT_STUDY, EXAMPLE_RUN, PROBE_TEST, PublishError, Results
+from tools.published.results import (BENCH_CSV, CELL_PROFILE_CSV, DEFAULT_STUDY, EXAMPLE_RUN, PROBE_TEST, PublishError,
+                                     Results)
 from tools.published.step import one_step_block, run_command
 from tools.published.study import study_block, timeline_block, width_block
 
@@ -53,6 +54,16 @@ def bench_block(results: Results) -> list[str]:
     return readme_lines(read_csv(path), read_env(path.parent / "env.json"))
 
 
+def cell_profile_block(results: Results) -> list[str]:
+    from benchmarks.cell_profile import summary_lines, read, table_lines
+
+    path = results.path(CELL_PROFILE_CSV)
+    if not path.is_file():
+        raise PublishError(f"{path}: not found (run `python -m benchmarks.cell_profile`)")
+    rows = read(path)
+    return table_lines(rows) + [""] + summary_lines(rows)
+
+
 def generation_block(results: Results) -> list[str]:
     from tools import generation_table
 
@@ -71,23 +82,25 @@ class Block:
     sources: str  # what the marker says the block is generated from
     render: Callable[[Results], list[str]]
     slow: bool = False  # tens of seconds to render: the fast tests check a few of its cells, the slow ones all
+    study: bool = False  # fed by what `make study` measures (results/default, results/example): `--study` renders it
 
 
 BLOCKS: tuple[Block, ...] = (
-    Block("one-step", f"{EXAMPLE_RUN}, {BENCH_CSV} and the engine", one_step_block),
-    Block("probes", f"results/*/runs.csv, {EXAMPLE_RUN}, {PROBE_TEST}", probes_block),
-    Block("study", f"results/{DEFAULT_STUDY}/, results/*/env.json, {BENCH_CSV}", study_block),
-    Block("timeline", f"results/{DEFAULT_STUDY}/timeline.csv", timeline_block),
+    Block("one-step", f"{EXAMPLE_RUN}, {BENCH_CSV} and the engine", one_step_block, study=True),
+    Block("probes", f"results/*/runs.csv, {EXAMPLE_RUN}, {PROBE_TEST}", probes_block, study=True),
+    Block("study", f"results/{DEFAULT_STUDY}/, results/*/env.json, {BENCH_CSV}", study_block, study=True),
+    Block("timeline", f"results/{DEFAULT_STUDY}/timeline.csv", timeline_block, study=True),
     Block("width", "results/width/runs.csv", width_block),
     Block("remedies", "results/{checkpointing,policies,optimizers,dtypes}/runs.csv", remedies_block),
-    Block("reports", "results/*/env.json", reports_block),
-    Block("pages", "results/*/report.html, results/_static/", pages_block),
+    Block("reports", "results/*/env.json", reports_block, study=True),
+    Block("pages", "results/*/report.html, results/_static/", pages_block, study=True),
     Block("attention", "results/attention/runs.csv through memstudy.findings.attention",
           finding_block("attention", "attention")),
     Block("flash", "results/flash/runs.csv through memstudy.findings.attention", flash_block),
     Block("cnn", "results/cnn/runs.csv through memstudy.findings.cnn", finding_block("cnn", "cnn")),
     Block("gpt2", "the predictor (tools/worked.py)", gpt2_block),
     Block("bench", f"{BENCH_CSV} (benchmarks/table.py)", bench_block),
+    Block("cell-profile", f"{CELL_PROFILE_CSV} (benchmarks/cell_profile.py)", cell_profile_block),
     Block("generation-table", "the predictor (tools/generation_table.py)", generation_block, slow=True),
     Block("llama-8b", "the predictor and tools/calculators.py (tools/llama_worked.py)", llama_8b_block, slow=True),
 )
@@ -148,16 +161,19 @@ def update_pages(root: Path, results: Results, blocks: tuple[Block, ...] = BLOCK
     return []
 
 
-USAGE = "usage: python -m tools.published [--readme] [--root DIR]  (--readme: rewrite README.md's and docs/'s blocks)"
+USAGE = ("usage: python -m tools.published [--readme] [--study] [--root DIR]  (--readme: rewrite README.md's and docs/'s "
+         "blocks; --study: only those fed by what `make study` measures, the default study and the example)")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    readme, root = False, Path(".")
+    readme, study, root = False, False, Path(".")
     while args:
         arg = args.pop(0)
         if arg == "--readme":
             readme = True
+        elif arg == "--study":
+            study = True
         elif arg == "--root" and args:
             root = Path(args.pop(0))
         elif arg in ("-h", "--help"):
@@ -177,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         if not (root / "README.md").is_file():
             sys.stderr.write(f"error: {root / 'README.md'} not found\n")
             return 2
-        missing = update_pages(root, results)
+        blocks = tuple(b for b in BLOCKS if b.study) if study else BLOCKS  # `make study`: not the 2-minute table
+        missing = update_pages(root, results, blocks)
     except PublishError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
@@ -186,10 +203,10 @@ def main(argv: list[str] | None = None) -> int:
                          f"{', '.join(missing)} (<!-- published:NAME:start ... --> ... <!-- published:NAME:end -->); "
                          "nothing changed\n")
         return 2
-    print(f"updated {len(BLOCKS)} published blocks in README.md and docs/")
+    print(f"updated {len(blocks)} published blocks in README.md and docs/")
     return 0
 
 
-__all__ = ["BENCH_CSV", "BLOCKS", "DEFAULT_STUDY", "EXAMPLE_RUN", "PROBE_TEST", "Block", "PublishError", "Results",
+__all__ = ["BENCH_CSV", "BLOCKS", "CELL_PROFILE_CSV", "DEFAULT_STUDY", "EXAMPLE_RUN", "PROBE_TEST", "Block", "PublishError", "Results",
            "end_marker", "main", "pages", "render", "render_all", "replace_block", "run_command", "start_marker",
            "update_pages"]

@@ -18,6 +18,7 @@ from memstudy.report.load import ReportError, load_runs, summarize
 DEFAULT_STUDY = "default"
 EXAMPLE_RUN = "results/example/run.jsonl"  # written by `make example` (memstudy run ... --json)
 BENCH_CSV = "results/bench/bench.csv"
+CELL_PROFILE_CSV = "results/bench/cell_profile.csv"  # benchmarks/cell_profile.py: a cell's phases, each launcher
 PROBE_TEST = "tests/test_probe_agreement.py"  # its tolerances are quoted beside the measured errors
 OPTIMIZER_NAMES = {"sgd": "SGD", "momentum": "Momentum", "adam": "Adam"}
 

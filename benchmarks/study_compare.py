@@ -1,0 +1,186 @@
+"""`python -m benchmarks.study_compare`: studies with today's code and with this checkout, side by side in one run
+(issue 28 item 1: `memstudy study --all` in at most 0.5x today's wall time, measuring the same).
+
+The baseline is another commit's tree (`--baseline REF`, default: where this branch left main, `git merge-base HEAD
+main`), unpacked by `git archive` into a temporary folder and run from there (its own memstudy on PYTHONPATH), or
+this checkout with every cell started the old way (`--baseline exec`: MEMSTUDY_LAUNCHER=exec). Each study's sweep
+runs once each way, alternating which goes first, into temporary folders (results/ is never written). Then:
+
+- wall seconds of each sweep (`memstudy sweep SPEC --out DIR`, the process's wall time);
+- every column of every (cell, repeat) row compared, except the measurements that differ from run to run (the
+  probes, the clock, the load, the host, the process's absolute peaks) and provenance (`MEASURED`): the ledger's
+  and the predictor's columns must be identical;
+- each probe's agreement with the ledger (median and largest |probe − ledger step peak| ÷ ledger step peak over the
+  rows of at least 1 MiB, as the reports state it, memstudy.report.sections.agreement) both ways.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from io import BytesIO
+from pathlib import Path
+from typing import Any, Callable
+
+from .load import ForeignLoad
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDIES = ("default", "dtypes", "policies", "optimizers", "cnn")  # a subset of --all: ~240 s today on a quiet machine
+# columns that are measurements of this run (or provenance), not the ledger's or the predictor's
+MEASURED = frozenset((
+    "tracemalloc_step_peak_bytes", "rss_step_peak_bytes", "mprof_step_peak_bytes", "rss_method", "hwm_bytes",
+    "vm_peak_bytes", "step_seconds", "foreign_cores", "host", "worker", "blas_threads", "free_cores",
+    "mem_limit_bytes", "model_source_hash",
+))
+PROBES = (("tracemalloc", "tracemalloc_step_peak_bytes"), ("RSS", "rss_step_peak_bytes"),
+          ("memory_profiler", "mprof_step_peak_bytes"))
+LARGE_STEP_BYTES = 1 << 20  # memstudy.report.sections: probes are compared on steps of at least 1 MiB
+TARGET_RATIO = 0.5
+
+
+def _read(path: Path) -> dict[tuple[str, str], dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return {(r["cell"], r["repeat"]): r for r in csv.DictReader(fh)}
+
+
+def _baseline_tree(ref: str, into: Path) -> Path:
+    """`git archive REF` of this checkout, unpacked into `into`."""
+    data = subprocess.run(["git", "archive", "--format=tar", ref], cwd=ROOT, capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=BytesIO(data)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def _sweep(tree: Path, spec: Path, out: Path, env: dict[str, str]) -> tuple[float, str]:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "memstudy", "sweep", str(spec), "--out", str(out), "--no-progress"],
+                          cwd=tree, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    error = "" if done.returncode == 0 else \
+        f"exited {done.returncode}: {(done.stderr.strip().splitlines() or [''])[-1]}"
+    return seconds, error
+
+
+def _agreement(rows: list[dict[str, str]]) -> dict[str, tuple[float, float, int]]:
+    """Per probe: (median |rel|, max |rel|, rows) against the ledger's step peak, steps of at least 1 MiB."""
+    out = {}
+    for name, column in PROBES:
+        rel = []
+        for r in rows:
+            if r.get("status") != "ok" or not r.get(column) or not r.get("step_peak_bytes"):
+                continue
+            ledger = float(r["step_peak_bytes"])
+            if ledger >= LARGE_STEP_BYTES:
+                rel.append(abs(float(r[column]) - ledger) / ledger)
+        out[name] = (statistics.median(rel), max(rel), len(rel)) if rel else (float("nan"), float("nan"), 0)
+    return out
+
+
+def compare(studies: tuple[str, ...] = STUDIES, baseline: str | None = None,
+            log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    """Run each study both ways; seconds, differing columns and the probes' agreement."""
+    tmp = Path(tempfile.mkdtemp(prefix="memstudy-bench-compare-"))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    try:
+        if baseline is None:
+            baseline = subprocess.run(["git", "merge-base", "HEAD", "main"], cwd=ROOT, capture_output=True,
+                                      text=True, check=True).stdout.strip()
+        if baseline == "exec":
+            old_tree, old_env, label = ROOT, {**env, "MEMSTUDY_LAUNCHER": "exec"}, "this checkout, MEMSTUDY_LAUNCHER=exec"
+        else:
+            old_tree = _baseline_tree(baseline, tmp / "baseline")
+            old_env, label = {**env, "PYTHONPATH": str(old_tree)}, f"commit {baseline[:10]}"
+        new_env = {**env, "PYTHONPATH": str(ROOT)}
+        new_env.pop("MEMSTUDY_LAUNCHER", None)
+        seconds = {"old": {}, "new": {}}
+        errors: list[str] = []
+        differing: dict[str, int] = {}
+        rows = {"old": [], "new": []}
+        compared = 0
+        load = ForeignLoad().start()
+        for index, study in enumerate(studies):
+            spec = ROOT / "experiments" / f"{study}.toml"
+            order = ("old", "new") if index % 2 == 0 else ("new", "old")
+            for way in order:
+                tree, way_env = (old_tree, old_env) if way == "old" else (ROOT, new_env)
+                log(f"  compare: {study} ({way}: {label if way == 'old' else 'this checkout'})")
+                wall, error = _sweep(tree, spec, tmp / way / study, way_env)
+                seconds[way][study] = wall
+                if error:
+                    errors.append(f"{study} ({way}) {error}")
+            if any(not (tmp / way / study / "runs.csv").is_file() for way in ("old", "new")):
+                continue  # the error says why
+            old, new = _read(tmp / "old" / study / "runs.csv"), _read(tmp / "new" / study / "runs.csv")
+            if old.keys() != new.keys():
+                errors.append(f"{study}: the two runs have different (cell, repeat) rows")
+            for key in old.keys() & new.keys():
+                compared += 1
+                for column, value in old[key].items():
+                    if column not in MEASURED and new[key].get(column) != value:
+                        differing[column] = differing.get(column, 0) + 1
+            rows["old"] += list(old.values())
+            rows["new"] += list(new.values())
+        foreign = load.cores()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    old_total, new_total = sum(seconds["old"].values()), sum(seconds["new"].values())
+    return {"baseline": label, "studies": studies, "seconds": seconds, "old_seconds": old_total,
+            "new_seconds": new_total, "ratio": new_total / old_total, "rows_compared": compared,
+            "differing_columns": differing, "agreement": {w: _agreement(rows[w]) for w in rows},
+            "foreign_cores": foreign, "errors": errors}
+
+
+def agreement_no_worse(result: dict[str, Any]) -> bool:
+    """Each probe's median |error| against the ledger, this checkout's at most the baseline's (+0.5 percentage point:
+    the run-to-run spread of the sampled probes)."""
+    old, new = result["agreement"]["old"], result["agreement"]["new"]
+    return all(new[p][0] <= old[p][0] + 0.005 for p, _ in PROBES if old[p][2] and new[p][2])
+
+
+def rows(make_row: Callable[..., dict[str, Any]], log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """benchmarks.run's rows: the wall-time ratio (target <= 0.5), with what was compared in its note."""
+    result = compare(log=log)
+    return [make_row("study_seconds_new_vs_old", result["ratio"], "ratio", measured=result["new_seconds"],
+                     reference=result["old_seconds"], measured_label="this checkout's sweeps s",
+                     reference_label=f"{result['baseline']} sweeps s", foreign_cores=result["foreign_cores"],
+                     status="failed" if result["errors"] else "ok", note=summary(result))]
+
+
+def summary(result: dict[str, Any]) -> str:
+    same = ("every ledger and predicted column identical" if not result["differing_columns"]
+            else "columns differing: " + ", ".join(f"{c} ({n} rows)" for c, n in result["differing_columns"].items()))
+    agree = "; ".join(
+        f"{p} median |error| {result['agreement']['old'][p][0]:.2%} -> {result['agreement']['new'][p][0]:.2%}"
+        for p, _ in PROBES)
+    verdict = "no worse" if agreement_no_worse(result) else "WORSE"
+    return (f"{len(result['studies'])} studies ({', '.join(result['studies'])}), {result['rows_compared']} rows, "
+            f"side by side; {same}; probes vs ledger (steps >= 1 MiB): {agree} ({verdict})"
+            + (f"; errors: {' | '.join(result['errors'])}" if result["errors"] else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.study_compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--baseline", default=None, help="a commit (default: git merge-base HEAD main), or exec")
+    parser.add_argument("--studies", default=",".join(STUDIES), help=f"experiments/NAME.toml to run ({','.join(STUDIES)})")
+    args = parser.parse_args(argv)
+    studies = tuple(s.strip() for s in args.studies.split(",") if s.strip())
+    result = compare(studies, args.baseline, log=lambda message: print(message, file=sys.stderr, flush=True))
+    for study in studies:
+        print(f"{study}: {result['seconds']['old'][study]:.1f} s -> {result['seconds']['new'][study]:.1f} s")
+    print(f"study_seconds_new_vs_old: {result['ratio']:.3f} ({result['new_seconds']:.1f} s / "
+          f"{result['old_seconds']:.1f} s; target <= {TARGET_RATIO}; baseline {result['baseline']}; others' load "
+          f"{result['foreign_cores'] if result['foreign_cores'] is None else round(result['foreign_cores'], 2)} cores)")
+    print(summary(result))
+    return 1 if result["errors"] or result["differing_columns"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
