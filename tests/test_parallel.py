@@ -86,8 +86,10 @@ def test_collectives_are_communication_buffers_prediction_equals_ledger():
     predicted, _ = _collective_step(True)
     assert real.collective_bytes == predicted.collective_bytes
     assert real.peak_by_category == predicted.peak_by_category and real.raw_events == predicted.raw_events
-    assert real.collective_bytes["all_gather"] == [1, 32 * 3 * 8]
-    assert real.collective_bytes["reduce_scatter"] == [1, 8 * 3 * 8]
+    # calls and this rank's input bytes: gather 8x3 (forward) and again in reduce-scatter's backward; reduce-scatter
+    # 32x3 (forward) and in gather's backward; all-reduce 8x3 in g's forward and f's backward
+    assert real.collective_bytes == {"all_gather": [2, 2 * 8 * 3 * 8], "reduce_scatter": [2, 2 * 32 * 3 * 8],
+                                     "all_reduce": [2, 2 * 8 * 3 * 8]}
     assert {b.category for b in real.buffers if b.op in ("all_gather", "reduce_scatter")} == {"communication"}
     # 4 simulated ranks holding the same values: gather tiles, reduce-scatter sums 4 copies, g sums 4, f's
     # backward sums 4 more: d/dx = 2 * 4 (reduce-scatter) ... the gradient flows back through each conjugate
