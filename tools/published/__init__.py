@@ -52,6 +52,12 @@ def bench_block(results: Results) -> list[str]:
     return readme_lines(read_csv(path), read_env(path.parent / "env.json"))
 
 
+def zero_table_block(results: Results) -> list[str]:
+    from tools import zero_tables
+
+    return zero_tables.all_lines()
+
+
 def generation_block(results: Results) -> list[str]:
     from tools import generation_table
 
@@ -81,6 +87,7 @@ BLOCKS: tuple[Block, ...] = (
     Block("gpt2", "the predictor (tools/worked.py)", gpt2_block),
     Block("bench", f"{BENCH_CSV} (benchmarks/table.py)", bench_block),
     Block("generation-table", "the predictor (tools/generation_table.py)", generation_block, slow=True),
+    Block("zero-tables", "the predictor (tools/zero_tables.py)", zero_table_block, slow=True),
 )
 
 
