@@ -22,6 +22,7 @@ from memstudy.measure.ledger import StepAccount
 from memstudy.measure.predict import predict, predicted_account
 from memstudy.measure.workload import Workload
 from memstudy.nn.models.registry import PRECISIONS, builtin_names
+from memstudy.parallel.rank import is_parallel, notes as rank_notes
 
 
 def grid(**axes) -> list[dict]:
@@ -134,6 +135,16 @@ for _family, _shape in SHAPES.items():
 FAMILY_CONFIGS["mlp"] += [{"model": "mlp", **MLP_SHAPE, "lora_rank": 2, "checkpoint": c, "policy": p,
                            "optimizer": "adam"} for c in CHECKPOINTS for p in POLICIES]
 
+# ZeRO (memstudy/parallel/zero.py): each stage on 1 and 3 data-parallel ranks (3 divides no parameter's size here:
+# padded parts), a given rank and the default, 16-bit with master weights and float32/float64, Adam and SGD
+ZERO_GRID = [dict(zero=z, data_parallel=n, param_persistence_threshold=0) for z in (0, 1, 2, 3) for n in (1, 3)]
+for _family, _shape in (("mlp", MLP_SHAPE), ("gpt", {**GPT_SHAPE, "dropout": 0.1}), ("llama", {**LLAMA_SHAPE, "kv_heads": 2})):
+    FAMILY_CONFIGS[_family] += rotate([{"model": _family, **_shape, **c} for c in ZERO_GRID],
+                                      precision=("bf16-master", "32-true", "16-master", "64-true"),
+                                      optimizer=("adam", "sgd", "momentum"), rank=(None, 2))
+FAMILY_CONFIGS["gpt"] += [{"model": "gpt", **GPT_SHAPE, "zero": 3, "data_parallel": 2, "checkpoint": c,
+                           "optimizer": "adam", "precision": "bf16-master"} for c in GPT_CHECKPOINTS]
+
 
 def cases() -> list:
     out = []
@@ -187,8 +198,13 @@ def test_prediction_equals_measured_ledger(family, raw):
         "predicted_peak_bytes": measured.peak_bytes,
         "predicted_step_peak_bytes": measured.step_peak_bytes,
         "predicted_peak_by_category": measured.peak_by_category,
+        "predicted_communication_bytes": sum(b for _, b in measured.collective_bytes.values()),
+        "predicted_collective_bytes": measured.collective_bytes,
         "predicted_buffers": len(measured.records),
         **predicted_generation_figures(measured),
+        **({"accounted_rank": config["rank"] or 0, "rank_choice": "given" if config["rank"] is not None
+            else "largest peak", "shape_only": True, "rank_notes": rank_notes(config)}
+           if is_parallel(config) else {}),
     }
 
 

@@ -11,6 +11,8 @@ A buffer's category is decided from its whole life, when the step is over:
   parameter / optimizer_state / input  -- registered at the baseline
   kv_cache    -- made by an op that says so (`Function.output_category`: the KV cache's ops), with its role
                  (key or value) and layer, however long it lives
+  communication -- a collective's buffer (memstudy/parallel/collectives.py: an op's output that says so, or a
+                 buffer reported with `on_new(..., category="communication")`): a bucket, a gathered parameter
   gradient    -- became (part of) a leaf's .grad
   activation  -- saved by some op for backward (held for backward)
   output      -- still alive when the step ended
@@ -51,7 +53,8 @@ import numpy as np
 from ..autograd.engine import STATE, NotRepeatable
 from ..autograd.graph import base_buffer
 
-CATEGORIES = ("parameter", "optimizer_state", "input", "kv_cache", "gradient", "activation", "temporary", "output")
+CATEGORIES = ("parameter", "optimizer_state", "input", "kv_cache", "communication", "gradient", "activation",
+              "temporary", "output")
 REGISTERED = ("parameter", "optimizer_state", "input")
 # timeline.csv: the event and the live bytes per category after it, then the event's buffer
 TIMELINE_COLUMNS = (["event", "phase", "op", "layer", "category", "delta_bytes", "live_bytes"]
@@ -131,6 +134,9 @@ class StepAccount:
     buffer_count: int = 0  # buffers of the step (with repeated blocks: of the step in which every block ran)
     event_count: int = 0  # births and deaths, likewise; `peak_event` indexes them
     repeated: bool = False  # True: repeated blocks ran once for many; records and events are those of the run
+    # per collective (all_reduce, all_gather, reduce_scatter): [calls, bytes of this rank's inputs] in the step (with
+    # repeated blocks: as often as they stand for), so a planner can sum a step's communication
+    collective_bytes: dict[str, list[int]] = field(default_factory=dict)
 
     def _unrolled(self) -> None:
         if self.repeated:
@@ -256,6 +262,7 @@ class Ledger:
         self._unplaced: dict[int, int] = {}  # id(leaf) -> key of a parameter registered without a layer
         self._held_as: dict[int, str] = {}  # key -> the category an op gave its output (Function.output_category)
         self.recomputed_ops = 0  # ops applied while a checkpoint recomputed its segment
+        self.collective_calls: list[tuple] = []  # (collective, bytes of its input, repeat scope), see on_collective
         self.parameter_count = self.trainable_parameter_count = 0  # elements, see StepAccount
 
     # --- registration and the engine's hooks ---------------------------------------------------
@@ -322,8 +329,16 @@ class Ledger:
             if grad is not None:
                 self._track(grad, op, "grad", node.layer, phase)
 
-    def on_new(self, array: np.ndarray, op: str, layer: int | None) -> None:
-        self._track(array, op, "new", layer, STATE.phase)
+    def on_new(self, array: np.ndarray, op: str, layer: int | None, category: str | None = None) -> None:
+        """A buffer made outside an op's output and gradients (a workspace, the optimiser's scratch); `category`: the
+        one it has whatever its life (a collective's buffer: "communication"), else the ledger decides."""
+        key = self._track(array, op, "new", layer, STATE.phase)
+        if category is not None:
+            self._held_as[key] = category
+
+    def on_collective(self, name: str, nbytes: int) -> None:
+        """A collective call (all_reduce, all_gather, reduce_scatter) moving `nbytes` of this rank's (its input)."""
+        self.collective_calls.append((name, nbytes, STATE.repeat))
 
     def on_leaf_grad(self, leaf: Any, grad: np.ndarray) -> None:
         layer = self._layer_of_leaf.get(id(leaf))
@@ -415,6 +430,12 @@ class Ledger:
         else:
             saved_tensors = category_of.count(index_of["activation"])
             buffer_count = len(records)
+        collectives: dict[str, list[int]] = {}
+        for name, nbytes, path in self.collective_calls:
+            n = _copies(path)
+            tally = collectives.setdefault(name, [0, 0])
+            tally[0] += n
+            tally[1] += n * nbytes
         baseline = sum(registered.values())  # only `register` creates buffers in the baseline phase
         run = _summarise(events, 0, len(events), 0, category_of) if repeated else _flat(events, 0, len(events),
                                                                                           category_of)
@@ -437,6 +458,7 @@ class Ledger:
             buffer_count=buffer_count,
             event_count=run.events,
             repeated=repeated,
+            collective_bytes=collectives,
         )
 
 

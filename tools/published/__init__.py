@@ -64,6 +64,12 @@ def cell_profile_block(results: Results) -> list[str]:
     return table_lines(rows) + [""] + summary_lines(rows)
 
 
+def zero_table_block(results: Results) -> list[str]:
+    from tools import zero_tables
+
+    return zero_tables.all_lines()
+
+
 def generation_block(results: Results) -> list[str]:
     from tools import generation_table
 
@@ -103,6 +109,7 @@ BLOCKS: tuple[Block, ...] = (
     Block("cell-profile", f"{CELL_PROFILE_CSV} (benchmarks/cell_profile.py)", cell_profile_block),
     Block("generation-table", "the predictor (tools/generation_table.py)", generation_block, slow=True),
     Block("llama-8b", "the predictor and tools/calculators.py (tools/llama_worked.py)", llama_8b_block, slow=True),
+    Block("zero-tables", "the predictor (tools/zero_tables.py)", zero_table_block, slow=True),
 )
 
 
