@@ -131,6 +131,8 @@ class StepAccount:
     buffer_count: int = 0  # buffers of the step (with repeated blocks: of the step in which every block ran)
     event_count: int = 0  # births and deaths, likewise; `peak_event` indexes them
     repeated: bool = False  # True: repeated blocks ran once for many; records and events are those of the run
+    forward_flops: int = 0  # FLOPs of the ops of the forward phase (autograd/flops.py), every block counted
+    recomputed_flops: int = 0  # FLOPs of the ops a checkpoint recomputed in backward, likewise
 
     def _unrolled(self) -> None:
         if self.repeated:
@@ -256,6 +258,8 @@ class Ledger:
         self._unplaced: dict[int, int] = {}  # id(leaf) -> key of a parameter registered without a layer
         self._held_as: dict[int, str] = {}  # key -> the category an op gave its output (Function.output_category)
         self.recomputed_ops = 0  # ops applied while a checkpoint recomputed its segment
+        # FLOPs of the ops applied in the forward phase and in a checkpoint's recompute (autograd/flops.py)
+        self.forward_flops = self.recomputed_flops = 0
         self.parameter_count = self.trainable_parameter_count = 0  # elements, see StepAccount
 
     # --- registration and the engine's hooks ---------------------------------------------------
@@ -290,7 +294,11 @@ class Ledger:
         layer = ctx.layer
         phase = STATE.phase
         if phase == "recompute":
-            self.recomputed_ops += 1 if STATE.repeat is None else _copies(STATE.repeat)
+            copies = 1 if STATE.repeat is None else _copies(STATE.repeat)
+            self.recomputed_ops += copies
+            self.recomputed_flops += getattr(ctx, "flops", 0) * copies
+        elif phase == "forward":
+            self.forward_flops += getattr(ctx, "flops", 0) * (1 if STATE.repeat is None else _copies(STATE.repeat))
         category = ctx.fn.output_category
         if category is None:
             self._track(out, name, "out", layer, phase)
@@ -430,6 +438,8 @@ class Ledger:
             saved_tensors=saved_tensors,
             registered_bytes=registered,
             recomputed_ops=self.recomputed_ops,
+            forward_flops=self.forward_flops,
+            recomputed_flops=self.recomputed_flops,
             records=list(records),
             raw_events=list(events),
             parameter_count=self.parameter_count,
