@@ -106,6 +106,22 @@ FAMILY_CONFIGS["gpt"] += rotate([{"model": "gpt", **GPT_SHAPE, "mode": "generate
 FAMILY_CONFIGS["llama"] += rotate([{"model": "llama", **LLAMA_SHAPE, "mode": "generate", **c} for c in grid(
     kv_cache=("dynamic", "static"), prefill_logits=("last", "all"), kv_heads=(4, 1))],
     dtype=("float32", "float64"), new_tokens=(1, 3, 5), tie=(False, True), lora_rank=(0, 2))
+# attention flash (the fused core): checkpoint x mode, each with the next precision x policy x optimiser (x kv_heads) in
+# turn; a sequence longer than a key tile; and mode generate (the prefill and each decode step through it)
+FLASH_LONG = dict(depth=1, width=16, heads=2, seq_len=160, vocab=11, batch_size=1)
+FAMILY_CONFIGS["gpt"] += rotate([{"model": "gpt", **GPT_SHAPE, "attention": "flash", **c} for c in grid(
+    checkpoint=GPT_CHECKPOINTS, mode=("train", "inference"))], precision=PRECISION_NAMES, policy=POLICIES,
+    optimizer=("sgd", "adam")) + [
+    {"model": "gpt", **FLASH_LONG, "attention": "flash", "checkpoint": c} for c in ("none", "selective")] + [
+    {"model": "gpt", **GPT_SHAPE, "attention": "flash", "mode": "generate", "kv_cache": cache, "new_tokens": 3}
+    for cache in ("dynamic", "static")]
+FAMILY_CONFIGS["llama"] += rotate([{"model": "llama", **LLAMA_SHAPE, "attention": "flash", **c} for c in grid(
+    checkpoint=GPT_CHECKPOINTS, mode=("train", "inference"))], precision=PRECISION_NAMES, policy=POLICIES,
+    optimizer=("sgd", "adam"), kv_heads=(4, 2, 1)) + [
+    {"model": "llama", **FLASH_LONG, "ffn": 24, "kv_heads": 1, "attention": "flash", "precision": p}
+    for p in ("32-true", "bf16-mixed")] + [
+    {"model": "llama", **LLAMA_SHAPE, "attention": "flash", "mode": "generate", "kv_cache": cache, "kv_heads": 2,
+     "new_tokens": 3, "dtype": dtype} for cache, dtype in (("dynamic", "float64"), ("static", "float32"))]
 
 # every family in every precision, train and inference, Adam (the cnn, gpt and llama rotations above also pair each
 # precision with checkpoints, policies and optimisers; the mlp's and seed's stay float32 x float64)

@@ -34,12 +34,12 @@ LOWER, FP32 = "lower_precision_fp", "fp32"
 
 # memstudy op -> PyTorch's CPU autocast policy, and the aten ops (in PyTorch 2.13.0's CPU lists) it stands for
 POLICY: dict[str, str] = {
-    "linear": LOWER, "matmul": LOWER, "batched_matmul": LOWER, "conv2d": LOWER,
+    "linear": LOWER, "matmul": LOWER, "batched_matmul": LOWER, "conv2d": LOWER, "flash_attention": LOWER,
     "softmax_cross_entropy": FP32, "mse": FP32,
 }
 TORCH_OPS: dict[str, tuple[str, ...]] = {
     "linear": ("linear", "addmm"), "matmul": ("matmul", "mm"), "batched_matmul": ("matmul", "bmm"),
-    "conv2d": ("conv2d",), "softmax_cross_entropy": ("cross_entropy_loss", "nll_loss"), "mse": ("mse_loss",),
+    "conv2d": ("conv2d",), "flash_attention": ("scaled_dot_product_attention",), "softmax_cross_entropy": ("cross_entropy_loss", "nll_loss"), "mse": ("mse_loss",),
 }
 # ops memstudy runs in their inputs' dtype under autocast, and the aten ops whose AutocastCPU entry falls through
 FALLTHROUGH_TORCH_OPS: dict[str, tuple[str, ...]] = {

@@ -1,5 +1,5 @@
 """The transformer's layers: LayerNorm, RMSNorm, Embedding, Dropout and GELU as Modules (the GPT and Llama families
-build on them)."""
+build on them), and the attention-core strategy both families take (`attention = eager | flash`)."""
 from __future__ import annotations
 
 from typing import Any
@@ -10,6 +10,29 @@ from ..autograd import Tensor, apply
 from ..autograd import ops
 from . import init
 from .layers import Module, check_dtype
+from .models.registry import ConfigError, Field
+
+ATTENTIONS = ("eager", "flash")
+
+
+def attention_field() -> Field:
+    """The `attention` field of the GPT and Llama families (optional: cells from before it keep their ids)."""
+    return Field("attention", str, "eager", "the attention core: eager = scores, mask, softmax and @ v as separate "
+                 "ops (the model's own path: its a·s² scores and probabilities kept for backward); flash = one fused "
+                 "op keeping q, k, v, its output and the softmax's log-sum-exp, the scores recomputed in backward in "
+                 "tiles of keys (FlashAttention)", choices=ATTENTIONS, optional=True)
+
+
+def check_attention(config: dict[str, Any]) -> None:
+    """ConfigError for flash attention with attention dropout in training (the fused op draws no dropout mask)."""
+    if config.get("attention") == "flash" and config.get("dropout") and config["mode"] == "train":
+        raise ConfigError(f"attention flash takes no dropout in training (the fused op has no dropout mask), got "
+                          f"dropout {config['dropout']}")
+
+
+def flash_attention(q: Tensor, k: Tensor, v: Tensor, offset: int = 0) -> Tensor:
+    """The fused causal attention core (`ops.FlashAttention`): q (b, a, s, d), k and v (b, kv, t, d) → (b, a, s, d)."""
+    return apply(ops.FlashAttention, q, k, v, offset=offset)
 
 
 class LayerNorm(Module):

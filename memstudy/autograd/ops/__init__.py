@@ -32,6 +32,7 @@ from .conv import CONV_SAVES, Conv2d, col2im, im2col
 from .pool import AvgPool2d, GlobalAvgPool2d, MaxPool2d
 from .batch_norm import BatchNorm2d, BatchNorm2dEval
 from .attention import BatchedMatMul, CausalMask, Softmax, Slice
+from .flash import FlashAttention
 from .dropout import Dropout, keep_mask
 from .embedding import Embedding
 from .gelu import GELU
@@ -48,3 +49,4 @@ __all__ += ['Flatten', 'CONV_SAVES', 'Conv2d', 'col2im', 'im2col', 'AvgPool2d', 
             'BatchNorm2d', 'BatchNorm2dEval']
 __all__ += ['RMSNorm', 'Rotary', 'RotaryTables', 'SiLU']
 __all__ += ['Argmax', 'Concatenate', 'CacheAllocate', 'CacheAppend']
+__all__ += ['FlashAttention']

@@ -37,7 +37,8 @@ from ..generation import (check_cache, check_generation, generation_fields, keep
 from ..layers import Linear, Module, check_dtype
 from ..lora import apply_lora_config, check_lora_config, lora_fields
 from ..repeat import Plan
-from ..transformer import GELU, Dropout, Embedding, LayerNorm
+from ..transformer import GELU, ATTENTIONS, Dropout, Embedding, LayerNorm, attention_field, check_attention, \
+    flash_attention
 from .registry import MODES, ConfigError, Family, Field, StateBytes, checkpoint_segment_size, parse_checkpoint
 
 INIT_STD = 0.02  # GPT-2's N(0, 0.02²) for Linear and embedding weights
@@ -58,6 +59,7 @@ class CausalSelfAttention(Module):
         self.attn_dropout = Dropout(dropout)
         self.resid_dropout = Dropout(dropout)
         self.training = True
+        self.attention = "eager"  # or "flash": set by GPT
 
     def forward(self, x: Tensor, stream: tuple[int, ...], selective: bool = False, cache: Any = None) -> Tensor:
         b, s, h = x.shape
@@ -81,6 +83,10 @@ class CausalSelfAttention(Module):
     def core(self, q: Tensor, k: Tensor, v: Tensor, stream: tuple[int, ...], offset: int = 0) -> Tensor:
         """softmax(mask(q @ kᵀ / √d)) (dropped out) @ v, per head: the part that holds a·s² values per example.
         `offset`: the position of the first query (the positions a KV cache held before it)."""
+        if self.attention == "flash":
+            if self.training and self.attn_dropout.p:
+                raise ValueError("attention flash takes no attention dropout in training")
+            return flash_attention(q, k, v, offset)
         att = apply(ops.BatchedMatMul, q, k.transpose(0, 1, 3, 2))
         att = att * (1.0 / math.sqrt(q.shape[-1]))
         att = apply(ops.CausalMask, att, offset=offset)
@@ -143,7 +149,10 @@ class GPT(Module):
     """GPT-2 (see the module docstring). `model(idx)` maps (b, s) token ids to (b, s, vocab) logits."""
 
     def __init__(self, vocab: int, seq_len: int, depth: int, width: int, heads: int, dropout: float = 0.0,
-                 bias: bool = True, dtype: Any = "float32", seed: int | None = 0, checkpoint: str = "none"):
+                 bias: bool = True, dtype: Any = "float32", seed: int | None = 0, checkpoint: str = "none",
+                 attention: str = "eager"):
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}, got {attention!r}")
         for name, value in (("vocab", vocab), ("seq_len", seq_len), ("depth", depth), ("width", width),
                             ("heads", heads)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -162,6 +171,9 @@ class GPT(Module):
         rng = np.random.default_rng(seed)
         self.transformer = Transformer(vocab, seq_len, depth, width, heads, dropout, bias, dtype, rng, self.plan)
         self.lm_head = TiedHead(self.transformer.wte.weight)
+        self.attention = attention
+        for block in self.transformer.h:
+            block.attn.attention = attention
 
     def train(self, mode: bool = True) -> "GPT":
         """Training mode (dropout on) or, with mode False, evaluation mode (dropout off, nothing saved for it)."""
@@ -258,6 +270,7 @@ class GPTFamily(Family):
         Field("dropout", float, 0.0, "dropout probability (embeddings, attention, residual, MLP)", minimum=0.0,
               maximum=1.0, exclusive_maximum=True),
         Field("bias", bool, True, "biases in Linear and LayerNorm"),
+        attention_field(),
         *lora_fields("c_attn"),  # peft's default target for gpt2
         *generation_fields(),
     )
@@ -268,12 +281,13 @@ class GPTFamily(Family):
                               f"{config['heads']}")
         check_lora_config(self.base_model, config)
         check_generation(config)
+        check_attention(config)
 
     def base_model(self, config: dict[str, Any]) -> GPT:
         """The model without LoRA."""
         model = GPT(config["vocab"], config["seq_len"], config["depth"], config["width"], config["heads"],
                     dropout=config["dropout"], bias=config["bias"], dtype=config["dtype"], seed=config["seed"],
-                    checkpoint=config["checkpoint"])
+                    checkpoint=config["checkpoint"], attention=config["attention"])
         return model.train(config["mode"] == "train")
 
     def build(self, config: dict[str, Any]) -> GPT:

@@ -52,7 +52,7 @@ from ..generation import (check_cache, check_generation, generation_fields, keep
                           token_batch_bytes)
 from ..layers import Linear, Module, check_dtype
 from ..lora import apply_lora_config, check_lora_config, lora_fields
-from ..transformer import Embedding, RMSNorm
+from ..transformer import ATTENTIONS, Embedding, RMSNorm, attention_field, flash_attention
 from ..repeat import Plan
 from .registry import MODES, ConfigError, Family, Field, StateBytes, checkpoint_segment_size, parse_checkpoint
 
@@ -70,6 +70,7 @@ class LlamaAttention(Module):
         self.k_proj = Linear(width, kv_heads * d, False, dtype, rng, std=INIT_STD)
         self.v_proj = Linear(width, kv_heads * d, False, dtype, rng, std=INIT_STD)
         self.o_proj = Linear(heads * d, width, False, dtype, rng, std=INIT_STD)
+        self.attention = "eager"  # or "flash": set by Llama
 
     def forward(self, x: Tensor, cos: Any, sin: Any, selective: bool = False, cache: Any = None) -> Tensor:
         b, s, _ = x.shape
@@ -94,7 +95,10 @@ class LlamaAttention(Module):
     def core(self, q: Tensor, k: Tensor, v: Tensor, offset: int = 0) -> Tensor:
         """Causal softmax(q·kᵀ · d^−½)·v with the query heads of each group stacked (see the module docstring):
         q (b, a, s, d), k and v (b, kv, t, d) → (b, kv, g·s, d), which is (b, a, s, d) in memory. t = s without a
-        cache; with one, t is the positions it holds and `offset` the position of the first query."""
+        cache; with one, t is the positions it holds and `offset` the position of the first query. Flash: one fused
+        op (`ops.FlashAttention`, groups without repeating K/V either), its output (b, a, s, d)."""
+        if self.attention == "flash":
+            return flash_attention(q, k, v, offset)
         b, a, s, d = q.shape
         kv, t = k.shape[1], k.shape[2]
         g = a // kv
@@ -157,7 +161,9 @@ class Llama(Module):
 
     def __init__(self, vocab: int, seq_len: int, depth: int, width: int, heads: int, ffn: int,
                  kv_heads: int | None = None, rope_theta: float = 10000.0, eps: float = 1e-6, tie: bool = False,
-                 dtype: Any = "float32", seed: int | None = 0, checkpoint: str = "none"):
+                 dtype: Any = "float32", seed: int | None = 0, checkpoint: str = "none", attention: str = "eager"):
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}, got {attention!r}")
         kv_heads = heads if kv_heads is None else kv_heads
         for name, value in (("vocab", vocab), ("seq_len", seq_len), ("depth", depth), ("width", width),
                             ("heads", heads), ("kv_heads", kv_heads), ("ffn", ffn)):
@@ -178,6 +184,9 @@ class Llama(Module):
         self.model = LlamaModel(vocab, depth, width, heads, kv_heads, ffn, eps, dtype, rng, self.plan)
         self.lm_head = (Linear.from_weight(self.model.embed_tokens.weight) if tie
                         else Linear(width, vocab, False, dtype, rng, std=INIT_STD))
+        self.attention = attention
+        for layer in self.model.layers:
+            layer.self_attn.attention = attention
 
     @classmethod
     def from_hf_config(cls, config: dict[str, Any] | str | Path, **overrides: Any) -> "Llama":
@@ -350,6 +359,7 @@ class LlamaFamily(Family):
         Field("rope_theta", float, 10000.0, "the rotary embedding's base (positive)"),
         Field("eps", float, 1e-6, "RMSNorm's epsilon", minimum=0.0),
         Field("tie", bool, False, "lm_head tied to embed_tokens (tie_word_embeddings)"),
+        attention_field(),
         *lora_fields("q_proj,v_proj"),
         *generation_fields(),
     )
@@ -369,7 +379,8 @@ class LlamaFamily(Family):
         """The model without LoRA."""
         return Llama(config["vocab"], config["seq_len"], config["depth"], config["width"], config["heads"],
                      config["ffn"], kv_heads=config["kv_heads"], rope_theta=config["rope_theta"], eps=config["eps"],
-                     tie=config["tie"], dtype=config["dtype"], seed=config["seed"], checkpoint=config["checkpoint"])
+                     tie=config["tie"], dtype=config["dtype"], seed=config["seed"], checkpoint=config["checkpoint"],
+                     attention=config["attention"])
 
     def build(self, config: dict[str, Any]) -> Llama:
         return apply_lora_config(self.base_model(config), config)

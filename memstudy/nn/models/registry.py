@@ -333,7 +333,7 @@ class Family:
                 continue  # the mode is said elsewhere; the defaults that change nothing are left out
             if f.type is bool:
                 parts.append(f.name if value else f"no {f.name}")
-            elif f.name in ("checkpoint", "policy", "autocast", "loss_scale"):
+            elif f.name in ("checkpoint", "policy", "autocast", "loss_scale", "attention"):
                 parts.append(f"{f.name} {value}")
             elif f.choices is not None and f.modes is None:  # a value that says what it is (float32, relu)
                 parts.append(str(value))
