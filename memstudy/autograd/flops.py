@@ -8,8 +8,12 @@ The rule, stated once:
 - a matrix product (`matmul`, `linear`, `batched_matmul`): 2·m·n·k per product, one multiply and one add per term,
   i.e. 2 · (output elements) · (the contracted length k = the first operand's last axis), the bias add not counted
   (the convention of Kaplan et al. 2020 and of Megatron-LM's FLOP counts);
-- an op that declares `flops(arrays, out)` on its Function class: what it says (a fused kernel that knows its
-  own count, e.g. a fused attention);
+- fused attention (`flash_attention`, q (b, a, s, d) and k (b, kv, t, d)): its two products, 4·b·a·s·t·d, as the
+  eager path's two batched matmuls count them (both compute the causal mask's zeros too), so that choosing flash
+  changes what is kept and recomputed, not the forward's count;
+- an op that declares `flops(arrays, out)` on its Function class: what it says;
+- a checkpoint op: 0 of its own (the ops of its segment run through `apply` and count themselves, in the forward
+  and again in the recompute);
 - any other op: one FLOP per output element (element-wise arithmetic, norms, softmax: small beside the matrix
   products, and counted so that no recomputed op counts as free).
 Backward is not counted op by op (its ops run inside `backward`, not through `apply`); the cost model takes it
@@ -21,6 +25,7 @@ import math
 from typing import Any, Sequence
 
 PRODUCTS = frozenset({"matmul", "linear", "batched_matmul"})  # ops whose FLOPs are 2·out·k
+CONTAINERS = frozenset({"checkpoint"})  # ops whose work is other ops, each counted as it runs
 
 
 def forward_flops(fn: type, arrays: Sequence[Any], out: Any) -> int:
@@ -28,10 +33,15 @@ def forward_flops(fn: type, arrays: Sequence[Any], out: Any) -> int:
     declared = getattr(fn, "flops", None)
     if declared is not None:
         return int(declared(arrays, out))
+    if fn.name in CONTAINERS:
+        return 0
     elements = math.prod(out.shape)
+    if fn.name == "flash_attention":
+        q, k = arrays[0], arrays[1]
+        return 4 * math.prod(q.shape) * k.shape[-2]
     if fn.name in PRODUCTS and arrays and getattr(arrays[0], "ndim", 0) >= 1:
         return 2 * elements * arrays[0].shape[-1]
     return elements
 
 
-__all__ = ["PRODUCTS", "forward_flops"]
+__all__ = ["CONTAINERS", "PRODUCTS", "forward_flops"]

@@ -54,7 +54,11 @@ def run_plan(*, model: str | None, hf_config: str | None, sets: list[str], seq_l
     if not result.ranked:
         raise nothing_fits(result)
     model_arg = f"--hf-config {hf_config}" if hf_config else f"--model {family.name}"
-    model_arg += "".join(f" --{k.replace('_', '-')} {v}" for k, v in fixed.items())
+    flags = {f.name: f for f in family.all_fields()}
+    for name, value in fixed.items():
+        flag = flags[name].cli_flag
+        model_arg += f" {flag if value else '--no-' + flag[2:]}" if isinstance(value, bool) else f" {flag} {value}"
+
     title = (f"memstudy plan: {family.name}, {', '.join(f'{k} {v}' for k, v in base.items() if k == 'seq_len')}"
              f"{', ' if 'seq_len' in base else ''}global batch {global_batch}, {devices} × {device_memory}")
     from ..report.terminal import render
