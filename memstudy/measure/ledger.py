@@ -50,7 +50,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..autograd.engine import STATE, NotRepeatable
+from ..autograd.engine import _REPEAT_IDS, STATE, NotRepeatable
 from ..autograd.graph import base_buffer
 
 CATEGORIES = ("parameter", "optimizer_state", "input", "kv_cache", "communication", "gradient", "activation",
@@ -573,15 +573,25 @@ def _summarise(events: list[tuple], lo: int, hi: int, level: int, category_of: l
 
 
 def _check_repeats(records: list[list], events: list[tuple]) -> None:
-    """Each repeat scope hands on what it takes in (see the module docstring), or RepeatMismatch."""
+    """Each repeat scope hands on what it takes in (see the module docstring), or RepeatMismatch.
+
+    What a scope hands on beyond what it takes in, of a kind (category, size) it takes in none of, is each copy's
+    own and outlives them all (autocast's cached weight copies, made in each block and dropped when the forward pass
+    ends): in the unrolled step every copy made one, and they all die where this one dies. Its death then frees
+    each copy's: its event stands for as many deaths in a row as the copies of the scopes it leaves (a repeat scope of
+    its own, set here in place), provided it
+    dies in a scope that encloses the one it was born in (else RepeatMismatch: its copies would die apart)."""
     from collections import Counter
 
     taken: dict[int, Counter] = {}
     handed: dict[int, Counter] = {}
+    handed_records: dict[int, list[list]] = {}
+
+    def path(event_index: int) -> tuple:
+        return events[event_index][_EVENT_REPEAT] or ()
 
     def scopes(event_index: int) -> set:
-        path = events[event_index][_EVENT_REPEAT] or ()
-        return {abs(ident) for ident, _ in path if isinstance(ident, int)}
+        return {abs(ident) for ident, _ in path(event_index) if isinstance(ident, int)}
 
     for r in records:
         if r[_DIED] is None:
@@ -592,11 +602,30 @@ def _check_repeats(records: list[list], events: list[tuple]) -> None:
             taken.setdefault(scope, Counter())[signature] += 1
         for scope in born - died:
             handed.setdefault(scope, Counter())[signature] += 1
+            handed_records.setdefault(scope, []).append(r)
+    own: dict[int, list] = {}  # key -> record, of each copy's own buffers that outlive the copies
     for scope in set(taken) | set(handed):
-        if taken.get(scope, Counter()) != handed.get(scope, Counter()):
-            raise RepeatMismatch(f"a repeated block takes in {sorted(taken.get(scope, Counter()).items())} but "
-                                 f"hands on {sorted(handed.get(scope, Counter()).items())} (category, bytes): its "
-                                 "copies would not chain")
+        took, gave = taken.get(scope, Counter()), handed.get(scope, Counter())
+        extra = gave - took
+        if took - gave or any(took[signature] for signature in extra):
+            raise RepeatMismatch(f"a repeated block takes in {sorted(took.items())} but hands on "
+                                 f"{sorted(gave.items())} (category, bytes): its copies would not chain")
+        for r in handed_records.get(scope, ()):
+            if (r[_CATEGORY], r[_NBYTES]) in extra:
+                own[r[_KEY]] = r
+    for r in own.values():
+        born, died = path(r[_BORN]), path(r[_DIED])
+        died_scopes = {abs(ident) for ident, _ in died}
+        if not died_scopes <= {abs(ident) for ident, _ in born}:
+            raise RepeatMismatch("a repeated block's own buffer dies inside another repeated block: its copies "
+                                 "would not die together")
+        factor = 1
+        for ident, copies in born:
+            if abs(ident) not in died_scopes:
+                factor *= copies
+        if factor > 1:  # the death stands for `factor` deaths in a row: a repeat scope of its own
+            event = events[r[_DIED]]
+            events[r[_DIED]] = event[:_EVENT_REPEAT] + ((event[_EVENT_REPEAT] or ()) + ((next(_REPEAT_IDS), factor),),)
 
 
 def _record_death(ledger_ref: weakref.ref, key: int, ident: int, _: weakref.ref) -> None:

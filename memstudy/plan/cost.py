@@ -38,7 +38,8 @@ class CostModel:
     link_bytes_per_second: float = INTRA_NODE_BYTES_PER_SECOND
 
     @classmethod
-    def for_machines(cls, devices: int, devices_per_node: int | None, device_flops: float = DEVICE_FLOPS) -> "CostModel":
+    def for_machines(cls, devices: int, devices_per_node: int | None,
+                     device_flops: float = DEVICE_FLOPS) -> "CostModel":
         """The intra-node link when every device is in one node (or no node size is given), else the inter-node."""
         spans_nodes = devices_per_node is not None and devices > devices_per_node
         return cls(device_flops, INTER_NODE_BYTES_PER_SECOND if spans_nodes else INTRA_NODE_BYTES_PER_SECOND)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..nn.models.registry import PRECISIONS
+from ..nn.models.registry import PRECISIONS, get_family
 from ..report import document as doc
 from ..report.document import Bullets, Document, Paragraph
 from ..units import format_bytes
@@ -25,8 +25,9 @@ def _value(value: Any) -> str:
 
 
 def cost_sentence(model: CostModel) -> str:
-    return (f"Ranked by estimated step seconds = (3 × forward FLOPs + recomputed FLOPs) / {model.device_flops / 1e12:g} "
-            f"TFLOP/s / (1 − pipeline bubble) + communication bytes / {model.link_bytes_per_second / 1e9:g} GB/s "
+    return (f"Ranked by estimated step seconds = (3 × forward FLOPs + recomputed FLOPs) / "
+            f"{model.device_flops / 1e12:g} TFLOP/s / (1 − pipeline bubble) + communication bytes / "
+            f"{model.link_bytes_per_second / 1e9:g} GB/s "
             "(memstudy/plan/cost.py: FLOPs counted op by op in the rank's graph, the bubble (p − 1)/(m + p − 1) "
             "of 1F1B; an exchange rate between FLOPs and bytes for ranking, not a promise of seconds).")
 
@@ -62,16 +63,22 @@ def predict_command(candidate: Candidate, model_arg: str) -> str:
     flags.append(f"--precision {name}" if name else f"--dtype {config['dtype']}")
     flags += [f"--optimizer {config['optimizer']}", f"--checkpoint {config['checkpoint']}",
               f"--batch {config['batch_size']}"]
-    for field in ("attention", "lora_rank", "data_parallel", "tensor_parallel", "pipeline_parallel", "zero",
-                  "microbatches"):
-        if config.get(field) not in (None, 0, "eager") or (field == "attention" and config.get(field) == "flash"):
-            flags.append(f"--{field.replace('_', '-')} {config[field]}")
-    if config.get("sequence_parallel"):
-        flags.append("--sequence-parallel")
+    fields = {f.name: f for f in get_family(config["model"]).all_fields()}
+    for name in ("attention", "lora_rank", "data_parallel", "tensor_parallel", "sequence_parallel",
+                 "pipeline_parallel", "zero", "microbatches"):
+        f = fields.get(name)
+        if f is None or config.get(name) in (None, f.default):
+            continue  # not a field here, or at its default: nothing to say
+        if f.type is bool:
+            flags.append(f.cli_flag if config[name] else "--no-" + f.cli_flag[2:])
+        else:
+            flags.append(f"{f.cli_flag} {config[name]}")
     return "memstudy predict " + " ".join(flags)
 
 
-def plan_document(result: PlanResult, top: int | None, model_arg: str, title: str) -> Document:
+def plan_document(result: PlanResult, top: int | None, model_arg: str, title: str, timed: bool = True) -> Document:
+    """The plan as one document; `timed`: say how long the search took (not in a published block, which must render
+    the same every time)."""
     m = result.machines
     document = Document(title)
     space = result.space
@@ -83,8 +90,8 @@ def plan_document(result: PlanResult, top: int | None, model_arg: str, title: st
         f"({sum(space.refused.values())} refused by the model's rules); {result.predictions} distinct rank graphs "
         f"predicted, {result.reused} shared one, {result.skipped_larger} not predicted (a smaller micro-batch was "
         f"over already); {len(result.ranked)} fit in {format_bytes(m.usable_bytes)} per device "
-        f"({format_bytes(m.device_memory_bytes)} − reserve {format_bytes(m.reserve_bytes)}), using {used}. "
-        f"Searched in {result.seconds:.1f} s.")])
+        f"({format_bytes(m.device_memory_bytes)} − reserve {format_bytes(m.reserve_bytes)}), using {used}."
+        + (f" Searched in {result.seconds:.1f} s." if timed else ""))])
     if missing:
         document.add([Paragraph("Not searched (no such field in this memstudy): " + ", ".join(missing) + ".")])
     document.add([ranked_table(result, top), Paragraph(cost_sentence(result.cost_model))])
@@ -122,8 +129,8 @@ def nothing_fits(result: PlanResult) -> PlanError:
     values = describe_axes(smallest.config, result.space.axes)
     setting = ", ".join(f"{HEADERS.get(k, k)} {_value(v)}" for k, v in values.items() if v is not None)
     return PlanError(f"no configuration fits in {format_bytes(m.usable_bytes)} per device "
-                     f"({format_bytes(m.device_memory_bytes)} − reserve {format_bytes(m.reserve_bytes)}): the smallest "
-                     f"predicted peak is {format_bytes(smallest.result.peak_bytes)} ({setting}), dominated by "
+                     f"({format_bytes(m.device_memory_bytes)} − reserve {format_bytes(m.reserve_bytes)}): the "
+                     f"smallest predicted peak is {format_bytes(smallest.result.peak_bytes)} ({setting}), dominated by "
                      f"{name.replace('_', ' ')} ({format_bytes(nbytes)})")
 
 

@@ -52,6 +52,12 @@ def bench_block(results: Results) -> list[str]:
     return readme_lines(read_csv(path), read_env(path.parent / "env.json"))
 
 
+def will_it_fit_block(results: Results) -> list[str]:
+    from tools.published.plan import will_it_fit_block as block
+
+    return block(results)
+
+
 def generation_block(results: Results) -> list[str]:
     from tools import generation_table
 
@@ -81,6 +87,7 @@ BLOCKS: tuple[Block, ...] = (
     Block("gpt2", "the predictor (tools/worked.py)", gpt2_block),
     Block("bench", f"{BENCH_CSV} (benchmarks/table.py)", bench_block),
     Block("generation-table", "the predictor (tools/generation_table.py)", generation_block, slow=True),
+    Block("will-it-fit", "memstudy plan (tools/published/plan.py)", will_it_fit_block, slow=True),
 )
 
 
