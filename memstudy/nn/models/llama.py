@@ -54,29 +54,39 @@ from ..layers import Linear, Module, check_dtype
 from ..lora import apply_lora_config, check_lora_config, lora_fields
 from ..transformer import Embedding, RMSNorm
 from ..repeat import Plan
-from .registry import MODES, ConfigError, Family, Field, StateBytes, checkpoint_segment_size, parse_checkpoint
+from ...parallel.tensor import TensorParallel, check_divides
+from .registry import (MODES, ConfigError, Family, Field, StateBytes, check_tensor_parallel, checkpoint_segment_size,
+                       parse_checkpoint)
 
+ONE_DEVICE = TensorParallel()
 INIT_STD = 0.02  # LlamaConfig.initializer_range: N(0, 0.02²) for Linear and embedding weights (norms are ones)
 
 
 class LlamaAttention(Module):
-    def __init__(self, width: int, heads: int, kv_heads: int, dtype: Any, rng: np.random.Generator):
-        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, width // heads
+    """Under tensor parallelism t (`tp`) this rank's a/t query heads and kv/t K/V heads: q_proj, k_proj and v_proj
+    column-parallel, o_proj row-parallel."""
+
+    def __init__(self, width: int, heads: int, kv_heads: int, dtype: Any, rng: np.random.Generator,
+                 tp: TensorParallel = ONE_DEVICE):
+        self.tp = tp
+        self.heads, self.kv_heads, self.head_dim = heads // tp.size, kv_heads // tp.size, width // heads
         # transformers' eager attention: softmax(scores, dtype=torch.float32).to(query.dtype); float32 (and float64
         # here, for a float64 model: tests/test_llama_hf.py lifts the upcast there) whatever the scores' dtype
         self.softmax_dtype = compute_dtype(check_dtype(dtype))
-        d = self.head_dim
+        d, heads, kv_heads = self.head_dim, self.heads, self.kv_heads
         self.q_proj = Linear(width, heads * d, False, dtype, rng, std=INIT_STD)
         self.k_proj = Linear(width, kv_heads * d, False, dtype, rng, std=INIT_STD)
         self.v_proj = Linear(width, kv_heads * d, False, dtype, rng, std=INIT_STD)
         self.o_proj = Linear(heads * d, width, False, dtype, rng, std=INIT_STD)
 
     def forward(self, x: Tensor, cos: Any, sin: Any, selective: bool = False, cache: Any = None) -> Tensor:
-        b, s, _ = x.shape
-        a, kv, d = self.heads, self.kv_heads, self.head_dim
-        q = self.q_proj(x).reshape(b, s, a, d).transpose(0, 2, 1, 3)  # views of the projections' outputs
-        k = self.k_proj(x).reshape(b, s, kv, d).transpose(0, 2, 1, 3)
-        v = self.v_proj(x).reshape(b, s, kv, d).transpose(0, 2, 1, 3)
+        a, kv, d, tp = self.heads, self.kv_heads, self.head_dim, self.tp
+        b, s = x.shape[0], x.shape[1] * (tp.size if tp.sequence else 1)  # sequence parallel: x has s/t tokens
+        x = tp.enter(x)
+        q = tp.column(self.q_proj, x).reshape(b, s, a, d).transpose(0, 2, 1, 3)  # views of the projections' outputs
+        k = tp.column(self.k_proj, x).reshape(b, s, kv, d).transpose(0, 2, 1, 3)
+        v = tp.column(self.v_proj, x).reshape(b, s, kv, d).transpose(0, 2, 1, 3)
+        x = None
         q = apply(ops.Rotary, q, cos, sin)
         k = apply(ops.Rotary, k, cos, sin)
         offset = 0
@@ -89,7 +99,7 @@ class LlamaAttention(Module):
             y = self.core(q, k, v, offset)
         q = k = v = None
         y = y.reshape(b, a, s, d).transpose(0, 2, 1, 3).reshape(b, s, a * d)  # heads merged: a copy
-        return self.o_proj(y)
+        return tp.row(self.o_proj, y)
 
     def core(self, q: Tensor, k: Tensor, v: Tensor, offset: int = 0) -> Tensor:
         """Causal softmax(q·kᵀ · d^−½)·v with the query heads of each group stacked (see the module docstring):
@@ -108,22 +118,29 @@ class LlamaAttention(Module):
 
 
 class LlamaMLP(Module):
-    """down_proj(silu(gate_proj(x)) · up_proj(x)): SwiGLU, the product by the engine's `Mul` (see `ops.SiLU`)."""
+    """down_proj(silu(gate_proj(x)) · up_proj(x)): SwiGLU, the product by the engine's `Mul` (see `ops.SiLU`). Under
+    tensor parallelism t gate_proj and up_proj are column-parallel (ffn/t), down_proj row-parallel; under sequence
+    parallelism each of the two gathers the tokens itself (transformers' separate projections; Megatron-LM fuses
+    them into one Linear and one gather)."""
 
-    def __init__(self, width: int, ffn: int, dtype: Any, rng: np.random.Generator):
+    def __init__(self, width: int, ffn: int, dtype: Any, rng: np.random.Generator, tp: TensorParallel = ONE_DEVICE):
+        self.tp = tp
+        ffn //= tp.size
         self.gate_proj = Linear(width, ffn, False, dtype, rng, std=INIT_STD)
         self.up_proj = Linear(width, ffn, False, dtype, rng, std=INIT_STD)
         self.down_proj = Linear(ffn, width, False, dtype, rng, std=INIT_STD)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(apply(ops.SiLU, self.gate_proj(x)) * self.up_proj(x))
+        tp = self.tp
+        x = tp.enter(x)
+        return tp.row(self.down_proj, apply(ops.SiLU, tp.column(self.gate_proj, x)) * tp.column(self.up_proj, x))
 
 
 class LlamaDecoderLayer(Module):
     def __init__(self, width: int, heads: int, kv_heads: int, ffn: int, eps: float, dtype: Any,
-                 rng: np.random.Generator):
-        self.self_attn = LlamaAttention(width, heads, kv_heads, dtype, rng)
-        self.mlp = LlamaMLP(width, ffn, dtype, rng)
+                 rng: np.random.Generator, tp: TensorParallel = ONE_DEVICE):
+        self.self_attn = LlamaAttention(width, heads, kv_heads, dtype, rng, tp)
+        self.mlp = LlamaMLP(width, ffn, dtype, rng, tp)
         self.input_layernorm = RMSNorm(width, dtype, eps)
         self.post_attention_layernorm = RMSNorm(width, dtype, eps)
 
@@ -136,10 +153,10 @@ class LlamaModel(Module):
     """transformers' `LlamaModel`: embed_tokens, layers, norm."""
 
     def __init__(self, vocab: int, depth: int, width: int, heads: int, kv_heads: int, ffn: int, eps: float,
-                 dtype: Any, rng: np.random.Generator, plan: Plan | None = None):
+                 dtype: Any, rng: np.random.Generator, plan: Plan | None = None, tp: TensorParallel = ONE_DEVICE):
         self.embed_tokens = Embedding(vocab, width, dtype, rng, std=INIT_STD)
         plan = plan or Plan(depth)  # the decoder layers are alike: the predictor runs a few of them (nn.repeat)
-        self.layers = plan.build(lambda i: LlamaDecoderLayer(width, heads, kv_heads, ffn, eps, dtype, rng))
+        self.layers = plan.build(lambda i: LlamaDecoderLayer(width, heads, kv_heads, ffn, eps, dtype, rng, tp))
         self.norm = RMSNorm(width, dtype, eps)
 
 
@@ -157,12 +174,14 @@ class Llama(Module):
 
     def __init__(self, vocab: int, seq_len: int, depth: int, width: int, heads: int, ffn: int,
                  kv_heads: int | None = None, rope_theta: float = 10000.0, eps: float = 1e-6, tie: bool = False,
-                 dtype: Any = "float32", seed: int | None = 0, checkpoint: str = "none"):
+                 dtype: Any = "float32", seed: int | None = 0, checkpoint: str = "none", tensor_parallel: int = 1,
+                 sequence_parallel: bool = False):
         kv_heads = heads if kv_heads is None else kv_heads
         for name, value in (("vocab", vocab), ("seq_len", seq_len), ("depth", depth), ("width", width),
-                            ("heads", heads), ("kv_heads", kv_heads), ("ffn", ffn)):
+                            ("heads", heads), ("kv_heads", kv_heads), ("ffn", ffn), ("tensor_parallel", tensor_parallel)):
             _positive_int(name, value)
-        problem = shape_problem(width, heads, kv_heads)
+        problem = shape_problem(width, heads, kv_heads) or check_divides(tensor_parallel, heads=heads,
+                                                                        kv_heads=kv_heads, ffn=ffn)
         if problem:
             raise ValueError(problem)
         if not rope_theta > 0:
@@ -175,7 +194,8 @@ class Llama(Module):
         self.segment_size = checkpoint_segment_size(self.checkpoint, depth)
         self.plan = Plan(depth, self.segment_size)
         rng = np.random.default_rng(seed)
-        self.model = LlamaModel(vocab, depth, width, heads, kv_heads, ffn, eps, dtype, rng, self.plan)
+        self.tp = TensorParallel(tensor_parallel, sequence_parallel)  # the decoder layers' share of this rank
+        self.model = LlamaModel(vocab, depth, width, heads, kv_heads, ffn, eps, dtype, rng, self.plan, self.tp)
         self.lm_head = (Linear.from_weight(self.model.embed_tokens.weight) if tie
                         else Linear(width, vocab, False, dtype, rng, std=INIT_STD))
 
@@ -222,7 +242,7 @@ class Llama(Module):
         m, depth = self.model, self.depth
         with ops.small_ufunc_buffer():
             with layer_scope(depth + 1):
-                x = m.embed_tokens(idx)
+                x = self.tp.scatter(m.embed_tokens(idx))  # sequence parallelism: this rank's s/t tokens until the head
                 positions = np.arange(start, start + idx.shape[1], dtype=np.int64, like=idx)
                 tables = apply(ops.RotaryTables, positions, dim=self.head_dim, theta=self.rope_theta,
                                dtype=self.dtype)
@@ -244,7 +264,7 @@ class Llama(Module):
                                                names=("x", "rotary_tables"))
                 tables = None
             with layer_scope(depth):
-                x = m.norm(x)
+                x = self.tp.gather(m.norm(x))  # the head, whole on every rank, sees every token
                 return self.lm_head(keep_logits(x, logits))
 
     def run_layers(self, x: Tensor, tables: Tensor, start: int, stop: int) -> Tensor:
@@ -364,12 +384,15 @@ class LlamaFamily(Family):
             raise ConfigError(f"rope_theta must be positive, got {config['rope_theta']:g}")
         check_lora_config(self.base_model, config)
         check_generation(config)
+        check_tensor_parallel(config, heads=config["heads"], kv_heads=config["kv_heads"], ffn=config["ffn"])
 
     def base_model(self, config: dict[str, Any]) -> Llama:
         """The model without LoRA."""
         return Llama(config["vocab"], config["seq_len"], config["depth"], config["width"], config["heads"],
                      config["ffn"], kv_heads=config["kv_heads"], rope_theta=config["rope_theta"], eps=config["eps"],
-                     tie=config["tie"], dtype=config["dtype"], seed=config["seed"], checkpoint=config["checkpoint"])
+                     tie=config["tie"], dtype=config["dtype"], seed=config["seed"], checkpoint=config["checkpoint"],
+                     tensor_parallel=config.get("tensor_parallel") or 1,
+                     sequence_parallel=bool(config.get("sequence_parallel")))
 
     def build(self, config: dict[str, Any]) -> Llama:
         return apply_lora_config(self.base_model(config), config)
@@ -389,8 +412,8 @@ class LlamaFamily(Family):
     def state_bytes(self, config: dict[str, Any]) -> StateBytes | None:
         """`parameter_count` in the config's dtype, all trainable; the batch: `token_batch_bytes`. With LoRA: None
         (counted from the shape-only build, each decoder layer built once and counted as many)."""
-        if config.get("lora_rank"):
-            return None
+        if config.get("lora_rank") or (config.get("tensor_parallel") or 1) > 1:
+            return None  # counted from the shape-only build (a rank's shards)
         nbytes = parameter_count(config) * as_dtype(config["dtype"]).itemsize
         return StateBytes(nbytes, nbytes, token_batch_bytes(config))
 

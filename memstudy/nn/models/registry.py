@@ -189,6 +189,29 @@ def checkpoint_segments(checkpoint: str, depth: int) -> list[tuple[int, int]] | 
     return [(start, min(start + size, depth)) for start in range(0, depth, size)]
 
 
+def check_tensor_parallel(config: dict[str, Any], **counts: int) -> None:
+    """A family's tensor-parallel rules (memstudy/parallel/tensor.py), one ConfigError line: t must divide each of
+    `counts` (heads, kv_heads, the MLP's hidden size: each rank holds 1/t of them); sequence parallelism needs t > 1
+    and t dividing seq_len; LoRA and generation are one device's."""
+    t = config.get("tensor_parallel") or 1
+    if config.get("sequence_parallel") and t == 1:
+        raise ConfigError("sequence_parallel needs tensor_parallel > 1 (it splits the tokens over the tensor-parallel "
+                          "ranks)")
+    if t == 1:
+        return
+    for name, count in counts.items():
+        if count % t:
+            raise ConfigError(f"tensor_parallel {t} must divide {name} ({count})")
+    if config.get("sequence_parallel") and config["seq_len"] % t:
+        raise ConfigError(f"sequence_parallel: tensor_parallel {t} must divide seq_len ({config['seq_len']})")
+    if config.get("lora_rank"):
+        raise ConfigError(f"tensor_parallel {t} with lora_rank {config['lora_rank']}: LoRA adapters are not split "
+                          "over tensor-parallel ranks here")
+    if config.get("mode") == "generate":
+        raise ConfigError(f"tensor_parallel {t} with mode generate: the KV cache is not split over tensor-parallel "
+                          "ranks here")
+
+
 @dataclass(frozen=True)
 class StateBytes:
     """What a configuration holds before its step starts, in closed form (a family's `state_bytes`): the ledger's
