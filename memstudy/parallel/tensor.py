@@ -34,10 +34,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..autograd import Tensor, apply
-from ..autograd.engine import Function, Node
+from ..autograd.engine import STATE, Function, Node
 from ..autograd.meta import MetaArray
 from ..autograd.ops import linalg
-from .collectives import COMMUNICATION, report
+from .collectives import COMMUNICATION
 
 SEQUENCE_AXIS = 1  # memstudy's activations are (batch, sequence, hidden)
 
@@ -99,21 +99,30 @@ def use_group(chosen: Group) -> Iterator[Group]:
         _GROUPS.pop()
 
 
+def report(ctx: Node, array: np.ndarray, op: str) -> np.ndarray:
+    """Tell the instrument (the ledger) that `array` is a collective's buffer made by `op` in `ctx`'s layer (in
+    backward too, where no layer scope is open). Returns it."""
+    instrument = STATE.instrument
+    if instrument is not None:
+        instrument.on_new(array, op, ctx.layer, category=COMMUNICATION)
+    return array
+
+
 def _gathered(ctx: Node, shard: np.ndarray, size: int, op: str) -> np.ndarray:
     """A new (b, size·s, ...) buffer holding every rank's (b, s, ...) shard, reported as `communication`."""
     shape = shard.shape[:SEQUENCE_AXIS] + (shard.shape[SEQUENCE_AXIS] * size,) + shard.shape[SEQUENCE_AXIS + 1:]
-    out = report(np.empty(shape, dtype=shard.dtype, like=shard), op)
+    out = report(ctx, np.empty(shape, dtype=shard.dtype, like=shard), op)
     group(size).all_gather(shard, out, SEQUENCE_AXIS)
     return out
 
 
-def _scattered(full: np.ndarray, size: int, op: str) -> np.ndarray:
+def _scattered(ctx: Node, full: np.ndarray, size: int, op: str) -> np.ndarray:
     """This rank's (b, s/size, ...) part of the sum over the group of `full`, a new buffer (`communication`)."""
     n = full.shape[SEQUENCE_AXIS]
     if n % size:
         raise ValueError(f"{op}: sequence length {n} is not divisible by {size} tensor-parallel ranks")
     shape = full.shape[:SEQUENCE_AXIS] + (n // size,) + full.shape[SEQUENCE_AXIS + 1:]
-    out = report(np.empty(shape, dtype=full.dtype, like=full), op)
+    out = report(ctx, np.empty(shape, dtype=full.dtype, like=full), op)
     group(size).reduce_scatter(full, out, SEQUENCE_AXIS)
     return out
 
@@ -132,7 +141,7 @@ class CopyToTensorParallel(Function):
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
-        out = report(np.empty_like(grad), "all_reduce")
+        out = report(ctx, np.empty_like(grad), "all_reduce")
         np.copyto(out, grad)
         group(ctx.size).all_reduce(out)
         return (out,)
@@ -247,7 +256,7 @@ class SequenceParallelLinear(Function):
         if grad_total is None:
             return grads
         ctx.workspace(grad_total, "grad_input_all_tokens")
-        return (_scattered(np.ascontiguousarray(grad_total, like=grad_total), ctx.size, "reduce_scatter_backward"),) + grads[1:]
+        return (_scattered(ctx, np.ascontiguousarray(grad_total, like=grad_total), ctx.size, "reduce_scatter_backward"),) + grads[1:]
 
 
 # --- the layers --------------------------------------------------------------------------------------------------
