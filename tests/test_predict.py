@@ -117,6 +117,15 @@ for _family, _shape in SHAPES.items():
 # LoRA on the MLP's hidden layers (all-linear), every checkpoint x policy
 FAMILY_CONFIGS["mlp"] += [{"model": "mlp", **MLP_SHAPE, "lora_rank": 2, "checkpoint": c, "policy": p,
                            "optimizer": "adam"} for c in CHECKPOINTS for p in POLICIES]
+# tensor parallelism (t = 2, 4) x sequence parallelism x every checkpoint, each with the next precision x policy x
+# dropout (gpt) or kv_heads (llama) in turn (memstudy/parallel/tensor.py: the rank's shards and collectives)
+FAMILY_CONFIGS["gpt"] += rotate([{"model": "gpt", **GPT_SHAPE, "optimizer": "adam", **c} for c in grid(
+    tensor_parallel=(2, 4), sequence_parallel=(False, True), checkpoint=GPT_CHECKPOINTS)],
+    precision=("32-true", "bf16-mixed", "bf16-true", "16-mixed"), policy=POLICIES, dropout=(0.0, 0.2))
+FAMILY_CONFIGS["llama"] += rotate([{"model": "llama", **LLAMA_SHAPE, "optimizer": "adam", **c,
+                                    "kv_heads": 2 if c["tensor_parallel"] == 2 else 4} for c in grid(  # GQA at t = 2
+    tensor_parallel=(2, 4), sequence_parallel=(False, True), checkpoint=GPT_CHECKPOINTS)],
+    precision=("32-true", "bf16-mixed", "bf16-true"), policy=POLICIES)
 
 
 def cases() -> list:
