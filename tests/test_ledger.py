@@ -54,6 +54,7 @@ HAND_PEAK_BY_CATEGORY = {
     "optimizer_state": 0,
     "input": INPUTS,
     "kv_cache": 0,
+    "communication": 0,
     "gradient": (C * W + C + W * W + W) * ITEM,  # 792
     "activation": HIDDEN,  # h0 only: h1 was released by relu 1's backward
     "temporary": 2 * HIDDEN,
@@ -145,7 +146,7 @@ def test_tiny_timeline_ends_with_what_is_alive(tiny):
     # alive after the step: the baseline (parameters, inputs), every gradient and the loss
     assert last["live_bytes"] == BASELINE + PARAMS + LOSS == 2432
     assert {c: last[f"{c}_bytes"] for c in CATEGORIES} == {
-        "parameter": PARAMS, "optimizer_state": 0, "input": INPUTS, "kv_cache": 0, "gradient": PARAMS,
+        "parameter": PARAMS, "optimizer_state": 0, "input": INPUTS, "kv_cache": 0, "communication": 0, "gradient": PARAMS,
         "activation": 0, "temporary": 0, "output": LOSS,
     }
     assert sum(r["delta_bytes"] for r in rows) == last["live_bytes"]

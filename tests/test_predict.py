@@ -22,6 +22,7 @@ from memstudy.measure.ledger import StepAccount
 from memstudy.measure.predict import predict, predicted_account
 from memstudy.measure.workload import Workload
 from memstudy.nn.models.registry import PRECISIONS, builtin_names
+from memstudy.parallel.rank import is_parallel, notes as rank_notes
 
 
 def grid(**axes) -> list[dict]:
@@ -180,8 +181,13 @@ def test_prediction_equals_measured_ledger(family, raw):
         "predicted_peak_bytes": measured.peak_bytes,
         "predicted_step_peak_bytes": measured.step_peak_bytes,
         "predicted_peak_by_category": measured.peak_by_category,
+        "predicted_communication_bytes": sum(b for _, b in measured.collective_bytes.values()),
+        "predicted_collective_bytes": measured.collective_bytes,
         "predicted_buffers": len(measured.records),
         **predicted_generation_figures(measured),
+        **({"accounted_rank": config["rank"] or 0, "rank_choice": "given" if config["rank"] is not None
+            else "largest peak", "shape_only": True, "rank_notes": rank_notes(config)}
+           if is_parallel(config) else {}),
     }
 
 

@@ -24,13 +24,14 @@ from ..autograd.autocast import CastWeight
 from ..autograd.meta import Unsupported
 from ..autograd.ops.emulate import EMULATION_PREFIX
 from ..config import normalize
+from ..parallel import rank
 from . import probes
 from .agreement import prediction_matches, unavailable_prediction
 from .generation import PREDICTED_GENERATION_COLUMNS, generation_figures
 from .load import ForeignLoad
 from .workload import Workload
 from .predict import predict
-from ..run.results.fields import CONFIG_FIELDS, ROW_FIELDS
+from ..run.results.fields import CONFIG_FIELDS, PARALLEL_NAMES, ROW_FIELDS
 from ..run.results.provenance import model_source
 
 MIN_TIMED_STEPS = 3
@@ -106,7 +107,7 @@ def measure_workload(work: Workload, config: dict[str, Any], prediction: dict[st
         # not part of a step)
         step_seconds = _median_step_seconds(work.step, work.optimizer.zero_grad)
         foreign_cores = load.cores()
-        row: dict[str, Any] = {name: config.get(name) for name in CONFIG_FIELDS}
+        row: dict[str, Any] = {name: config.get(name) for name in CONFIG_FIELDS + PARALLEL_NAMES}
         row.update(config)  # a user family's own fields too
         row["repeat"] = repeat
         peak = account.peak_by_category
@@ -146,6 +147,10 @@ def measure_workload(work: Workload, config: dict[str, Any], prediction: dict[st
             status="ok",
             error="",
             prediction_unavailable=prediction.get("prediction_unavailable", ""),
+            # the rank the figures are (memstudy/parallel/rank.py); measured, not shape-only
+            **rank.row_fields(config, shape_only=False),
+            communication_bytes=sum(b for _, b in account.collective_bytes.values()),
+            predicted_communication_bytes=prediction.get("predicted_communication_bytes"),
         )
         row["prediction_matches"] = prediction_matches(row)
         missing = [f for f in ROW_FIELDS if f not in row]

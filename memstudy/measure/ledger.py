@@ -11,6 +11,8 @@ A buffer's category is decided from its whole life, when the step is over:
   parameter / optimizer_state / input  -- registered at the baseline
   kv_cache    -- made by an op that says so (`Function.output_category`: the KV cache's ops), with its role
                  (key or value) and layer, however long it lives
+  communication -- a collective's buffer (memstudy/parallel/collectives.py: an op's output that says so, or a
+                 buffer reported with `on_new(..., category="communication")`): a bucket, a gathered parameter
   gradient    -- became (part of) a leaf's .grad
   activation  -- saved by some op for backward (held for backward)
   output      -- still alive when the step ended
@@ -51,7 +53,8 @@ import numpy as np
 from ..autograd.engine import STATE, NotRepeatable
 from ..autograd.graph import base_buffer
 
-CATEGORIES = ("parameter", "optimizer_state", "input", "kv_cache", "gradient", "activation", "temporary", "output")
+CATEGORIES = ("parameter", "optimizer_state", "input", "kv_cache", "communication", "gradient", "activation",
+              "temporary", "output")
 REGISTERED = ("parameter", "optimizer_state", "input")
 # timeline.csv: the event and the live bytes per category after it, then the event's buffer
 TIMELINE_COLUMNS = (["event", "phase", "op", "layer", "category", "delta_bytes", "live_bytes"]
@@ -131,6 +134,9 @@ class StepAccount:
     buffer_count: int = 0  # buffers of the step (with repeated blocks: of the step in which every block ran)
     event_count: int = 0  # births and deaths, likewise; `peak_event` indexes them
     repeated: bool = False  # True: repeated blocks ran once for many; records and events are those of the run
+    # per collective op (its name): [buffers, bytes] of the communication buffers it made in the step (with repeated
+    # blocks: as often as they stand for), so a planner can sum a step's communication
+    collective_bytes: dict[str, list[int]] = field(default_factory=dict)
 
     def _unrolled(self) -> None:
         if self.repeated:
@@ -322,8 +328,12 @@ class Ledger:
             if grad is not None:
                 self._track(grad, op, "grad", node.layer, phase)
 
-    def on_new(self, array: np.ndarray, op: str, layer: int | None) -> None:
-        self._track(array, op, "new", layer, STATE.phase)
+    def on_new(self, array: np.ndarray, op: str, layer: int | None, category: str | None = None) -> None:
+        """A buffer made outside an op's output and gradients (a workspace, the optimiser's scratch); `category`: the
+        one it has whatever its life (a collective's buffer: "communication"), else the ledger decides."""
+        key = self._track(array, op, "new", layer, STATE.phase)
+        if category is not None:
+            self._held_as[key] = category
 
     def on_leaf_grad(self, leaf: Any, grad: np.ndarray) -> None:
         layer = self._layer_of_leaf.get(id(leaf))
@@ -415,6 +425,14 @@ class Ledger:
         else:
             saved_tensors = category_of.count(index_of["activation"])
             buffer_count = len(records)
+        communication = index_of["communication"]
+        collectives: dict[str, list[int]] = {}
+        for r, c in zip(records, category_of):
+            if c == communication:
+                n = born_copies[r[_KEY]] if repeated else 1
+                tally = collectives.setdefault(r[_OP], [0, 0])
+                tally[0] += n
+                tally[1] += n * r[_NBYTES]
         baseline = sum(registered.values())  # only `register` creates buffers in the baseline phase
         run = _summarise(events, 0, len(events), 0, category_of) if repeated else _flat(events, 0, len(events),
                                                                                           category_of)
@@ -437,6 +455,7 @@ class Ledger:
             buffer_count=buffer_count,
             event_count=run.events,
             repeated=repeated,
+            collective_bytes=collectives,
         )
 
 

@@ -45,6 +45,7 @@ from ..autograd.precision import dtype as as_dtype, is_low
 from ..config import get_family, normalize
 from ..nn import repeat
 from ..nn.models.registry import StateBytes
+from ..parallel import rank
 from .generation import predicted_generation_figures
 from .ledger import Ledger, StepAccount
 from .workload import Workload
@@ -121,7 +122,10 @@ def predict(raw_config: dict[str, Any], max_drawn_bytes: int | None = None, *, m
         estimate_seconds = check_cost(config, max_seconds, max_drawn_bytes)
     with _progress_bar(progress, estimate_seconds):
         account = (memoised_account if memoise else predicted_account)(config, max_drawn_bytes)
-    return prediction_fields(account)
+    fields = prediction_fields(account)
+    if rank.is_parallel(config):  # the figures are one rank's: which one
+        fields.update(rank.row_fields(config, shape_only=True), rank_notes=rank.notes(config))
+    return fields
 
 
 def prediction_cost(config: dict[str, Any], max_drawn_bytes: int | None = None) -> float | None:
@@ -240,6 +244,8 @@ def prediction_fields(account: StepAccount) -> dict[str, Any]:
         "predicted_peak_bytes": account.peak_bytes,
         "predicted_step_peak_bytes": account.step_peak_bytes,
         "predicted_peak_by_category": account.peak_by_category,
+        "predicted_communication_bytes": sum(b for _, b in account.collective_bytes.values()),
+        "predicted_collective_bytes": account.collective_bytes,  # per collective op: [buffers, bytes]
         "predicted_buffers": account.buffer_count,  # what the ledger's bookkeeping grows with (run/budget.py)
         **predicted_generation_figures(account),  # mode generate's cache and phase peaks (None otherwise)
     }

@@ -5,10 +5,11 @@ from ..run.results.fields import CATEGORIES
 
 CATEGORY_LABELS = {
     "parameter": "parameters", "optimizer_state": "optimiser state", "input": "input", "kv_cache": "KV cache",
-    "gradient": "gradients", "activation": "activations (held for backward)", "temporary": "temporaries",
-    "output": "output",
+    "communication": "communication buffers", "gradient": "gradients", "activation": "activations (held for backward)",
+    "temporary": "temporaries", "output": "output",
 }
 CATEGORY_COLORS = {
     "parameter": "#4c72b0", "optimizer_state": "#8172b2", "input": "#937860", "kv_cache": "#64b5cd",
-    "gradient": "#dd8452", "activation": "#c44e52", "temporary": "#ccb974", "output": "#55a868",
+    "communication": "#8c8c8c", "gradient": "#dd8452", "activation": "#c44e52", "temporary": "#ccb974",
+    "output": "#55a868",
 }

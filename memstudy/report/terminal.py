@@ -13,12 +13,13 @@ from . import document as doc
 from .document import Bullets, Document, Heading, Paragraph, Table
 from .formats import LOADED_CORES, bytes_text
 
-OPTIONAL_ROWS = ("peak_kv_cache_bytes",)  # breakdown rows shown only when some mode has such bytes (generation's)
+OPTIONAL_ROWS = ("peak_kv_cache_bytes", "peak_communication_bytes")  # breakdown rows shown only when some mode has such bytes (generation's)
 BREAKDOWN = (
     ("parameters", "peak_parameter_bytes"),
     ("optimizer state", "peak_optimizer_state_bytes"),
     ("input", "peak_input_bytes"),
     ("KV cache", "peak_kv_cache_bytes"),
+    ("communication buffers", "peak_communication_bytes"),
     ("gradients", "peak_gradient_bytes"),
     ("activations (held for backward)", "peak_activation_bytes"),
     ("temporaries", "peak_temporary_bytes"),
@@ -258,7 +259,11 @@ def predict_report(config: dict[str, Any], prediction: dict[str, Any]) -> str:
     ]
     if config["mode"] == "generate":
         facts += [[label, doc.nbytes(prediction.get(predicted))] for label, _, predicted in GENERATION if predicted]
+    if prediction.get("predicted_communication_bytes"):
+        facts.append(["collective buffers made in the step", doc.nbytes(prediction["predicted_communication_bytes"])])
     document = Document(f"memstudy predict ({config['mode']}): {describe(config)}")
+    for line in prediction.get("rank_notes") or ():  # the figures are one rank's (memstudy/parallel/rank.py)
+        document.blocks.append(Paragraph(line))
     document.add([doc.table(["predicted", "bytes"], facts), doc.table(["predicted breakdown at the peak", "bytes"],
                                                                        body)])
     return render(document)

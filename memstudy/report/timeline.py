@@ -39,7 +39,7 @@ class Band:
     runs: list[tuple[int, int, int]] = field(default_factory=list)
 
 
-LATER_CATEGORIES = ("kv_cache",)  # categories a timeline.csv written before them lacks (it held none of them)
+LATER_CATEGORIES = ("kv_cache", "communication")  # categories a timeline.csv written before them lacks (it held none of them)
 
 
 def read_timeline(path: str | Path) -> list[dict[str, str]]:

@@ -281,6 +281,42 @@ SHARED_FIELDS: tuple[Field, ...] = (
           optional=True),
 )
 LATE_SHARED_FIELDS = PRECISION_FIELDS[1:] + ("float64_reference",)  # row columns after the families' own
+# Parallelism (issue 26): the row's figures are one rank's (memstudy/parallel/). All optional: at their defaults
+# (one device) they change nothing, and descriptions and cell ids leave them out. Their row columns come last of all
+# (run/results/fields.py), after every column that existed before them. DeepSpeed's ZeRO bucket sizes, in elements,
+# with its defaults (deepspeed/runtime/zero/config.py: reduce_bucket_size 5e8, allgather_bucket_size 5e8,
+# stage3_prefetch_bucket_size 5e7, stage3_param_persistence_threshold 1e5).
+SCHEDULES = ("1f1b", "gpipe")
+PARALLEL_FIELDS: tuple[Field, ...] = (
+    Field("data_parallel", int, 1, "data-parallel ranks N: the row's figures are one rank's", minimum=1,
+          optional=True),
+    Field("zero", int, 0, "ZeRO stage: 1 shards the optimiser state (and fp32 master weights) 1/N, 2 the gradients "
+          "too, 3 the parameters too (gathered per layer before use, freed after)", minimum=0, maximum=3,
+          optional=True),
+    Field("tensor_parallel", int, 1, "tensor-parallel ranks t (Megatron-LM's column- and row-parallel Linears)",
+          minimum=1, optional=True),
+    Field("sequence_parallel", bool, False, "sequence parallelism: layer norms and dropouts on s/t tokens (with "
+          "tensor_parallel)", optional=True),
+    Field("pipeline_parallel", int, 1, "pipeline stages p (depth/p layers per rank)", minimum=1, optional=True),
+    Field("microbatches", int, 1, "microbatches per step of a pipeline (the batch is split m ways)", minimum=1,
+          optional=True),
+    Field("schedule", str, "1f1b", "pipeline schedule: 1f1b (PipeDream-Flush) or gpipe (all forwards, then all "
+          "backwards)", choices=SCHEDULES, optional=True),
+    Field("rank", int, None, "the rank whose memory the row accounts for (default: the rank with the largest "
+          "peak, reported as such)", minimum=0, optional=True),
+    Field("reduce_bucket_size", int, 500_000_000, "ZeRO: gradient elements per reduce(-scatter) bucket "
+          "(DeepSpeed's reduce_bucket_size)", minimum=1, optional=True),
+    Field("allgather_bucket_size", int, 500_000_000, "ZeRO 1-2: parameter elements per all-gather bucket after the "
+          "step (DeepSpeed's allgather_bucket_size)", minimum=1, optional=True),
+    Field("prefetch_bucket_size", int, 50_000_000, "ZeRO 3: parameter elements gathered ahead of use "
+          "(DeepSpeed's stage3_prefetch_bucket_size)", minimum=0, optional=True),
+    Field("param_persistence_threshold", int, 100_000, "ZeRO 3: parameters with fewer elements stay gathered "
+          "(DeepSpeed's stage3_param_persistence_threshold)", minimum=0, optional=True),
+)
+PARALLEL_NAMES = tuple(f.name for f in PARALLEL_FIELDS)
+# what is implemented so far: the other fields are accepted and refused at a value that is not their default
+PARALLEL_NOT_YET = ("tensor_parallel", "sequence_parallel", "pipeline_parallel", "microbatches", "schedule")
+SHARED_FIELDS = SHARED_FIELDS + PARALLEL_FIELDS
 SHARED_NAMES = tuple(f.name for f in SHARED_FIELDS)
 
 
@@ -404,6 +440,7 @@ class Family:
         for f in fields:
             config[f.name] = self.check_field(f, raw.get(f.name, f.default))
         check_precision(config)
+        check_parallel(config)
         if config["mode"] not in self.modes:
             able = [n for n in builtin_names() if config["mode"] in get_family(n).modes]
             raise ConfigError(f"mode {config['mode']}: model {self.name!r} cannot {config['mode']} (it runs "
@@ -452,6 +489,26 @@ def check_precision(config: dict[str, Any]) -> None:
             raise ConfigError("loss_scale dynamic scales float16 gradients that are unscaled in float32: it needs "
                               "autocast float16, or dtype float16 with master_weights (PyTorch's GradScaler refuses "
                               "to unscale float16 gradients in place)")
+
+
+def world_size(config: dict[str, Any]) -> int:
+    """The ranks a parallel configuration spans (1 on one device)."""
+    return (config.get("data_parallel") or 1) * (config.get("tensor_parallel") or 1) \
+        * (config.get("pipeline_parallel") or 1)
+
+
+def check_parallel(config: dict[str, Any]) -> None:
+    """The rules between the parallel fields (ConfigError, one line naming the field)."""
+    for f in PARALLEL_FIELDS:
+        if f.name in PARALLEL_NOT_YET and config.get(f.name, f.default) not in (None, f.default):
+            raise ConfigError(f"{f.name} {config[f.name]}: not yet (tensor, sequence and pipeline parallelism are "
+                              "being built; data_parallel and zero work)")
+    rank = config.get("rank")
+    if rank is not None and rank >= world_size(config):
+        raise ConfigError(f"rank must be below the {world_size(config)} ranks (data_parallel x tensor_parallel x "
+                          f"pipeline_parallel), got {rank}")
+    if config.get("zero", 0) and config.get("mode", "train") != "train":
+        raise ConfigError(f"zero {config['zero']} shards training state: it needs mode train, got {config['mode']}")
 
 
 DEFAULT_FAMILY = "mlp"  # the family a config without `model` (the CLI without --model, a spec's grid) means
@@ -534,8 +591,9 @@ def all_field_names() -> tuple[str, ...]:
         for f in get_family(family_name).fields:
             if f.name not in names:
                 names.append(f.name)
-    # the precision fields came after the families' own: columns are only ever appended (study/fields.py)
-    return tuple(names) + LATE_SHARED_FIELDS
+    # the precision fields came after the families' own: columns are only ever appended (study/fields.py); the
+    # parallel fields came later still (run/results/fields.py appends them at the row's end)
+    return tuple(n for n in names if n not in PARALLEL_NAMES) + LATE_SHARED_FIELDS
 
 
 Builder = Callable[[dict[str, Any]], Any]

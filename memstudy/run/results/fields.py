@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ...measure.generation import GENERATION_COLUMNS, PREDICTED_GENERATION_COLUMNS
 from ...measure.ledger import CATEGORIES
-from ...nn.models.registry import all_field_names
+from ...nn.models.registry import PARALLEL_NAMES, all_field_names
 
 # The config columns of the first runs.csv files, in their place.
 LEGACY_CONFIG_FIELDS: tuple[str, ...] = (
@@ -27,7 +27,8 @@ BASELINE_FIELDS = ("parameter_bytes", "optimizer_state_bytes", "input_bytes")
 # recomputed_ops: ops applied while checkpoints recomputed their segments (0 without checkpointing)
 LEDGER_FIELDS = (
     "peak_bytes", "step_peak_bytes", "activation_bytes", "saved_tensors", "recomputed_ops",
-    *(f"peak_{c}_bytes" for c in CATEGORIES if c != "kv_cache"),  # kv_cache came later: GENERATION_FIELDS
+    # kv_cache came later (GENERATION_FIELDS), communication later still (PARALLEL_ROW_FIELDS)
+    *(f"peak_{c}_bytes" for c in CATEGORIES if c not in ("kv_cache", "communication")),
 )
 PREDICTED_FIELDS = ("predicted_peak_bytes", "predicted_step_peak_bytes", "predicted_activation_bytes")
 # rss_method says how the RSS figure was taken: "vmhwm" (exact reset), "sampled" (psutil thread) or
@@ -70,10 +71,19 @@ LATER_FIELDS: tuple[str, ...] = (LOAD_FIELDS + LIMIT_FIELDS + PLACE_FIELDS + THR
 # its tiles, workspaces named fp32_*) live at the ledger's peak, which counts among the temporaries
 PRECISION_ROW_FIELDS = ("grad_error_vs_float64", "weight_copy_bytes", "peak_emulation_bytes")
 
+# Parallelism (issue 26, memstudy/parallel/): the parallel config fields, then what the row's figures are. A row's
+# figures are one rank's: accounted_rank is it, rank_choice says why ("given": the config's `rank`; "largest peak":
+# the rank with the largest peak); shape_only is True when the figures come from the rank's graph run on shape-only
+# arrays (no measured step); peak_communication_bytes the collectives' buffers at the peak (ledger category
+# `communication`) and communication_bytes every collective buffer the step made (the ledger's
+# StepAccount.collective_bytes, summed); predicted too.
+PARALLEL_ROW_FIELDS = PARALLEL_NAMES + ("accounted_rank", "rank_choice", "shape_only", "peak_communication_bytes",
+                                         "communication_bytes", "predicted_communication_bytes")
+
 ROW_FIELDS: tuple[str, ...] = (
     LEGACY_CONFIG_FIELDS + BASELINE_FIELDS + LEDGER_FIELDS + PREDICTED_FIELDS + PROBE_FIELDS + ACCURACY_FIELDS
-    + OUTCOME_FIELDS + MODEL_FIELDS + LATER_FIELDS + PRECISION_ROW_FIELDS
+    + OUTCOME_FIELDS + MODEL_FIELDS + LATER_FIELDS + PRECISION_ROW_FIELDS + PARALLEL_ROW_FIELDS
 )
 
 # Config columns a report groups by (every config field but the repeat index).
-GRID_FIELDS: tuple[str, ...] = tuple(f for f in CONFIG_FIELDS if f != "repeat")
+GRID_FIELDS: tuple[str, ...] = tuple(f for f in CONFIG_FIELDS if f != "repeat")  # not yet the parallel fields

@@ -1,0 +1,46 @@
+"""Which rank a row accounts for, and what the row says about it (the row's figures are that rank's)."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..nn.models.registry import world_size
+
+
+def is_parallel(config: dict[str, Any]) -> bool:
+    """Whether the configuration spans more than one rank, or asks for ZeRO (which on one rank changes nothing)."""
+    return world_size(config) > 1 or bool(config.get("zero"))
+
+
+def accounted_rank(config: dict[str, Any]) -> tuple[int, str]:
+    """(rank, why): the config's `rank` ("given"), else the rank with the largest peak ("largest peak"). Under data
+    parallelism and ZeRO every rank holds alike shards (each parameter split into equal, padded parts), so rank 0
+    has the largest peak (tied with every other)."""
+    rank = config.get("rank")
+    if rank is not None:
+        return rank, "given"
+    return 0, "largest peak"
+
+
+def notes(config: dict[str, Any]) -> list[str]:
+    """Lines the output prints about the ranks: which one the figures are, and a ZeRO stage that changes nothing."""
+    if not is_parallel(config):
+        return []
+    n = config.get("data_parallel") or 1
+    rank, why = accounted_rank(config)
+    lines = []
+    if world_size(config) > 1:
+        which = "given by rank" if why == "given" else "the rank with the largest peak"
+        alike = f" (all {n} data-parallel ranks hold alike shards)" if world_size(config) == n else ""
+        lines.append(f"figures of rank {rank} of {world_size(config)}: {which}{alike}")
+    if config.get("zero") and n == 1:
+        lines.append(f"zero {config['zero']} with data_parallel 1: one rank holds every shard, so ZeRO changes "
+                     "nothing (the figures are one device's)")
+    return lines
+
+
+def row_fields(config: dict[str, Any], shape_only: bool) -> dict[str, Any]:
+    """The row's columns about its rank (run/results/fields.py: PARALLEL_ROW_FIELDS); empty on one device."""
+    if not is_parallel(config):
+        return {"accounted_rank": None, "rank_choice": None, "shape_only": shape_only}
+    rank, why = accounted_rank(config)
+    return {"accounted_rank": rank, "rank_choice": why, "shape_only": shape_only}
