@@ -268,6 +268,7 @@ class GPTFamily(Family):
     checkpoints = ("selective",)
     findings = ("attention", "precision", "generation")  # the report's sections on this family (memstudy/findings/)
     hf_model_types = ("gpt2",)
+    tensor_parallel = True  # Megatron-LM's column- and row-parallel Linears (memstudy/parallel/tensor.py)
     modes = MODES  # train, inference, and generate (nn.generation)
     checkpoint_help = {"selective": "recompute each block's attention core (scores, softmax, dropout: the a·s²·b "
                                     "terms) in backward, holding only q, k, v (Korthikanti et al. 2022)"}

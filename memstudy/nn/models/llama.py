@@ -359,6 +359,7 @@ class LlamaFamily(Family):
     checkpoints = ("selective",)
     findings = ("precision", "generation")  # the report's sections on this family (memstudy/findings/)
     hf_model_types = ("llama",)
+    tensor_parallel = True  # Megatron-LM's column- and row-parallel Linears (memstudy/parallel/tensor.py)
     modes = MODES  # train, inference, and generate (nn.generation)
     fields = (
         Field("heads", int, 4, "attention (query) heads (must divide width; width / heads must be even)", minimum=1),

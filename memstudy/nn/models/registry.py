@@ -315,7 +315,7 @@ PARALLEL_FIELDS: tuple[Field, ...] = (
 )
 PARALLEL_NAMES = tuple(f.name for f in PARALLEL_FIELDS)
 # what is implemented so far: the other fields are accepted and refused at a value that is not their default
-PARALLEL_NOT_YET = ("tensor_parallel", "sequence_parallel", "pipeline_parallel", "microbatches", "schedule")
+PARALLEL_NOT_YET = ("pipeline_parallel", "microbatches", "schedule")
 SHARED_FIELDS = SHARED_FIELDS + PARALLEL_FIELDS
 SHARED_NAMES = tuple(f.name for f in SHARED_FIELDS)
 
@@ -353,6 +353,9 @@ class Family:
     hf_model_types: tuple[str, ...] = ()
     checkpoint_help: dict[str, str] = {}
     modes: tuple[str, ...] = ("train", "inference")
+    # whether its blocks split over tensor-parallel ranks (memstudy/parallel/tensor.py); its `check` then calls
+    # `check_tensor_parallel` with the counts t must divide
+    tensor_parallel: bool = False
 
     def check(self, config: dict[str, Any]) -> None:
         """Rules between fields; the default has none."""
@@ -441,6 +444,10 @@ class Family:
             config[f.name] = self.check_field(f, raw.get(f.name, f.default))
         check_precision(config)
         check_parallel(config)
+        if (config.get("tensor_parallel") or 1) > 1 and not self.tensor_parallel:
+            able = [n for n in builtin_names() if get_family(n).tensor_parallel]
+            raise ConfigError(f"tensor_parallel {config['tensor_parallel']}: model {self.name!r} has no tensor-parallel "
+                              f"layers ({', '.join(able)} have)")
         if config["mode"] not in self.modes:
             able = [n for n in builtin_names() if config["mode"] in get_family(n).modes]
             raise ConfigError(f"mode {config['mode']}: model {self.name!r} cannot {config['mode']} (it runs "
