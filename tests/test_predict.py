@@ -128,6 +128,16 @@ FAMILY_CONFIGS["llama"] += rotate([{"model": "llama", **LLAMA_SHAPE, "optimizer"
     tensor_parallel=(2, 4), sequence_parallel=(False, True), checkpoint=GPT_CHECKPOINTS)],
     precision=("32-true", "bf16-mixed", "bf16-true"), policy=POLICIES)
 
+# ZeRO (memstudy/parallel/zero.py): each stage on 1 and 3 data-parallel ranks (3 divides no parameter's size here:
+# padded parts), a given rank and the default, 16-bit with master weights and float32/float64, Adam and SGD
+ZERO_GRID = [dict(zero=z, data_parallel=n, param_persistence_threshold=0) for z in (0, 1, 2, 3) for n in (1, 3)]
+for _family, _shape in (("mlp", MLP_SHAPE), ("gpt", {**GPT_SHAPE, "dropout": 0.1}), ("llama", {**LLAMA_SHAPE, "kv_heads": 2})):
+    FAMILY_CONFIGS[_family] += rotate([{"model": _family, **_shape, **c} for c in ZERO_GRID],
+                                      precision=("bf16-master", "32-true", "16-master", "64-true"),
+                                      optimizer=("adam", "sgd", "momentum"), rank=(None, 2))
+FAMILY_CONFIGS["gpt"] += [{"model": "gpt", **GPT_SHAPE, "zero": 3, "data_parallel": 2, "checkpoint": c,
+                           "optimizer": "adam", "precision": "bf16-master"} for c in GPT_CHECKPOINTS]
+
 
 def cases() -> list:
     out = []
