@@ -103,3 +103,46 @@ def test_korthikanti_table2_rows_equal_the_paper_term_by_term():
 def test_predict_reports_one_rank():
     fields = predict({**LLAMA, "tensor_parallel": 2, "sequence_parallel": True})
     assert fields["predicted_peak_bytes"] < predict(LLAMA)["predicted_peak_bytes"]
+
+
+# --- pipeline parallelism (memstudy/parallel/pipeline.py) --------------------------------------------------------
+@pytest.mark.parametrize("raw,wrong", [
+    ({**GPT, "depth": 3, "pipeline_parallel": 2, "microbatches": 2}, "pipeline_parallel 2 must divide depth (3)"),
+    ({**GPT, "pipeline_parallel": 2, "microbatches": 1}, "microbatches 1 < pipeline_parallel 2: the 1f1b schedule"),
+    ({**GPT, "microbatches": 3}, "microbatches 3 must divide batch_size (2)"),
+    ({**GPT, "model": "cnn", "depth": 2, "pipeline_parallel": 2, "microbatches": 2}, "builds no pipeline stages"),
+])
+def test_pipeline_refused_with_one_line(raw, wrong):
+    with pytest.raises(ConfigError) as info:
+        normalize({k: v for k, v in raw.items() if raw.get("model") != "cnn" or k not in GPT or k in
+                   ("model", "depth", "batch_size", "optimizer")})
+    assert wrong in str(info.value) and "\n" not in str(info.value)
+
+
+def test_cli_refuses_too_few_microbatches_exit_2(capsys):
+    status = cli.main(["predict", "--model", "gpt", "--depth", "4", "--pipeline-parallel", "4", "--microbatches", "2"])
+    captured = capsys.readouterr()
+    assert status == 2 and len(captured.err.strip().splitlines()) == 1
+    assert "microbatches 2 < pipeline_parallel 4" in captured.err
+
+
+def test_schedule_orders():
+    from memstudy.parallel.pipeline import order
+
+    assert order(4, 0, 6, "1f1b") == [("F", 0), ("F", 1), ("F", 2), ("F", 3), ("B", 0), ("F", 4), ("B", 1),
+                                      ("F", 5), ("B", 2), ("B", 3), ("B", 4), ("B", 5)]
+    assert order(4, 3, 2, "1f1b") == [("F", 0), ("B", 0), ("F", 1), ("B", 1)]
+    assert order(2, 0, 2, "gpipe") == [("F", 0), ("F", 1), ("B", 0), ("B", 1)]
+
+
+def test_first_stage_holds_p_microbatches_under_1f1b_and_m_under_gpipe():
+    """The first of p = 4 stages with m = 8 microbatches: 1F1B holds 4 microbatches' saved tensors at once, GPipe
+    all 8, each microbatch's the same (one microbatch on one stage: the p = 4, m = 1 GPipe step)."""
+    raw = {**GPT, "depth": 4, "batch_size": 8, "dropout": 0.1, "pipeline_parallel": 4}
+    f1b = predicted_account(normalize({**raw, "microbatches": 8, "schedule": "1f1b"}))
+    gpipe = predicted_account(normalize({**raw, "microbatches": 8, "schedule": "gpipe"}))
+    single = predicted_account(normalize({**raw, "microbatches": 1, "schedule": "gpipe", "batch_size": 1}))
+    assert f1b.activation_bytes == 4 * single.activation_bytes
+    assert gpipe.activation_bytes == 8 * single.activation_bytes
+    last = predicted_account(normalize({**raw, "microbatches": 8, "schedule": "1f1b", "rank": 3}))
+    assert "communication" in last.max_by_category and last.max_by_category["communication"] > 0

@@ -38,6 +38,7 @@ from ..layers import Linear, Module, check_dtype
 from ..lora import apply_lora_config, check_lora_config, lora_fields
 from ..repeat import Plan
 from ..transformer import GELU, Dropout, Embedding, LayerNorm
+from ...parallel import pipeline
 from ...parallel.tensor import TensorParallel, check_divides
 from .registry import (MODES, ConfigError, Family, Field, StateBytes, check_tensor_parallel, checkpoint_segment_size,
                        parse_checkpoint)
@@ -131,15 +132,18 @@ class Block(Module):
 
 
 class Transformer(Module):
-    """nanoGPT's `transformer` ModuleDict: wte, wpe, drop, h (the blocks: those `plan` runs), ln_f."""
+    """nanoGPT's `transformer` ModuleDict: wte, wpe, drop, h (the blocks: those `plan` runs), ln_f. A pipeline stage
+    (memstudy/parallel/pipeline.py) holds wpe only if `first`, ln_f only if `last`, and wte if either (the last
+    stage's copy of the word embeddings for the tied head, as Megatron-LM keeps it)."""
 
     def __init__(self, vocab: int, seq_len: int, depth: int, width: int, heads: int, dropout: float, bias: bool,
-                 dtype: Any, rng: np.random.Generator, plan: Plan, tp: TensorParallel = ONE_DEVICE):
-        self.wte = Embedding(vocab, width, dtype, rng, std=INIT_STD)
-        self.wpe = Embedding(seq_len, width, dtype, rng, std=INIT_STD)
+                 dtype: Any, rng: np.random.Generator, plan: Plan, tp: TensorParallel = ONE_DEVICE,
+                 first: bool = True, last: bool = True):
+        self.wte = Embedding(vocab, width, dtype, rng, std=INIT_STD) if first or last else None
+        self.wpe = Embedding(seq_len, width, dtype, rng, std=INIT_STD) if first else None
         self.drop = Dropout(dropout)
         self.h = plan.build(lambda i: Block(width, heads, depth, dropout, bias, dtype, rng, tp))
-        self.ln_f = LayerNorm(width, bias, dtype)
+        self.ln_f = LayerNorm(width, bias, dtype) if last else None
 
 
 class TiedHead(Module):
@@ -157,7 +161,7 @@ class GPT(Module):
 
     def __init__(self, vocab: int, seq_len: int, depth: int, width: int, heads: int, dropout: float = 0.0,
                  bias: bool = True, dtype: Any = "float32", seed: int | None = 0, checkpoint: str = "none",
-                 tensor_parallel: int = 1, sequence_parallel: bool = False):
+                 tensor_parallel: int = 1, sequence_parallel: bool = False, first: bool = True, last: bool = True):
         for name, value in (("vocab", vocab), ("seq_len", seq_len), ("depth", depth), ("width", width),
                             ("heads", heads), ("tensor_parallel", tensor_parallel)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -178,9 +182,11 @@ class GPT(Module):
         self.training = True
         self.calls = 0  # forward calls so far: part of each dropout generator's seed
         rng = np.random.default_rng(seed)
+        # a pipeline stage (memstudy/parallel/pipeline.py): the embeddings only on the first, the head on the last
+        self.first, self.last = bool(first), bool(last)
         self.transformer = Transformer(vocab, seq_len, depth, width, heads, dropout, bias, dtype, rng, self.plan,
-                                       self.tp)
-        self.lm_head = TiedHead(self.transformer.wte.weight)
+                                       self.tp, self.first, self.last)
+        self.lm_head = TiedHead(self.transformer.wte.weight) if self.last else None
 
     def train(self, mode: bool = True) -> "GPT":
         """Training mode (dropout on) or, with mode False, evaluation mode (dropout off, nothing saved for it)."""
@@ -223,6 +229,8 @@ class GPT(Module):
         """(b, s) token ids → (b, s, vocab) logits; with a KV cache (`nn.kv_cache`, generation) the tokens sit at the
         positions after those it holds and every block reads and fills it; `logits="last"`: the last position's only,
         (b, 1, vocab), as transformers' `logits_to_keep = 1`."""
+        if not self.first:  # a later pipeline stage: idx is the hidden states the previous stage sent
+            return self.stage_forward(idx)
         idx = idx.data if isinstance(idx, Tensor) else idx
         self.check_tokens(idx, 0 if cache is None else cache.length)
         start = check_cache(cache, idx.shape[1])
@@ -247,9 +255,32 @@ class GPT(Module):
                     params = [p for block in t.h[start:stop] for p in block.parameters()]
                     with layer_scope(start):
                         x = checkpoint_segment(self.run_blocks, x, params, start, stop, call)
-            with layer_scope(depth):
-                x = self.tp.gather(t.ln_f(x))  # the head, whole on every rank, sees every token
-                return self.lm_head(keep_logits(x, logits))
+            return self.head(x, logits)
+
+    def head(self, x: Tensor, logits: str = "all") -> Tensor:
+        """ln_f and the tied head (the last pipeline stage's), or x itself on an earlier stage."""
+        if not self.last:
+            return x
+        with layer_scope(self.depth):
+            x = self.tp.gather(self.transformer.ln_f(x))  # the head, whole on every rank, sees every token
+            return self.lm_head(keep_logits(x, logits))
+
+    def stage_forward(self, x: Tensor) -> Tensor:
+        """A later pipeline stage's forward: its blocks on the hidden states received, then the head if last."""
+        self.calls += 1
+        call = self.calls
+        with ops.small_ufunc_buffer():
+            if self.segment_size is None:
+                selective = self.checkpoint == "selective"
+                for i in self.plan.blocks(0, self.depth):
+                    with layer_scope(i):
+                        x = self.transformer.h[i](x, (self.seed, call, i), selective)
+            else:
+                for start, stop in self.plan.segments():
+                    params = [p for block in self.transformer.h[start:stop] for p in block.parameters()]
+                    with layer_scope(start):
+                        x = checkpoint_segment(self.run_blocks, x, params, start, stop, call)
+            return self.head(x)
 
     def run_blocks(self, x: Tensor, start: int, stop: int, call: int) -> Tensor:
         """Blocks start..stop-1 of forward call `call`: one checkpoint segment (run again in its recompute)."""
@@ -269,6 +300,7 @@ class GPTFamily(Family):
     findings = ("attention", "precision", "generation")  # the report's sections on this family (memstudy/findings/)
     hf_model_types = ("gpt2",)
     tensor_parallel = True  # Megatron-LM's column- and row-parallel Linears (memstudy/parallel/tensor.py)
+    pipeline_parallel = True  # one stage's blocks (memstudy/parallel/pipeline.py)
     modes = MODES  # train, inference, and generate (nn.generation)
     checkpoint_help = {"selective": "recompute each block's attention core (scores, softmax, dropout: the a·s²·b "
                                     "terms) in backward, holding only q, k, v (Korthikanti et al. 2022)"}
@@ -293,10 +325,11 @@ class GPTFamily(Family):
 
     def base_model(self, config: dict[str, Any]) -> GPT:
         """The model without LoRA."""
-        model = GPT(config["vocab"], config["seq_len"], config["depth"], config["width"], config["heads"],
+        stage = pipeline.stage_fields(config)  # the whole model on one stage
+        model = GPT(config["vocab"], config["seq_len"], stage["depth"], config["width"], config["heads"],
                     dropout=config["dropout"], bias=config["bias"], dtype=config["dtype"], seed=config["seed"],
                     checkpoint=config["checkpoint"], tensor_parallel=config.get("tensor_parallel") or 1,
-                    sequence_parallel=bool(config.get("sequence_parallel")))
+                    sequence_parallel=bool(config.get("sequence_parallel")), first=stage["first"], last=stage["last"])
         return model.train(config["mode"] == "train")
 
     def build(self, config: dict[str, Any]) -> GPT:
@@ -323,8 +356,8 @@ class GPTFamily(Family):
         and bias; 2h without biases), ln_f; the batch: `token_batch_bytes` (GPT-2 small: 124,439,808 parameters with
         a 1024-position table). With LoRA: None (counted from the shape-only build, the blocks built once and counted
         as many)."""
-        if config.get("lora_rank") or (config.get("tensor_parallel") or 1) > 1:
-            return None  # counted from the shape-only build (a rank's shards)
+        if config.get("lora_rank") or (config.get("tensor_parallel") or 1) > 1 or pipeline.stages(config) > 1:
+            return None  # counted from the shape-only build (a rank's shards, a pipeline stage's blocks)
         h, depth = config["width"], config["depth"]
         norm = 2 * h if config["bias"] else h
         block = 12 * h * h + (9 * h if config["bias"] else 0) + 2 * norm

@@ -54,6 +54,7 @@ from ..layers import Linear, Module, check_dtype
 from ..lora import apply_lora_config, check_lora_config, lora_fields
 from ..transformer import Embedding, RMSNorm
 from ..repeat import Plan
+from ...parallel import pipeline
 from ...parallel.tensor import TensorParallel, check_divides
 from .registry import (MODES, ConfigError, Family, Field, StateBytes, check_tensor_parallel, checkpoint_segment_size,
                        parse_checkpoint)
@@ -150,14 +151,16 @@ class LlamaDecoderLayer(Module):
 
 
 class LlamaModel(Module):
-    """transformers' `LlamaModel`: embed_tokens, layers, norm."""
+    """transformers' `LlamaModel`: embed_tokens, layers, norm. A pipeline stage (memstudy/parallel/pipeline.py) holds
+    embed_tokens if `first` (or `last` with a tied head: the last stage's copy), norm if `last`."""
 
     def __init__(self, vocab: int, depth: int, width: int, heads: int, kv_heads: int, ffn: int, eps: float,
-                 dtype: Any, rng: np.random.Generator, plan: Plan | None = None, tp: TensorParallel = ONE_DEVICE):
-        self.embed_tokens = Embedding(vocab, width, dtype, rng, std=INIT_STD)
+                 dtype: Any, rng: np.random.Generator, plan: Plan | None = None, tp: TensorParallel = ONE_DEVICE,
+                 first: bool = True, last: bool = True, tie: bool = False):
+        self.embed_tokens = Embedding(vocab, width, dtype, rng, std=INIT_STD) if first or (last and tie) else None
         plan = plan or Plan(depth)  # the decoder layers are alike: the predictor runs a few of them (nn.repeat)
         self.layers = plan.build(lambda i: LlamaDecoderLayer(width, heads, kv_heads, ffn, eps, dtype, rng, tp))
-        self.norm = RMSNorm(width, dtype, eps)
+        self.norm = RMSNorm(width, dtype, eps) if last else None
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -175,7 +178,7 @@ class Llama(Module):
     def __init__(self, vocab: int, seq_len: int, depth: int, width: int, heads: int, ffn: int,
                  kv_heads: int | None = None, rope_theta: float = 10000.0, eps: float = 1e-6, tie: bool = False,
                  dtype: Any = "float32", seed: int | None = 0, checkpoint: str = "none", tensor_parallel: int = 1,
-                 sequence_parallel: bool = False):
+                 sequence_parallel: bool = False, first: bool = True, last: bool = True):
         kv_heads = heads if kv_heads is None else kv_heads
         for name, value in (("vocab", vocab), ("seq_len", seq_len), ("depth", depth), ("width", width),
                             ("heads", heads), ("kv_heads", kv_heads), ("ffn", ffn), ("tensor_parallel", tensor_parallel)):
@@ -195,8 +198,10 @@ class Llama(Module):
         self.plan = Plan(depth, self.segment_size)
         rng = np.random.default_rng(seed)
         self.tp = TensorParallel(tensor_parallel, sequence_parallel)  # the decoder layers' share of this rank
-        self.model = LlamaModel(vocab, depth, width, heads, kv_heads, ffn, eps, dtype, rng, self.plan, self.tp)
-        self.lm_head = (Linear.from_weight(self.model.embed_tokens.weight) if tie
+        self.first, self.last = bool(first), bool(last)  # a pipeline stage: embeddings on the first, head on the last
+        self.model = LlamaModel(vocab, depth, width, heads, kv_heads, ffn, eps, dtype, rng, self.plan, self.tp,
+                                self.first, self.last, self.tie)
+        self.lm_head = (None if not self.last else Linear.from_weight(self.model.embed_tokens.weight) if tie
                         else Linear(width, vocab, False, dtype, rng, std=INIT_STD))
 
     @classmethod
@@ -236,14 +241,20 @@ class Llama(Module):
         """(b, s) token ids → (b, s, vocab) logits; with a KV cache (`nn.kv_cache`, generation) the tokens sit at the
         positions after those it holds and every layer reads and fills it; `logits="last"`: the last position's only,
         (b, 1, vocab), as transformers' `logits_to_keep = 1`."""
-        idx = idx.data if isinstance(idx, Tensor) else idx
-        self.check_tokens(idx)
-        start = check_cache(cache, idx.shape[1])
+        if self.first:
+            idx = idx.data if isinstance(idx, Tensor) else idx
+            self.check_tokens(idx)
+            start = check_cache(cache, idx.shape[1])
+            s, like = idx.shape[1], idx
+        else:  # a later pipeline stage: idx is the hidden states the previous stage sent
+            x, start, like = idx, 0, idx.data
+            s = x.shape[1] * (self.tp.size if self.tp.sequence else 1)
         m, depth = self.model, self.depth
         with ops.small_ufunc_buffer():
             with layer_scope(depth + 1):
-                x = self.tp.scatter(m.embed_tokens(idx))  # sequence parallelism: this rank's s/t tokens until the head
-                positions = np.arange(start, start + idx.shape[1], dtype=np.int64, like=idx)
+                if self.first:  # sequence parallelism: this rank's s/t tokens until the head
+                    x = self.tp.scatter(m.embed_tokens(idx))
+                positions = np.arange(start, start + s, dtype=np.int64, like=like)
                 tables = apply(ops.RotaryTables, positions, dim=self.head_dim, theta=self.rope_theta,
                                dtype=self.dtype)
                 positions = None
@@ -263,6 +274,8 @@ class Llama(Module):
                         x = checkpoint_segment(self.run_layers, (x, tables), params, start, stop,
                                                names=("x", "rotary_tables"))
                 tables = None
+            if not self.last:
+                return x
             with layer_scope(depth):
                 x = self.tp.gather(m.norm(x))  # the head, whole on every rank, sees every token
                 return self.lm_head(keep_logits(x, logits))
@@ -360,6 +373,7 @@ class LlamaFamily(Family):
     findings = ("precision", "generation")  # the report's sections on this family (memstudy/findings/)
     hf_model_types = ("llama",)
     tensor_parallel = True  # Megatron-LM's column- and row-parallel Linears (memstudy/parallel/tensor.py)
+    pipeline_parallel = True  # one stage's blocks (memstudy/parallel/pipeline.py)
     modes = MODES  # train, inference, and generate (nn.generation)
     fields = (
         Field("heads", int, 4, "attention (query) heads (must divide width; width / heads must be even)", minimum=1),
@@ -389,11 +403,13 @@ class LlamaFamily(Family):
 
     def base_model(self, config: dict[str, Any]) -> Llama:
         """The model without LoRA."""
-        return Llama(config["vocab"], config["seq_len"], config["depth"], config["width"], config["heads"],
+        stage = pipeline.stage_fields(config)  # the whole model on one stage
+        return Llama(config["vocab"], config["seq_len"], stage["depth"], config["width"], config["heads"],
                      config["ffn"], kv_heads=config["kv_heads"], rope_theta=config["rope_theta"], eps=config["eps"],
                      tie=config["tie"], dtype=config["dtype"], seed=config["seed"], checkpoint=config["checkpoint"],
                      tensor_parallel=config.get("tensor_parallel") or 1,
-                     sequence_parallel=bool(config.get("sequence_parallel")))
+                     sequence_parallel=bool(config.get("sequence_parallel")), first=stage["first"],
+                     last=stage["last"])
 
     def build(self, config: dict[str, Any]) -> Llama:
         return apply_lora_config(self.base_model(config), config)
@@ -413,7 +429,7 @@ class LlamaFamily(Family):
     def state_bytes(self, config: dict[str, Any]) -> StateBytes | None:
         """`parameter_count` in the config's dtype, all trainable; the batch: `token_batch_bytes`. With LoRA: None
         (counted from the shape-only build, each decoder layer built once and counted as many)."""
-        if config.get("lora_rank") or (config.get("tensor_parallel") or 1) > 1:
+        if config.get("lora_rank") or (config.get("tensor_parallel") or 1) > 1 or pipeline.stages(config) > 1:
             return None  # counted from the shape-only build (a rank's shards)
         nbytes = parameter_count(config) * as_dtype(config["dtype"]).itemsize
         return StateBytes(nbytes, nbytes, token_batch_bytes(config))

@@ -315,7 +315,7 @@ PARALLEL_FIELDS: tuple[Field, ...] = (
 )
 PARALLEL_NAMES = tuple(f.name for f in PARALLEL_FIELDS)
 # what is implemented so far: the other fields are accepted and refused at a value that is not their default
-PARALLEL_NOT_YET = ("pipeline_parallel", "microbatches", "schedule")
+PARALLEL_NOT_YET: tuple[str, ...] = ()
 SHARED_FIELDS = SHARED_FIELDS + PARALLEL_FIELDS
 SHARED_NAMES = tuple(f.name for f in SHARED_FIELDS)
 
@@ -356,6 +356,8 @@ class Family:
     # whether its blocks split over tensor-parallel ranks (memstudy/parallel/tensor.py); its `check` then calls
     # `check_tensor_parallel` with the counts t must divide
     tensor_parallel: bool = False
+    # whether it builds one pipeline stage's blocks (memstudy/parallel/pipeline.py: `stage_fields`)
+    pipeline_parallel: bool = False
 
     def check(self, config: dict[str, Any]) -> None:
         """Rules between fields; the default has none."""
@@ -448,6 +450,16 @@ class Family:
             able = [n for n in builtin_names() if get_family(n).tensor_parallel]
             raise ConfigError(f"tensor_parallel {config['tensor_parallel']}: model {self.name!r} has no tensor-parallel "
                               f"layers ({', '.join(able)} have)")
+        if ((config.get("pipeline_parallel") or 1) > 1 or (config.get("microbatches") or 1) > 1) \
+                and not self.pipeline_parallel:
+            able = [n for n in builtin_names() if get_family(n).pipeline_parallel]
+            raise ConfigError(f"pipeline_parallel {config.get('pipeline_parallel') or 1} with microbatches "
+                              f"{config.get('microbatches') or 1}: model {self.name!r} builds no pipeline stages "
+                              f"({', '.join(able)} do)")
+        from ...parallel import pipeline  # the stage rules (the parallel package imports this module)
+        problem = pipeline.check(config)
+        if problem:
+            raise ConfigError(problem)
         if config["mode"] not in self.modes:
             able = [n for n in builtin_names() if config["mode"] in get_family(n).modes]
             raise ConfigError(f"mode {config['mode']}: model {self.name!r} cannot {config['mode']} (it runs "
