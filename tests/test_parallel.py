@@ -29,7 +29,8 @@ def test_parallel_fields_defaults_change_nothing():
     ({"zero": 4}, "zero must be at most 3"),
     ({"data_parallel": 0}, "data_parallel must be at least 1"),
     ({"rank": 2, "data_parallel": 2}, "rank must be below the 2 ranks"),
-    ({"tensor_parallel": 2}, "tensor_parallel 2: not yet"),
+    ({"tensor_parallel": 2, "model": "mlp"}, r"tensor_parallel 2: model 'mlp' has no tensor-parallel layers \(gpt, "
+     r"llama have\)"),
     ({"pipeline_parallel": 2}, "pipeline_parallel 2: not yet"),
     ({"schedule": "zigzag"}, "schedule must be one of 1f1b, gpipe"),
     ({"zero": 1, "mode": "inference"}, "zero 1 shards training state"),
@@ -45,7 +46,7 @@ def test_cli_bad_parallel_flag_exits_2(capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "must be at most 3" in err and "\n" not in err
-    assert cli.main(["predict", "--model", "gpt", "--tensor-parallel", "2"]) == 2
+    assert cli.main(["predict", "--model", "gpt", "--pipeline-parallel", "2"]) == 2
     err = capsys.readouterr().err.strip()
     assert "not yet" in err and "\n" not in err
 
@@ -86,9 +87,67 @@ def test_collectives_are_communication_buffers_prediction_equals_ledger():
     predicted, _ = _collective_step(True)
     assert real.collective_bytes == predicted.collective_bytes
     assert real.peak_by_category == predicted.peak_by_category and real.raw_events == predicted.raw_events
-    assert real.collective_bytes["all_gather"] == [1, 32 * 3 * 8]
-    assert real.collective_bytes["reduce_scatter"] == [1, 8 * 3 * 8]
+    # calls and this rank's input bytes: gather 8x3 (forward) and again in reduce-scatter's backward; reduce-scatter
+    # 32x3 (forward) and in gather's backward; all-reduce 8x3 in g's forward and f's backward
+    assert real.collective_bytes == {"all_gather": [2, 2 * 8 * 3 * 8], "reduce_scatter": [2, 2 * 32 * 3 * 8],
+                                     "all_reduce": [2, 2 * 8 * 3 * 8]}
     assert {b.category for b in real.buffers if b.op in ("all_gather", "reduce_scatter")} == {"communication"}
     # 4 simulated ranks holding the same values: gather tiles, reduce-scatter sums 4 copies, g sums 4, f's
     # backward sums 4 more: d/dx = 2 * 4 (reduce-scatter) ... the gradient flows back through each conjugate
     assert grad.shape == (8, 3) and np.all(grad == grad[0, 0])
+
+
+# --- ZeRO (memstudy/parallel/zero.py) ------------------------------------------------------------------------------
+from memstudy.measure.predict import memoised_account, predict, predicted_account  # noqa: E402
+
+# every parameter's size divisible by 4 ranks: no padding, so ZeRO's Table 1 holds exactly
+ZERO_GPT = dict(model="gpt", depth=6, width=16, heads=4, seq_len=8, vocab=24, batch_size=2, optimizer="adam",
+                precision="bf16-master", param_persistence_threshold=0)
+
+
+@pytest.mark.parametrize("stage,states", [(0, lambda p, n: 16 * p), (1, lambda p, n: 4 * p + 12 * p // n),
+                                          (2, lambda p, n: 2 * p + 14 * p // n), (3, lambda p, n: 16 * p // n)])
+def test_zero_model_states_per_rank_are_table_1(stage, states):
+    """bf16 parameters and gradients, fp32 master weights and Adam moments: 2Ψ + 2Ψ + 12Ψ/N, 2Ψ + 14Ψ/N, 16Ψ/N."""
+    single = predict({**ZERO_GPT, "data_parallel": 1})
+    psi = single["parameter_count"]
+    n = 4
+    rank = predict({**ZERO_GPT, "data_parallel": n, "zero": stage})
+    held = rank["parameter_bytes"] + rank["gradient_bytes"] + rank["optimizer_state_bytes"]
+    assert held == states(psi, n)
+    assert rank["accounted_rank"] == 0 and rank["rank_choice"] == "largest peak" and rank["shape_only"]
+
+
+def test_zero_on_one_rank_changes_nothing():
+    plain = predict({**ZERO_GPT, "data_parallel": 1})
+    for stage in (1, 2, 3):
+        zeroed = predict({**ZERO_GPT, "data_parallel": 1, "zero": stage})
+        assert {k: v for k, v in zeroed.items() if k in plain} == plain
+
+
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_zero_repeated_blocks_stand_for_every_block(stage):
+    """The memoised prediction (one block standing for the run of alike ones) equals every block run: no bucket state
+    passes from block to block (depth 6: a run of four alike blocks is compressed)."""
+    from memstudy.config import normalize
+
+    config = normalize({**ZERO_GPT, "data_parallel": 4, "zero": stage})
+    full, memo = predicted_account(config), memoised_account(config)
+    assert memo.repeated and not full.repeated
+    for name in ("peak_bytes", "step_peak_bytes", "peak_by_category", "max_by_category", "registered_bytes",
+                 "saved_tensors", "buffer_count", "collective_bytes", "parameter_count"):
+        assert getattr(memo, name) == getattr(full, name), name
+
+
+def test_zero_3_frees_gathered_parameters_after_each_module():
+    """Stage 3 holds at most a few modules' gathered parameters at once, never the whole model's."""
+    from memstudy.config import normalize
+
+    config = normalize({**ZERO_GPT, "data_parallel": 4, "zero": 3})
+    account = predicted_account(config)
+    whole_bytes = 2 * predict({**ZERO_GPT, "data_parallel": 1})["parameter_count"]
+    largest = max(b.nbytes for b in account.buffers if b.op == "zero_all_gather")
+    assert account.max_by_category["communication"] <= 2 * largest < whole_bytes / 4
+    forward = sum(1 for b in account.buffers if b.op == "zero_all_gather")
+    backward = sum(1 for b in account.buffers if b.op == "zero_regather")  # gathered again before each backward
+    assert forward == backward and account.collective_bytes["all_gather"][0] == forward + backward

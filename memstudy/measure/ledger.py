@@ -136,8 +136,8 @@ class StepAccount:
     repeated: bool = False  # True: repeated blocks ran once for many; records and events are those of the run
     forward_flops: int = 0  # FLOPs of the ops of the forward phase (autograd/flops.py), every block counted
     recomputed_flops: int = 0  # FLOPs of the ops a checkpoint recomputed in backward, likewise
-    # per collective op (its name): [buffers, bytes] of the communication buffers it made in the step (with repeated
-    # blocks: as often as they stand for), so a planner can sum a step's communication
+    # per collective (all_reduce, all_gather, reduce_scatter): [calls, bytes of this rank's inputs] in the step (with
+    # repeated blocks: as often as they stand for), so a planner can sum a step's communication
     collective_bytes: dict[str, list[int]] = field(default_factory=dict)
 
     def _unrolled(self) -> None:
@@ -266,6 +266,7 @@ class Ledger:
         self.recomputed_ops = 0  # ops applied while a checkpoint recomputed its segment
         # FLOPs of the ops applied in the forward phase and in a checkpoint's recompute (autograd/flops.py)
         self.forward_flops = self.recomputed_flops = 0
+        self.collective_calls: list[tuple] = []  # (collective, bytes of its input, repeat scope), see on_collective
         self.parameter_count = self.trainable_parameter_count = 0  # elements, see StepAccount
 
     # --- registration and the engine's hooks ---------------------------------------------------
@@ -342,6 +343,10 @@ class Ledger:
         key = self._track(array, op, "new", layer, STATE.phase)
         if category is not None:
             self._held_as[key] = category
+
+    def on_collective(self, name: str, nbytes: int) -> None:
+        """A collective call (all_reduce, all_gather, reduce_scatter) moving `nbytes` of this rank's (its input)."""
+        self.collective_calls.append((name, nbytes, STATE.repeat))
 
     def on_leaf_grad(self, leaf: Any, grad: np.ndarray) -> None:
         layer = self._layer_of_leaf.get(id(leaf))
@@ -433,14 +438,12 @@ class Ledger:
         else:
             saved_tensors = category_of.count(index_of["activation"])
             buffer_count = len(records)
-        communication = index_of["communication"]
         collectives: dict[str, list[int]] = {}
-        for r, c in zip(records, category_of):
-            if c == communication:
-                n = born_copies[r[_KEY]] if repeated else 1
-                tally = collectives.setdefault(r[_OP], [0, 0])
-                tally[0] += n
-                tally[1] += n * r[_NBYTES]
+        for name, nbytes, path in self.collective_calls:
+            n = _copies(path)
+            tally = collectives.setdefault(name, [0, 0])
+            tally[0] += n
+            tally[1] += n * nbytes
         baseline = sum(registered.values())  # only `register` creates buffers in the baseline phase
         run = _summarise(events, 0, len(events), 0, category_of) if repeated else _flat(events, 0, len(events),
                                                                                           category_of)

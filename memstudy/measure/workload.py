@@ -15,6 +15,7 @@ from ..autograd import STATE, Tensor, autocast, no_grad, saved_tensors_policy
 from ..nn import repeat
 from ..nn.generation import generate
 from ..nn.models.registry import get_family
+from ..parallel import collectives, pipeline, zero
 from . import heap
 from .ledger import Ledger, StepAccount
 
@@ -54,9 +55,19 @@ class Workload:
         self._loss = loss
         cast = config.get("autocast", "none")
         self.autocast = None if cast == "none" else cast  # the forward's (and the loss's) autocast dtype
+        # a data-parallel rank's step (memstudy/parallel/zero.py): the model's parameters handed in through ZeRO's
+        # collectives, the optimiser updating the rank's parts of them
+        self.zero = zero.Zero(config, model) if zero.applies(config) else None
+        # a pipeline stage's step (memstudy/parallel/pipeline.py): its microbatches in the schedule's order
+        self.pipeline = (pipeline.Pipeline(config, model, pipeline.loss_on_outputs(loss))
+                         if self.train and pipeline.applies(config) else None)
         # the trainable parameters: a frozen one (requires_grad False) is model state, but nothing to update
-        self.optimizer = optim.make(config["optimizer"], [p for p in self.model.parameters() if p.requires_grad],
+        params = (self.zero.optimizer_params if self.zero is not None
+                  else [p for p in self.model.parameters() if p.requires_grad])
+        self.optimizer = optim.make(config["optimizer"], params,
                                     master_weights=bool(config.get("master_weights", False)))
+        if self.zero is not None:  # gradients None: the parameters' (stage 1's full ones) and the parts'
+            self.optimizer.zero_grad = self.zero.zero_grad
         # dynamic loss scaling (training only): its scale and growth counter are optimiser-side state
         self.scaler = optim.LossScaler() if self.train and config.get("loss_scale", "none") == "dynamic" else None
         self.skipped = False  # whether the last step's update was skipped (loss scaling: an inf or NaN gradient)
@@ -70,13 +81,28 @@ class Workload:
                     c = self.config
                     return generate(self.model, self.inputs, c["new_tokens"], c["kv_cache"], c["prefill_logits"])
                 return self.model(self.inputs)
-        loss = self.loss(self.policy)
-        if self.scaler is None:
+        if self.zero is not None:
+            with collectives.use_backend(self.zero.backend):
+                return self._train_step()
+        return self._train_step()
+
+    def _train_step(self) -> Any:
+        if self.pipeline is not None:
+            loss = self.pipeline.forward_backward(self, None if self.scaler is None else float(self.scaler.scale))
+        elif self.scaler is None:
+            loss = self.loss(self.policy)
             loss.backward()
+        else:
+            loss = self.loss(self.policy)
+            (loss * float(self.scaler.scale)).backward()  # the scaled loss (a Scale op): small gradients stay > 0
+        if self.zero is not None:
+            self.zero.after_backward()
+        if self.scaler is None:
             self.optimizer.step()
-            return loss
-        (loss * float(self.scaler.scale)).backward()  # the scaled loss (a Scale op): small gradients stay > 0
-        self.skipped = not self.optimizer.step(self.scaler)  # unscales, skips on inf/NaN, updates the scale
+        else:
+            self.skipped = not self.optimizer.step(self.scaler)  # unscales, skips on inf/NaN, updates the scale
+        if self.zero is not None and not self.skipped:
+            self.zero.after_step()
         return loss
 
     def warm_up(self) -> int:
@@ -181,6 +207,8 @@ class Workload:
         and labels. A block standing for several alike (a compressed prediction, nn.repeat) registers its arrays
         as that many."""
         copies = repeat.copies(self.model)
+        if self.zero is not None:  # the rank's parts the optimiser updates stand for as many as their parameters
+            copies.update(self.zero.copies(copies))
         ledger.register_model(self.model.parameters(), self.model.parameter_layers(), copies)
         # model state that is not a parameter (batch norm's running statistics) lives beside the parameters
         for (name, array), layer in zip(self.model.named_buffers(), self.model.buffer_layers()):

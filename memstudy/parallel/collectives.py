@@ -13,8 +13,8 @@ The backend does the moving (`use_backend`): `Simulated` (one process standing f
 on shape-only arrays it moves nothing, which is all a prediction needs; on real arrays it behaves as if every rank
 held this rank's values, so a single-process ledger run has the same buffers as a real rank), or `TorchDistributed`
 (`torch.distributed`, gloo over loopback, the numpy arrays shared zero-copy with torch: memstudy/parallel/launch.py
-starts the processes). The ledger tallies each collective's buffers (`StepAccount.collective_bytes`), so a planner
-can sum a step's communication.
+starts the processes). The ledger tallies each collective's calls and the bytes of this rank's inputs
+(`StepAccount.collective_bytes`), so a planner can sum a step's communication.
 """
 from __future__ import annotations
 
@@ -105,20 +105,30 @@ def communication_buffer(shape: tuple[int, ...], dtype: Any, like: np.ndarray, o
     return report(np.empty(shape, dtype=dtype, like=like), op)
 
 
+def _tell(name: str, nbytes: int) -> None:
+    """The ledger tallies each collective's calls and bytes (StepAccount.collective_bytes)."""
+    instrument = STATE.instrument
+    if instrument is not None:
+        instrument.on_collective(name, nbytes)
+
+
 def all_reduce_(array: np.ndarray) -> np.ndarray:
-    """Sum over the ranks in place (a bucket the caller made with `communication_buffer`). Returns it."""
+    """Sum over the ranks in place. Returns `array`."""
+    _tell("all_reduce", array.nbytes)
     backend().all_reduce(array)
     return array
 
 
 def all_gather_into(shard: np.ndarray, out: np.ndarray) -> np.ndarray:
     """`out` = every rank's `shard` along axis 0. Returns `out`."""
+    _tell("all_gather", shard.nbytes)
     backend().all_gather(shard, out)
     return out
 
 
 def reduce_scatter_into(full: np.ndarray, out: np.ndarray) -> np.ndarray:
     """`out` = this rank's part of the sum of `full` over the ranks. Returns `out`."""
+    _tell("reduce_scatter", full.nbytes)
     backend().reduce_scatter(full, out)
     return out
 

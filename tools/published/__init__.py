@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from tools.published.korthikanti import table2_block
 from tools.published.probes import probes_block
 from tools.published.remedies import remedies_block
 from tools.published.reports import finding_block, pages_block, reports_block
@@ -87,6 +88,8 @@ BLOCKS: tuple[Block, ...] = (
     Block("gpt2", "the predictor (tools/worked.py)", gpt2_block),
     Block("bench", f"{BENCH_CSV} (benchmarks/table.py)", bench_block),
     Block("generation-table", "the predictor (tools/generation_table.py)", generation_block, slow=True),
+    Block("korthikanti-table2", "the predictor (memstudy.findings.korthikanti, tools/published/korthikanti.py)",
+          table2_block),
     Block("will-it-fit", "memstudy plan (tools/published/plan.py)", will_it_fit_block, slow=True),
 )
 
