@@ -576,9 +576,10 @@ def _summarise(events: list[tuple], lo: int, hi: int, level: int, category_of: l
 
 
 def _check_repeats(records: list[list], events: list[tuple]) -> None:
-    """Each repeat scope hands on what it takes in (see the module docstring), or RepeatMismatch.
+    """Each repeat scope hands on what it takes in (see the module docstring), or RepeatMismatch. A buffer born in
+    one repeated run and freed in another run of as many copies is each copy's (below), and passes nothing on.
 
-    What a scope hands on beyond what it takes in, of a kind (category, size) it takes in none of, is each copy's
+    What a scope hands on beyond what it takes in (of a kind, category and size, the latest to die) is each copy's
     own and outlives them all (autocast's cached weight copies, made in each block and dropped when the forward pass
     ends): in the unrolled step every copy made one, and they all die where this one dies. Its death then frees
     each copy's: its event stands for as many deaths in a row as the copies of the scopes it leaves (a repeat scope of
@@ -596,10 +597,24 @@ def _check_repeats(records: list[list], events: list[tuple]) -> None:
     def scopes(event_index: int) -> set:
         return {abs(ident) for ident, _ in path(event_index) if isinstance(ident, int)}
 
+    def copies_outside(event_index: int, shared: set) -> int:
+        n = 1
+        for ident, copies in path(event_index):
+            if abs(ident) not in shared:
+                n *= copies
+        return n
+
     for r in records:
         if r[_DIED] is None:
             continue  # alive at the end (a gradient, the output): each copy has its own, nothing is handed on
         born, died = scopes(r[_BORN]), scopes(r[_DIED])
+        shared = born & died
+        if born - shared and died - shared and \
+                copies_outside(r[_BORN], shared) == copies_outside(r[_DIED], shared):
+            # born in one run of the blocks and freed in another run of as many (a microbatch's gradient, which the
+            # next microbatch's backward of the same block accumulates into): copy k of the one pairs with copy k
+            # of the other, so each run counts its copies and nothing passes between blocks
+            continue
         signature = (r[_CATEGORY], r[_NBYTES])
         for scope in died - born:
             taken.setdefault(scope, Counter())[signature] += 1
@@ -610,11 +625,15 @@ def _check_repeats(records: list[list], events: list[tuple]) -> None:
     for scope in set(taken) | set(handed):
         took, gave = taken.get(scope, Counter()), handed.get(scope, Counter())
         extra = gave - took
-        if took - gave or any(took[signature] for signature in extra):
+        if took - gave:
             raise RepeatMismatch(f"a repeated block takes in {sorted(took.items())} but hands on "
                                  f"{sorted(gave.items())} (category, bytes): its copies would not chain")
-        for r in handed_records.get(scope, ()):
-            if (r[_CATEGORY], r[_NBYTES]) in extra:
+        # of a kind it both takes in and hands on more of, the own ones die last: what the next block takes in
+        # dies while that block runs, what each copy keeps outlives every copy
+        for r in sorted(handed_records.get(scope, ()), key=lambda r: r[_DIED], reverse=True):
+            signature = (r[_CATEGORY], r[_NBYTES])
+            if extra[signature] > 0:
+                extra[signature] -= 1
                 own[r[_KEY]] = r
     for r in own.values():
         born, died = path(r[_BORN]), path(r[_DIED])
