@@ -131,3 +131,21 @@ def test_plan_bad_input_is_one_line(capsys, args, expected):
     assert expected in line
     if "fits" in expected:
         assert "smallest predicted peak is" in line and "dominated by" in line
+
+
+@pytest.mark.parametrize("extra", [{"microbatches": 8, "batch_size": 8},
+                                   {"pipeline_parallel": 2, "microbatches": 9, "batch_size": 9},
+                                   {"data_parallel": 2, "zero": 2, "microbatches": 7, "batch_size": 14}])
+def test_many_microbatches_predicted_from_few_equal_the_full_prediction(extra):
+    """The evaluator predicts k and k + 1 microbatches and extrapolates; the full prediction says the same."""
+    from memstudy.plan.evaluate import Evaluator, predict_rank, steady_microbatches
+
+    fields = {f.name for f in get_family("llama").all_fields()}
+    if not set(extra) <= fields:
+        pytest.skip("this memstudy has no such parallel fields")
+    config = normalize({"model": "llama", **TINY, "seq_len": 8, "optimizer": "adam", "precision": "bf16-master",
+                        **extra})
+    assert steady_microbatches(config) is not None
+    evaluator = Evaluator()
+    assert evaluator(config) == predict_rank(config)
+    assert evaluator.predictions == 3

@@ -43,9 +43,17 @@ def communication_bytes(account: Any) -> int:
     return int(getattr(account, "communication_bytes", 0) or 0)
 
 
+class PredictionFailed(Exception):
+    """The predictor could not run a configuration (its message names why); the plan counts it and goes on."""
+
+
 def predict_rank(config: dict[str, Any]) -> RankResult:
-    """The predicted step of a normalized configuration's rank (module docstring)."""
-    account = memoised_account(config)
+    """The predicted step of a normalized configuration's rank (module docstring); PredictionFailed when the
+    engine cannot run it (a bug there, or a shape rule shape-only arrays cannot follow)."""
+    try:
+        account = memoised_account(config)
+    except (ArithmeticError, LookupError, TypeError, ValueError, NotImplementedError) as exc:
+        raise PredictionFailed(f"{type(exc).__name__}: {exc}") from exc
     return RankResult(
         peak_bytes=account.peak_bytes,
         peak_by_category={k: v for k, v in account.peak_by_category.items()},
@@ -58,15 +66,42 @@ def predict_rank(config: dict[str, Any]) -> RankResult:
     )
 
 
+def steady_microbatches(config: dict[str, Any]) -> int | None:
+    """The microbatch count k from which each further microbatch adds what the one before added (1F1B's steady state
+    after p + 2 of them for p stages; without a pipeline, gradient accumulation from the third: every later
+    microbatch accumulates into the gradients as the second does, and the batch it reads adds its bytes), when the
+    configuration runs more than k + 2; else None. GPipe holds every microbatch's activations: None."""
+    m = config.get("microbatches") or 1
+    p = config.get("pipeline_parallel") or 1
+    if p > 1 and config.get("schedule", "1f1b") != "1f1b":
+        return None
+    k = p + 2  # one microbatch more than the first that settles, as measured on the test grid (tests/test_plan.py)
+    return k if m > k + 2 else None
+
+
+def with_microbatches(config: dict[str, Any], m: int) -> dict[str, Any]:
+    """The same configuration running m microbatches of the same size."""
+    from ..config import normalize
+
+    micro = config["batch_size"] // config["microbatches"]
+    return normalize({**config, "microbatches": m, "batch_size": micro * m})
+
+
 class Evaluator:
-    """Predicts configurations, each distinct rank graph once (`rank_key`); `predictions` counts what ran."""
+    """Predicts configurations, each distinct rank graph once (`rank_key`); `predictions` counts what ran.
+
+    A configuration of many microbatches is predicted at k, k + 1 and k + 2 of them (`steady_microbatches`), shared by
+    every configuration that differs only in their number: when each figure (the peak, its split by category, the
+    FLOPs, the recomputed ops, the communication) grows by the same amount from k to k + 1 as from k + 1 to k + 2,
+    each microbatch adds the same, and the figures are extrapolated along that line to the configuration's count.
+    Otherwise it is predicted as it is. tests/test_plan.py checks the extrapolation against the full prediction."""
 
     def __init__(self) -> None:
         self._cache: dict[tuple, RankResult] = {}
         self.predictions = 0
         self.reused = 0
 
-    def __call__(self, config: dict[str, Any]) -> RankResult:
+    def _predict(self, config: dict[str, Any]) -> RankResult:
         key = rank_key(config)
         result = self._cache.get(key)
         if result is None:
@@ -76,5 +111,27 @@ class Evaluator:
             self.reused += 1
         return result
 
+    def __call__(self, config: dict[str, Any]) -> RankResult:
+        k = steady_microbatches(config)
+        if k is None:
+            return self._predict(config)
+        points = [self._predict(with_microbatches(config, k + i)) for i in range(3)]
 
-__all__ = ["Evaluator", "RankResult", "communication_bytes", "predict_rank"]
+        def figures(r: RankResult) -> list[int]:
+            return [r.peak_bytes, *r.peak_by_category.values(), r.forward_flops, r.recomputed_flops,
+                    r.recomputed_ops, r.communication_bytes]
+
+        a, b, c = (figures(r) for r in points)
+        if [x - 2 * y + z for x, y, z in zip(a, b, c)] != [0] * len(a) \
+                or list(points[0].peak_by_category) != list(points[2].peak_by_category):
+            return self._predict(config)  # not steady yet: predicted as it is
+        more = config["microbatches"] - k
+        line = [x + more * (y - x) for x, y in zip(a, b)]
+        categories = list(points[0].peak_by_category)
+        peak, split, rest = line[0], line[1:1 + len(categories)], line[1 + len(categories):]
+        return RankResult(peak, dict(zip(categories, split)), *rest, points[0].parameter_count,
+                          points[0].trainable_parameter_count)
+
+
+__all__ = ["Evaluator", "PredictionFailed", "RankResult", "communication_bytes", "predict_rank", "steady_microbatches",
+           "with_microbatches"]

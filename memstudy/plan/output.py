@@ -94,6 +94,9 @@ def plan_document(result: PlanResult, top: int | None, model_arg: str, title: st
         + (f" Searched in {result.seconds:.1f} s." if timed else ""))])
     if missing:
         document.add([Paragraph("Not searched (no such field in this memstudy): " + ", ".join(missing) + ".")])
+    if result.failed:
+        document.add([Paragraph(f"{sum(result.failed.values())} configurations could not be predicted (left out): "
+                                + "; ".join(f"{n} × {why}" for why, n in result.failed.items()))])
     document.add([ranked_table(result, top), Paragraph(cost_sentence(result.cost_model))])
     if result.ranked:
         best = result.ranked[0]

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from ..nn.models.registry import Family
 from .cost import Cost, CostModel, step_cost
-from .evaluate import Evaluator, RankResult
+from .evaluate import Evaluator, PredictionFailed, RankResult
 from .space import Choices, Machines, PlanError, Space, enumerate_space, iter_groups
 
 GiB = 2 ** 30
@@ -65,7 +65,7 @@ class PlanResult:
     predictions: int  # distinct rank graphs predicted
     reused: int  # combinations that shared a rank graph predicted for another
     seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)
+    failed: dict[str, int] = field(default_factory=dict)  # the predictor's error -> configurations it stopped
 
     @property
     def smallest(self) -> Candidate | None:
@@ -92,6 +92,7 @@ def search(family: Family, base: dict[str, Any], machines: Machines, global_batc
         raise PlanError(f"no admissible configuration among {space.considered}: {reason}")
     evaluate = Evaluator()
     ranked, over, skipped = [], [], 0
+    failed: dict[str, int] = {}  # the predictor's error -> how many configurations it stopped
     bar = None
     if progress:
         from tqdm import tqdm
@@ -100,7 +101,13 @@ def search(family: Family, base: dict[str, Any], machines: Machines, global_batc
     try:
         for group in iter_groups(space.configs):
             for index, config in enumerate(group):
-                result = evaluate(config)
+                try:
+                    result = evaluate(config)
+                except PredictionFailed as exc:
+                    failed[str(exc)[:200]] = failed.get(str(exc)[:200], 0) + 1
+                    if bar is not None:
+                        bar.update(1)
+                    continue
                 fits = result.peak_bytes <= machines.usable_bytes
                 candidate = Candidate(config, result, step_cost(result, *_stages(config), cost_model), fits)
                 (ranked if fits else over).append(candidate)
@@ -119,7 +126,7 @@ def search(family: Family, base: dict[str, Any], machines: Machines, global_batc
             bar.close()
     ranked.sort(key=lambda c: (c.cost.step_seconds, c.result.peak_bytes))
     return PlanResult(family, machines, global_batch, space, cost_model, ranked, over, skipped,
-                      evaluate.predictions, evaluate.reused, time.perf_counter() - started)
+                      evaluate.predictions, evaluate.reused, time.perf_counter() - started, failed=failed)
 
 
 __all__ = ["CUDA_CONTEXT_BYTES", "Candidate", "FRAGMENTATION_SHARE", "NOT_MODELLED", "PlanResult",

@@ -13,8 +13,9 @@ installation does not have is simply not an axis (a plan made before tensor para
     tensor_parallel    t, pipeline_parallel p: divisors of the devices; data_parallel N = devices / (t·p)
     sequence_parallel  off, and on where t > 1
     zero               0-3, where N > 1
-    batch_size         the micro-batch b; microbatches m = global batch / (b·N) when the family has the field,
-                       else b·N must be the global batch (no gradient accumulation to model it)
+    micro-batch        b; microbatches m = global batch / (b·N) when the family has the field (the rank's step
+                       then runs batch_size = b·m examples as m microbatches of b: gradient accumulation, or a
+                       pipeline's microbatches), else the rank's batch is global batch / N
 
 A combination is admissible when the devices multiply out (N·t·p = devices, or one device without data
 parallelism), the global batch divides out, and the family's own `normalize` accepts it (t dividing the heads, p
@@ -185,8 +186,9 @@ def enumerate_space(family: Family, base: dict[str, Any], machines: Machines, gl
             _refuse(space, f"the global batch {global_batch} is not a multiple of micro-batch × data parallel")
             continue
         m = global_batch // (b * n)
-        raw = {**base, "precision": precision, "optimizer": optimizer, "checkpoint": checkpoint, "batch_size": b,
-               "mode": "train"}
+        # the rank's batch per step is b·m, split into m microbatches of b (the microbatches field's meaning)
+        raw = {**base, "precision": precision, "optimizer": optimizer, "checkpoint": checkpoint,
+               "batch_size": b * m if has_m else b, "mode": "train"}
         for name, value in (("attention", attention), ("lora_rank", lora), ("tensor_parallel", tp),
                             ("pipeline_parallel", pp), ("sequence_parallel", sp), ("zero", zero)):
             if value is not None:
@@ -208,11 +210,18 @@ def _refuse(space: Space, reason: str) -> None:
     space.refused[reason] = space.refused.get(reason, 0) + 1
 
 
+def micro_batch(config: dict[str, Any]) -> int:
+    """Examples per microbatch: the rank's batch over its microbatches."""
+    return config["batch_size"] // (config.get("microbatches") or 1)
+
+
 def describe_axes(config: dict[str, Any], axes: tuple[str, ...]) -> dict[str, Any]:
-    """The values of a normalized configuration on the plan's axes (precision by its name)."""
+    """The values of a normalized configuration on the plan's axes (precision by its name, batch_size as the
+    micro-batch)."""
     out: dict[str, Any] = {}
     for axis in axes:
-        out[axis] = precision_name(config) if axis == "precision" else config.get(axis)
+        out[axis] = (precision_name(config) if axis == "precision" else micro_batch(config) if axis == "batch_size"
+                     else config.get(axis))
     return out
 
 
@@ -233,9 +242,9 @@ def iter_groups(configs: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]
         key = tuple(sorted((k, repr(v)) for k, v in config.items() if k not in ("batch_size", "microbatches")))
         groups.setdefault(key, []).append(config)
     for members in groups.values():
-        yield sorted(members, key=lambda c: c["batch_size"])
+        yield sorted(members, key=micro_batch)
 
 
 __all__ = ["Choices", "DEFAULT_CHECKPOINTS", "DEFAULT_MICRO_BATCHES", "DEFAULT_PRECISIONS", "EQUIVALENT", "Machines",
-           "PlanError", "Space", "axes_of", "describe_axes", "enumerate_space", "iter_groups", "precision_name",
-           "rank_key"]
+           "PlanError", "Space", "axes_of", "describe_axes", "enumerate_space", "iter_groups", "micro_batch",
+           "precision_name", "rank_key"]
