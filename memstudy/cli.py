@@ -288,14 +288,13 @@ def _list_of(kind: type):
 
 
 PLAN_VARIES = (  # flag, kind, what it varies (the plan's axes; an axis whose field the model lacks is refused)
-    ("--precision", str, "Lightning precision names and memstudy's *-master (default 32-true,bf16-mixed,bf16-true,"
-                         "bf16-master)"),
+    ("--precision", str, "Lightning precision names and memstudy's *-master (default bf16-mixed,bf16-master)"),
     ("--optimizer", str, "optimizers (default adam)"),
-    ("--checkpoint", str, "checkpoint strategies (default none,selective,every:1,sqrt)"),
-    ("--attention", str, "attention implementations, when the model has the field (default: all it declares)"),
+    ("--checkpoint", str, "checkpoint strategies (default none,selective,every:1)"),
+    ("--attention", str, "attention implementations, when the model has the field (default flash)"),
     ("--lora-rank", int, "LoRA ranks, 0 = full fine-tuning (default 0)"),
     ("--tensor-parallel", int, "tensor-parallel sizes (default: the divisors of --devices)"),
-    ("--pipeline-parallel", int, "pipeline stages (default: the divisors of --devices)"),
+    ("--pipeline-parallel", int, "pipeline stages (default 1: a pipeline only when asked, e.g. 1,2,4)"),
     ("--sequence-parallel", bool, "on and/or off (default both where tensor parallel > 1)"),
     ("--zero", int, "ZeRO stages (default 0,1,2,3 where data parallel > 1)"),
     ("--micro-batch", int, "micro-batch sizes (default 1,2,4,8; the microbatches are global batch / (micro-batch x "

@@ -38,9 +38,9 @@ class RankResult:
 
 
 def communication_bytes(account: Any) -> int:
-    """Bytes the rank's collectives move in the step: the ledger's `communication_bytes` where the engine has
-    collectives (memstudy/parallel), else 0 (one device: nothing to communicate)."""
-    return int(getattr(account, "communication_bytes", 0) or 0)
+    """Bytes the rank's collectives take in over the step (the ledger's `collective_bytes`: per collective, its calls
+    and the bytes of this rank's inputs), 0 without collectives (one device: nothing to communicate)."""
+    return sum(nbytes for _, nbytes in getattr(account, "collective_bytes", {}).values())
 
 
 class PredictionFailed(Exception):
@@ -76,7 +76,7 @@ def steady_microbatches(config: dict[str, Any]) -> int | None:
     if p > 1 and config.get("schedule", "1f1b") != "1f1b":
         return None
     k = p + 2  # one microbatch more than the first that settles, as measured on the test grid (tests/test_plan.py)
-    return k if m > k + 2 else None
+    return k if m > 3 * k + 3 else None  # three predictions of k..k+2 microbatches cost less than one of m
 
 
 def with_microbatches(config: dict[str, Any], m: int) -> dict[str, Any]:

@@ -8,9 +8,10 @@ installation does not have is simply not an axis (a plan made before tensor para
                        weights and loss scaling together (registry.PRECISIONS)
     optimizer          sgd, momentum, adam
     checkpoint         none, selective (a family's own), sqrt, every:K
-    attention          eager, flash (when the family declares the field)
+    attention          flash by default, eager on request (when the family declares the field)
     lora_rank          0 (full fine-tuning) or a rank
-    tensor_parallel    t, pipeline_parallel p: divisors of the devices; data_parallel N = devices / (t·p)
+    tensor_parallel    t: divisors of the devices; pipeline_parallel p: 1 unless asked (--pipeline-parallel);
+                       data_parallel N = devices / (t·p)
     sequence_parallel  off, and on where t > 1
     zero               0-3, where N > 1
     micro-batch        b; microbatches m = global batch / (b·N) when the family has the field (the rank's step
@@ -35,8 +36,10 @@ from typing import Any, Iterator
 from ..config import ConfigError
 from ..nn.models.registry import PRECISIONS, Family
 
-DEFAULT_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "bf16-master")
-DEFAULT_CHECKPOINTS = ("none", "selective", "every:1", "sqrt")  # every:1: each layer recomputed (Megatron's "full")
+# the defaults keep a plan of an 8B model on 8 devices within a minute here; each axis takes more on request
+DEFAULT_PRECISIONS = ("bf16-mixed", "bf16-master")
+DEFAULT_ATTENTION = "flash"  # when the family declares the field: the fused kernel (eager on request)
+DEFAULT_CHECKPOINTS = ("none", "selective", "every:1")  # every:1: each layer recomputed (Megatron's "full")
 DEFAULT_MICRO_BATCHES = (1, 2, 4, 8)
 PARALLEL_FIELDS = ("data_parallel", "tensor_parallel", "sequence_parallel", "pipeline_parallel", "zero",
                    "microbatches")
@@ -152,12 +155,11 @@ def enumerate_space(family: Family, base: dict[str, Any], machines: Machines, gl
     optimizers = choices.optimizer or ("adam",)
     checkpoints = choices.checkpoint or tuple(c for c in DEFAULT_CHECKPOINTS
                                               if c != "selective" or "selective" in family.checkpoints)
-    attentions = choices.attention or ((None,) if "attention" not in names else tuple(
-        next(f for f in family.all_fields() if f.name == "attention").choices or ("eager",)))
+    attentions = choices.attention or ((None,) if "attention" not in names else (DEFAULT_ATTENTION,))
     loras = choices.lora_rank or ((None,) if "lora_rank" not in names else (0,))
     devices = machines.devices
     tps = choices.tensor_parallel or ((None,) if "tensor_parallel" not in names else _divisors(devices))
-    pps = choices.pipeline_parallel or ((None,) if "pipeline_parallel" not in names else _divisors(devices))
+    pps = choices.pipeline_parallel or ((None,) if "pipeline_parallel" not in names else (1,))
     sps = choices.sequence_parallel or ((None,) if "sequence_parallel" not in names else (False, True))
     zeros = choices.zero or ((None,) if "zero" not in names else (0, 1, 2, 3))
     micro = choices.micro_batch or DEFAULT_MICRO_BATCHES
