@@ -70,8 +70,8 @@ def test_axes_come_from_the_registry_and_an_absent_field_is_refused():
     space = enumerate_space(family, {**TINY, "seq_len": 8}, Machines(1, 10**9, 0), 4, Choices())
     assert ("attention" in space.axes) == ("attention" in names)
     assert ("tensor_parallel" in space.axes) == ("tensor_parallel" in names)
-    assert all(c["batch_size"] * (c.get("data_parallel") or 1) * (c.get("microbatches") or 1) == 4
-               for c in space.configs)
+    # the rank's batch (microbatches × micro-batch) over the data-parallel ranks is the global batch
+    assert all(c["batch_size"] * (c.get("data_parallel") or 1) == 4 for c in space.configs)
     assert len({rank_key(c) for c in space.configs}) == len(space.configs)
     if "tensor_parallel" not in names:
         with pytest.raises(ValueError, match="no tensor_parallel field"):
@@ -133,9 +133,9 @@ def test_plan_bad_input_is_one_line(capsys, args, expected):
         assert "smallest predicted peak is" in line and "dominated by" in line
 
 
-@pytest.mark.parametrize("extra", [{"microbatches": 8, "batch_size": 8},
-                                   {"pipeline_parallel": 2, "microbatches": 9, "batch_size": 9},
-                                   {"data_parallel": 2, "zero": 2, "microbatches": 7, "batch_size": 14}])
+@pytest.mark.parametrize("extra", [{"microbatches": 13, "batch_size": 13},
+                                   {"pipeline_parallel": 2, "microbatches": 16, "batch_size": 16},
+                                   {"data_parallel": 2, "zero": 2, "microbatches": 13, "batch_size": 26}])
 def test_many_microbatches_predicted_from_few_equal_the_full_prediction(extra):
     """The evaluator predicts k and k + 1 microbatches and extrapolates; the full prediction says the same."""
     from memstudy.plan.evaluate import Evaluator, predict_rank, steady_microbatches
@@ -149,3 +149,22 @@ def test_many_microbatches_predicted_from_few_equal_the_full_prediction(extra):
     evaluator = Evaluator()
     assert evaluator(config) == predict_rank(config)
     assert evaluator.predictions == 3
+
+
+@pytest.mark.slow
+def test_llama_8b_on_8_devices_chosen_configuration_equals_predict(capsys):
+    """The issue's must-show: the plan prints a ranked table, and `memstudy predict` with the chosen configuration's
+    fields gives the same per-rank peak (about a minute here)."""
+    args = ["plan", "--hf-config", "experiments/configs/llama-3-8b.json", "--seq-len", "4096", "--global-batch", "64",
+            "--devices", "8", "--device-memory", "80GB", "--no-progress"]
+    assert cli.main(args) == 0
+    text = capsys.readouterr().out
+    command = next(line for line in text.splitlines() if "memstudy predict" in line)
+    peak_line = next(line for line in text.splitlines() if line.startswith("1 "))
+    argv = shlex.split(command.split("`")[1])[1:]
+    assert cli.main([*argv, "--json", "--no-progress"]) == 0
+    predicted = json.loads(capsys.readouterr().out)
+    assert cli.main([*args, "--json"]) == 0
+    first = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert first["rank"] == 1 and predicted["predicted_peak_bytes"] == first["predicted_peak_bytes"]
+    assert peak_line

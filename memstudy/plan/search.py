@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from ..nn.models.registry import Family
 from .cost import Cost, CostModel, step_cost
-from .evaluate import Evaluator, PredictionFailed, RankResult
+from .evaluate import Evaluator, PredictionFailed, RankResult, predict_rank
 from .space import Choices, Machines, PlanError, Space, enumerate_space, iter_groups
 
 GiB = 2 ** 30
@@ -125,6 +125,11 @@ def search(family: Family, base: dict[str, Any], machines: Machines, global_batc
         if bar is not None:
             bar.close()
     ranked.sort(key=lambda c: (c.cost.step_seconds, c.result.peak_bytes))
+    if ranked:  # the chosen one as `memstudy predict` predicts it (not extrapolated over its microbatches)
+        best = ranked[0]
+        exact = predict_rank(best.config)
+        ranked[0] = Candidate(best.config, exact, step_cost(exact, *_stages(best.config), cost_model),
+                              exact.peak_bytes <= machines.usable_bytes)
     return PlanResult(family, machines, global_batch, space, cost_model, ranked, over, skipped,
                       evaluate.predictions, evaluate.reused, time.perf_counter() - started, failed=failed)
 
