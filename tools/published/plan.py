@@ -33,8 +33,9 @@ class Decision:
 
 DECISIONS = (
     Decision("Llama-3-8B, full fine-tune, 8 × 80 GB",
-             "Every precision, checkpoint strategy and attention, Adam, every way of splitting 8 devices this "
-             "installation implements; the global batch of 64 sequences of 4096 tokens.",
+             "The CLI's defaults: bf16-mixed and bf16-master, no, selective and every-layer checkpointing, flash "
+             "attention, Adam, tensor parallel 1-8 with and without sequence parallelism, data parallel over the "
+             "other devices, ZeRO 0-3, micro-batches 1-8; the global batch of 64 sequences of 4096 tokens.",
              "experiments/configs/llama-3-8b.json", 4096, 64, 8, "80GB"),
     Decision("Llama-3-8B, LoRA r = 16 on q_proj and v_proj, one 24 GB card",
              "peft's default targets for Llama; the base weights frozen in their 16-bit or 32-bit dtype.",
@@ -42,8 +43,10 @@ DECISIONS = (
              choices={"lora_rank": (16,)}),
     Decision("GPT-2 small, a laptop CPU with 16 GB",
              "No CUDA context on a CPU: the reserve is what the operating system, a desktop and the Python process "
-             "keep (4 GiB, a stated guess), not the GPU default.",
-             "experiments/configs/gpt2.json", 1024, 8, 1, "16GB", reserve="4GiB", flags=("--reserve 4GiB",)),
+             "keep (4 GiB, a stated guess), not the GPU default. GPT-2 trains with dropout 0.1, which the fused "
+             "attention does not take: eager attention is searched too.",
+             "experiments/configs/gpt2.json", 1024, 8, 1, "16GB", reserve="4GiB",
+             flags=("--reserve 4GiB", "--attention eager,flash"), choices={"attention": ("eager", "flash")}),
 )
 
 
