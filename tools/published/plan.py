@@ -5,7 +5,8 @@ when nothing fits, the one line the command prints. Slow to render (three search
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass
 from typing import Any
 
 from memstudy.plan import Choices, Machines, PlanError, plan
@@ -28,7 +29,7 @@ class Decision:
     device_memory: str
     reserve: str | None = None  # None: the default (a GPU's CUDA context and fragmentation)
     flags: tuple[str, ...] = ()  # the command line's extra flags, as the CLI takes them
-    choices: dict[str, Any] = field(default_factory=dict)  # the same, for the plan's API
+    choices: tuple[tuple[str, Any], ...] = ()  # the same, for the plan's API: (axis, values) pairs (hashable)
 
 
 DECISIONS = (
@@ -40,13 +41,13 @@ DECISIONS = (
     Decision("Llama-3-8B, LoRA r = 16 on q_proj and v_proj, one 24 GB card",
              "peft's default targets for Llama; the base weights frozen in their 16-bit or 32-bit dtype.",
              "experiments/configs/llama-3-8b.json", 2048, 1, 1, "24GB", flags=("--lora-rank 16",),
-             choices={"lora_rank": (16,)}),
+             choices=(("lora_rank", (16,)),)),
     Decision("GPT-2 small, a laptop CPU with 16 GB",
              "No CUDA context on a CPU: the reserve is what the operating system, a desktop and the Python process "
              "keep (4 GiB, a stated guess), not the GPU default. GPT-2 trains with dropout 0.1, which the fused "
              "attention does not take: eager attention is searched too.",
              "experiments/configs/gpt2.json", 1024, 8, 1, "16GB", reserve="4GiB",
-             flags=("--reserve 4GiB", "--attention eager,flash"), choices={"attention": ("eager", "flash")}),
+             flags=("--reserve 4GiB", "--attention eager,flash"), choices=(("attention", ("eager", "flash")),)),
 )
 
 
@@ -56,12 +57,13 @@ def command(decision: Decision) -> str:
                      f"--device-memory {decision.device_memory}", *decision.flags])
 
 
+@functools.lru_cache(maxsize=None)  # a block rendered again in one process (the --readme tests) is planned once
 def decision_lines(decision: Decision) -> list[str]:
     memory = parse_bytes(decision.device_memory)
     reserve = default_reserve_bytes(memory) if decision.reserve is None else parse_bytes(decision.reserve)
     machines = Machines(decision.devices, memory, reserve)
     result = plan(None, decision.hf_config, decision.seq_len, decision.global_batch, machines,
-                  Choices(**decision.choices))
+                  Choices(**dict(decision.choices)))
     lines = [f"### {decision.title}", "", decision.why, "", f"    {command(decision)}", ""]
     if not result.ranked:
         error: PlanError = nothing_fits(result)
