@@ -34,6 +34,8 @@ Figures (one CSV row each; ratios are measured side by side in one run, see benc
                           every block run: predict_mlp_depth1000_every_block_seconds), median seconds
   predict_cli_llama70b_seconds, predict_cli_gpt2_small_seconds   the same from `memstudy predict --hf-config`,
                           a fresh process each (benchmarks.predict_cost.CLI)
+  plan_llama8b_seconds    `memstudy plan` over Llama-3-8B on 8 x 80 GB with the CLI's defaults (benchmarks.plan_bench;
+                          528 configurations; target 60 s), one in-process timing (not in --quick)
   bf16_step_vs_float32_gpt, bf16_step_vs_float32_mlp, bf16_mixed_step_vs_float32_gpt, fp16_step_vs_float32_gpt
                           a 16-bit step (emulated on numpy) / the float32 step, side by side
                           (benchmarks.precision_bench)
@@ -73,7 +75,7 @@ from memstudy.measure import probes
 from memstudy.measure.workload import Workload
 from memstudy.run.results.provenance import collect_env, git_info, write_json
 
-from . import gpt_bench, predict_cost, table
+from . import gpt_bench, plan_bench, predict_cost, table
 from .harness import Settings, engine_variant, time_variants, torch_missing_row
 from .heap import HEAP_MODES, HEAP_WARMUP_BYTES, warm_up_heap
 from .load import ForeignLoad, wait_until_quiet
@@ -136,6 +138,8 @@ def target(figure: str, size: tuple[int, int, int] | None = None) -> tuple[str, 
         return ("<=", predict_cost.CLI[figure][1])
     if figure in ("bf16_step_vs_float32_gpt", "bf16_step_vs_float32_mlp"):
         return ("<=", 2.0)
+    if figure == "plan_llama8b_seconds":
+        return ("<=", plan_bench.TARGET_SECONDS)
     return None
 
 
@@ -414,6 +418,17 @@ def predict_rows(samples: int) -> list[dict[str, Any]]:
     ] + deep_predict_rows(samples)
 
 
+def plan_rows() -> list[dict[str, Any]]:
+    """`memstudy plan` over Llama-3-8B on 8 devices, the CLI's defaults (benchmarks.plan_bench): one timing."""
+    load = ForeignLoad().start()
+    result = plan_bench.measure()
+    foreign = load.cores()
+    return [make_row("plan_llama8b_seconds", result["seconds"], "s", samples=1, foreign_cores=foreign,
+                     measured_label="memstudy.plan.plan (llama-3-8b, 8 x 80 GB)",
+                     note=f"in-process; {result['configurations']} configurations, {result['predictions']} rank graphs "
+                          f"predicted, {result['skipped']} skipped, {result['fitting']} fit")]
+
+
 def deep_predict_rows(samples: int) -> list[dict[str, Any]]:
     """Predicting deep models: repeated blocks predicted once, so the depth costs nothing (benchmarks.predict_cost)."""
     rows = []
@@ -644,6 +659,8 @@ def main(argv: list[str] | None = None) -> int:
             wait_until_quiet(args.quiet_cores, args.max_wait, log=log)
         rows += startup_rows(3 if quick else 9)
         rows += predict_rows(3 if quick else 9)
+        if not quick:
+            rows += plan_rows()
     if "study" in sections:
         if quick or args.no_study:
             rows.append(make_row("study_wall_seconds", None, "s", status="skipped",

@@ -251,6 +251,8 @@ def build_parser(family: Any = None, defaults: dict[str, Any] | None = None) -> 
     _add_sweep_flags(study, out_default=None)
     study.set_defaults(handler=_cmd_study)
 
+    _add_plan_parser(commands)
+
     graph = commands.add_parser("graph", help="the forward pass's computational graph and saved buffers as DOT")
     _add_model_flags(graph, family, ("train",), defaults)
     graph.add_argument("--out", default="graph.dot", metavar="FILE", help="DOT file (graph.dot); a PNG "
@@ -259,6 +261,84 @@ def build_parser(family: Any = None, defaults: dict[str, Any] | None = None) -> 
                                                        "available memory; or e.g. 4GiB)")
     graph.set_defaults(handler=_cmd_graph)
     return parser
+
+
+def _list_of(kind: type):
+    """An argparse type: comma-separated values of `kind` (int, str, or bool as on/off)."""
+    def parse(text: str) -> tuple:
+        items = tuple(part.strip() for part in text.split(",") if part.strip())
+        if not items:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+        if kind is int:
+            try:
+                values = tuple(int(item) for item in items)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+            if min(values) < 0:
+                raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
+            return values
+        if kind is bool:
+            table = {"on": True, "off": False, "yes": True, "no": False, "true": True, "false": False}
+            if any(item.lower() not in table for item in items):
+                raise argparse.ArgumentTypeError(f"expected on and/or off, got {text!r}")
+            return tuple(table[item.lower()] for item in items)
+        return items
+
+    return parse
+
+
+PLAN_VARIES = (  # flag, kind, what it varies (the plan's axes; an axis whose field the model lacks is refused)
+    ("--precision", str, "Lightning precision names and memstudy's *-master (default bf16-mixed,bf16-master)"),
+    ("--optimizer", str, "optimizers (default adam)"),
+    ("--checkpoint", str, "checkpoint strategies (default none,selective,every:1)"),
+    ("--attention", str, "attention implementations, when the model has the field (default flash)"),
+    ("--lora-rank", int, "LoRA ranks, 0 = full fine-tuning (default 0)"),
+    ("--tensor-parallel", int, "tensor-parallel sizes (default: the divisors of --devices)"),
+    ("--pipeline-parallel", int, "pipeline stages (default 1: a pipeline only when asked, e.g. 1,2,4)"),
+    ("--sequence-parallel", bool, "on and/or off (default both where tensor parallel > 1)"),
+    ("--zero", int, "ZeRO stages (default 0,1,2,3 where data parallel > 1)"),
+    ("--micro-batch", int, "micro-batch sizes (default 1,2,4,8; the microbatches are global batch / (micro-batch x "
+                           "data parallel))"),
+)
+
+
+def _add_plan_parser(commands: Any) -> None:
+    plan = commands.add_parser(
+        "plan", help="which ways of training a model fit the machines, ranked by a stated cost model",
+        description="Predicts every admissible combination of the choices below (each distinct rank graph once) "
+                    "and ranks those whose largest rank peak fits the device memory minus the reserve.")
+    plan.add_argument("--model", default=None, metavar="NAME|FILE.py:Class", help="model family (with --hf-config: "
+                                                                                  "the family reading it)")
+    plan.add_argument("--hf-config", metavar="CONFIG.json", help="the model's fields from a Hugging Face config.json")
+    plan.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                      help="fix one of the model's fields (JSON value, e.g. --set lora_targets=\"all-linear\")")
+    plan.add_argument("--seq-len", type=_positive_int, default=None, help="tokens per sequence")
+    plan.add_argument("--global-batch", type=_positive_int, required=True, help="sequences per optimiser step")
+    plan.add_argument("--devices", type=_positive_int, default=1, help="devices (1)")
+    plan.add_argument("--device-memory", required=True, metavar="SIZE", help="memory of each device, e.g. 80GB")
+    plan.add_argument("--devices-per-node", type=_positive_int, default=None, help="devices per node (the cost "
+                                                                                  "model's link: NVLink within, "
+                                                                                  "InfiniBand between)")
+    plan.add_argument("--reserve", default=None, metavar="SIZE", help="memory kept back per device for what is not "
+                                                                      "modelled (default 1 GiB + 5%% of the device)")
+    for flag, kind, help_text in PLAN_VARIES:
+        plan.add_argument(flag, type=_list_of(kind), default=None, metavar="A,B,...", help=help_text)
+    plan.add_argument("--top", type=_non_negative_int, default=20, help="rows of the table (20; 0: all)")
+    plan.add_argument("--json", action="store_true", help="JSON Lines: one object per predicted configuration")
+    plan.add_argument("--no-progress", action="store_true", help="no progress bar")
+    plan.set_defaults(handler=_cmd_plan, plan_command=True)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from .plan.command import run_plan
+
+    options = {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_")) for flag, _, _ in PLAN_VARIES}
+    text = run_plan(model=args.model, hf_config=args.hf_config, sets=args.set, seq_len=args.seq_len,
+                    global_batch=args.global_batch, devices=args.devices, device_memory=args.device_memory,
+                    devices_per_node=args.devices_per_node, reserve=args.reserve, choices=options, top=args.top,
+                    as_json=args.json, progress=not args.no_progress, argv=sys.argv[1:])
+    print(text)
+    return 0
 
 
 def _no_abbrev(add_parser: Any) -> Any:
@@ -410,7 +490,8 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        family, defaults = _family_from_argv(argv)
+        # `plan` reads its model itself (memstudy/plan): its flags are not a family's
+        family, defaults = _family_from_argv([] if argv[:1] == ["plan"] else argv)
     except ConfigError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return USAGE_EXIT

@@ -133,6 +133,20 @@ class Optimizer:
             del rule, wide  # freed here, inside the optimizer phase
         return True
 
+    def prepare(self) -> None:
+        """Make, without an update, the arrays every parameter's first update makes (its master copy with master
+        weights, its state): the state a steady-state step starts from. The predictor calls it instead of a warm-up
+        step, whose values a shape-only step does not have anyway (memory.predict); tests/test_predict.py checks the
+        account it gives against the measured cell's, which warms up with a real step."""
+        for index, p in enumerate(self.params):
+            data = p.data
+            if is_low(data.dtype) and self.master_weights:
+                if self.master[index] is None:
+                    self.master[index] = data.astype(FLOAT32)
+                self._states(index, self.master[index])
+            else:
+                self._states(index, data)
+
     def _begin_step(self) -> None:
         """Before an update that is not skipped (Adam counts its steps here)."""
 

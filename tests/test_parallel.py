@@ -29,7 +29,8 @@ def test_parallel_fields_defaults_change_nothing():
     ({"zero": 4}, "zero must be at most 3"),
     ({"data_parallel": 0}, "data_parallel must be at least 1"),
     ({"rank": 2, "data_parallel": 2}, "rank must be below the 2 ranks"),
-    ({"tensor_parallel": 2}, "tensor_parallel 2: not yet"),
+    ({"tensor_parallel": 2, "model": "mlp"}, r"tensor_parallel 2: model 'mlp' has no tensor-parallel layers \(gpt, "
+     r"llama have\)"),
     ({"pipeline_parallel": 2}, "pipeline_parallel 2: not yet"),
     ({"schedule": "zigzag"}, "schedule must be one of 1f1b, gpipe"),
     ({"zero": 1, "mode": "inference"}, "zero 1 shards training state"),
@@ -45,7 +46,7 @@ def test_cli_bad_parallel_flag_exits_2(capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "must be at most 3" in err and "\n" not in err
-    assert cli.main(["predict", "--model", "gpt", "--tensor-parallel", "2"]) == 2
+    assert cli.main(["predict", "--model", "gpt", "--pipeline-parallel", "2"]) == 2
     err = capsys.readouterr().err.strip()
     assert "not yet" in err and "\n" not in err
 

@@ -22,7 +22,7 @@ from memstudy.measure.ledger import StepAccount
 from memstudy.measure.predict import predict, predicted_account
 from memstudy.measure.workload import Workload
 from memstudy.nn.models.registry import PRECISIONS, builtin_names
-from memstudy.parallel.rank import is_parallel, notes as rank_notes
+from memstudy.parallel.rank import accounted_rank, is_parallel, notes as rank_notes
 
 
 def grid(**axes) -> list[dict]:
@@ -134,6 +134,24 @@ for _family, _shape in SHAPES.items():
 # LoRA on the MLP's hidden layers (all-linear), every checkpoint x policy
 FAMILY_CONFIGS["mlp"] += [{"model": "mlp", **MLP_SHAPE, "lora_rank": 2, "checkpoint": c, "policy": p,
                            "optimizer": "adam"} for c in CHECKPOINTS for p in POLICIES]
+# tensor parallelism (t = 2, 4) x sequence parallelism x every checkpoint, each with the next precision x policy x
+# dropout (gpt) or kv_heads (llama) in turn (memstudy/parallel/tensor.py: the rank's shards and collectives)
+FAMILY_CONFIGS["gpt"] += rotate([{"model": "gpt", **GPT_SHAPE, "optimizer": "adam", **c} for c in grid(
+    tensor_parallel=(2, 4), sequence_parallel=(False, True), checkpoint=GPT_CHECKPOINTS)],
+    precision=("32-true", "bf16-mixed", "bf16-true", "16-mixed"), policy=POLICIES, dropout=(0.0, 0.2))
+FAMILY_CONFIGS["llama"] += rotate([{"model": "llama", **LLAMA_SHAPE, "optimizer": "adam", **c,
+                                    "kv_heads": 2 if c["tensor_parallel"] == 2 else 4} for c in grid(  # GQA at t = 2
+    tensor_parallel=(2, 4), sequence_parallel=(False, True), checkpoint=GPT_CHECKPOINTS)],
+    precision=("32-true", "bf16-mixed", "bf16-true"), policy=POLICIES)
+# pipeline parallelism: p = 2 with m = 2 and 4 under both schedules, every stage (rank), each with the next
+# checkpoint x precision in turn; then with tensor and sequence parallelism (rank 2 = stage 1's first tensor rank)
+PIPELINE_SHAPE = dict(depth=4, batch_size=4, optimizer="adam")
+for _family, _shape in (("gpt", {**GPT_SHAPE, "dropout": 0.1}), ("llama", {**LLAMA_SHAPE, "kv_heads": 2})):
+    FAMILY_CONFIGS[_family] += rotate([{"model": _family, **_shape, **PIPELINE_SHAPE, "pipeline_parallel": 2, **c}
+                                       for c in grid(microbatches=(2, 4), schedule=("1f1b", "gpipe"), rank=(0, 1))],
+                                      checkpoint=GPT_CHECKPOINTS, precision=("32-true", "bf16-mixed", "16-mixed"))
+    FAMILY_CONFIGS[_family] += [{"model": _family, **_shape, **PIPELINE_SHAPE, "pipeline_parallel": 2,
+                                 "microbatches": 2, "tensor_parallel": 2, "sequence_parallel": True, "rank": 2}]
 
 # ZeRO (memstudy/parallel/zero.py): each stage on 1 and 3 data-parallel ranks (3 divides no parameter's size here:
 # padded parts), a given rank and the default, 16-bit with master weights and float32/float64, Adam and SGD
@@ -202,8 +220,8 @@ def test_prediction_equals_measured_ledger(family, raw):
         "predicted_collective_bytes": measured.collective_bytes,
         "predicted_buffers": len(measured.records),
         **predicted_generation_figures(measured),
-        **({"accounted_rank": config["rank"] or 0, "rank_choice": "given" if config["rank"] is not None
-            else "largest peak", "shape_only": True, "rank_notes": rank_notes(config)}
+        **({"accounted_rank": config["rank"] or 0, "rank_choice": accounted_rank(config)[1], "shape_only": True,
+            "rank_notes": rank_notes(config)}
            if is_parallel(config) else {}),
     }
 

@@ -11,6 +11,7 @@ import numpy as np
 from . import ops
 from .autocast import Cast, CastWeight, POLICY as AUTOCAST_POLICY, target as autocast_target
 from .engine import HALF, POLICIES, STATE, Node, _base, _data_address, backward
+from .flops import forward_flops
 from .meta import MetaArray
 from .precision import FLOAT32, is_float, is_low
 
@@ -213,6 +214,8 @@ def apply(fn: type, *inputs: Any, **consts: Any):
     if type(out) is not np.ndarray and type(out) is not MetaArray:  # 0-d arithmetic returns numpy scalars
         out = np.asarray(out)
     instrument = STATE.instrument
+    if instrument is not None:  # what the op computed, for an instrument that counts it (the ledger, by phase)
+        ctx.flops = forward_flops(fn, arrays, out)
     if record and STATE.policy != "minimal":
         sources = _apply_policy(ctx, inputs, arrays, out)
         if instrument is not None:

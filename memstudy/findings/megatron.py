@@ -37,20 +37,23 @@ class Term:
     quadratic: bool  # counted per a·s²·b (the attention scores' shape) rather than per s·b·h
     mask: bool  # a dropout mask (1 byte per element) rather than an activation (the dtype's bytes)
     with_dropout_only: bool  # exists only when dropout > 0
+    # split t ways by tensor parallelism (heads, the MLP's hidden units); the others are the layer norms' and
+    # dropouts' side of the block, split t ways only by sequence parallelism (Korthikanti et al. 2022, Table 2)
+    by_heads: bool = False
 
 
 TERMS: tuple[Term, ...] = (
     Term("qkv_input", "QKV input (ln_1 output)", "attention", 1, False, False, False),
-    Term("q_and_k", "Q and K (for q @ kᵀ)", "attention", 2, False, False, False),
-    Term("softmax_output", "softmax output", "attention", 1, True, False, False),
-    Term("softmax_dropout_mask", "softmax dropout mask", "attention", 1, True, True, True),
-    Term("dropout_output", "dropout output (attention over values)", "attention", 1, True, False, True),
-    Term("v", "V", "attention", 1, False, False, False),
-    Term("projection_input", "projection input (heads merged)", "attention", 1, False, False, False),
+    Term("q_and_k", "Q and K (for q @ kᵀ)", "attention", 2, False, False, False, True),
+    Term("softmax_output", "softmax output", "attention", 1, True, False, False, True),
+    Term("softmax_dropout_mask", "softmax dropout mask", "attention", 1, True, True, True, True),
+    Term("dropout_output", "dropout output (attention over values)", "attention", 1, True, False, True, True),
+    Term("v", "V", "attention", 1, False, False, False, True),
+    Term("projection_input", "projection input (heads merged)", "attention", 1, False, False, False, True),
     Term("projection_dropout_mask", "projection dropout mask", "attention", 1, False, True, True),
     Term("mlp_input", "MLP input (ln_2 output)", "mlp", 1, False, False, False),
-    Term("gelu_input", "GELU input (c_fc output)", "mlp", 4, False, False, False),
-    Term("second_linear_input", "second-linear input (GELU output)", "mlp", 4, False, False, False),
+    Term("gelu_input", "GELU input (c_fc output)", "mlp", 4, False, False, False, True),
+    Term("second_linear_input", "second-linear input (GELU output)", "mlp", 4, False, False, False, True),
     Term("mlp_dropout_mask", "MLP dropout mask", "mlp", 1, False, True, True),
     Term("ln_1_input", "ln_1 input", "layer norm", 1, False, False, False),
     Term("ln_2_input", "ln_2 input", "layer norm", 1, False, False, False),
@@ -69,12 +72,16 @@ LN_STATISTICS = "layer-norm statistics (mean and 1/std of ln_1 and ln_2; not in 
 SEGMENT_INPUT = "checkpoint segment input (not in the formula)"
 
 
-def term_bytes(term: Term, seq_len: int, batch: int, width: int, heads: int, itemsize: int, dropout: float) -> int:
-    """The formula's bytes for one term of one layer, for activations of `itemsize` bytes and 1-byte masks."""
+def term_bytes(term: Term, seq_len: int, batch: int, width: int, heads: int, itemsize: int, dropout: float,
+               tensor_parallel: int = 1, sequence_parallel: bool = False) -> int:
+    """The formula's bytes for one term of one layer on one rank, for activations of `itemsize` bytes and 1-byte
+    masks: split t ways when tensor parallelism splits it (`Term.by_heads`) or sequence parallelism does (the
+    rest), as Korthikanti et al.'s Table 2 counts them."""
     if term.with_dropout_only and dropout == 0:
         return 0
     unit = heads * seq_len * seq_len * batch if term.quadratic else seq_len * batch * width
-    return term.elements * unit * (MASK_BYTES if term.mask else itemsize)
+    split = tensor_parallel if (term.by_heads or sequence_parallel) else 1
+    return term.elements * unit * (MASK_BYTES if term.mask else itemsize) // split
 
 
 def coefficients(itemsize: int, dropout: float = 0.1) -> tuple[int, int]:
@@ -113,6 +120,10 @@ def fraction_removed(seq_len: int, heads: int, width: int) -> float:
     return quadratic / (34 + quadratic)
 
 
+# the ops whose output is a Linear's: the plain one, and sequence parallelism's (memstudy/parallel/tensor.py)
+LINEARS = ("linear", "sequence_parallel_linear")
+
+
 def _classify(buffers: list[Any]) -> list[tuple[str, Any]]:
     """(term key or extra's label, buffer) for one block's saved buffers in the order the ledger saw them."""
     out = []
@@ -123,12 +134,12 @@ def _classify(buffers: list[Any]) -> list[tuple[str, Any]]:
         elif b.saved_by == "layer_norm":
             key = ("ln_1_input", "ln_2_input")[min(seen["ln_input"], 1)]
             seen["ln_input"] += 1
-        elif b.saved_by == "checkpoint" and b.op != "linear":
+        elif b.saved_by == "checkpoint" and b.op not in LINEARS:
             key = SEGMENT_INPUT
-        elif b.op == "layer_norm" and b.saved_by == "linear":
+        elif b.op == "layer_norm" and b.saved_by in LINEARS:
             key = ("qkv_input", "mlp_input")[min(seen["ln_output"], 1)]
             seen["ln_output"] += 1
-        elif b.op == "linear" and b.saved_by in ("batched_matmul", "checkpoint"):
+        elif b.op in LINEARS and b.saved_by in ("batched_matmul", "checkpoint"):
             key = "q_and_k+v"
         elif b.op == "softmax" and b.saved_by == "softmax":
             key = "softmax_output"
@@ -141,7 +152,7 @@ def _classify(buffers: list[Any]) -> list[tuple[str, Any]]:
             key = "dropout_output"
         elif b.op == "reshape" and b.saved_by == "linear":
             key = "projection_input"
-        elif b.op == "linear" and b.saved_by == "gelu":
+        elif b.op in LINEARS and b.saved_by == "gelu":
             key = "gelu_input"
         elif b.op == "gelu" and b.saved_by == "linear":
             key = "second_linear_input"
@@ -167,9 +178,9 @@ class Row:
 
 
 def block_rows(account: Any, layer: int, seq_len: int, batch: int, width: int, heads: int, itemsize: int,
-               dropout: float) -> list[Row]:
-    """One block's rows: each formula term (ledger bytes beside the formula's), then what memstudy keeps
-    beyond the formula (layer-norm statistics, segment inputs, anything unrecognised)."""
+               dropout: float, tensor_parallel: int = 1, sequence_parallel: bool = False) -> list[Row]:
+    """One block's rows: each formula term (ledger bytes beside the formula's, on one rank of `tensor_parallel`),
+    then what memstudy keeps beyond the formula (layer-norm statistics, segment inputs, anything unrecognised)."""
     sums: dict[str, list[int]] = {}
     for key, b in _classify(held_after_forward(account, layer)):
         entry = sums.setdefault(key, [0, 0])
@@ -179,7 +190,8 @@ def block_rows(account: Any, layer: int, seq_len: int, batch: int, width: int, h
     for label, keys in ROWS:
         ledger_key = "q_and_k+v" if keys == ("q_and_k", "v") else keys[0]
         got = sums.pop(ledger_key, [0, 0])
-        formula = sum(term_bytes(TERM[k], seq_len, batch, width, heads, itemsize, dropout) for k in keys)
+        formula = sum(term_bytes(TERM[k], seq_len, batch, width, heads, itemsize, dropout, tensor_parallel,
+                                 sequence_parallel) for k in keys)
         rows.append(Row(label, keys, got[0], formula, got[1]))
     for label in [LN_STATISTICS, SEGMENT_INPUT] + sorted(k for k in sums if k.startswith("other")):
         if label in sums:

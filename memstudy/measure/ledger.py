@@ -50,7 +50,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..autograd.engine import STATE, NotRepeatable
+from ..autograd.engine import _REPEAT_IDS, STATE, NotRepeatable
 from ..autograd.graph import base_buffer
 
 CATEGORIES = ("parameter", "optimizer_state", "input", "kv_cache", "communication", "gradient", "activation",
@@ -134,6 +134,8 @@ class StepAccount:
     buffer_count: int = 0  # buffers of the step (with repeated blocks: of the step in which every block ran)
     event_count: int = 0  # births and deaths, likewise; `peak_event` indexes them
     repeated: bool = False  # True: repeated blocks ran once for many; records and events are those of the run
+    forward_flops: int = 0  # FLOPs of the ops of the forward phase (autograd/flops.py), every block counted
+    recomputed_flops: int = 0  # FLOPs of the ops a checkpoint recomputed in backward, likewise
     # per collective (all_reduce, all_gather, reduce_scatter): [calls, bytes of this rank's inputs] in the step (with
     # repeated blocks: as often as they stand for), so a planner can sum a step's communication
     collective_bytes: dict[str, list[int]] = field(default_factory=dict)
@@ -262,6 +264,8 @@ class Ledger:
         self._unplaced: dict[int, int] = {}  # id(leaf) -> key of a parameter registered without a layer
         self._held_as: dict[int, str] = {}  # key -> the category an op gave its output (Function.output_category)
         self.recomputed_ops = 0  # ops applied while a checkpoint recomputed its segment
+        # FLOPs of the ops applied in the forward phase and in a checkpoint's recompute (autograd/flops.py)
+        self.forward_flops = self.recomputed_flops = 0
         self.collective_calls: list[tuple] = []  # (collective, bytes of its input, repeat scope), see on_collective
         self.parameter_count = self.trainable_parameter_count = 0  # elements, see StepAccount
 
@@ -297,7 +301,11 @@ class Ledger:
         layer = ctx.layer
         phase = STATE.phase
         if phase == "recompute":
-            self.recomputed_ops += 1 if STATE.repeat is None else _copies(STATE.repeat)
+            copies = 1 if STATE.repeat is None else _copies(STATE.repeat)
+            self.recomputed_ops += copies
+            self.recomputed_flops += getattr(ctx, "flops", 0) * copies
+        elif phase == "forward":
+            self.forward_flops += getattr(ctx, "flops", 0) * (1 if STATE.repeat is None else _copies(STATE.repeat))
         category = ctx.fn.output_category
         if category is None:
             self._track(out, name, "out", layer, phase)
@@ -451,6 +459,8 @@ class Ledger:
             saved_tensors=saved_tensors,
             registered_bytes=registered,
             recomputed_ops=self.recomputed_ops,
+            forward_flops=self.forward_flops,
+            recomputed_flops=self.recomputed_flops,
             records=list(records),
             raw_events=list(events),
             parameter_count=self.parameter_count,
@@ -566,30 +576,78 @@ def _summarise(events: list[tuple], lo: int, hi: int, level: int, category_of: l
 
 
 def _check_repeats(records: list[list], events: list[tuple]) -> None:
-    """Each repeat scope hands on what it takes in (see the module docstring), or RepeatMismatch."""
+    """Each repeat scope hands on what it takes in (see the module docstring), or RepeatMismatch. A buffer born in
+    one repeated run and freed in another run of as many copies is each copy's (below), and passes nothing on.
+
+    What a scope hands on beyond what it takes in (of a kind, category and size, the latest to die) is each copy's
+    own and outlives them all (autocast's cached weight copies, made in each block and dropped when the forward pass
+    ends): in the unrolled step every copy made one, and they all die where this one dies. Its death then frees
+    each copy's: its event stands for as many deaths in a row as the copies of the scopes it leaves (a repeat scope of
+    its own, set here in place), provided it
+    dies in a scope that encloses the one it was born in (else RepeatMismatch: its copies would die apart)."""
     from collections import Counter
 
     taken: dict[int, Counter] = {}
     handed: dict[int, Counter] = {}
+    handed_records: dict[int, list[list]] = {}
+
+    def path(event_index: int) -> tuple:
+        return events[event_index][_EVENT_REPEAT] or ()
 
     def scopes(event_index: int) -> set:
-        path = events[event_index][_EVENT_REPEAT] or ()
-        return {abs(ident) for ident, _ in path if isinstance(ident, int)}
+        return {abs(ident) for ident, _ in path(event_index) if isinstance(ident, int)}
+
+    def copies_outside(event_index: int, shared: set) -> int:
+        n = 1
+        for ident, copies in path(event_index):
+            if abs(ident) not in shared:
+                n *= copies
+        return n
 
     for r in records:
         if r[_DIED] is None:
             continue  # alive at the end (a gradient, the output): each copy has its own, nothing is handed on
         born, died = scopes(r[_BORN]), scopes(r[_DIED])
+        shared = born & died
+        if born - shared and died - shared and \
+                copies_outside(r[_BORN], shared) == copies_outside(r[_DIED], shared):
+            # born in one run of the blocks and freed in another run of as many (a microbatch's gradient, which the
+            # next microbatch's backward of the same block accumulates into): copy k of the one pairs with copy k
+            # of the other, so each run counts its copies and nothing passes between blocks
+            continue
         signature = (r[_CATEGORY], r[_NBYTES])
         for scope in died - born:
             taken.setdefault(scope, Counter())[signature] += 1
         for scope in born - died:
             handed.setdefault(scope, Counter())[signature] += 1
+            handed_records.setdefault(scope, []).append(r)
+    own: dict[int, list] = {}  # key -> record, of each copy's own buffers that outlive the copies
     for scope in set(taken) | set(handed):
-        if taken.get(scope, Counter()) != handed.get(scope, Counter()):
-            raise RepeatMismatch(f"a repeated block takes in {sorted(taken.get(scope, Counter()).items())} but "
-                                 f"hands on {sorted(handed.get(scope, Counter()).items())} (category, bytes): its "
-                                 "copies would not chain")
+        took, gave = taken.get(scope, Counter()), handed.get(scope, Counter())
+        extra = gave - took
+        if took - gave:
+            raise RepeatMismatch(f"a repeated block takes in {sorted(took.items())} but hands on "
+                                 f"{sorted(gave.items())} (category, bytes): its copies would not chain")
+        # of a kind it both takes in and hands on more of, the own ones die last: what the next block takes in
+        # dies while that block runs, what each copy keeps outlives every copy
+        for r in sorted(handed_records.get(scope, ()), key=lambda r: r[_DIED], reverse=True):
+            signature = (r[_CATEGORY], r[_NBYTES])
+            if extra[signature] > 0:
+                extra[signature] -= 1
+                own[r[_KEY]] = r
+    for r in own.values():
+        born, died = path(r[_BORN]), path(r[_DIED])
+        died_scopes = {abs(ident) for ident, _ in died}
+        if not died_scopes <= {abs(ident) for ident, _ in born}:
+            raise RepeatMismatch("a repeated block's own buffer dies inside another repeated block: its copies "
+                                 "would not die together")
+        factor = 1
+        for ident, copies in born:
+            if abs(ident) not in died_scopes:
+                factor *= copies
+        if factor > 1:  # the death stands for `factor` deaths in a row: a repeat scope of its own
+            event = events[r[_DIED]]
+            events[r[_DIED]] = event[:_EVENT_REPEAT] + ((event[_EVENT_REPEAT] or ()) + ((next(_REPEAT_IDS), factor),),)
 
 
 def _record_death(ledger_ref: weakref.ref, key: int, ident: int, _: weakref.ref) -> None:

@@ -2,7 +2,8 @@
 
 Inside `autograd.meta.meta_mode()` the family's model and batch are built as `MetaArray`s (shape, dtype,
 strides, views; no data), by the same `Workload` a measured cell uses. The step then runs as a cell runs it
-(one warm-up step so the optimiser state exists, gradients None, then one step under the memory ledger): every
+(from the steady state, the optimiser's state made as its first update makes it: `Optimizer.prepare`, where a cell
+takes one warm-up step; gradients None; then one step under the memory ledger): every
 op, the checkpoint's recompute, the saved-tensor policy and the optimiser run their own code by numpy's
 dispatch, and the ledger counts the MetaArrays' buffers as it counts real ones. So the prediction is the
 ledger's account of the real step, byte for byte, and no op costs more for larger arrays (no numbers exist).
@@ -76,7 +77,10 @@ def _account(config: dict[str, Any], max_drawn_bytes: int | None, compressed: bo
             work = Workload(config)
             if plans is not None:
                 plans.append(c.plans if c is not None else 0)
-            work.warm_up()  # as the cell does: the optimiser state exists (shape-only: one step, none is skipped)
+            # the steady state the cell reaches by a warm-up step: the optimiser's state exists. A shape-only step
+            # has no values to warm, so the state is made directly (half the cost of a prediction)
+            if work.train:
+                work.optimizer.prepare()
             # the cell's reset also runs gc.collect(), which frees nothing of a step (the engine makes no reference
             # cycles, tested with gc disabled) and costs 10-30 ms in a large process: gradients None is the baseline
             work.optimizer.zero_grad()

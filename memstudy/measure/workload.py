@@ -15,7 +15,7 @@ from ..autograd import STATE, Tensor, autocast, no_grad, saved_tensors_policy
 from ..nn import repeat
 from ..nn.generation import generate
 from ..nn.models.registry import get_family
-from ..parallel import collectives, zero
+from ..parallel import collectives, pipeline, zero
 from . import heap
 from .ledger import Ledger, StepAccount
 
@@ -58,6 +58,9 @@ class Workload:
         # a data-parallel rank's step (memstudy/parallel/zero.py): the model's parameters handed in through ZeRO's
         # collectives, the optimiser updating the rank's parts of them
         self.zero = zero.Zero(config, model) if zero.applies(config) else None
+        # a pipeline stage's step (memstudy/parallel/pipeline.py): its microbatches in the schedule's order
+        self.pipeline = (pipeline.Pipeline(config, model, pipeline.loss_on_outputs(loss))
+                         if self.train and pipeline.applies(config) else None)
         # the trainable parameters: a frozen one (requires_grad False) is model state, but nothing to update
         params = (self.zero.optimizer_params if self.zero is not None
                   else [p for p in self.model.parameters() if p.requires_grad])
@@ -84,10 +87,13 @@ class Workload:
         return self._train_step()
 
     def _train_step(self) -> Any:
-        loss = self.loss(self.policy)
-        if self.scaler is None:
+        if self.pipeline is not None:
+            loss = self.pipeline.forward_backward(self, None if self.scaler is None else float(self.scaler.scale))
+        elif self.scaler is None:
+            loss = self.loss(self.policy)
             loss.backward()
         else:
+            loss = self.loss(self.policy)
             (loss * float(self.scaler.scale)).backward()  # the scaled loss (a Scale op): small gradients stay > 0
         if self.zero is not None:
             self.zero.after_backward()

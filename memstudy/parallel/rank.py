@@ -18,6 +18,8 @@ def accounted_rank(config: dict[str, Any]) -> tuple[int, str]:
     rank = config.get("rank")
     if rank is not None:
         return rank, "given"
+    if (config.get("pipeline_parallel") or 1) > 1:  # stages differ: the first is the one the papers account
+        return 0, "first stage"
     return 0, "largest peak"
 
 
@@ -29,7 +31,9 @@ def notes(config: dict[str, Any]) -> list[str]:
     rank, why = accounted_rank(config)
     lines = []
     if world_size(config) > 1:
-        which = "given by rank" if why == "given" else "the rank with the largest peak"
+        which = {"given": "given by rank", "largest peak": "the rank with the largest peak",
+                 "first stage": "the first pipeline stage (under 1f1b it holds p microbatches; rank picks another "
+                                "stage)"}[why]
         alike = f" (all {n} data-parallel ranks hold alike shards)" if world_size(config) == n else ""
         lines.append(f"figures of rank {rank} of {world_size(config)}: {which}{alike}")
     if config.get("zero") == 3 and n > 1:

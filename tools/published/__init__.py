@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from tools.published.korthikanti import table2_block
 from tools.published.probes import probes_block
 from tools.published.remedies import remedies_block
 from tools.published.reports import finding_block, flash_block, pages_block, reports_block
@@ -70,6 +71,12 @@ def zero_table_block(results: Results) -> list[str]:
     return zero_tables.all_lines()
 
 
+def will_it_fit_block(results: Results) -> list[str]:
+    from tools.published.plan import will_it_fit_block as block
+
+    return block(results)
+
+
 def generation_block(results: Results) -> list[str]:
     from tools import generation_table
 
@@ -110,6 +117,9 @@ BLOCKS: tuple[Block, ...] = (
     Block("generation-table", "the predictor (tools/generation_table.py)", generation_block, slow=True),
     Block("llama-8b", "the predictor and tools/calculators.py (tools/llama_worked.py)", llama_8b_block, slow=True),
     Block("zero-tables", "the predictor (tools/zero_tables.py)", zero_table_block, slow=True),
+    Block("korthikanti-table2", "the predictor (memstudy.findings.korthikanti, tools/published/korthikanti.py)",
+          table2_block),
+    Block("will-it-fit", "memstudy plan (tools/published/plan.py)", will_it_fit_block, slow=True),
 )
 
 

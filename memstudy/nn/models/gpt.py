@@ -43,8 +43,12 @@ from ..lora import apply_lora_config, check_lora_config, lora_fields
 from ..repeat import Plan
 from ..transformer import GELU, ATTENTIONS, Dropout, Embedding, LayerNorm, attention_field, check_attention, \
     flash_attention
-from .registry import MODES, ConfigError, Family, Field, StateBytes, checkpoint_segment_size, parse_checkpoint
+from ...parallel import pipeline
+from ...parallel.tensor import TensorParallel, check_divides
+from .registry import (MODES, ConfigError, Family, Field, StateBytes, check_tensor_parallel, checkpoint_segment_size,
+                       parse_checkpoint)
 
+ONE_DEVICE = TensorParallel()
 INIT_STD = 0.02  # GPT-2's N(0, 0.02²) for Linear and embedding weights
 ATTN_DROPOUT, RESID_DROPOUT, MLP_DROPOUT, EMBEDDING_DROPOUT = range(4)  # dropout sites, for their generators
 
@@ -55,20 +59,26 @@ def dropout_rng(stream: tuple[int, ...], site: int) -> np.random.Generator:
 
 
 class CausalSelfAttention(Module):
+    """Under tensor parallelism t (`tp`) this rank's a/t heads: c_attn column-parallel (its q, k and v of those heads,
+    3h/t outputs), c_proj row-parallel (h/t inputs, its bias whole)."""
+
     def __init__(self, width: int, heads: int, depth: int, dropout: float, bias: bool, dtype: Any,
-                 rng: np.random.Generator):
-        self.width, self.heads = width, heads
-        self.c_attn = Linear(width, 3 * width, bias, dtype, rng, std=INIT_STD)
-        self.c_proj = Linear(width, width, bias, dtype, rng, std=INIT_STD / math.sqrt(2 * depth))
+                 rng: np.random.Generator, tp: TensorParallel = ONE_DEVICE):
+        self.width, self.heads, self.tp = width, heads, tp
+        local = width // tp.size  # this rank's share of the heads' width
+        self.c_attn = Linear(width, 3 * local, bias, dtype, rng, std=INIT_STD)
+        self.c_proj = Linear(local, width, bias, dtype, rng, std=INIT_STD / math.sqrt(2 * depth))
         self.attn_dropout = Dropout(dropout)
         self.resid_dropout = Dropout(dropout)
         self.training = True
         self.attention = "eager"  # or "flash": set by GPT
 
     def forward(self, x: Tensor, stream: tuple[int, ...], selective: bool = False, cache: Any = None) -> Tensor:
-        b, s, h = x.shape
-        a = self.heads
-        qkv = self.c_attn(x)
+        b, _, width = x.shape  # under sequence parallelism x holds this rank's s/t tokens
+        tp = self.tp
+        a, h = self.heads // tp.size, width // tp.size  # this rank's heads and their width
+        qkv = tp.column(self.c_attn, tp.enter(x))
+        s = qkv.shape[1]
         q, k, v = (apply(ops.Slice, qkv, axis=2, start=i * h, stop=(i + 1) * h)  # views: nothing saved
                    .reshape(b, s, a, h // a).transpose(0, 2, 1, 3) for i in range(3))
         qkv = None
@@ -82,7 +92,7 @@ class CausalSelfAttention(Module):
             y = self.core(q, k, v, stream, offset)
         q = k = v = None
         y = y.transpose(0, 2, 1, 3).reshape(b, s, h)  # heads merged: a copy (the transpose is not contiguous)
-        return self.resid_dropout(self.c_proj(y), dropout_rng(stream, RESID_DROPOUT), self.training)
+        return self.resid_dropout(tp.row(self.c_proj, y), dropout_rng(stream, RESID_DROPOUT), self.training)
 
     def core(self, q: Tensor, k: Tensor, v: Tensor, stream: tuple[int, ...], offset: int = 0) -> Tensor:
         """softmax(mask(q @ kᵀ / √d)) (dropped out) @ v, per head: the part that holds a·s² values per example.
@@ -100,27 +110,31 @@ class CausalSelfAttention(Module):
 
 
 class FeedForward(Module):
-    """nanoGPT's `MLP`: c_fc (h → 4h), GELU, c_proj (4h → h), dropout."""
+    """nanoGPT's `MLP`: c_fc (h → 4h), GELU, c_proj (4h → h), dropout; under tensor parallelism t c_fc is
+    column-parallel (4h/t), c_proj row-parallel."""
 
-    def __init__(self, width: int, depth: int, dropout: float, bias: bool, dtype: Any, rng: np.random.Generator):
-        self.c_fc = Linear(width, 4 * width, bias, dtype, rng, std=INIT_STD)
+    def __init__(self, width: int, depth: int, dropout: float, bias: bool, dtype: Any, rng: np.random.Generator,
+                 tp: TensorParallel = ONE_DEVICE):
+        self.tp = tp
+        self.c_fc = Linear(width, 4 * width // tp.size, bias, dtype, rng, std=INIT_STD)
         self.gelu = GELU()
-        self.c_proj = Linear(4 * width, width, bias, dtype, rng, std=INIT_STD / math.sqrt(2 * depth))
+        self.c_proj = Linear(4 * width // tp.size, width, bias, dtype, rng, std=INIT_STD / math.sqrt(2 * depth))
         self.dropout = Dropout(dropout)
         self.training = True
 
     def forward(self, x: Tensor, stream: tuple[int, ...]) -> Tensor:
-        h = self.gelu(self.c_fc(x))
-        return self.dropout(self.c_proj(h), dropout_rng(stream, MLP_DROPOUT), self.training)
+        tp = self.tp
+        h = self.gelu(tp.column(self.c_fc, tp.enter(x)))
+        return self.dropout(tp.row(self.c_proj, h), dropout_rng(stream, MLP_DROPOUT), self.training)
 
 
 class Block(Module):
     def __init__(self, width: int, heads: int, depth: int, dropout: float, bias: bool, dtype: Any,
-                 rng: np.random.Generator):
+                 rng: np.random.Generator, tp: TensorParallel = ONE_DEVICE):
         self.ln_1 = LayerNorm(width, bias, dtype)
-        self.attn = CausalSelfAttention(width, heads, depth, dropout, bias, dtype, rng)
+        self.attn = CausalSelfAttention(width, heads, depth, dropout, bias, dtype, rng, tp)
         self.ln_2 = LayerNorm(width, bias, dtype)
-        self.mlp = FeedForward(width, depth, dropout, bias, dtype, rng)
+        self.mlp = FeedForward(width, depth, dropout, bias, dtype, rng, tp)
 
     def forward(self, x: Tensor, stream: tuple[int, ...], selective: bool = False, cache: Any = None) -> Tensor:
         x = x + self.attn(self.ln_1(x), stream, selective, cache)
@@ -128,15 +142,18 @@ class Block(Module):
 
 
 class Transformer(Module):
-    """nanoGPT's `transformer` ModuleDict: wte, wpe, drop, h (the blocks: those `plan` runs), ln_f."""
+    """nanoGPT's `transformer` ModuleDict: wte, wpe, drop, h (the blocks: those `plan` runs), ln_f. A pipeline stage
+    (memstudy/parallel/pipeline.py) holds wpe only if `first`, ln_f only if `last`, and wte if either (the last
+    stage's copy of the word embeddings for the tied head, as Megatron-LM keeps it)."""
 
     def __init__(self, vocab: int, seq_len: int, depth: int, width: int, heads: int, dropout: float, bias: bool,
-                 dtype: Any, rng: np.random.Generator, plan: Plan):
-        self.wte = Embedding(vocab, width, dtype, rng, std=INIT_STD)
-        self.wpe = Embedding(seq_len, width, dtype, rng, std=INIT_STD)
+                 dtype: Any, rng: np.random.Generator, plan: Plan, tp: TensorParallel = ONE_DEVICE,
+                 first: bool = True, last: bool = True):
+        self.wte = Embedding(vocab, width, dtype, rng, std=INIT_STD) if first or last else None
+        self.wpe = Embedding(seq_len, width, dtype, rng, std=INIT_STD) if first else None
         self.drop = Dropout(dropout)
-        self.h = plan.build(lambda i: Block(width, heads, depth, dropout, bias, dtype, rng))
-        self.ln_f = LayerNorm(width, bias, dtype)
+        self.h = plan.build(lambda i: Block(width, heads, depth, dropout, bias, dtype, rng, tp))
+        self.ln_f = LayerNorm(width, bias, dtype) if last else None
 
 
 class TiedHead(Module):
@@ -154,17 +171,22 @@ class GPT(Module):
 
     def __init__(self, vocab: int, seq_len: int, depth: int, width: int, heads: int, dropout: float = 0.0,
                  bias: bool = True, dtype: Any = "float32", seed: int | None = 0, checkpoint: str = "none",
+                 tensor_parallel: int = 1, sequence_parallel: bool = False, first: bool = True, last: bool = True,
                  attention: str = "eager"):
         if attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}, got {attention!r}")
         for name, value in (("vocab", vocab), ("seq_len", seq_len), ("depth", depth), ("width", width),
-                            ("heads", heads)):
+                            ("heads", heads), ("tensor_parallel", tensor_parallel)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if width % heads:
             raise ValueError(f"heads must divide width: width {width} is not a multiple of heads {heads}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        problem = check_divides(tensor_parallel, heads=heads, **{"the MLP's hidden size": 4 * width})
+        if problem:
+            raise ValueError(problem)
+        self.tp = TensorParallel(tensor_parallel, sequence_parallel)  # the blocks' share of this rank
         self.vocab, self.seq_len, self.depth, self.width, self.heads = vocab, seq_len, depth, width, heads
         self.dropout, self.dtype, self.seed = dropout, check_dtype(dtype), 0 if seed is None else int(seed)
         self.checkpoint = parse_checkpoint(checkpoint, ("selective",))
@@ -173,8 +195,11 @@ class GPT(Module):
         self.training = True
         self.calls = 0  # forward calls so far: part of each dropout generator's seed
         rng = np.random.default_rng(seed)
-        self.transformer = Transformer(vocab, seq_len, depth, width, heads, dropout, bias, dtype, rng, self.plan)
-        self.lm_head = TiedHead(self.transformer.wte.weight)
+        # a pipeline stage (memstudy/parallel/pipeline.py): the embeddings only on the first, the head on the last
+        self.first, self.last = bool(first), bool(last)
+        self.transformer = Transformer(vocab, seq_len, depth, width, heads, dropout, bias, dtype, rng, self.plan,
+                                       self.tp, self.first, self.last)
+        self.lm_head = TiedHead(self.transformer.wte.weight) if self.last else None
         self.attention = attention
         for block in self.transformer.h:
             block.attn.attention = attention
@@ -220,6 +245,8 @@ class GPT(Module):
         """(b, s) token ids → (b, s, vocab) logits; with a KV cache (`nn.kv_cache`, generation) the tokens sit at the
         positions after those it holds and every block reads and fills it; `logits="last"`: the last position's only,
         (b, 1, vocab), as transformers' `logits_to_keep = 1`."""
+        if not self.first:  # a later pipeline stage: idx is the hidden states the previous stage sent
+            return self.stage_forward(idx)
         idx = idx.data if isinstance(idx, Tensor) else idx
         self.check_tokens(idx, 0 if cache is None else cache.length)
         start = check_cache(cache, idx.shape[1])
@@ -230,6 +257,7 @@ class GPT(Module):
                 positions = np.arange(start, start + idx.shape[1], dtype=np.int64, like=idx)
                 x = t.wte(idx) + t.wpe(positions)
                 positions = None
+                x = self.tp.scatter(x)  # sequence parallelism: this rank's s/t tokens from here to ln_f
                 x = t.drop(x, dropout_rng((self.seed, call, depth + 1), EMBEDDING_DROPOUT), self.training)
             if self.segment_size is None or not STATE.grad_enabled:
                 # the loop inline (not a call to run_blocks, whose caller would hold the embeddings' output for the
@@ -243,9 +271,32 @@ class GPT(Module):
                     params = [p for block in t.h[start:stop] for p in block.parameters()]
                     with layer_scope(start):
                         x = checkpoint_segment(self.run_blocks, x, params, start, stop, call)
-            with layer_scope(depth):
-                x = t.ln_f(x)
+            if not self.last:  # an earlier pipeline stage sends its hidden states
+                return x
+            with layer_scope(depth):  # inline, not a call: the caller's x would outlive ln_f's input
+                x = self.tp.gather(t.ln_f(x))  # the head, whole on every rank, sees every token
                 return self.lm_head(keep_logits(x, logits))
+
+    def stage_forward(self, x: Tensor) -> Tensor:
+        """A later pipeline stage's forward: its blocks on the hidden states received, then the head if last."""
+        self.calls += 1
+        call = self.calls
+        with ops.small_ufunc_buffer():
+            if self.segment_size is None:
+                selective = self.checkpoint == "selective"
+                for i in self.plan.blocks(0, self.depth):
+                    with layer_scope(i):
+                        x = self.transformer.h[i](x, (self.seed, call, i), selective)
+            else:
+                for start, stop in self.plan.segments():
+                    params = [p for block in self.transformer.h[start:stop] for p in block.parameters()]
+                    with layer_scope(start):
+                        x = checkpoint_segment(self.run_blocks, x, params, start, stop, call)
+            if not self.last:
+                return x
+            with layer_scope(self.depth):
+                x = self.tp.gather(self.transformer.ln_f(x))
+                return self.lm_head(x)
 
     def run_blocks(self, x: Tensor, start: int, stop: int, call: int) -> Tensor:
         """Blocks start..stop-1 of forward call `call`: one checkpoint segment (run again in its recompute)."""
@@ -264,6 +315,8 @@ class GPTFamily(Family):
     checkpoints = ("selective",)
     findings = ("attention", "precision", "generation")  # the report's sections on this family (memstudy/findings/)
     hf_model_types = ("gpt2",)
+    tensor_parallel = True  # Megatron-LM's column- and row-parallel Linears (memstudy/parallel/tensor.py)
+    pipeline_parallel = True  # one stage's blocks (memstudy/parallel/pipeline.py)
     modes = MODES  # train, inference, and generate (nn.generation)
     checkpoint_help = {"selective": "recompute each block's attention core (scores, softmax, dropout: the a·s²·b "
                                     "terms) in backward, holding only q, k, v (Korthikanti et al. 2022)"}
@@ -286,12 +339,16 @@ class GPTFamily(Family):
         check_lora_config(self.base_model, config)
         check_generation(config)
         check_attention(config)
+        check_tensor_parallel(config, heads=config["heads"], **{"the MLP's hidden size": 4 * config["width"]})
 
     def base_model(self, config: dict[str, Any]) -> GPT:
         """The model without LoRA."""
-        model = GPT(config["vocab"], config["seq_len"], config["depth"], config["width"], config["heads"],
+        stage = pipeline.stage_fields(config)  # the whole model on one stage
+        model = GPT(config["vocab"], config["seq_len"], stage["depth"], config["width"], config["heads"],
                     dropout=config["dropout"], bias=config["bias"], dtype=config["dtype"], seed=config["seed"],
-                    checkpoint=config["checkpoint"], attention=config["attention"])
+                    checkpoint=config["checkpoint"], tensor_parallel=config.get("tensor_parallel") or 1,
+                    sequence_parallel=bool(config.get("sequence_parallel")), first=stage["first"], last=stage["last"],
+                    attention=config["attention"])
         return model.train(config["mode"] == "train")
 
     def build(self, config: dict[str, Any]) -> GPT:
@@ -318,8 +375,8 @@ class GPTFamily(Family):
         and bias; 2h without biases), ln_f; the batch: `token_batch_bytes` (GPT-2 small: 124,439,808 parameters with
         a 1024-position table). With LoRA: None (counted from the shape-only build, the blocks built once and counted
         as many)."""
-        if config.get("lora_rank"):
-            return None
+        if config.get("lora_rank") or (config.get("tensor_parallel") or 1) > 1 or pipeline.stages(config) > 1:
+            return None  # counted from the shape-only build (a rank's shards, a pipeline stage's blocks)
         h, depth = config["width"], config["depth"]
         norm = 2 * h if config["bias"] else h
         block = 12 * h * h + (9 * h if config["bias"] else 0) + 2 * norm

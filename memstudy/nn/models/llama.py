@@ -57,18 +57,27 @@ from ..layers import Linear, Module, check_dtype
 from ..lora import apply_lora_config, check_lora_config, lora_fields
 from ..transformer import ATTENTIONS, Embedding, RMSNorm, attention_field, flash_attention
 from ..repeat import Plan
-from .registry import MODES, ConfigError, Family, Field, StateBytes, checkpoint_segment_size, parse_checkpoint
+from ...parallel import pipeline
+from ...parallel.tensor import TensorParallel, check_divides
+from .registry import (MODES, ConfigError, Family, Field, StateBytes, check_tensor_parallel, checkpoint_segment_size,
+                       parse_checkpoint)
 
+ONE_DEVICE = TensorParallel()
 INIT_STD = 0.02  # LlamaConfig.initializer_range: N(0, 0.02²) for Linear and embedding weights (norms are ones)
 
 
 class LlamaAttention(Module):
-    def __init__(self, width: int, heads: int, kv_heads: int, dtype: Any, rng: np.random.Generator):
-        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, width // heads
+    """Under tensor parallelism t (`tp`) this rank's a/t query heads and kv/t K/V heads: q_proj, k_proj and v_proj
+    column-parallel, o_proj row-parallel."""
+
+    def __init__(self, width: int, heads: int, kv_heads: int, dtype: Any, rng: np.random.Generator,
+                 tp: TensorParallel = ONE_DEVICE):
+        self.tp = tp
+        self.heads, self.kv_heads, self.head_dim = heads // tp.size, kv_heads // tp.size, width // heads
         # transformers' eager attention: softmax(scores, dtype=torch.float32).to(query.dtype); float32 (and float64
         # here, for a float64 model: tests/test_llama_hf.py lifts the upcast there) whatever the scores' dtype
         self.softmax_dtype = compute_dtype(check_dtype(dtype))
-        d = self.head_dim
+        d, heads, kv_heads = self.head_dim, self.heads, self.kv_heads
         self.q_proj = Linear(width, heads * d, False, dtype, rng, std=INIT_STD)
         self.k_proj = Linear(width, kv_heads * d, False, dtype, rng, std=INIT_STD)
         self.v_proj = Linear(width, kv_heads * d, False, dtype, rng, std=INIT_STD)
@@ -76,11 +85,13 @@ class LlamaAttention(Module):
         self.attention = "eager"  # or "flash": set by Llama
 
     def forward(self, x: Tensor, cos: Any, sin: Any, selective: bool = False, cache: Any = None) -> Tensor:
-        b, s, _ = x.shape
-        a, kv, d = self.heads, self.kv_heads, self.head_dim
-        q = self.q_proj(x).reshape(b, s, a, d).transpose(0, 2, 1, 3)  # views of the projections' outputs
-        k = self.k_proj(x).reshape(b, s, kv, d).transpose(0, 2, 1, 3)
-        v = self.v_proj(x).reshape(b, s, kv, d).transpose(0, 2, 1, 3)
+        a, kv, d, tp = self.heads, self.kv_heads, self.head_dim, self.tp
+        b, s = x.shape[0], x.shape[1] * (tp.size if tp.sequence else 1)  # sequence parallel: x has s/t tokens
+        x = tp.enter(x)
+        q = tp.column(self.q_proj, x).reshape(b, s, a, d).transpose(0, 2, 1, 3)  # views of the projections' outputs
+        k = tp.column(self.k_proj, x).reshape(b, s, kv, d).transpose(0, 2, 1, 3)
+        v = tp.column(self.v_proj, x).reshape(b, s, kv, d).transpose(0, 2, 1, 3)
+        x = None
         q = apply(ops.Rotary, q, cos, sin)
         k = apply(ops.Rotary, k, cos, sin)
         offset = 0
@@ -93,7 +104,7 @@ class LlamaAttention(Module):
             y = self.core(q, k, v, offset)
         q = k = v = None
         y = y.reshape(b, a, s, d).transpose(0, 2, 1, 3).reshape(b, s, a * d)  # heads merged: a copy
-        return self.o_proj(y)
+        return tp.row(self.o_proj, y)
 
     def core(self, q: Tensor, k: Tensor, v: Tensor, offset: int = 0) -> Tensor:
         """Causal softmax(q·kᵀ · d^−½)·v with the query heads of each group stacked (see the module docstring):
@@ -115,22 +126,29 @@ class LlamaAttention(Module):
 
 
 class LlamaMLP(Module):
-    """down_proj(silu(gate_proj(x)) · up_proj(x)): SwiGLU, the product by the engine's `Mul` (see `ops.SiLU`)."""
+    """down_proj(silu(gate_proj(x)) · up_proj(x)): SwiGLU, the product by the engine's `Mul` (see `ops.SiLU`). Under
+    tensor parallelism t gate_proj and up_proj are column-parallel (ffn/t), down_proj row-parallel; under sequence
+    parallelism each of the two gathers the tokens itself (transformers' separate projections; Megatron-LM fuses
+    them into one Linear and one gather)."""
 
-    def __init__(self, width: int, ffn: int, dtype: Any, rng: np.random.Generator):
+    def __init__(self, width: int, ffn: int, dtype: Any, rng: np.random.Generator, tp: TensorParallel = ONE_DEVICE):
+        self.tp = tp
+        ffn //= tp.size
         self.gate_proj = Linear(width, ffn, False, dtype, rng, std=INIT_STD)
         self.up_proj = Linear(width, ffn, False, dtype, rng, std=INIT_STD)
         self.down_proj = Linear(ffn, width, False, dtype, rng, std=INIT_STD)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(apply(ops.SiLU, self.gate_proj(x)) * self.up_proj(x))
+        tp = self.tp
+        x = tp.enter(x)
+        return tp.row(self.down_proj, apply(ops.SiLU, tp.column(self.gate_proj, x)) * tp.column(self.up_proj, x))
 
 
 class LlamaDecoderLayer(Module):
     def __init__(self, width: int, heads: int, kv_heads: int, ffn: int, eps: float, dtype: Any,
-                 rng: np.random.Generator):
-        self.self_attn = LlamaAttention(width, heads, kv_heads, dtype, rng)
-        self.mlp = LlamaMLP(width, ffn, dtype, rng)
+                 rng: np.random.Generator, tp: TensorParallel = ONE_DEVICE):
+        self.self_attn = LlamaAttention(width, heads, kv_heads, dtype, rng, tp)
+        self.mlp = LlamaMLP(width, ffn, dtype, rng, tp)
         self.input_layernorm = RMSNorm(width, dtype, eps)
         self.post_attention_layernorm = RMSNorm(width, dtype, eps)
 
@@ -140,14 +158,16 @@ class LlamaDecoderLayer(Module):
 
 
 class LlamaModel(Module):
-    """transformers' `LlamaModel`: embed_tokens, layers, norm."""
+    """transformers' `LlamaModel`: embed_tokens, layers, norm. A pipeline stage (memstudy/parallel/pipeline.py) holds
+    embed_tokens if `first` (or `last` with a tied head: the last stage's copy), norm if `last`."""
 
     def __init__(self, vocab: int, depth: int, width: int, heads: int, kv_heads: int, ffn: int, eps: float,
-                 dtype: Any, rng: np.random.Generator, plan: Plan | None = None):
-        self.embed_tokens = Embedding(vocab, width, dtype, rng, std=INIT_STD)
+                 dtype: Any, rng: np.random.Generator, plan: Plan | None = None, tp: TensorParallel = ONE_DEVICE,
+                 first: bool = True, last: bool = True, tie: bool = False):
+        self.embed_tokens = Embedding(vocab, width, dtype, rng, std=INIT_STD) if first or (last and tie) else None
         plan = plan or Plan(depth)  # the decoder layers are alike: the predictor runs a few of them (nn.repeat)
-        self.layers = plan.build(lambda i: LlamaDecoderLayer(width, heads, kv_heads, ffn, eps, dtype, rng))
-        self.norm = RMSNorm(width, dtype, eps)
+        self.layers = plan.build(lambda i: LlamaDecoderLayer(width, heads, kv_heads, ffn, eps, dtype, rng, tp))
+        self.norm = RMSNorm(width, dtype, eps) if last else None
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -164,14 +184,16 @@ class Llama(Module):
 
     def __init__(self, vocab: int, seq_len: int, depth: int, width: int, heads: int, ffn: int,
                  kv_heads: int | None = None, rope_theta: float = 10000.0, eps: float = 1e-6, tie: bool = False,
-                 dtype: Any = "float32", seed: int | None = 0, checkpoint: str = "none", attention: str = "eager"):
+                 dtype: Any = "float32", seed: int | None = 0, checkpoint: str = "none", tensor_parallel: int = 1,
+                 sequence_parallel: bool = False, first: bool = True, last: bool = True, attention: str = "eager"):
         if attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}, got {attention!r}")
         kv_heads = heads if kv_heads is None else kv_heads
         for name, value in (("vocab", vocab), ("seq_len", seq_len), ("depth", depth), ("width", width),
-                            ("heads", heads), ("kv_heads", kv_heads), ("ffn", ffn)):
+                            ("heads", heads), ("kv_heads", kv_heads), ("ffn", ffn), ("tensor_parallel", tensor_parallel)):
             _positive_int(name, value)
-        problem = shape_problem(width, heads, kv_heads)
+        problem = shape_problem(width, heads, kv_heads) or check_divides(tensor_parallel, heads=heads,
+                                                                        kv_heads=kv_heads, ffn=ffn)
         if problem:
             raise ValueError(problem)
         if not rope_theta > 0:
@@ -184,8 +206,11 @@ class Llama(Module):
         self.segment_size = checkpoint_segment_size(self.checkpoint, depth)
         self.plan = Plan(depth, self.segment_size)
         rng = np.random.default_rng(seed)
-        self.model = LlamaModel(vocab, depth, width, heads, kv_heads, ffn, eps, dtype, rng, self.plan)
-        self.lm_head = (Linear.from_weight(self.model.embed_tokens.weight) if tie
+        self.tp = TensorParallel(tensor_parallel, sequence_parallel)  # the decoder layers' share of this rank
+        self.first, self.last = bool(first), bool(last)  # a pipeline stage: embeddings on the first, head on the last
+        self.model = LlamaModel(vocab, depth, width, heads, kv_heads, ffn, eps, dtype, rng, self.plan, self.tp,
+                                self.first, self.last, self.tie)
+        self.lm_head = (None if not self.last else Linear.from_weight(self.model.embed_tokens.weight) if tie
                         else Linear(width, vocab, False, dtype, rng, std=INIT_STD))
         self.attention = attention
         for layer in self.model.layers:
@@ -228,14 +253,20 @@ class Llama(Module):
         """(b, s) token ids → (b, s, vocab) logits; with a KV cache (`nn.kv_cache`, generation) the tokens sit at the
         positions after those it holds and every layer reads and fills it; `logits="last"`: the last position's only,
         (b, 1, vocab), as transformers' `logits_to_keep = 1`."""
-        idx = idx.data if isinstance(idx, Tensor) else idx
-        self.check_tokens(idx)
-        start = check_cache(cache, idx.shape[1])
+        if self.first:
+            idx = idx.data if isinstance(idx, Tensor) else idx
+            self.check_tokens(idx)
+            start = check_cache(cache, idx.shape[1])
+            s, like = idx.shape[1], idx
+        else:  # a later pipeline stage: idx is the hidden states the previous stage sent
+            x, start, like = idx, 0, idx.data
+            s = x.shape[1] * (self.tp.size if self.tp.sequence else 1)
         m, depth = self.model, self.depth
         with ops.small_ufunc_buffer():
             with layer_scope(depth + 1):
-                x = m.embed_tokens(idx)
-                positions = np.arange(start, start + idx.shape[1], dtype=np.int64, like=idx)
+                if self.first:  # sequence parallelism: this rank's s/t tokens until the head
+                    x = self.tp.scatter(m.embed_tokens(idx))
+                positions = np.arange(start, start + s, dtype=np.int64, like=like)
                 tables = apply(ops.RotaryTables, positions, dim=self.head_dim, theta=self.rope_theta,
                                dtype=self.dtype)
                 positions = None
@@ -255,8 +286,10 @@ class Llama(Module):
                         x = checkpoint_segment(self.run_layers, (x, tables), params, start, stop,
                                                names=("x", "rotary_tables"))
                 tables = None
+            if not self.last:
+                return x
             with layer_scope(depth):
-                x = m.norm(x)
+                x = self.tp.gather(m.norm(x))  # the head, whole on every rank, sees every token
                 return self.lm_head(keep_logits(x, logits))
 
     def run_layers(self, x: Tensor, tables: Tensor, start: int, stop: int) -> Tensor:
@@ -351,6 +384,8 @@ class LlamaFamily(Family):
     checkpoints = ("selective",)
     findings = ("precision", "generation", "llama")  # the report's sections on this family (memstudy/findings/)
     hf_model_types = ("llama",)
+    tensor_parallel = True  # Megatron-LM's column- and row-parallel Linears (memstudy/parallel/tensor.py)
+    pipeline_parallel = True  # one stage's blocks (memstudy/parallel/pipeline.py)
     modes = MODES  # train, inference, and generate (nn.generation)
     fields = (
         Field("heads", int, 4, "attention (query) heads (must divide width; width / heads must be even)", minimum=1),
@@ -377,13 +412,17 @@ class LlamaFamily(Family):
             raise ConfigError(f"rope_theta must be positive, got {config['rope_theta']:g}")
         check_lora_config(self.base_model, config)
         check_generation(config)
+        check_tensor_parallel(config, heads=config["heads"], kv_heads=config["kv_heads"], ffn=config["ffn"])
 
     def base_model(self, config: dict[str, Any]) -> Llama:
         """The model without LoRA."""
-        return Llama(config["vocab"], config["seq_len"], config["depth"], config["width"], config["heads"],
+        stage = pipeline.stage_fields(config)  # the whole model on one stage
+        return Llama(config["vocab"], config["seq_len"], stage["depth"], config["width"], config["heads"],
                      config["ffn"], kv_heads=config["kv_heads"], rope_theta=config["rope_theta"], eps=config["eps"],
                      tie=config["tie"], dtype=config["dtype"], seed=config["seed"], checkpoint=config["checkpoint"],
-                     attention=config["attention"])
+                     tensor_parallel=config.get("tensor_parallel") or 1,
+                     sequence_parallel=bool(config.get("sequence_parallel")), first=stage["first"],
+                     last=stage["last"], attention=config["attention"])
 
     def build(self, config: dict[str, Any]) -> Llama:
         return apply_lora_config(self.base_model(config), config)
@@ -403,8 +442,8 @@ class LlamaFamily(Family):
     def state_bytes(self, config: dict[str, Any]) -> StateBytes | None:
         """`parameter_count` in the config's dtype, all trainable; the batch: `token_batch_bytes`. With LoRA: None
         (counted from the shape-only build, each decoder layer built once and counted as many)."""
-        if config.get("lora_rank"):
-            return None
+        if config.get("lora_rank") or (config.get("tensor_parallel") or 1) > 1 or pipeline.stages(config) > 1:
+            return None  # counted from the shape-only build (a rank's shards)
         nbytes = parameter_count(config) * as_dtype(config["dtype"]).itemsize
         return StateBytes(nbytes, nbytes, token_batch_bytes(config))
 

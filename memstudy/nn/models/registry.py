@@ -189,6 +189,29 @@ def checkpoint_segments(checkpoint: str, depth: int) -> list[tuple[int, int]] | 
     return [(start, min(start + size, depth)) for start in range(0, depth, size)]
 
 
+def check_tensor_parallel(config: dict[str, Any], **counts: int) -> None:
+    """A family's tensor-parallel rules (memstudy/parallel/tensor.py), one ConfigError line: t must divide each of
+    `counts` (heads, kv_heads, the MLP's hidden size: each rank holds 1/t of them); sequence parallelism needs t > 1
+    and t dividing seq_len; LoRA and generation are one device's."""
+    t = config.get("tensor_parallel") or 1
+    if config.get("sequence_parallel") and t == 1:
+        raise ConfigError("sequence_parallel needs tensor_parallel > 1 (it splits the tokens over the tensor-parallel "
+                          "ranks)")
+    if t == 1:
+        return
+    for name, count in counts.items():
+        if count % t:
+            raise ConfigError(f"tensor_parallel {t} must divide {name} ({count})")
+    if config.get("sequence_parallel") and config["seq_len"] % t:
+        raise ConfigError(f"sequence_parallel: tensor_parallel {t} must divide seq_len ({config['seq_len']})")
+    if config.get("lora_rank"):
+        raise ConfigError(f"tensor_parallel {t} with lora_rank {config['lora_rank']}: LoRA adapters are not split "
+                          "over tensor-parallel ranks here")
+    if config.get("mode") == "generate":
+        raise ConfigError(f"tensor_parallel {t} with mode generate: the KV cache is not split over tensor-parallel "
+                          "ranks here")
+
+
 @dataclass(frozen=True)
 class StateBytes:
     """What a configuration holds before its step starts, in closed form (a family's `state_bytes`): the ledger's
@@ -292,7 +315,7 @@ PARALLEL_FIELDS: tuple[Field, ...] = (
 )
 PARALLEL_NAMES = tuple(f.name for f in PARALLEL_FIELDS)
 # what is implemented so far: the other fields are accepted and refused at a value that is not their default
-PARALLEL_NOT_YET = ("tensor_parallel", "sequence_parallel", "pipeline_parallel", "microbatches", "schedule")
+PARALLEL_NOT_YET: tuple[str, ...] = ()
 SHARED_FIELDS = SHARED_FIELDS + PARALLEL_FIELDS
 SHARED_NAMES = tuple(f.name for f in SHARED_FIELDS)
 
@@ -330,6 +353,11 @@ class Family:
     hf_model_types: tuple[str, ...] = ()
     checkpoint_help: dict[str, str] = {}
     modes: tuple[str, ...] = ("train", "inference")
+    # whether its blocks split over tensor-parallel ranks (memstudy/parallel/tensor.py); its `check` then calls
+    # `check_tensor_parallel` with the counts t must divide
+    tensor_parallel: bool = False
+    # whether it builds one pipeline stage's blocks (memstudy/parallel/pipeline.py: `stage_fields`)
+    pipeline_parallel: bool = False
 
     def check(self, config: dict[str, Any]) -> None:
         """Rules between fields; the default has none."""
@@ -418,6 +446,20 @@ class Family:
             config[f.name] = self.check_field(f, raw.get(f.name, f.default))
         check_precision(config)
         check_parallel(config)
+        if (config.get("tensor_parallel") or 1) > 1 and not self.tensor_parallel:
+            able = [n for n in builtin_names() if get_family(n).tensor_parallel]
+            raise ConfigError(f"tensor_parallel {config['tensor_parallel']}: model {self.name!r} has no tensor-parallel "
+                              f"layers ({', '.join(able)} have)")
+        if ((config.get("pipeline_parallel") or 1) > 1 or (config.get("microbatches") or 1) > 1) \
+                and not self.pipeline_parallel:
+            able = [n for n in builtin_names() if get_family(n).pipeline_parallel]
+            raise ConfigError(f"pipeline_parallel {config.get('pipeline_parallel') or 1} with microbatches "
+                              f"{config.get('microbatches') or 1}: model {self.name!r} builds no pipeline stages "
+                              f"({', '.join(able)} do)")
+        from ...parallel import pipeline  # the stage rules (the parallel package imports this module)
+        problem = pipeline.check(config)
+        if problem:
+            raise ConfigError(problem)
         if config["mode"] not in self.modes:
             able = [n for n in builtin_names() if config["mode"] in get_family(n).modes]
             raise ConfigError(f"mode {config['mode']}: model {self.name!r} cannot {config['mode']} (it runs "

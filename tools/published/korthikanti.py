@@ -1,0 +1,46 @@
+"""docs/parallel.md's Korthikanti et al. 2022 tables, from the predictor (memstudy.findings.korthikanti): Table 2's six
+rows for one layer of their 22B configuration, term by term."""
+from __future__ import annotations
+
+from memstudy.findings import korthikanti
+from memstudy.units import format_bytes
+
+from tools.published.results import Results
+
+
+def _mib(nbytes: int | None) -> str:
+    return "—" if nbytes is None else f"{nbytes / 2**20:,.2f}"
+
+
+def table2_block(results: Results) -> list[str]:
+    rows = korthikanti.table2()
+    c = korthikanti.CONFIG_22B
+    lines = [
+        f"One transformer layer of the 22B configuration (h {c['width']}, a {c['heads']}, s {c['seq_len']}, "
+        f"t {korthikanti.TENSOR_PARALLEL_22B}, micro-batch b = {korthikanti.BATCH}) in bfloat16 with dropout: what "
+        "the rank holds for backward when its forward pass ends, predicted (the rank's graph on shape-only arrays, "
+        "`memstudy.findings.korthikanti`), beside Korthikanti et al.'s Table 2.",
+        "",
+        "| setting | paper's expression | paper (bytes) | ledger, paper's terms (bytes) | equal | beyond the paper: "
+        "layer-norm statistics | largest collective buffer (transient) |",
+        "|---|---|---:|---:|---|---:|---:|",
+    ]
+    for row in rows:
+        stats = sum(line.ledger_bytes for line in row.rows if line.label.startswith("layer-norm statistics"))
+        lines.append(f"| {row.setting.label} | {row.setting.formula} | {row.formula_bytes:,} | {row.ledger_bytes:,} | "
+                     f"{'yes' if row.formula_bytes == row.ledger_bytes else 'NO'} | {format_bytes(stats)} | "
+                     f"{format_bytes(row.communication_bytes)} |")
+    lines += ["", "Term by term (MiB; the paper's term beside the ledger's buffers; — : not in the paper):", ""]
+    labels = [line.label for line in rows[0].rows if line.terms]
+    header = "| term | " + " | ".join(f"{r.setting.label}: paper / ledger" for r in rows[:5]) + " |"
+    lines += [header, "|---|" + "---:|" * 5]
+    for label in labels:
+        cells = []
+        for r in rows[:5]:
+            line = next((x for x in r.rows if x.label == label), None)
+            cells.append("—" if line is None else f"{_mib(line.formula_bytes)} / {_mib(line.ledger_bytes)}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    full = rows[5]
+    lines += ["", f"Full recomputation keeps each layer's input only: {full.rows[0].ledger_bytes:,} bytes in the "
+                  f"ledger, 2sbh = {full.formula_bytes:,} in the paper."]
+    return lines
