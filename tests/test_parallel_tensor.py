@@ -146,3 +146,15 @@ def test_first_stage_holds_p_microbatches_under_1f1b_and_m_under_gpipe():
     assert gpipe.activation_bytes == 8 * single.activation_bytes
     last = predicted_account(normalize({**raw, "microbatches": 8, "schedule": "1f1b", "rank": 3}))
     assert "communication" in last.max_by_category and last.max_by_category["communication"] > 0
+
+
+def test_first_stage_total_is_l_layers_worth_of_34sbh_over_t():
+    """Table 3's path at a small size (the published block runs the 175B, 530B and 1T stages, slow): under 1F1B with
+    sequence parallelism and selective recomputation the first of p stages holds p microbatches of L/p layers, the
+    blocks' paper terms 34·s·b·h·L/t exactly; the embedding's masks and the norms' statistics are lines of their own."""
+    raw = {**korthikanti.stage_config("175B"), "depth": 8, "width": 64, "heads": 8, "seq_len": 16, "vocab": 50,
+           "pipeline_parallel": 4, "microbatches": 4, "batch_size": 4, "tensor_parallel": 2}
+    r = korthikanti.first_stage("small", raw)
+    assert r.blocks_bytes - r.statistics_bytes == r.formula_bytes == 34 * 16 * 64 * 8 // 2
+    assert r.statistics_bytes == 4 * 4 * (16 // 2) * 8  # 4 float32 values per token, s/t tokens, L layers' worth
+    assert r.embedding_bytes > 0 and r.other_bytes == 0

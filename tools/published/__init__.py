@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tools.published.korthikanti import table2_block
+from tools.published.korthikanti import table2_block, table3_block
 from tools.published.probes import probes_block
 from tools.published.remedies import remedies_block
 from tools.published.reports import finding_block, pages_block, reports_block
@@ -84,6 +84,8 @@ BLOCKS: tuple[Block, ...] = (
     Block("generation-table", "the predictor (tools/generation_table.py)", generation_block, slow=True),
     Block("korthikanti-table2", "the predictor (memstudy.findings.korthikanti, tools/published/korthikanti.py)",
           table2_block),
+    Block("korthikanti-table3", "the predictor (memstudy.findings.korthikanti, tools/published/korthikanti.py)",
+          table3_block, slow=True),
 )
 
 

@@ -44,3 +44,24 @@ def table2_block(results: Results) -> list[str]:
     lines += ["", f"Full recomputation keeps each layer's input only: {full.rows[0].ledger_bytes:,} bytes in the "
                   f"ledger, 2sbh = {full.formula_bytes:,} in the paper."]
     return lines
+
+
+def table3_block(results: Results) -> list[str]:
+    lines = [
+        "The first pipeline stage of Korthikanti et al.'s 175B, 530B and 1T configurations (their Table 3: s 2048, "
+        "vocabulary 51,200, micro-batch 1, t 8) under 1F1B with sequence parallelism and selective recomputation, in "
+        "bfloat16 with dropout: what the stage holds for backward when its first backward starts (p microbatches in "
+        "flight, L/p layers each: L layers' worth), predicted (every block of the stage run on shape-only arrays).",
+        "",
+        "| model | heads | hidden | layers | t | p | paper: 34·s·b·h·L/t (bytes) | ledger: the blocks' paper terms "
+        "(bytes) | equal | beyond the paper: layer-norm statistics | embedding layer (dropout masks, position ids) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for name, (heads, width, layers, t, p) in korthikanti.TABLE3_CONFIGS.items():
+        r = korthikanti.first_stage(name)
+        terms = r.blocks_bytes - r.statistics_bytes
+        lines.append(f"| {name} | {heads} | {width:,} | {layers} | {t} | {p} | {r.formula_bytes:,} | {terms:,} | "
+                     f"{'yes' if terms == r.formula_bytes else 'NO'} | {format_bytes(r.statistics_bytes)} | "
+                     f"{format_bytes(r.embedding_bytes)} |" + ("" if not r.other_bytes else
+                                                                f" (other: {format_bytes(r.other_bytes)})"))
+    return lines

@@ -255,15 +255,11 @@ class GPT(Module):
                     params = [p for block in t.h[start:stop] for p in block.parameters()]
                     with layer_scope(start):
                         x = checkpoint_segment(self.run_blocks, x, params, start, stop, call)
-            return self.head(x, logits)
-
-    def head(self, x: Tensor, logits: str = "all") -> Tensor:
-        """ln_f and the tied head (the last pipeline stage's), or x itself on an earlier stage."""
-        if not self.last:
-            return x
-        with layer_scope(self.depth):
-            x = self.tp.gather(self.transformer.ln_f(x))  # the head, whole on every rank, sees every token
-            return self.lm_head(keep_logits(x, logits))
+            if not self.last:  # an earlier pipeline stage sends its hidden states
+                return x
+            with layer_scope(depth):  # inline, not a call: the caller's x would outlive ln_f's input
+                x = self.tp.gather(t.ln_f(x))  # the head, whole on every rank, sees every token
+                return self.lm_head(keep_logits(x, logits))
 
     def stage_forward(self, x: Tensor) -> Tensor:
         """A later pipeline stage's forward: its blocks on the hidden states received, then the head if last."""
@@ -280,7 +276,11 @@ class GPT(Module):
                     params = [p for block in self.transformer.h[start:stop] for p in block.parameters()]
                     with layer_scope(start):
                         x = checkpoint_segment(self.run_blocks, x, params, start, stop, call)
-            return self.head(x)
+            if not self.last:
+                return x
+            with layer_scope(self.depth):
+                x = self.tp.gather(self.transformer.ln_f(x))
+                return self.lm_head(x)
 
     def run_blocks(self, x: Tensor, start: int, stop: int, call: int) -> Tensor:
         """Blocks start..stop-1 of forward call `call`: one checkpoint segment (run again in its recompute)."""
