@@ -62,3 +62,29 @@ def test_real_ranks_equal_their_prediction_and_the_one_device_step(raw, sequence
         assert r["peak_bytes"] == r["predicted_peak_bytes"]
         assert r["communication_bytes"] > 0
         assert r["max_abs_error"] < 1e-12, r
+
+
+def test_stage_parameter_names_map_to_the_one_device_model():
+    from memstudy.parallel.multiprocess import _stage_name
+
+    assert _stage_name("transformer.h.1.attn.c_attn.weight", 2) == "transformer.h.3.attn.c_attn.weight"
+    assert _stage_name("model.layers.0.mlp.up_proj.weight", 4) == "model.layers.4.mlp.up_proj.weight"
+    assert _stage_name("transformer.wte.weight", 2) == "transformer.wte.weight"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("raw", [GPT, LLAMA], ids=["gpt", "llama"])
+@pytest.mark.parametrize("schedule", ["1f1b", "gpipe"])
+def test_real_pipeline_stages_equal_their_prediction_and_the_one_device_step(raw, schedule):
+    """p = 2 stages as processes, m = 2 microbatches: each stage's measured account is its prediction, its updated
+    parameters the one-device step's (the GPT's tied word embedding summed over the first and last stages)."""
+    pytest.importorskip("torch", reason="the real multi-process runs need torch (pip install 'memstudy[hf]')")
+    from memstudy.parallel.multiprocess import run_pipeline_parallel
+
+    results = run_pipeline_parallel({**raw, "depth": 4, "batch_size": 4, "pipeline_parallel": 2, "microbatches": 2,
+                                     "schedule": schedule})
+    for r in results:
+        assert "error" not in r, r
+        assert r["same_buffers"] and r["same_events"] and r["peak_bytes"] == r["predicted_peak_bytes"], r
+        assert r["communication_bytes"] > 0
+        assert r["max_abs_error"] < 1e-12, r

@@ -1,4 +1,4 @@
-"""Tensor-parallel steps for real: t processes on this machine, the group's collectives through torch.distributed
+"""Tensor- and pipeline-parallel steps for real: a process per rank on this machine, collectives and sends through torch.distributed
 (gloo over loopback, the numpy arrays shared with torch without a copy). Needs torch (the `hf` extra).
 
 `run_tensor_parallel(raw)` starts one process per rank; each builds its rank's workload, copies its parts of the
@@ -60,6 +60,89 @@ class TorchGroup(Group):
         out[...] = self.part(summed, axis)
 
 
+class TorchPipeTransport:
+    """Stages as torch.distributed ranks (rank = stage): blocking receives, sends started at once and completed at
+    the step's end (`finish`), on copies (see TorchGroup); the tied word embedding's gradient summed over the first and
+    last stages (Megatron-LM's embedding group)."""
+
+    def __init__(self, stages: int):
+        import torch.distributed as dist
+
+        self.stages, self.pending = stages, []
+        self.embedding_group = dist.new_group([0, stages - 1]) if stages > 1 else None
+
+    def receive(self, out: np.ndarray, source: int, seed: int) -> None:
+        import torch
+        import torch.distributed as dist
+
+        buffer = torch.from_numpy(np.empty_like(out))
+        dist.recv(buffer, src=source)
+        out[...] = buffer.numpy()
+
+    def send(self, array: np.ndarray, destination: int) -> None:
+        import torch
+        import torch.distributed as dist
+
+        self.pending.append(dist.isend(torch.from_numpy(np.array(array)), dst=destination))
+
+    def reduce_tied(self, model: Any) -> None:
+        import torch
+        import torch.distributed as dist
+
+        wte = getattr(getattr(model, "transformer", None), "wte", None)  # the GPT's tied embedding, on both ends
+        if self.embedding_group is None or wte is None or wte.weight.grad is None:
+            return
+        summed = torch.from_numpy(np.array(wte.weight.grad))
+        dist.all_reduce(summed, group=self.embedding_group)
+        wte.weight.grad[...] = summed.numpy()
+
+    def finish(self) -> None:
+        for request in self.pending:
+            request.wait()
+        self.pending = []
+
+
+def _stage_name(name: str, offset: int) -> str:
+    """A stage's parameter name → the one-device model's (its blocks numbered from `offset`)."""
+    parts = name.split(".")
+    for i in range(2, len(parts)):
+        if parts[i - 2:i] in (["transformer", "h"], ["model", "layers"]) and parts[i].isdigit():
+            parts[i] = str(int(parts[i]) + offset)
+    return ".".join(parts)
+
+
+def pipeline_rank_step(raw: dict[str, Any], rank: int) -> dict[str, Any]:
+    """A pipeline stage's checks (as `rank_step`'s), rank = stage."""
+    from ..config import normalize
+    from ..measure.predict import predicted_account
+    from ..measure.workload import Workload
+    from .pipeline import use_transport
+
+    config = normalize({**raw, "rank": rank})
+    p = config["pipeline_parallel"]
+    single = Workload(normalize({k: v for k, v in raw.items()
+                                 if k not in ("pipeline_parallel", "microbatches", "schedule", "rank")}))
+    work = Workload(config)
+    offset = rank * config["depth"] // p
+    full = dict(single.model.named_parameters())
+    for name, param in work.model.named_parameters():
+        param.data[...] = full[_stage_name(name, offset)].data
+    transport = TorchPipeTransport(p)
+    with use_transport(transport):
+        work.step()
+    single.step()
+    error = max(float(np.max(np.abs(param.data - full[_stage_name(name, offset)].data)))
+                for name, param in work.model.named_parameters())
+    work.reset()
+    with use_transport(transport):
+        measured = work.ledger_step()
+    predicted = predicted_account(config)
+    return {"rank": rank, "max_abs_error": error, "same_buffers": measured.buffers == predicted.buffers,
+            "same_events": measured.raw_events == predicted.raw_events, "peak_bytes": measured.peak_bytes,
+            "predicted_peak_bytes": predicted.peak_bytes,
+            "communication_bytes": measured.max_by_category.get("communication", 0)}
+
+
 def rank_step(raw: dict[str, Any], rank: int) -> dict[str, Any]:
     """One rank's checks (see the module docstring), inside an initialised process group: the largest absolute
     difference of its updated parts from the one-device step's, and whether its measured account is its prediction."""
@@ -92,13 +175,13 @@ def rank_step(raw: dict[str, Any], rank: int) -> dict[str, Any]:
             "communication_bytes": measured.max_by_category.get("communication", 0)}
 
 
-def _rank_main(rank: int, world: int, port: int, raw: dict[str, Any], results: Any) -> None:
+def _rank_main(rank: int, world: int, port: int, raw: dict[str, Any], results: Any, pipeline: bool = False) -> None:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        results.put(rank_step(raw, rank))
+        results.put((pipeline_rank_step if pipeline else rank_step)(raw, rank))
     except Exception as error:  # the parent reports it: one line per failed rank
         results.put({"rank": rank, "error": f"{type(error).__name__}: {error}"})
     finally:
@@ -111,13 +194,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_tensor_parallel(raw: dict[str, Any], timeout_seconds: float = 120.0) -> list[dict[str, Any]]:
+def run_pipeline_parallel(raw: dict[str, Any], timeout_seconds: float = 120.0) -> list[dict[str, Any]]:
+    """Each stage's checks of the pipeline configuration `raw` (its `pipeline_parallel` stages as processes)."""
+    return run_tensor_parallel(raw, timeout_seconds, pipeline=True)
+
+
+def run_tensor_parallel(raw: dict[str, Any], timeout_seconds: float = 120.0,
+                        pipeline: bool = False) -> list[dict[str, Any]]:
     """Each rank's checks of the tensor-parallel configuration `raw` (its `tensor_parallel` ranks as processes)."""
-    world = raw["tensor_parallel"]
+    world = raw["pipeline_parallel"] if pipeline else raw["tensor_parallel"]
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     port = _free_port()
-    processes = [context.Process(target=_rank_main, args=(r, world, port, raw, results)) for r in range(world)]
+    processes = [context.Process(target=_rank_main, args=(r, world, port, raw, results, pipeline)) for r in range(world)]
     for process in processes:
         process.start()
     try:
@@ -130,4 +219,5 @@ def run_tensor_parallel(raw: dict[str, Any], timeout_seconds: float = 120.0) -> 
     return sorted(found, key=lambda r: r["rank"])
 
 
-__all__ = ["TorchGroup", "rank_step", "run_tensor_parallel"]
+__all__ = ["TorchGroup", "TorchPipeTransport", "pipeline_rank_step", "rank_step", "run_pipeline_parallel",
+           "run_tensor_parallel"]
