@@ -1,5 +1,6 @@
-"""Tensor- and pipeline-parallel steps for real: a process per rank on this machine, collectives and sends through torch.distributed
-(gloo over loopback, the numpy arrays shared with torch without a copy). Needs torch (the `hf` extra).
+"""Tensor- and pipeline-parallel steps for real: a process per rank on this machine, the collectives and the stages'
+sends through torch.distributed (gloo over loopback; torch works on copies of the arrays). Needs torch (the `hf`
+extra).
 
 `run_tensor_parallel(raw)` starts one process per rank; each builds its rank's workload, copies its parts of the
 one-device model's parameters into it (`tensor.shard`), takes one step from them beside the one-device step and
