@@ -158,3 +158,22 @@ def test_first_stage_total_is_l_layers_worth_of_34sbh_over_t():
     assert r.blocks_bytes - r.statistics_bytes == r.formula_bytes == 34 * 16 * 64 * 8 // 2
     assert r.statistics_bytes == 4 * 4 * (16 // 2) * 8  # 4 float32 values per token, s/t tokens, L layers' worth
     assert r.embedding_bytes > 0 and r.other_bytes == 0
+
+
+def test_which_strategy_cuts_which_category():
+    """memstudy.findings.parallel at a small size (the published block runs a mid-size GPT and Llama, slow): tensor
+    parallelism cuts parameters, gradients, optimiser state and activations; ZeRO 1 the optimiser state only; the
+    paper's expression is below the ledger's activations by what the head and embeddings hold (never above)."""
+    from memstudy.findings import parallel
+
+    base = dict(model="gpt", depth=4, width=64, heads=8, seq_len=16, vocab=50, batch_size=8, dropout=0.1,
+                precision="bf16-master", optimizer="adam")
+    strategies = tuple(s for s in parallel.STRATEGIES if s[0] in ("one device", "t 8 + sequence parallel",
+                                                                  "p 4, 1f1b, m 8 (first stage)", "ZeRO 1, N 8"))
+    rows = parallel.strategy_rows(base, strategies)
+    cut = parallel.cuts(rows)
+    assert set(cut["t 8 + sequence parallel"]) >= {"parameter", "gradient", "optimizer_state", "activation"}
+    assert cut["ZeRO 1, N 8"] == ["optimizer_state"]
+    for r in rows:
+        if r.formula_activation_bytes is not None:
+            assert 0 < r.formula_activation_bytes <= r.bytes_by_category["activation"], r.label

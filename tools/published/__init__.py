@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tools.published.korthikanti import table2_block, table3_block
+from tools.published.korthikanti import strategies_block, table2_block, table3_block
 from tools.published.probes import probes_block
 from tools.published.remedies import remedies_block
 from tools.published.reports import finding_block, pages_block, reports_block
@@ -86,6 +86,8 @@ BLOCKS: tuple[Block, ...] = (
           table2_block),
     Block("korthikanti-table3", "the predictor (memstudy.findings.korthikanti, tools/published/korthikanti.py)",
           table3_block, slow=True),
+    Block("parallel-strategies", "the predictor (memstudy.findings.parallel, tools/published/korthikanti.py)",
+          strategies_block, slow=True),
 )
 
 
