@@ -151,3 +151,26 @@ def test_zero_3_frees_gathered_parameters_after_each_module():
     forward = sum(1 for b in account.buffers if b.op == "zero_all_gather")
     backward = sum(1 for b in account.buffers if b.op == "zero_regather")  # gathered again before each backward
     assert forward == backward and account.collective_bytes["all_gather"][0] == forward + backward
+
+
+def test_zero_table_1_at_64_ranks_for_7_5b():
+    """docs/parallel.md's block (slow to render whole): its N = 64 row for 7.5 B, paper 120 / 31.4 / 16.6 / 1.88 GB."""
+    from tools import zero_tables as z
+
+    psi = 7.5e9
+    assert [z._gb(z.paper_states_bytes(psi, 64, s)) for s in range(4)] == ["120", "31.4", "16.6", "1.88"]
+    config = {**z.GPT_BASE, **z.GPT_SIZES[0][1], "data_parallel": 64}
+    ours = []
+    for stage in range(4):
+        states = z.predicted_states({**config, "zero": stage})
+        ours.append((states["parameter"] + states["gradient"] + states["optimizer_state"]) / 1e9)
+    psi = z.psi_of(z.GPT_SIZES[0][1])
+    assert ours[0] == 16 * psi / 1e9 and abs(ours[1] - (4 * psi + 12 * psi / 64) / 1e9) < 0.01
+    assert [round(x, 1) for x in ours[:3]] == [119.3, 31.2, 16.5] and round(ours[3], 2) == 1.87
+
+
+def test_deepspeed_formulas():
+    from tools import zero_tables as z
+
+    assert z.deepspeed_zero2_bytes(10**9, 8) == 2 * 10**9 + 18 * 10**9 // 8
+    assert z.deepspeed_zero3_bytes(10**9, 10**6, 8) == 4 * 10**6 + 18 * 10**9 // 8

@@ -45,7 +45,7 @@ from ..autograd.precision import dtype as as_dtype, is_low
 from ..config import get_family, normalize
 from ..nn import repeat
 from ..nn.models.registry import StateBytes
-from ..parallel import rank
+from ..parallel import rank, zero
 from .generation import predicted_generation_figures
 from .ledger import Ledger, StepAccount
 from .workload import Workload
@@ -205,7 +205,8 @@ def state_bytes(config: dict[str, Any], max_drawn_bytes: int | None = None) -> S
     """What a normalized configuration holds before its step: the family's closed form (`Family.state_bytes`), or
     else what the ledger registers for its shape-only build (repeated blocks built once and counted as many; the
     optimiser's state counted from the trainable parameters, since it exists only after a step)."""
-    declared = get_family(config["model"]).state_bytes(config)
+    # a data-parallel rank's (memstudy/parallel/zero.py) holds parts: counted from its shape-only build
+    declared = None if zero.applies(config) else get_family(config["model"]).state_bytes(config)
     if declared is not None:  # a closed form counts every trainable parameter in the configuration's dtype
         if is_low(as_dtype(config["dtype"])):
             return dataclasses.replace(declared, low_trainable_bytes=declared.trainable_bytes)
@@ -222,6 +223,8 @@ def _built_state_bytes(config: dict[str, Any], max_drawn_bytes: int | None, comp
         ledger = Ledger()
         work.register(ledger)
         copies = repeat.copies(work.model)
+        if work.zero is not None:  # the rank's parts stand for as many as their parameters
+            copies.update(work.zero.copies(copies))
         trainable = sum(p.data.nbytes * copies.get(id(p), 1) for p in work.optimizer.params)
         low = sum(p.data.nbytes * copies.get(id(p), 1) for p in work.optimizer.params if is_low(p.data.dtype))
         registered = ledger.finish().registered_bytes

@@ -36,6 +36,12 @@ def notes(config: dict[str, Any]) -> list[str]:
                                 "stage)"}[why]
         alike = f" (all {n} data-parallel ranks hold alike shards)" if world_size(config) == n else ""
         lines.append(f"figures of rank {rank} of {world_size(config)}: {which}{alike}")
+    if config.get("zero") == 3 and n > 1:
+        lines.append("parameters: this rank's parts (each parameter of fewer than param_persistence_threshold "
+                     "elements whole); gradients and optimizer state: its parts")
+    elif config.get("zero") and n > 1:
+        lines.append(f"zero {config['zero']}: optimizer state{' and gradients' if config['zero'] == 2 else ''}: "
+                     "this rank's parts")
     if config.get("zero") and n == 1:
         lines.append(f"zero {config['zero']} with data_parallel 1: one rank holds every shard, so ZeRO changes "
                      "nothing (the figures are one device's)")

@@ -68,6 +68,7 @@ def _reduce_scatter_grad(grad: np.ndarray, shard_size: int, keep: int) -> np.nda
     out = np.empty(shard_size, dtype=grad.dtype, like=grad)
     C.reduce_scatter_into(bucket, out)
     del bucket
+    out /= world  # the mean over the ranks
     return out if keep == shard_size else out[:keep].copy()
 
 
@@ -85,7 +86,9 @@ class AllReducedGrad(Function):
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
         out = np.empty(grad.shape, dtype=grad.dtype, like=grad)
         np.copyto(out, grad)
-        return (C.all_reduce_(out),)
+        C.all_reduce_(out)
+        out /= C.backend().world_size  # the mean over the ranks, as DDP and DeepSpeed average gradients
+        return (out,)
 
 
 class ShardedGrad(Function):

@@ -260,7 +260,10 @@ def predict_report(config: dict[str, Any], prediction: dict[str, Any]) -> str:
     if config["mode"] == "generate":
         facts += [[label, doc.nbytes(prediction.get(predicted))] for label, _, predicted in GENERATION if predicted]
     if prediction.get("predicted_communication_bytes"):
-        facts.append(["collective buffers made in the step", doc.nbytes(prediction["predicted_communication_bytes"])])
+        facts.append(["bytes into collectives in the step (this rank's)",
+                      doc.nbytes(prediction["predicted_communication_bytes"])])
+        for name, (calls, nbytes) in sorted((prediction.get("predicted_collective_bytes") or {}).items()):
+            facts.append([f"  {name} ({calls:,} calls)", doc.nbytes(nbytes)])
     document = Document(f"memstudy predict ({config['mode']}): {describe(config)}")
     for line in prediction.get("rank_notes") or ():  # the figures are one rank's (memstudy/parallel/rank.py)
         document.blocks.append(Paragraph(line))

@@ -53,6 +53,12 @@ def bench_block(results: Results) -> list[str]:
     return readme_lines(read_csv(path), read_env(path.parent / "env.json"))
 
 
+def zero_table_block(results: Results) -> list[str]:
+    from tools import zero_tables
+
+    return zero_tables.all_lines()
+
+
 def generation_block(results: Results) -> list[str]:
     from tools import generation_table
 
@@ -88,6 +94,7 @@ BLOCKS: tuple[Block, ...] = (
           table3_block, slow=True),
     Block("parallel-strategies", "the predictor (memstudy.findings.parallel, tools/published/korthikanti.py)",
           strategies_block, slow=True),
+    Block("zero-tables", "the predictor (tools/zero_tables.py)", zero_table_block, slow=True),
 )
 
 
