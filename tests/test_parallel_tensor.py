@@ -177,3 +177,18 @@ def test_which_strategy_cuts_which_category():
     for r in rows:
         if r.formula_activation_bytes is not None:
             assert 0 < r.formula_activation_bytes <= r.bytes_by_category["activation"], r.label
+
+
+def test_a_spec_may_skip_refused_combinations():
+    """[run] skip_refused: grid points a family refuses (t not dividing heads) are left out of the cells; without it
+    the spec is refused in one line naming the combination."""
+    from memstudy.run.spec import SpecError, parse_spec
+
+    data = {"grid": {"model": "gpt", "depth": 2, "width": 48, "heads": [4, 6], "seq_len": 8, "vocab": 23,
+                     "tensor_parallel": [1, 4]}, "run": {"repeats": 1}}
+    with pytest.raises(SpecError, match="tensor_parallel 4 must divide heads \\(6\\)"):
+        parse_spec(data, name="tp")
+    spec = parse_spec({**data, "run": {"repeats": 1, "skip_refused": True}}, name="tp")
+    assert sorted((c["heads"], c["tensor_parallel"]) for c in spec.cells()) == [(4, 1), (4, 4), (6, 1)]
+    with pytest.raises(SpecError, match="skip_refused must be true or false"):
+        parse_spec({**data, "run": {"skip_refused": "yes"}}, name="tp")
