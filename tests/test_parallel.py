@@ -31,7 +31,7 @@ def test_parallel_fields_defaults_change_nothing():
     ({"rank": 2, "data_parallel": 2}, "rank must be below the 2 ranks"),
     ({"tensor_parallel": 2, "model": "mlp"}, r"tensor_parallel 2: model 'mlp' has no tensor-parallel layers \(gpt, "
      r"llama have\)"),
-    ({"pipeline_parallel": 2}, "pipeline_parallel 2: not yet"),
+    ({"pipeline_parallel": 2}, "microbatches 1 < pipeline_parallel 2: the 1f1b schedule needs at least p"),
     ({"schedule": "zigzag"}, "schedule must be one of 1f1b, gpipe"),
     ({"zero": 1, "mode": "inference"}, "zero 1 shards training state"),
 ])
@@ -48,7 +48,7 @@ def test_cli_bad_parallel_flag_exits_2(capsys):
     assert "must be at most 3" in err and "\n" not in err
     assert cli.main(["predict", "--model", "gpt", "--pipeline-parallel", "2"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "not yet" in err and "\n" not in err
+    assert "microbatches 1 < pipeline_parallel 2" in err and "\n" not in err
 
 
 def test_zero_on_one_rank_says_it_changes_nothing():

@@ -146,3 +146,49 @@ def test_first_stage_holds_p_microbatches_under_1f1b_and_m_under_gpipe():
     assert gpipe.activation_bytes == 8 * single.activation_bytes
     last = predicted_account(normalize({**raw, "microbatches": 8, "schedule": "1f1b", "rank": 3}))
     assert "communication" in last.max_by_category and last.max_by_category["communication"] > 0
+
+
+def test_first_stage_total_is_l_layers_worth_of_34sbh_over_t():
+    """Table 3's path at a small size (the published block runs the 175B, 530B and 1T stages, slow): under 1F1B with
+    sequence parallelism and selective recomputation the first of p stages holds p microbatches of L/p layers, the
+    blocks' paper terms 34·s·b·h·L/t exactly; the embedding's masks and the norms' statistics are lines of their own."""
+    raw = {**korthikanti.stage_config("175B"), "depth": 8, "width": 64, "heads": 8, "seq_len": 16, "vocab": 50,
+           "pipeline_parallel": 4, "microbatches": 4, "batch_size": 4, "tensor_parallel": 2}
+    r = korthikanti.first_stage("small", raw)
+    assert r.blocks_bytes - r.statistics_bytes == r.formula_bytes == 34 * 16 * 64 * 8 // 2
+    assert r.statistics_bytes == 4 * 4 * (16 // 2) * 8  # 4 float32 values per token, s/t tokens, L layers' worth
+    assert r.embedding_bytes > 0 and r.other_bytes == 0
+
+
+def test_which_strategy_cuts_which_category():
+    """memstudy.findings.parallel at a small size (the published block runs a mid-size GPT and Llama, slow): tensor
+    parallelism cuts parameters, gradients, optimiser state and activations; ZeRO 1 the optimiser state only; the
+    paper's expression is below the ledger's activations by what the head and embeddings hold (never above)."""
+    from memstudy.findings import parallel
+
+    base = dict(model="gpt", depth=4, width=64, heads=8, seq_len=16, vocab=50, batch_size=8, dropout=0.1,
+                precision="bf16-master", optimizer="adam")
+    strategies = tuple(s for s in parallel.STRATEGIES if s[0] in ("one device", "t 8 + sequence parallel",
+                                                                  "p 4, 1f1b, m 8 (first stage)", "ZeRO 1, N 8"))
+    rows = parallel.strategy_rows(base, strategies)
+    cut = parallel.cuts(rows)
+    assert set(cut["t 8 + sequence parallel"]) >= {"parameter", "gradient", "optimizer_state", "activation"}
+    assert cut["ZeRO 1, N 8"] == ["optimizer_state"]
+    for r in rows:
+        if r.formula_activation_bytes is not None:
+            assert 0 < r.formula_activation_bytes <= r.bytes_by_category["activation"], r.label
+
+
+def test_a_spec_may_skip_refused_combinations():
+    """[run] skip_refused: grid points a family refuses (t not dividing heads) are left out of the cells; without it
+    the spec is refused in one line naming the combination."""
+    from memstudy.run.spec import SpecError, parse_spec
+
+    data = {"grid": {"model": "gpt", "depth": 2, "width": 48, "heads": [4, 6], "seq_len": 8, "vocab": 23,
+                     "tensor_parallel": [1, 4]}, "run": {"repeats": 1}}
+    with pytest.raises(SpecError, match="tensor_parallel 4 must divide heads \\(6\\)"):
+        parse_spec(data, name="tp")
+    spec = parse_spec({**data, "run": {"repeats": 1, "skip_refused": True}}, name="tp")
+    assert sorted((c["heads"], c["tensor_parallel"]) for c in spec.cells()) == [(4, 1), (4, 4), (6, 1)]
+    with pytest.raises(SpecError, match="skip_refused must be true or false"):
+        parse_spec({**data, "run": {"skip_refused": "yes"}}, name="tp")

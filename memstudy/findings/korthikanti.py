@@ -120,4 +120,56 @@ def table2(t: int = TENSOR_PARALLEL_22B, base: dict[str, Any] | None = None, bat
     return [table2_row(setting, base, batch) for setting in settings(t)]
 
 
-__all__ = ["CONFIG_22B", "Setting", "Table2Row", "formula_bytes", "settings", "table2", "table2_row"]
+# --- Table 3: the first pipeline stage -------------------------------------------------------------------------
+# name -> (heads, hidden, layers, tensor-parallel, pipeline-parallel), micro-batch 1, s 2048, vocabulary 51,200
+TABLE3_CONFIGS: dict[str, tuple[int, int, int, int, int]] = {
+    "175B": (96, 12288, 96, 8, 8), "530B": (128, 20480, 105, 8, 35), "1T": (160, 25600, 128, 8, 64)}
+
+
+@dataclass(frozen=True)
+class StageTotal:
+    name: str
+    config: dict[str, Any]
+    formula_bytes: int  # the paper's first stage under 1F1B, sequence parallel + selective: 34·s·b·h·L/t
+    blocks_bytes: int  # the ledger: what the stage's blocks hold for backward when its p-th forward ends
+    statistics_bytes: int  # of which the layer norms' float32 statistics (not in the paper)
+    embedding_bytes: int  # what the embedding layer holds then (not in the paper's per-layer count)
+    other_bytes: int  # anything else held for backward then (the received inputs: none on the first stage)
+
+
+def stage_config(name: str) -> dict[str, Any]:
+    """The first pipeline stage of Table 3's configuration `name`: bfloat16, dropout, tensor + sequence parallel,
+    selective recomputation, 1F1B with m = p microbatches of b = 1 (the first stage holds p whatever m ≥ p)."""
+    heads, width, layers, t, p = TABLE3_CONFIGS[name]
+    return {"model": "gpt", "depth": layers, "width": width, "heads": heads, "seq_len": 2048, "vocab": 51200,
+            "batch_size": p, "dtype": "bfloat16", "dropout": DROPOUT, "optimizer": "sgd", "checkpoint": "selective",
+            "tensor_parallel": t, "sequence_parallel": True, "pipeline_parallel": p, "microbatches": p,
+            "schedule": "1f1b", "rank": 0}
+
+
+def first_stage(name: str, raw: dict[str, Any] | None = None) -> StageTotal:
+    """Table 3's first-stage activation total for `name` (or the stage configuration `raw`, in `stage_config`'s
+    form): the ledger's buffers held for backward when the stage's first backward starts (p microbatches in
+    flight), by layer, beside 34·s·b·h·L/t."""
+    from ..config import normalize
+    from ..measure.predict import predicted_account
+
+    config = normalize(raw or stage_config(name))
+    account = predicted_account(config)  # every block runs: the buffers below are all of them
+    first_backward = min(b.born for b in account.buffers if b.phase == "backward")
+    held = [b for b in account.buffers if b.category == "activation" and b.born < first_backward
+            and (b.died is None or b.died > first_backward)]
+    stage_depth = config["depth"] // config["pipeline_parallel"]
+    blocks = [b for b in held if b.saved_layer is not None and b.saved_layer < stage_depth]
+    statistics = [b for b in blocks if b.op == "layer_norm" and b.role in ("mean", "rstd")]
+    embedding = [b for b in held if b.saved_layer == stage_depth + 1]
+    s, h, t, layers = config["seq_len"], config["width"], config["tensor_parallel"], config["depth"]
+    formula = 34 * s * BATCH * h * layers // t
+    total = sum(b.nbytes for b in held)
+    blocks_bytes = sum(b.nbytes for b in blocks)
+    return StageTotal(name, config, formula, blocks_bytes, sum(b.nbytes for b in statistics),
+                      sum(b.nbytes for b in embedding), total - blocks_bytes - sum(b.nbytes for b in embedding))
+
+
+__all__ = ["CONFIG_22B", "Setting", "StageTotal", "TABLE3_CONFIGS", "Table2Row", "first_stage", "formula_bytes",
+           "settings", "stage_config", "table2", "table2_row"]

@@ -15,7 +15,7 @@ from ..autograd import STATE, Tensor, autocast, no_grad, saved_tensors_policy
 from ..nn import repeat
 from ..nn.generation import generate
 from ..nn.models.registry import get_family
-from ..parallel import collectives, pipeline, zero
+from ..parallel import collectives, pipeline, tensor, zero
 from . import heap
 from .ledger import Ledger, StepAccount
 
@@ -95,6 +95,9 @@ class Workload:
         else:
             loss = self.loss(self.policy)
             (loss * float(self.scaler.scale)).backward()  # the scaled loss (a Scale op): small gradients stay > 0
+        tp = getattr(self.model, "tp", None)
+        if tp is not None and tp.sequence:  # the norms' gradients cover this rank's tokens: summed over the group
+            tensor.reduce_sequence_parallel_grads(self.model, tp.size)
         if self.zero is not None:
             self.zero.after_backward()
         if self.scaler is None:

@@ -17,7 +17,8 @@ so the gradients add up to the batch's.
 """
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -79,17 +80,49 @@ def order(p: int, k: int, m: int, schedule: str) -> list[tuple[str, int]]:
     return steps + [("B", i) for i in range(m - warm, m)]
 
 
-def _receive(like: Any, shape: tuple[int, ...], dtype: Any, op: str, layer: int | None, seed: int) -> np.ndarray:
-    """A new buffer for what a neighbouring stage sends, reported as `communication`. A simulated run on real arrays
-    fills it with small deterministic values (no neighbour sends any)."""
-    if type(like) is MetaArray:
-        out = np.empty(shape, dtype=dtype, like=like)
-    else:
-        out = np.empty(shape, dtype=dtype)
-        out[...] = np.random.default_rng(seed).standard_normal(shape).astype(dtype) * 0.1
+class Transport:
+    """How stages exchange arrays. This one stands for every other stage in one process: what it receives are small
+    deterministic values, what it sends goes nowhere (a real run's transport: multiprocess.TorchPipeTransport)."""
+
+    def receive(self, out: np.ndarray, source: int, seed: int) -> None:
+        """Fill `out` with what stage `source` sent."""
+        out[...] = np.random.default_rng(seed).standard_normal(out.shape).astype(out.dtype) * 0.1
+
+    def send(self, array: np.ndarray, destination: int) -> None:
+        """Send `array` to stage `destination` (the caller lets it go afterwards)."""
+
+    def reduce_tied(self, model: Any) -> None:
+        """After backward: sum the tied word embedding's gradient over the first and last stages (each holds a copy)."""
+
+    def finish(self) -> None:
+        """After the step: every send completed."""
+
+
+_TRANSPORT: list[Transport] = [Transport()]
+
+
+def transport() -> Transport:
+    return _TRANSPORT[-1]
+
+
+@contextlib.contextmanager
+def use_transport(chosen: Transport) -> Iterator[Transport]:
+    """Stages exchange through `chosen` inside (a real run's)."""
+    _TRANSPORT.append(chosen)
+    try:
+        yield chosen
+    finally:
+        _TRANSPORT.pop()
+
+
+def _receive(like: Any, shape: tuple[int, ...], dtype: Any, op: str, source: int, seed: int) -> np.ndarray:
+    """A new buffer for what a neighbouring stage sends, reported as `communication`, filled by the transport."""
+    out = np.empty(shape, dtype=dtype, like=like)
     instrument = STATE.instrument
     if instrument is not None:
-        instrument.on_new(out, op, layer, category=COMMUNICATION)
+        instrument.on_new(out, op, None, category=COMMUNICATION)
+    if type(out) is not MetaArray:
+        transport().receive(out, source, seed)
     return out
 
 
@@ -116,7 +149,8 @@ class Pipeline:
         for kind, i in order(self.p, self.k, self.m, self.schedule):
             if kind == "F":
                 x = (Tensor(inputs[i * n:(i + 1) * n]) if self.first else
-                     Tensor(_receive(inputs, self.hidden_shape, self.dtype, "recv_forward", None, i), requires_grad=True))
+                     Tensor(_receive(inputs, self.hidden_shape, self.dtype, "recv_forward", self.k - 1, i),
+                            requires_grad=True))
                 with saved_tensors_policy(work.policy), autocast(work.autocast):
                     out = self.model(x)
                     if self.last:
@@ -126,6 +160,8 @@ class Pipeline:
                             out = out * scale
                         loss = out
                 held[i] = (None if self.first else x, out._node, out.data.shape, out.data.dtype)
+                if not self.last and type(out.data) is not MetaArray:
+                    transport().send(out.data, self.k + 1)
                 out = x = None  # what was sent is let go; its node stays for the backward
                 if not self.last:
                     loss = None
@@ -137,11 +173,16 @@ class Pipeline:
                         if STATE.instrument is not None:
                             STATE.instrument.on_new(grad, "backward_seed", None)
                     else:
-                        grad = _receive(inputs, shape, dtype, "recv_backward", None, self.m + i)
+                        grad = _receive(inputs, shape, dtype, "recv_backward", self.k + 1, self.m + i)
                     grads = backward_to_inputs(node, grad, () if x is None else (x,))
                     del grad, node
+                    if x is not None and type(grads[0]) is not MetaArray:
+                        transport().send(grads[0], self.k - 1)
                     grads = None  # the input's gradient is sent to the previous stage, then let go
                 x = None
+        if type(inputs) is not MetaArray:
+            transport().reduce_tied(self.model)
+            transport().finish()
         return loss
 
 

@@ -303,6 +303,49 @@ class TensorParallel:
         return apply(GatherFromSequence, x, size=self.size) if self.sequence else x
 
 
+# --- which parameter is split how (Megatron-LM's layout, by transformers' and nanoGPT's names) ---------------------
+COLUMN_PARALLEL = ("c_attn", "c_fc", "q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")  # out_features/t
+ROW_PARALLEL = ("attn.c_proj", "mlp.c_proj", "o_proj", "down_proj")  # in_features/t, bias whole
+FUSED_CHUNKS = {"c_attn": 3}  # nanoGPT's c_attn is [q; k; v]: each rank holds its heads' rows of each
+
+
+def _layer_of(name: str) -> str:
+    return name.rsplit(".", 1)[0]
+
+
+def shard(name: str, full: np.ndarray, size: int, rank: int) -> np.ndarray:
+    """This rank's part of the one-device parameter `name` (a view; the whole array where every rank holds it)."""
+    layer = _layer_of(name)
+    leaf = layer.rsplit(".", 1)[-1]
+    if leaf in COLUMN_PARALLEL:
+        chunks = FUSED_CHUNKS.get(leaf, 1)
+        parts = np.split(full, chunks, axis=0)
+        return np.concatenate([np.split(part, size, axis=0)[rank] for part in parts], axis=0) if chunks > 1 \
+            else np.split(full, size, axis=0)[rank]
+    if any(layer.endswith(r) for r in ROW_PARALLEL) and name.endswith("weight"):
+        return np.split(full, size, axis=1)[rank]
+    return full
+
+
+def sequence_partial(name: str) -> bool:
+    """Whether, under sequence parallelism, each rank's gradient of `name` covers only its own tokens (the norms'
+    parameters and the row-parallel biases: they act on s/t tokens), so the group sums it (Megatron-LM's
+    all-reduce of the sequence-parallel parameters' gradients)."""
+    layer = _layer_of(name)
+    leaf = layer.rsplit(".", 1)[-1]
+    norm = "ln" in leaf or "norm" in leaf
+    return norm or (name.endswith("bias") and any(layer.endswith(r) for r in ROW_PARALLEL))
+
+
+def reduce_sequence_parallel_grads(model: Any, size: int) -> None:
+    """After backward, under sequence parallelism: sum over the group, in place (no new buffer), the gradients that
+    cover the rank's tokens only (`sequence_partial`)."""
+    chosen = group(size)
+    for name, p in model.named_parameters():
+        if p.grad is not None and sequence_partial(name):
+            chosen.all_reduce(p.grad)
+
+
 def check_divides(size: int, **counts: int) -> str | None:
     """The line naming the first count (heads, kv_heads, the MLP's hidden size) t does not divide, else None."""
     for name, count in counts.items():
@@ -315,6 +358,7 @@ def is_shape_only(array: Any) -> bool:
     return type(array) is MetaArray
 
 
-__all__ = ["CopyToTensorParallel", "GatherFromSequence", "Group", "ReduceFromTensorParallel",
+__all__ = ["COLUMN_PARALLEL", "ROW_PARALLEL", "reduce_sequence_parallel_grads", "sequence_partial", "shard",
+           "CopyToTensorParallel", "GatherFromSequence", "Group", "ReduceFromTensorParallel",
            "ReduceScatterToSequence", "ScatterToSequence", "SequenceParallelLinear", "TensorParallel",
            "check_divides", "group", "use_group"]

@@ -34,8 +34,11 @@ from ..units import parse_bytes
 
 TABLES = ("study", "grid", "run")
 STUDY_KEYS = ("name", "description")
-RUN_KEYS = ("repeats", "budget", "timeout_seconds", "jobs")
-RUN_DEFAULTS: dict[str, Any] = {"repeats": 3, "budget": "75%", "timeout_seconds": 600.0, "jobs": 1}
+RUN_KEYS = ("repeats", "budget", "timeout_seconds", "jobs", "skip_refused")
+# skip_refused: grid points whose combination a family refuses (tensor_parallel not dividing heads) are left out of
+# the cells instead of refusing the spec, so a sweep can cross parallel fields with model shapes
+RUN_DEFAULTS: dict[str, Any] = {"repeats": 3, "budget": "75%", "timeout_seconds": 600.0, "jobs": 1,
+                                "skip_refused": False}
 
 
 
@@ -55,6 +58,7 @@ class Spec:
     path: Path | None = None
     text: str = ""  # the TOML source, copied next to the results
     hash: str = field(default="")
+    skip_refused: bool = False  # refused combinations are not cells (RUN_DEFAULTS)
 
     def model(self, written: Any) -> Any:
         """The model a grid value names, a relative file path resolved against the spec's folder."""
@@ -73,6 +77,8 @@ class Spec:
             try:
                 config = normalize(raw)
             except ConfigError as exc:  # values were checked one by one; this catches combinations
+                if self.skip_refused:
+                    continue
                 raise SpecError(f"grid: {exc}") from None
             if any(config.get(k) is None for k in keys) and config in out:
                 continue  # a field this mode ignores was all that told it from an earlier point
@@ -274,11 +280,17 @@ def parse_spec(data: dict[str, Any], *, name: str = "study", path: Path | None =
         budget = int(budget)
     parse_budget(budget, available_bytes=1 << 30)  # checks the form now; a percentage is resolved at sweep time
 
+    if not isinstance(run["skip_refused"], bool):
+        raise SpecError(f"run.skip_refused must be true or false, got {run['skip_refused']!r}")
     spec = Spec(
         name=study_name, description=study.get("description", ""), grid=grid, repeats=repeats,
         budget=budget, timeout_seconds=float(timeout), jobs=jobs, path=path, text=text,
+        skip_refused=run["skip_refused"],
     )
-    ids = [cell_id(c) for c in spec.cells()]  # combinations are checked here, once
+    cells = spec.cells()  # combinations are checked here, once
+    if not cells:
+        raise SpecError("grid: every combination is refused (run.skip_refused leaves none)")
+    ids = [cell_id(c) for c in cells]
     if len(set(ids)) != len(ids):
         duplicate = next(i for i in ids if ids.count(i) > 1)
         raise SpecError(f"grid: two grid points make the same cell {duplicate}")
@@ -287,11 +299,11 @@ def parse_spec(data: dict[str, Any], *, name: str = "study", path: Path | None =
 
 def spec_hash(spec: Spec) -> str:
     """Hash of what decides the rows (name, grid, repeats, budget, timeout); not jobs or description."""
-    canonical = json.dumps(
-        {"name": spec.name, "grid": {k: list(v) for k, v in spec.grid.items()}, "repeats": spec.repeats,
-         "budget": spec.budget, "timeout_seconds": spec.timeout_seconds},
-        sort_keys=True, separators=(",", ":"),
-    )
+    decides = {"name": spec.name, "grid": {k: list(v) for k, v in spec.grid.items()}, "repeats": spec.repeats,
+               "budget": spec.budget, "timeout_seconds": spec.timeout_seconds}
+    if spec.skip_refused:  # only when set: the specs written before it keep their hashes
+        decides["skip_refused"] = True
+    canonical = json.dumps(decides, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

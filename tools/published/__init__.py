@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tools.published.korthikanti import table2_block
+from tools.published.korthikanti import strategies_block, table2_block, table3_block
 from tools.published.probes import probes_block
 from tools.published.remedies import remedies_block
 from tools.published.reports import finding_block, flash_block, pages_block, reports_block
@@ -119,6 +119,10 @@ BLOCKS: tuple[Block, ...] = (
     Block("zero-tables", "the predictor (tools/zero_tables.py)", zero_table_block, slow=True),
     Block("korthikanti-table2", "the predictor (memstudy.findings.korthikanti, tools/published/korthikanti.py)",
           table2_block),
+    Block("korthikanti-table3", "the predictor (memstudy.findings.korthikanti, tools/published/korthikanti.py)",
+          table3_block, slow=True),
+    Block("parallel-strategies", "the predictor (memstudy.findings.parallel, tools/published/korthikanti.py)",
+          strategies_block, slow=True),
     Block("will-it-fit", "memstudy plan (tools/published/plan.py)", will_it_fit_block, slow=True),
 )
 

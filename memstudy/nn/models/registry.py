@@ -314,8 +314,6 @@ PARALLEL_FIELDS: tuple[Field, ...] = (
           "(DeepSpeed's stage3_param_persistence_threshold)", minimum=0, optional=True),
 )
 PARALLEL_NAMES = tuple(f.name for f in PARALLEL_FIELDS)
-# what is implemented so far: the other fields are accepted and refused at a value that is not their default
-PARALLEL_NOT_YET: tuple[str, ...] = ()
 SHARED_FIELDS = SHARED_FIELDS + PARALLEL_FIELDS
 SHARED_NAMES = tuple(f.name for f in SHARED_FIELDS)
 
@@ -518,10 +516,6 @@ def world_size(config: dict[str, Any]) -> int:
 
 def check_parallel(config: dict[str, Any]) -> None:
     """The rules between the parallel fields (ConfigError, one line naming the field)."""
-    for f in PARALLEL_FIELDS:
-        if f.name in PARALLEL_NOT_YET and config.get(f.name, f.default) not in (None, f.default):
-            raise ConfigError(f"{f.name} {config[f.name]}: not yet (tensor, sequence and pipeline parallelism are "
-                              "being built; data_parallel and zero work)")
     rank = config.get("rank")
     if rank is not None and rank >= world_size(config):
         raise ConfigError(f"rank must be below the {world_size(config)} ranks (data_parallel x tensor_parallel x "
