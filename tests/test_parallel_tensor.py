@@ -192,3 +192,44 @@ def test_a_spec_may_skip_refused_combinations():
     assert sorted((c["heads"], c["tensor_parallel"]) for c in spec.cells()) == [(4, 1), (4, 4), (6, 1)]
     with pytest.raises(SpecError, match="skip_refused must be true or false"):
         parse_spec({**data, "run": {"skip_refused": "yes"}}, name="tp")
+
+
+# --- ZeRO over the data-parallel group of tensor-parallel ranks ----------------------------------------------------
+ZERO_STATES = {0: lambda p, n: 16 * p, 1: lambda p, n: 4 * p + 12 * p // n, 2: lambda p, n: 2 * p + 14 * p // n,
+               3: lambda p, n: 16 * p // n}
+
+
+@pytest.mark.parametrize("raw", [GPT, LLAMA], ids=["gpt", "llama"])
+@pytest.mark.parametrize("sequence_parallel", [False, True], ids=["tp", "tp+sp"])
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_zero_with_tensor_parallelism_reaches_every_linear(raw, sequence_parallel, stage):
+    """ZeRO wraps each module's forward; the row- (and sequence-) parallel Linears must run through it too, so that
+    every parameter of the rank's shard is reduced and sharded: model states are ZeRO's Table 1 of the rank's Ψ, and
+    stages 0-1 all-reduce every gradient (a tied weight once per module that uses it, as at t = 1). Before the
+    products moved inside `Linear.forward`, stage 3 raised and stages 0-2 skipped the row-parallel weights."""
+    base = {**raw, "precision": "bf16-master", "param_persistence_threshold": 0, "data_parallel": 2}
+    tp = dict(tensor_parallel=2, sequence_parallel=sequence_parallel)
+    psi = predict({**base, **tp, "data_parallel": 1})["parameter_count"]  # the rank's Ψ (its shards)
+    rank = predict({**base, **tp, "zero": stage})
+    held = rank["parameter_bytes"] + rank["gradient_bytes"] + rank["optimizer_state_bytes"]
+    assert held == ZERO_STATES[stage](psi, 2)
+    reduced = rank["predicted_collective_bytes"].get("all_reduce" if stage < 2 else "reduce_scatter", [0, 0])[1]
+    one_device = predict({**base, "zero": 0})  # t = 1: how many bytes beyond 2Ψ a tied weight's second use adds
+    tied_extra = one_device["predicted_collective_bytes"]["all_reduce"][1] - 2 * one_device["parameter_count"]
+    assert reduced == 2 * psi + tied_extra
+
+
+def test_every_rank_has_one_place_in_megatrons_order():
+    """rank → (tensor rank, data-parallel rank, pipeline stage) is one-to-one over the t·n·p ranks (tensor-parallel
+    fastest): ZeRO takes its data-parallel rank from here, not the global rank (a global rank ≥ n raised before)."""
+    from memstudy.parallel.pipeline import stage_of
+    from memstudy.parallel.rank import data_parallel_rank
+
+    for t, n, p in [(1, 1, 1), (2, 3, 1), (1, 2, 4), (4, 2, 2), (2, 2, 3)]:
+        places = set()
+        for rank in range(t * n * p):
+            config = dict(tensor_parallel=t, data_parallel=n, pipeline_parallel=p, rank=rank)
+            place = (rank % t, data_parallel_rank(config), stage_of(config))
+            assert 0 <= place[1] < n and 0 <= place[2] < p
+            places.add(place)
+        assert len(places) == t * n * p

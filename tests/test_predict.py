@@ -163,6 +163,13 @@ for _family, _shape in (("mlp", MLP_SHAPE), ("gpt", {**GPT_SHAPE, "dropout": 0.1
 FAMILY_CONFIGS["gpt"] += [{"model": "gpt", **GPT_SHAPE, "zero": 3, "data_parallel": 2, "checkpoint": c,
                            "optimizer": "adam", "precision": "bf16-master"} for c in GPT_CHECKPOINTS]
 
+# ZeRO over the data-parallel group of tensor-parallel ranks (the row-parallel Linears run inside the forward ZeRO
+# wraps): stages 2 and 3, with and without sequence parallelism, on the last of 2 x 2 ranks
+for _family, _shape in (("gpt", GPT_SHAPE), ("llama", {**LLAMA_SHAPE, "kv_heads": 2})):
+    FAMILY_CONFIGS[_family] += [{"model": _family, **_shape, "optimizer": "adam", "precision": "bf16-master",
+                                 "zero": z, "data_parallel": 2, "tensor_parallel": 2, "sequence_parallel": sp,
+                                 "rank": 3} for z in (2, 3) for sp in (False, True)]
+
 
 def cases() -> list:
     out = []

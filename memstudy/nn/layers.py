@@ -2,7 +2,7 @@
 in `nn/models/`)."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -140,7 +140,12 @@ class Linear(Module):
         layer.weight, layer.bias = weight, bias
         return layer
 
-    def forward(self, x: Any) -> Tensor:  # functional.linear, one call frame less per layer
+    def forward(self, x: Any, product: Callable[..., Tensor] | None = None) -> Tensor:
+        """x Wᵀ + b (functional.linear, one call frame less per layer); or `product(x, weight, bias)`, a parallel
+        layout's product (TensorParallel's row- and sequence-parallel Linears), still made inside this forward so
+        that whatever wraps it (ZeRO's gathering and gradient reduction) hands in the weights it sees."""
+        if product is not None:
+            return product(x, self.weight, self.bias)
         if self.bias is None:
             return apply(ops.Linear, x, self.weight)
         return apply(ops.Linear, x, self.weight, self.bias)

@@ -23,6 +23,13 @@ def accounted_rank(config: dict[str, Any]) -> tuple[int, str]:
     return 0, "largest peak"
 
 
+def data_parallel_rank(config: dict[str, Any]) -> int:
+    """The accounted rank's place in its data-parallel group, in Megatron-LM's rank order (tensor-parallel fastest,
+    then data-parallel, then pipeline; `pipeline.stage_of` reads the same order for the stage)."""
+    t, n = config.get("tensor_parallel") or 1, config.get("data_parallel") or 1
+    return ((config.get("rank") or 0) // t) % n
+
+
 def notes(config: dict[str, Any]) -> list[str]:
     """Lines the output prints about the ranks: which one the figures are, and a ZeRO stage that changes nothing."""
     if not is_parallel(config):

@@ -281,18 +281,25 @@ class TensorParallel:
         """A column-parallel Linear (its weight out_features/t rows) on x (after `enter`)."""
         if not self.sequence:
             return layer(x)
-        if layer.bias is None:
-            return apply(SequenceParallelLinear, x, layer.weight, size=self.size)
-        return apply(SequenceParallelLinear, x, layer.weight, layer.bias, size=self.size)
+        return layer(x, product=self._sequence_column)
 
     def row(self, layer: Any, x: Any) -> Tensor:
         """A row-parallel Linear (its weight in_features/t columns): the partial product summed over the group (g,
         or under sequence parallelism the reduce-scatter to this rank's tokens), then the bias (whole) added."""
         if not self.on:
             return layer(x)
-        out = apply(linalg.Linear, x, layer.weight)
+        return layer(x, product=self._row)
+
+    # the products run inside the layer's forward (`product=`), never beside it: ZeRO wraps that forward
+    def _sequence_column(self, x: Any, weight: Any, bias: Any) -> Tensor:
+        if bias is None:
+            return apply(SequenceParallelLinear, x, weight, size=self.size)
+        return apply(SequenceParallelLinear, x, weight, bias, size=self.size)
+
+    def _row(self, x: Any, weight: Any, bias: Any) -> Tensor:
+        out = apply(linalg.Linear, x, weight)
         out = apply(ReduceScatterToSequence if self.sequence else ReduceFromTensorParallel, out, size=self.size)
-        return out if layer.bias is None else out + layer.bias
+        return out if bias is None else out + bias
 
     def scatter(self, x: Any) -> Any:
         """Into the sequence-parallel region (the embeddings' output), or nothing without it."""

@@ -38,6 +38,7 @@ from ..autograd.engine import Function, Node, repeat_scope
 from ..nn import repeat
 from ..autograd.graph import base_buffer
 from . import collectives as C
+from .rank import data_parallel_rank
 
 
 def shard_elements(numel: int, ranks: int) -> int:
@@ -170,7 +171,7 @@ class Zero:
     def __init__(self, config: dict[str, Any], model: Any):
         self.stage = config.get("zero") or 0
         self.world = config["data_parallel"]
-        rank = config.get("rank") or 0
+        rank = data_parallel_rank(config)  # of the data-parallel group (config["rank"] counts every rank)
         current = C.backend()
         self.backend = current if current.world_size == self.world else C.Simulated(self.world, rank)
         self.rank = self.backend.rank
