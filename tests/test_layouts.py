@@ -336,6 +336,22 @@ def _causal_mask(draw):
     return Call([floats(shape)], consts=dict(offset=offset), formula=lambda x, offset: np.where(keep, x, -np.inf))
 
 
+@case(ops.FlashAttention)
+@st.composite
+def _flash_attention(draw):
+    b, kv, group = draw(st.integers(0, 2)), draw(st.integers(1, 2)), draw(st.integers(1, 2))  # a = kv·group (GQA)
+    s, t, d = draw(st.integers(1, 3)), draw(st.integers(1, 5)), draw(st.integers(1, 3))
+    offset = draw(st.integers(0, 3))  # query i sees keys j <= offset + i (key 0 always: no empty row)
+    keep = np.tri(s, t, k=offset, dtype=bool)
+
+    def attention(q, k, v, offset):  # softmax(q kᵀ/√d, causal) v with each kv head repeated for its group
+        k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
+        scores = np.where(keep, q @ k.swapaxes(-1, -2) / math.sqrt(d), -np.inf)
+        return _softmax(scores, -1) @ v
+    return Call([floats((b, kv * group, s, d)), floats((b, kv, t, d)), floats((b, kv, t, d))],
+                consts=dict(offset=offset), formula=attention)
+
+
 @case(ops.Softmax)
 @st.composite
 def _softmax_case(draw):
@@ -922,6 +938,7 @@ BIG = {
     ops.BatchNorm2dEval: lambda: ([(8, 16, 40, 40), (16,), (16,)],
                                   dict(running_mean=np.zeros(16), running_var=np.ones(16))),
     ops.Reshape: lambda: ([(64, 48, 64)], dict(shape=(-1,))),
+    ops.FlashAttention: lambda: ([(2, 8, 96, 64), (2, 4, 96, 64), (2, 4, 96, 64)], {}),
     ops.Flatten: lambda: ([(64, 48, 64)], dict(start_dim=1)),
 }
 # numpy itself copies here, and the copy is the op's result or gradient (the ledger counts it as such)
