@@ -326,6 +326,8 @@ def _add_plan_parser(commands: Any) -> None:
     plan.add_argument("--top", type=_non_negative_int, default=20, help="rows of the table (20; 0: all)")
     plan.add_argument("--json", action="store_true", help="JSON Lines: one object per predicted configuration")
     plan.add_argument("--no-progress", action="store_true", help="no progress bar")
+    plan.add_argument("--jobs", type=_positive_int, default=None, help="processes predicting the configurations "
+                      "(default: the cores this process may use; the plan is the same for any number)")
     plan.set_defaults(handler=_cmd_plan, plan_command=True)
 
 
@@ -336,7 +338,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     text = run_plan(model=args.model, hf_config=args.hf_config, sets=args.set, seq_len=args.seq_len,
                     global_batch=args.global_batch, devices=args.devices, device_memory=args.device_memory,
                     devices_per_node=args.devices_per_node, reserve=args.reserve, choices=options, top=args.top,
-                    as_json=args.json, progress=not args.no_progress, argv=sys.argv[1:])
+                    as_json=args.json, progress=not args.no_progress, argv=sys.argv[1:], jobs=args.jobs)
     print(text)
     return 0
 

@@ -31,13 +31,14 @@ def model_fields(model: str | None, hf_config: str | None, seq_len: int | None) 
 
 
 def plan(model: str | None, hf_config: str | None, seq_len: int | None, global_batch: int, machines: Machines,
-         choices: Choices | None = None, progress: bool = False, fields: dict[str, Any] | None = None):
+         choices: Choices | None = None, progress: bool = False, fields: dict[str, Any] | None = None,
+         jobs: int | None = None):
     """The plan's result (search.PlanResult): every admissible combination predicted, the fitting ones ranked."""
     from .search import search
 
     family, base = model_fields(model, hf_config, seq_len)
     base.update(fields or {})
-    return search(family, base, machines, global_batch, choices or Choices(), progress=progress)
+    return search(family, base, machines, global_batch, choices or Choices(), progress=progress, jobs=jobs)
 
 
 __all__ = ["Choices", "Machines", "PlanError", "model_fields", "plan"]

@@ -36,7 +36,8 @@ def _sets(sets: list[str]) -> dict[str, Any]:
 
 def run_plan(*, model: str | None, hf_config: str | None, sets: list[str], seq_len: int | None, global_batch: int,
              devices: int, device_memory: str, devices_per_node: int | None, reserve: str | None,
-             choices: dict[str, Any], top: int, as_json: bool, progress: bool, argv: list[str] | None = None) -> str:
+             choices: dict[str, Any], top: int, as_json: bool, progress: bool, argv: list[str] | None = None,
+             jobs: int | None = None) -> str:
     """The plan as terminal text (or JSON Lines); PlanError (one line) for bad input or when nothing fits."""
     memory = _size(device_memory, "--device-memory")
     reserve_bytes = default_reserve_bytes(memory) if reserve is None else (
@@ -48,7 +49,7 @@ def run_plan(*, model: str | None, hf_config: str | None, sets: list[str], seq_l
         if name not in {f.name for f in family.all_fields()}:
             raise PlanError(f"--set {name}: model {family.name!r} has no field {name!r}")
     base.update(fixed)
-    result = search(family, base, machines, global_batch, Choices(**choices), progress=progress)
+    result = search(family, base, machines, global_batch, Choices(**choices), progress=progress, jobs=jobs)
     if as_json:
         return "\n".join(json_lines(result))
     if not result.ranked:
