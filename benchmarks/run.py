@@ -426,7 +426,7 @@ def plan_rows() -> list[dict[str, Any]]:
     return [make_row("plan_llama8b_seconds", result["seconds"], "s", samples=1, foreign_cores=foreign,
                      measured_label="memstudy.plan.plan (llama-3-8b, 8 x 80 GB)",
                      note=f"in-process; {result['configurations']} configurations, {result['predictions']} rank graphs "
-                          f"predicted, {result['skipped']} skipped, {result['fitting']} fit")]
+                          f"predicted, {result['skipped']} skipped, {result['fitting']} fit; {result['jobs']} processes")]
 
 
 def deep_predict_rows(samples: int) -> list[dict[str, Any]]:
