@@ -2,9 +2,9 @@
 (issue 28 item 1: `memstudy study --all` in at most 0.5x today's wall time, measuring the same).
 
 The baseline is another commit's tree (`--baseline REF`, default: where this branch left main, `git merge-base HEAD
-main`), unpacked by `git archive` into a temporary folder and run from there (its own memstudy on PYTHONPATH), or
-this checkout with every cell started the old way (`--baseline exec`: MEMSTUDY_LAUNCHER=exec). Each study's sweep
-runs once each way, alternating which goes first, into temporary folders (results/ is never written). Then:
+main`, or on main itself the commit before the speed work, `SPEED_BASELINE`), unpacked by `git archive` into a
+temporary folder and run from there (its own memstudy on PYTHONPATH), or this checkout with every cell started the
+old way (`--baseline exec`: MEMSTUDY_LAUNCHER=exec). Each study's sweep runs once each way, alternating which goes first, into temporary folders (results/ is never written). Then:
 
 - wall seconds of each sweep (`memstudy sweep SPEC --out DIR`, the process's wall time);
 - every column of every (cell, repeat) row compared, except the measurements that differ from run to run (the
@@ -84,6 +84,20 @@ def _agreement(rows: list[dict[str, str]]) -> dict[str, tuple[float, float, int]
     return out
 
 
+# main just before issue 28's speed work landed (the merge of the speed branch, 0651dec, has it as first parent): the
+# baseline when this checkout is main itself, where the merge base is HEAD and would compare the code with itself
+SPEED_BASELINE = "6f5ed1837f11c767871a4dfa09cd7faab6415a80"
+
+
+def default_baseline() -> str:
+    """Where this branch left main (`git merge-base HEAD main`), or SPEED_BASELINE on main itself."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+    base = git("merge-base", "HEAD", "main")
+    return SPEED_BASELINE if base == git("rev-parse", "HEAD") else base
+
+
 def compare(studies: tuple[str, ...] = STUDIES, baseline: str | None = None,
             log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     """Run each study both ways; seconds, differing columns and the probes' agreement."""
@@ -91,8 +105,7 @@ def compare(studies: tuple[str, ...] = STUDIES, baseline: str | None = None,
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     try:
         if baseline is None:
-            baseline = subprocess.run(["git", "merge-base", "HEAD", "main"], cwd=ROOT, capture_output=True,
-                                      text=True, check=True).stdout.strip()
+            baseline = default_baseline()
         if baseline == "exec":
             old_tree, old_env, label = ROOT, {**env, "MEMSTUDY_LAUNCHER": "exec"}, "this checkout, MEMSTUDY_LAUNCHER=exec"
         else:
@@ -168,7 +181,8 @@ def summary(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.study_compare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--baseline", default=None, help="a commit (default: git merge-base HEAD main), or exec")
+    parser.add_argument("--baseline", default=None, help="a commit (default: git merge-base HEAD main, or on main "
+                        "SPEED_BASELINE), or exec")
     parser.add_argument("--studies", default=",".join(STUDIES), help=f"experiments/NAME.toml to run ({','.join(STUDIES)})")
     args = parser.parse_args(argv)
     studies = tuple(s.strip() for s in args.studies.split(",") if s.strip())
