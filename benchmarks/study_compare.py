@@ -4,7 +4,8 @@
 The baseline is another commit's tree (`--baseline REF`, default: where this branch left main, `git merge-base HEAD
 main`, or on main itself the commit before the speed work, `SPEED_BASELINE`), unpacked by `git archive` into a
 temporary folder and run from there (its own memstudy on PYTHONPATH), or this checkout with every cell started the
-old way (`--baseline exec`: MEMSTUDY_LAUNCHER=exec). Each study's sweep runs once each way, alternating which goes first, into temporary folders (results/ is never written). Then:
+old way (`--baseline exec`: MEMSTUDY_LAUNCHER=exec). Each study's sweep runs once each way, alternating which goes
+first, into temporary folders (results/ is never written). Then:
 
 - wall seconds of each sweep (`memstudy sweep SPEC --out DIR`, the process's wall time);
 - every column of every (cell, repeat) row compared, except the measurements that differ from run to run (the
