@@ -18,9 +18,11 @@ import pytest
 
 import browser
 from memstudy.findings.mlp import training_law
+from memstudy.measure.ledger import CATEGORIES
 from memstudy.report import write_report
 from memstudy.report.formats import ratio_text as _ratio
 from memstudy.report.load import load_runs, summarize
+from memstudy.report.style import CATEGORY_LABELS
 
 ROOT = Path(__file__).resolve().parents[1]
 REASON = browser.missing()
@@ -202,8 +204,10 @@ def test_breakdown_law_and_probe_charts_hold_the_csvs_numbers(driver, tree):
     summary = {r["cell"]: r for r in csv_rows(out / "summary.csv")}
     bars = driver.execute_script("return document.getElementById('breakdown').data"
                                  ".map(t => ({name: t.name, y: t.y, cells: t.customdata}))")
-    categories = ("parameter", "optimizer_state", "input", "gradient", "activation", "temporary", "output")
-    for category, trace in zip(categories, bars):
+    by_label = {label: category for category, label in CATEGORY_LABELS.items()}
+    drawn = [by_label[trace["name"]] for trace in bars]  # each bar named by its category, in the ledger's order
+    assert drawn == [c for c in CATEGORIES if c in drawn] and {"parameter", "gradient", "activation"} <= set(drawn)
+    for category, trace in zip(drawn, bars):
         assert trace["y"] == [int(summary[c][f"peak_{category}_bytes"]) for c in trace["cells"]]
     label = " | ".join(browser.hover(driver, "breakdown", "train", bars[0]["y"][0] / 2))
     assert exact(bars[0]["y"][0]) in label and "parameters" in label
