@@ -12,6 +12,10 @@
   and a skipped one that the current budget admits; missing repeats (a torn last line, a larger `repeats`)
   and new cells (a grid that gained values) are run. A spec that would reinterpret the rows is refused
   (resume.py); `fresh=True` deletes the folder's results first.
+- A shape-only spec (`[run] measure = false`) starts no process: each cell's rows are its prediction
+  (`_predicted_cell`: the step, or the rank's graph, run on shape-only arrays under the ledger), the predicted columns
+  filled, `shape_only` true, the ledger's, the probes' and the clock's columns empty; no budget applies (no array is
+  allocated), and a cell whose prediction fails is `failed` with the reason.
 - `DIR/layers.csv` holds, per cell and repeat, the bytes each op saved per layer (the ledger's `by_op`), for
   reports that break a step down by layer; a cell's entries are written just before its runs.csv rows, and a
   reader keeps the last entry of a (cell, repeat, layer, op) that a resumed sweep wrote twice.
@@ -155,6 +159,25 @@ def _placeholder_rows(spec, cid, config, repeats, status, error, predicted=None)
         row.update(status=status, error=_one_line(error))
         rows.append(row)
     return rows
+
+
+def _predicted_cell(spec: Spec, cell: _Pending) -> _CellResult:
+    """A shape-only cell's rows (`[run] measure = false`): its prediction, nothing measured (module docstring)."""
+    from ..measure.predict import predict, predicted_row
+    from ..parallel import rank
+
+    try:
+        prediction = predict(cell.config)
+    except Exception as exc:  # meta.Unsupported or a predictor bug: the cell failed, the sweep goes on
+        rows = _placeholder_rows(spec, cell.cid, cell.config, cell.repeats, "failed",
+                                 f"prediction failed: {type(exc).__name__}: {exc}")
+        return _CellResult(cell.cid, rows, _status({"failed"} | cell.kept_status))
+    rows = []
+    for repeat in cell.repeats:
+        row = _config_row(spec, cell.cid, cell.config, repeat)
+        row.update(predicted_row(prediction), **rank.row_fields(cell.config, shape_only=True), status="ok", error="")
+        rows.append(row)
+    return _CellResult(cell.cid, rows, _status({"ok"} | cell.kept_status))
 
 
 def _status(statuses: set[str]) -> str:
@@ -362,9 +385,12 @@ class _Run:
         return pending, dropped
 
     def _check(self, pending: list[_Pending], checker: BudgetCheck) -> tuple[list[_Pending], list[_CellResult]]:
-        """The budget first: skipped cells cost nothing and must not distort the ETA."""
+        """The budget first: skipped cells cost nothing and must not distort the ETA. A shape-only spec's cells are
+        finished here, by their predictions."""
         to_run: list[_Pending] = []
         finished: list[_CellResult] = []
+        if not self.spec.measure:
+            return to_run, [_predicted_cell(self.spec, cell) for cell in pending]
         for cell in pending:
             verdict = cell.verdict = cell.verdict or checker.check(cell.config)
             if verdict.error or verdict.skip_reason:
