@@ -301,6 +301,7 @@ class _Run:
         self.cell_command = list(cell_command) if cell_command is not None else None
         self.runs, self.env_path = out / "runs.csv", out / "env.json"
         self.cell_env = cell_environment(jobs=jobs)
+        self.predicted: list[_Pending] = []  # a shape-only spec's cells, predicted as _execute records them
 
     def go(self, fresh: bool, progress: bool, predictor: Any, available_bytes: int | None,
            cluster: str | None) -> SweepOutcome:
@@ -335,7 +336,7 @@ class _Run:
             env = self._record_session(previous_env, changes, budget, checker, to_run, timeline_cid, dask)
             if existing is None:  # only now: runs.csv without env.json is refused
                 rewrite_runs(self.runs, [], columns)
-            elif existing.damaged or dropped or (existing.columns != columns and (to_run or finished)):
+            elif existing.damaged or dropped or (existing.columns != columns and (to_run or finished or self.predicted)):
                 rewrite_runs(self.runs, [r for r in existing.rows if id(r) not in dropped], columns)
             if dask is not None:
                 executor = dask
@@ -385,12 +386,13 @@ class _Run:
         return pending, dropped
 
     def _check(self, pending: list[_Pending], checker: BudgetCheck) -> tuple[list[_Pending], list[_CellResult]]:
-        """The budget first: skipped cells cost nothing and must not distort the ETA. A shape-only spec's cells are
-        finished here, by their predictions."""
+        """The budget first: skipped cells cost nothing and must not distort the ETA. A shape-only spec's cells have
+        no budget and start no process: `_execute` predicts them one by one (`self.predicted`)."""
         to_run: list[_Pending] = []
         finished: list[_CellResult] = []
         if not self.spec.measure:
-            return to_run, [_predicted_cell(self.spec, cell) for cell in pending]
+            self.predicted = pending
+            return to_run, finished
         for cell in pending:
             verdict = cell.verdict = cell.verdict or checker.check(cell.config)
             if verdict.error or verdict.skip_reason:
@@ -479,6 +481,8 @@ class _Run:
         try:
             for result in finished:
                 record(result)
+            for cell in self.predicted:  # each shape-only cell's rows written as its prediction ends (crash-safe)
+                record(_predicted_cell(spec, cell))
             for cell in to_run:
                 need = cell.verdict.need
                 request = CellRequest(cell.config, len(cell.repeats), by_layer=True,
