@@ -99,14 +99,17 @@ def _paragraphs(study: Study) -> str:
 def test_the_sentences_are_computed_from_the_rows(folder):
     runs = load_runs(folder)
     before = _paragraphs(_study(runs, folder))
-    assert "no change cuts it to half or less" in before.split("**optimizer state**")[1].split(";")[0]
+    assert "no change cuts it to half or less" in before.split("**activation**")[1].split(";")[0]
+    assert "cut to at most half by N 2 (at ZeRO 3)" in before.split("**optimizer state**")[1].split(";")[0]
     assert "(so: the layers' terms" in before
     changed = runs.copy()
     t2 = (changed["tensor_parallel"] == 2) & ~changed["sequence_parallel"].astype(bool)
-    changed.loc[t2, "predicted_peak_optimizer_state_bytes"] = 1  # t 2 now holds almost no optimiser state
-    changed.loc[t2, "predicted_activation_bytes"] = 1  # and fewer activations than the paper's layers
+    changed.loc[t2, "predicted_activation_bytes"] = 1  # t 2 now holds fewer activations than the paper's layers
+    zero3 = (changed["zero"] == 3) & (changed["data_parallel"] == 2)
+    changed.loc[zero3, "predicted_peak_optimizer_state_bytes"] *= 4  # and ZeRO 3 no longer cuts the optimiser state
     after = _paragraphs(_study(changed, folder))
-    assert "cut to at most half by t 2" in after.split("**optimizer state**")[1].split(";")[0]
+    assert "cut to at most half by t 2" in after.split("**activation**")[1].split(";")[0]
+    assert "N 2 (at ZeRO 3)" not in after.split("**optimizer state**")[1].split(";")[0]
     assert "(not so)" in after and "(so: the layers' terms" not in after
 
 

@@ -197,14 +197,18 @@ def _varying(cells: pd.DataFrame) -> list[str]:
 
 
 def strategy_label(row: pd.Series, fields: list[str]) -> str:
-    """A cell's strategy in a few words: the fields that differ from one device's, each as the reports write it."""
+    """A cell's strategy in a few words: the fields that differ from one device's, each as the reports write it (the
+    schedule wherever the grid varies it: on one stage with microbatches, 1f1b is gradient accumulation)."""
     parts = []
     if row["tensor_parallel"] > 1:
         parts.append(f"t {row['tensor_parallel']}" + (" + SP" if row["sequence_parallel"] else ""))
     if row["checkpoint"] != "none":
         parts.append(str(row["checkpoint"]))
-    if row["pipeline_parallel"] > 1 or ("schedule" in fields and row["microbatches"] > 1):
-        parts.append(f"p {row['pipeline_parallel']} {row['schedule']}")
+    if row["pipeline_parallel"] > 1:
+        parts.append(f"p {row['pipeline_parallel']} {row['schedule']}, m {row['microbatches']}")
+    elif "schedule" in fields and row["microbatches"] > 1:
+        parts.append(f"{row['schedule']}, m {row['microbatches']}"
+                     + (" (gradient accumulation)" if row["schedule"] == "1f1b" else " (every microbatch held)"))
     if row["data_parallel"] > 1 or row["zero"]:
         parts.append(f"N {row['data_parallel']}" + (f" ZeRO {row['zero']}" if row["zero"] else ""))
     return ", ".join(parts) or "one device"
@@ -231,6 +235,7 @@ def pair_ratios(cells: pd.DataFrame) -> pd.DataFrame:
     (field, value, pairs, and per category the median, least and largest ratio second ÷ first). Categories that are
     0 in a pair's first cell are left out of that pair."""
     fields = _varying(cells)
+    partner = {f: g for pair in TOGETHER for f, g in (pair, pair[::-1]) if g in fields}
     out = []
     for field in fields:
         base_value = STRATEGY_FIELDS[field]
@@ -244,16 +249,26 @@ def pair_ratios(cells: pd.DataFrame) -> pd.DataFrame:
             second = cells[cells[field] == value]
             pairs = first.merge(second, on=others, suffixes=("_a", "_b")) if others else \
                 first.assign(_k=1).merge(second.assign(_k=1), on="_k", suffixes=("_a", "_b"))
-            if pairs.empty:
-                continue
-            row: dict[str, Any] = {"field": field, "from": base_value, "value": value, "pairs": len(pairs)}
-            for c in (*CATEGORIES, "peak"):
-                a, b = pairs[f"{c}_a"].astype(float), pairs[f"{c}_b"].astype(float)
-                ratio = (b[a > 0] / a[a > 0])
-                row[c] = (ratio.median(), ratio.min(), ratio.max(), int(len(ratio))) if len(ratio) else None
-                row[f"{c}_appears"] = int(((a == 0) & (b > 0)).sum())  # pairs where it was 0 before, not after
-            out.append(row)
-    return pd.DataFrame(out)
+            # ZeRO on one rank changes nothing: N's and the stage's pairs apart for each value of the other
+            groups = pairs.groupby(partner[field]) if field in partner and not pairs.empty else [(None, pairs)]
+            for at, part in groups:
+                out.append(_ratio_row(field, base_value, value, partner.get(field), at, part))
+    return pd.DataFrame([r for r in out if r is not None])
+
+
+def _ratio_row(field: str, base_value: Any, value: Any, partner: str | None, at: Any,
+               pairs: pd.DataFrame) -> dict[str, Any] | None:
+    """One change's pairs as a row of `pair_ratios` (None without pairs); `at`: the partner field's value they share."""
+    if pairs.empty:
+        return None
+    row: dict[str, Any] = {"field": field, "from": base_value, "value": value, "pairs": len(pairs),
+                           "at": None if partner is None else _value_text(partner, at)}
+    for c in (*CATEGORIES, "peak"):
+        a, b = pairs[f"{c}_a"].astype(float), pairs[f"{c}_b"].astype(float)
+        ratio = (b[a > 0] / a[a > 0])
+        row[c] = (ratio.median(), ratio.min(), ratio.max(), int(len(ratio))) if len(ratio) else None
+        row[f"{c}_appears"] = int(((a == 0) & (b > 0)).sum())  # pairs where it was 0 before, not after
+    return row
 
 
 def _value_text(field: str, value: Any) -> str:
@@ -262,6 +277,11 @@ def _value_text(field: str, value: Any) -> str:
     if field == "sequence_parallel":
         return "sequence parallel" if value else "no sequence parallelism"
     return f"{names[field]} {value}"
+
+
+def _change_text(r: Any) -> str:
+    """A pair_ratios row's change: `ZeRO 3 (at N 8)`."""
+    return _value_text(r["field"], r["value"]) + (f" (at {r['at']})" if isinstance(r["at"], str) else "")
 
 
 def source_sentence(cells: pd.DataFrame) -> str:
@@ -304,7 +324,7 @@ def _category_table(cells: pd.DataFrame, ref: pd.Series, doc: Any, Figure: Any, 
     shown = pd.concat([ref.to_frame().T, single_changes(cells, ref),
                        cells.loc[[cells["peak"].idxmin()]]]).drop_duplicates("cell")
     labels = [strategy_label(r, fields) for _, r in shown.iterrows()]
-    labels[0] = "reference: " + labels[0]
+    labels[0] = "reference: one device" + ("" if labels[0] == "one device" else f", {labels[0]}")
     if len(shown) > 1 and shown.iloc[-1]["cell"] == cells.loc[cells["peak"].idxmin(), "cell"]:
         labels[-1] = "lowest peak: " + labels[-1]
     present = [c for c in PEAK_CATEGORIES if (shown[f"peak_{c}"] > 0).any()]
@@ -331,7 +351,7 @@ def _ratio_part(cells: pd.DataFrame, doc: Any, Paragraph: Any) -> list[Any]:
         return [Paragraph("No two cells differ in one strategy field alone, so no strategy can be compared.")]
     body = []
     for _, r in ratios.iterrows():
-        row = [f"{_value_text(r['field'], r['from'])} → {_value_text(r['field'], r['value'])}", int(r["pairs"])]
+        row = [f"{_value_text(r['field'], r['from'])} → {_change_text(r)}", int(r["pairs"])]
         for c in (*CATEGORIES, "peak"):
             got = r[c]
             row.append("—" if got is None else doc.compound("{} ({} – {})", doc.times(got[0]), doc.times(got[1]),
@@ -342,23 +362,24 @@ def _ratio_part(cells: pd.DataFrame, doc: Any, Paragraph: Any) -> list[Any]:
                               "every pair of cells that differ in that field alone (median, least – largest):")
     sentences = []
     for c in CATEGORIES:
-        cutting = [f"{_value_text(r['field'], r['value'])} ({r[c][0]:.2f}×)" for _, r in ratios.iterrows()
+        cutting = [f"{_change_text(r)} ({r[c][0]:.2f}×)" for _, r in ratios.iterrows()
                    if r[c] is not None and r[c][0] <= CUT]
-        raising = [f"{_value_text(r['field'], r['value'])} ({r[c][0]:.2f}×)" for _, r in ratios.iterrows()
+        raising = [f"{_change_text(r)} ({r[c][0]:.2f}×)" for _, r in ratios.iterrows()
                    if r[c] is not None and r[c][0] > 1 / CUT]
         text = f"**{c.replace('_', ' ')}**: " + (f"cut to at most half by {', '.join(cutting)}" if cutting
                                                  else "no change cuts it to half or less")
         if raising:
             text += f"; raised above double by {', '.join(raising)}"
-        appearing = [f"{_value_text(r['field'], r['value'])} ({r[f'{c}_appears']} of {r['pairs']} pairs)"
+        appearing = [f"{_change_text(r)} ({r[f'{c}_appears']} of {r['pairs']} pairs)"
                      for _, r in ratios.iterrows() if r[f"{c}_appears"]]
         if appearing:
             text += f"; 0 before and not after under {', '.join(appearing)}"
         sentences.append(text)
-    unchanged = [_value_text(r["field"], r["value"]) for _, r in ratios.iterrows()
-                 if all(r[c] is None or r[c][1] == r[c][2] == 1.0 for c in CATEGORIES)]
+    unchanged = [_change_text(r) for _, r in ratios.iterrows()
+                 if all((r[c] is None or r[c][1] == r[c][2] == 1.0) and not r[f"{c}_appears"] for c in CATEGORIES)]
     if unchanged:
-        sentences.append(f"No category changes at all, in any pair, under {', '.join(unchanged)}")
+        sentences.append(f"none of these {len(CATEGORIES)} categories changes, in any pair, under "
+                         f"{', '.join(unchanged)}")
     return [table, Paragraph("Medians over the pairs: " + "; ".join(sentences) + ".")]
 
 
@@ -371,23 +392,36 @@ def _korthikanti_part(cells: pd.DataFrame, doc: Any, Heading: Any, Paragraph: An
             "No cell is one the paper's expression describes (a GPT block in a 2-byte dtype with dropout, checkpoint "
             "none or selective, no ZeRO), so there is nothing to compare.")]
     with_formula = with_formula.assign(beyond=with_formula["activation"] - with_formula["paper"].astype(float))
-    body = []
+    with_formula["share"] = with_formula["beyond"] / with_formula["activation"]
     fields = _varying(cells)
-    shown = with_formula.sort_values(["pipeline_parallel", "schedule", "tensor_parallel", "sequence_parallel",
-                                      "checkpoint"]).drop_duplicates(
-        ["tensor_parallel", "sequence_parallel", "checkpoint", "pipeline_parallel", "schedule"])
-    for _, r in shown.iterrows():
-        body.append([strategy_label(r, fields), doc.nbytes(r["paper"]), doc.nbytes(r["activation"]),
-                     doc.nbytes(r["beyond"]), doc.percent(r["beyond"] / r["activation"], signed=False)])
-    held = int((with_formula["beyond"] >= 0).sum())
-    spread = with_formula["beyond"] / with_formula["activation"]
+    keys = ["tensor_parallel", "sequence_parallel", "checkpoint", "pipeline_parallel", "schedule"]
+    first = with_formula.sort_values(keys).iloc[0]  # one (p, schedule) in detail: the first in sort order
+    detail = with_formula[(with_formula["pipeline_parallel"] == first["pipeline_parallel"])
+                          & (with_formula["schedule"] == first["schedule"])].drop_duplicates(keys)
+    body = [[strategy_label(r, fields), doc.nbytes(r["paper"]), doc.nbytes(r["activation"]), doc.nbytes(r["beyond"]),
+             doc.percent(r["share"], signed=False)] for _, r in detail.iterrows()]
     lines.append(doc.table(
         ["strategy", "paper: the layers' activations", "ledger: activations (largest live)", "ledger − paper",
          "share of the ledger's"], body,
         caption=("Per layer Table 2's expression for (t, sequence parallel, selective) at the cell's s, micro-batch, "
                  "h and a, times the layers and microbatches the rank holds when its forward ends (GPipe: m; "
-                 "1F1B: min(p, m)); `memstudy.findings.korthikanti`. One row per (t, SP, checkpoint, p, schedule), "
-                 "the data-parallel copies alike:")))
+                 "1F1B: min(p, m)); `memstudy.findings.korthikanti`. The cells at "
+                 f"{_value_text('pipeline_parallel', first['pipeline_parallel'])}, "
+                 f"{_value_text('schedule', first['schedule'])}, one row per (t, SP, checkpoint), the data-parallel "
+                 "copies alike:")))
+    if with_formula[["pipeline_parallel", "schedule"]].drop_duplicates().shape[0] > 1:
+        summary = []
+        for (p, schedule), part in with_formula.groupby(["pipeline_parallel", "schedule"]):
+            summary.append([_value_text("pipeline_parallel", p), schedule, len(part),
+                            doc.compound("{} – {}", doc.nbytes(part["beyond"].min()), doc.nbytes(part["beyond"].max())),
+                            doc.compound("{} – {}", doc.percent(part["share"].min(), signed=False),
+                                         doc.percent(part["share"].max(), signed=False))])
+        lines.append(doc.table(["stages", "schedule", "cells", "ledger − paper (least – largest)",
+                                "share of the ledger's"], summary,
+                               caption="Every (p, schedule) of the grid: what the ledger holds beyond the paper's "
+                                       "layers (with p > 1 the first stage, which has no head or loss):"))
+    held = int((with_formula["beyond"] >= 0).sum())
+    spread = with_formula["share"]
     lines.append(Paragraph(
         f"In {held} of {len(with_formula)} cells the ledger's activations are at least the paper's "
         + ("(so: the layers' terms are part of what the rank holds)" if held == len(with_formula) else "(not so)")
@@ -419,7 +453,7 @@ def _zero_part(cells: pd.DataFrame, doc: Any, Heading: Any, Paragraph: Any) -> l
         if field not in ("zero", "data_parallel", "schedule") and default is not None:
             plain = plain[plain[field] == default]
     plain = plain.drop_duplicates(["data_parallel", "zero"]).sort_values(["data_parallel", "zero"])
-    body = [[int(r["data_parallel"]), int(r["zero"]), doc.integer(round(r["psi"])), doc.nbytes(r["paper"]),
+    body = [[int(r["data_parallel"]), int(r["zero"]), doc.count(round(r["psi"])), doc.nbytes(r["paper"]),
              doc.nbytes(r["states"]), doc.percent(r["error"])] for _, r in plain.iterrows()]
     lines.append(doc.table(["N", "stage", "Ψ (the rank's replica)", "paper: Table 1", "ledger: parameters + "
                             "gradients + optimiser state", "ledger ÷ paper − 1"], body,
