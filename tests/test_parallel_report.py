@@ -157,3 +157,19 @@ def test_the_shape_only_specs_are_shape_only_and_their_cells_predict_sampled(nam
 def test_every_cell_of_the_shape_only_specs_predicts(name):
     for config in _spec_cells(name):
         assert predict(config)["predicted_peak_bytes"] > 0
+
+
+def test_strategies_are_compared_within_one_model(folder):
+    """Two models in one study (results/parallel has a GPT and a Llama): a pair is two cells of the same model, so a
+    second model three times the size leaves every ratio as it was (pairs across models would give 3× and ⅓×)."""
+    cells = parallel.figures(_study(load_runs(folder), folder))
+    other = cells.copy()
+    other["model"], other["cell"] = "other", other["cell"] + "-other"
+    for column in [c for c in cells.columns if c.startswith("peak") or c in parallel.CATEGORIES]:
+        other[column] = other[column] * 3
+    alone, both = parallel.pair_ratios(cells), parallel.pair_ratios(pd.concat([cells, other], ignore_index=True))
+    assert list(both["pairs"]) == [2 * n for n in alone["pairs"]]
+    for c in ("parameter", "optimizer_state", "activation", "peak"):
+        flat = [[x for r in frame[c] if r is not None for x in r[:3]] for frame in (both, alone)]
+        assert flat[0] == pytest.approx(flat[1])
+    assert [title for title, _ in parallel.model_groups(pd.concat([cells, other]))] == ["model gpt", "model other"]

@@ -214,7 +214,8 @@ def strategy_label(row: pd.Series, fields: list[str]) -> str:
     return ", ".join(parts) or "one device"
 
 
-TOGETHER = (("data_parallel", "zero"),)  # fields a strategy sets together: ZeRO shards over N ranks, N > 1
+TOGETHER = (("data_parallel", "zero"),)
+SHAPE_FIELDS = ("model", "depth", "width", "heads", "seq_len", "batch_size", "microbatches")  # what a model is  # fields a strategy sets together: ZeRO shards over N ranks, N > 1
 
 
 def single_changes(cells: pd.DataFrame, ref: pd.Series) -> pd.DataFrame:
@@ -241,7 +242,7 @@ def pair_ratios(cells: pd.DataFrame) -> pd.DataFrame:
         base_value = STRATEGY_FIELDS[field]
         if base_value is None:  # the schedule: against the one that holds every microbatch
             base_value = "gpipe"
-        others = [f for f in fields if f != field]
+        others = [f for f in fields if f != field] + [f for f in SHAPE_FIELDS if cells[f].nunique() > 1]
         first = cells[cells[field] == base_value]
         for value in sorted(cells[field].unique(), key=str):
             if value == base_value:
@@ -303,23 +304,47 @@ def blocks(study: Any) -> list[Any]:
     from ..report.document import Figure, Heading, Paragraph, plot
 
     cells = figures(study)
-    lines: list[Any] = [Heading("Parallelism: one rank's memory, category by category")]
-    ref = reference(cells)
-    if ref is None:
-        return lines + [Paragraph("No one-device cell without recomputation to compare the strategies with.")]
-    lines.append(Paragraph(
+    lines: list[Any] = [Heading("Parallelism: one rank's memory, category by category"), Paragraph(
         source_sentence(cells) + " A row's figures are one rank's: the rank with the largest peak, or with pipeline "
         "stages the first stage (`accounted_rank`, `rank_choice`). Parameters and optimiser state are the registered "
         "bytes; the other categories their bytes at the rank's peak; activations (largest live) and gradients "
-        "(largest live) are the ledger's maxima over the step."))
-    lines += _category_table(cells, ref, doc, Figure, plot)
-    lines += _ratio_part(cells, doc, Paragraph)
+        "(largest live) are the ledger's maxima over the step.")]
+    groups = model_groups(cells)
+    drawn = []
+    for title, part in groups:
+        ref = reference(part)
+        if len(groups) > 1:
+            lines.append(Heading(title, 3))
+        if ref is None:
+            lines.append(Paragraph("No one-device cell without recomputation to compare the strategies with."))
+            continue
+        table, data = _category_table(part, ref, doc)
+        drawn.append(data.assign(label=[f"{title}: {x}" for x in data["label"]]) if len(groups) > 1 else data)
+        lines.append(table)
+        lines += _ratio_part(part, doc, Paragraph)
+    if drawn:
+        data = pd.concat(drawn, ignore_index=True)
+        present = [c for c in PEAK_CATEGORIES if (data[c] > 0).any()]
+        kind = "predicted" if cells["shape_only"].all() else "ledger"
+        lines.append(Figure("parallel_categories.png", "per-rank bytes at the peak by category",
+                            plot(FIGURES_MODULE, "stacked", data[["label", *present]], present,
+                                 title=f"One rank's bytes at the peak by category ({kind})")))
     lines += _korthikanti_part(cells, doc, Heading, Paragraph)
     lines += _zero_part(cells, doc, Heading, Paragraph)
     return lines
 
 
-def _category_table(cells: pd.DataFrame, ref: pd.Series, doc: Any, Figure: Any, plot: Any) -> list[Any]:
+def model_groups(cells: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The cells split by the model fields that vary among them (a study of two families, or of two sizes): the
+    strategies are compared within one model only."""
+    varying = [f for f in SHAPE_FIELDS if cells[f].nunique() > 1]
+    if not varying:
+        return [("all cells", cells)]
+    return [(", ".join(f"{f} {v}" for f, v in zip(varying, key if isinstance(key, tuple) else (key,))), part)
+            for key, part in cells.groupby(varying if len(varying) > 1 else varying[0], sort=True)]
+
+
+def _category_table(cells: pd.DataFrame, ref: pd.Series, doc: Any) -> tuple[Any, pd.DataFrame]:
     fields = _varying(cells)
     shown = pd.concat([ref.to_frame().T, single_changes(cells, ref),
                        cells.loc[[cells["peak"].idxmin()]]]).drop_duplicates("cell")
@@ -338,11 +363,8 @@ def _category_table(cells: pd.DataFrame, ref: pd.Series, doc: Any, Figure: Any, 
                f"and the ZeRO stage together), and the cell with the lowest peak of all {len(cells)}:")
     table = doc.table(["strategy", *(c.replace("_", " ") for c in present), "peak", "peak ÷ reference"], body,
                       caption=caption)
-    data = pd.DataFrame({"label": labels, **{c: shown[f"peak_{c}"].to_numpy(float) for c in present}})
-    figure = Figure("parallel_categories.png", "per-rank bytes at the peak by category",
-                    plot(FIGURES_MODULE, "stacked", data, present,
-                         title=f"One rank's bytes at the peak by category ({kind})"))
-    return [table, figure]
+    data = pd.DataFrame({"label": labels, **{c: shown[f"peak_{c}"].to_numpy(float) for c in PEAK_CATEGORIES}})
+    return table, data
 
 
 def _ratio_part(cells: pd.DataFrame, doc: Any, Paragraph: Any) -> list[Any]:
@@ -394,7 +416,8 @@ def _korthikanti_part(cells: pd.DataFrame, doc: Any, Heading: Any, Paragraph: An
     with_formula = with_formula.assign(beyond=with_formula["activation"] - with_formula["paper"].astype(float))
     with_formula["share"] = with_formula["beyond"] / with_formula["activation"]
     fields = _varying(cells)
-    keys = ["tensor_parallel", "sequence_parallel", "checkpoint", "pipeline_parallel", "schedule"]
+    keys = ["tensor_parallel", "sequence_parallel", "checkpoint", "pipeline_parallel", "schedule",
+            *(f for f in SHAPE_FIELDS if with_formula[f].nunique() > 1)]
     first = with_formula.sort_values(keys).iloc[0]  # one (p, schedule) in detail: the first in sort order
     detail = with_formula[(with_formula["pipeline_parallel"] == first["pipeline_parallel"])
                           & (with_formula["schedule"] == first["schedule"])].drop_duplicates(keys)
@@ -440,7 +463,7 @@ def _zero_part(cells: pd.DataFrame, doc: Any, Heading: Any, Paragraph: Any) -> l
     if not mixed or cells["zero"].nunique() < 2:
         return lines + [Paragraph("The paper's Table 1 counts 16-bit parameters with mixed-precision Adam under ZeRO "
                                   "stages; these cells do not vary the stage in that setting, so nothing to compare.")]
-    keys = [f for f in _varying(cells) if f != "zero"]
+    keys = [f for f in _varying(cells) if f != "zero"] + [f for f in SHAPE_FIELDS if cells[f].nunique() > 1]
     base = cells[cells["zero"] == 0][keys + ["parameter"]].rename(columns={"parameter": "replica_parameter"})
     joined = cells.merge(base, on=keys) if keys else cells.assign(replica_parameter=float(base["replica_parameter"].iloc[0]))
     joined["psi"] = joined["replica_parameter"] / 2  # the 16-bit parameters the data-parallel ranks replicate
