@@ -118,14 +118,16 @@ def llm_analysis_training(config: dict[str, Any], seq_len: int, batch_size: int 
     s, b = seq_len, batch_size
     p = activation_bits / 8
     sbh = s * b * h
-    op_bytes = FLOAT32_BYTES + 2 * FLOAT32_BYTES if other_op_bytes is None else other_op_bytes + master_weights_dtype_bytes
+    op_bytes = FLOAT32_BYTES + 2 * FLOAT32_BYTES if other_op_bytes is None \
+        else other_op_bytes + master_weights_dtype_bytes
     w3 = dp if ds_zero == 3 else 1
     o1 = dp if ds_zero >= 1 else 1
     g2 = dp if ds_zero >= 2 else 1
     wb = weight_bits / 8
     weight = (layers_per_gpu * (attn_params * wb / tp / w3 + mlp_params * wb / tp / w3 + norm_params * wb / w3)
               + params["embedding"] / tp * embedding_bits / 8 / w3 + h * wb / tp / w3)
-    optimizer_state = (layers_per_gpu * (op_bytes * mlp_params / tp / o1 + op_bytes * (attn_params / tp + norm_params) / o1)
+    optimizer_state = (layers_per_gpu * (op_bytes * mlp_params / tp / o1
+                                         + op_bytes * (attn_params / tp + norm_params) / o1)
                        + op_bytes * params["embedding"] / tp / o1 + op_bytes * h / tp / o1)
     gradient = (layers_per_gpu * (mlp_params * master_weights_dtype_bytes / tp / g2
                                   + (attn_params + norm_params) * master_weights_dtype_bytes / tp / g2)

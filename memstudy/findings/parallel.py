@@ -214,8 +214,8 @@ def strategy_label(row: pd.Series, fields: list[str]) -> str:
     return ", ".join(parts) or "one device"
 
 
-TOGETHER = (("data_parallel", "zero"),)
-SHAPE_FIELDS = ("model", "depth", "width", "heads", "seq_len", "batch_size", "microbatches")  # what a model is  # fields a strategy sets together: ZeRO shards over N ranks, N > 1
+TOGETHER = (("data_parallel", "zero"),)  # fields a strategy sets together: ZeRO shards over N ranks, N > 1
+SHAPE_FIELDS = ("model", "depth", "width", "heads", "seq_len", "batch_size", "microbatches")  # what a model is
 
 
 def single_changes(cells: pd.DataFrame, ref: pd.Series) -> pd.DataFrame:
@@ -436,7 +436,8 @@ def _korthikanti_part(cells: pd.DataFrame, doc: Any, Heading: Any, Paragraph: An
         summary = []
         for (p, schedule), part in with_formula.groupby(["pipeline_parallel", "schedule"]):
             summary.append([_value_text("pipeline_parallel", p), schedule, len(part),
-                            doc.compound("{} – {}", doc.nbytes(part["beyond"].min()), doc.nbytes(part["beyond"].max())),
+                            doc.compound("{} – {}", doc.nbytes(part["beyond"].min()),
+                                         doc.nbytes(part["beyond"].max())),
                             doc.compound("{} – {}", doc.percent(part["share"].min(), signed=False),
                                          doc.percent(part["share"].max(), signed=False))])
         lines.append(doc.table(["stages", "schedule", "cells", "ledger − paper (least – largest)",
@@ -465,7 +466,8 @@ def _zero_part(cells: pd.DataFrame, doc: Any, Heading: Any, Paragraph: Any) -> l
                                   "stages; these cells do not vary the stage in that setting, so nothing to compare.")]
     keys = [f for f in _varying(cells) if f != "zero"] + [f for f in SHAPE_FIELDS if cells[f].nunique() > 1]
     base = cells[cells["zero"] == 0][keys + ["parameter"]].rename(columns={"parameter": "replica_parameter"})
-    joined = cells.merge(base, on=keys) if keys else cells.assign(replica_parameter=float(base["replica_parameter"].iloc[0]))
+    joined = cells.merge(base, on=keys) if keys else \
+        cells.assign(replica_parameter=float(base["replica_parameter"].iloc[0]))
     joined["psi"] = joined["replica_parameter"] / 2  # the 16-bit parameters the data-parallel ranks replicate
     joined["states"] = joined["parameter"] + joined["gradient"] + joined["optimizer_state"]
     joined["paper"] = [zero_states_bytes(p, n, z) for p, n, z in zip(joined["psi"], joined["data_parallel"],

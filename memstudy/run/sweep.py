@@ -336,7 +336,8 @@ class _Run:
             env = self._record_session(previous_env, changes, budget, checker, to_run, timeline_cid, dask)
             if existing is None:  # only now: runs.csv without env.json is refused
                 rewrite_runs(self.runs, [], columns)
-            elif existing.damaged or dropped or (existing.columns != columns and (to_run or finished or self.predicted)):
+            elif existing.damaged or dropped or (existing.columns != columns
+                                                 and (to_run or finished or self.predicted)):
                 rewrite_runs(self.runs, [r for r in existing.rows if id(r) not in dropped], columns)
             if dask is not None:
                 executor = dask

@@ -46,7 +46,7 @@ def weight_terms(config: dict[str, Any], la: dict[str, Any]) -> dict[str, float]
     gated = calculators.llm_analysis_parameters(config)["gated"]
     terms = {"gate_proj (llm-analysis counts 2·h·f per layer unless ffn/width is 3.5)":
              0.0 if gated else depth // p * h * f / t / n * WEIGHT_BYTES}
-    # memstudy: the embedding (first stage) and the untied lm_head (last), ZeRO-3 parts of them, and the final norm whole
+    # memstudy: the embedding (first stage) and the untied lm_head (last), ZeRO-3 parts of them; the final norm whole
     ours = ((v * h if first else 0) + (v * h if last else 0)) / n + (h if last else 0)
     theirs = (v * h / t + h / t) / n  # every stage: the embedding and the last layer norm, divided by t (and dp)
     terms["vocabulary (embedding, lm_head, final norm)"] = (ours - theirs) * WEIGHT_BYTES
@@ -84,7 +84,8 @@ def compare(label: str, fields: dict[str, Any], parallelism: dict[str, Any]) -> 
               + f" Gradients: llm-analysis counts {la['gradient'] / max(la['weight'], 1):.2f} bytes per weight byte "
               "(float32 gradients, its master_weights_dtype_bytes), memstudy the bfloat16 gradients' largest live "
               "bytes. Activations: llm-analysis' L layers at micro-batch b (attention "
-              f"{format_bytes(la['attn'])}, MLP {format_bytes(la['mlp'])}, layer norms {format_bytes(la['layernorm'])}, "
+              f"{format_bytes(la['attn'])}, MLP {format_bytes(la['mlp'])}, "
+              f"layer norms {format_bytes(la['layernorm'])}, "
               f"input embedding {format_bytes(la['input_embedding'])}, logits {format_bytes(la['output_embedding'])}; "
               "no term for SwiGLU's third matrix, logits divided by t), memstudy's largest live activations of the "
               "rank's graph.", ""]
@@ -97,7 +98,8 @@ def _signed(nbytes: float) -> str:
 
 def llm_analysis_block(results: Results) -> list[str]:
     c = LLAMA
-    lines = [f"llm-analysis (cli99/llm-analysis, `LLMAnalysis.training` at commit `{calculators.LLM_ANALYSIS_COMMIT[:12]}`, "
+    commit = calculators.LLM_ANALYSIS_COMMIT[:12]
+    lines = [f"llm-analysis (cli99/llm-analysis, `LLMAnalysis.training` at commit `{commit}`, "
              "transcribed in `tools/calculators.py`: its tp_size, pp_size, sp_size = tp_size with sequence "
              "parallelism, dp_size with ds_zero) beside memstudy's per-rank prediction (the rank's graph on shape-only "
              "arrays: bytes exact for that graph) for the Llama of `experiments/parallel_plan_llama.toml` (depth "
