@@ -63,3 +63,24 @@ def test_llm_analysis_counts_a_non_3_5_ratio_as_two_matrices():
     tiny = dict(width=2048, heads=32, kv_heads=4, ffn=5632, vocab=32000, depth=22)
     params = calculators.llm_analysis_parameters(tiny)
     assert params["gated"] == 0 and params["mlp_per_layer"] == 2 * 2048 * 5632
+
+
+# experiments/parallel_plan_llama.toml's Llama (ffn / width = 2.75: a 2-matrix MLP to llm-analysis)
+PLAN_LLAMA = dict(width=2048, heads=16, kv_heads=8, ffn=5632, vocab=32000, depth=24, tie=False)
+
+
+@pytest.mark.parametrize("parallelism, batch, expected", [
+    # weight, gradient, optimizer_state, activation, peak: llm-analysis' own LLMAnalysis.training at LLM_ANALYSIS_COMMIT
+    # (its source run with ParallelismConfig(tp_size, pp_size, dp_size, sp_size), ds_zero, seq_len 2048,
+    # activation_recomputation ATTN_COMPUTE, w16a16e16)
+    ({"tp": 8, "sequence_parallel": True}, 8,
+     (230490624, 460637184, 1382943744, 3377463296, 5121969664)),
+    ({"tp": 2, "pp": 4, "sequence_parallel": True}, 1,
+     (279496704, 558944256, 1676980224, 1688731648, 3716528128)),
+    ({"dp": 8, "ds_zero": 3}, 8,
+     (230318592, 460637184, 1381911552, 27019706368, 29680512512)),
+])
+def test_llm_analysis_parallel_is_llm_analysis(parallelism, batch, expected):
+    out = calculators.llm_analysis_training(PLAN_LLAMA, 2048, batch, "attn_compute", **parallelism)
+    keys = ("weight", "gradient", "optimizer_state", "activation", "peak")
+    assert tuple(out[k] for k in keys) == pytest.approx(expected, abs=1e-3)

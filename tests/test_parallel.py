@@ -14,7 +14,7 @@ from memstudy.parallel import collectives as C
 from memstudy.parallel.rank import notes
 from memstudy.report.style import CATEGORY_COLORS, CATEGORY_LABELS
 from memstudy.report.timeline import LATER_CATEGORIES
-from memstudy.run.results.fields import ROW_FIELDS
+from memstudy.run.results.fields import PREDICTED_CATEGORY_FIELDS, ROW_FIELDS
 
 
 def test_parallel_fields_defaults_change_nothing():
@@ -62,7 +62,9 @@ def test_communication_is_a_category_everywhere():
     assert "communication" in CATEGORY_LABELS and "communication" in CATEGORY_COLORS
     for column in ("peak_communication_bytes", "data_parallel", "zero", "accounted_rank", "shape_only"):
         assert column in ROW_FIELDS
-    assert ROW_FIELDS[-1] == "predicted_communication_bytes"  # appended, after every older column
+    # appended, after every older column; the shape-only rows' predicted categories after them
+    assert ROW_FIELDS[-len(PREDICTED_CATEGORY_FIELDS) - 1:] == ("predicted_communication_bytes",
+                                                                 *PREDICTED_CATEGORY_FIELDS)
 
 
 def _collective_step(shape_only: bool):

@@ -87,49 +87,79 @@ def llm_analysis_parameters(config: dict[str, Any]) -> dict[str, int]:
 def llm_analysis_training(config: dict[str, Any], seq_len: int, batch_size: int = 1,
                           activation_recomputation: str = "none", flash_attn: bool = True, weight_bits: int = 16,
                           activation_bits: int = 16, embedding_bits: int = 16, master_weights_dtype_bytes: int = 4,
-                          layernorm_dtype_bytes: int = 4, other_op_bytes: int | None = None) -> dict[str, float]:
-    """`llm_analysis.analysis.train(...)`'s memory for one GPU (tp = pp = dp = 1, no ZeRO, dtype w16a16e16 by
-    default, Adam, no softmax dropout, its flash_attn default True): weight, gradient, optimizer_state, the
-    activations (attn, mlp, layernorm summed over the layers; input_embedding, output_embedding (the logits),
-    last_layernorm), activation (their sum), loss_bwd, bwd_prefetch and `peak` (its estimated_peak_memory_per_gpu)."""
+                          layernorm_dtype_bytes: int = 4, other_op_bytes: int | None = None, *, tp: int = 1,
+                          pp: int = 1, dp: int = 1, sequence_parallel: bool = False,
+                          ds_zero: int = 0) -> dict[str, float]:
+    """`llm_analysis.analysis.train(...)`'s memory for one GPU (dtype w16a16e16 by default, Adam, no softmax dropout,
+    its flash_attn default True): weight, gradient, optimizer_state, the activations (attn, mlp, layernorm summed over
+    the layers; input_embedding, output_embedding (the logits), last_layernorm), activation (their sum), loss_bwd,
+    bwd_prefetch and `peak` (its estimated_peak_memory_per_gpu). `batch_size` is its batch_size_per_gpu (the micro
+    batch).
+
+    Parallelism as its ParallelismConfig takes it (tp_size, pp_size, dp_size: the sharded data-parallel ranks ZeRO
+    shards over; sp_size = tp_size with `sequence_parallel`, else 1: its own default is sp_size = tp_size). As its
+    source computes it: weights, gradients and optimizer state for L/pp layers plus the whole embedding and the last
+    layernorm on every stage, every Linear and the embedding divided by tp (each layer's two layernorms' weights and
+    optimizer state not, their gradients too), ZeRO stage >= 1 dividing the optimizer state, >= 2 the gradients, 3 the
+    weights by dp; activations for all L layers whatever pp ("the first stage must store p × L/p = L layers"), the
+    residual-stream terms (QKV input, the attention-dropout mask, the MLP input, the layernorms) divided by sp, the
+    others by tp, the embeddings' by tp; bwd_prefetch two unsharded layers' weights."""
     if activation_recomputation not in RECOMPUTATION:
         raise ValueError(f"activation_recomputation must be one of {', '.join(RECOMPUTATION)}, "
                          f"got {activation_recomputation!r}")
-    h, a, _, f, v, depth, _ = _shape(config)
+    h, a, kv, f, v, depth, _ = _shape(config)
+    sp = tp if sequence_parallel else 1
     params = llm_analysis_parameters(config)
+    # get_num_params_per_layer_attn: at least one K/V head per tensor-parallel GPU
+    kv_heads = max(kv / tp, 1) * tp
+    attn_params = 2 * h * h + 2 * h * (h * kv_heads / a)
+    mlp_params, norm_params = params["mlp_per_layer"], 2 * h
+    layers_per_gpu = depth // pp
     s, b = seq_len, batch_size
     p = activation_bits / 8
     sbh = s * b * h
-    op_bytes = FLOAT32_BYTES + 2 * FLOAT32_BYTES if other_op_bytes is None else other_op_bytes + master_weights_dtype_bytes
-    weight = (params["per_layer"] * depth + params["last_layernorm"]) * weight_bits / 8 \
-        + params["embedding"] * embedding_bits / 8
-    gradient = params["total"] * master_weights_dtype_bytes
-    optimizer_state = params["total"] * op_bytes
+    op_bytes = FLOAT32_BYTES + 2 * FLOAT32_BYTES if other_op_bytes is None \
+        else other_op_bytes + master_weights_dtype_bytes
+    w3 = dp if ds_zero == 3 else 1
+    o1 = dp if ds_zero >= 1 else 1
+    g2 = dp if ds_zero >= 2 else 1
+    wb = weight_bits / 8
+    weight = (layers_per_gpu * (attn_params * wb / tp / w3 + mlp_params * wb / tp / w3 + norm_params * wb / w3)
+              + params["embedding"] / tp * embedding_bits / 8 / w3 + h * wb / tp / w3)
+    optimizer_state = (layers_per_gpu * (op_bytes * mlp_params / tp / o1
+                                         + op_bytes * (attn_params / tp + norm_params) / o1)
+                       + op_bytes * params["embedding"] / tp / o1 + op_bytes * h / tp / o1)
+    gradient = (layers_per_gpu * (mlp_params * master_weights_dtype_bytes / tp / g2
+                                  + (attn_params + norm_params) * master_weights_dtype_bytes / tp / g2)
+                + master_weights_dtype_bytes * params["embedding"] / tp / g2
+                + master_weights_dtype_bytes * h / tp / g2)
     level = RECOMPUTATION.index(activation_recomputation)
     if activation_recomputation == "full":  # get_activation_memory_per_layer: the layer's input only
-        attn, mlp, norms = sbh * p, 0.0, 0.0
+        attn, mlp, norms = sbh * p / tp, 0.0, 0.0
     else:
         if level >= RECOMPUTATION.index("norm_attn_norm"):
             attn = 0.0
         elif activation_recomputation == "attn":
-            attn = sbh * p
+            attn = sbh * p / sp
         else:
             if activation_recomputation == "attn_compute":
                 core = 0.0
             elif flash_attn:
-                core = (2 * sbh + 4 * a * s * b) * p
+                core = (2 * sbh + 4 * a * s * b) * p / tp
             else:
-                core = 2 * a * s * s * b * p
-            attn = (sbh + 4 * sbh) * p + core + sbh  # + the attention-dropout mask, 1 byte (attn_dropout=True)
+                core = 2 * a * s * s * b * p / tp
+            # + the attention-dropout mask, 1 byte (attn_dropout=True)
+            attn = (sbh / sp + 4 * sbh / tp) * p + core + sbh / sp
         expansion = f / h
-        mlp = sbh * p + (p + p) * expansion * sbh  # dense MLP: first linear's input, gelu input, second's input
-        norms = (1 if activation_recomputation == "norm_attn_norm" else 2) * sbh * layernorm_dtype_bytes
-    input_embedding = h * b * s * p
-    output_embedding = v * b * s * p
-    last_layernorm = sbh * layernorm_dtype_bytes
+        mlp = sbh * p / sp + (p + p) * expansion * sbh / tp  # first linear's input, gelu input, second's input
+        norms = (1 if activation_recomputation == "norm_attn_norm" else 2) * sbh / sp * layernorm_dtype_bytes
+    input_embedding = h * b * s * p / tp
+    output_embedding = v * b * s * p / tp
+    last_layernorm = sbh / sp * layernorm_dtype_bytes
     activation = depth * (attn + mlp + norms) + input_embedding + output_embedding + last_layernorm
     loss_bwd = output_embedding
-    bwd_prefetch = 2 * params["per_layer"] * weight_bits / 8  # fwd_prefetch + bwd_prefetch, one layer each
+    unsharded_layer = attn_params * wb / tp + mlp_params * wb / tp + norm_params * wb
+    bwd_prefetch = 2 * unsharded_layer  # fwd_prefetch + bwd_prefetch, one layer each
     peak = optimizer_state + weight + max(activation, gradient) + max(bwd_prefetch, loss_bwd)
     return {"weight": weight, "gradient": gradient, "optimizer_state": optimizer_state, "attn": depth * attn,
             "mlp": depth * mlp, "layernorm": depth * norms, "input_embedding": input_embedding,

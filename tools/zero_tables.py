@@ -14,9 +14,10 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from memstudy.findings.parallel import zero_states_bytes as paper_states_bytes  # ZeRO's Table 1, in one place
+
 # deepspeed/runtime/zero/stage_1_and_2.py and stage3.py at this commit of github.com/deepspeedai/DeepSpeed
 DEEPSPEED_COMMIT = "edaa7221267243c7be7fb49c5d5f5c4fb97b4641"
-K = 12  # ZeRO's optimiser-state multiplier for mixed-precision Adam (fp32 master weights, momentum, variance)
 PAPER_PSI = (("7.5 B", 7.5e9), ("128 B", 128e9), ("1 T", 1e12))
 RANKS = (1, 4, 16, 64, 256, 1024)
 STAGES = ("baseline", "P_os", "P_os+g", "P_os+g+p")
@@ -26,11 +27,6 @@ GPT_BASE = {"model": "gpt", "seq_len": 8, "vocab": 50257, "batch_size": 1, "dtyp
 GPT_SIZES = (("7.5 B", {"depth": 36, "width": 4096, "heads": 32}),
              ("128 B", {"depth": 102, "width": 10240, "heads": 80}),
              ("1 T", {"depth": 128, "width": 25600, "heads": 160}))
-
-
-def paper_states_bytes(psi: float, n: int, stage: int) -> float:
-    """ZeRO's Table 1 formulas: model states per device."""
-    return ((4 + K) * psi, 4 * psi + K * psi / n, 2 * psi + (2 + K) * psi / n, (4 + K) * psi / n)[stage]
 
 
 def predicted_states(config: dict[str, Any]) -> dict[str, int]:

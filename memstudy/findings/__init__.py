@@ -15,7 +15,9 @@ Built in: `mlp` (the MLP's laws: width × itemsize per layer per example, the in
 what 16 bits buy, category by category), `attention` (a GPT against sequence length and the Megatron-LM formula,
 `megatron`), `cnn` (where a CNN keeps its memory), `generation` (a prefill and decode steps with a KV cache beside
 training and inference of the same model), `llama` (what grouped-query attention and LoRA save, category by
-category, with the ledger's buffers as evidence; training ÷ inference per setting).
+category, with the ledger's buffers as evidence; training ÷ inference per setting), `parallel` (one rank's bytes by
+category under tensor, sequence and pipeline parallelism and ZeRO, which strategy cuts which category, Korthikanti
+et al.'s activations and ZeRO's Table 1 beside the ledger's).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import importlib
 from types import ModuleType
 from typing import Any
 
-BUILTIN = ("mlp", "remedies", "precision", "attention", "cnn", "generation", "llama")  # in report order
+BUILTIN = ("mlp", "remedies", "precision", "attention", "cnn", "generation", "llama", "parallel")  # in report order
 SIGNATURE = ("FIGURES", "applies", "blocks")
 
 

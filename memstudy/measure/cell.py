@@ -35,10 +35,10 @@ from ..config import normalize
 from ..parallel import rank
 from . import probes
 from .agreement import prediction_matches, unavailable_prediction
-from .generation import PREDICTED_GENERATION_COLUMNS, generation_figures
+from .generation import generation_figures
 from .load import ForeignLoad
 from .workload import Workload
-from .predict import predict
+from .predict import predict, predicted_row
 from ..run.results.fields import CONFIG_FIELDS, PARALLEL_NAMES, ROW_FIELDS
 from ..run.results.provenance import model_source
 
@@ -178,11 +178,8 @@ def _measure_repeats(work: Workload, config: dict[str, Any], prediction: dict[st
                                      if b.op.rpartition(".")[2].startswith(EMULATION_PREFIX)),
             **{f"peak_{c}_bytes": peak[c] for c in peak},
             max_gradient_bytes=account.max_by_category["gradient"],
-            predicted_peak_bytes=prediction["predicted_peak_bytes"],
-            predicted_step_peak_bytes=prediction["predicted_step_peak_bytes"],
-            predicted_activation_bytes=prediction["predicted_activation_bytes"],
+            **predicted_row(prediction),
             **generation_figures(account),
-            **{name: prediction.get(name) for name in PREDICTED_GENERATION_COLUMNS},
             tracemalloc_step_peak_bytes=tracemalloc_bytes,
             rss_step_peak_bytes=rss_bytes,
             mprof_step_peak_bytes=mprof_bytes,
@@ -202,7 +199,6 @@ def _measure_repeats(work: Workload, config: dict[str, Any], prediction: dict[st
             # the rank the figures are (memstudy/parallel/rank.py); measured, not shape-only
             **rank.row_fields(config, shape_only=False),
             communication_bytes=sum(b for _, b in account.collective_bytes.values()),
-            predicted_communication_bytes=prediction.get("predicted_communication_bytes"),
         )
         row["prediction_matches"] = prediction_matches(row)
         missing = [f for f in ROW_FIELDS if f not in row]

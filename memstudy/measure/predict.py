@@ -47,8 +47,8 @@ from ..config import get_family, normalize
 from ..nn import repeat
 from ..nn.models.registry import StateBytes
 from ..parallel import rank, zero
-from .generation import predicted_generation_figures
-from .ledger import Ledger, StepAccount
+from .generation import PREDICTED_GENERATION_COLUMNS, predicted_generation_figures
+from .ledger import CATEGORIES, Ledger, StepAccount
 from .workload import Workload
 
 PREDICT_MAX_SECONDS = 10.0  # `memstudy predict`'s default --max-seconds
@@ -255,4 +255,19 @@ def prediction_fields(account: StepAccount) -> dict[str, Any]:
         "predicted_collective_bytes": account.collective_bytes,  # per collective op: [buffers, bytes]
         "predicted_buffers": account.buffer_count,  # what the ledger's bookkeeping grows with (run/budget.py)
         **predicted_generation_figures(account),  # mode generate's cache and phase peaks (None otherwise)
+    }
+
+
+def predicted_row(prediction: dict[str, Any]) -> dict[str, Any]:
+    """The row's predicted columns (run/results/fields.py) from `predict`'s fields; a prediction that is unavailable
+    (agreement.unavailable_prediction) leaves them empty. One place for a measured cell's row and a shape-only one."""
+    by_category = prediction.get("predicted_peak_by_category") or {}
+    return {
+        "predicted_peak_bytes": prediction.get("predicted_peak_bytes"),
+        "predicted_step_peak_bytes": prediction.get("predicted_step_peak_bytes"),
+        "predicted_activation_bytes": prediction.get("predicted_activation_bytes"),
+        "predicted_communication_bytes": prediction.get("predicted_communication_bytes"),
+        **{name: prediction.get(name) for name in PREDICTED_GENERATION_COLUMNS},
+        **{f"predicted_peak_{c}_bytes": by_category.get(c) for c in CATEGORIES},
+        "predicted_max_gradient_bytes": prediction.get("gradient_bytes"),
     }

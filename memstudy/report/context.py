@@ -42,6 +42,15 @@ class Study:
         return self.runs[self.runs["status"] == "ok"]
 
     @cached_property
+    def shape_only(self) -> bool:
+        """Every finished row is a prediction alone (a spec's `[run] measure = false`, run/sweep.py): no step was
+        measured, so the sections that read the ledger's, the probes' or the clock's columns have nothing to read."""
+        rows = self.ok_rows
+        if rows.empty or "shape_only" not in rows.columns:
+            return False
+        return bool(rows["shape_only"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0")).all())
+
+    @cached_property
     def ok_cells(self) -> pd.DataFrame:
         return self.summary[self.summary["ok_repeats"] > 0]
 
@@ -90,8 +99,9 @@ class Study:
         return cells[cells["model"].isin(models)]
 
     def config_of(self, cell: str) -> dict[str, Any] | None:
-        """The config of one cell (from its summary row), with its family's describe() and layer_names()."""
-        hit = self.summary[self.summary["cell"] == cell]
+        """The config of one cell (from its first row in runs.csv, which has every field's column: summary.csv has
+        not the parallel ones), with its family's describe() and layer_names()."""
+        hit = self.runs[self.runs["cell"] == cell]
         if hit.empty:
             return None
         row = hit.iloc[0]

@@ -72,8 +72,25 @@ INTRO = ("Training keeps each layer's intermediate values alive until backward u
 
 # --- what was run, and the warnings ---------------------------------------------------------------------------
 
+SHAPE_ONLY_INTRO = (
+    "Every figure below is predicted, none measured (the spec's `measure = false`): each cell's step, or the "
+    "accounted rank's graph, ran on shape-only arrays under the ledger (`memstudy predict`), so its bytes are exact "
+    "for that graph, and there are no timings and no probes. The sections that read a measured step (peak against "
+    "the swept sizes, what is live at the peak, the step over time, the probes' agreement) are left out; the "
+    "findings below read the predicted columns.")
+
+
 def intro(study: Study) -> list[Block]:
-    return [Paragraph(INTRO)]
+    return [Paragraph(SHAPE_ONLY_INTRO if study.shape_only else INTRO)]
+
+
+def measured_only(section: Any) -> Any:
+    """A generic section that reads a measured step: nothing in a shape-only study (the intro says so)."""
+    def guarded(study: Study) -> list[Block]:
+        return [] if study.shape_only else section(study)
+
+    guarded.__name__, guarded.__doc__ = section.__name__, section.__doc__
+    return guarded
 
 
 def blas_summary(blas: dict[str, Any]) -> str:
@@ -99,6 +116,8 @@ def what_was_run(study: Study) -> list[Block]:
     done = f"{len(summary)} cells" + (f" of {total_cells}" if total_cells else "")
     items.append(f"**Cells** {done} ({counted}); {len(runs)} rows in runs.csv"
                  + (f", {spec.get('repeats')} repeats per cell" if spec.get("repeats") else ""))
+    if study.shape_only:
+        items.append("**Shape-only** every cell predicted (`measure = false`): bytes exact for the graph, no timings")
     if total_cells and len(summary) < total_cells:
         items.append(f"**Incomplete**: {total_cells - len(summary)} cells not run yet "
                      "(rerun the same sweep to resume)")
@@ -565,5 +584,6 @@ def problems(study: Study) -> list[Block]:
 
 
 # the generic report, in order; the findings come after `HEAD` and before `TAIL`
-HEAD = (intro, what_was_run, file_problems, timing_load, hosts, peak_memory, activation_fit)
-TAIL = (breakdown, timeline, probes, problems)
+HEAD = (intro, what_was_run, file_problems, timing_load, hosts, measured_only(peak_memory),
+        measured_only(activation_fit))
+TAIL = (measured_only(breakdown), measured_only(timeline), measured_only(probes), problems)

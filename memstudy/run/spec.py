@@ -7,7 +7,7 @@
              `precision` (names such as "bf16-mixed", registry.PRECISIONS) sets the four precision fields;
              `hf_config = "path/config.json"` (relative to the spec file) fills the fields the grid does not
              give from a Hugging Face config (and `model`, from its model_type)
-    [run]    repeats, budget, timeout_seconds, jobs
+    [run]    repeats, budget, timeout_seconds, jobs, skip_refused, measure (false: every cell shape-only, below)
 
 TOML has no null: leave `in_features` out of the grid to mean "as many input features as `width`".
 A relative model file path is the spec file's: it is resolved against the spec's folder, not the working
@@ -34,11 +34,13 @@ from ..units import parse_bytes
 
 TABLES = ("study", "grid", "run")
 STUDY_KEYS = ("name", "description")
-RUN_KEYS = ("repeats", "budget", "timeout_seconds", "jobs", "skip_refused")
+RUN_KEYS = ("repeats", "budget", "timeout_seconds", "jobs", "skip_refused", "measure")
 # skip_refused: grid points whose combination a family refuses (tensor_parallel not dividing heads) are left out of
 # the cells instead of refusing the spec, so a sweep can cross parallel fields with model shapes
+# measure = false: no cell is measured; each one's rows are its prediction (the step, or a rank's graph, run on
+# shape-only arrays: bytes exact for that graph, no timings, no probes), shape_only true (run/sweep.py)
 RUN_DEFAULTS: dict[str, Any] = {"repeats": 3, "budget": "75%", "timeout_seconds": 600.0, "jobs": 1,
-                                "skip_refused": False}
+                                "skip_refused": False, "measure": True}
 
 
 
@@ -59,6 +61,7 @@ class Spec:
     text: str = ""  # the TOML source, copied next to the results
     hash: str = field(default="")
     skip_refused: bool = False  # refused combinations are not cells (RUN_DEFAULTS)
+    measure: bool = True  # False: every cell predicted only, shape-only (RUN_DEFAULTS)
 
     def model(self, written: Any) -> Any:
         """The model a grid value names, a relative file path resolved against the spec's folder."""
@@ -280,12 +283,13 @@ def parse_spec(data: dict[str, Any], *, name: str = "study", path: Path | None =
         budget = int(budget)
     parse_budget(budget, available_bytes=1 << 30)  # checks the form now; a percentage is resolved at sweep time
 
-    if not isinstance(run["skip_refused"], bool):
-        raise SpecError(f"run.skip_refused must be true or false, got {run['skip_refused']!r}")
+    for key in ("skip_refused", "measure"):
+        if not isinstance(run[key], bool):
+            raise SpecError(f"run.{key} must be true or false, got {run[key]!r}")
     spec = Spec(
         name=study_name, description=study.get("description", ""), grid=grid, repeats=repeats,
         budget=budget, timeout_seconds=float(timeout), jobs=jobs, path=path, text=text,
-        skip_refused=run["skip_refused"],
+        skip_refused=run["skip_refused"], measure=run["measure"],
     )
     cells = spec.cells()  # combinations are checked here, once
     if not cells:
@@ -303,6 +307,8 @@ def spec_hash(spec: Spec) -> str:
                "budget": spec.budget, "timeout_seconds": spec.timeout_seconds}
     if spec.skip_refused:  # only when set: the specs written before it keep their hashes
         decides["skip_refused"] = True
+    if not spec.measure:  # the same: only when set
+        decides["measure"] = False
     canonical = json.dumps(decides, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -12,6 +12,10 @@
   and a skipped one that the current budget admits; missing repeats (a torn last line, a larger `repeats`)
   and new cells (a grid that gained values) are run. A spec that would reinterpret the rows is refused
   (resume.py); `fresh=True` deletes the folder's results first.
+- A shape-only spec (`[run] measure = false`) starts no process: each cell's rows are its prediction
+  (`_predicted_cell`: the step, or the rank's graph, run on shape-only arrays under the ledger), the predicted columns
+  filled, `shape_only` true, the ledger's, the probes' and the clock's columns empty; no budget applies (no array is
+  allocated), and a cell whose prediction fails is `failed` with the reason.
 - `DIR/layers.csv` holds, per cell and repeat, the bytes each op saved per layer (the ledger's `by_op`), for
   reports that break a step down by layer; a cell's entries are written just before its runs.csv rows, and a
   reader keeps the last entry of a (cell, repeat, layer, op) that a resumed sweep wrote twice.
@@ -157,6 +161,25 @@ def _placeholder_rows(spec, cid, config, repeats, status, error, predicted=None)
     return rows
 
 
+def _predicted_cell(spec: Spec, cell: _Pending) -> _CellResult:
+    """A shape-only cell's rows (`[run] measure = false`): its prediction, nothing measured (module docstring)."""
+    from ..measure.predict import predict, predicted_row
+    from ..parallel import rank
+
+    try:
+        prediction = predict(cell.config)
+    except Exception as exc:  # meta.Unsupported or a predictor bug: the cell failed, the sweep goes on
+        rows = _placeholder_rows(spec, cell.cid, cell.config, cell.repeats, "failed",
+                                 f"prediction failed: {type(exc).__name__}: {exc}")
+        return _CellResult(cell.cid, rows, _status({"failed"} | cell.kept_status))
+    rows = []
+    for repeat in cell.repeats:
+        row = _config_row(spec, cell.cid, cell.config, repeat)
+        row.update(predicted_row(prediction), **rank.row_fields(cell.config, shape_only=True), status="ok", error="")
+        rows.append(row)
+    return _CellResult(cell.cid, rows, _status({"ok"} | cell.kept_status))
+
+
 def _status(statuses: set[str]) -> str:
     return "failed" if "failed" in statuses else "skipped" if "skipped" in statuses else "ok"
 
@@ -278,6 +301,7 @@ class _Run:
         self.cell_command = list(cell_command) if cell_command is not None else None
         self.runs, self.env_path = out / "runs.csv", out / "env.json"
         self.cell_env = cell_environment(jobs=jobs)
+        self.predicted: list[_Pending] = []  # a shape-only spec's cells, predicted as _execute records them
 
     def go(self, fresh: bool, progress: bool, predictor: Any, available_bytes: int | None,
            cluster: str | None) -> SweepOutcome:
@@ -312,7 +336,8 @@ class _Run:
             env = self._record_session(previous_env, changes, budget, checker, to_run, timeline_cid, dask)
             if existing is None:  # only now: runs.csv without env.json is refused
                 rewrite_runs(self.runs, [], columns)
-            elif existing.damaged or dropped or (existing.columns != columns and (to_run or finished)):
+            elif existing.damaged or dropped or (existing.columns != columns
+                                                 and (to_run or finished or self.predicted)):
                 rewrite_runs(self.runs, [r for r in existing.rows if id(r) not in dropped], columns)
             if dask is not None:
                 executor = dask
@@ -362,9 +387,13 @@ class _Run:
         return pending, dropped
 
     def _check(self, pending: list[_Pending], checker: BudgetCheck) -> tuple[list[_Pending], list[_CellResult]]:
-        """The budget first: skipped cells cost nothing and must not distort the ETA."""
+        """The budget first: skipped cells cost nothing and must not distort the ETA. A shape-only spec's cells have
+        no budget and start no process: `_execute` predicts them one by one (`self.predicted`)."""
         to_run: list[_Pending] = []
         finished: list[_CellResult] = []
+        if not self.spec.measure:
+            self.predicted = pending
+            return to_run, finished
         for cell in pending:
             verdict = cell.verdict = cell.verdict or checker.check(cell.config)
             if verdict.error or verdict.skip_reason:
@@ -453,6 +482,8 @@ class _Run:
         try:
             for result in finished:
                 record(result)
+            for cell in self.predicted:  # each shape-only cell's rows written as its prediction ends (crash-safe)
+                record(_predicted_cell(spec, cell))
             for cell in to_run:
                 need = cell.verdict.need
                 request = CellRequest(cell.config, len(cell.repeats), by_layer=True,

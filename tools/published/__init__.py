@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from tools.published.korthikanti import strategies_block, table2_block, table3_block
+from tools.published.llm_analysis import llm_analysis_block
 from tools.published.probes import probes_block
 from tools.published.remedies import remedies_block
 from tools.published.reports import finding_block, flash_block, pages_block, reports_block
@@ -124,6 +125,8 @@ BLOCKS: tuple[Block, ...] = (
     Block("parallel-strategies", "the predictor (memstudy.findings.parallel, tools/published/korthikanti.py)",
           strategies_block, slow=True),
     Block("will-it-fit", "memstudy plan (tools/published/plan.py)", will_it_fit_block, slow=True),
+    Block("llm-analysis-parallel", "the predictor and tools/calculators.py (tools/published/llm_analysis.py)",
+          llm_analysis_block),
 )
 
 

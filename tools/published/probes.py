@@ -22,17 +22,18 @@ def _extreme(rel: np.ndarray) -> float:
 
 
 def probes_block(results: Results) -> list[str]:
-    names = results.study_names()
+    # a shape-only study (measure = false) has no ledger to compare its prediction with: measured studies only
+    names = [n for n in results.study_names() if results.study(n).ok_rows["step_peak_bytes"].notna().any()]
     studies = [results.study(n) for n in names]
-    rows = sum(len(s.ok_rows) for s in studies)
+    rows = sum(int(s.ok_rows["step_peak_bytes"].notna().sum()) for s in studies)
     worst = max((float(np.max(np.abs(rel))) for s in studies for q, r in PREDICTIONS
                  if len(rel := relative_errors(s.ok_rows, q, r))), default=float("nan"))
     if worst == 0:
         head = (f"**How the probes agree.** The prediction equals the ledger exactly (step peak, activation bytes and "
-                f"total peak) in all {rows} finished rows of the {len(names)} committed studies.")
+                f"total peak) in all {rows} finished rows of the {len(names)} committed studies that measure steps.")
     else:
         head = (f"**How the probes agree.** The prediction differs from the ledger by up to {_pct(worst, False)} over "
-                f"the {rows} finished rows of the {len(names)} committed studies.")
+                f"the {rows} finished rows of the {len(names)} committed studies that measure steps.")
     default = results.study(DEFAULT_STUDY)
     ok = default.ok_rows
     large = ok[large_steps(ok)]

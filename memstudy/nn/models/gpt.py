@@ -313,7 +313,7 @@ class GPTFamily(Family):
                    "GELU MLP), LayerNorm, tied head; next-token cross-entropy")
     defaults = {"depth": 2, "width": 128, "batch_size": 8}
     checkpoints = ("selective",)
-    findings = ("attention", "precision", "generation")  # the report's sections on this family (memstudy/findings/)
+    findings = ("attention", "precision", "generation", "parallel")  # the report's sections on this family (memstudy/findings/)
     hf_model_types = ("gpt2",)
     tensor_parallel = True  # Megatron-LM's column- and row-parallel Linears (memstudy/parallel/tensor.py)
     pipeline_parallel = True  # one stage's blocks (memstudy/parallel/pipeline.py)

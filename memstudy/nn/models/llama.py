@@ -382,7 +382,7 @@ class LlamaFamily(Family):
                    "attention with rotary embeddings, RMSNorm, SwiGLU MLP), RMSNorm, head; next-token cross-entropy")
     defaults = {"depth": 2, "width": 64, "batch_size": 4}
     checkpoints = ("selective",)
-    findings = ("precision", "generation", "llama")  # the report's sections on this family (memstudy/findings/)
+    findings = ("precision", "generation", "llama", "parallel")  # the report's sections on this family (memstudy/findings/)
     hf_model_types = ("llama",)
     tensor_parallel = True  # Megatron-LM's column- and row-parallel Linears (memstudy/parallel/tensor.py)
     pipeline_parallel = True  # one stage's blocks (memstudy/parallel/pipeline.py)

@@ -85,9 +85,16 @@ STATE_ROW_FIELDS = ("max_gradient_bytes",)
 PARALLEL_ROW_FIELDS = PARALLEL_NAMES + ("accounted_rank", "rank_choice", "shape_only", "peak_communication_bytes",
                                          "communication_bytes", "predicted_communication_bytes")
 
+# The prediction's bytes at its peak by category and its largest live gradients (measure/predict.py: predicted_row):
+# a shape-only row's only per-category figures (a spec's `[run] measure = false`, run/sweep.py: nothing is measured,
+# so the ledger's and the probes' columns stay empty and shape_only is True); a measured row has them beside its
+# ledger's.
+PREDICTED_CATEGORY_FIELDS = tuple(f"predicted_peak_{c}_bytes" for c in CATEGORIES) + ("predicted_max_gradient_bytes",)
+
 ROW_FIELDS: tuple[str, ...] = (
     LEGACY_CONFIG_FIELDS + BASELINE_FIELDS + LEDGER_FIELDS + PREDICTED_FIELDS + PROBE_FIELDS + ACCURACY_FIELDS
     + OUTCOME_FIELDS + MODEL_FIELDS + LATER_FIELDS + PRECISION_ROW_FIELDS + STATE_ROW_FIELDS + PARALLEL_ROW_FIELDS
+    + PREDICTED_CATEGORY_FIELDS
 )
 
 # Config columns a report groups by (every config field but the repeat index).

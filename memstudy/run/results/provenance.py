@@ -143,6 +143,7 @@ def spec_record(spec: Any) -> dict[str, Any]:
         "name": spec.name, "description": spec.description, "path": str(spec.path) if spec.path else None,
         "hash": spec.hash, "grid": {k: list(v) for k, v in spec.grid.items()}, "repeats": spec.repeats,
         "budget": spec.budget, "timeout_seconds": spec.timeout_seconds, "cells": len(spec.cells()),
+        "measure": getattr(spec, "measure", True),
     }
 
 

@@ -42,6 +42,10 @@ def check_compatible(folder: str, stored_spec: dict[str, Any] | None, runs: Runs
         raise SweepError(f"study.name: {folder} holds the study {stored_name!r}, this spec is {spec.name!r}; "
                          f"{REFUSAL_HINT}")
     if rows:
+        if stored_spec.get("measure", True) != spec.measure:  # measured rows and shape-only ones mean other things
+            said = {True: "measured", False: "shape-only (measure = false)"}
+            raise SweepError(f"run.measure: {folder} holds {said[stored_spec.get('measure', True)]} rows, this spec "
+                             f"asks for {said[spec.measure]} ones; {REFUSAL_HINT}")
         _check_cells(folder, rows, spec, stored_spec.get("grid") or {})
     return describe_changes(stored_spec, spec)
 
