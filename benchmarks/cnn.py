@@ -2,10 +2,10 @@
 same step by hand in numpy (the floor, benchmarks.cnn_reference) and against PyTorch CPU (its own process,
 benchmarks.torch_worker), all timed side by side in one run.
 
-  cnn_engine_vs_numpy        memstudy CNN step (conv_algo batched) / the hand-written numpy step, whose convolution
-                             is the same algorithm (target ≤ 1.15: the engine's own cost)
-  cnn_engine_vs_torch        memstudy CNN step (conv_algo batched, the fastest) / PyTorch's, same threads (target ≤ 1.3)
-  cnn_per_example_vs_torch   the same with conv_algo per_example (one GEMM per example: the engine's default)
+  cnn_engine_vs_numpy        memstudy CNN step (conv_algo per_example, the default) / the hand-written numpy step,
+                             whose convolution is the same algorithm (target ≤ 1.15: the engine's own cost)
+  cnn_engine_vs_torch        memstudy CNN step (per_example) / PyTorch's, same threads (target ≤ 1.3)
+  cnn_batched_vs_torch       the same with conv_algo batched (one GEMM for the whole batch)
   cnn_auto_vs_torch          the same with conv_algo auto under conv_workspace = CNN_AUTO_WORKSPACE (blocks of examples)
   cnn_floor_vs_torch         the numpy floor / PyTorch's (no target: what numpy allows against torch's kernels)
 
@@ -29,8 +29,8 @@ from .harness import Settings, engine_variant, time_variants, torch_missing_row
 CNN_SIZE = (3, 16, 32)  # (depth, width, batch)
 CNN_IMAGE = 32
 CNN_AUTO_WORKSPACE = "1MiB"  # auto's limit: below batched's whole-batch workspace at this size, so blocks are used
-CNN_ALGOS = {"memstudy": "batched", "per_example": "per_example", "auto": "auto"}  # variant -> conv_algo
-CNN_LABELS = {"memstudy": "memstudy CNN step s (batched)", "per_example": "memstudy CNN step s (per_example)",
+CNN_ALGOS = {"memstudy": "per_example", "batched": "batched", "auto": "auto"}  # variant -> conv_algo
+CNN_LABELS = {"memstudy": "memstudy CNN step s", "batched": "memstudy CNN step s (batched)",
               "auto": f"memstudy CNN step s (auto, {CNN_AUTO_WORKSPACE})", "numpy": "numpy CNN step s",
               "torch": "torch CNN step s"}
 
@@ -81,7 +81,7 @@ def cnn_speed_rows(dtype: str, worker: Any, settings: Settings, make_row: Callab
     if run.torch_ok:
         threads = f"torch {worker.info.get('torch')} with {worker.info.get('threads')} threads"
         rows.append(ratio_row("cnn_engine_vs_torch", "memstudy", "torch", threads))
-        rows.append(ratio_row("cnn_per_example_vs_torch", "per_example", "torch", threads))
+        rows.append(ratio_row("cnn_batched_vs_torch", "batched", "torch", threads))
         rows.append(ratio_row("cnn_auto_vs_torch", "auto", "torch", threads))
         rows.append(ratio_row("cnn_floor_vs_torch", "numpy", "torch", threads))
     else:

@@ -1,15 +1,17 @@
 """The floor for the CNN: one training step of memstudy's CNN written by hand in plain numpy, the same maths.
 
-The convolution is the fastest plain-numpy one we could write (measured against one GEMM per example, the
-engine's `conv_algo = per_example`: see docs/performance.md): the whole batch's im2col columns laid out as one
-(C·9, N·H·W) matrix (9 strided slice copies into one zeroed buffer: the padding stays zero), so the forward is one
-GEMM, W @ columns, its (O, N·H·W) result copied once into NCHW; backward transposes the gradient once to (O, N·H·W)
-and makes the weight's gradient and the columns' gradient one GEMM each (g @ columnsᵀ, Wᵀ @ g), then col2im. This is
-the engine's `conv_algo = batched` with the whole batch per block. Per block otherwise: batch norm with the batch's
-statistics (x, μ and σ⁻¹ kept; the running statistics updated), ReLU in place, 2×2 max-pool keeping each maximum's
-position within its window in one byte. Then the spatial mean, the classifier, mean softmax cross-entropy. Backward
-mirrors it: the pool's gradient routed to the kept positions, ReLU's mask, batch norm's gradient built over x̂ in
-one buffer, the columns rebuilt from the kept input. Every gradient first, then SGD (lr 0.01).
+Per block: im2col of the input (k² strided slice copies into one zeroed buffer: the padding stays zero), one
+matrix product per example (W @ columns[n], straight into NCHW), batch norm with the batch's statistics (x,
+μ and σ⁻¹ kept; the running statistics updated), ReLU in place, 2×2 max-pool keeping each maximum's position
+within its window in one byte. Then the spatial mean, the classifier, mean softmax cross-entropy. Backward
+mirrors it: the pool's gradient routed to the kept positions, ReLU's mask, batch norm's gradient built over
+x̂ in one buffer, the columns rebuilt from the kept input for the weight's gradient (one example at a time),
+the columns' gradient W ᵀ@ grad and col2im. Every gradient first, then SGD (lr 0.01).
+
+Why one product per example: the other plain-numpy convolution, one GEMM for the whole batch (the columns as one
+(C·9, N·H·W) matrix, the engine's `conv_algo = batched`), was written (commit 09c4012) and timed against this one side by side on
+the benchmark's size and was not faster (docs/cnn.md: its ratio 1.08 with one BLAS thread, 0.96 with two, both
+inside the rounds' spread under other processes' load), so the floor stays this one.
 
 Written the way a careful person would write it by hand (in place where a buffer is dead after the line), no
 autograd and no bookkeeping: the time it takes is what the arithmetic costs through numpy.
@@ -23,31 +25,29 @@ MOMENTUM = 0.1
 
 
 def im2col(x: np.ndarray) -> np.ndarray:
-    """Columns (C·9, N·H·W) of a 3×3, stride-1, padding-1 convolution of x (N, C, H, W): one matrix for the batch."""
+    """Columns (N, C·9, H·W) of a 3×3, stride-1, padding-1 convolution of x (N, C, H, W)."""
     n, c, h, w = x.shape
-    columns = np.zeros((c, 3, 3, n, h, w), dtype=x.dtype)
-    channels_first = x.transpose(1, 0, 2, 3)
+    columns = np.zeros((n, c, 3, 3, h, w), dtype=x.dtype)
     for i in range(3):
         for j in range(3):
             # output rows whose input row (o + i − 1) lies inside [0, h)
             o_top, o_bottom = max(0, 1 - i), min(h, h + 1 - i)
             o_left, o_right = max(0, 1 - j), min(w, w + 1 - j)
-            columns[:, i, j, :, o_top:o_bottom, o_left:o_right] = \
-                channels_first[:, :, o_top + i - 1:o_bottom + i - 1, o_left + j - 1:o_right + j - 1]
-    return columns.reshape(c * 9, n * h * w)
+            columns[:, :, i, j, o_top:o_bottom, o_left:o_right] = \
+                x[:, :, o_top + i - 1:o_bottom + i - 1, o_left + j - 1:o_right + j - 1]
+    return columns.reshape(n, c * 9, h * w)
 
 
 def col2im(grad_columns: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     n, c, h, w = shape
-    blocks = grad_columns.reshape(c, 3, 3, n, h, w)
+    blocks = grad_columns.reshape(n, c, 3, 3, h, w)
     grad_x = np.zeros(shape, dtype=grad_columns.dtype)
-    target = grad_x.transpose(1, 0, 2, 3)
     for i in range(3):
         for j in range(3):
             o_top, o_bottom = max(0, 1 - i), min(h, h + 1 - i)
             o_left, o_right = max(0, 1 - j), min(w, w + 1 - j)
-            target[:, :, o_top + i - 1:o_bottom + i - 1, o_left + j - 1:o_right + j - 1] += \
-                blocks[:, i, j, :, o_top:o_bottom, o_left:o_right]
+            grad_x[:, :, o_top + i - 1:o_bottom + i - 1, o_left + j - 1:o_right + j - 1] += \
+                blocks[:, :, i, j, o_top:o_bottom, o_left:o_right]
     return grad_x
 
 
@@ -82,10 +82,7 @@ class NumpyCNN:
         for i, weight in enumerate(self.conv):
             n, _, side, _ = h.shape
             out_channels = weight.shape[0]
-            z_channels_first = np.matmul(weight.reshape(out_channels, -1), im2col(h))  # (O, N·H·W): one GEMM
-            z = np.empty((n, out_channels, side, side), dtype=h.dtype)
-            z.reshape(n, out_channels, -1)[...] = z_channels_first.reshape(out_channels, n, -1).transpose(1, 0, 2)
-            z_channels_first = None
+            z = np.matmul(weight.reshape(out_channels, -1), im2col(h)).reshape(n, out_channels, side, side)
             mean = invstd = None
             if self.batch_norm:
                 count = z.size // out_channels
@@ -161,10 +158,14 @@ class NumpyCNN:
             z = grad_a = None
             weight = self.conv[i]
             n, out_channels = grad_z.shape[:2]
-            # (O, N·H·W): the gradient channels first, one copy; then one GEMM for each gradient
-            g = np.ascontiguousarray(grad_z.reshape(n, out_channels, -1).transpose(1, 0, 2)).reshape(out_channels, -1)
-            grad_z = None
-            grad_w = g @ im2col(x_in).T
+            g = grad_z.reshape(n, out_channels, -1)
+            columns = im2col(x_in)
+            grad_w = np.zeros((out_channels, columns.shape[1]), dtype=g.dtype)
+            term = np.empty_like(grad_w)
+            for k in range(n):
+                np.matmul(g[k], columns[k].T, out=term)
+                grad_w += term
+            columns = None
             grads.append(("conv", i, grad_w.reshape(weight.shape)))
             if i > 0:
                 grad_h = col2im(np.matmul(weight.reshape(out_channels, -1).T, g), x_in.shape)

@@ -19,7 +19,7 @@ COLUMNS = (
 SPEED = ("engine_vs_numpy", "minimal_vs_numpy", "engine_vs_minimal", "ledger_overhead", "tracemalloc_overhead",
          "engine_vs_torch", "floor_vs_torch")
 CNN = ("cnn_engine_vs_numpy", "cnn_engine_vs_torch", "cnn_floor_vs_torch")
-CNN_ALGOS = ("cnn_engine_vs_torch", "cnn_per_example_vs_torch", "cnn_auto_vs_torch")  # one per conv_algo
+CNN_ALGOS = ("cnn_engine_vs_torch", "cnn_batched_vs_torch", "cnn_auto_vs_torch")  # one per conv_algo
 MEMORY = ("activation_bytes_vs_torch", "inference_peak_vs_floor", "inference_traced_peak_vs_floor")
 GPT = ("gpt_engine_vs_numpy", "gpt_engine_vs_torch", "gpt_floor_vs_torch")
 GPT_OPS = ("gpt_ops_memstudy", "gpt_ops_torch")

@@ -23,8 +23,9 @@ a workspace limit):
                  product is a single GEMM for the block: W @ columns, the weight's gradient grad_Bᵀ @ columnsᵀ and the
                  columns' gradient Wᵀ @ grad_B. It holds the block's columns and the block's (O, B·Ho·Wo) product
                  (the output, or the transposed gradient) at once: `batched_workspace_bytes`;
-  auto        -- `choose`: batched with the largest block whose workspace fits `workspace_bytes` (the rule and why
-                 are in its docstring), decided from shapes alone, so a prediction makes the same choice.
+  auto        -- `choose`: batched with the largest block whose workspace fits `workspace_bytes` (the rule, and what
+                 measurement says of it, in its docstring), decided from shapes alone, so a prediction makes the same
+                 choice.
 """
 from __future__ import annotations
 
@@ -144,11 +145,12 @@ def choose(algo: str, workspace_bytes: int | None, block: int | None, n: int, ch
            need_w: bool) -> tuple[str, int]:
     """(algorithm, examples per GEMM) a convolution runs, from shapes alone (a prediction chooses as a measured step).
 
-    per_example: (per_example, N). batched: (batched, `block`, default N). auto: the fastest whose workspace fits
-    `workspace_bytes`, by the rule: one GEMM over a larger block is never slower than over a smaller one (fewer
-    calls, longer BLAS panels, the same arithmetic; docs/performance.md has the measured table), so batched with the
-    largest block B ≤ N whose `batched_workspace_bytes` fits; when not even one example's fits, B = 1 (the smallest
-    workspace there is: the limit cannot be met, and the row's conv_workspace_bytes shows by how much)."""
+    per_example: (per_example, N). batched: (batched, `block`, default N). auto: batched with the largest block
+    B ≤ N whose `batched_workspace_bytes` fits `workspace_bytes`, i.e. the fewest GEMM calls the limit allows; when not
+    even one example's fits, B = 1 (the smallest workspace there is: the limit cannot be met, and the row's
+    conv_workspace_bytes shows by how much). A stated rule, not a measured optimum: at the CNN benchmark's size
+    blocks of 8 examples were fastest at two layers and the whole batch was slower than per_example at the first
+    (docs/cnn.md has the measured figures); a rule that knows the cache could choose better."""
     if algo == "per_example":
         return "per_example", n
     if algo == "batched":
