@@ -202,7 +202,7 @@ def cnn_table(rows: list[Row]) -> list[str]:
     lines += ["", f"A CNN training step ({note}) against the same step by hand in numpy (benchmarks/cnn_reference.py; "
                   "target ≤ 1.15) and against PyTorch CPU in its own process; measured like the MLP's figures."]
     algos = [r for r in rows if r["figure"] in CNN_ALGOS and r["status"] == "ok"]
-    if algos:
+    if len(algos) > 1:  # a bench.csv from before conv_algo has the default's row only
         lines += ["", "Each convolution algorithm (`conv_algo`) in the same run, against PyTorch (target ≤ 1.3):", "",
                   "| figure | memstudy ms | torch ms | ÷ torch | what ran, workspace (ledger) | others' load (cores) |",
                   "|---|--:|--:|--:|---|--:|"]
