@@ -8,6 +8,11 @@ mirrors it: the pool's gradient routed to the kept positions, ReLU's mask, batch
 x̂ in one buffer, the columns rebuilt from the kept input for the weight's gradient (one example at a time),
 the columns' gradient W ᵀ@ grad and col2im. Every gradient first, then SGD (lr 0.01).
 
+Why one product per example: the other plain-numpy convolution, one GEMM for the whole batch (the columns as one
+(C·9, N·H·W) matrix, the engine's `conv_algo = batched`), was written (commit 09c4012) and timed against this one side by side on
+the benchmark's size and was not faster (docs/cnn.md: its ratio 1.08 with one BLAS thread, 0.96 with two, both
+inside the rounds' spread under other processes' load), so the floor stays this one.
+
 Written the way a careful person would write it by hand (in place where a buffer is dead after the line), no
 autograd and no bookkeeping: the time it takes is what the arithmetic costs through numpy.
 """

@@ -19,6 +19,7 @@ COLUMNS = (
 SPEED = ("engine_vs_numpy", "minimal_vs_numpy", "engine_vs_minimal", "ledger_overhead", "tracemalloc_overhead",
          "engine_vs_torch", "floor_vs_torch")
 CNN = ("cnn_engine_vs_numpy", "cnn_engine_vs_torch", "cnn_floor_vs_torch")
+CNN_ALGOS = ("cnn_engine_vs_torch", "cnn_batched_vs_torch", "cnn_auto_vs_torch")  # one per conv_algo
 MEMORY = ("activation_bytes_vs_torch", "inference_peak_vs_floor", "inference_traced_peak_vs_floor")
 GPT = ("gpt_engine_vs_numpy", "gpt_engine_vs_torch", "gpt_floor_vs_torch")
 GPT_OPS = ("gpt_ops_memstudy", "gpt_ops_torch")
@@ -200,6 +201,15 @@ def cnn_table(rows: list[Row]) -> list[str]:
     note = next((r["note"] for r in rows if r["figure"] == "cnn_engine_vs_numpy"), "")
     lines += ["", f"A CNN training step ({note}) against the same step by hand in numpy (benchmarks/cnn_reference.py; "
                   "target ≤ 1.15) and against PyTorch CPU in its own process; measured like the MLP's figures."]
+    algos = [r for r in rows if r["figure"] in CNN_ALGOS and r["status"] == "ok"]
+    if len(algos) > 1:  # a bench.csv from before conv_algo has the default's row only
+        lines += ["", "Each convolution algorithm (`conv_algo`) in the same run, against PyTorch (target ≤ 1.3):", "",
+                  "| figure | memstudy ms | torch ms | ÷ torch | what ran, workspace (ledger) | others' load (cores) |",
+                  "|---|--:|--:|--:|---|--:|"]
+        for r in algos:
+            ran = next((part for part in r["note"].split("; ") if part.startswith("conv_algo ran")), "")
+            lines.append(f"| {r['figure']} | {_ms(r['measured'])} | {_ms(r['reference'])} | {_ratio_cell(r)} | "
+                         f"{ran[len('conv_algo ran '):]} | {r['foreign_cores']} |")
     return lines
 
 

@@ -52,7 +52,7 @@ def _field_type(field: Any):
     """An argparse type for a registry field: numbers checked against the field's bounds, one-line errors."""
     def parse(text: str) -> Any:
         try:
-            value = field.type(text)
+            value = text if field.parse is not None else field.type(text)  # `check` parses it
         except ValueError:
             kind = "an integer" if field.type is int else "a number"
             raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None

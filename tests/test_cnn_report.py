@@ -106,6 +106,38 @@ def test_figures_are_drawn(tmp_path):
     assert all(f.draw(tmp_path / f.name).stat().st_size > 0 for f in figures)
 
 
+def algo_study(tmp_path, batched_time: float):
+    """The synthetic study twice, conv_algo per_example and batched: batched holds 1.5× the workspace and takes
+    `batched_time` × per_example's step time."""
+    cells = study(tmp_path)
+    per = cells.assign(conv_algo="per_example", conv_workspace=4 * 2 ** 30, conv_workspace_bytes=1000.0,
+                       foreign_cores=0.1)
+    batched = per.assign(conv_algo="batched", cell=per["cell"] + "b", conv_workspace_bytes=1500.0,
+                         step_seconds=per["step_seconds"] * batched_time)
+    return pd.concat([per, batched], ignore_index=True)
+
+
+@pytest.mark.parametrize("batched_time,verdict", [(0.8, "more workspace buys time, so."),
+                                                  (1.25, "not so: the larger workspace does not buy time here.")])
+def test_the_conv_algo_part_compares_workspace_and_time(tmp_path, batched_time, verdict):
+    blocks = sections(algo_study(tmp_path, batched_time), tmp_path)
+    md = markdown.render(Document("t", blocks))
+    assert "Convolution algorithm: workspace against time" in md
+    assert f"`batched` holds more convolution workspace than `per_example` in 96 of 96 pairs and its step takes " \
+           f"{batched_time:.3f}× per_example's (median): {verdict}" in md
+    assert "| `batched` | 96 | 1.500–1.500 |" in md
+    # the other parts compare memory at per_example only: the same figures as without the batched cells
+    assert "Block 0 holds more than any other layer in 24 of 24 cells: so in every cell." in md
+    if batched_time < 1:
+        pytest.importorskip("matplotlib")
+        figure = next(b for b in blocks if isinstance(b, Figure) and b.name == "cnn_conv_algo.png")
+        assert figure.draw(tmp_path / figure.name).stat().st_size > 0
+
+
+def test_without_a_second_algorithm_there_is_no_conv_algo_part(tmp_path):
+    assert "Convolution algorithm" not in text(tmp_path)
+
+
 REAL_SPEC = """
 [study]
 name = "cnn-tiny"

@@ -509,7 +509,7 @@ def _nchw(draw, min_hw: int = 1, max_hw: int = 5, min_n: int = 0):
             draw(st.integers(min_hw, max_hw)))
 
 
-def _direct_conv(x, w, b=None, *, stride, padding, save):
+def _direct_conv(x, w, b=None, *, stride, padding, save, algo="per_example", block=None, workspace_bytes=None):
     k = w.shape[2]
     xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     out = np.einsum("nchwkl,ockl->nohw", _windows(xp, k, stride), w)
@@ -527,7 +527,12 @@ def _conv(draw):
     args = [floats((n, c, h, w)), floats((out_channels, c, kernel, kernel))]
     if draw(st.booleans()):
         args.append(floats((out_channels,)))
-    consts = dict(stride=stride, padding=padding, save=draw(st.sampled_from(ops.CONV_SAVES)))
+    consts = dict(stride=stride, padding=padding, save=draw(st.sampled_from(ops.CONV_SAVES)),
+                  algo=draw(st.sampled_from(ops.CONV_ALGOS)))
+    if consts["algo"] == "batched":  # a block of examples per GEMM (None: the whole batch)
+        consts["block"] = draw(st.none() | st.integers(1, 3))
+    elif consts["algo"] == "auto":  # a limit from nothing fits to everything fits
+        consts["workspace_bytes"] = draw(st.none() | st.integers(0, 4000))
     return Call(args, consts=consts, formula=_direct_conv)
 
 

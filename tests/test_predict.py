@@ -83,7 +83,12 @@ FAMILY_CONFIGS: dict[str, list[dict]] = {
        for cs in ("input", "columns")]
     + [dict(model="cnn", depth=1, width=8, image_size=6, in_channels=1, classes=3, batch_size=5, checkpoint="sqrt"),
        dict(model="cnn", depth=3, width=2, image_size=8, in_channels=3, classes=2, batch_size=2,
-            conv_save="columns", optimizer="momentum")],
+            conv_save="columns", optimizer="momentum")]
+    # conv_algo: batched (the whole batch per GEMM) and auto under limits from everything fits to one example per
+    # block, with each conv_save, mode, checkpoint and precision in turn
+    + rotate([{"model": "cnn", **CNN_SHAPE, "batch_size": 5, **c} for c in grid(
+        conv_algo=("batched", "auto"), conv_workspace=("64MiB", "20KB", "1KB"), conv_save=("input", "columns"))],
+        mode=("train", "inference"), checkpoint=CHECKPOINTS[:3], precision=PRECISION_NAMES),
     # checkpoint (selective too) x dropout x mode, each with the next dtype x optimiser x policy x bias in turn;
     # then the heavy shapes with every checkpoint, dropout on
     "gpt": rotate([{"model": "gpt", **GPT_SHAPE, **c} for c in grid(
@@ -201,6 +206,7 @@ def assert_same_account(predicted: StepAccount, measured: StepAccount) -> None:
     # every buffer (op, role, layer, phase, shape, dtype, bytes, birth, death, category) and every event
     assert predicted.buffers == measured.buffers
     assert predicted.raw_events == measured.raw_events
+    assert predicted.choices == measured.choices  # the algorithms ops chose (a convolution's conv_algo)
 
 
 @pytest.mark.parametrize("family,raw", cases())

@@ -127,6 +127,14 @@ class Node:
             instrument.on_new(array, f"{self.fn.name}.{role}", self.layer)
         return array
 
+    def choice(self, label: str) -> None:
+        """Report which of its algorithms the op runs (a convolution's `batched:8`): the ledger lists each op's choice
+        in order, so a row can say what ran and a prediction says what would."""
+        instrument = STATE.instrument
+        on_choice = getattr(instrument, "on_choice", None)
+        if on_choice is not None:
+            on_choice(self.fn.name, label, self.layer)
+
     def result(self, array: np.ndarray) -> np.ndarray:
         """Report a buffer the op returns or saves at the moment it is made, while a workspace is alive beside it.
 

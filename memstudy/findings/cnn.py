@@ -23,7 +23,7 @@ from ..report.fit import least_squares
 from ..report.formats import LOADED_CORES, bytes_text
 
 NAME = "cnn"
-FIGURES = ("cnn_activation_law.png", "cnn_blocks.png")
+FIGURES = ("cnn_activation_law.png", "cnn_blocks.png", "cnn_conv_algo.png")
 FIGURES_MODULE = "memstudy.findings.cnn_figures"
 KERNEL_POSITIONS = 9  # k² of the family's 3×3 convolutions
 EXPONENT_TOLERANCE = 0.1  # |fitted − expected| within which an exponent counts as the expected one
@@ -65,6 +65,10 @@ def blocks(study: Study) -> list[Block]:
     for column in ("image_size", "batch_size", "depth", "width", "in_channels", "classes"):
         cells[column] = pd.to_numeric(cells[column], errors="coerce")
     cells["batch_norm"] = cells["batch_norm"].astype(str).str.lower()
+    algo_lines = _algo_part(cells)
+    if "conv_algo" in cells.columns and (cells["conv_algo"] == "per_example").any():
+        # every other part compares memory at one algorithm: per_example (the others keep the same activations)
+        cells = cells[cells["conv_algo"].isin(["per_example", "", None]) | cells["conv_algo"].isna()]
     layers = study.layers
     lines: list[Block] = [Heading("Where a CNN keeps its memory"), Paragraph(
         "Block i of the CNN is a 3×3 convolution to width·2^i channels, batch norm, ReLU and a 2×2 max-pool: "
@@ -78,6 +82,73 @@ def blocks(study: Study) -> list[Block]:
     lines += _modes_part(cells)
     lines += _columns_part(plain, layers, study.out, study.timeline_cell)
     lines += _checkpoint_part(train, layers)
+    return lines + algo_lines
+
+
+# --- conv_algo: workspace against time -------------------------------------------------------------------------
+
+ALGO_KEYS = SHAPE_FIELDS + ("conv_save", "checkpoint", "mode", "conv_workspace")
+
+
+def _algo_part(cells: pd.DataFrame) -> list[Block]:
+    """Each conv_algo against per_example on the same configuration: the convolutions' workspace (the ledger's
+    most live conv2d.* bytes), the step's peak and its time. Only when the grid runs more than one algorithm."""
+    if "conv_algo" not in cells.columns or cells["conv_algo"].nunique() < 2 or "conv_workspace_bytes" not in cells:
+        return []
+    lines: list[Block] = [Heading("Convolution algorithm: workspace against time", 3), Paragraph(
+        "`conv_algo = per_example` makes the batch's im2col columns and one GEMM per example; `batched` lays a block "
+        "of examples (here the whole batch unless `auto` chose fewer under `conv_workspace`) out as one matrix and "
+        "makes one GEMM per block, holding the block's product beside its columns. Workspace is the most bytes of the "
+        "convolutions' workspaces alive at once (ledger); time is the cell's median step (`step_seconds`, measured "
+        "with other processes' load beside it).")]
+    columns = ["conv_workspace_bytes", "peak_bytes", "step_seconds", "foreign_cores"]
+    body, figure_pairs = [], []
+    for algo in sorted(a for a in cells["conv_algo"].dropna().unique() if a != "per_example"):
+        pairs = _pairs(cells, "conv_algo", algo, "per_example", columns, ALGO_KEYS).dropna(subset=columns[:3])
+        if pairs.empty:
+            continue
+        ws = pairs["conv_workspace_bytes"].astype(float) / pairs["conv_workspace_bytes_b"].astype(float)
+        peak = pairs["peak_bytes"].astype(float) / pairs["peak_bytes_b"].astype(float)
+        time_ratio = pairs["step_seconds"].astype(float) / pairs["step_seconds_b"].astype(float)
+        load = pd.concat([pairs["foreign_cores"], pairs["foreign_cores_b"]]).astype(float)
+        faster = int((time_ratio < 1).sum())
+        body.append([f"`{algo}`", len(pairs), doc.compound("{}–{}", doc.ratio(ws.min()), doc.ratio(ws.max())),
+                     doc.compound("{}–{}", doc.ratio(peak.min()), doc.ratio(peak.max())),
+                     doc.compound("{} ({}–{})", doc.ratio(time_ratio.median()), doc.ratio(time_ratio.min()),
+                                  doc.ratio(time_ratio.max())), f"{faster} of {len(pairs)}",
+                     doc.load(load.median())])
+        figure_pairs.append((algo, pairs))
+    if not body:
+        return lines + [Paragraph("The grid runs no algorithm beside `per_example` on the same configuration.")]
+    lines += [doc.table(["conv_algo", "pairs", "workspace ÷ per_example", "peak ÷ per_example",
+                         "step time ÷ per_example, median (range)", "faster", "load (cores, median)"], body)]
+    algo, pairs = figure_pairs[0]
+    ratio = (pairs["step_seconds"].astype(float) / pairs["step_seconds_b"].astype(float)).median()
+    more = int((pairs["conv_workspace_bytes"].astype(float) > pairs["conv_workspace_bytes_b"].astype(float)).sum())
+    lines += [Paragraph(
+        f"`{algo}` holds more convolution workspace than `per_example` in {more} of {len(pairs)} pairs and its step "
+        f"takes {ratio:.3f}× per_example's (median): " + ("more workspace buys time, so." if ratio < 1 and more
+                                                          else "not so: the larger workspace does not buy time here.")
+        + " The trade-off for one configuration per image size (training, no checkpointing, `conv_save = input`, "
+        "the largest batch and depth):")]
+    train = cells[(cells["mode"] == "train") & (cells["checkpoint"] == "none") & (cells["conv_save"] == "input")]
+    if not train.empty:
+        pick = train[(train["batch_size"] == train["batch_size"].max()) & (train["depth"] == train["depth"].max())]
+        algos = sorted(pick["conv_algo"].dropna().unique(), key=lambda a: a != "per_example")
+        rows = []
+        for image, part in pick.groupby("image_size", sort=True):
+            row: list[Any] = [int(image)]
+            for a in algos:
+                one = part[part["conv_algo"] == a]
+                row += ([doc.nbytes(one["conv_workspace_bytes"].iloc[0]), doc.ms(one["step_seconds"].iloc[0])]
+                        if len(one) else ["", ""])
+            rows.append(row)
+        header = ["image"] + [h for a in algos for h in (f"`{a}` workspace", f"`{a}` step")]
+        lines += [doc.table(header, rows)]
+    plain = cells[(cells["mode"] == "train") & (cells["checkpoint"] == "none")]
+    lines.append(Figure("cnn_conv_algo.png", "convolution workspace against step time, one marker per cell",
+                        plot(FIGURES_MODULE, "conv_algo", plain,
+                             title="Training step time vs convolution workspace (no checkpointing)")))
     return lines
 
 

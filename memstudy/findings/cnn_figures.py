@@ -61,3 +61,32 @@ def blocks(per_layer: pd.DataFrame, cells: pd.DataFrame, layers: Sequence[str], 
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
     return save(fig, path)
+
+
+def conv_algo(cells: pd.DataFrame, path: Path, title: str) -> Path | None:
+    """Each cell's convolution workspace (x) against its step time (y), one colour per conv_algo; a grey line joins
+    the cells of one configuration."""
+    data = cells.dropna(subset=["conv_workspace_bytes", "step_seconds"])
+    data = data[data["conv_workspace_bytes"] > 0]
+    if data.empty or data["conv_algo"].nunique() < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(6.8, 4.8))
+    keys = [c for c in ("image_size", "batch_size", "depth", "conv_save") if c in data.columns]
+    for _, group in data.groupby(keys):
+        group = group.sort_values("conv_workspace_bytes")
+        ax.plot(group["conv_workspace_bytes"].astype(float), group["step_seconds"].astype(float) * 1e3, color="0.8",
+                lw=0.7, zorder=1)
+    algos = sorted(data["conv_algo"].unique(), key=lambda a: a != "per_example")
+    for color, algo in zip(plt.cm.tab10(np.arange(len(algos))), algos):
+        part = data[data["conv_algo"] == algo]
+        ax.scatter(part["conv_workspace_bytes"].astype(float), part["step_seconds"].astype(float) * 1e3, s=16,
+                   color=color, label=f"conv_algo = {algo}", zorder=2)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    bytes_axis(ax.xaxis, log=True)
+    ax.set_xlabel("convolution workspace, most live at once (ledger)")
+    ax.set_ylabel("step time, ms (median)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return save(fig, path)

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..autograd.autocast import CastWeight
 from ..autograd.meta import Unsupported
+from ..autograd.ops.conv import Conv2d
 from ..autograd.ops.emulate import EMULATION_PREFIX
 from ..config import normalize
 from ..parallel import rank
@@ -199,6 +200,7 @@ def _measure_repeats(work: Workload, config: dict[str, Any], prediction: dict[st
             # the rank the figures are (memstudy/parallel/rank.py); measured, not shape-only
             **rank.row_fields(config, shape_only=False),
             communication_bytes=sum(b for _, b in account.collective_bytes.values()),
+            **conv_figures(account),
         )
         row["prediction_matches"] = prediction_matches(row)
         missing = [f for f in ROW_FIELDS if f not in row]
@@ -214,6 +216,19 @@ def _measure_repeats(work: Workload, config: dict[str, Any], prediction: dict[st
         work.reset()
         phases.mark("reset")
     return rows
+
+
+CONV_OP = Conv2d.name
+
+
+def conv_figures(account: Any) -> dict[str, Any]:
+    """The row's convolution columns (run/results/fields.py: CONV_ROW_FIELDS): what each convolution ran, as it
+    told the ledger, and the most bytes of their workspaces alive at once; empty without a convolution."""
+    labels = [label for op, _, label in account.choices if op == CONV_OP]
+    if not labels:
+        return {"conv_algo_ran": None, "conv_workspace_bytes": None}
+    ran = labels[0] if len(set(labels)) == 1 else ",".join(labels)
+    return {"conv_algo_ran": ran, "conv_workspace_bytes": account.max_live_bytes(CONV_OP + ".")}
 
 
 def main() -> int:

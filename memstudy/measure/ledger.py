@@ -139,6 +139,8 @@ class StepAccount:
     # per collective (all_reduce, all_gather, reduce_scatter): [calls, bytes of this rank's inputs] in the step (with
     # repeated blocks: as often as they stand for), so a planner can sum a step's communication
     collective_bytes: dict[str, list[int]] = field(default_factory=dict)
+    # (op, layer, algorithm) for each forward op that chose an algorithm (Node.choice), in the order they ran
+    choices: list[tuple[str, int | None, str]] = field(default_factory=list)
 
     def _unrolled(self) -> None:
         if self.repeated:
@@ -156,6 +158,21 @@ class StepAccount:
         """Every birth (positive delta) and death (negative), in order; `peak_event` indexes this list."""
         self._unrolled()
         return [Event(*event) for event in self.raw_events]
+
+    def max_live_bytes(self, op_prefix: str) -> int:
+        """The most bytes of the buffers whose op name starts with `op_prefix` (`conv2d.`: the convolutions'
+        workspaces) alive at once over the step."""
+        changes = []
+        for b in self.buffers:
+            if b.op.startswith(op_prefix):
+                changes.append((b.born, b.nbytes))
+                if b.died is not None:
+                    changes.append((b.died, -b.nbytes))
+        live = top = 0
+        for _, delta in sorted(changes):  # one birth or death per event: no ties
+            live += delta
+            top = max(top, live)
+        return top
 
     def live_at(self, event: int) -> list[Buffer]:
         """The buffers alive just after event `event` (born at or before it, not yet freed)."""
@@ -268,6 +285,7 @@ class Ledger:
         self.forward_flops = self.recomputed_flops = 0
         self.collective_calls: list[tuple] = []  # (collective, bytes of its input, repeat scope), see on_collective
         self.parameter_count = self.trainable_parameter_count = 0  # elements, see StepAccount
+        self.choices: list[tuple[str, int | None, str]] = []  # (op, layer, algorithm) per forward op that chose one
 
     # --- registration and the engine's hooks ---------------------------------------------------
     def register(self, array: np.ndarray, category: str, layer: int | None = None, role: str = "",
@@ -347,6 +365,11 @@ class Ledger:
     def on_collective(self, name: str, nbytes: int) -> None:
         """A collective call (all_reduce, all_gather, reduce_scatter) moving `nbytes` of this rank's (its input)."""
         self.collective_calls.append((name, nbytes, STATE.repeat))
+
+    def on_choice(self, op: str, label: str, layer: int | None) -> None:
+        """An op chose one of its algorithms (`Node.choice`); a checkpoint's recompute repeats a choice: not listed."""
+        if STATE.phase != "recompute":
+            self.choices.append((op, layer, label))
 
     def on_leaf_grad(self, leaf: Any, grad: np.ndarray) -> None:
         layer = self._layer_of_leaf.get(id(leaf))
@@ -469,6 +492,7 @@ class Ledger:
             event_count=run.events,
             repeated=repeated,
             collective_bytes=collectives,
+            choices=list(self.choices),
         )
 
 

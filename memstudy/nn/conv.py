@@ -18,11 +18,14 @@ from .layers import Module, check_dtype
 
 class Conv2d(Module):
     """A square-kernel 2-d convolution; weight (out, in, k, k) and bias (out,) drawn U(−1/√fan_in, 1/√fan_in)
-    like PyTorch (fan_in = in·k·k). `save` (input | columns) chooses what backward keeps (see ops.conv)."""
+    like PyTorch (fan_in = in·k·k). `save` (input | columns) chooses what backward keeps, `algo` (per_example |
+    batched | auto) how the products are made: `block` examples per GEMM for batched (default all), the workspace
+    limit `workspace_bytes` for auto (see ops.conv)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int = 3, stride: int = 1, padding: int = 0,
                  bias: bool = True, dtype: Any = "float32", seed: int | np.random.Generator | None = 0,
-                 save: str = "input"):
+                 save: str = "input", algo: str = "per_example", block: int | None = None,
+                 workspace_bytes: int | None = None):
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("kernel", kernel),
                             ("stride", stride)):
             if value < 1:
@@ -31,21 +34,27 @@ class Conv2d(Module):
             raise ValueError(f"padding must be at least 0, got {padding}")
         if save not in ops.CONV_SAVES:
             raise ValueError(f"save must be one of {', '.join(ops.CONV_SAVES)}, got {save!r}")
+        if algo not in ops.CONV_ALGOS:
+            raise ValueError(f"algo must be one of {', '.join(ops.CONV_ALGOS)}, got {algo!r}")
+        if block is not None and block < 1:
+            raise ValueError(f"block must be at least 1, got {block}")
+        if workspace_bytes is not None and workspace_bytes < 0:
+            raise ValueError(f"workspace_bytes must be at least 0, got {workspace_bytes}")
         dt = check_dtype(dtype)
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(in_channels * kernel * kernel)
         self.in_channels, self.out_channels, self.kernel = in_channels, out_channels, kernel
         self.stride, self.padding, self.save = stride, padding, save
+        self.algo, self.block, self.workspace_bytes = algo, block, workspace_bytes
         self.weight = Tensor(init.uniform(rng, -bound, bound, (out_channels, in_channels, kernel, kernel), dt),
                              requires_grad=True, name="weight")
         self.bias = (Tensor(init.uniform(rng, -bound, bound, out_channels, dt), requires_grad=True, name="bias")
                      if bias else None)
 
     def forward(self, x: Any) -> Tensor:
-        if self.bias is None:
-            return apply(ops.Conv2d, x, self.weight, stride=self.stride, padding=self.padding, save=self.save)
-        return apply(ops.Conv2d, x, self.weight, self.bias, stride=self.stride, padding=self.padding,
-                     save=self.save)
+        params = (self.weight,) if self.bias is None else (self.weight, self.bias)
+        return apply(ops.Conv2d, x, *params, stride=self.stride, padding=self.padding, save=self.save,
+                     algo=self.algo, block=self.block, workspace_bytes=self.workspace_bytes)
 
 
 class BatchNorm2d(Module):

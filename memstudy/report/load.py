@@ -25,7 +25,8 @@ _MEASURED = BASELINE_FIELDS + LEDGER_FIELDS + PREDICTED_FIELDS + PROBE_FIELDS
 COUNTS = ("saved_tensors", "recomputed_ops")  # integer measurements that are not bytes
 MEASURES: tuple[str, ...] = tuple(f for f in _MEASURED if f.endswith("_bytes") or f in COUNTS) + (
     "grad_rel_error", "step_seconds", *PRECISION_ROW_FIELDS, *STATE_ROW_FIELDS)
-LATER_MEASURES: tuple[str, ...] = GENERATION_FIELDS  # medians too, their summary columns after the others'
+# medians too, their summary columns after the others' (conv_algo_ran, text, is read from runs.csv's rows)
+LATER_MEASURES: tuple[str, ...] = GENERATION_FIELDS + ("conv_workspace_bytes",)
 
 TEXT_MEASURES: tuple[str, ...] = tuple(f for f in _MEASURED if f not in MEASURES)  # e.g. rss_method
 # every runs.csv has these filled (the shared fields a cell is made of)

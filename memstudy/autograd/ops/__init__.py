@@ -28,7 +28,7 @@ from .elementwise import Add, Sub, Mul, Scale, Neg, Exp, Log, Square, Pow
 from .reduce import Argmax, Mean, Sum, SumSquares
 from .activation import ReLU, Sigmoid, Tanh
 from .loss import SoftmaxCrossEntropy, MSE
-from .conv import CONV_SAVES, Conv2d, col2im, im2col
+from .conv import CONV_ALGOS, CONV_SAVES, Conv2d, col2im, im2col
 from .pool import AvgPool2d, GlobalAvgPool2d, MaxPool2d
 from .batch_norm import BatchNorm2d, BatchNorm2dEval
 from .attention import BatchedMatMul, CausalMask, Softmax, Slice
@@ -45,7 +45,7 @@ from .kv_cache import CacheAllocate, CacheAppend
 __all__ = ['unbroadcast', 'Transpose', 'Reshape', 'MatMul', 'BIAS_BUFFER_ELEMENTS', 'small_ufunc_buffer', 'Linear', 'Add', 'Sub', 'Mul', 'Scale', 'Neg', 'Exp', 'Log', 'Square', 'Pow', 'Sum', 'Mean', 'SumSquares', 'ReLU', 'Sigmoid', 'Tanh', 'SoftmaxCrossEntropy', 'MSE',
            'BatchedMatMul', 'CausalMask', 'Softmax', 'Slice', 'Dropout', 'keep_mask', 'Embedding', 'GELU',
            'LayerNorm']
-__all__ += ['Flatten', 'CONV_SAVES', 'Conv2d', 'col2im', 'im2col', 'AvgPool2d', 'GlobalAvgPool2d', 'MaxPool2d',
+__all__ += ['Flatten', 'CONV_ALGOS', 'CONV_SAVES', 'Conv2d', 'col2im', 'im2col', 'AvgPool2d', 'GlobalAvgPool2d', 'MaxPool2d',
             'BatchNorm2d', 'BatchNorm2dEval']
 __all__ += ['RMSNorm', 'Rotary', 'RotaryTables', 'SiLU']
 __all__ += ['Argmax', 'Concatenate', 'CacheAllocate', 'CacheAppend']

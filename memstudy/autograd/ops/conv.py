@@ -14,6 +14,18 @@ Both give the same gradients. Every column-sized buffer that is not saved (the f
 `input`, the rebuilt columns, the columns' gradient) is reported through `ctx.workspace`, so the ledger
 counts it while it lives, and every result made while one lives (the output, the weight's and the input's
 gradients) through `ctx.result`, so the ledger sees them together, as they are.
+
+`algo` chooses how the products are made, and so how much workspace they hold (as cuDNN chooses an algorithm under
+a workspace limit):
+  per_example -- the column matrix of the whole batch, (N, C·k·k, Ho·Wo), and one matrix product per example
+                 (the engine's only algorithm before `algo` existed; its bytes are unchanged);
+  batched     -- a block of B examples (default: all of them) laid out as one (C·k·k, B·Ho·Wo) matrix, so that each
+                 product is a single GEMM for the block: W @ columns, the weight's gradient grad_Bᵀ @ columnsᵀ and the
+                 columns' gradient Wᵀ @ grad_B. It holds the block's columns and the block's (O, B·Ho·Wo) product
+                 (the output, or the transposed gradient) at once: `batched_workspace_bytes`;
+  auto        -- `choose`: batched with the largest block whose workspace fits `workspace_bytes` (the rule, and what
+                 measurement says of it, in its docstring), decided from shapes alone, so a prediction makes the same
+                 choice.
 """
 from __future__ import annotations
 
@@ -26,6 +38,7 @@ from .linalg import BIAS_BUFFER_ELEMENTS, product, small_ufunc_buffer
 from .strided import reshaped, shares_buffer
 
 CONV_SAVES = ("input", "columns")
+CONV_ALGOS = ("per_example", "batched", "auto")
 
 
 def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -94,6 +107,78 @@ def col2im(grad_columns: np.ndarray, x_shape: tuple[int, ...], kernel: int, stri
     return grad_x
 
 
+def per_example_workspace_bytes(n: int, channels: int, kernel: int, stride: int, padding: int, out_h: int, out_w: int,
+                                itemsize: int, save: str, need_x: bool, need_w: bool) -> int:
+    """The largest bytes of column-sized workspaces `per_example` holds at once: the batch's column matrix (the
+    forward's, unless saved; the rebuilt one; the columns' gradient: one at a time), none for a 1×1, stride-1 kernel
+    on a contiguous input (its columns are the input)."""
+    if columns_are_input(kernel, stride, padding):
+        return 0
+    columns = n * channels * kernel * kernel * out_h * out_w * itemsize
+    keep = need_w and save == "columns"
+    return columns if (not keep or need_x) else 0
+
+
+def batched_workspace_bytes(n: int, block: int, channels: int, out_channels: int, kernel: int, out_h: int, out_w: int,
+                            itemsize: int, save: str, need_x: bool, need_w: bool) -> int:
+    """The largest bytes of workspaces `batched` with `block` examples per GEMM holds at once, forward or backward:
+    the block's columns (C·k·k, B·Ho·Wo) (unless saved) beside the block's product (O, B·Ho·Wo) (the forward's output
+    block; in backward the gradient block, beside the columns for the weight's gradient and then the columns'
+    gradient for the input's), and the (O, C·k·k) term each block adds to the weight's gradient when there are
+    several. Without the float32 scratch of 16-bit products (`emulate`)."""
+    block = max(1, min(block, n))
+    positions = block * out_h * out_w
+    columns, product = channels * kernel * kernel * positions * itemsize, out_channels * positions * itemsize
+    keep = need_w and save == "columns"
+    forward = product + (0 if keep else columns)
+    term = out_channels * channels * kernel * kernel * itemsize if need_w and block < n else 0
+    backward = 0
+    if need_w:
+        backward = product + (0 if keep else columns) + term
+    if need_x:
+        backward = max(backward, product + columns)
+    return max(forward, backward)
+
+
+def choose(algo: str, workspace_bytes: int | None, block: int | None, n: int, channels: int, out_channels: int,
+           kernel: int, stride: int, padding: int, out_h: int, out_w: int, itemsize: int, save: str, need_x: bool,
+           need_w: bool) -> tuple[str, int]:
+    """(algorithm, examples per GEMM) a convolution runs, from shapes alone (a prediction chooses as a measured step).
+
+    per_example: (per_example, N). batched: (batched, `block`, default N). auto: batched with the largest block
+    B ≤ N whose `batched_workspace_bytes` fits `workspace_bytes`, i.e. the fewest GEMM calls the limit allows; when not
+    even one example's fits, B = 1 (the smallest workspace there is: the limit cannot be met, and the row's
+    conv_workspace_bytes shows by how much). A stated rule, not a measured optimum: at the CNN benchmark's size
+    blocks of 8 examples were fastest at two layers and the whole batch was slower than per_example at the first
+    (docs/cnn.md has the measured figures); a rule that knows the cache could choose better."""
+    if algo == "per_example":
+        return "per_example", n
+    if algo == "batched":
+        return "batched", max(1, min(n, block or n))
+    if algo != "auto":
+        raise ValueError(f"conv2d algo must be one of {', '.join(CONV_ALGOS)}, got {algo!r}")
+    if workspace_bytes is None or n <= 1:
+        return "batched", max(n, 1)
+
+    def fits(b: int) -> bool:
+        return batched_workspace_bytes(n, b, channels, out_channels, kernel, out_h, out_w, itemsize, save, need_x,
+                                       need_w) <= workspace_bytes
+    if fits(n):
+        return "batched", n
+    lo, hi = 1, n  # the workspace grows with the block: the largest block that fits, by bisection
+    if not fits(1):
+        return "batched", 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return "batched", lo
+
+
+def algo_label(algo: str, block: int, n: int) -> str:
+    """What ran, as the row says it: per_example, batched (the whole batch per GEMM), or batched:B."""
+    return algo if algo == "per_example" or block >= n else f"{algo}:{block}"
+
+
 class Conv2d(Function):
     """y = W ⊛ x (+ b) on NCHW arrays: x (N, C, H, W), weight (O, C, k, k), bias (O,); square kernel.
 
@@ -112,12 +197,17 @@ class Conv2d(Function):
 
     @staticmethod
     def forward(ctx: Node, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *, stride: int = 1,
-                padding: int = 0, save: str = "input") -> np.ndarray:
+                padding: int = 0, save: str = "input", algo: str = "per_example", block: int | None = None,
+                workspace_bytes: int | None = None) -> np.ndarray:
         if x.ndim != 4 or weight.ndim != 4 or weight.shape[1] != x.shape[1] or weight.shape[2] != weight.shape[3]:
             raise ValueError(f"conv2d takes x (N, C, H, W) and a square weight (O, C, k, k), got {x.shape} and "
                              f"{weight.shape}")
         if save not in CONV_SAVES:
             raise ValueError(f"conv2d save must be one of {', '.join(CONV_SAVES)}, got {save!r}")
+        if algo not in CONV_ALGOS:
+            raise ValueError(f"conv2d algo must be one of {', '.join(CONV_ALGOS)}, got {algo!r}")
+        if block is not None and block < 1:
+            raise ValueError(f"conv2d block must be at least 1 example, got {block}")
         kernel = weight.shape[2]
         n, out_channels = x.shape[0], weight.shape[0]
         out_h = output_size(x.shape[2], kernel, stride, padding)
@@ -127,6 +217,11 @@ class Conv2d(Function):
                              f"{x.shape[2]}×{x.shape[3]} input")
         ctx.x_shape, ctx.kernel, ctx.stride, ctx.padding, ctx.mode = x.shape, kernel, stride, padding, save
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        ctx.algo, ctx.block = choose(algo, workspace_bytes, block, n, x.shape[1], out_channels, kernel, stride,
+                                     padding, out_h, out_w, x.dtype.itemsize, save, need_x, need_w)
+        ctx.choice(algo_label(ctx.algo, ctx.block, n))
+        if ctx.algo == "batched":
+            return _batched_forward(ctx, x, weight, bias, out_h, out_w)
         columns = im2col(x, kernel, stride, padding)
         keep_columns = need_w and save == "columns"
         if not keep_columns and not shares_buffer(columns, x):  # a 1×1 kernel's columns are x, unless copied
@@ -144,6 +239,8 @@ class Conv2d(Function):
 
     @staticmethod
     def backward(ctx: Node, grad: np.ndarray) -> tuple:
+        if ctx.algo == "batched":
+            return _batched_backward(ctx, grad)
         x, columns, weight = ctx.saved_tensors
         needs = ctx.needs_input_grad
         kernel, stride, padding = ctx.kernel, ctx.stride, ctx.padding
@@ -209,3 +306,157 @@ def _add_bias(out: np.ndarray, bias: np.ndarray) -> None:
         return
     with small_ufunc_buffer():
         out += per_channel
+
+
+# --- batched: a block of examples per GEMM -------------------------------------------------------------------------
+# The block's columns are laid out (C, k, k, B, Ho, Wo), so that the block is one (C·k·k, B·Ho·Wo) matrix; a block of
+# b < B examples (the last) is the view [:, :, :, :b] of the same buffer, still one matrix (rows B·Ho·Wo apart).
+
+
+def _fill_columns(columns: np.ndarray, x_block: np.ndarray, kernel: int, stride: int, padding: int) -> None:
+    """im2col of x_block (b, C, H, W) into columns[:, :, :, :b] (C, k, k, b, Ho, Wo); the positions a kernel offset
+    reads from the padding are never written (the buffer was made zero: they stay 0 from block to block)."""
+    b = x_block.shape[0]
+    _, _, rows, cols = _geometry(x_block.shape, kernel, stride, padding)
+    channels_first = x_block.transpose(1, 0, 2, 3)  # (C, b, H, W): a view
+    for i, (h_lo, h_hi, h_start, h_stop) in enumerate(rows):
+        for j, (w_lo, w_hi, w_start, w_stop) in enumerate(cols):
+            if h_lo < h_hi and w_lo < w_hi:
+                columns[:, i, j, :b, h_lo:h_hi, w_lo:w_hi] = \
+                    channels_first[:, :, h_start:h_stop:stride, w_start:w_stop:stride]
+
+
+def _add_columns(target: np.ndarray, grad_columns: np.ndarray, kernel: int, stride: int, padding: int) -> None:
+    """The adjoint of `_fill_columns`: grad_columns (C, k, k, b, Ho, Wo) added into target (b, C, H, W)."""
+    _, _, rows, cols = _geometry(target.shape, kernel, stride, padding)
+    channels_first = target.transpose(1, 0, 2, 3)  # (C, b, H, W): a view, written through
+    with small_ufunc_buffer():  # numpy buffers a strided add (~100 KB by default, unseen by the ledger)
+        for i, (h_lo, h_hi, h_start, h_stop) in enumerate(rows):
+            for j, (w_lo, w_hi, w_start, w_stop) in enumerate(cols):
+                if h_lo < h_hi and w_lo < w_hi:
+                    view = channels_first[:, :, h_start:h_stop:stride, w_start:w_stop:stride]
+                    np.add(view, grad_columns[:, i, j, :, h_lo:h_hi, w_lo:w_hi], out=view)
+
+
+def _blocks(n: int, block: int) -> list[tuple[int, int]]:
+    """[start, stop) of each block of examples. Shape-only arrays run every block too: each block's product is a
+    new buffer the ledger sees born and freed (auto's blocks are as large as the limit allows, so they are few)."""
+    return [(s, min(s + block, n)) for s in range(0, n, block)]
+
+
+def _column_matrix(columns: np.ndarray, start: int, stop: int, saved: bool) -> np.ndarray:
+    """The (C·k·k, b·Ho·Wo) matrix of examples [start, stop): a slice of the saved batch's columns, or the leading
+    b examples of the block buffer."""
+    c, k = columns.shape[0], columns.shape[1]
+    part = columns[:, :, :, start:stop] if saved else columns[:, :, :, :stop - start]
+    return part.reshape(c * k * k, (stop - start) * columns.shape[4] * columns.shape[5])  # a view (see above)
+
+
+def _batched_forward(ctx: Node, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, out_h: int,
+                     out_w: int) -> np.ndarray:
+    n, channels = x.shape[0], x.shape[1]
+    kernel, stride, padding, block = ctx.kernel, ctx.stride, ctx.padding, ctx.block
+    out_channels = weight.shape[0]
+    need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    keep = need_w and ctx.mode == "columns"
+    width = n if keep else block  # the saved columns hold the batch; a workspace holds one block
+    # zeros: the padding's positions stay 0 (see _fill_columns)
+    columns = (np.zeros if padding else np.empty)((channels, kernel, kernel, width, out_h, out_w), dtype=x.dtype,
+                                                   like=x)
+    if not keep:
+        ctx.workspace(columns, "columns")
+    ctx.save(x=x if need_w and ctx.mode == "input" else None, columns=columns if keep else None,
+             weight=weight if need_x else None)
+    out = ctx.result(np.empty((n, out_channels, out_h * out_w), dtype=emulate.result_dtype(x, weight), like=x))
+    matrix = _weight_matrix(ctx, weight)
+    for start, stop in _blocks(n, block):
+        if keep and start == 0:
+            _fill_columns(columns, x, kernel, stride, padding)  # the whole batch, once
+        elif not keep:
+            _fill_columns(columns, x[start:stop], kernel, stride, padding)
+        # (O, b·Ho·Wo): the block's output, channels first; copied into NCHW
+        block_out = ctx.workspace(product(ctx, matrix, _column_matrix(columns, start, stop, keep)), "block_out")
+        out[start:stop] = block_out.reshape(out_channels, stop - start, out_h * out_w).transpose(1, 0, 2)
+        block_out = None
+    columns = matrix = None
+    out = out.reshape(n, out_channels, out_h, out_w)
+    if bias is not None:
+        _add_bias(out, bias)
+    return out
+
+
+def _batched_backward(ctx: Node, grad: np.ndarray) -> tuple:
+    x, saved_columns, weight = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    kernel, stride, padding, block = ctx.kernel, ctx.stride, ctx.padding, ctx.block
+    n, channels = ctx.x_shape[0], ctx.x_shape[1]
+    out_channels, out_h, out_w = grad.shape[1], grad.shape[2], grad.shape[3]
+    low = is_low(grad.dtype) or (weight is not None and is_low(weight.dtype))
+    grad3 = reshaped(ctx, grad, (n, out_channels, out_h * out_w), "grad_matrix")
+    # the block's gradient, channels first: (O, B, Ho·Wo), one (O, B·Ho·Wo) matrix
+    grad_block = ctx.workspace(np.empty((out_channels, min(block, n), out_h * out_w), dtype=grad.dtype, like=grad),
+                               "grad_block")
+
+    def block_matrix(start: int, stop: int) -> np.ndarray:
+        part = grad_block[:, :stop - start]
+        part[...] = grad3[start:stop].transpose(1, 0, 2)
+        return part.reshape(out_channels, (stop - start) * out_h * out_w)  # a view: the leading axes merge
+
+    grad_w = grad_b = grad_x = None
+    if needs[1]:
+        keep = saved_columns is not None
+        columns = saved_columns
+        if not keep:
+            columns = ctx.workspace((np.zeros if padding else np.empty)(
+                (channels, kernel, kernel, min(block, n), out_h, out_w), dtype=x.dtype, like=x), "columns")
+        grad_w = ctx.result(np.zeros((out_channels, channels, kernel, kernel), dtype=grad.dtype, like=grad))
+        flat = grad_w.reshape(out_channels, channels * kernel * kernel)  # a view: grad_w is new, C
+        blocks = _blocks(n, block)
+        # Σ over blocks of grad_B @ columns_Bᵀ: one block writes the gradient itself; several add a term each (16-bit:
+        # each block's product in float32, summed in float32 and rounded once)
+        several = block < n
+        total = term = None
+        if low:
+            total = ctx.workspace(np.zeros(flat.shape, dtype=FLOAT32, like=flat), "fp32_grad_weight")
+        elif several:
+            term = ctx.workspace(np.empty_like(flat), "grad_weight_term")
+        for start, stop in blocks:
+            if not keep:
+                _fill_columns(columns, x[start:stop], kernel, stride, padding)
+            lhs, rhs = block_matrix(start, stop), _column_matrix(columns, start, stop, keep).T
+            if low:
+                part = emulate.matmul(ctx, lhs, rhs, dtype=FLOAT32)
+                total += part
+                part = None
+            elif several:
+                np.matmul(lhs, rhs, out=term)
+                flat += term
+            else:
+                np.matmul(lhs, rhs, out=flat)
+            lhs = rhs = None
+        if low:
+            np.copyto(flat, total, casting="unsafe")
+        x = columns = flat = total = term = None
+    if len(needs) > 2 and needs[2]:
+        if is_low(grad3.dtype):
+            grad_b = emulate.reduce_sum(grad3, (0, 2))
+        else:
+            grad_b = np.add.reduce(np.add.reduce(grad3, axis=2), axis=0)
+    if needs[0]:
+        matrix_t = _weight_matrix(ctx, weight).T
+        # 16-bit: the overlapping windows summed in float32, rounded once
+        grad_x = ctx.result(np.zeros(ctx.x_shape, dtype=grad.dtype, like=grad))
+        total = ctx.workspace(np.zeros(ctx.x_shape, dtype=FLOAT32, like=grad), "fp32_out") if low else grad_x
+        for start, stop in _blocks(n, block):
+            # (C·k·k, b·Ho·Wo) -> (C, k, k, b, Ho, Wo): a view of a new C array
+            grad_columns = ctx.workspace(product(ctx, matrix_t, block_matrix(start, stop)), "grad_columns")
+            grad_columns = grad_columns.reshape(channels, kernel, kernel, stop - start, out_h, out_w)
+            _add_columns(total[start:stop], grad_columns, kernel, stride, padding)
+            grad_columns = None
+        if low:
+            np.copyto(grad_x, total, casting="unsafe")
+        total = matrix_t = None
+    grad_block = None
+    if len(needs) == 2:
+        return grad_x, grad_w
+    return grad_x, grad_w, grad_b

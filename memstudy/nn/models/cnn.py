@@ -20,8 +20,10 @@ from ...autograd import ops
 from .. import init
 from ..conv import BatchNorm2d, Conv2d, GlobalAvgPool2d, MaxPool2d
 from ..layers import Linear, Module, ReLU, check_dtype
+from ...units import parse_bytes
 from .registry import ConfigError, Family, Field, StateBytes, checkpoint_segments, parse_checkpoint
 
+CONV_WORKSPACE_BYTES = 4 * 2 ** 30  # TensorFlow's default cuDNN workspace limit (TF_CUDNN_WORKSPACE_LIMIT_IN_MB)
 KERNEL = 3  # every block's convolution: 3×3, stride 1, padding 1 (the side is kept), then a 2×2 max-pool
 
 
@@ -29,9 +31,10 @@ class ConvBlock(Module):
     """Conv2d 3×3 → BatchNorm2d (optional) → ReLU → MaxPool2d 2×2: the side halves, the channels are `out`."""
 
     def __init__(self, in_channels: int, out_channels: int, batch_norm: bool, dtype: Any,
-                 rng: np.random.Generator, conv_save: str):
+                 rng: np.random.Generator, conv_save: str, conv_algo: str = "per_example",
+                 conv_workspace: int | None = None):
         self.conv = Conv2d(in_channels, out_channels, KERNEL, stride=1, padding=KERNEL // 2, bias=not batch_norm,
-                           dtype=dtype, seed=rng, save=conv_save)
+                           dtype=dtype, seed=rng, save=conv_save, algo=conv_algo, workspace_bytes=conv_workspace)
         self.bn = BatchNorm2d(out_channels, dtype=dtype) if batch_norm else None
         self.relu = ReLU()
         self.pool = MaxPool2d(2, 2)
@@ -54,7 +57,7 @@ class CNN(Module):
 
     def __init__(self, in_channels: int = 3, width: int = 16, depth: int = 3, classes: int = 10,
                  batch_norm: bool = True, conv_save: str = "input", dtype: Any = "float32", seed: int | None = 0,
-                 checkpoint: str = "none"):
+                 checkpoint: str = "none", conv_algo: str = "per_example", conv_workspace: int | None = None):
         if depth < 1:
             raise ValueError(f"depth must be at least 1, got {depth}")
         for name, value in (("in_channels", in_channels), ("width", width), ("classes", classes)):
@@ -62,12 +65,15 @@ class CNN(Module):
                 raise ValueError(f"{name} must be at least 1, got {value}")
         if conv_save not in ops.CONV_SAVES:
             raise ValueError(f"conv_save must be one of {', '.join(ops.CONV_SAVES)}, got {conv_save!r}")
+        if conv_algo not in ops.CONV_ALGOS:
+            raise ValueError(f"conv_algo must be one of {', '.join(ops.CONV_ALGOS)}, got {conv_algo!r}")
         rng = np.random.default_rng(seed)
         self.in_channels, self.width, self.depth, self.classes = in_channels, width, depth, classes
         self.batch_norm, self.conv_save, self.dtype = batch_norm, conv_save, check_dtype(dtype)
         channels = [in_channels] + [width * 2 ** i for i in range(depth)]
-        self.features = [ConvBlock(channels[i], channels[i + 1], batch_norm, self.dtype, rng, conv_save)
-                         for i in range(depth)]
+        self.conv_algo, self.conv_workspace = conv_algo, conv_workspace
+        self.features = [ConvBlock(channels[i], channels[i + 1], batch_norm, self.dtype, rng, conv_save, conv_algo,
+                                   conv_workspace) for i in range(depth)]
         self.pool = GlobalAvgPool2d()
         self.classifier = Linear(channels[-1], classes, True, self.dtype, rng)
         self.checkpoint = parse_checkpoint(checkpoint)
@@ -128,6 +134,18 @@ class CNN(Module):
         return h
 
 
+def parse_size(value: Any) -> int:
+    """conv_workspace's value in bytes: an integer, or a size such as 64MiB (memstudy.units; no percentages)."""
+    if not isinstance(value, str):
+        return value  # an integer: the field's type and minimum check it
+    try:
+        if value.strip().endswith("%"):
+            raise ValueError(value)
+        return parse_bytes(value, "conv_workspace")
+    except ValueError:
+        raise ValueError(f"must be a positive size in bytes such as 64MiB or 1048576, got {value!r}") from None
+
+
 def final_side(image_size: int, depth: int) -> int:
     """The image side after `depth` 2×2 stride-2 max-pools (floor mode): image_size // 2^depth."""
     return image_size >> depth
@@ -147,6 +165,13 @@ class CNNFamily(Family):
         Field("conv_save", str, "input", "what a convolution keeps for backward: input (rebuild the im2col "
               "columns in backward, as PyTorch) or columns (keep the k²-times larger column matrix)",
               choices=ops.CONV_SAVES),
+        Field("conv_algo", str, "per_example", "how a convolution makes its products: per_example (the batch's "
+              "im2col columns, one GEMM per example), batched (a block of examples per GEMM: one buffer of the block's "
+              "columns, one GEMM), auto (batched with the largest block whose workspace fits conv_workspace)",
+              choices=ops.CONV_ALGOS, optional=True),
+        Field("conv_workspace", int, CONV_WORKSPACE_BYTES, "conv_algo auto: the most bytes of workspace one "
+              "convolution may hold (a size: 64MiB, 500KB or bytes; default 4GiB, TensorFlow's cuDNN limit)",
+              parse=parse_size, minimum=1, optional=True),
     )
 
     def check(self, config: dict[str, Any]) -> None:
@@ -158,7 +183,8 @@ class CNNFamily(Family):
     def build(self, config: dict[str, Any]) -> CNN:
         model = CNN(config["in_channels"], config["width"], config["depth"], config["classes"],
                     batch_norm=config["batch_norm"], conv_save=config["conv_save"], dtype=config["dtype"],
-                    seed=config["seed"], checkpoint=config["checkpoint"])
+                    seed=config["seed"], checkpoint=config["checkpoint"], conv_algo=config["conv_algo"],
+                    conv_workspace=config["conv_workspace"])
         return model.train(config["mode"] == "train")
 
     def batch(self, config: dict[str, Any]) -> tuple[Any, Any]:

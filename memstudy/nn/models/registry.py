@@ -90,7 +90,9 @@ class Field:
     field changes nothing at its default (LoRA's): descriptions and cell ids name it only when it is set, so
     cells measured before the field existed keep their ids. `aliases` are other keys a spec or config may give it
     by (the MLP's `out_features` is `classes`, as its flag and the CNN say). `modes`: the modes the field applies to
-    (None: all); in any other mode its value is None (generation's fields outside mode generate).
+    (None: all); in any other mode its value is None (generation's fields outside mode generate). `parse` turns a
+    value given in another form into the field's type first (a size such as 64MiB into bytes); its ValueError
+    becomes the field's one-line error.
     """
 
     name: str
@@ -105,6 +107,7 @@ class Field:
     optional: bool = False
     aliases: tuple[str, ...] = ()
     modes: tuple[str, ...] | None = None
+    parse: Callable[[Any], Any] | None = None
 
     @property
     def cli_flag(self) -> str:
@@ -112,6 +115,11 @@ class Field:
 
     def check(self, value: Any) -> Any:
         """The value in canonical form, or ConfigError naming the field."""
+        if self.parse is not None:
+            try:
+                value = self.parse(value)
+            except ValueError as exc:
+                raise ConfigError(f"{self.name} {exc}") from None
         if self.type is bool:
             if not isinstance(value, bool):
                 raise ConfigError(f"{self.name} must be true or false, got {value!r}")

@@ -91,10 +91,16 @@ PARALLEL_ROW_FIELDS = PARALLEL_NAMES + ("accounted_rank", "rank_choice", "shape_
 # ledger's.
 PREDICTED_CATEGORY_FIELDS = tuple(f"predicted_peak_{c}_bytes" for c in CATEGORIES) + ("predicted_max_gradient_bytes",)
 
+# Convolutions (ops/conv.py, conv_algo): conv_algo_ran is what each convolution ran, in the order they ran (one name
+# when all ran the same: per_example, batched, or batched:B for B examples per GEMM), as the ledger heard it (Node.choice);
+# conv_workspace_bytes the most bytes of the convolutions' workspaces (ledger buffers conv2d.<role>) alive at once
+# over the step. Empty when the step has no convolution.
+CONV_ROW_FIELDS = ("conv_algo_ran", "conv_workspace_bytes")
+
 ROW_FIELDS: tuple[str, ...] = (
     LEGACY_CONFIG_FIELDS + BASELINE_FIELDS + LEDGER_FIELDS + PREDICTED_FIELDS + PROBE_FIELDS + ACCURACY_FIELDS
     + OUTCOME_FIELDS + MODEL_FIELDS + LATER_FIELDS + PRECISION_ROW_FIELDS + STATE_ROW_FIELDS + PARALLEL_ROW_FIELDS
-    + PREDICTED_CATEGORY_FIELDS
+    + PREDICTED_CATEGORY_FIELDS + CONV_ROW_FIELDS
 )
 
 # Config columns a report groups by (every config field but the repeat index).
