@@ -14,7 +14,7 @@ from memstudy.parallel import collectives as C
 from memstudy.parallel.rank import notes
 from memstudy.report.style import CATEGORY_COLORS, CATEGORY_LABELS
 from memstudy.report.timeline import LATER_CATEGORIES
-from memstudy.run.results.fields import PREDICTED_CATEGORY_FIELDS, ROW_FIELDS
+from memstudy.run.results.fields import CONV_ROW_FIELDS, PREDICTED_CATEGORY_FIELDS, ROW_FIELDS
 
 
 def test_parallel_fields_defaults_change_nothing():
@@ -62,9 +62,10 @@ def test_communication_is_a_category_everywhere():
     assert "communication" in CATEGORY_LABELS and "communication" in CATEGORY_COLORS
     for column in ("peak_communication_bytes", "data_parallel", "zero", "accounted_rank", "shape_only"):
         assert column in ROW_FIELDS
-    # appended, after every older column; the shape-only rows' predicted categories after them
-    assert ROW_FIELDS[-len(PREDICTED_CATEGORY_FIELDS) - 1:] == ("predicted_communication_bytes",
-                                                                 *PREDICTED_CATEGORY_FIELDS)
+    # appended, after every older column; the shape-only rows' predicted categories after them, then the
+    # convolutions' columns
+    tail = ("predicted_communication_bytes", *PREDICTED_CATEGORY_FIELDS, *CONV_ROW_FIELDS)
+    assert ROW_FIELDS[-len(tail):] == tail
 
 
 def _collective_step(shape_only: bool):
