@@ -148,8 +148,8 @@ def _spec_cells(name: str) -> list[dict]:
 def test_the_shape_only_specs_are_shape_only_and_their_cells_predict_sampled(name):
     spec = load_spec(ROOT / "experiments" / f"{name}.toml")
     assert spec.measure is False
-    for config in spec.cells()[::48]:
-        assert predict(config)["predicted_peak_bytes"] > 0
+    # one cell here; tests/test_results_match_code.py compares every 32nd cell's prediction with its committed row
+    assert predict(spec.cells()[-1])["predicted_peak_bytes"] > 0
 
 
 @pytest.mark.slow

@@ -34,7 +34,7 @@ LEDGER_COLUMNS = {
 }
 
 
-SAMPLE_EVERY = 16  # the fast test's share of a shape-only study's cells
+SAMPLE_EVERY = 32  # the fast test's share of a shape-only study's cells
 
 
 def _value(field, text: str):
