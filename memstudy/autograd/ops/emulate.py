@@ -56,8 +56,8 @@ def widen(target: Any, values: Any) -> None:
         strides = values.strides[-2:]
         if len(strides) == 2 and 0 != abs(strides[0]) < abs(strides[1]):
             # a transposed operand (a weight's .T): numpy's copy walks the target's rows and reads the values a
-            # column apart, missing the cache; bands of columns holding ≤ CHUNK_ELEMENTS values stay in it (2x)
-            band = max(1, CHUNK_ELEMENTS * values.shape[-1] // max(values.size, 1))
+            # column apart, missing the cache; bands of columns of ≤ CHUNK_ELEMENTS values a matrix stay in it (2x)
+            band = max(1, CHUNK_ELEMENTS // max(values.shape[-2], 1))
             for j in range(0, values.shape[-1], band):
                 np.copyto(bits[..., j:j + band], halves[..., j:j + band])
         else:
@@ -72,12 +72,14 @@ def narrow(target: Any, values: Any, spare: Any = None) -> None:
     rounds; `values` is left as it was.
 
     bfloat16 without a NaN in `values`: integer round to nearest even on the bits, (u + 0x7FFF + lowest kept bit)
-    >> 16, which carries a too-large finite into inf as ml_dtypes does; its intermediate lives in `spare` (a
+    >> 16, which carries a too-large finite into inf as ml_dtypes does (from CHUNK_ELEMENTS values up: below,
+    the extra numpy calls cost more than they save); its intermediate lives in `spare` (a
     1-d buffer of 4-byte elements the caller no longer needs: a workspace already counted), piece by piece,
     else in a hidden block of at most CHUNK_ELEMENTS. A NaN (rare) leaves the whole array to ml_dtypes' cast,
     which makes its own quiet NaNs."""
-    if not is_bfloat16(target) or type(values) is not np.ndarray or values.dtype != FLOAT32 or values.size == 0 \
-            or np.isnan(np.maximum.reduce(values, axis=None)):  # maximum propagates a NaN
+    if not is_bfloat16(target) or type(values) is not np.ndarray or values.dtype != FLOAT32 \
+            or values.size < CHUNK_ELEMENTS or np.isnan(np.maximum.reduce(values, axis=None)):
+        # a smaller block gains less than its extra numpy calls cost; maximum propagates a NaN
         np.copyto(target, values, casting="unsafe")
         return
     if spare is None:
