@@ -41,6 +41,7 @@ import numpy as np
 
 from .autograd import STATE, Tensor, meta, phase_scope
 from .autograd.ops.chunks import box_blocks
+from .autograd.ops.emulate import narrow, widen
 from .autograd.precision import FLOAT32, is_low
 
 CHUNK_ELEMENTS = 1 << 14
@@ -67,7 +68,7 @@ def _step_buffer(scratch: np.ndarray, chunk: np.ndarray) -> np.ndarray:
 def _loaded(scratch: np.ndarray, chunk: np.ndarray) -> np.ndarray:
     """A chunk's values in (a view of) a float32 scratch buffer."""
     out = _step_buffer(scratch, chunk)
-    np.copyto(out, chunk, casting="unsafe")
+    widen(out, chunk)
     return out
 
 
@@ -184,10 +185,10 @@ class Optimizer:
                 work_g *= grad_scale
             work_states = tuple(c if c.dtype == FLOAT32 else _loaded(w, c) for c, w in zip(state_chunks, wide_states))
             self._rule(work_p, work_g, work_states, _step_buffer(s, p))
-            np.copyto(p, work_p, casting="unsafe")  # rounded once into the 16-bit parameter
+            narrow(p, work_p, wide_g)  # rounded once into the 16-bit parameter (the gradient's copy is spent)
             for c, w in zip(state_chunks, work_states):
                 if w is not c:
-                    np.copyto(c, w, casting="unsafe")
+                    narrow(c, w, wide_g)
 
     def _unscale(self, grad_scale: float, rule: dict[np.dtype, np.ndarray]) -> bool:
         """Whether a gradient is inf or NaN; float32/float64 gradients are multiplied by `grad_scale` in place (a
