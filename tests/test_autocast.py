@@ -18,6 +18,8 @@
 """
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -347,8 +349,6 @@ def test_gpt_gradients_under_autocast_equal_pytorchs_on_onednns_avx512_kernels()
     a process whose oneDNN is held to AVX512_CORE (ONEDNN_MAX_CPU_ISA is read once, at oneDNN's first use)."""
     if not AVX512_CORE <= cpu_flags():
         pytest.skip("this CPU has no AVX512_CORE: oneDNN's exact bfloat16 kernels cannot run here")
-    import os
-    import subprocess
     code = ("import sys; sys.path.insert(0, 'tests'); import test_autocast as t; "
             "print(t.gradients_difference(*[x for i, x in enumerate(t.gpt_autocast_twins()) if i != 1]))")
     env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX512_CORE")

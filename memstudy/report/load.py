@@ -77,9 +77,9 @@ def load_runs(results_dir: Path) -> pd.DataFrame:
     missing = [c for c in ("cell", "status", *REQUIRED_CONFIG, "repeat") if c not in frame.columns]
     if missing:
         raise ReportError(f"{path}: not a memstudy runs.csv (missing column {missing[0]!r})")
-    for column in ROW_FIELDS:
-        if column not in frame.columns:
-            frame[column] = np.nan
+    absent = [column for column in ROW_FIELDS if column not in frame.columns]
+    if absent:  # added in one piece: a column at a time fragments the frame (pandas' PerformanceWarning)
+        frame = pd.concat([frame, pd.DataFrame(np.nan, index=frame.index, columns=absent)], axis=1)
     if "experiment" not in frame.columns:
         frame["experiment"] = results_dir.name
     # files from before the model registry have no `model` column: they are MLP studies
