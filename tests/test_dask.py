@@ -259,7 +259,8 @@ class _AnsweringHTTP(socketserver.BaseRequestHandler):
         self.request.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 
 
-@pytest.fixture(params=["answers at once", "waits for a request line"])
+# the waiting one (11 s: the handshake's timeout) takes the path the dashboard-port test below takes: `make test-all`
+@pytest.fixture(params=["answers at once", pytest.param("waits for a request line", marks=pytest.mark.slow)])
 def http_service(request):
     """An HTTP service on a loopback port, in a thread: one that answers Dask's handshake with a 400 at once, and
     http.server, which waits for a line that Dask's handshake never sends."""

@@ -207,8 +207,9 @@ def test_rows_and_sessions_record_the_models_source(tmp_path, fake_cell):
     assert sources == {"mlp": {"path": "memstudy/nn/models/mlp.py", "sha256": source_hash(module)}}
 
 
-@pytest.mark.parametrize("change", [None, ("depth = [1, 2, 3]", "depth = [1, 2, 3, 4]"), ("repeats = 2", "repeats = 3")],
-                         ids=["resume", "extend the grid", "more repeats"])
+@pytest.mark.parametrize("change", [  # the refusal is one check before any of the three: the others in `make test-all`
+    None, pytest.param(("depth = [1, 2, 3]", "depth = [1, 2, 3, 4]"), marks=pytest.mark.slow),
+    pytest.param(("repeats = 2", "repeats = 3"), marks=pytest.mark.slow)], ids=["resume", "extend the grid", "more repeats"])
 def test_a_changed_model_file_is_refused_naming_the_file(tmp_path, fake_cell, change):
     studies = user_model_folder(tmp_path)
     out = tmp_path / "out"

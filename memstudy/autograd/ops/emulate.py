@@ -32,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..engine import Node
-from ..precision import FLOAT32, is_low
+from ..precision import FLOAT32, is_bf16, is_low
 from .chunks import CHUNK_ELEMENTS, blocks, box_blocks, part
 
 TILE_ELEMENTS = 1 << 20  # float32 elements per tile of a 16-bit matmul's operands and result (4 MiB each)
@@ -45,7 +45,7 @@ BF16_NEG_INF_BITS = 0xFF80  # -inf; above it, negative NaNs
 
 def is_bfloat16(array: Any) -> bool:
     """A real bfloat16 array (the arrays whose casts and ReLU work on the bits)."""
-    return type(array) is np.ndarray and array.dtype.name == "bfloat16"
+    return type(array) is np.ndarray and is_bf16(array.dtype)
 
 
 def widen(target: Any, values: Any) -> None:
