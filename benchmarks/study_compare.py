@@ -5,9 +5,12 @@ The baseline is another commit's tree (`--baseline REF`, default: where this bra
 main`, or on main itself the commit before the speed work, `SPEED_BASELINE`), unpacked by `git archive` into a
 temporary folder and run from there (its own memstudy on PYTHONPATH), or this checkout with every cell started the
 old way (`--baseline exec`: MEMSTUDY_LAUNCHER=exec). Each study's sweep runs once each way, alternating which goes
-first, into temporary folders (results/ is never written). Then:
+first, into temporary folders (results/ is never written). Both ways run the baseline's own experiments/NAME.toml:
+the same grid measured twice (a study that gained a field since, such as cnn.toml's conv_algo, would be refused by
+the old code and would not be the same work). Then:
 
-- wall seconds of each sweep (`memstudy sweep SPEC --out DIR`, the process's wall time);
+- wall seconds of each sweep (`memstudy sweep SPEC --out DIR`, the process's wall time), summed over the studies
+  that ran both ways (a study that failed either way is named in the errors and left out of both sums);
 - every column of every (cell, repeat) row compared, except the measurements that differ from run to run (the
   probes, the clock, the load, the host, the process's absolute peaks) and provenance (`MEASURED`): the ledger's
   and the predictor's columns must be identical;
@@ -121,7 +124,10 @@ def compare(studies: tuple[str, ...] = STUDIES, baseline: str | None = None,
         compared = 0
         load = ForeignLoad().start()
         for index, study in enumerate(studies):
-            spec = ROOT / "experiments" / f"{study}.toml"
+            spec = old_tree / "experiments" / f"{study}.toml"  # the baseline's grid, run both ways
+            if not spec.is_file():
+                errors.append(f"{study}: the baseline has no experiments/{study}.toml")
+                continue
             order = ("old", "new") if index % 2 == 0 else ("new", "old")
             for way in order:
                 tree, way_env = (old_tree, old_env) if way == "old" else (ROOT, new_env)
@@ -145,9 +151,12 @@ def compare(studies: tuple[str, ...] = STUDIES, baseline: str | None = None,
         foreign = load.cores()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    old_total, new_total = sum(seconds["old"].values()), sum(seconds["new"].values())
-    return {"baseline": label, "studies": studies, "seconds": seconds, "old_seconds": old_total,
-            "new_seconds": new_total, "ratio": new_total / old_total, "rows_compared": compared,
+    both = [s for s in studies if s in seconds["old"] and s in seconds["new"]
+            and not any(e.startswith(f"{s} (") or e.startswith(f"{s}:") for e in errors)]
+    old_total, new_total = sum(seconds["old"][s] for s in both), sum(seconds["new"][s] for s in both)
+    return {"baseline": label, "studies": studies, "timed": tuple(both), "seconds": seconds, "old_seconds": old_total,
+            "new_seconds": new_total, "ratio": new_total / old_total if old_total else float("nan"),
+            "rows_compared": compared,
             "differing_columns": differing, "agreement": {w: _agreement(rows[w]) for w in rows},
             "foreign_cores": foreign, "errors": errors}
 
@@ -175,7 +184,8 @@ def summary(result: dict[str, Any]) -> str:
         f"{p} median |error| {result['agreement']['old'][p][0]:.2%} -> {result['agreement']['new'][p][0]:.2%}"
         for p, _ in PROBES)
     verdict = "no worse" if agreement_no_worse(result) else "WORSE"
-    return (f"{len(result['studies'])} studies ({', '.join(result['studies'])}), {result['rows_compared']} rows, "
+    return (f"{len(result['timed'])} studies timed both ways ({', '.join(result['timed'])}; each the baseline's "
+            f"experiments/NAME.toml), {result['rows_compared']} rows, "
             f"side by side; {same}; probes vs ledger (steps >= 1 MiB): {agree} ({verdict})"
             + (f"; errors: {' | '.join(result['errors'])}" if result["errors"] else ""))
 
@@ -188,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     studies = tuple(s.strip() for s in args.studies.split(",") if s.strip())
     result = compare(studies, args.baseline, log=lambda message: print(message, file=sys.stderr, flush=True))
-    for study in studies:
+    for study in result["timed"]:
         print(f"{study}: {result['seconds']['old'][study]:.1f} s -> {result['seconds']['new'][study]:.1f} s")
     print(f"study_seconds_new_vs_old: {result['ratio']:.3f} ({result['new_seconds']:.1f} s / "
           f"{result['old_seconds']:.1f} s; target <= {TARGET_RATIO}; baseline {result['baseline']}; others' load "

@@ -65,11 +65,12 @@ def compute_dtype(dt: np.dtype) -> np.dtype:
 
 def finfo(dt: np.dtype) -> Any:
     """numpy's finfo, or ml_dtypes' for bfloat16 (numpy's refuses it)."""
-    if dt.name == "bfloat16":
+    if is_bf16(dt):
         import ml_dtypes
 
         return ml_dtypes.finfo(dt)
     return np.finfo(dt)
 
 
-__all__ = ["FLOAT32", "FLOAT_DTYPES", "LOW_PRECISION", "compute_dtype", "dtype", "finfo", "is_float", "is_low"]
+__all__ = ["FLOAT32", "FLOAT_DTYPES", "LOW_PRECISION", "compute_dtype", "dtype", "finfo", "is_bf16", "is_float",
+           "is_low"]

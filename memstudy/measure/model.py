@@ -23,9 +23,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import numpy as np
-
 from ..autograd import Tensor, meta
+from ..autograd.precision import is_float
 from .agreement import row_warning, unavailable_prediction
 from .ledger import StepAccount
 from .predict import prediction_fields
@@ -87,8 +86,8 @@ def _model_dtype(model: Any, data: Any) -> str:
     """The dtype a row reports: the parameters' floating dtype. ConfigError when a floating batch has another one
     (numpy would promote the whole step to the wider of the two)."""
     floating = sorted({str(p.data.dtype) for p in model.parameters()
-                       if np.issubdtype(p.data.dtype, np.floating) or p.data.dtype.name == "bfloat16"})
-    batch_floating = np.issubdtype(data.dtype, np.floating) or data.dtype.name == "bfloat16"
+                       if is_float(p.data.dtype)})
+    batch_floating = is_float(data.dtype)
     if len(floating) == 1:
         if batch_floating and str(data.dtype) != floating[0]:
             raise ConfigError(f"inputs are {data.dtype} but the model's parameters are {floating[0]}: numpy would "
