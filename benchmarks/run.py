@@ -596,6 +596,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     git = git_info()  # before this run writes bench.csv into the tree, which would read as uncommitted changes
+    # PYTHONDONTWRITEBYTECODE (some sandboxes and CI images set it) makes every child process compile memstudy from
+    # source: ~0.1 s a process here (import memstudy.measure.cell 0.25 s against 0.15 s), in the start-up figures,
+    # every study cell and the fresh clone's `make study`. A user's checkout keeps its __pycache__ (gitignored), so
+    # the children run with it unset; env.json records what was found.
+    dont_write_bytecode = os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     quick = args.quick
     rounds = args.rounds or (2 if quick else 15)
     args.retries = (0 if quick else 2) if args.retries is None else args.retries
@@ -706,6 +711,7 @@ def main(argv: list[str] | None = None) -> int:
         "blas_threads": threads, "blas_threads_source": threads_source,
         "heap": args.heap, "heap_warmup_bytes": HEAP_WARMUP_BYTES if args.heap == "warm" else 0,
         "malloc_environment": {k: v for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")},
+        "pythondontwritebytecode_unset_for_children": dont_write_bytecode,
         "thread_environment": {k: v for k, v in sorted(os.environ.items())
                                if k.startswith(("OPENBLAS_", "GOMP_", "OMP_", "MKL_"))},
         "torch": ({**worker.info, "failed": worker.failed} if worker is not None

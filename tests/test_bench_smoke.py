@@ -199,3 +199,17 @@ def test_sweep_section_times_three_executors(tmp_path):
     for name in ("jobs1", "jobs2", "cluster2"):
         assert rows[f"sweep_{name}_cells_per_second"]["status"] == "ok", rows[f"sweep_{name}_cells_per_second"]
     assert float(rows["cluster_fixed_seconds"]["value"]) > 0
+
+
+def test_children_keep_their_bytecode_cache_under_pythondontwritebytecode(tmp_path):
+    """Some sandboxes set PYTHONDONTWRITEBYTECODE: every child would then compile memstudy from source (~0.1 s a
+    process), which no user's checkout does. The benchmark unsets it for its children and records what it found."""
+    cache = tmp_path / "pycache"
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(cache)}
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--no-torch", "--only", "startup",
+                           "--out", str(tmp_path / "out")], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert list(cache.rglob("memstudy/measure/cell*.pyc")), "the start-up children wrote no bytecode"
+    info = json.loads((tmp_path / "out" / "env.json").read_text())
+    assert info["bench"]["pythondontwritebytecode_unset_for_children"] == "1"
