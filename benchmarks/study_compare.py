@@ -106,7 +106,9 @@ def compare(studies: tuple[str, ...] = STUDIES, baseline: str | None = None,
             log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     """Run each study both ways; seconds, differing columns and the probes' agreement."""
     tmp = Path(tempfile.mkdtemp(prefix="memstudy-bench-compare-"))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # each way's own PYTHONPATH; bytecode cached as on a user's checkout (benchmarks/run.py says why), also when this
+    # module runs on its own
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE")}
     try:
         if baseline is None:
             baseline = default_baseline()

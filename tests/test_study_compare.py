@@ -59,3 +59,12 @@ def test_a_study_the_baseline_lacks_is_an_error_not_a_run(tmp_path, monkeypatch)
     result = study_compare.compare(("a", "new_study"), baseline="0" * 40)
     assert result["timed"] == ("a",)
     assert "new_study: the baseline has no experiments/new_study.toml" in result["errors"]
+
+
+def test_the_sweeps_cache_their_bytecode_under_pythondontwritebytecode(tmp_path, monkeypatch):
+    _fake_baseline(tmp_path, monkeypatch, ["a"])
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    envs = []
+    monkeypatch.setattr(study_compare, "_sweep", lambda where, spec, out, env: (envs.append(env), (1.0, ""))[1])
+    study_compare.compare(("a",), baseline="0" * 40)
+    assert len(envs) == 2 and not any("PYTHONDONTWRITEBYTECODE" in env for env in envs)
