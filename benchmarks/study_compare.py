@@ -124,6 +124,7 @@ def compare(studies: tuple[str, ...] = STUDIES, baseline: str | None = None,
         differing: dict[str, int] = {}
         rows = {"old": [], "new": []}
         compared = 0
+        timed: list[str] = []  # the studies that ran both ways without an error: the ones the sums cover
         load = ForeignLoad().start()
         for index, study in enumerate(studies):
             spec = old_tree / "experiments" / f"{study}.toml"  # the baseline's grid, run both ways
@@ -131,6 +132,7 @@ def compare(studies: tuple[str, ...] = STUDIES, baseline: str | None = None,
                 errors.append(f"{study}: the baseline has no experiments/{study}.toml")
                 continue
             order = ("old", "new") if index % 2 == 0 else ("new", "old")
+            failed = False
             for way in order:
                 tree, way_env = (old_tree, old_env) if way == "old" else (ROOT, new_env)
                 log(f"  compare: {study} ({way}: {label if way == 'old' else 'this checkout'})")
@@ -138,11 +140,16 @@ def compare(studies: tuple[str, ...] = STUDIES, baseline: str | None = None,
                 seconds[way][study] = wall
                 if error:
                     errors.append(f"{study} ({way}) {error}")
+                    failed = True
+            if not failed:
+                timed.append(study)  # both sweeps ran; rows that do not match (below) take it out again
             if any(not (tmp / way / study / "runs.csv").is_file() for way in ("old", "new")):
                 continue  # the error says why
             old, new = _read(tmp / "old" / study / "runs.csv"), _read(tmp / "new" / study / "runs.csv")
             if old.keys() != new.keys():
                 errors.append(f"{study}: the two runs have different (cell, repeat) rows")
+                if not failed:
+                    timed.remove(study)
             for key in old.keys() & new.keys():
                 compared += 1
                 for column, value in old[key].items():
@@ -153,10 +160,8 @@ def compare(studies: tuple[str, ...] = STUDIES, baseline: str | None = None,
         foreign = load.cores()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    both = [s for s in studies if s in seconds["old"] and s in seconds["new"]
-            and not any(e.startswith(f"{s} (") or e.startswith(f"{s}:") for e in errors)]
-    old_total, new_total = sum(seconds["old"][s] for s in both), sum(seconds["new"][s] for s in both)
-    return {"baseline": label, "studies": studies, "timed": tuple(both), "seconds": seconds, "old_seconds": old_total,
+    old_total, new_total = sum(seconds["old"][s] for s in timed), sum(seconds["new"][s] for s in timed)
+    return {"baseline": label, "studies": studies, "timed": tuple(timed), "seconds": seconds, "old_seconds": old_total,
             "new_seconds": new_total, "ratio": new_total / old_total if old_total else float("nan"),
             "rows_compared": compared,
             "differing_columns": differing, "agreement": {w: _agreement(rows[w]) for w in rows},
